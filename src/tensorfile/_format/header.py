@@ -1,0 +1,325 @@
+"""Pure functions that decode, validate and encode a safetensors header.
+
+Layout (full text in spec/FORMAT.md)::
+
+    [8 bytes: N, u64 little-endian][N bytes: JSON object, UTF-8][data buffer]
+
+The JSON object maps tensor names to ``{"dtype", "shape", "data_offsets"}``
+entries (offsets relative to the data buffer) plus an optional
+``"__metadata__"`` mapping of strings to strings.
+
+Nothing here touches a file: callers pass bytes and the real size of the data
+buffer, so every declared length is checked against what exists before
+anything is allocated from it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
+
+from tensorfile._format.dtypes import DType, dtype_from_name
+from tensorfile.errors import (
+    DuplicateKeyError,
+    HeaderTooLargeError,
+    InvalidHeaderError,
+    InvalidMetadataError,
+    InvalidOffsetsError,
+    InvalidShapeError,
+    SerializationError,
+    TruncatedFileError,
+)
+
+#: Largest header the reference accepts (bytes of JSON after the length prefix).
+MAX_HEADER_SIZE = 100_000_000
+#: Every offset and size must fit in an unsigned 64-bit integer.
+_U64_MAX = 2**64 - 1
+METADATA_KEY = "__metadata__"
+
+
+class TensorInfo(NamedTuple):
+    """Where one tensor lives: offsets are relative to the data buffer."""
+
+    name: str
+    dtype: DType
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.start
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+class Header(NamedTuple):
+    """A validated header."""
+
+    #: Tensors in data-offset order (the order they sit in the file).
+    tensors: dict[str, TensorInfo]
+    metadata: dict[str, str] | None
+    #: N, the header length in bytes (JSON plus padding).
+    length: int
+
+    @property
+    def data_offset(self) -> int:
+        """Absolute file offset of the data buffer."""
+        return 8 + self.length
+
+
+def read_length(prefix: bytes, file_size: int) -> int:
+    """Decode N from the first 8 bytes and check it against the file size."""
+    if len(prefix) < 8 or file_size < 8:
+        raise TruncatedFileError(
+            f"file is {file_size} bytes: too short for the 8-byte header length"
+        )
+    (n,) = struct.unpack("<Q", prefix[:8])
+    if n > MAX_HEADER_SIZE:
+        raise HeaderTooLargeError(
+            f"header length at offset 0 is {n} bytes, over the {MAX_HEADER_SIZE}-byte limit"
+        )
+    if 8 + n > file_size:
+        raise TruncatedFileError(
+            f"header length at offset 0 declares {n} bytes but only {file_size - 8} follow"
+        )
+    return int(n)
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        seen: set[str] = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise DuplicateKeyError(f"header names {k!r} more than once")
+            seen.add(k)
+    return d
+
+
+def _reject_constant(name: str) -> Any:
+    raise InvalidHeaderError(f"header contains {name}, which is not valid JSON")
+
+
+def _has_surrogates(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def decode_json(raw: bytes) -> dict[str, Any]:
+    """Header bytes (without the length prefix) to a dict, strictly.
+
+    Strict UTF-8, standard JSON only (no NaN/Infinity), no duplicate keys, no
+    lone surrogate escapes, and the top level must be an object.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InvalidHeaderError(f"header is not valid UTF-8 (byte {8 + e.start})") from None
+    try:
+        obj = json.loads(
+            text, object_pairs_hook=_unique_pairs, parse_constant=_reject_constant
+        )
+    except json.JSONDecodeError as e:
+        # e.pos counts characters; report the byte offset in the file.
+        byte = 8 + len(text[: e.pos].encode("utf-8"))
+        raise InvalidHeaderError(f"header is not valid JSON at byte {byte}: {e.msg}") from None
+    except RecursionError:
+        raise InvalidHeaderError("header JSON is nested too deeply") from None
+    if not isinstance(obj, dict):
+        raise InvalidHeaderError(f"header must be a JSON object, not {type(obj).__name__}")
+    # Lone surrogates (\ud800) decode in Python but are not text; the reference
+    # rejects them. Only scan when an escape that could produce one is present.
+    if "\\ud" in text or "\\uD" in text:
+        for k, v in obj.items():
+            if _has_surrogates(k) or (
+                k == METADATA_KEY
+                and isinstance(v, dict)
+                and any(_has_surrogates(a) or (isinstance(b, str) and _has_surrogates(b))
+                        for a, b in v.items())
+            ):
+                raise InvalidHeaderError(f"header has a lone surrogate escape in {k!r}")
+    return obj
+
+
+def _is_uint(x: object) -> bool:
+    return type(x) is int and 0 <= x <= _U64_MAX
+
+
+def validate(obj: Mapping[str, Any], data_size: int, length: int = 0) -> Header:
+    """Check a decoded header against the data buffer's real size."""
+    metadata: dict[str, str] | None = None
+    infos: list[TensorInfo] = []
+    append = infos.append
+    for name, entry in obj.items():
+        if name == METADATA_KEY:
+            metadata = _validate_metadata(entry)
+            continue
+        if type(entry) is not dict:
+            raise InvalidHeaderError(f"tensor {name!r}: entry must be an object")
+        try:
+            dtype_name = entry["dtype"]
+            shape = entry["shape"]
+            offsets = entry["data_offsets"]
+        except KeyError as e:
+            raise InvalidHeaderError(f"tensor {name!r}: missing field {e.args[0]!r}") from None
+        dtype = dtype_from_name(dtype_name) if type(dtype_name) is str else dtype_from_name(None)
+        if type(shape) is not list or not all(_is_uint(d) for d in shape):
+            raise InvalidShapeError(
+                f"tensor {name!r}: shape must be a list of non-negative integers, got {shape!r:.80}"
+            )
+        if type(offsets) is not list or len(offsets) != 2 or not (
+            _is_uint(offsets[0]) and _is_uint(offsets[1])
+        ):
+            raise InvalidOffsetsError(
+                f"tensor {name!r}: data_offsets must be a pair of non-negative integers, "
+                f"got {offsets!r:.80}"
+            )
+        append(TensorInfo(name, dtype, tuple(shape), offsets[0], offsets[1]))
+
+    infos.sort(key=lambda t: (t.start, t.end))
+    pos = 0
+    base = 8 + length
+    for t in infos:
+        if t.start != pos or t.end < t.start:
+            what = "overlaps the previous tensor" if t.start < pos else "leaves a gap"
+            if t.end < t.start:
+                what = "ends before it begins"
+            raise InvalidOffsetsError(
+                f"tensor {t.name!r}: data_offsets [{t.start}, {t.end}] (file byte {base + t.start}) "
+                f"{what}; expected it to begin at {pos}"
+            )
+        numel = 1
+        for d in t.shape:
+            numel *= d
+        bits = numel * t.dtype.bits
+        if bits > _U64_MAX:
+            raise InvalidShapeError(f"tensor {t.name!r}: shape {list(t.shape)} overflows")
+        if bits % 8:
+            raise InvalidShapeError(
+                f"tensor {t.name!r}: {numel} elements of {t.dtype.name} do not fill whole bytes"
+            )
+        if bits // 8 != t.end - t.start:
+            raise InvalidOffsetsError(
+                f"tensor {t.name!r}: shape {list(t.shape)} of {t.dtype.name} needs {bits // 8} bytes "
+                f"but data_offsets [{t.start}, {t.end}] (file byte {base + t.start}) span "
+                f"{t.end - t.start}"
+            )
+        pos = t.end
+    if pos != data_size:
+        if pos > data_size:
+            raise TruncatedFileError(
+                f"tensors need {pos} bytes of data but the file has {data_size} after the header"
+            )
+        raise InvalidOffsetsError(
+            f"tensors cover {pos} bytes but the data buffer has {data_size}: "
+            f"{data_size - pos} trailing bytes at file byte {base + pos}"
+        )
+    return Header({t.name: t for t in infos}, metadata, length)
+
+
+def _validate_metadata(entry: object) -> dict[str, str] | None:
+    if entry is None:
+        return None
+    if type(entry) is not dict:
+        raise InvalidMetadataError("__metadata__ must be an object of strings")
+    for k, v in entry.items():
+        if type(v) is not str:
+            raise InvalidMetadataError(
+                f"__metadata__[{k!r}] must be a string, got {type(v).__name__}"
+            )
+    return entry
+
+
+def parse(buf: bytes | memoryview, file_size: int | None = None) -> Header:
+    """Parse and validate a header from the start of a file's bytes.
+
+    ``buf`` must hold at least the first ``8 + N`` bytes; ``file_size`` is the
+    whole file's size (default: ``len(buf)``).
+    """
+    size = len(buf) if file_size is None else file_size
+    n = read_length(bytes(buf[:8]), size)
+    if len(buf) < 8 + n:
+        raise TruncatedFileError(f"header needs {8 + n} bytes, {len(buf)} given")
+    obj = decode_json(bytes(buf[8 : 8 + n]))
+    return validate(obj, size - 8 - n, n)
+
+
+# --------------------------------------------------------------------------
+# Writing: the canonical form (identical to the reference writer's output)
+# --------------------------------------------------------------------------
+
+
+class Entry(NamedTuple):
+    """What the writer needs to know about one tensor before its bytes."""
+
+    name: str
+    dtype: DType
+    shape: tuple[int, ...]
+
+
+def canonical_order(entries: Iterable[Entry]) -> list[Entry]:
+    """Widest dtype first (reference enum rank, descending), then by name."""
+    return sorted(entries, key=lambda e: (-e.dtype.rank, e.name))
+
+
+def encode(
+    entries: Iterable[Entry], metadata: Mapping[str, str] | None = None
+) -> tuple[bytes, list[TensorInfo]]:
+    """Build the header for ``entries`` in canonical order.
+
+    Returns the 8-byte length prefix plus padded JSON, and the tensors with
+    their offsets in the order their bytes must follow.
+    """
+    ordered = canonical_order(entries)
+    doc: dict[str, Any] = {}
+    if metadata is not None:
+        meta = dict(metadata)
+        for k, v in meta.items():
+            if not isinstance(k, str) or not isinstance(v, str):
+                raise SerializationError(
+                    f"metadata must map str to str, got {k!r}: {type(v).__name__}"
+                )
+        # The reference serializes a hash map, so its key order is random; sorted
+        # keys make tensorfile's output deterministic (same bytes, same digest).
+        doc[METADATA_KEY] = dict(sorted(meta.items()))
+    infos: list[TensorInfo] = []
+    pos = 0
+    for e in ordered:
+        if not isinstance(e.name, str):
+            raise SerializationError(f"tensor names must be str, got {e.name!r}")
+        if e.name == METADATA_KEY:
+            raise SerializationError(f"{METADATA_KEY!r} is reserved and cannot name a tensor")
+        if e.name in doc:
+            raise SerializationError(f"tensor {e.name!r} given twice")
+        numel = math.prod(e.shape)
+        if (numel * e.dtype.bits) % 8:
+            raise SerializationError(
+                f"tensor {e.name!r}: {numel} elements of {e.dtype.name} do not fill whole bytes"
+            )
+        nbytes = e.dtype.nbytes(numel)
+        doc[e.name] = {
+            "dtype": e.dtype.name,
+            "shape": list(e.shape),
+            "data_offsets": [pos, pos + nbytes],
+        }
+        infos.append(TensorInfo(e.name, e.dtype, tuple(e.shape), pos, pos + nbytes))
+        pos += nbytes
+    try:
+        text = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise SerializationError(f"a tensor name or metadata string is not valid text: {err}") from None
+    text += b" " * (-len(text) % 8)
+    if len(text) > MAX_HEADER_SIZE:
+        raise SerializationError(
+            f"header would be {len(text)} bytes, over the {MAX_HEADER_SIZE}-byte limit"
+        )
+    return struct.pack("<Q", len(text)) + text, infos

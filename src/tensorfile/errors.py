@@ -1,0 +1,146 @@
+"""Every error tensorfile raises on bad input.
+
+One base class, :class:`TensorfileError`, and a subclass per kind of failure,
+grouped by the layer that raises it. Messages say what was wrong, where (file,
+tensor name, byte offset) and why. Callers that only care whether an input is
+acceptable catch :class:`TensorfileError`; anything else escaping the library
+on hostile input is a bug.
+
+Several classes also derive from the builtin that code written against the
+reference ``safetensors`` package would catch (``KeyError`` for a missing
+tensor, ``ValueError`` for a malformed file), so swapping the import keeps
+existing ``except`` clauses working.
+"""
+
+from __future__ import annotations
+
+
+class TensorfileError(Exception):
+    """Base class of every error tensorfile raises on purpose."""
+
+
+# --------------------------------------------------------------------------
+# Format: reading and writing safetensors files (spec/FORMAT.md)
+# --------------------------------------------------------------------------
+
+
+class FormatError(TensorfileError, ValueError):
+    """The bytes are not a valid safetensors file."""
+
+    #: Short machine-readable name of the rule that failed (see spec/FORMAT.md).
+    kind: str = "format"
+
+
+class TruncatedFileError(FormatError):
+    """The file ends before the header or the data it declares."""
+
+    kind = "truncated"
+
+
+class HeaderTooLargeError(FormatError):
+    """The declared header length is over the 100,000,000-byte limit."""
+
+    kind = "header_too_large"
+
+
+class InvalidHeaderError(FormatError):
+    """The header is not UTF-8, not JSON, or not a JSON object of entries."""
+
+    kind = "invalid_header"
+
+
+class DuplicateKeyError(InvalidHeaderError):
+    """The header JSON names the same key twice."""
+
+    kind = "duplicate_key"
+
+
+class InvalidMetadataError(FormatError):
+    """``__metadata__`` is not a mapping of strings to strings."""
+
+    kind = "invalid_metadata"
+
+
+class InvalidDtypeError(FormatError):
+    """A tensor entry names a dtype that does not exist."""
+
+    kind = "invalid_dtype"
+
+
+class InvalidShapeError(FormatError):
+    """A shape is not a list of non-negative integers, or its size overflows."""
+
+    kind = "invalid_shape"
+
+
+class InvalidOffsetsError(FormatError):
+    """``data_offsets`` are malformed, disagree with the shape, or do not tile the buffer."""
+
+    kind = "invalid_offsets"
+
+
+class TensorNotFoundError(TensorfileError, KeyError):
+    """No tensor of that name in the file."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ClosedFileError(TensorfileError, ValueError):
+    """The handle was used after it was closed."""
+
+
+class FrameworkError(TensorfileError, ValueError):
+    """An unknown framework or device was asked for, or the framework is not installed."""
+
+
+class SerializationError(TensorfileError, ValueError):
+    """Tensors cannot be written as given (shared memory, unsupported dtype, bad names)."""
+
+
+class ShardIndexError(FormatError):
+    """A ``*.safetensors.index.json`` file is malformed or names a missing shard."""
+
+    kind = "invalid_index"
+
+
+# --------------------------------------------------------------------------
+# Pickles: scanning and converting (spec/SCANNING.md)
+# --------------------------------------------------------------------------
+
+
+class PickleError(TensorfileError):
+    """A pickle or checkpoint container could not be read or is not acceptable."""
+
+
+class ScanError(PickleError):
+    """The input could not be scanned completely (so it is never called safe)."""
+
+
+class ConversionError(PickleError):
+    """A checkpoint could not be converted; nothing was written."""
+
+
+class UnsafePickleError(ConversionError):
+    """The checkpoint uses a global or call outside the tensor-rebuilding allowlist."""
+
+
+# --------------------------------------------------------------------------
+# Integrity: manifests, signatures, verification (spec/SIGNING.md)
+# --------------------------------------------------------------------------
+
+
+class IntegrityError(TensorfileError):
+    """Base of signing and verification failures. Verification fails closed."""
+
+
+class KeyLoadError(IntegrityError):
+    """A key or certificate could not be read, or is of an unsupported kind."""
+
+
+class BundleError(IntegrityError):
+    """The signature bundle is malformed, truncated, or of an unknown kind."""
+
+
+class VerificationError(IntegrityError):
+    """The signature or a digest does not match: the model must not be trusted."""
