@@ -107,7 +107,8 @@ def numpy_dtype(dt: DType) -> np.dtype[Any]:
     if dt.numpy_name in _ML_DTYPES:
         import ml_dtypes
 
-        return np.dtype(getattr(ml_dtypes, dt.numpy_name))
+        found: np.dtype[Any] = np.dtype(getattr(ml_dtypes, dt.numpy_name))
+        return found
     return np.dtype(dt.numpy_name).newbyteorder("<")
 
 

@@ -239,7 +239,7 @@ def _validate_metadata(entry: object) -> dict[str, str] | None:
     return entry
 
 
-def parse(buf: bytes | memoryview, file_size: int | None = None) -> Header:
+def parse(buf: bytes | bytearray | memoryview, file_size: int | None = None) -> Header:
     """Parse and validate a header from the start of a file's bytes.
 
     ``buf`` must hold at least the first ``8 + N`` bytes; ``file_size`` is the

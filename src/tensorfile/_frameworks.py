@@ -1,0 +1,212 @@
+"""Adapters between array libraries (numpy, torch) and raw tensor bytes.
+
+The format core only knows dtypes, shapes and bytes. This module turns a
+numpy array or torch tensor into (dtype, shape, little-endian C-order bytes)
+for the writer, and raw bytes back into arrays for the reader. torch is
+imported only when a torch tensor is seen or asked for.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tensorfile._format.dtypes import DTYPES, DType, dtype_from_numpy, numpy_dtype
+from tensorfile._format.header import Entry
+from tensorfile.errors import FrameworkError, SerializationError
+
+if TYPE_CHECKING:
+    import torch
+
+_LITTLE = sys.byteorder == "little"
+
+# Unsigned integer "carriers" of each width: bytes are moved and sliced as
+# these so torch dtypes that numpy lacks (bf16, fp8) need no numpy support.
+_CARRIER = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def is_torch_tensor(value: object) -> bool:
+    mod = type(value).__module__
+    if not (mod.startswith("torch")):
+        return False
+    import torch
+
+    return isinstance(value, torch.Tensor)
+
+
+def import_torch() -> Any:
+    try:
+        import torch
+    except ImportError:
+        raise FrameworkError(
+            "framework 'pt' needs torch, which is not installed (pip install torch)"
+        ) from None
+    return torch
+
+
+# --------------------------------------------------------------------------
+# Writing: array -> (Entry, bytes)
+# --------------------------------------------------------------------------
+
+
+def numpy_entry(name: str, arr: np.ndarray[Any, Any]) -> tuple[Entry, memoryview]:
+    """The header entry and little-endian C-order bytes of a numpy array.
+
+    Non-contiguous and big-endian arrays are copied into the right layout
+    (one tensor at a time), never written as their raw memory.
+    """
+    if not isinstance(arr, np.ndarray):
+        raise SerializationError(
+            f"tensor {name!r}: expected a numpy array, got {type(arr).__name__}"
+        )
+    if arr.dtype.hasobject:
+        raise SerializationError(f"tensor {name!r}: object arrays cannot be saved")
+    dt = dtype_from_numpy(arr.dtype)
+    want = numpy_dtype(dt)
+    if arr.dtype != want:  # big-endian input
+        arr = arr.astype(want)
+    if not arr.flags.c_contiguous:
+        arr = arr.copy(order="C")  # ascontiguousarray would turn 0-d into 1-d
+    return Entry(name, dt, tuple(int(d) for d in arr.shape)), _byte_view(arr)
+
+
+def _byte_view(arr: np.ndarray[Any, Any]) -> memoryview:
+    if arr.size == 0:
+        return memoryview(b"")
+    return arr.reshape(-1).view(np.uint8).data
+
+
+_TORCH_TO_DTYPE: dict[Any, DType] | None = None
+
+
+def torch_dtype_table() -> dict[Any, DType]:
+    global _TORCH_TO_DTYPE
+    if _TORCH_TO_DTYPE is None:
+        torch = import_torch()
+        table = {}
+        for d in DTYPES.values():
+            if d.torch_name and hasattr(torch, d.torch_name):
+                table[getattr(torch, d.torch_name)] = d
+        _TORCH_TO_DTYPE = table
+    return _TORCH_TO_DTYPE
+
+
+def torch_dtype(dt: DType) -> Any:
+    torch = import_torch()
+    if dt.torch_name is None or not hasattr(torch, dt.torch_name):
+        raise FrameworkError(f"dtype {dt.name} has no torch equivalent in torch {torch.__version__}")
+    return getattr(torch, dt.torch_name)
+
+
+def torch_entry(name: str, t: torch.Tensor) -> tuple[Entry, memoryview]:
+    """The header entry and bytes of a torch tensor (moved to CPU, made contiguous)."""
+    torch = import_torch()
+    if t.layout != torch.strided:
+        raise SerializationError(
+            f"tensor {name!r}: {t.layout} tensors cannot be saved; call .to_dense() first"
+        )
+    dt = torch_dtype_table().get(t.dtype)
+    if dt is None:
+        raise SerializationError(f"tensor {name!r}: torch dtype {t.dtype} has no safetensors equivalent")
+    t = t.detach()
+    if t.device.type != "cpu":
+        t = t.to("cpu")
+    t = t.contiguous()
+    shape = tuple(int(d) for d in t.shape)
+    if dt.name == "F4" and shape:
+        # float4_e2m1fn_x2 packs two values per element; the header counts values.
+        shape = (*shape[:-1], shape[-1] * 2)
+    if t.numel() == 0:
+        return Entry(name, dt, shape), memoryview(b"")
+    raw = t.reshape(-1).view(torch.uint8)
+    if not _LITTLE and dt.itemsize > 1:
+        raw = raw.view(-1, dt.itemsize).flip(1).reshape(-1)
+    return Entry(name, dt, shape), raw.numpy().data
+
+
+def tensor_entry(name: str, value: object) -> tuple[Entry, memoryview]:
+    if isinstance(value, np.ndarray):
+        return numpy_entry(name, value)
+    if is_torch_tensor(value):
+        return torch_entry(name, value)  # type: ignore[arg-type]
+    raise SerializationError(
+        f"tensor {name!r}: expected a numpy array or torch tensor, got {type(value).__name__}"
+    )
+
+
+# --------------------------------------------------------------------------
+# Reading: bytes -> array
+# --------------------------------------------------------------------------
+
+
+def numpy_view(buf: Any, offset: int, dt: DType, shape: tuple[int, ...]) -> np.ndarray[Any, Any]:
+    """A numpy array over ``buf[offset:]`` without copying (sub-byte dtypes are unpacked)."""
+    count = 1
+    for d in shape:
+        count *= d
+    if dt.sub_byte:
+        return _unpack_sub_byte(buf, offset, dt, shape, count)
+    arr = np.frombuffer(buf, dtype=numpy_dtype(dt), count=count, offset=offset)
+    return arr.reshape(shape)
+
+
+def _unpack_sub_byte(
+    buf: Any, offset: int, dt: DType, shape: tuple[int, ...], count: int
+) -> np.ndarray[Any, Any]:
+    if dt.bits != 4:
+        raise FrameworkError(
+            f"dtype {dt.name} cannot be viewed as a numpy array; read its raw bytes instead"
+        )
+    packed = np.frombuffer(buf, dtype=np.uint8, count=count // 2, offset=offset)
+    codes = np.empty(count, dtype=np.uint8)
+    codes[0::2] = packed & 0x0F  # first value in the low nibble, as torch packs it
+    codes[1::2] = packed >> 4
+    # float4_e2m1fn stores the 4-bit code in the low bits of a byte.
+    return codes.view(numpy_dtype(dt)).reshape(shape)
+
+
+def carrier_view(buf: Any, offset: int, dt: DType, shape: tuple[int, ...]) -> np.ndarray[Any, Any]:
+    """The tensor as unsigned integers of the same width (for byte moves and slicing)."""
+    count = 1
+    for d in shape:
+        count *= d
+    if dt.sub_byte:
+        raise FrameworkError(f"dtype {dt.name} cannot be sliced element-wise")
+    return np.frombuffer(
+        buf, dtype=np.dtype(_CARRIER[dt.itemsize]).newbyteorder("<"), count=count, offset=offset
+    ).reshape(shape)
+
+
+def torch_from_carrier(arr: np.ndarray[Any, Any], dt: DType, shape: tuple[int, ...]) -> Any:
+    """A torch tensor sharing memory with a carrier array (a writable buffer)."""
+    torch = import_torch()
+    tdt = torch_dtype(dt)
+    if dt.name == "F4":
+        shape = (*shape[:-1], shape[-1] // 2) if shape else shape
+    if arr.size == 0:
+        return torch.empty(shape, dtype=tdt)
+    if not _LITTLE and dt.itemsize > 1:
+        arr = arr.byteswap()
+    t = torch.from_numpy(arr.reshape(-1).view(np.uint8)).view(tdt)
+    return t.reshape(shape)
+
+
+def torch_view(buf: Any, offset: int, dt: DType, shape: tuple[int, ...], nbytes: int) -> Any:
+    """A torch tensor over a writable buffer without copying when aligned."""
+    torch = import_torch()
+    tdt = torch_dtype(dt)
+    tshape = shape
+    if dt.name == "F4":
+        tshape = (*shape[:-1], shape[-1] // 2) if shape else shape
+    if nbytes == 0:
+        return torch.empty(tshape, dtype=tdt)
+    t = torch.frombuffer(buf, dtype=torch.uint8, count=nbytes, offset=offset)
+    if offset % dt.itemsize:
+        # Misaligned data (a header whose length is not a multiple of 8):
+        # reinterpreting it in place is undefined for wide dtypes, so copy.
+        t = t.clone()
+    if not _LITTLE and dt.itemsize > 1:
+        t = t.view(-1, dt.itemsize).flip(1).reshape(-1)
+    return t.view(tdt).reshape(tshape)

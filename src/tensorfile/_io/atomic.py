@@ -1,0 +1,84 @@
+"""Atomic file replacement: temporary file in the same folder, fsync, rename.
+
+Every tensorfile command that writes a file (save, convert, sign) goes through
+:func:`atomic_write`, so a crash or an exception at any moment leaves the
+destination either untouched or complete, and never a stray temporary file
+when Python gets to run its cleanup.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+_UMASK: int | None = None
+
+
+def _current_umask() -> int:
+    # os.umask can only be read by setting it; do it once, at first write.
+    global _UMASK
+    if _UMASK is None:
+        mask = os.umask(0)
+        os.umask(mask)
+        _UMASK = mask
+    return _UMASK
+
+
+def _final_mode(dest: Path) -> int:
+    """The mode the destination should end up with.
+
+    An existing file keeps its permissions; a new one gets what ``open()``
+    would have given it (0666 less the umask), not mkstemp's private 0600.
+    """
+    try:
+        return stat.S_IMODE(os.stat(dest).st_mode)
+    except FileNotFoundError:
+        return 0o666 & ~_current_umask()
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # not every platform can open a directory
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_write(dest: str | os.PathLike[str], *, durable: bool = True) -> Iterator[BinaryIO]:
+    """Open a temporary file beside ``dest``; on success move it into place.
+
+    If the body raises, the temporary file is removed and ``dest`` is left as
+    it was. ``durable`` fsyncs the data and the folder entry (on by default:
+    the cost is small next to writing model weights, and a power cut must
+    never leave a renamed but empty file).
+    """
+    dest = Path(dest)
+    folder = dest.parent if str(dest.parent) else Path(".")
+    mode = _final_mode(dest)
+    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{dest.name}.", suffix=".tmp")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb", buffering=0) as raw:
+            f: BinaryIO = raw  # type: ignore[assignment]
+            yield f
+            if durable:
+                os.fsync(raw.fileno())
+            os.fchmod(raw.fileno(), mode)
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    if durable:
+        _fsync_dir(folder)

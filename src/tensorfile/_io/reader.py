@@ -1,0 +1,375 @@
+"""Reading safetensors files: memory-mapped (zero copy) or by positional reads.
+
+Backends
+--------
+``mmap`` (default)
+    numpy arrays are read-only views of a shared read-only map of the file;
+    torch tensors are views of a private copy-on-write map (writing to one
+    changes only this process's copy, never the file). Only pages touched are
+    read from disk.
+``pread``
+    Each tensor is read with ``os.pread`` into its own private buffer. Use it
+    on network file systems where page faults are slow, or when the file may
+    change underneath the reader. ``load_file`` issues the reads from a thread
+    pool so several are in flight at once.
+
+The header is always read with ``pread`` and validated against the file's
+real size before anything is mapped or allocated.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tensorfile._format import header as hdr
+from tensorfile._format.dtypes import DType
+from tensorfile._format.header import Header, TensorInfo
+from tensorfile._frameworks import (
+    carrier_view,
+    numpy_view,
+    torch_from_carrier,
+    torch_view,
+)
+from tensorfile.errors import (
+    ClosedFileError,
+    FrameworkError,
+    TensorNotFoundError,
+    TruncatedFileError,
+)
+
+FRAMEWORKS = ("np", "numpy", "pt", "torch")
+BACKENDS = ("mmap", "pread")
+
+
+def _norm_framework(framework: str) -> str:
+    fw = {"numpy": "np", "torch": "pt", "pytorch": "pt"}.get(framework, framework)
+    if fw not in ("np", "pt"):
+        raise FrameworkError(f"unknown framework {framework!r}; use 'np' or 'pt'")
+    return fw
+
+
+def pread_exact(fd: int, size: int, offset: int, into: Any = None) -> Any:
+    """Read exactly ``size`` bytes at ``offset`` (into a new or given buffer)."""
+    buf = bytearray(size) if into is None else into
+    view = memoryview(buf)
+    got = 0
+    while got < size:
+        n = os.preadv(fd, [view[got:size]], offset + got)
+        if n == 0:
+            raise TruncatedFileError(
+                f"file ended at byte {offset + got}, {size - got} bytes short of what the header declares"
+            )
+        got += n
+    return buf
+
+
+def read_header(fd: int, file_size: int) -> tuple[Header, bytes]:
+    """Read and validate the header of an open file; also return its raw bytes."""
+    prefix = pread_exact(fd, min(8, file_size), 0) if file_size else b""
+    n = hdr.read_length(bytes(prefix), file_size)
+    raw = bytes(prefix) + bytes(pread_exact(fd, n, 8))
+    obj = hdr.decode_json(raw[8:])
+    return hdr.validate(obj, file_size - 8 - n, n), raw
+
+
+class TensorSlice:
+    """Lazy handle on one tensor: shape and dtype without reading, data on indexing.
+
+    ``handle[...]`` accepts numpy basic indexing: integers (negative too),
+    slices with steps (negative too), ``...`` and ``None``. Only the bytes the
+    selection covers are touched.
+    """
+
+    def __init__(self, owner: SafeOpen, info: TensorInfo) -> None:
+        self._owner = owner
+        self._info = info
+
+    def get_shape(self) -> list[int]:
+        return list(self._info.shape)
+
+    def get_dtype(self) -> str:
+        return self._info.dtype.name
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._info.shape
+
+    @property
+    def dtype(self) -> DType:
+        return self._info.dtype
+
+    def __len__(self) -> int:
+        if not self._info.shape:
+            raise TypeError("len() of a 0-d tensor")
+        return self._info.shape[0]
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._owner._slice(self._info, index)
+
+
+class SafeOpen:
+    """An open safetensors file. Use :func:`safe_open` to create one."""
+
+    def __init__(
+        self,
+        filename: str | os.PathLike[str],
+        framework: str = "np",
+        device: str = "cpu",
+        *,
+        backend: str = "mmap",
+        verify: object = None,
+    ) -> None:
+        self._framework = _norm_framework(framework)
+        if backend not in BACKENDS:
+            raise FrameworkError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+        self._device = str(device)
+        if self._device != "cpu":
+            if self._framework == "np":
+                raise FrameworkError(f"numpy arrays live on the cpu; device {device!r} needs framework='pt'")
+            from tensorfile._frameworks import import_torch
+
+            import_torch().device(self._device)  # validates the device string
+        self._path = Path(filename)
+        self._mode = backend
+        self._lock = threading.Lock()
+        self._closed = False
+        self._inflight = 0
+        self._map: mmap.mmap | None = None
+        self._fd = os.open(self._path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        try:
+            self._size = os.fstat(self._fd).st_size
+            self._header, raw_header = read_header(self._fd, self._size)
+            self._verifier: Any = None
+            self._verified: set[str] = set()
+            if verify is not None:
+                from tensorfile.integrity.onload import load_verifier
+
+                self._verifier = load_verifier(verify, self._path)
+                self._verifier.check_header(raw_header)
+                # Verified bytes must be the bytes handed out: read them into
+                # private memory rather than through a map that another
+                # process could change between the check and the use.
+                self._mode = "pread"
+                if getattr(self._verifier, "eager", False):
+                    for info in self._header.tensors.values():
+                        self._tensor_bytes(info)
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    # -- context manager -------------------------------------------------
+    def __enter__(self) -> SafeOpen:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the file. Arrays already handed out stay valid."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            # Arrays handed out keep the map alive through their buffer; the
+            # map itself is unmapped when the last of them is collected.
+            self._map = None
+            # A read in flight on another thread closes the descriptor when it
+            # finishes: closing it now could let a new file reuse the number
+            # under that read.
+            if self._inflight == 0:
+                os.close(self._fd)
+                self._fd = -1
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedFileError(f"{self._path}: the file was closed; open it again to read")
+
+    # -- header ---------------------------------------------------------------
+    @property
+    def header(self) -> Header:
+        return self._header
+
+    def keys(self) -> list[str]:
+        """Tensor names, sorted (as the reference returns them)."""
+        self._check_open()
+        return sorted(self._header.tensors)
+
+    def offset_keys(self) -> list[str]:
+        """Tensor names in the order their bytes sit in the file."""
+        self._check_open()
+        return list(self._header.tensors)
+
+    def metadata(self) -> dict[str, str] | None:
+        self._check_open()
+        m = self._header.metadata
+        return None if m is None else dict(m)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._header.tensors
+
+    def __len__(self) -> int:
+        return len(self._header.tensors)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def info(self, name: str) -> TensorInfo:
+        self._check_open()
+        try:
+            return self._header.tensors[name]
+        except KeyError:
+            raise TensorNotFoundError(f"no tensor named {name!r} in {self._path}") from None
+
+    def byte_range(self, name: str) -> tuple[int, int]:
+        """Absolute ``[start, end)`` file offsets of the tensor's bytes."""
+        info = self.info(name)
+        base = self._header.data_offset
+        return base + info.start, base + info.end
+
+    # -- data -------------------------------------------------------------------
+    def _mapping(self) -> mmap.mmap:
+        with self._lock:
+            self._check_open()
+            if self._map is None:
+                if self._size == 0:
+                    raise TruncatedFileError(f"{self._path} is empty")
+                # numpy views get a shared read-only map (a write raises);
+                # torch needs a writable buffer, so it gets a private
+                # copy-on-write map whose writes never reach the file.
+                access = mmap.ACCESS_READ if self._framework == "np" else mmap.ACCESS_COPY
+                self._map = mmap.mmap(self._fd, 0, access=access)
+            return self._map
+
+    def _tensor_bytes(self, info: TensorInfo) -> tuple[Any, int]:
+        """A buffer holding the tensor and the tensor's offset in it."""
+        if self._mode == "mmap":
+            return self._mapping(), self._header.data_offset + info.start
+        with self._lock:
+            self._check_open()
+            self._inflight += 1
+        try:
+            buf = pread_exact(self._fd, info.nbytes, self._header.data_offset + info.start)
+        finally:
+            with self._lock:
+                self._inflight -= 1
+                if self._closed and self._inflight == 0 and self._fd >= 0:
+                    os.close(self._fd)
+                    self._fd = -1
+        if self._verifier is not None and info.name not in self._verified:
+            self._verifier.check_tensor(info.name, memoryview(buf))
+            with self._lock:
+                self._verified.add(info.name)
+        return buf, 0
+
+    def get_tensor(self, name: str) -> Any:
+        """The whole tensor: a numpy array or a torch tensor, without copying in mmap mode."""
+        info = self.info(name)
+        buf, off = self._tensor_bytes(info)
+        if self._framework == "np":
+            return numpy_view(buf, off, info.dtype, info.shape)
+        t = torch_view(buf, off, info.dtype, info.shape, info.nbytes)
+        return t if self._device == "cpu" else t.to(self._device)
+
+    def get_slice(self, name: str) -> TensorSlice:
+        return TensorSlice(self, self.info(name))
+
+    def _slice(self, info: TensorInfo, index: Any) -> Any:
+        if self._verifier is not None:
+            # A slice of unverified bytes could be tampered: verify the whole
+            # tensor once (its digest covers all of it), then slice the copy.
+            buf, off = self._tensor_bytes(info)
+        elif self._mode == "mmap":
+            buf, off = self._mapping(), self._header.data_offset + info.start
+        else:
+            buf, off = self._tensor_bytes(info)
+        if info.dtype.sub_byte:
+            arr = numpy_view(buf, off, info.dtype, info.shape)[index]
+            if self._framework == "pt":
+                raise FrameworkError(f"tensor {info.name!r}: slicing {info.dtype.name} into torch is not supported")
+            return np.array(arr)
+        carrier = carrier_view(buf, off, info.dtype, info.shape)
+        picked = np.array(carrier[index])  # a copy of just the selected elements
+        if self._framework == "np":
+            from tensorfile._format.dtypes import numpy_dtype
+
+            return picked.view(numpy_dtype(info.dtype))
+        t = torch_from_carrier(picked, info.dtype, picked.shape)
+        return t if self._device == "cpu" else t.to(self._device)
+
+    def get_tensors(self) -> dict[str, Any]:
+        """Every tensor, keyed by name (as the reference's ``get_tensors``)."""
+        return self.tensors()
+
+    def tensors(self, names: list[str] | None = None, *, threads: int | None = None) -> dict[str, Any]:
+        """Every tensor (or ``names``), keyed by name, in file order.
+
+        In pread mode reads run ``threads`` at a time (default: CPU count, at
+        most 8), which keeps a network file system busy.
+        """
+        wanted = list(self._header.tensors) if names is None else names
+        if self._mode == "pread" and len(wanted) > 1:
+            workers = threads or min(8, os.cpu_count() or 1)
+            with ThreadPoolExecutor(workers) as pool:
+                values = list(pool.map(self.get_tensor, wanted))
+            return dict(zip(wanted, values, strict=True))
+        return {n: self.get_tensor(n) for n in wanted}
+
+
+def safe_open(
+    filename: str | os.PathLike[str],
+    framework: str = "np",
+    device: str = "cpu",
+    *,
+    backend: str = "mmap",
+    verify: object = None,
+) -> SafeOpen:
+    """Open a safetensors file for lazy, zero-copy reading.
+
+    ``framework`` is ``"np"`` (numpy arrays, read-only views of the file map)
+    or ``"pt"`` (torch tensors, views of a private copy-on-write map).
+    ``backend="pread"`` reads each tensor into private memory instead of mapping.
+    ``verify`` (a public key, or a trust policy from :mod:`tensorfile.integrity`)
+    checks the file's signature and header digest at open, and each tensor's
+    digest the first time it is read; a tampered tensor is never returned.
+    """
+    return SafeOpen(filename, framework, device, backend=backend, verify=verify)
+
+
+def load_file(
+    filename: str | os.PathLike[str],
+    framework: str = "np",
+    device: str = "cpu",
+    *,
+    backend: str = "mmap",
+    verify: object = None,
+) -> dict[str, Any]:
+    """Every tensor of a file, keyed by name."""
+    with safe_open(filename, framework, device, backend=backend, verify=verify) as f:
+        return f.tensors()
+
+
+def load(data: bytes | bytearray | memoryview, framework: str = "np") -> dict[str, Any]:
+    """Every tensor of in-memory safetensors bytes (copies out of ``data``)."""
+    fw = _norm_framework(framework)
+    buf = bytearray(data)  # private, writable: the arrays own their memory
+    header = hdr.parse(buf)
+    out: dict[str, Any] = {}
+    for info in header.tensors.values():
+        off = header.data_offset + info.start
+        if fw == "np":
+            out[info.name] = numpy_view(buf, off, info.dtype, info.shape)
+        else:
+            out[info.name] = torch_view(buf, off, info.dtype, info.shape, info.nbytes)
+    return out

@@ -1,0 +1,119 @@
+"""Streaming, atomic safetensors writer.
+
+The header is computed from shapes and dtypes alone, then each tensor's bytes
+are written straight from its own memory, one tensor at a time: the file is
+never assembled in memory, so peak memory is the caller's tensors plus one
+tensor's worth of copy at most (for non-contiguous or big-endian inputs).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, BinaryIO
+
+from tensorfile._format.header import Entry, TensorInfo, encode
+from tensorfile._frameworks import tensor_entry
+from tensorfile._io.atomic import atomic_write
+from tensorfile.errors import SerializationError
+
+_CHUNK = 64 << 20  # bound single write() calls (Linux caps one write at ~2 GiB)
+
+
+def write_all(f: BinaryIO, data: memoryview) -> None:
+    """Write every byte of ``data`` (raw file objects may write partially)."""
+    data = data.cast("B") if data.format != "B" or data.ndim != 1 else data
+    pos, end = 0, len(data)
+    while pos < end:
+        n = f.write(data[pos : min(end, pos + _CHUNK)])
+        if n is None or n <= 0:
+            raise OSError(f"short write at byte {pos}")
+        pos += n
+
+
+def _prepare(
+    tensors: Mapping[str, Any], metadata: Mapping[str, str] | None
+) -> tuple[bytes, list[tuple[TensorInfo, memoryview]]]:
+    if not isinstance(tensors, Mapping):
+        raise SerializationError(
+            f"expected a mapping of names to tensors, got {type(tensors).__name__}"
+        )
+    views: dict[str, memoryview] = {}
+    entries: list[Entry] = []
+    for name, value in tensors.items():
+        if not isinstance(name, str):
+            raise SerializationError(f"tensor names must be str, got {name!r}")
+        entry, view = tensor_entry(name, value)
+        entries.append(entry)
+        views[name] = view
+    head, infos = encode(entries, metadata)
+    return head, [(info, views[info.name]) for info in infos]
+
+
+def save(tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> bytes:
+    """Serialize ``tensors`` (numpy arrays or torch tensors) to safetensors bytes."""
+    head, parts = _prepare(tensors, metadata)
+    total = len(head) + sum(info.nbytes for info, _ in parts)
+    out = bytearray(total)
+    out[: len(head)] = head
+    pos = len(head)
+    for info, view in parts:
+        out[pos : pos + info.nbytes] = view.cast("B") if view.format != "B" else view
+        pos += info.nbytes
+    return bytes(out)
+
+
+def save_file(
+    tensors: Mapping[str, Any],
+    filename: str | os.PathLike[str],
+    metadata: Mapping[str, str] | None = None,
+) -> None:
+    """Write ``tensors`` to ``filename`` atomically, streaming tensor by tensor."""
+    head, parts = _prepare(tensors, metadata)
+    with atomic_write(filename) as f:
+        f.write(head)
+        for _info, view in parts:
+            write_all(f, view)
+
+
+def save_stream(
+    entries: Iterable[Entry],
+    produce: Iterator[tuple[str, Any]],
+    filename: str | os.PathLike[str],
+    metadata: Mapping[str, str] | None = None,
+) -> list[TensorInfo]:
+    """Write tensors produced one at a time, each in canonical order.
+
+    ``entries`` announces every tensor's name, dtype and shape up front (the
+    header comes first in the file); ``produce`` then yields ``(name, value)``
+    pairs in the order :func:`tensorfile._format.header.canonical_order` gives,
+    each value released by the caller after it is written. Peak memory is one
+    tensor. Values may be arrays, tensors or bytes-like objects.
+    """
+    head, infos = encode(entries, metadata)
+    with atomic_write(filename) as f:
+        f.write(head)
+        for info in infos:
+            try:
+                name, value = next(produce)
+            except StopIteration:
+                raise SerializationError(f"producer stopped before tensor {info.name!r}") from None
+            if name != info.name:
+                raise SerializationError(
+                    f"producer gave tensor {name!r} where {info.name!r} was expected"
+                )
+            if isinstance(value, (bytes, bytearray, memoryview)):
+                view = memoryview(value)
+            else:
+                entry, view = tensor_entry(name, value)
+                if entry.dtype != info.dtype or entry.shape != info.shape:
+                    raise SerializationError(
+                        f"tensor {name!r}: produced {entry.dtype.name}{list(entry.shape)}, "
+                        f"announced {info.dtype.name}{list(info.shape)}"
+                    )
+            if view.nbytes != info.nbytes:
+                raise SerializationError(
+                    f"tensor {name!r}: produced {view.nbytes} bytes, expected {info.nbytes}"
+                )
+            write_all(f, view)
+    return infos

@@ -1,0 +1,45 @@
+"""Drop-in replacement for ``safetensors.numpy``.
+
+Same functions, same signatures: change the import and code keeps working.
+One difference, on purpose: ``load_file`` returns read-only arrays that are
+views of the file's memory map instead of copies (call ``.copy()`` on an array
+you need to modify). Non-contiguous arrays are written correctly.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from tensorfile._io import reader, writer
+
+
+def save(tensor_dict: dict[str, np.ndarray[Any, Any]], metadata: dict[str, str] | None = None) -> bytes:
+    """Serialize numpy arrays to safetensors bytes."""
+    return writer.save(tensor_dict, metadata)
+
+
+def save_file(
+    tensor_dict: dict[str, np.ndarray[Any, Any]],
+    filename: str | os.PathLike[str],
+    metadata: dict[str, str] | None = None,
+) -> None:
+    """Write numpy arrays to ``filename`` atomically."""
+    writer.save_file(tensor_dict, filename, metadata)
+
+
+def load(data: bytes) -> dict[str, np.ndarray[Any, Any]]:
+    """Arrays from safetensors bytes."""
+    return reader.load(data, "np")
+
+
+def load_file(
+    filename: str | os.PathLike[str], *, backend: str = "mmap"
+) -> dict[str, np.ndarray[Any, Any]]:
+    """Arrays from a file: read-only views of its map (``backend="pread"``: private copies)."""
+    return reader.load_file(filename, "np", backend=backend)
+
+
+__all__ = ["load", "load_file", "save", "save_file"]
