@@ -16,17 +16,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-_UMASK: int | None = None
-
 
 def _current_umask() -> int:
-    # os.umask can only be read by setting it; do it once, at first write.
-    global _UMASK
-    if _UMASK is None:
-        mask = os.umask(0)
-        os.umask(mask)
-        _UMASK = mask
-    return _UMASK
+    # Linux reports the umask without changing it; elsewhere it can only be
+    # read by setting it, which briefly affects other threads.
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _final_mode(dest: Path) -> int:

@@ -162,6 +162,7 @@ class SafeOpen:
                     for info in self._header.tensors.values():
                         self._tensor_bytes(info)
         except BaseException:
+            self._closed = True
             os.close(self._fd)
             raise
 

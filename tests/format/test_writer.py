@@ -1,0 +1,159 @@
+"""save_file: atomic, permission-preserving, correct for strided input."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tensorfile
+from tensorfile._io import writer
+from tensorfile.errors import SerializationError
+
+
+def _listing(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_failed_write_leaves_old_file_and_no_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "m.safetensors"
+    tensorfile.save_file({"a": np.arange(10, dtype=np.float32)}, path)
+    before = path.read_bytes()
+    calls = 0
+    real = writer.write_all
+
+    def failing(f, data):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise OSError(28, "No space left on device")
+        return real(f, data)
+
+    monkeypatch.setattr(writer, "write_all", failing)
+    with pytest.raises(OSError, match="No space"):
+        tensorfile.save_file({"x": np.ones(100), "y": np.ones(100, dtype=np.float32)}, path)
+    assert path.read_bytes() == before
+    assert _listing(tmp_path) == ["m.safetensors"]
+
+
+def test_refused_input_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "m.safetensors"
+    with pytest.raises(SerializationError, match="object arrays"):
+        tensorfile.save_file({"a": np.array([object()])}, path)
+    with pytest.raises(SerializationError, match="reserved"):
+        tensorfile.save_file({"__metadata__": np.ones(1)}, path)
+    with pytest.raises(SerializationError, match="metadata"):
+        tensorfile.save_file({"a": np.ones(1)}, path, metadata={"k": 1})  # type: ignore[dict-item]
+    assert _listing(tmp_path) == []
+
+
+def test_new_file_gets_umask_mode_existing_keeps_its_own(tmp_path: Path) -> None:
+    old = os.umask(0o027)
+    try:
+        fresh = tmp_path / "fresh.safetensors"
+        tensorfile.save_file({"a": np.ones(2)}, fresh)
+        assert stat.S_IMODE(fresh.stat().st_mode) == 0o640
+    finally:
+        os.umask(old)
+    kept = tmp_path / "kept.safetensors"
+    kept.write_bytes(b"old")
+    kept.chmod(0o604)
+    tensorfile.save_file({"a": np.ones(2)}, kept)
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o604
+    assert tensorfile.load_file(kept)["a"].tolist() == [1.0, 1.0]
+
+
+def test_strided_and_big_endian_arrays_are_written_as_values(tmp_path: Path) -> None:
+    base = np.arange(48, dtype=np.float64).reshape(6, 8)
+    cases = {
+        "transposed": base.T,
+        "stepped": base[::2, ::-3],
+        "negative": base[::-1],
+        "big_endian": base.astype(">f8"),
+        "fortran": np.asfortranarray(base),
+    }
+    path = tmp_path / "s.safetensors"
+    tensorfile.save_file(cases, path)
+    back = tensorfile.load_file(path)
+    for k, v in cases.items():
+        np.testing.assert_array_equal(back[k], v)
+        assert back[k].dtype == np.dtype("<f8")
+
+
+def test_save_matches_save_file(tmp_path: Path) -> None:
+    tensors = {"a": np.arange(7, dtype=np.int16), "b": np.ones((2, 2), dtype=np.float32)}
+    path = tmp_path / "x.safetensors"
+    tensorfile.save_file(tensors, path, metadata={"m": "1"})
+    assert path.read_bytes() == tensorfile.save(tensors, metadata={"m": "1"})
+
+
+def test_save_stream_writes_tensors_produced_one_at_a_time(tmp_path: Path) -> None:
+    from tensorfile._format.dtypes import DTYPES
+    from tensorfile._format.header import Entry, canonical_order
+
+    entries = [Entry(f"layer{i}", DTYPES["F32"], (4, 4)) for i in range(5)]
+
+    def produce():  # type: ignore[no-untyped-def]
+        for e in canonical_order(entries):
+            yield e.name, np.full((4, 4), int(e.name[5:]), dtype=np.float32)
+
+    path = tmp_path / "stream.safetensors"
+    writer.save_stream(entries, produce(), path)
+    back = tensorfile.load_file(path)
+    assert all(back[f"layer{i}"][0, 0] == i for i in range(5))
+
+    def wrong_order():  # type: ignore[no-untyped-def]
+        yield "layer4", np.zeros((4, 4), dtype=np.float32)
+
+    with pytest.raises(SerializationError, match="expected"):
+        writer.save_stream(entries, wrong_order(), tmp_path / "bad.safetensors")
+    assert not (tmp_path / "bad.safetensors").exists()
+    assert _listing(tmp_path) == ["stream.safetensors"]
+
+
+def test_torch_shared_tensors_refused_then_saved_by_save_model(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    import safetensors.torch as spt
+
+    import tensorfile.torch as tpt
+
+    class Tied(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = torch.nn.Embedding(10, 4)
+            self.head = torch.nn.Linear(4, 10, bias=False)
+            self.head.weight = self.emb.weight
+
+    model = Tied()
+    with pytest.raises(SerializationError, match="share memory"):
+        tpt.save_file(model.state_dict(), tmp_path / "no.safetensors")
+    ours, ref = tmp_path / "ours.safetensors", tmp_path / "ref.safetensors"
+    tpt.save_model(model, ours)
+    spt.save_model(model, ref)
+    assert ours.read_bytes() == ref.read_bytes()
+    with tensorfile.safe_open(ours, "np") as f:
+        assert f.keys() == ["emb.weight"]
+        assert f.metadata() == {"head.weight": "emb.weight"}
+    fresh = Tied()
+    missing, unexpected = tpt.load_model(fresh, ours)
+    assert missing == [] and unexpected == []
+    assert torch.equal(fresh.head.weight, model.emb.weight)
+    # and the reference loads ours
+    other = Tied()
+    spt.load_model(other, ours)
+    assert torch.equal(other.emb.weight, model.emb.weight)
+
+
+def test_load_model_strict_reports_missing(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    import tensorfile.torch as tpt
+
+    path = tmp_path / "lin.safetensors"
+    tpt.save_file({"weight": torch.ones(2, 3)}, path)
+    with pytest.raises(RuntimeError, match="Missing key"):
+        tpt.load_model(torch.nn.Linear(3, 2), path)
+    missing, unexpected = tpt.load_model(torch.nn.Linear(3, 2), path, strict=False)
+    assert missing == ["bias"] and unexpected == []
