@@ -117,6 +117,25 @@ class ScanError(PickleError):
     """The input could not be scanned completely (so it is never called safe)."""
 
 
+class MalformedPickleError(ScanError):
+    """A pickle stream is broken where CPython's unpickler would also stop.
+
+    ``offset`` is the byte offset (in the stream's buffer) of the opcode that failed.
+    """
+
+    def __init__(self, message: str, offset: int) -> None:
+        super().__init__(f"{message} (at byte {offset})")
+        self.offset = offset
+
+
+class ScanLimitError(ScanError):
+    """The input exceeds a resource bound of the scanner (nesting, size, count)."""
+
+
+class UnsupportedContainerError(ScanError):
+    """The file is an archive or encoding the scanner cannot read (7z, encrypted data, ...)."""
+
+
 class ConversionError(PickleError):
     """A checkpoint could not be converted; nothing was written."""
 
@@ -144,3 +163,45 @@ class BundleError(IntegrityError):
 
 class VerificationError(IntegrityError):
     """The signature or a digest does not match: the model must not be trusted."""
+
+
+class ModelPathError(IntegrityError):
+    """A model path cannot be hashed safely: a refused symlink, a special file,
+    a path outside the model folder, a name that is not UTF-8, or a read error."""
+
+
+class UnsupportedAlgorithmError(BundleError):
+    """The bundle names a hash, serialization method, key type or format tensorfile
+    does not verify (so it is never reported as verified)."""
+
+
+class SignatureError(VerificationError):
+    """The DSSE signature does not verify with the trusted key, or the bundle names
+    a different key."""
+
+
+class CertificateError(SignatureError):
+    """The certificate chain does not lead to a trusted root, is expired or not yet
+    valid, or a certificate may not be used for what it signs."""
+
+
+class ManifestError(VerificationError):
+    """The signed payload is inconsistent: its resource digests do not add up to
+    the subject's root digest, or its tensorfile extension names unknown files."""
+
+
+class DigestMismatchError(VerificationError):
+    """Bytes of a file, a safetensors header or a tensor differ from what was signed."""
+
+
+class MissingFileError(VerificationError):
+    """A file named in the signed manifest is not in the model."""
+
+
+class NotSignedError(VerificationError):
+    """Something is not covered by the signature: no signature file, a file or
+    tensor that the manifest does not name."""
+
+
+class UnexpectedFileError(NotSignedError):
+    """The model has a file the signature does not cover (allowed only on request)."""

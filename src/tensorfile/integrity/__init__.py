@@ -1,0 +1,64 @@
+"""Hash manifests, OMS v1.0 signatures and verification (spec/SIGNING.md).
+
+Layers, bottom up: :mod:`.hashing` (files and tensors to digests),
+:mod:`.manifest` (digests to an in-toto statement), :mod:`.bundle` (the
+statement in a DSSE envelope inside a Sigstore bundle), :mod:`.keys` and
+:mod:`.certs` (who may sign), :mod:`.sign` and :mod:`.verify`, and
+:mod:`.onload` for ``safe_open(path, verify=...)``.
+
+Signatures are interoperable with OpenSSF model-signing 1.1.1 for ECDSA
+P-256/P-384/P-521 keys and certificates; tensorfile adds per-tensor digests in
+a predicate field that model-signing ignores.
+"""
+
+from tensorfile.integrity.bundle import DEFAULT_SIGNATURE_NAME, Bundle, read_bundle
+from tensorfile.integrity.certs import CertificateIdentity, CertificateTrust
+from tensorfile.integrity.hashing import FileDigest, ProgressCallback, SafetensorsDigests
+from tensorfile.integrity.keys import (
+    KEY_TYPES,
+    KeyPair,
+    generate_key,
+    key_hint,
+    load_private_key,
+    load_public_key,
+)
+from tensorfile.integrity.manifest import Manifest, Serialization, hash_model
+from tensorfile.integrity.onload import LoadVerifier, load_verifier
+from tensorfile.integrity.sign import default_signature_path, sign, sign_manifest
+from tensorfile.integrity.verify import (
+    SignerIdentity,
+    TrustPolicy,
+    VerificationReport,
+    verify,
+    verify_bundle,
+)
+
+__all__ = [
+    "DEFAULT_SIGNATURE_NAME",
+    "KEY_TYPES",
+    "Bundle",
+    "CertificateIdentity",
+    "CertificateTrust",
+    "FileDigest",
+    "KeyPair",
+    "LoadVerifier",
+    "Manifest",
+    "ProgressCallback",
+    "SafetensorsDigests",
+    "Serialization",
+    "SignerIdentity",
+    "TrustPolicy",
+    "VerificationReport",
+    "default_signature_path",
+    "generate_key",
+    "hash_model",
+    "key_hint",
+    "load_private_key",
+    "load_public_key",
+    "load_verifier",
+    "read_bundle",
+    "sign",
+    "sign_manifest",
+    "verify",
+    "verify_bundle",
+]

@@ -1,0 +1,309 @@
+"""Listing and hashing the files of a model (the bottom layer of signing).
+
+A model is one file or a folder. Every regular file in it is hashed with
+SHA-256; for ``.safetensors`` files the same pass also hashes the header bytes
+and each tensor's bytes, so a single tensor can later be checked without
+hashing the rest of the file (spec/SIGNING.md, "tensorfile extension").
+
+Speed: one SHA-256 is sequential, so parallelism comes from hashing different
+files on different threads. :mod:`hashlib` releases the GIL for large updates,
+and files are read through ``mmap`` in multi-megabyte slices, so nothing is
+copied into Python objects and every core hashes at hashlib speed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import os
+import stat
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+
+from tensorfile._format import header as _header
+from tensorfile.errors import FormatError, ModelPathError
+
+#: Ignored in every model folder, as model-signing does (the signature file is added).
+DEFAULT_IGNORED: tuple[str, ...] = (".git", ".gitattributes", ".github", ".gitignore")
+#: Resource name of the only file of a single-file model (OMS v1.0).
+SINGLE_FILE_NAME = "."
+#: Bytes handed to one hash update: big enough that the GIL is rarely taken.
+CHUNK_SIZE = 16 << 20
+SAFETENSORS_SUFFIX = ".safetensors"
+
+#: ``progress(bytes_done, bytes_total)``; called from worker threads, one call at a time.
+ProgressCallback = Callable[[int, int], None]
+
+
+def sha256_hex(data: bytes | memoryview) -> str:
+    """Lowercase hex SHA-256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def resource_sort_key(name: str) -> tuple[str, ...]:
+    """Order resources as model-signing does (``PurePosixPath`` comparison:
+    by path components), so both tools compute the same root digest."""
+    return tuple(name.split("/"))
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """One file to hash: its resource name and where its bytes are."""
+
+    #: Path relative to the model folder with ``/``; ``"."`` for a single-file model.
+    name: str
+    #: Where to read it (the target, for an allowed symlink).
+    path: Path
+    size: int
+
+
+@dataclass(frozen=True)
+class SafetensorsDigests:
+    """Digests of the parts of one safetensors file."""
+
+    #: SHA-256 of bytes ``[0, 8 + N)``: the length prefix and the JSON header.
+    header: str
+    #: Tensor name to SHA-256 of its bytes, in file order.
+    tensors: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class FileDigest:
+    """The digest of one model file (and of its tensors, for safetensors)."""
+
+    name: str
+    sha256: str
+    size: int | None = None
+    safetensors: SafetensorsDigests | None = None
+
+
+def _is_ignored(rel: str, ignored: Iterable[str]) -> bool:
+    return any(rel == p or rel.startswith(p + "/") for p in ignored)
+
+
+def _check_name(name: str, where: Path) -> None:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ModelPathError(f"{where}: file name is not valid UTF-8") from None
+
+
+def _inside(target: str, root: str) -> bool:
+    return target == root or target.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def list_model_files(
+    path: str | os.PathLike[str],
+    *,
+    ignore_paths: Iterable[str] = DEFAULT_IGNORED,
+    allow_symlinks: bool = False,
+) -> list[ModelFile]:
+    """Every file of the model at ``path``, in resource order.
+
+    ``ignore_paths`` are relative to the model folder (``/``-separated); a path
+    is skipped with everything under it. Symlinks raise :class:`ModelPathError`
+    unless ``allow_symlinks``; even then a symlink must point to a regular file
+    inside the model folder (symlinked folders are never followed). Sockets,
+    FIFOs and devices always raise.
+    """
+    root = Path(path)
+    try:
+        st = os.lstat(root)
+    except OSError as e:
+        raise ModelPathError(f"{root}: cannot read model: {e.strerror}") from None
+    if stat.S_ISLNK(st.st_mode):
+        if not allow_symlinks:
+            raise ModelPathError(f"{root}: is a symlink (pass allow_symlinks to follow it)")
+        st = os.stat(root)
+    if stat.S_ISREG(st.st_mode):
+        return [ModelFile(SINGLE_FILE_NAME, root, st.st_size)]
+    if not stat.S_ISDIR(st.st_mode):
+        raise ModelPathError(f"{root}: not a regular file or folder")
+
+    ignored = [p.strip("/") for p in ignore_paths]
+    real_root = os.path.realpath(root)
+    files: list[ModelFile] = []
+    stack: list[tuple[Path, str]] = [(root, "")]
+    while stack:
+        folder, prefix = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError as e:
+            raise ModelPathError(f"{folder}: cannot list folder: {e.strerror}") from None
+        for entry in entries:
+            rel = prefix + entry.name
+            full = folder / entry.name
+            _check_name(entry.name, full)
+            if _is_ignored(rel, ignored):
+                continue
+            if entry.is_symlink():
+                if not allow_symlinks:
+                    raise ModelPathError(
+                        f"{full}: is a symlink (pass allow_symlinks to hash its target)"
+                    )
+                target = os.path.realpath(full)
+                if not _inside(target, real_root):
+                    raise ModelPathError(f"{full}: symlink points outside the model folder")
+                try:
+                    tst = os.stat(target)
+                except OSError as e:
+                    raise ModelPathError(f"{full}: broken symlink: {e.strerror}") from None
+                if not stat.S_ISREG(tst.st_mode):
+                    raise ModelPathError(f"{full}: symlinks to folders are not followed")
+                files.append(ModelFile(rel, Path(target), tst.st_size))
+            elif entry.is_dir(follow_symlinks=False):
+                stack.append((full, rel + "/"))
+            elif entry.is_file(follow_symlinks=False):
+                files.append(
+                    ModelFile(rel, full, entry.stat(follow_symlinks=False).st_size)
+                )
+            else:
+                raise ModelPathError(f"{full}: not a regular file (socket, FIFO or device)")
+    files.sort(key=lambda f: resource_sort_key(f.name))
+    return files
+
+
+class _Progress:
+    """Thread-safe byte counter that forwards to the caller's callback."""
+
+    def __init__(self, total: int, callback: ProgressCallback | None) -> None:
+        self.total = total
+        self.done = 0
+        self._callback = callback
+        self._lock = threading.Lock()
+
+    def add(self, n: int) -> None:
+        if self._callback is None:
+            return
+        with self._lock:
+            self.done += n
+            self._callback(self.done, self.total)
+
+
+def _safetensors_layout(fd: int, size: int, where: Path) -> tuple[list[str], list[tuple[int, int]]]:
+    """Tensor names in file order, and the absolute byte ranges of the header
+    followed by each tensor's bytes."""
+    n = _header.read_length(os.pread(fd, 8, 0), size)
+    try:
+        hdr = _header.parse(os.pread(fd, 8 + n, 0), size)
+    except FormatError as e:
+        raise type(e)(f"{where}: {e}") from None
+    base = hdr.data_offset
+    spans = [(0, base)] + [(base + t.start, base + t.end) for t in hdr.tensors.values()]
+    return list(hdr.tensors), spans
+
+
+def hash_file(
+    file: ModelFile,
+    *,
+    tensors: bool = True,
+    chunk_size: int = CHUNK_SIZE,
+    progress: Callable[[int], None] | None = None,
+) -> FileDigest:
+    """Hash one file in a single pass over its bytes.
+
+    For a ``.safetensors`` file (when ``tensors``), each chunk is fed to the
+    file hasher and, sliced, to the hasher of the header or tensor it belongs
+    to: the bytes are read once. The file must keep its size while hashed.
+    """
+    try:
+        fd = os.open(file.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise ModelPathError(f"{file.path}: cannot open: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ModelPathError(f"{file.path}: not a regular file")
+        size = st.st_size
+        names: list[str] = []
+        spans: list[tuple[int, int]] = []
+        if tensors and file.path.name.endswith(SAFETENSORS_SUFFIX):
+            names, spans = _safetensors_layout(fd, size, file.path)
+        hashers = [hashlib.sha256() for _ in spans]
+        whole = hashlib.sha256()
+        if size:
+            with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as mm:
+                view = memoryview(mm)
+                try:
+                    _feed(view, size, chunk_size, whole, spans, hashers, progress)
+                finally:
+                    view.release()
+        if os.fstat(fd).st_size != size:
+            raise ModelPathError(f"{file.path}: file changed size while it was hashed")
+    finally:
+        os.close(fd)
+    st_digests = None
+    if spans:
+        st_digests = SafetensorsDigests(
+            header=hashers[0].hexdigest(),
+            tensors={n: h.hexdigest() for n, h in zip(names, hashers[1:], strict=True)},
+        )
+    return FileDigest(file.name, whole.hexdigest(), size, st_digests)
+
+
+def _feed(
+    view: memoryview,
+    size: int,
+    chunk_size: int,
+    whole: hashlib._Hash,
+    spans: Sequence[tuple[int, int]],
+    hashers: Sequence[hashlib._Hash],
+    progress: Callable[[int], None] | None,
+) -> None:
+    i = 0  # first span that may still overlap the current chunk
+    for a in range(0, size, chunk_size):
+        b = min(a + chunk_size, size)
+        chunk = view[a:b]
+        whole.update(chunk)
+        while i < len(spans) and spans[i][1] <= a:
+            i += 1
+        j = i
+        while j < len(spans) and spans[j][0] < b:
+            s, e = spans[j]
+            lo, hi = max(s, a), min(e, b)
+            if lo < hi:
+                hashers[j].update(chunk[lo - a : hi - a])
+            j += 1
+        if progress is not None:
+            progress(b - a)
+
+
+def hash_files(
+    files: Sequence[ModelFile],
+    *,
+    tensors: bool = True,
+    workers: int | None = None,
+    chunk_size: int = CHUNK_SIZE,
+    progress: ProgressCallback | None = None,
+) -> list[FileDigest]:
+    """Hash ``files`` on ``workers`` threads (default: one per core).
+
+    Files are started largest first so the threads finish together. The result
+    is in the order of ``files``. The first error cancels the rest and is raised.
+    """
+    if not files:
+        return []
+    counter = _Progress(sum(f.size for f in files), progress)
+    add = counter.add if progress is not None else None
+    n = max(1, min(workers or os.cpu_count() or 1, len(files)))
+    order = sorted(range(len(files)), key=lambda i: -files[i].size)
+    if n == 1:
+        done = {i: hash_file(files[i], tensors=tensors, chunk_size=chunk_size, progress=add)
+                for i in order}
+        return [done[i] for i in range(len(files))]
+    with ThreadPoolExecutor(max_workers=n, thread_name_prefix="tensorfile-hash") as pool:
+        futures = {
+            i: pool.submit(hash_file, files[i], tensors=tensors, chunk_size=chunk_size,
+                           progress=add)
+            for i in order
+        }
+        finished, _ = wait(futures.values(), return_when=FIRST_EXCEPTION)
+        for f in finished:
+            if f.exception() is not None:
+                for other in futures.values():
+                    other.cancel()
+                raise f.exception()  # type: ignore[misc]
+        return [futures[i].result() for i in range(len(files))]

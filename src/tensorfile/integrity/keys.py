@@ -1,0 +1,224 @@
+"""Keys: loading, generating, signing and checking raw signatures.
+
+Supported key types and the hash each signs with:
+
+=================  ==========  ==========================================
+key                 hash        interoperable with model-signing 1.1.1
+=================  ==========  ==========================================
+ECDSA P-256         SHA-256     yes
+ECDSA P-384         SHA-384     yes
+ECDSA P-521         SHA-512     yes
+Ed25519             (built in)  no: a tensorfile extension
+=================  ==========  ==========================================
+
+ECDSA signatures are DER-encoded, as model-signing writes them. Keys are PEM
+(PKCS#8 or traditional for private keys, SubjectPublicKeyInfo for public keys).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeAlias
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from tensorfile.errors import KeyLoadError, SignatureError
+
+PublicKey: TypeAlias = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+PrivateKey: TypeAlias = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+#: A key given by path (PEM file), PEM bytes, or an already loaded key object.
+PathOrPem: TypeAlias = "str | os.PathLike[str] | bytes"
+
+_CURVES: dict[str, tuple[type[ec.EllipticCurve], type[hashes.HashAlgorithm]]] = {
+    "secp256r1": (ec.SECP256R1, hashes.SHA256),
+    "secp384r1": (ec.SECP384R1, hashes.SHA384),
+    "secp521r1": (ec.SECP521R1, hashes.SHA512),
+}
+#: Names accepted by :func:`generate_key`.
+KEY_TYPES: dict[str, str] = {
+    "ecdsa-p256": "secp256r1",
+    "ecdsa-p384": "secp384r1",
+    "ecdsa-p521": "secp521r1",
+    "ed25519": "ed25519",
+}
+_MAX_KEY_FILE = 1 << 20
+
+
+def read_pem(source: PathOrPem, what: str) -> bytes:
+    if isinstance(source, bytes):
+        return source
+    try:
+        with open(source, "rb") as f:
+            data = f.read(_MAX_KEY_FILE + 1)
+    except OSError as e:
+        raise KeyLoadError(f"{source}: cannot read {what}: {e.strerror}") from None
+    if len(data) > _MAX_KEY_FILE:
+        raise KeyLoadError(f"{source}: {what} file is too large")
+    return data
+
+
+def check_supported(key: object) -> PublicKey:
+    """Return ``key`` if it is a public key of a supported type, else raise."""
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return key
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if key.curve.name not in _CURVES:
+            raise KeyLoadError(
+                f"ECDSA curve {key.curve.name} is not supported (use P-256, P-384 or P-521)"
+            )
+        return key
+    raise KeyLoadError(
+        f"{type(key).__name__} keys are not supported (use ECDSA P-256/P-384/P-521 or Ed25519)"
+    )
+
+
+def load_public_key(source: PathOrPem | PublicKey) -> PublicKey:
+    """A supported public key from a PEM file, PEM bytes, or a key object."""
+    if isinstance(source, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
+        return check_supported(source)
+    data = read_pem(source, "public key")
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
+        hint = " (this is a private key; pass the public key)" if b"PRIVATE KEY" in data else ""
+        raise KeyLoadError(f"{_where(source)}not a PEM public key{hint}: {e}") from None
+    return check_supported(key)
+
+
+def load_private_key(
+    source: PathOrPem | PrivateKey, password: str | bytes | None = None
+) -> PrivateKey:
+    """A supported private key from a PEM file, PEM bytes, or a key object.
+
+    ``password`` decrypts an encrypted PEM; a wrong or missing password raises
+    :class:`KeyLoadError`.
+    """
+    if isinstance(source, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
+        check_supported(source.public_key())
+        return source
+    data = read_pem(source, "private key")
+    pw = password.encode("utf-8") if isinstance(password, str) else password
+    try:
+        key = serialization.load_pem_private_key(data, pw)
+    except TypeError as e:  # password given for a plain key, or missing for an encrypted one
+        raise KeyLoadError(f"{_where(source)}{e}") from None
+    except (ValueError, UnsupportedAlgorithm) as e:
+        raise KeyLoadError(
+            f"{_where(source)}not a PEM private key, or the password is wrong: {e}"
+        ) from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
+        raise KeyLoadError(
+            f"{_where(source)}{type(key).__name__} keys are not supported "
+            "(use ECDSA P-256/P-384/P-521 or Ed25519)"
+        )
+    check_supported(key.public_key())
+    return key
+
+
+def _where(source: object) -> str:
+    return "" if isinstance(source, bytes) else f"{source}: "
+
+
+def public_pem(key: PublicKey) -> bytes:
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def key_hint(key: PublicKey) -> str:
+    """What OMS bundles carry as ``publicKey.hint``: hex SHA-256 of the key's PEM."""
+    return hashlib.sha256(public_pem(key)).hexdigest()
+
+
+def key_algorithm(key: PublicKey) -> str:
+    """A stable name for reports, e.g. ``ecdsa-p256-sha256`` or ``ed25519``."""
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "ed25519"
+    _, h = _CURVES[key.curve.name]
+    return f"ecdsa-p{key.curve.key_size}-{h.name}"
+
+
+def sign_bytes(key: PrivateKey, data: bytes) -> bytes:
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return key.sign(data)
+    _, h = _CURVES[key.curve.name]
+    return key.sign(data, ec.ECDSA(h()))
+
+
+def verify_bytes(key: PublicKey, signature: bytes, data: bytes) -> None:
+    """Raise :class:`SignatureError` unless ``signature`` is ``key``'s over ``data``."""
+    try:
+        if isinstance(key, ed25519.Ed25519PublicKey):
+            key.verify(signature, data)
+        else:
+            _, h = _CURVES[key.curve.name]
+            key.verify(signature, data, ec.ECDSA(h()))
+    except InvalidSignature:
+        raise SignatureError(
+            f"signature does not verify with the {key_algorithm(key)} key {key_hint(key)[:16]}…: "
+            "wrong key, or the signed payload was changed"
+        ) from None
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """Where :func:`generate_key` wrote the keys."""
+
+    private_key: Path
+    public_key: Path
+    algorithm: str
+    hint: str
+
+
+def generate_key(
+    private_key: str | os.PathLike[str],
+    public_key: str | os.PathLike[str] | None = None,
+    *,
+    key_type: str = "ecdsa-p256",
+    password: str | bytes | None = None,
+    overwrite: bool = False,
+) -> KeyPair:
+    """Write a new key pair as PEM: the private key with mode 0600 (encrypted
+    when ``password`` is given), the public key (default: ``<private>.pub``)
+    with mode 0644. Existing files are kept unless ``overwrite``."""
+    curve = KEY_TYPES.get(key_type)
+    if curve is None:
+        raise KeyLoadError(f"unknown key type {key_type!r}; choose from {', '.join(KEY_TYPES)}")
+    priv_path = Path(private_key)
+    pub_path = Path(public_key) if public_key is not None else Path(f"{priv_path}.pub")
+    if priv_path == pub_path:
+        raise KeyLoadError("private and public key paths must differ")
+    key: PrivateKey = (
+        ed25519.Ed25519PrivateKey.generate()
+        if curve == "ed25519"
+        else ec.generate_private_key(_CURVES[curve][0]())
+    )
+    pw = password.encode("utf-8") if isinstance(password, str) else password
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(pw) if pw else serialization.NoEncryption()
+    )
+    priv_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+    )
+    pub = key.public_key()
+    _write_new(priv_path, priv_pem, 0o600, overwrite)
+    _write_new(pub_path, public_pem(pub), 0o644, overwrite)
+    return KeyPair(priv_path, pub_path, key_algorithm(pub), key_hint(pub))
+
+
+def _write_new(path: Path, data: bytes, mode: int, overwrite: bool) -> None:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | (0 if overwrite else os.O_EXCL)
+    try:
+        fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0), mode)
+    except FileExistsError:
+        raise KeyLoadError(f"{path}: already exists (pass overwrite to replace it)") from None
+    except OSError as e:
+        raise KeyLoadError(f"{path}: cannot write key: {e.strerror}") from None
+    with os.fdopen(fd, "wb") as f:
+        os.fchmod(fd, mode)  # O_CREAT's mode is masked by umask; an existing file keeps its own
+        f.write(data)

@@ -1,0 +1,281 @@
+"""Manifests: what a signature says about a model, and the in-toto statement.
+
+A :class:`Manifest` is the list of a model's files with their SHA-256 digests
+(and, for safetensors files, header and tensor digests), plus how the list was
+made (:class:`Serialization`). It converts to and from the in-toto Statement v1
+that OMS v1.0 signs (predicate ``https://model_signing/signature/v1.0``).
+Parsing a statement checks every field's type and that the resource digests
+add up to the subject's root digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from tensorfile.errors import BundleError, ManifestError, UnsupportedAlgorithmError
+from tensorfile.integrity._json import hex64, json_list, json_obj, json_str
+from tensorfile.integrity.hashing import (
+    DEFAULT_IGNORED,
+    SINGLE_FILE_NAME,
+    FileDigest,
+    ProgressCallback,
+    SafetensorsDigests,
+    hash_files,
+    list_model_files,
+)
+
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+PREDICATE_TYPE = "https://model_signing/signature/v1.0"
+#: The pre-1.0 predicate model-signing 0.2 wrote; recognised only to say so.
+PREDICATE_TYPE_V0 = "https://model_signing/Digests/v0.1"
+#: Key of tensorfile's extension inside the predicate (OMS verifiers ignore it).
+EXTENSION_KEY = "tensorfile"
+EXTENSION_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Serialization:
+    """How the manifest was made (the predicate's ``serialization`` object)."""
+
+    method: str = "files"
+    hash_type: str = "sha256"
+    allow_symlinks: bool = False
+    ignore_paths: tuple[str, ...] = DEFAULT_IGNORED
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "hash_type": self.hash_type,
+            "allow_symlinks": self.allow_symlinks,
+            "ignore_paths": sorted(self.ignore_paths),
+        }
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A model's files and digests, in resource order."""
+
+    model_name: str
+    files: tuple[FileDigest, ...]
+    serialization: Serialization = field(default_factory=Serialization)
+
+    @cached_property
+    def by_name(self) -> Mapping[str, FileDigest]:
+        return {f.name: f for f in self.files}
+
+    @property
+    def is_single_file(self) -> bool:
+        return len(self.files) == 1 and self.files[0].name == SINGLE_FILE_NAME
+
+    @property
+    def root_digest(self) -> str:
+        """SHA-256 over the raw bytes of every file digest, in resource order."""
+        h = hashlib.sha256()
+        for f in self.files:
+            h.update(bytes.fromhex(f.sha256))
+        return h.hexdigest()
+
+    @property
+    def tensor_count(self) -> int:
+        return sum(len(f.safetensors.tensors) for f in self.files if f.safetensors)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (what ``tensorfile hash --json`` prints)."""
+        return {
+            "model_name": self.model_name,
+            "root_digest": self.root_digest,
+            "serialization": self.serialization.to_dict(),
+            "files": [
+                {
+                    "name": f.name,
+                    "sha256": f.sha256,
+                    **({"size": f.size} if f.size is not None else {}),
+                    **(
+                        {"header": f.safetensors.header, "tensors": dict(f.safetensors.tensors)}
+                        if f.safetensors
+                        else {}
+                    ),
+                }
+                for f in self.files
+            ],
+        }
+
+    def to_statement(self) -> dict[str, Any]:
+        """The in-toto Statement v1 that OMS v1.0 signs."""
+        predicate: dict[str, Any] = {
+            "serialization": self.serialization.to_dict(),
+            "resources": [
+                {"name": f.name, "algorithm": "sha256", "digest": f.sha256} for f in self.files
+            ],
+        }
+        ext = {f.name: _extension_entry(f.safetensors) for f in self.files if f.safetensors}
+        if ext:
+            predicate[EXTENSION_KEY] = {
+                "version": EXTENSION_VERSION,
+                "algorithm": "sha256",
+                "files": ext,
+            }
+        return {
+            "_type": STATEMENT_TYPE,
+            "subject": [{"name": self.model_name, "digest": {"sha256": self.root_digest}}],
+            "predicateType": PREDICATE_TYPE,
+            "predicate": predicate,
+        }
+
+    @classmethod
+    def from_statement(cls, obj: object) -> Manifest:
+        """Parse and check a statement. Raises :class:`BundleError` for a
+        malformed one, :class:`UnsupportedAlgorithmError` for one tensorfile
+        cannot check, :class:`ManifestError` when the digests disagree."""
+        st = json_obj(obj, "statement")
+        if st.get("_type") != STATEMENT_TYPE:
+            raise BundleError(f"statement _type is {st.get('_type')!r}, expected {STATEMENT_TYPE!r}")
+        ptype = st.get("predicateType")
+        if ptype == PREDICATE_TYPE_V0:
+            raise UnsupportedAlgorithmError(
+                f"predicate {PREDICATE_TYPE_V0} (model-signing 0.2) is not supported; re-sign"
+            )
+        if ptype != PREDICATE_TYPE:
+            raise UnsupportedAlgorithmError(f"unknown predicateType {ptype!r}")
+        subjects = json_list(st.get("subject"), "subject")
+        if len(subjects) != 1:
+            raise BundleError(f"statement must have exactly one subject, has {len(subjects)}")
+        subject = json_obj(subjects[0], "subject[0]")
+        name = json_str(subject.get("name"), "subject name")
+        root = hex64(json_obj(subject.get("digest"), "subject digest").get("sha256"),
+                    "subject sha256 digest")
+        predicate = json_obj(st.get("predicate"), "predicate")
+        serialization = _serialization(predicate.get("serialization"))
+        resources = json_list(predicate.get("resources"), "predicate resources")
+        digests: dict[str, str] = {}
+        for i, item in enumerate(resources):
+            res = json_obj(item, f"resources[{i}]")
+            rname = _resource_name(res.get("name"), i)
+            alg = res.get("algorithm")
+            if alg != "sha256":
+                raise UnsupportedAlgorithmError(f"resource {rname!r}: unsupported algorithm {alg!r}")
+            if rname in digests:
+                raise BundleError(f"resource {rname!r} is listed twice")
+            digests[rname] = hex64(res.get("digest"), f"resource {rname!r} digest")
+        if SINGLE_FILE_NAME in digests and len(digests) != 1:
+            raise BundleError("resource '.' (a single-file model) must be the only resource")
+        ext = _extension(predicate.get(EXTENSION_KEY), digests)
+        files = tuple(FileDigest(n, d, None, ext.get(n)) for n, d in digests.items())
+        manifest = cls(name, files, serialization)
+        if manifest.root_digest != root:
+            raise ManifestError(
+                f"signed payload is inconsistent: its resources hash to {manifest.root_digest} "
+                f"but the subject's root digest is {root}"
+            )
+        return manifest
+
+
+def _extension_entry(d: SafetensorsDigests) -> dict[str, Any]:
+    return {"header": d.header, "tensors": dict(d.tensors)}
+
+
+def _resource_name(x: object, i: int) -> str:
+    name = json_str(x, f"resources[{i}] name")
+    if name == SINGLE_FILE_NAME:
+        return name
+    parts = name.split("/")
+    if name.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\0" in name:
+        raise BundleError(f"resources[{i}] name {name!r} is not a plain relative path")
+    return name
+
+
+def _serialization(x: object) -> Serialization:
+    s = json_obj(x, "predicate serialization")
+    method = s.get("method")
+    if method != "files":
+        raise UnsupportedAlgorithmError(
+            f"serialization method {method!r} is not supported (tensorfile verifies 'files')"
+        )
+    hash_type = s.get("hash_type")
+    if hash_type != "sha256":
+        raise UnsupportedAlgorithmError(f"hash_type {hash_type!r} is not supported (only sha256)")
+    allow = s.get("allow_symlinks", False)
+    if type(allow) is not bool:
+        raise BundleError("serialization allow_symlinks must be true or false")
+    ignore = json_list(s.get("ignore_paths", []), "serialization ignore_paths")
+    for p in ignore:
+        if type(p) is not str or ".." in p.split("/") or p.startswith("/"):
+            raise BundleError(f"serialization ignore_paths has an invalid entry {p!r:.80}")
+    return Serialization(method, hash_type, allow, tuple(ignore))
+
+
+def _extension(x: object, digests: Mapping[str, str]) -> dict[str, SafetensorsDigests]:
+    if x is None:
+        return {}
+    ext = json_obj(x, f"predicate {EXTENSION_KEY}")
+    if ext.get("version") != EXTENSION_VERSION or ext.get("algorithm") != "sha256":
+        raise UnsupportedAlgorithmError(
+            f"{EXTENSION_KEY} extension version {ext.get('version')!r} with algorithm "
+            f"{ext.get('algorithm')!r} is not supported"
+        )
+    out: dict[str, SafetensorsDigests] = {}
+    for fname, entry in json_obj(ext.get("files"), f"{EXTENSION_KEY} files").items():
+        if fname not in digests:
+            raise ManifestError(f"{EXTENSION_KEY} extension names {fname!r}, not a signed resource")
+        e = json_obj(entry, f"{EXTENSION_KEY} entry for {fname!r}")
+        tensors = json_obj(e.get("tensors"), f"{EXTENSION_KEY} tensors of {fname!r}")
+        out[fname] = SafetensorsDigests(
+            header=hex64(e.get("header"), f"header digest of {fname!r}"),
+            tensors={t: hex64(d, f"digest of tensor {t!r} in {fname!r}")
+                     for t, d in tensors.items()},
+        )
+    return out
+
+
+# ---------------------------------------------------------------- building a manifest
+
+
+def model_name_of(path: Path) -> str:
+    """The subject name model-signing gives a model: its folder or file name."""
+    return path.name or os.path.basename(os.path.realpath(path))
+
+
+def hash_model(
+    path: str | os.PathLike[str],
+    *,
+    ignore_paths: Iterable[str] = (),
+    signature: str | os.PathLike[str] | None = None,
+    allow_symlinks: bool = False,
+    tensors: bool = True,
+    workers: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> Manifest:
+    """Hash the model at ``path`` (a file or a folder) into a :class:`Manifest`.
+
+    ``.git``, ``.gitattributes``, ``.github`` and ``.gitignore`` are always
+    ignored, plus ``ignore_paths`` (relative to the folder) and ``signature``
+    when it lies inside the folder. ``tensors`` adds header and per-tensor
+    digests for every ``.safetensors`` file (in the same pass over its bytes).
+    """
+    root = Path(path)
+    ignored = set(DEFAULT_IGNORED) | {p.strip("/") for p in ignore_paths}
+    if signature is not None and root.is_dir():
+        rel = relative_inside(Path(signature), root)
+        if rel is not None:
+            ignored.add(rel)
+    files = list_model_files(root, ignore_paths=ignored, allow_symlinks=allow_symlinks)
+    digests = hash_files(files, tensors=tensors, workers=workers, progress=progress)
+    return Manifest(
+        model_name_of(root),
+        tuple(digests),
+        Serialization(allow_symlinks=allow_symlinks, ignore_paths=tuple(sorted(ignored))),
+    )
+
+
+def relative_inside(path: Path, folder: Path) -> str | None:
+    """``path`` relative to ``folder`` with ``/``, or None when it is outside."""
+    rel = os.path.relpath(os.path.abspath(path), os.path.abspath(folder))
+    if rel == os.curdir or rel == os.pardir or rel.startswith(os.pardir + os.sep):
+        return None
+    return rel.replace(os.sep, "/")

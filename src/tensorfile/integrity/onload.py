@@ -1,0 +1,154 @@
+"""Verify-on-load: what ``safe_open(path, verify=...)`` calls.
+
+The reader calls :func:`load_verifier` when the file opens, then
+:meth:`LoadVerifier.check_header` with the raw header bytes (which checks the
+bundle's signature and this file's signed header digest), then
+:meth:`LoadVerifier.check_tensor` with each tensor's bytes the first time it
+is read. Only the bytes of tensors actually read are hashed; a tensor whose
+bytes differ from the signed digest raises before it is returned.
+
+Files signed without tensorfile's per-tensor digests (for example by
+model-signing) are verified whole at open instead: the header check hashes
+the entire file against its signed SHA-256.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from tensorfile.errors import (
+    DigestMismatchError,
+    KeyLoadError,
+    NotSignedError,
+    VerificationError,
+)
+from tensorfile.integrity.bundle import DEFAULT_SIGNATURE_NAME, read_bundle
+from tensorfile.integrity.certs import CertificateTrust
+from tensorfile.integrity.hashing import SINGLE_FILE_NAME, ModelFile, hash_file, sha256_hex
+from tensorfile.integrity.keys import read_pem
+from tensorfile.integrity.manifest import Manifest, relative_inside
+from tensorfile.integrity.verify import SignerIdentity, Trust, TrustPolicy, verify_bundle
+
+
+def _policy(verify: object) -> TrustPolicy:
+    if isinstance(verify, TrustPolicy):
+        return verify
+    if isinstance(verify, CertificateTrust | x509.Certificate):
+        return TrustPolicy(cert_roots=verify)
+    if isinstance(verify, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
+        return TrustPolicy(key=verify)
+    if isinstance(verify, str | bytes | os.PathLike):
+        pem = read_pem(verify, "verify key")  # type: ignore[arg-type]
+        if b"-----BEGIN CERTIFICATE-----" in pem:
+            return TrustPolicy(cert_roots=pem)
+        return TrustPolicy(key=pem)
+    raise KeyLoadError(
+        f"verify= takes a public key (PEM path or key object), root certificates, or a "
+        f"TrustPolicy; got {type(verify).__name__}"
+    )
+
+
+def find_signature(path: Path) -> Path:
+    """``model.sig`` in the file's folder or the nearest parent folder that has one."""
+    folder = Path(os.path.abspath(path)).parent
+    for d in (folder, *folder.parents):
+        candidate = d / DEFAULT_SIGNATURE_NAME
+        if candidate.is_file():
+            return candidate
+    raise NotSignedError(
+        f"{path}: no {DEFAULT_SIGNATURE_NAME} next to it or in a parent folder "
+        "(pass TrustPolicy(signature=...))"
+    )
+
+
+def load_verifier(verify: object, path: Path) -> LoadVerifier:
+    """Build the verifier for opening ``path`` with ``safe_open(..., verify=verify)``.
+
+    ``verify`` is a public key (PEM path, PEM bytes or key object), trusted root
+    certificates (PEM path or bytes holding certificates, a certificate, a
+    :class:`CertificateTrust`), or a :class:`TrustPolicy`.
+    """
+    policy = _policy(verify)
+    trust = policy.trust()
+    sig = Path(policy.signature) if policy.signature is not None else find_signature(path)
+    root = Path(policy.model_root) if policy.model_root is not None else sig.parent
+    return LoadVerifier(trust, sig, root, Path(path), eager=policy.eager)
+
+
+class LoadVerifier:
+    """Checks one safetensors file's header and tensors against a signature."""
+
+    def __init__(
+        self, trust: Trust, signature: Path, model_root: Path, path: Path, *, eager: bool = False
+    ) -> None:
+        self.eager = eager
+        self.signature = signature
+        self.model_root = model_root
+        self.path = path
+        #: Bytes hashed so far (header, tensors, or the whole file in fallback mode).
+        self.bytes_hashed = 0
+        self.manifest: Manifest | None = None
+        self.signer: SignerIdentity | None = None
+        self.resource: str | None = None
+        self._trust = trust
+        self._tensors: Mapping[str, str] | None = None
+        self._whole_file_verified = False
+        self._lock = threading.Lock()
+
+    def _count(self, n: int) -> None:
+        with self._lock:
+            self.bytes_hashed += n
+
+    def check_header(self, raw_header: bytes) -> None:
+        """Verify the bundle's signature and this file's header digest (once, at open)."""
+        manifest, signer = verify_bundle(read_bundle(self.signature), self._trust)
+        if manifest.is_single_file:
+            resource = SINGLE_FILE_NAME
+        else:
+            rel = relative_inside(self.path, self.model_root)
+            if rel is None:
+                raise NotSignedError(
+                    f"{self.path}: outside {self.model_root}, the folder {self.signature} signs"
+                )
+            resource = rel
+        entry = manifest.by_name.get(resource)
+        if entry is None:
+            raise NotSignedError(f"{self.path}: {resource!r} is not a file the signature covers")
+        self.manifest, self.signer, self.resource = manifest, signer, resource
+        if entry.safetensors is None:
+            # No per-tensor digests (e.g. signed by model-signing): check the whole file now.
+            size = os.stat(self.path).st_size
+            digest = hash_file(ModelFile(resource, self.path, size), tensors=False)
+            self._count(digest.size or 0)
+            if digest.sha256 != entry.sha256:
+                raise DigestMismatchError(f"{self.path}: file differs from the signed bytes")
+            self._whole_file_verified = True
+            return
+        self._count(len(raw_header))
+        if sha256_hex(raw_header) != entry.safetensors.header:
+            raise DigestMismatchError(
+                f"{self.path}: header differs from the signed header (tensor names, "
+                "shapes, dtypes, offsets or metadata changed)"
+            )
+        self._tensors = entry.safetensors.tensors
+
+    def check_tensor(self, name: str, data: memoryview) -> None:
+        """Verify one tensor's bytes against its signed digest (first read of each tensor)."""
+        if self._whole_file_verified:
+            return
+        if self._tensors is None:
+            raise VerificationError(f"{self.path}: check_header must pass before tensors are read")
+        expected = self._tensors.get(name)
+        if expected is None:
+            raise NotSignedError(f"{self.path}: tensor {name!r} is not in the signed manifest")
+        self._count(len(data))
+        if sha256_hex(data) != expected:
+            raise DigestMismatchError(
+                f"{self.path}: tensor {name!r} differs from the signed bytes"
+            )

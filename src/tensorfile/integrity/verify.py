@@ -1,0 +1,313 @@
+"""Verification: signature, then manifest, then the model's bytes. Fails closed.
+
+:func:`verify` returns a :class:`VerificationReport` only when every check
+passed; anything that does not match, or that could not be checked, raises a
+subclass of :class:`~tensorfile.errors.IntegrityError`. There is no
+"verified with warnings".
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeAlias
+
+from tensorfile._format import header as _header
+from tensorfile.errors import (
+    DigestMismatchError,
+    FormatError,
+    KeyLoadError,
+    ManifestError,
+    MissingFileError,
+    SignatureError,
+    UnexpectedFileError,
+)
+from tensorfile.integrity.bundle import Bundle, pae, read_bundle
+from tensorfile.integrity.certs import CertificateIdentity, CertificateTrust, verify_chain
+from tensorfile.integrity.hashing import (
+    DEFAULT_IGNORED,
+    SAFETENSORS_SUFFIX,
+    FileDigest,
+    ModelFile,
+    ProgressCallback,
+    SafetensorsDigests,
+    hash_file,
+    hash_files,
+    list_model_files,
+    sha256_hex,
+)
+from tensorfile.integrity.keys import (
+    PublicKey,
+    check_supported,
+    key_algorithm,
+    key_hint,
+    load_public_key,
+    verify_bytes,
+)
+from tensorfile.integrity.manifest import Manifest, relative_inside
+from tensorfile.integrity.sign import default_signature_path
+
+#: What a signature is checked against: one public key, or trusted root certificates.
+Trust: TypeAlias = "PublicKey | CertificateTrust"
+
+
+@dataclass(frozen=True)
+class TrustPolicy:
+    """Everything needed to verify, in one object (also what ``safe_open(verify=...)`` takes).
+
+    Give ``key`` (a public key: PEM path, PEM bytes or key object) or
+    ``cert_roots`` (trusted root certificates: PEM path(s), certificates, or a
+    :class:`CertificateTrust`), not both.
+    """
+
+    key: Any = None
+    cert_roots: Any = None
+    #: Signature file; default ``model.sig`` in the model folder (or next to the file).
+    signature: str | os.PathLike[str] | None = None
+    #: For verify-on-load with a signature outside the model folder: the folder it covers.
+    model_root: str | os.PathLike[str] | None = None
+    #: Verify-on-load: check every tensor when the file opens instead of on first read.
+    eager: bool = False
+    #: When certificate validity is checked (default: now).
+    at_time: datetime.datetime | None = None
+
+    def trust(self) -> Trust:
+        return resolve_trust(self.key, self.cert_roots, self.at_time)
+
+
+def resolve_trust(
+    key: Any = None, cert_roots: Any = None, at_time: datetime.datetime | None = None
+) -> Trust:
+    """Turn what the user gave into a :data:`Trust`; exactly one of the two is required."""
+    if (key is None) == (cert_roots is None):
+        raise KeyLoadError("give either a public key or trusted root certificates (exactly one)")
+    if key is not None:
+        return load_public_key(key)
+    if isinstance(cert_roots, CertificateTrust):
+        return cert_roots if at_time is None else CertificateTrust(cert_roots.roots, at_time)
+    return CertificateTrust.from_pem(cert_roots, at_time)
+
+
+@dataclass(frozen=True)
+class SignerIdentity:
+    """Who signed: the trusted key, or the verified leaf certificate."""
+
+    kind: str  # "key" or "certificate"
+    algorithm: str
+    #: Hex SHA-256 of the signing public key's PEM (model-signing's key hint).
+    key_fingerprint: str
+    certificate: CertificateIdentity | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "kind": self.kind,
+            "algorithm": self.algorithm,
+            "key_fingerprint": self.key_fingerprint,
+        }
+        if self.certificate is not None:
+            d["certificate"] = self.certificate.to_dict()
+        return d
+
+
+def verify_bundle(bundle: Bundle, trust: Trust) -> tuple[Manifest, SignerIdentity]:
+    """Check the bundle's signature against ``trust``, then parse its statement.
+
+    The statement is parsed only after its signature verified, so nothing an
+    attacker wrote is interpreted before that.
+    """
+    cert: CertificateIdentity | None = None
+    if isinstance(trust, CertificateTrust):
+        if not bundle.certificates:
+            raise SignatureError(
+                "bundle is signed with a bare key, not a certificate: verify with the public key"
+            )
+        cert = verify_chain(bundle.certificates, trust)
+        key = cert.public_key
+    else:
+        key = check_supported(trust)
+        if bundle.key_hint is not None and bundle.key_hint != key_hint(key):
+            raise SignatureError(
+                f"signed by a different key (bundle names key {bundle.key_hint[:16]}…, "
+                f"trusted key is {key_hint(key)[:16]}…)"
+            )
+    verify_bytes(key, bundle.signature, pae(bundle.payload, bundle.payload_type))
+    manifest = Manifest.from_statement(bundle.statement())
+    kind = "certificate" if cert is not None else "key"
+    return manifest, SignerIdentity(kind, key_algorithm(key), key_hint(key), cert)
+
+
+@dataclass(frozen=True)
+class VerificationReport:
+    """What :func:`verify` checked. Exists only if everything matched."""
+
+    model: str
+    signature: str
+    model_name: str
+    root_digest: str
+    serialization: dict[str, Any]
+    signer: SignerIdentity
+    #: Signed files whose SHA-256 was recomputed and matched.
+    files: tuple[str, ...]
+    bytes_hashed: int
+    #: Tensors of signed safetensors files: header digest and names checked,
+    #: bytes covered by the file digest.
+    tensors: int
+    #: Whether each tensor's own digest was recomputed too (``deep=True``).
+    tensor_digests_checked: bool
+    #: Files present but not signed, ignored because ``allow_extra_files``.
+    extra_files: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def verified(self) -> bool:
+        return True
+
+    @property
+    def files_checked(self) -> int:
+        return len(self.files)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "verified": True,
+            "model": self.model,
+            "signature": self.signature,
+            "model_name": self.model_name,
+            "root_digest": self.root_digest,
+            "serialization": self.serialization,
+            "signer": self.signer.to_dict(),
+            "files_checked": self.files_checked,
+            "files": list(self.files),
+            "bytes_hashed": self.bytes_hashed,
+            "tensors_checked": self.tensors,
+            "tensor_digests_checked": self.tensor_digests_checked,
+            "extra_files": list(self.extra_files),
+        }
+
+
+def _names(items: list[str], limit: int = 5) -> str:
+    shown = ", ".join(repr(n) for n in items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def verify(
+    model: str | os.PathLike[str],
+    key: Any = None,
+    cert_root: Any = None,
+    *,
+    signature: str | os.PathLike[str] | None = None,
+    allow_extra_files: bool = False,
+    allow_symlinks: bool = False,
+    deep: bool = False,
+    at_time: datetime.datetime | None = None,
+    workers: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> VerificationReport:
+    """Verify the model at ``model`` against its signature; raise if anything differs.
+
+    Give ``key`` (public key) or ``cert_root`` (trusted root certificates).
+    Every signed file is hashed (in parallel) and compared; files the signature
+    does not name fail unless ``allow_extra_files``. For safetensors files the
+    header digest and tensor names are checked against tensorfile's extension;
+    ``deep`` also recomputes every tensor's digest (twice the hashing work; the
+    file digest already covers those bytes).
+    """
+    trust = resolve_trust(key, cert_root, at_time)
+    root = Path(model)
+    sig_path = Path(signature) if signature is not None else default_signature_path(root)
+    manifest, signer = verify_bundle(read_bundle(sig_path), trust)
+
+    ignored = set(DEFAULT_IGNORED) | set(manifest.serialization.ignore_paths)
+    if root.is_dir():
+        rel = relative_inside(sig_path, root)
+        if rel is not None:
+            ignored.add(rel)
+    present = {f.name: f for f in list_model_files(
+        root, ignore_paths=ignored, allow_symlinks=allow_symlinks
+    )}
+    missing = [n for n in manifest.by_name if n not in present]
+    extra = sorted(n for n in present if n not in manifest.by_name)
+    if missing:
+        also = f"; unsigned files present: {_names(extra)} (renamed?)" if extra else ""
+        raise MissingFileError(f"{root}: signed files missing: {_names(missing)}{also}")
+    if extra and not allow_extra_files:
+        raise UnexpectedFileError(
+            f"{root}: files not covered by the signature: {_names(extra)} "
+            "(allow_extra_files ignores them)"
+        )
+    to_check = [present[f.name] for f in manifest.files]
+    digests = hash_files(to_check, tensors=deep, workers=workers, progress=progress)
+    bad = [(mf, d) for mf, d in zip(to_check, digests, strict=True)
+           if d.sha256 != manifest.by_name[mf.name].sha256]
+    if bad:
+        raise DigestMismatchError(
+            f"{root}: contents differ from the signed model: "
+            + "; ".join(_explain(mf, manifest.by_name[mf.name]) for mf, _ in bad)
+        )
+    tensors = 0
+    for mf, d in zip(to_check, digests, strict=True):
+        signed = manifest.by_name[mf.name].safetensors
+        if signed is None:
+            continue
+        _check_extension(mf, signed, d.safetensors, deep)
+        tensors += len(signed.tensors)
+    return VerificationReport(
+        model=str(root),
+        signature=str(sig_path),
+        model_name=manifest.model_name,
+        root_digest=manifest.root_digest,
+        serialization=manifest.serialization.to_dict(),
+        signer=signer,
+        files=tuple(f.name for f in manifest.files),
+        bytes_hashed=sum(d.size or 0 for d in digests),
+        tensors=tensors,
+        tensor_digests_checked=deep,
+        extra_files=tuple(extra),
+    )
+
+
+def _check_extension(
+    mf: ModelFile, signed: SafetensorsDigests, computed: SafetensorsDigests | None, deep: bool
+) -> None:
+    """The file matched its signed digest; check that tensorfile's extension agrees."""
+    try:
+        with open(mf.path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            prefix = f.read(8)
+            raw = prefix + f.read(_header.read_length(prefix, size))
+        names = list(_header.parse(raw, size).tensors)
+    except (OSError, FormatError) as e:
+        raise ManifestError(f"{mf.name}: signed with tensor digests but unreadable: {e}") from None
+    if sha256_hex(raw) != signed.header or names != list(signed.tensors):
+        raise ManifestError(
+            f"{mf.name}: the signed tensorfile extension does not describe this file's header"
+        )
+    if deep:
+        if computed is None:
+            raise ManifestError(f"{mf.name}: tensor digests signed for a non-safetensors file")
+        wrong = [t for t, d in computed.tensors.items() if signed.tensors.get(t) != d]
+        if wrong:
+            raise ManifestError(f"{mf.name}: signed tensor digests are wrong for {_names(wrong)}")
+
+
+def _explain(mf: ModelFile, signed: FileDigest) -> str:
+    """Name what changed in one file: the header, which tensors, or just the bytes."""
+    if signed.safetensors is None or not mf.name.endswith(SAFETENSORS_SUFFIX):
+        return f"{mf.name!r} (sha256 differs)"
+    try:
+        now = hash_file(mf, tensors=True)
+    except Exception as e:  # a file that no longer parses is explained by the parse error
+        return f"{mf.name!r} (sha256 differs; {e})"
+    assert now.safetensors is not None
+    parts = []
+    if now.safetensors.header != signed.safetensors.header:
+        parts.append("header changed")
+    old, new = signed.safetensors.tensors, now.safetensors.tensors
+    changed = [t for t in new if t in old and new[t] != old[t]]
+    added = [t for t in new if t not in old]
+    removed = [t for t in old if t not in new]
+    if changed:
+        parts.append(f"tensor data changed: {_names(changed)}")
+    if added or removed:
+        parts.append(f"tensors renamed, added or removed: {_names(removed + added)}")
+    return f"{mf.name!r} ({'; '.join(parts) or 'bytes outside tensors changed'})"
