@@ -1,0 +1,8 @@
+"""Static pickle scanning (and, built on the same interpreter, conversion).
+
+Nothing in this package imports, looks up or calls a name found in a pickle.
+Layers, bottom up: :mod:`.opcodes` (bytes -> opcodes, as ``_pickle.c`` reads
+them), :mod:`.machine` (opcodes -> the imports and calls they would make),
+:mod:`.policy` (the allowlist and verdicts), :mod:`.containers` (zip, legacy,
+tar, numpy and raw files -> pickle streams) and :func:`scan` (the library call).
+"""

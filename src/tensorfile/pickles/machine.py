@@ -1,0 +1,653 @@
+"""A symbolic pickle machine: what a stream would import and call, without doing it.
+
+The machine runs the opcodes of one stream (from :mod:`.opcodes`) against a
+symbolic stack, memo and MARK stack that follow ``_pickle.c`` exactly (stack
+fences at MARKs, POP popping a MARK, MEMOIZE indices, protocol-dependent
+``fix_imports`` renaming), but it never imports or calls anything. Every place
+where the real unpickler would import or call is turned into a *node* and shown
+to an :class:`Observer` at the moment it happens, with its opcode and offset.
+
+Values
+------
+Stack, memo and containers hold plain data and nodes:
+
+* literals: ``None``, ``bool``, ``int``, ``float``, ``str`` (``LegacyStr`` when
+  pushed by the Python 2 STRING opcodes), ``bytes``, :class:`~.opcodes.BytesRef`
+  (a large bytes argument, a window over the input buffer), :class:`~.opcodes.Opaque`;
+* containers: ``list``, ``tuple``, :class:`PDict`, :class:`PSet` (dicts and sets
+  keep their items as lists: hashing attacker-built keys could take exponential
+  time, so the machine never hashes a value);
+* nodes: :class:`GlobalRef` (GLOBAL, STACK_GLOBAL, INST's class),
+  :class:`Call` (REDUCE, NEWOBJ, NEWOBJ_EX, OBJ, INST), :class:`PersistentRef`
+  (PERSID, BINPERSID), :class:`ExtensionRef` (EXT1/2/4), and :class:`Effect`
+  for the method calls the unpickler makes on an object it did not build
+  itself: SETITEM(S) / APPEND(S) / ADDITEMS on anything but a dict/list/set,
+  and every BUILD. Effects on a :class:`Call` are also kept, in order, in
+  ``call.effects`` (an ``OrderedDict`` gets its items and ``_metadata`` that way).
+
+Shared references stay shared (the memo hands out the same object), so memo
+fan-out costs nothing, and nothing here recurses on a value.
+
+Reuse: one interpreter, a policy and a builder attached
+--------------------------------------------------------
+:func:`run_stream` takes an :class:`Observer`. The scanner's observer
+(:class:`tensorfile.pickles.policy.StreamPolicy`) records a finding per node that
+is not on the allowlist and keeps going; a converter passes an observer that
+raises on the first such node, so a stream is refused before anything is built.
+The stream's result (``StreamResult.root``) is then the value graph described
+above, and :func:`materialize` turns it into real Python objects through a
+:class:`Builder`: containers become ``dict``/``list``/``tuple``/``set``, and the
+builder decides what each global, call, persistent id and effect becomes (for
+example ``_rebuild_tensor_v2`` -> a tensor description, ``OrderedDict`` ->
+``collections.OrderedDict``). Every value a builder sees has passed the policy
+first, so a builder only needs to handle the allowlisted shapes.
+
+Bounds
+------
+:class:`Limits` caps the stack, the MARK stack, the memo and the number of
+container items; exceeding one raises :class:`~tensorfile.errors.ScanLimitError`
+(the stream is then reported as ``error``, never ``safe``). Work is linear in
+the stream length.
+"""
+
+from __future__ import annotations
+
+import _compat_pickle
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from tensorfile.errors import MalformedPickleError, PickleError, ScanError, ScanLimitError
+from tensorfile.pickles.opcodes import Buffer, Op, OpcodeReader
+
+#: torch.load's own module renames (``torch.serialization.load_module_mapping``).
+TORCH_MODULE_MAPPING = {"torch.tensor": "torch._tensor"}
+
+
+@dataclass(eq=False, slots=True)
+class GlobalRef:
+    """Something the unpickler would import: ``module`` and attribute ``name``.
+
+    ``module``/``name`` are after the renames the loader applies (protocol < 3
+    ``fix_imports``, torch's module mapping); ``literal`` is False when STACK_GLOBAL
+    took its operands from anything but literal text, in which case the names
+    are only what the scanner could see (``<computed>`` if not text at all).
+    """
+
+    module: str
+    name: str
+    opcode: str
+    offset: int
+    literal: bool = True
+
+    @property
+    def qualname(self) -> str:
+        """``module.name``, the way reports print it."""
+        return f"{self.module}.{self.name}"
+
+
+@dataclass(eq=False, slots=True, repr=False)
+class Effect:
+    """A method call the unpickler makes on an existing object.
+
+    ``opcode`` is SETITEM/SETITEMS (``payload`` = key, value, key, value...),
+    APPEND/APPENDS/ADDITEMS (``payload`` = the items) or BUILD
+    (``payload`` = ``(state,)``).
+    """
+
+    opcode: str
+    offset: int
+    target: object
+    payload: tuple[object, ...]
+
+    def __repr__(self) -> str:  # shallow: values may be huge or deeply shared
+        return f"<Effect {self.opcode} at {self.offset}>"
+
+
+@dataclass(eq=False, slots=True, repr=False)
+class Call:
+    """The result of calling ``func``: REDUCE, NEWOBJ, NEWOBJ_EX, OBJ or INST.
+
+    ``args`` is what the stream supplied (normally a tuple; the policy checks);
+    ``kwargs`` only for NEWOBJ_EX. ``effects`` lists, in stream order, the
+    SETITEMS/APPENDS/BUILD later applied to the object this call returned.
+    """
+
+    func: object
+    args: object
+    kwargs: object
+    opcode: str
+    offset: int
+    effects: list[Effect] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        func = self.func.qualname if isinstance(self.func, GlobalRef) else type(self.func).__name__
+        return f"<Call {self.opcode} {func} at {self.offset}>"
+
+
+@dataclass(eq=False, slots=True, repr=False)
+class PersistentRef:
+    """A persistent id handed to the loader's ``persistent_load`` (torch: a storage)."""
+
+    pid: object
+    opcode: str
+    offset: int
+
+    def __repr__(self) -> str:
+        return f"<PersistentRef {self.opcode} at {self.offset}>"
+
+
+@dataclass(eq=False, slots=True)
+class ExtensionRef:
+    """EXT1/2/4: a lookup in the loading process's ``copyreg`` extension registry."""
+
+    code: int | object
+    opcode: str
+    offset: int
+
+
+@dataclass(eq=False, slots=True, repr=False)
+class PDict:
+    """A dict as (key, value) pairs in stream order (duplicates kept, nothing hashed)."""
+
+    items: list[tuple[object, object]] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        return f"<PDict of {len(self.items)} pairs>"
+
+
+@dataclass(eq=False, slots=True, repr=False)
+class PSet:
+    """A set or frozenset as its items in stream order."""
+
+    items: list[object] = field(default_factory=list)
+    frozen: bool = False
+
+    def __repr__(self) -> str:
+        return f"<PSet of {len(self.items)} items>"
+
+
+Node = GlobalRef | Call | PersistentRef | ExtensionRef | Effect
+
+
+class Observer(Protocol):
+    """Sees every import and call as the machine meets it; may raise to stop the stream."""
+
+    def observe(self, node: Node) -> None:
+        """Called once per node, in stream order."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Resource bounds for one stream (generous for real checkpoints)."""
+
+    max_stack: int = 1_000_000
+    max_marks: int = 100_000
+    max_memo: int = 2_000_000
+    max_items: int = 10_000_000
+
+
+@dataclass(slots=True)
+class StreamResult:
+    """What one stream did: where it ran, its value, and why it stopped early if it did."""
+
+    start: int
+    end: int
+    root: object
+    protocol: int
+    opcodes: int
+    error: ScanError | None = None
+
+    @property
+    def complete(self) -> bool:
+        """True when the stream reached STOP with a value."""
+        return self.error is None
+
+
+class _Machine:
+    def __init__(self, observer: Observer, limits: Limits) -> None:
+        self.observer = observer
+        self.limits = limits
+        self.stack: list[object] = []
+        self.marks: list[int] = []
+        self.memo: dict[int, object] = {}
+        self.proto = 0
+        self.items = 0
+        self.root: object = None
+
+    # -- stack discipline (Pdata with a fence at the innermost MARK) -----------
+    def fence(self) -> int:
+        return self.marks[-1] if self.marks else 0
+
+    def push(self, value: object, op: Op) -> None:
+        if len(self.stack) >= self.limits.max_stack:
+            raise ScanLimitError(f"stack deeper than {self.limits.max_stack} at byte {op.offset}")
+        self.stack.append(value)
+
+    def pop(self, op: Op) -> object:
+        if len(self.stack) <= self.fence():
+            raise MalformedPickleError(f"{op.name}: unpickling stack underflow", op.offset)
+        return self.stack.pop()
+
+    def top(self, op: Op) -> object:
+        if len(self.stack) <= self.fence():
+            raise MalformedPickleError(f"{op.name}: unpickling stack underflow", op.offset)
+        return self.stack[-1]
+
+    def pop_mark(self, op: Op) -> list[object]:
+        if not self.marks:
+            raise MalformedPickleError(f"{op.name}: could not find MARK", op.offset)
+        at = self.marks.pop()
+        items = self.stack[at:]
+        del self.stack[at:]
+        return items
+
+    def count(self, n: int, op: Op) -> None:
+        self.items += n
+        if self.items > self.limits.max_items:
+            raise ScanLimitError(
+                f"more than {self.limits.max_items} container items at byte {op.offset}")
+
+    def emit(self, node: Node) -> None:
+        self.observer.observe(node)
+
+    # -- names -----------------------------------------------------------------
+    def resolve(self, module: str, name: str, op: Op, *, literal: bool = True) -> GlobalRef:
+        if self.proto < 3:  # _pickle.c find_class with fix_imports=True
+            if (module, name) in _compat_pickle.NAME_MAPPING:
+                module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+            elif module in _compat_pickle.IMPORT_MAPPING:
+                module = _compat_pickle.IMPORT_MAPPING[module]
+        module = TORCH_MODULE_MAPPING.get(module, module)
+        ref = GlobalRef(module, name, op.name, op.offset, literal)
+        self.emit(ref)
+        return ref
+
+    def effect(self, target: object, op: Op, payload: tuple[object, ...]) -> None:
+        eff = Effect(op.name, op.offset, target, payload)
+        if isinstance(target, Call):
+            target.effects.append(eff)
+        self.emit(eff)
+
+    def call(self, func: object, args: object, kwargs: object, op: Op) -> Call:
+        node = Call(func, args, kwargs, op.name, op.offset)
+        self.emit(node)
+        return node
+
+    # -- container operations ----------------------------------------------------
+    def set_items(self, target: object, flat: list[object], op: Op) -> None:
+        if len(flat) % 2:
+            raise MalformedPickleError(f"odd number of items for {op.name}", op.offset)
+        self.count(len(flat) // 2, op)
+        if isinstance(target, PDict):
+            target.items.extend(zip(flat[::2], flat[1::2], strict=True))
+        else:
+            self.effect(target, op, tuple(flat))
+
+    def append_items(self, target: object, items: list[object], op: Op) -> None:
+        self.count(len(items), op)
+        if isinstance(target, list):
+            target.extend(items)
+        else:
+            self.effect(target, op, tuple(items))
+
+    def add_items(self, target: object, items: list[object], op: Op) -> None:
+        self.count(len(items), op)
+        if isinstance(target, PSet) and not target.frozen:
+            target.items.extend(items)
+        else:
+            self.effect(target, op, tuple(items))
+
+    def below_mark(self, op: Op) -> tuple[object, list[object]]:
+        """Items above the innermost MARK and the object just below it (APPENDS etc.)."""
+        items = self.pop_mark(op)
+        if len(self.stack) <= self.fence():
+            raise MalformedPickleError(f"{op.name}: unpickling stack underflow", op.offset)
+        return self.stack[-1], items
+
+    def memo_put(self, index: object, value: object, op: Op) -> None:
+        if not isinstance(index, int):
+            raise MalformedPickleError(f"{op.name}: invalid memo index", op.offset)
+        if index not in self.memo and len(self.memo) >= self.limits.max_memo:
+            raise ScanLimitError(f"more than {self.limits.max_memo} memo entries")
+        self.memo[index] = value
+
+    def memo_get(self, index: object, op: Op) -> object:
+        if not isinstance(index, int) or index not in self.memo:
+            raise MalformedPickleError(f"{op.name}: memo value not found at {index!r}", op.offset)
+        return self.memo[index]
+
+    # -- the opcodes ---------------------------------------------------------------
+    def step(self, op: Op) -> bool:
+        """Execute one opcode; False after STOP."""
+        name = op.name
+        handler = _SIMPLE_PUSH.get(name)
+        if handler is not None:
+            self.push(handler(op.arg), op)
+            return True
+        if name == "STOP":
+            self.root = self.pop(op)
+            return False
+        getattr(self, "op_" + name)(op)
+        return True
+
+    def op_MARK(self, op: Op) -> None:
+        if len(self.marks) >= self.limits.max_marks:
+            raise ScanLimitError(f"more than {self.limits.max_marks} nested MARKs")
+        self.marks.append(len(self.stack))
+
+    def op_POP(self, op: Op) -> None:
+        if self.marks and self.marks[-1] == len(self.stack):
+            self.marks.pop()  # load_pop: a POP right after MARK discards the MARK
+        else:
+            self.pop(op)
+
+    def op_POP_MARK(self, op: Op) -> None:
+        self.pop_mark(op)
+
+    def op_DUP(self, op: Op) -> None:
+        self.push(self.top(op), op)
+
+    def op_PROTO(self, op: Op) -> None:
+        assert isinstance(op.arg, int)
+        self.proto = op.arg
+
+    def op_FRAME(self, op: Op) -> None:
+        """The reader already checked the frame length; frames change nothing else."""
+
+    def op_PERSID(self, op: Op) -> None:
+        ref = PersistentRef(op.arg, op.name, op.offset)
+        self.emit(ref)
+        self.push(ref, op)
+
+    def op_BINPERSID(self, op: Op) -> None:
+        ref = PersistentRef(self.pop(op), op.name, op.offset)
+        self.emit(ref)
+        self.push(ref, op)
+
+    def op_REDUCE(self, op: Op) -> None:
+        args = self.pop(op)
+        func = self.pop(op)
+        self.push(self.call(func, args, None, op), op)
+
+    def op_NEWOBJ(self, op: Op) -> None:
+        args = self.pop(op)
+        cls = self.pop(op)
+        self.push(self.call(cls, args, None, op), op)
+
+    def op_NEWOBJ_EX(self, op: Op) -> None:
+        kwargs = self.pop(op)
+        args = self.pop(op)
+        cls = self.pop(op)
+        self.push(self.call(cls, args, kwargs, op), op)
+
+    def op_OBJ(self, op: Op) -> None:
+        items = self.pop_mark(op)
+        if not items:
+            raise MalformedPickleError("OBJ: unpickling stack underflow", op.offset)
+        self.push(self.call(items[0], tuple(items[1:]), None, op), op)
+
+    def op_INST(self, op: Op) -> None:
+        assert isinstance(op.arg, tuple)
+        module, qualname = op.arg
+        cls = self.resolve(module, qualname, op)
+        args = tuple(self.pop_mark(op))
+        self.push(self.call(cls, args, None, op), op)
+
+    def op_GLOBAL(self, op: Op) -> None:
+        assert isinstance(op.arg, tuple)
+        module, qualname = op.arg
+        self.push(self.resolve(module, qualname, op), op)
+
+    def op_STACK_GLOBAL(self, op: Op) -> None:
+        name = self.pop(op)
+        module = self.pop(op)
+        # Only literal text (possibly via the memo) names a fixed import; text
+        # from the Python 2 STRING opcodes or any computed value does not.
+        literal = type(name) is str and type(module) is str
+        self.push(self.resolve(_name_of(module), _name_of(name), op, literal=literal), op)
+
+    def op_EXT1(self, op: Op) -> None:
+        ref = ExtensionRef(op.arg, op.name, op.offset)
+        self.emit(ref)
+        self.push(ref, op)
+
+    op_EXT2 = op_EXT1
+    op_EXT4 = op_EXT1
+
+    def op_BUILD(self, op: Op) -> None:
+        state = self.pop(op)
+        self.effect(self.top(op), op, (state,))
+
+    def op_APPEND(self, op: Op) -> None:
+        value = self.pop(op)
+        self.append_items(self.top(op), [value], op)
+
+    def op_APPENDS(self, op: Op) -> None:
+        target, items = self.below_mark(op)
+        self.append_items(target, items, op)
+
+    def op_SETITEM(self, op: Op) -> None:
+        value = self.pop(op)
+        key = self.pop(op)
+        self.set_items(self.top(op), [key, value], op)
+
+    def op_SETITEMS(self, op: Op) -> None:
+        target, items = self.below_mark(op)
+        self.set_items(target, items, op)
+
+    def op_ADDITEMS(self, op: Op) -> None:
+        target, items = self.below_mark(op)
+        self.add_items(target, items, op)
+
+    def op_DICT(self, op: Op) -> None:
+        d = PDict()
+        self.set_items(d, self.pop_mark(op), op)
+        self.push(d, op)
+
+    def op_LIST(self, op: Op) -> None:
+        items = self.pop_mark(op)
+        self.count(len(items), op)
+        self.push(items, op)
+
+    def op_TUPLE(self, op: Op) -> None:
+        items = self.pop_mark(op)
+        self.count(len(items), op)
+        self.push(tuple(items), op)
+
+    def op_FROZENSET(self, op: Op) -> None:
+        items = self.pop_mark(op)
+        self.count(len(items), op)
+        self.push(PSet(items, frozen=True), op)
+
+    def _tuple_n(self, n: int, op: Op) -> None:
+        items = [self.pop(op) for _ in range(n)]
+        items.reverse()
+        self.push(tuple(items), op)
+
+    def op_TUPLE1(self, op: Op) -> None:
+        self._tuple_n(1, op)
+
+    def op_TUPLE2(self, op: Op) -> None:
+        self._tuple_n(2, op)
+
+    def op_TUPLE3(self, op: Op) -> None:
+        self._tuple_n(3, op)
+
+    def op_PUT(self, op: Op) -> None:
+        self.memo_put(op.arg, self.top(op), op)
+
+    op_BINPUT = op_PUT
+    op_LONG_BINPUT = op_PUT
+
+    def op_MEMOIZE(self, op: Op) -> None:
+        self.memo_put(len(self.memo), self.top(op), op)
+
+    def op_GET(self, op: Op) -> None:
+        self.push(self.memo_get(op.arg, op), op)
+
+    op_BINGET = op_GET
+    op_LONG_BINGET = op_GET
+
+    def op_NEXT_BUFFER(self, op: Op) -> None:
+        # torch.load and pickle.load pass no out-of-band buffers: the C
+        # unpickler raises here, so the stream ends.
+        raise MalformedPickleError("NEXT_BUFFER without out-of-band buffers", op.offset)
+
+    def op_READONLY_BUFFER(self, op: Op) -> None:
+        self.top(op)
+
+
+def _name_of(value: object) -> str:
+    return str(value) if isinstance(value, str) else "<computed>"
+
+
+_SIMPLE_PUSH: dict[str, Callable[[object], object]] = {
+    name: (lambda arg: arg)
+    for name in (
+        "FLOAT", "INT", "BININT", "BININT1", "LONG", "BININT2", "STRING", "BINSTRING",
+        "SHORT_BINSTRING", "UNICODE", "BINUNICODE", "BINFLOAT", "LONG1", "LONG4",
+        "BINBYTES", "SHORT_BINBYTES", "SHORT_BINUNICODE", "BINUNICODE8", "BINBYTES8",
+        "BYTEARRAY8",
+    )
+}
+_SIMPLE_PUSH.update({
+    "NONE": lambda arg: None,
+    "NEWTRUE": lambda arg: True,
+    "NEWFALSE": lambda arg: False,
+    "EMPTY_TUPLE": lambda arg: (),
+    "EMPTY_LIST": lambda arg: [],
+    "EMPTY_DICT": lambda arg: PDict(),
+    "EMPTY_SET": lambda arg: PSet(),
+})
+
+
+def run_stream(
+    buf: Buffer,
+    start: int,
+    observer: Observer,
+    *,
+    end: int | None = None,
+    limits: Limits | None = None,
+) -> StreamResult:
+    """Run the pickle stream at ``buf[start:]`` symbolically and return what it did.
+
+    Never raises for bad input: a malformed stream or an exceeded limit is
+    returned in ``StreamResult.error`` together with everything observed up to
+    that point (a payload before the break has already been shown to
+    ``observer``). Exceptions raised by ``observer`` itself propagate, which is
+    how a converter stops at the first disallowed node.
+    """
+    reader = OpcodeReader(buf, start, end)
+    machine = _Machine(observer, limits or Limits())
+    count = 0
+    error: ScanError | None = None
+    try:
+        for op in reader:
+            count += 1
+            if not machine.step(op):
+                break
+    except ScanError as exc:
+        error = exc
+    return StreamResult(start, reader.pos, machine.root if error is None else None,
+                        machine.proto, count, error)
+
+
+class Builder(Protocol):
+    """Turns the nodes of a policy-checked value graph into real objects (see :func:`materialize`)."""
+
+    def on_global(self, ref: GlobalRef) -> object:
+        """The object a GLOBAL stands for (e.g. a marker for ``OrderedDict``)."""
+
+    def on_call(self, call: Call, func: object, args: tuple[object, ...], kwargs: object) -> object:
+        """The object a call returns, given its already built function and arguments."""
+
+    def on_persistent(self, ref: PersistentRef, pid: object) -> object:
+        """The object a persistent id stands for (torch: a storage description)."""
+
+    def on_effect(self, effect: Effect, target: object, payload: tuple[object, ...]) -> None:
+        """Apply SETITEMS / APPENDS / BUILD to an object ``on_call`` returned."""
+
+
+def materialize(root: object, builder: Builder) -> object:
+    """Build real Python values from a stream's value graph, iteratively.
+
+    Literals are returned as they are (``BytesRef`` and ``Opaque`` included:
+    the builder's calls decide what to accept). ``PDict`` becomes ``dict``
+    (later keys win, as in ``pickle``), ``PSet`` ``set``/``frozenset``. Each node
+    is built once however often it is referenced. A cycle through a tuple or
+    call (which ``pickle`` cannot build either) raises :class:`PickleError`.
+    """
+    built: dict[int, object] = {}
+    in_progress: set[int] = set()
+    work: list[tuple[object, bool]] = [(root, False)]
+    while work:
+        value, expanded = work.pop()
+        key = id(value)
+        if key in built or _is_leaf(value):
+            continue
+        if not expanded:
+            if key in in_progress:
+                raise PickleError("the value graph has a cycle materialize cannot build")
+            in_progress.add(key)
+            work.append((value, True))
+            work.extend((child, False) for child in _children(value))
+            continue
+        built[key] = _build_one(value, built, builder)
+        in_progress.discard(key)
+    return _get(root, built)
+
+
+def _is_leaf(value: object) -> bool:
+    return not isinstance(value, (list, tuple, PDict, PSet, GlobalRef, Call, PersistentRef,
+                                  ExtensionRef))
+
+
+def _children(value: object) -> Iterable[object]:
+    if isinstance(value, (list, tuple)):
+        return value
+    if isinstance(value, PDict):
+        return [x for pair in value.items for x in pair]
+    if isinstance(value, PSet):
+        return value.items
+    if isinstance(value, Call):
+        effects = [x for eff in value.effects for x in eff.payload]
+        return [value.func, value.args, value.kwargs, *effects]
+    if isinstance(value, PersistentRef):
+        return [value.pid]
+    return []
+
+
+def _get(value: object, built: dict[int, object]) -> object:
+    return value if _is_leaf(value) else built[id(value)]
+
+
+def _build_one(value: object, built: dict[int, object], builder: Builder) -> object:
+    if isinstance(value, list):
+        return [_get(x, built) for x in value]
+    if isinstance(value, tuple):
+        return tuple(_get(x, built) for x in value)
+    if isinstance(value, PDict):
+        try:
+            return {_get(k, built): _get(v, built) for k, v in value.items}
+        except TypeError as exc:
+            raise PickleError(f"unhashable dict key: {exc}") from None
+    if isinstance(value, PSet):
+        try:
+            items = [_get(x, built) for x in value.items]
+            return frozenset(items) if value.frozen else set(items)
+        except TypeError as exc:
+            raise PickleError(f"unhashable set item: {exc}") from None
+    if isinstance(value, GlobalRef):
+        return builder.on_global(value)
+    if isinstance(value, PersistentRef):
+        return builder.on_persistent(value, _get(value.pid, built))
+    if isinstance(value, Call):
+        args = _get(value.args, built)
+        if not isinstance(args, tuple):
+            raise PickleError(f"{value.opcode} at byte {value.offset}: arguments are not a tuple")
+        obj = builder.on_call(value, _get(value.func, built), args, _get(value.kwargs, built))
+        for eff in value.effects:
+            builder.on_effect(eff, obj, tuple(_get(x, built) for x in eff.payload))
+        return obj
+    raise PickleError(f"cannot build {type(value).__name__}")

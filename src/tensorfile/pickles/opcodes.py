@@ -1,0 +1,387 @@
+"""Read pickle opcodes the way CPython's C unpickler (``_pickle.c``) reads them.
+
+This module only decodes bytes into :class:`Op` records; it never imports, looks
+up or calls anything named in the pickle. :mod:`tensorfile.pickles.machine`
+gives the opcodes their meaning.
+
+Why not :func:`pickletools.genops`: scanners built on it have been bypassed
+where it and the real unpickler disagree, and it gives up on input the real
+unpickler executes happily up to the point of failure. The rules kept here are
+the C unpickler's, which ``torch.load`` and ``pickle.load`` use:
+
+* The stream is flat. ``FRAME n`` only checks that ``n`` more bytes exist
+  (``load_frame`` reads them and rewinds); opcodes may straddle frame
+  boundaries, a new ``FRAME`` may start inside a frame, and a frame length past
+  the end of the data (or above ``PY_SSIZE_T_MAX``) stops the stream there.
+* Text arguments (protocol 0) end at the next ``\\n``; a missing newline ends
+  the stream. ``GLOBAL``/``INST`` names are UTF-8, ``PERSID`` is ASCII.
+* Every declared length is compared with the bytes that remain *before*
+  anything is sliced, so a hostile 2**63 length costs nothing.
+* Numbers the C code would reject are kept as :class:`Opaque` rather than
+  ending the stream early: reading on further than the real unpickler can only
+  make the scan report more, never less.
+
+Large arguments are not copied: bytes longer than :data:`SMALL_BYTES` come
+back as a :class:`BytesRef` window over the caller's buffer, and text longer
+than the reader's ``max_text`` as an :class:`Opaque` (it cannot name a module
+anyone would import, and decoding it would cost memory).
+"""
+
+from __future__ import annotations
+
+import codecs
+import mmap
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Final, TypeAlias
+
+from tensorfile.errors import MalformedPickleError
+
+#: Buffers the reader accepts: anything with ``find`` and slicing (not memoryview).
+Buffer: TypeAlias = bytes | bytearray | mmap.mmap
+
+#: Byte strings up to this length are materialised as ``bytes``; longer ones are windows.
+SMALL_BYTES: Final = 4096
+#: Default cap on text arguments that are decoded (longer ones become Opaque).
+DEFAULT_MAX_TEXT: Final = 1 << 20
+#: The highest protocol CPython 3.8+ understands; PROTO above it stops the stream.
+HIGHEST_PROTOCOL: Final = 5
+_SSIZE_MAX: Final = (1 << 63) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Opaque:
+    """A value the scanner will not reconstruct (unparsable number, oversized text).
+
+    It is never a literal string, so it can never name what STACK_GLOBAL imports.
+    """
+
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class BytesRef:
+    """A zero-copy window ``buf[start:stop]`` holding a bytes argument."""
+
+    buf: Buffer
+    start: int
+    stop: int
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def tobytes(self) -> bytes:
+        """Copy the window out (callers bound the size they accept first)."""
+        return bytes(self.buf[self.start : self.stop])
+
+
+class LegacyStr(str):
+    """Text pushed by STRING/BINSTRING/SHORT_BINSTRING (Python 2 ``str``).
+
+    torch never pushes module or attribute names this way for STACK_GLOBAL; the
+    subclass keeps the provenance so the machine can treat such operands as
+    unresolvable, as the shared notes require.
+    """
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One decoded opcode: its name, argument and byte offset in the buffer."""
+
+    name: str
+    code: int
+    offset: int
+    arg: object = None
+
+
+# name, argument kind.  Kinds: "" none, "u1" "u2" "u4" "i4" "u8" little-endian
+# ints, "f8" big-endian double, "line" text line, "line2" two text lines,
+# "b1" "b4s" "b4" "b8" length-prefixed bytes, "t1" "t4" "t8" length-prefixed
+# UTF-8 text, "s1" "s4" length-prefixed py2 strings, "l1" "l4" two's-complement
+# longs, "int" "long" "float" "put" "get" "string" "unicode" "persid" text forms.
+_TABLE: Final[dict[int, tuple[str, str]]] = {
+    ord("("): ("MARK", ""),
+    ord("."): ("STOP", ""),
+    ord("0"): ("POP", ""),
+    ord("1"): ("POP_MARK", ""),
+    ord("2"): ("DUP", ""),
+    ord("F"): ("FLOAT", "float"),
+    ord("I"): ("INT", "int"),
+    ord("J"): ("BININT", "i4"),
+    ord("K"): ("BININT1", "u1"),
+    ord("L"): ("LONG", "long"),
+    ord("M"): ("BININT2", "u2"),
+    ord("N"): ("NONE", ""),
+    ord("P"): ("PERSID", "persid"),
+    ord("Q"): ("BINPERSID", ""),
+    ord("R"): ("REDUCE", ""),
+    ord("S"): ("STRING", "string"),
+    ord("T"): ("BINSTRING", "s4"),
+    ord("U"): ("SHORT_BINSTRING", "s1"),
+    ord("V"): ("UNICODE", "unicode"),
+    ord("X"): ("BINUNICODE", "t4"),
+    ord("a"): ("APPEND", ""),
+    ord("b"): ("BUILD", ""),
+    ord("c"): ("GLOBAL", "line2"),
+    ord("d"): ("DICT", ""),
+    ord("}"): ("EMPTY_DICT", ""),
+    ord("e"): ("APPENDS", ""),
+    ord("g"): ("GET", "get"),
+    ord("h"): ("BINGET", "u1"),
+    ord("i"): ("INST", "line2"),
+    ord("j"): ("LONG_BINGET", "u4"),
+    ord("l"): ("LIST", ""),
+    ord("]"): ("EMPTY_LIST", ""),
+    ord("o"): ("OBJ", ""),
+    ord("p"): ("PUT", "put"),
+    ord("q"): ("BINPUT", "u1"),
+    ord("r"): ("LONG_BINPUT", "u4"),
+    ord("s"): ("SETITEM", ""),
+    ord("t"): ("TUPLE", ""),
+    ord(")"): ("EMPTY_TUPLE", ""),
+    ord("u"): ("SETITEMS", ""),
+    ord("G"): ("BINFLOAT", "f8"),
+    0x80: ("PROTO", "u1"),
+    0x81: ("NEWOBJ", ""),
+    0x82: ("EXT1", "u1"),
+    0x83: ("EXT2", "u2"),
+    0x84: ("EXT4", "i4"),
+    0x85: ("TUPLE1", ""),
+    0x86: ("TUPLE2", ""),
+    0x87: ("TUPLE3", ""),
+    0x88: ("NEWTRUE", ""),
+    0x89: ("NEWFALSE", ""),
+    0x8A: ("LONG1", "l1"),
+    0x8B: ("LONG4", "l4"),
+    ord("B"): ("BINBYTES", "b4"),
+    ord("C"): ("SHORT_BINBYTES", "b1"),
+    0x8C: ("SHORT_BINUNICODE", "t1"),
+    0x8D: ("BINUNICODE8", "t8"),
+    0x8E: ("BINBYTES8", "b8"),
+    0x8F: ("EMPTY_SET", ""),
+    0x90: ("ADDITEMS", ""),
+    0x91: ("FROZENSET", ""),
+    0x92: ("NEWOBJ_EX", ""),
+    0x93: ("STACK_GLOBAL", ""),
+    0x94: ("MEMOIZE", ""),
+    0x95: ("FRAME", "u8"),
+    0x96: ("BYTEARRAY8", "b8"),
+    0x97: ("NEXT_BUFFER", ""),
+    0x98: ("READONLY_BUFFER", ""),
+}
+
+#: Opcode bytes a pickle can start with; used by containers to sniff content.
+OPCODE_BYTES: Final = frozenset(_TABLE)
+
+_FIXED: Final = {"u1": ("<B", 1), "u2": ("<H", 2), "u4": ("<I", 4), "i4": ("<i", 4),
+                 "u8": ("<Q", 8), "f8": (">d", 8)}
+
+
+def looks_like_binary_pickle(head: bytes) -> bool:
+    """True when ``head`` starts the way protocol 2+ pickles do (PROTO n, opcode)."""
+    return (
+        len(head) >= 3
+        and head[0] == 0x80
+        and head[1] <= HIGHEST_PROTOCOL
+        and head[2] in OPCODE_BYTES
+    )
+
+
+class OpcodeReader:
+    """Iterate the opcodes of one pickle stream in ``buf[start:end]``.
+
+    Iteration stops after STOP (inclusive). Malformed input raises
+    :class:`MalformedPickleError` at the first byte the C unpickler would also
+    fail on; opcodes yielded before it stand. ``pos`` is the offset just past the
+    last opcode read, so a caller can look for a following stream there.
+    """
+
+    def __init__(
+        self, buf: Buffer, start: int = 0, end: int | None = None,
+        *, max_text: int = DEFAULT_MAX_TEXT,
+    ) -> None:
+        self.buf = buf
+        self.pos = start
+        self.end = len(buf) if end is None else min(end, len(buf))
+        self.max_text = max_text
+
+    # -- low-level reads, each checked against the bytes that remain ---------
+    def _need(self, n: int, what: str, at: int) -> int:
+        if n < 0 or n > self.end - self.pos:
+            raise MalformedPickleError(
+                f"{what} needs {n} bytes but {self.end - self.pos} remain", at)
+        start = self.pos
+        self.pos += n
+        return start
+
+    def _line(self, at: int) -> bytes:
+        nl = self.buf.find(b"\n", self.pos, self.end)
+        if nl < 0:
+            raise MalformedPickleError("text argument has no terminating newline", at)
+        line = bytes(self.buf[self.pos : nl])
+        self.pos = nl + 1
+        return line
+
+    def _text(self, start: int, n: int, at: int) -> str | Opaque:
+        if n > self.max_text:
+            return Opaque(f"{n}-byte text not decoded")
+        raw = bytes(self.buf[start : start + n])
+        try:
+            return raw.decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError as exc:
+            raise MalformedPickleError(f"text is not UTF-8: {exc.reason}", at) from None
+
+    def _bytes(self, start: int, n: int) -> bytes | BytesRef:
+        if n <= SMALL_BYTES:
+            return bytes(self.buf[start : start + n])
+        return BytesRef(self.buf, start, start + n)
+
+    # -- decoding -------------------------------------------------------------
+    def __iter__(self) -> Iterator[Op]:
+        buf = self.buf
+        while True:
+            at = self.pos
+            if at >= self.end:
+                raise MalformedPickleError("pickle data ends before STOP", at)
+            code = buf[at]
+            entry = _TABLE.get(code)
+            if entry is None:
+                raise MalformedPickleError(f"invalid opcode byte 0x{code:02x}", at)
+            self.pos = at + 1
+            name, kind = entry
+            arg = self._arg(name, kind, at) if kind else None
+            yield Op(name, code, at, arg)
+            if code == 0x2E:  # STOP
+                return
+
+    def _arg(self, name: str, kind: str, at: int) -> object:
+        fixed = _FIXED.get(kind)
+        if fixed is not None:
+            fmt, size = fixed
+            start = self._need(size, name, at)
+            value = struct.unpack_from(fmt, self.buf, start)[0]
+            if name == "FRAME":
+                if value > _SSIZE_MAX:
+                    raise MalformedPickleError("FRAME length exceeds PY_SSIZE_T_MAX", at)
+                self._need(value, "FRAME", at)  # load_frame reads the frame, then rewinds
+                self.pos -= value
+            elif name == "PROTO" and value > HIGHEST_PROTOCOL:
+                raise MalformedPickleError(f"unsupported pickle protocol {value}", at)
+            return value
+        if kind in ("b1", "b4", "b8", "t1", "t4", "t8", "s1", "s4"):
+            return self._counted(name, kind, at)
+        if kind in ("l1", "l4"):
+            n = self._count(kind[1], name, at, signed=kind == "l4")
+            start = self._need(n, name, at)
+            return int.from_bytes(self.buf[start : start + n], "little", signed=True)
+        if kind == "line2":
+            module = self._line(at)
+            qualname = self._line(at)
+            try:
+                return module.decode("utf-8"), qualname.decode("utf-8")
+            except UnicodeDecodeError:
+                raise MalformedPickleError(f"{name} names are not UTF-8", at) from None
+        line = self._line(at)
+        return _TEXT_DECODERS[kind](line, at)
+
+    def _count(self, width: str, name: str, at: int, *, signed: bool) -> int:
+        fmt = {"1": "<B", "4": "<i" if signed else "<I", "8": "<Q"}[width]
+        start = self._need(struct.calcsize(fmt), name, at)
+        n: int = struct.unpack_from(fmt, self.buf, start)[0]
+        if n < 0:
+            raise MalformedPickleError(f"{name} has negative length {n}", at)
+        return n
+
+    def _counted(self, name: str, kind: str, at: int) -> object:
+        n = self._count(kind[1], name, at, signed=kind == "s4")
+        start = self._need(n, name, at)
+        if kind[0] == "b":
+            return self._bytes(start, n)
+        if kind[0] == "t":
+            return self._text(start, n, at)
+        # BINSTRING / SHORT_BINSTRING: torch.load decodes them as UTF-8 (its
+        # default encoding); undecodable ones stay bytes rather than stopping.
+        text = self._text(start, n, at) if n <= self.max_text else None
+        if isinstance(text, str):
+            return LegacyStr(text)
+        return self._bytes(start, n)
+
+
+def _int_text(line: bytes, at: int) -> object:
+    if line in (b"00", b"01"):  # protocol 0 spells False/True this way
+        return line == b"01"
+    return _number(line, int)
+
+
+def _long_text(line: bytes, at: int) -> object:
+    return _number(line[:-1] if line.endswith(b"L") else line, int)
+
+
+def _float_text(line: bytes, at: int) -> object:
+    return _number(line, float)
+
+
+def _number(text: bytes, kind: type[int] | type[float]) -> object:
+    try:
+        return kind(text.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        try:
+            return int(text.decode("ascii"), 0) if kind is int else Opaque("float text")
+        except (UnicodeDecodeError, ValueError):
+            return Opaque(f"unparsed number {text[:32]!r}")
+
+
+def _memo_index(line: bytes, at: int) -> object:
+    value = _number(line, int)
+    if isinstance(value, int) and value < 0:
+        raise MalformedPickleError("negative memo index", at)
+    return value
+
+
+def _string_text(line: bytes, at: int) -> object:
+    # load_string: the argument must be quoted with matching quotes, then
+    # backslash escapes are decoded (PyBytes_DecodeEscape).
+    if len(line) < 2 or line[0] != line[-1] or line[:1] not in (b"'", b'"'):
+        raise MalformedPickleError("the STRING opcode argument must be quoted", at)
+    try:
+        raw = codecs.escape_decode(line[1:-1])[0]
+    except ValueError as exc:
+        raise MalformedPickleError(f"bad STRING escape: {exc}", at) from None
+    try:
+        return LegacyStr(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return raw
+
+
+def _unicode_text(line: bytes, at: int) -> object:
+    try:
+        return codecs.raw_unicode_escape_decode(line)[0]
+    except UnicodeDecodeError as exc:
+        raise MalformedPickleError(f"bad UNICODE escape: {exc.reason}", at) from None
+
+
+def _persid_text(line: bytes, at: int) -> object:
+    try:
+        return line.decode("ascii")
+    except UnicodeDecodeError:
+        raise MalformedPickleError("persistent IDs in protocol 0 must be ASCII", at) from None
+
+
+_TEXT_DECODERS: Final = {
+    "int": _int_text,
+    "long": _long_text,
+    "float": _float_text,
+    "put": _memo_index,
+    "get": _memo_index,
+    "string": _string_text,
+    "unicode": _unicode_text,
+    "persid": _persid_text,
+}
+
+
+def iter_ops(buf: Buffer, start: int = 0, end: int | None = None) -> Iterator[Op]:
+    """Convenience wrapper: the opcodes of the stream starting at ``start``."""
+    return iter(OpcodeReader(buf, start, end))
