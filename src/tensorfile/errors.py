@@ -136,25 +136,6 @@ class UnsupportedContainerError(ScanError):
     """The file is an archive or encoding the scanner cannot read (7z, encrypted data, ...)."""
 
 
-class MalformedPickleError(ScanError):
-    """A pickle stream is broken where CPython's unpickler would also stop.
-
-    ``offset`` is the byte offset (in the stream's buffer) of the opcode that failed.
-    """
-
-    def __init__(self, message: str, offset: int) -> None:
-        super().__init__(f"{message} (at byte {offset})")
-        self.offset = offset
-
-
-class ScanLimitError(ScanError):
-    """The input exceeds a resource bound of the scanner (nesting, size, count)."""
-
-
-class UnsupportedContainerError(ScanError):
-    """The file is an archive or encoding the scanner cannot read (7z, encrypted data, ...)."""
-
-
 class ConversionError(PickleError):
     """A checkpoint could not be converted; nothing was written."""
 
