@@ -1,0 +1,115 @@
+"""Fuzz the safetensors reader: header codec, ``safe_open`` and the writer round trip.
+
+Contract checked on every input (the whole input is the file):
+
+1. Only :class:`~tensorfile.errors.TensorfileError` escapes ``parse`` and
+   ``safe_open``, and the pure codec and the file reader agree on whether the
+   file is acceptable.
+2. An accepted file yields every tensor with the bytes its header points at,
+   through both backends (mmap, pread) and through slicing; dtypes that numpy
+   cannot view (the packed 6-bit floats) fail with the documented
+   ``FrameworkError``.
+3. It round-trips through the writer: ``save`` of the tensors read gives a
+   file whose header names the same tensors, dtypes, shapes and metadata, whose
+   tensors hold the same bytes, and which ``save`` reproduces byte for byte
+   (the canonical form is a fixed point).
+4. Where the reference ``safetensors`` package is installed, it accepts every
+   file tensorfile accepts and reads the same bytes (tensorfile is stricter,
+   never looser).
+"""
+
+from __future__ import annotations
+
+import fuzzlib
+
+with fuzzlib.instrumented(__name__ == "__main__"):
+    from tensorfile import load, safe_open, save
+    from tensorfile._format import header as hdr
+    from tensorfile.errors import FrameworkError, TensorfileError
+
+try:
+    from safetensors import SafetensorError, deserialize
+except ImportError:  # the differential check is optional
+    deserialize = None
+
+_scratch: fuzzlib.Scratch | None = None
+
+
+def _file(data: bytes) -> str:
+    global _scratch
+    if _scratch is None:
+        _scratch = fuzzlib.Scratch(".safetensors")
+    return str(_scratch.write(data))
+
+
+def _raw(header: hdr.Header, data: bytes, name: str) -> bytes:
+    info = header.tensors[name]
+    return data[header.data_offset + info.start : header.data_offset + info.end]
+
+
+def _read_all(path: str, header: hdr.Header, data: bytes, backend: str) -> dict[str, object]:
+    """Every numpy-viewable tensor of an accepted file, checked against its raw bytes."""
+    arrays: dict[str, object] = {}
+    with safe_open(path, "np", backend=backend) as f:
+        assert f.keys() == sorted(header.tensors), "keys differ from the header"
+        assert f.metadata() == header.metadata, "metadata differs from the header"
+        for name, info in header.tensors.items():
+            try:
+                arr = f.get_tensor(name)
+            except FrameworkError:
+                assert info.dtype.sub_byte and info.dtype.bits != 4, info.dtype
+                continue
+            assert tuple(arr.shape) == info.shape, (name, arr.shape, info.shape)
+            if not info.dtype.sub_byte:
+                assert arr.tobytes() == _raw(header, data, name), f"{name}: wrong bytes"
+                whole = f.get_slice(name)[...]
+                assert whole.tobytes() == arr.tobytes(), f"{name}: slice differs"
+                if arr.ndim:
+                    rev = f.get_slice(name)[::-1]
+                    assert rev.tobytes() == arr[::-1].tobytes(), f"{name}: reversed slice"
+            arrays[name] = arr.copy()
+    return arrays
+
+
+def _signature(h: hdr.Header) -> dict[str, tuple[str, tuple[int, ...]]]:
+    return {n: (t.dtype.name, t.shape) for n, t in h.tensors.items()}
+
+
+def TestOneInput(data: bytes) -> None:
+    try:
+        header = hdr.parse(data)
+    except TensorfileError:
+        header = None
+    path = _file(data)
+    try:
+        arrays = _read_all(path, header, data, "mmap") if header else None
+        if header is None:
+            with safe_open(path, "np"):
+                pass
+    except TensorfileError as e:
+        assert header is None, f"parse accepted the file but safe_open refused: {e!r}"
+        return
+    assert header is not None and arrays is not None, "safe_open accepted what parse refused"
+    assert _read_all(path, header, data, "pread").keys() == arrays.keys()
+
+    if deserialize is not None:
+        try:
+            ref = {n: (d["dtype"], tuple(d["shape"]), bytes(d["data"])) for n, d in deserialize(data)}
+        except SafetensorError as e:
+            raise AssertionError(f"tensorfile accepts a file the reference refuses: {e}") from None
+        mine = {n: (t.dtype.name, t.shape, _raw(header, data, n)) for n, t in header.tensors.items()}
+        assert ref == mine, "reference reads different tensors"
+
+    if any(t.dtype.sub_byte for t in header.tensors.values()):
+        return  # numpy cannot hand packed sub-byte tensors back to the writer
+    out = save(arrays, header.metadata)  # type: ignore[arg-type]
+    again = hdr.parse(out)
+    assert _signature(again) == _signature(header), "writer changed names, dtypes or shapes"
+    assert again.metadata == header.metadata, "writer changed the metadata"
+    for name in header.tensors:
+        assert _raw(again, out, name) == _raw(header, data, name), f"{name}: writer changed bytes"
+    assert save(load(out), header.metadata) == out, "canonical form is not a fixed point"
+
+
+if __name__ == "__main__":
+    fuzzlib.main(TestOneInput, "header")
