@@ -28,7 +28,6 @@ from tensorfile.integrity.bundle import Bundle, pae, read_bundle
 from tensorfile.integrity.certs import CertificateIdentity, CertificateTrust, verify_chain
 from tensorfile.integrity.hashing import (
     DEFAULT_IGNORED,
-    SAFETENSORS_SUFFIX,
     FileDigest,
     ModelFile,
     ProgressCallback,
@@ -292,17 +291,18 @@ def _check_extension(
 
 def _explain(mf: ModelFile, signed: FileDigest) -> str:
     """Name what changed in one file: the header, which tensors, or just the bytes."""
-    if signed.safetensors is None or not mf.name.endswith(SAFETENSORS_SUFFIX):
+    if signed.safetensors is None:
         return f"{mf.name!r} (sha256 differs)"
     try:
-        now = hash_file(mf, tensors=True)
-    except Exception as e:  # a file that no longer parses is explained by the parse error
+        now = hash_file(mf, tensors=True).safetensors
+    except FormatError as e:  # a file that no longer parses is explained by the parse error
         return f"{mf.name!r} (sha256 differs; {e})"
-    assert now.safetensors is not None
+    if now is None:
+        return f"{mf.name!r} (sha256 differs)"
     parts = []
-    if now.safetensors.header != signed.safetensors.header:
+    if now.header != signed.safetensors.header:
         parts.append("header changed")
-    old, new = signed.safetensors.tensors, now.safetensors.tensors
+    old, new = signed.safetensors.tensors, now.tensors
     changed = [t for t in new if t in old and new[t] != old[t]]
     added = [t for t in new if t not in old]
     removed = [t for t in old if t not in new]
