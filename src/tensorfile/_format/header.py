@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 from tensorfile._format.dtypes import DType, dtype_from_name
 from tensorfile.errors import (
     DuplicateKeyError,
+    FormatError,
     HeaderTooLargeError,
     InvalidHeaderError,
     InvalidMetadataError,
@@ -38,6 +39,13 @@ MAX_HEADER_SIZE = 100_000_000
 #: Every offset and size must fit in an unsigned 64-bit integer.
 _U64_MAX = 2**64 - 1
 METADATA_KEY = "__metadata__"
+_FIELDS = frozenset({"dtype", "shape", "data_offsets"})
+#: serde_json, which parses the reference's header, refuses JSON nested this
+#: many levels deep (the header object and a tensor entry are two of them).
+_MAX_DEPTH = 128
+#: The reference refuses numbers that overflow a double; tensorfile draws the
+#: line just below so that it never accepts a number the reference refuses.
+_MAX_NUMBER = 1e308
 
 
 class TensorInfo(NamedTuple):
@@ -114,6 +122,12 @@ def _has_surrogates(s: str) -> bool:
     return False
 
 
+def _parse_int(s: str) -> int | float:
+    # serde_json reads "-0" as the float -0.0, so the reference refuses it as a
+    # shape or offset; keeping it a float makes the same checks refuse it here.
+    return -0.0 if s == "-0" else int(s)
+
+
 def decode_json(raw: bytes) -> dict[str, Any]:
     """Header bytes (without the length prefix) to a dict, strictly.
 
@@ -126,7 +140,11 @@ def decode_json(raw: bytes) -> dict[str, Any]:
         raise InvalidHeaderError(f"header is not valid UTF-8 (byte {8 + e.start})") from None
     try:
         obj = json.loads(
-            text, object_pairs_hook=_unique_pairs, parse_constant=_reject_constant
+            text,
+            object_pairs_hook=_unique_pairs,
+            parse_constant=_reject_constant,
+            # A Python call per integer is only worth it when a "-0" may be there.
+            parse_int=_parse_int if "-0" in text else None,
         )
     except json.JSONDecodeError as e:
         # e.pos counts characters; report the byte offset in the file.
@@ -134,6 +152,10 @@ def decode_json(raw: bytes) -> dict[str, Any]:
         raise InvalidHeaderError(f"header is not valid JSON at byte {byte}: {e.msg}") from None
     except RecursionError:
         raise InvalidHeaderError("header JSON is nested too deeply") from None
+    except FormatError:
+        raise
+    except ValueError as e:  # int() refuses integers of more than 4300 digits
+        raise InvalidHeaderError(f"header has a number out of range: {e}") from None
     if not isinstance(obj, dict):
         raise InvalidHeaderError(f"header must be a JSON object, not {type(obj).__name__}")
     # Lone surrogates (\ud800) decode in Python but are not text; the reference
@@ -171,6 +193,8 @@ def validate(obj: Mapping[str, Any], data_size: int, length: int = 0) -> Header:
             offsets = entry["data_offsets"]
         except KeyError as e:
             raise InvalidHeaderError(f"tensor {name!r}: missing field {e.args[0]!r}") from None
+        if len(entry) > 3:
+            _check_unknown_fields(name, entry)
         dtype = dtype_from_name(dtype_name) if type(dtype_name) is str else dtype_from_name(None)
         if type(shape) is not list or not all(_is_uint(d) for d in shape):
             raise InvalidShapeError(
@@ -224,6 +248,38 @@ def validate(obj: Mapping[str, Any], data_size: int, length: int = 0) -> Header:
             f"{data_size - pos} trailing bytes at file byte {base + pos}"
         )
     return Header({t.name: t for t in infos}, metadata, length)
+
+
+def _check_unknown_fields(name: str, entry: dict[str, Any]) -> None:
+    """Unknown fields are ignored, but only if the reference could parse them too.
+
+    serde_json refuses, even in fields it skips, nesting of ``_MAX_DEPTH``
+    levels, numbers that overflow a double, and lone surrogate escapes; a file
+    that tensorfile accepted and the reference refused would let the two
+    readers disagree about the same bytes.
+    """
+    todo: list[tuple[object, int, str]] = []
+    for field, value in entry.items():
+        if field not in _FIELDS:
+            todo += [(field, 2, field), (value, 3, field)]
+    while todo:
+        value, level, field = todo.pop()
+        problem = ""
+        if isinstance(value, str):
+            if _has_surrogates(value):
+                problem = "a lone surrogate escape"
+        elif isinstance(value, (int, float)):
+            if not abs(value) < _MAX_NUMBER:
+                problem = "a number out of range"
+        elif isinstance(value, (dict, list)) and level >= _MAX_DEPTH:
+            problem = f"JSON nested {_MAX_DEPTH} or more levels deep"
+        elif isinstance(value, dict):
+            todo += [(k, level, field) for k in value]
+            todo += [(v, level + 1, field) for v in value.values()]
+        elif isinstance(value, list):
+            todo += [(v, level + 1, field) for v in value]
+        if problem:
+            raise InvalidHeaderError(f"tensor {name!r}: unknown field {field!r} holds {problem}")
 
 
 def _validate_metadata(entry: object) -> dict[str, str] | None:
