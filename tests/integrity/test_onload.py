@@ -1,0 +1,235 @@
+"""Verify-on-load: LoadVerifier directly, and through safe_open / load_file."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import tensorfile
+import tensorfile.integrity.onload as onload
+from tensorfile._format.header import parse
+from tensorfile.errors import (
+    DigestMismatchError,
+    KeyLoadError,
+    NotSignedError,
+    SignatureError,
+    VerificationError,
+)
+from tensorfile.integrity import TrustPolicy, load_verifier, sign
+from tensorfile.integrity.keys import load_public_key
+
+SHARD = "model-00001-of-00002.safetensors"
+
+
+def raw_header(path: Path) -> bytes:
+    data = path.read_bytes()
+    return data[: 8 + int.from_bytes(data[:8], "little")]
+
+
+def tensor_span(path: Path, name: str) -> tuple[int, int]:
+    hdr = parse(path.read_bytes())
+    t = hdr.tensors[name]
+    return hdr.data_offset + t.start, hdr.data_offset + t.end
+
+
+def flip_tensor(path: Path, name: str) -> None:
+    start, _ = tensor_span(path, name)
+    data = bytearray(path.read_bytes())
+    data[start] ^= 0x80
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def signed(model: Path, p256: Any) -> Path:
+    sign(model, p256.private)
+    return model
+
+
+@pytest.fixture
+def hashed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Sizes of every buffer the on-load verifier hashes."""
+    sizes: list[int] = []
+    real = onload.sha256_hex
+
+    def counting(data: bytes | memoryview) -> str:
+        sizes.append(len(data))
+        return real(data)
+
+    monkeypatch.setattr(onload, "sha256_hex", counting)
+    return sizes
+
+
+# ------------------------------------------------------------------ LoadVerifier directly
+
+
+def test_load_verifier_checks_header_and_tensors(signed: Path, p256: Any) -> None:
+    path = signed / SHARD
+    v = load_verifier(str(p256.public), path)
+    assert not v.eager
+    v.check_header(raw_header(path))
+    assert v.resource == SHARD and v.signer is not None
+    start, end = tensor_span(path, "layer.0.weight")
+    data = path.read_bytes()
+    v.check_tensor("layer.0.weight", memoryview(data[start:end]))
+    assert v.bytes_hashed == len(raw_header(path)) + (end - start)
+    with pytest.raises(DigestMismatchError, match=r"layer\.0\.weight"):
+        v.check_tensor("layer.0.weight", memoryview(b"\0" + data[start + 1 : end]))
+    with pytest.raises(NotSignedError, match="not in the signed manifest"):
+        v.check_tensor("layer.9.weight", memoryview(data[start:end]))
+
+
+def test_header_mismatch_raises(signed: Path, p256: Any) -> None:
+    path = signed / SHARD
+    v = load_verifier(p256.public, path)
+    raw = bytearray(raw_header(path))
+    raw[20] ^= 1
+    with pytest.raises(DigestMismatchError, match="header differs"):
+        v.check_header(bytes(raw))
+
+
+def test_check_tensor_before_header_fails_closed(signed: Path, p256: Any) -> None:
+    v = load_verifier(p256.public, signed / SHARD)
+    with pytest.raises(VerificationError, match="check_header"):
+        v.check_tensor("embed", memoryview(b""))
+
+
+def test_verify_argument_forms(signed: Path, p256: Any, chain: Any) -> None:
+    path = signed / SHARD
+    for form in (p256.public, str(p256.public), p256.public.read_bytes(),
+                 load_public_key(p256.public), TrustPolicy(key=p256.public)):
+        load_verifier(form, path).check_header(raw_header(path))
+    with pytest.raises(KeyLoadError):
+        load_verifier(42, path)
+
+
+def test_wrong_key_fails_at_open(signed: Path, keys: Callable[[str], Any]) -> None:
+    path = signed / SHARD
+    with pytest.raises(SignatureError):
+        load_verifier(keys("other-ecdsa-p256").public, path).check_header(raw_header(path))
+
+
+def test_unsigned_file_fails(model: Path, p256: Any) -> None:
+    with pytest.raises(NotSignedError):
+        load_verifier(p256.public, model / SHARD)
+
+
+def test_file_not_in_manifest_fails(signed: Path, p256: Any) -> None:
+    import shutil
+
+    extra = signed / "extra.safetensors"
+    shutil.copy(signed / SHARD, extra)
+    with pytest.raises(NotSignedError, match="not a file the signature covers"):
+        load_verifier(p256.public, extra).check_header(raw_header(extra))
+
+
+# ------------------------------------------------------------------ through safe_open / load_file
+
+
+def test_tampered_tensor_raises_only_on_access(
+    signed: Path, p256: Any, hashed: list[int]
+) -> None:
+    path = signed / SHARD
+    flip_tensor(path, "layer.1.weight")
+    with tensorfile.safe_open(path, "np", verify=p256.public) as f:
+        good = f.get_tensor("layer.0.weight")
+        assert good.shape == (8, 16)
+        with pytest.raises(DigestMismatchError, match=r"layer\.1\.weight"):
+            f.get_tensor("layer.1.weight")
+        assert f.get_tensor("embed").dtype == np.int64
+    ref = tensorfile.numpy.load_file(path)
+    assert np.array_equal(good, ref["layer.0.weight"])
+
+
+def test_only_accessed_tensor_is_hashed(signed: Path, p256: Any, hashed: list[int]) -> None:
+    path = signed / SHARD
+    with tensorfile.safe_open(path, "np", verify=p256.public) as f:
+        assert hashed == [len(raw_header(path))]
+        f.get_tensor("layer.2.weight")
+        f.get_tensor("layer.2.weight")  # second read: not hashed again
+    start, end = tensor_span(path, "layer.2.weight")
+    assert hashed == [len(raw_header(path)), end - start]
+    assert sum(hashed) < path.stat().st_size - (end - start)
+
+
+def test_tampered_header_fails_at_open(signed: Path, p256: Any) -> None:
+    path = signed / SHARD
+    data = path.read_bytes().replace(b'"seed":"0"', b'"seed":"9"')
+    path.write_bytes(data)
+    with pytest.raises(DigestMismatchError, match="header differs"):
+        tensorfile.safe_open(path, "np", verify=p256.public)
+
+
+def test_eager_checks_every_tensor_at_open(signed: Path, p256: Any) -> None:
+    path = signed / SHARD
+    flip_tensor(path, "embed")
+    policy = TrustPolicy(key=p256.public, eager=True)
+    with pytest.raises(DigestMismatchError, match="embed"):
+        tensorfile.safe_open(path, "np", verify=policy)
+    with pytest.raises(DigestMismatchError, match="embed"):
+        tensorfile.load_file(path, verify=p256.public)
+
+
+def test_load_file_with_verify(signed: Path, p256: Any) -> None:
+    path = signed / "model-00002-of-00002.safetensors"
+    out = tensorfile.load_file(path, verify=p256.public)
+    ref = tensorfile.load_file(path)
+    assert out.keys() == ref.keys()
+    assert all(np.array_equal(out[k], ref[k]) for k in out)
+
+
+def test_single_file_model(single: Path, p256: Any) -> None:
+    sign(single, p256.private)
+    assert tensorfile.load_file(single, verify=p256.public).keys() == {
+        "layer.0.weight", "layer.1.weight", "layer.2.weight", "embed", "empty"}
+    flip_tensor(single, "layer.0.weight")
+    with tensorfile.safe_open(single, "np", verify=p256.public) as f:
+        f.get_tensor("embed")
+        with pytest.raises(DigestMismatchError):
+            f.get_tensor("layer.0.weight")
+
+
+def test_file_in_subfolder_finds_parent_signature(tmp_path: Path, p256: Any) -> None:
+    from tensorfile.numpy import save_file
+
+    m = tmp_path / "m"
+    (m / "sub").mkdir(parents=True)
+    save_file({"x": np.arange(4, dtype=np.int32)}, m / "sub" / "w.safetensors")
+    (m / "config.json").write_text("{}")
+    sign(m, p256.private)
+    with tensorfile.safe_open(m / "sub" / "w.safetensors", "np", verify=p256.public) as f:
+        assert f.get_tensor("x").tolist() == [0, 1, 2, 3]
+
+
+def test_explicit_signature_and_root(model: Path, p256: Any, tmp_path: Path) -> None:
+    sig = sign(model, p256.private, tmp_path / "detached.sig")
+    policy = TrustPolicy(key=p256.public, signature=sig, model_root=model)
+    assert tensorfile.load_file(model / SHARD, verify=policy)
+
+
+def test_certificate_trust_on_load(model: Path, chain: Any) -> None:
+    sign(model, chain.key, certificate_chain=chain.chain)
+    assert tensorfile.load_file(model / SHARD, verify=str(chain.root))
+    assert tensorfile.load_file(model / SHARD, verify=TrustPolicy(cert_roots=chain.root))
+
+
+def test_model_signing_signature_is_checked_whole_at_open(
+    model: Path, p256: Any, tmp_path: Path
+) -> None:
+    """No per-tensor digests (model-signing wrote it): the whole file is hashed at open."""
+    ms = pytest.importorskip("model_signing")
+    pytest.importorskip("OpenSSL")
+    ms.signing.Config().use_elliptic_key_signer(private_key=p256.private).sign(
+        model, tmp_path / "ms.sig")
+    policy = TrustPolicy(key=p256.public, signature=tmp_path / "ms.sig", model_root=model)
+    path = model / SHARD
+    v = load_verifier(policy, path)
+    v.check_header(raw_header(path))
+    assert v.bytes_hashed == path.stat().st_size
+    assert tensorfile.load_file(path, verify=policy)
+    flip_tensor(path, "embed")
+    with pytest.raises(DigestMismatchError, match="file differs"):
+        tensorfile.safe_open(path, "np", verify=policy)
