@@ -1,0 +1,140 @@
+"""Exit codes and the one table that maps errors to them.
+
+Every command exits with the same codes, so a pipeline can branch on them
+without knowing which command ran:
+
+====  =====================================================================
+code  meaning
+====  =====================================================================
+0     ok: the work was done and nothing was found
+1     a finding: a dangerous or unknown pickle, a failed verification
+2     the work could not be done: a usage error or unreadable input
+====  =====================================================================
+
+This module imports only the standard library at import time; the library's
+error classes are looked up when an error is being classified, by which time
+the library is loaded anyway.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import NamedTuple
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FINDING = 1
+    UNUSABLE = 2
+
+
+class ErrorClass(NamedTuple):
+    """How one kind of error is reported: its exit code and what to do about it."""
+
+    code: ExitCode
+    hint: str
+
+
+# Checked in order, first match wins: subclasses before their bases. Names
+# are attributes of tensorfile.errors (resolved lazily, see _library_errors).
+_TABLE: tuple[tuple[str, ErrorClass], ...] = (
+    (
+        "UnsupportedAlgorithmError",
+        ErrorClass(
+            ExitCode.FINDING,
+            "the signature uses a method tensorfile cannot check, so the model is not verified",
+        ),
+    ),
+    (
+        "VerificationError",
+        ErrorClass(
+            ExitCode.FINDING,
+            "do not use this model: get it again from its source, or ask the publisher for a new signature",
+        ),
+    ),
+    (
+        "BundleError",
+        ErrorClass(
+            ExitCode.FINDING,
+            "the signature file is damaged or not a signature bundle: get a fresh one from the publisher",
+        ),
+    ),
+    (
+        "UnsafePickleError",
+        ErrorClass(
+            ExitCode.FINDING,
+            "loading this checkpoint would run code: do not torch.load it; run `tensorfile scan` for details",
+        ),
+    ),
+    (
+        "KeyLoadError",
+        ErrorClass(
+            ExitCode.UNUSABLE,
+            "check the key path and password (keys are PEM files; `tensorfile keygen` makes a pair)",
+        ),
+    ),
+    (
+        "ModelPathError",
+        ErrorClass(
+            ExitCode.UNUSABLE,
+            "remove the offending path from the model folder, or pass --allow-symlinks if it is a symlink inside it",
+        ),
+    ),
+    (
+        "ScanError",
+        ErrorClass(
+            ExitCode.UNUSABLE,
+            "the file could not be read completely, so it is not known to be safe: do not load it",
+        ),
+    ),
+    (
+        "ConversionError",
+        ErrorClass(
+            ExitCode.UNUSABLE,
+            "nothing was written; run `tensorfile scan` on the input to see what it holds",
+        ),
+    ),
+    (
+        "FormatError",
+        ErrorClass(
+            ExitCode.UNUSABLE,
+            "this is not a valid safetensors file; if it is a pickle checkpoint, run `tensorfile scan` on it",
+        ),
+    ),
+    (
+        "TensorfileError",
+        ErrorClass(ExitCode.UNUSABLE, "check the arguments; see `tensorfile COMMAND --help`"),
+    ),
+)
+
+_OS_ERRORS: tuple[tuple[type[OSError], str], ...] = (
+    (FileNotFoundError, "check the path"),
+    (IsADirectoryError, "pass a file, not a folder"),
+    (NotADirectoryError, "pass a folder, not a file"),
+    (PermissionError, "check the file's permissions"),
+    (OSError, "check the path and that the disk is readable"),
+)
+
+#: What a bug in tensorfile is reported as: it could not do the work.
+INTERNAL = ErrorClass(
+    ExitCode.UNUSABLE,
+    "this is a bug in tensorfile: rerun with --debug and report the traceback",
+)
+
+
+def classify(exc: BaseException) -> ErrorClass:
+    """Exit code and hint for an exception raised while a command ran."""
+    import tensorfile.errors as errors
+
+    for name, cls in _TABLE:
+        if isinstance(exc, getattr(errors, name)):
+            return cls
+    for os_type, hint in _OS_ERRORS:
+        if isinstance(exc, os_type):
+            return ErrorClass(ExitCode.UNUSABLE, hint)
+    return INTERNAL
+
+
+def is_expected(exc: BaseException) -> bool:
+    """Whether the error is about the input (shown as one line) rather than a bug."""
+    return classify(exc) is not INTERNAL

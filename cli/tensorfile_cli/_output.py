@@ -1,0 +1,210 @@
+"""Where a command's result goes: JSON, human text, progress, and error lines.
+
+One :class:`Output` per command run. It decides once, from the flags and the
+environment, whether to print JSON or text, whether to colour it and whether
+to draw progress bars, so commands never ask.
+
+Rules:
+
+* ``--json`` prints exactly one JSON object on stdout (the envelope below),
+  whether the command succeeded or failed; nothing else goes to stdout.
+* ``--quiet`` prints nothing on success; errors still get their one line on
+  stderr. The exit code says the rest.
+* Colour only on a terminal, never with ``NO_COLOR`` set (``FORCE_COLOR``
+  forces it); progress bars only when stderr is a terminal.
+* An error is one line on stderr: what went wrong, in which file, and what
+  to do. A traceback only with ``--debug``.
+
+The JSON envelope (``schemas/envelope.json``)::
+
+    {"command": "scan", "version": "0.1.0", "exit_code": 0, "result": {...}}
+    {"command": "scan", "version": "0.1.0", "exit_code": 2, "error": {...}}
+
+Rich is imported only when a table or a progress bar is drawn, which keeps
+start-up fast for the common scripted cases.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import IO, TYPE_CHECKING, Any, NoReturn
+
+from tensorfile_cli._exit import ExitCode, classify
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+#: ``progress(bytes_done, bytes_total)``, as the library's long operations take it.
+ProgressCallback = Callable[[int, int], None]
+
+
+def colour_enabled(stream: IO[str]) -> bool:
+    """Colour on a terminal unless NO_COLOR is set; FORCE_COLOR turns it on anywhere."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    return _isatty(stream) and os.environ.get("TERM") != "dumb"
+
+
+def _isatty(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+_SGR = {"red": "31", "green": "32", "yellow": "33", "bold": "1", "dim": "2"}
+
+
+class Output:
+    """Presentation of one command run (see the module docstring)."""
+
+    def __init__(self, command: str, *, json_out: bool, quiet: bool, debug: bool) -> None:
+        self.command = command
+        self.json = json_out
+        self.quiet = quiet
+        self.debug = debug
+        self._console: Console | None = None
+
+    # -- plain text ---------------------------------------------------------
+    @property
+    def human(self) -> bool:
+        """Whether human-readable text goes to stdout."""
+        return not (self.json or self.quiet)
+
+    def style(self, text: str, *styles: str, stream: IO[str] | None = None) -> str:
+        """``text`` wrapped in ANSI styles when ``stream`` (stdout) takes colour."""
+        if not styles or not colour_enabled(stream or sys.stdout):
+            return text
+        codes = ";".join(_SGR[s] for s in styles)
+        return f"\x1b[{codes}m{text}\x1b[0m"
+
+    def line(self, text: str = "") -> None:
+        """One line of human output on stdout (nothing with --json or --quiet)."""
+        if self.human:
+            sys.stdout.write(text + "\n")
+
+    # -- rich ---------------------------------------------------------------
+    @property
+    def console(self) -> Console:
+        """A rich console on stdout, made on first use (rich is slow to import)."""
+        if self._console is None:
+            from rich.console import Console
+
+            tty = _isatty(sys.stdout)
+            self._console = Console(
+                file=sys.stdout,
+                color_system="auto" if colour_enabled(sys.stdout) else None,
+                highlight=False,
+                # Pipes get long lines rather than names wrapped mid-word.
+                width=None if tty else 200,
+            )
+        return self._console
+
+    @contextmanager
+    def progress(self, description: str) -> Iterator[ProgressCallback | None]:
+        """A bytes progress bar (size, rate, time left) on stderr, or ``None``
+        when it should not be drawn (not a terminal, --json, --quiet)."""
+        if not (self.human and _isatty(sys.stderr)):
+            yield None
+            return
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        console = Console(
+            file=sys.stderr, color_system="auto" if colour_enabled(sys.stderr) else None
+        )
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
+            task = bar.add_task(description, total=None)
+
+            def update(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            yield update
+
+    # -- results and errors ---------------------------------------------------
+    def finish(
+        self,
+        result: dict[str, Any],
+        render: Callable[[Output, dict[str, Any]], None],
+        code: ExitCode = ExitCode.OK,
+    ) -> NoReturn:
+        """Print the result (JSON envelope, or ``render`` for people) and exit."""
+        if self.json:
+            self._emit_json({"exit_code": int(code), "result": result})
+        elif not self.quiet:
+            render(self, result)
+        raise SystemExit(int(code))
+
+    def fail(self, exc: BaseException, path: object = None) -> NoReturn:
+        """Report ``exc`` as one line (and JSON if asked) and exit with its code."""
+        verdict = classify(exc)
+        message = _message(exc)
+        where = "" if path is None else str(path)
+        if where and where not in message:
+            message = f"{where}: {message}"
+        if self.json:
+            self._emit_json(
+                {
+                    "exit_code": int(verdict.code),
+                    "error": {
+                        "type": type(exc).__name__,
+                        "message": message,
+                        "path": where or None,
+                        "hint": verdict.hint,
+                    },
+                }
+            )
+        if self.debug:
+            import traceback
+
+            traceback.print_exception(exc)
+        prefix = self.style("error:", "red", "bold", stream=sys.stderr)
+        sys.stderr.write(f"tensorfile {self.command}: {prefix} {message} ({verdict.hint})\n")
+        raise SystemExit(int(verdict.code))
+
+    def _emit_json(self, body: dict[str, Any]) -> None:
+        from tensorfile import __version__
+
+        envelope = {"command": self.command, "version": __version__, **body}
+        sys.stdout.write(json.dumps(envelope, indent=2, ensure_ascii=False) + "\n")
+
+
+def _message(exc: BaseException) -> str:
+    """The exception's text on one line (a KeyError's text is not repr()'d)."""
+    text = str(exc) if not isinstance(exc, KeyError) or not exc.args else str(exc.args[0])
+    if isinstance(exc, OSError) and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    text = " ".join(text.split())
+    return text or type(exc).__name__
+
+
+@contextmanager
+def guarded(out: Output, path: object = None) -> Iterator[None]:
+    """Turn any exception from the library into ``out.fail`` (one line, exit code)."""
+    try:
+        yield
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        out.fail(exc, path)
