@@ -23,8 +23,8 @@ the C unpickler's, which ``torch.load`` and ``pickle.load`` use:
 
 Large arguments are not copied: bytes longer than :data:`SMALL_BYTES` come
 back as a :class:`BytesRef` window over the caller's buffer, and text longer
-than the reader's ``max_text`` as an :class:`Opaque` (it cannot name a module
-anyone would import, and decoding it would cost memory).
+than the reader's ``max_text`` as a :class:`BigText` window (it cannot name a
+module anyone would import, and decoding it would cost memory).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ Buffer: TypeAlias = bytes | bytearray | mmap.mmap
 
 #: Byte strings up to this length are materialised as ``bytes``; longer ones are windows.
 SMALL_BYTES: Final = 4096
-#: Default cap on text arguments that are decoded (longer ones become Opaque).
+#: Default cap on text arguments that are decoded (longer ones become BigText).
 DEFAULT_MAX_TEXT: Final = 1 << 20
 #: The highest protocol CPython 3.8+ understands; PROTO above it stops the stream.
 HIGHEST_PROTOCOL: Final = 5
@@ -74,6 +74,17 @@ class BytesRef:
     def tobytes(self) -> bytes:
         """Copy the window out (callers bound the size they accept first)."""
         return bytes(self.buf[self.start : self.stop])
+
+
+@dataclass(frozen=True, slots=True)
+class BigText:
+    """Text longer than the reader's ``max_text``, left undecoded (UTF-8 in ``raw``).
+
+    Never a literal string for STACK_GLOBAL; containers decode it only where
+    torch would use it as data (``_codecs.encode(text, 'latin1')``).
+    """
+
+    raw: BytesRef
 
 
 class LegacyStr(str):
@@ -225,9 +236,9 @@ class OpcodeReader:
         self.pos = nl + 1
         return line
 
-    def _text(self, start: int, n: int, at: int) -> str | Opaque:
+    def _text(self, start: int, n: int, at: int) -> str | BigText:
         if n > self.max_text:
-            return Opaque(f"{n}-byte text not decoded")
+            return BigText(BytesRef(self.buf, start, start + n))
         raw = bytes(self.buf[start : start + n])
         try:
             return raw.decode("utf-8", "surrogatepass")

@@ -1,0 +1,538 @@
+"""The allowlist and the verdict of one pickle stream (reasoning in spec/SCANNING.md).
+
+A stream is ``safe`` only if every import is on :data:`ALLOWED_CALLS`,
+:data:`STORAGE_TYPES` or :data:`VALUE_GLOBALS`, and every call, persistent id,
+BUILD and item assignment has the shape ``torch.save`` (or numpy's pickling)
+writes. Anything else is a finding:
+
+* ``dangerous``: a known code-execution, file or network gadget
+  (:data:`DANGEROUS_MODULES`, :data:`DANGEROUS_GLOBALS`), a name the scanner
+  cannot pin down (STACK_GLOBAL on non-literal operands, dotted or dunder
+  attribute paths), a call of a computed value, a copyreg extension code, or
+  attributes/items set on an imported object;
+* ``unknown``: any other import, or an allowed one used in a shape torch does
+  not write.
+
+The tables are data on purpose: adding a global is a reviewed one-line change
+with its reason beside it. The policy never compares or hashes whole values
+(they can be deep or exponentially shared); each check looks one or two levels
+into the arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+from tensorfile.errors import UnsafePickleError
+from tensorfile.pickles.machine import (
+    Call,
+    Effect,
+    ExtensionRef,
+    GlobalRef,
+    Node,
+    PDict,
+    PersistentRef,
+)
+from tensorfile.pickles.opcodes import BytesRef
+from tensorfile.pickles.report import Finding, Verdict
+
+# ---------------------------------------------------------------------------
+# The allowlist
+# ---------------------------------------------------------------------------
+
+#: Callables torch checkpoints need, with the argument shape checked for each
+#: (a name in _SHAPES below) and why the call cannot run code.
+ALLOWED_CALLS: Final[dict[str, tuple[str, str]]] = {
+    "collections.OrderedDict": (
+        "no_args", "state_dict container and empty backward-hook slot; items and "
+        "_metadata arrive by SETITEMS/BUILD, which only store values"),
+    "torch._utils._rebuild_tensor": (
+        "rebuild_tensor_v1", "legacy tensor: a view (offset, size, stride) of a storage"),
+    "torch._utils._rebuild_tensor_v2": (
+        "rebuild_tensor_v2", "tensor view of a storage plus requires_grad and empty hooks"),
+    "torch._utils._rebuild_tensor_v3": (
+        "rebuild_tensor_v3", "as v2 with an explicit dtype (float8, uint16/32/64)"),
+    "torch._utils._rebuild_parameter": (
+        "rebuild_parameter", "wraps an already rebuilt tensor in nn.Parameter"),
+    "torch.storage._load_from_bytes": (
+        "load_from_bytes", "pickle.dumps(tensor): a nested torch stream, scanned in turn"),
+    "_codecs.encode": (
+        "codecs_encode", "turns a latin-1 str back into bytes (numpy/torch py2-compatible "
+        "bytes); only the latin1 codec is accepted"),
+    "torch.Size": ("int_tuple_arg", "a tuple of ints"),
+    "torch.device": ("device_args", "a device name, optionally with an index"),
+    "builtins.set": ("iterable_arg", "a set from a list of already built values"),
+    "builtins.frozenset": ("iterable_arg", "a frozenset from a list of built values"),
+    "builtins.bytearray": ("bytes_arg", "a bytearray from bytes (protocol < 5)"),
+    "numpy.core.multiarray._reconstruct": (
+        "np_reconstruct", "an empty ndarray; data arrives by BUILD with plain state"),
+    "numpy._core.multiarray._reconstruct": ("np_reconstruct", "numpy 2 spelling of the above"),
+    "numpy.core.multiarray.scalar": ("np_scalar", "a numpy scalar from a dtype and bytes"),
+    "numpy._core.multiarray.scalar": ("np_scalar", "numpy 2 spelling of the above"),
+    "numpy.core.numeric._frombuffer": (
+        "np_frombuffer", "protocol 5 ndarray: bytes, dtype, shape, order"),
+    "numpy._core.numeric._frombuffer": ("np_frombuffer", "numpy 2 spelling of the above"),
+    "numpy.dtype": ("np_dtype", "a dtype from its type string; layout arrives by BUILD"),
+}
+
+#: Storage classes that may appear in a storage persistent id, with element size
+#: in bytes (the legacy format's record walker needs it). Only referenced, never called.
+STORAGE_TYPES: Final[dict[str, int]] = {
+    **{f"torch.{name}Storage": size for name, size in (
+        ("Double", 8), ("Float", 4), ("Half", 2), ("Long", 8), ("Int", 4), ("Short", 2),
+        ("Char", 1), ("Byte", 1), ("Bool", 1), ("BFloat16", 2), ("ComplexDouble", 16),
+        ("ComplexFloat", 8), ("QUInt8", 1), ("QInt8", 1), ("QInt32", 4), ("QUInt4x2", 1),
+        ("QUInt2x4", 1),
+    )},
+    "torch.UntypedStorage": 1,
+    "torch.storage.UntypedStorage": 1,
+}
+# Files saved from a GPU by old torch name CUDA storage classes.
+STORAGE_TYPES.update({
+    name.replace("torch.", "torch.cuda.", 1): size
+    for name, size in list(STORAGE_TYPES.items()) if "Untyped" not in name
+})
+
+#: torch dtype objects (arguments of _rebuild_tensor_v3): plain values, never called.
+TORCH_DTYPES: Final = frozenset(f"torch.{n}" for n in (
+    "bfloat16 bit bits16 bits1x8 bits2x4 bits4x2 bits8 bool cdouble cfloat chalf complex128 "
+    "complex32 complex64 double float float16 float32 float4_e2m1fn_x2 float64 float8_e4m3fn "
+    "float8_e4m3fnuz float8_e5m2 float8_e5m2fnuz float8_e8m0fnu half int int1 int16 int2 int3 "
+    "int32 int4 int5 int6 int64 int7 int8 long qint32 qint8 quint2x4 quint4x2 quint8 short "
+    "uint1 uint16 uint2 uint3 uint32 uint4 uint5 uint6 uint64 uint7 uint8"
+).split())
+
+#: Classes referenced as plain values (the first argument of numpy's _reconstruct).
+VALUE_GLOBALS: Final = frozenset({"numpy.ndarray"}) | TORCH_DTYPES
+
+# ---------------------------------------------------------------------------
+# Known gadgets (only sharpen unknown into dangerous; the allowlist decides safe)
+# ---------------------------------------------------------------------------
+
+#: Modules whose every attribute (and every submodule's) is treated as dangerous.
+DANGEROUS_MODULES: Final[dict[str, str]] = {
+    "os": "runs commands and touches files", "posix": "runs commands", "nt": "runs commands",
+    "subprocess": "runs commands", "pty": "spawns shells", "commands": "runs commands",
+    "popen2": "runs commands", "platform": "runs commands (popen)",
+    "sys": "reaches every loaded module (sys.modules)", "runpy": "runs Python modules",
+    "code": "runs Python source", "codeop": "compiles Python source",
+    "importlib": "imports arbitrary modules", "pkgutil": "resolves arbitrary names",
+    "imp": "imports arbitrary modules", "zipimport": "imports code from archives",
+    "pip": "installs packages", "ensurepip": "installs packages", "venv": "creates envs, runs pip",
+    "pydoc": "runs pagers (shell commands)", "_pyrepl": "runs pagers (shell commands)",
+    "cProfile": "runs Python source", "profile": "runs Python source",
+    "timeit": "runs Python source", "trace": "runs Python source", "pdb": "runs Python source",
+    "bdb": "runs Python source", "doctest": "runs Python source", "ctypes": "calls native code",
+    "_ctypes": "calls native code", "multiprocessing": "spawns processes",
+    "asyncio": "spawns processes", "concurrent": "runs callables", "threading": "runs callables",
+    "_thread": "runs callables", "signal": "installs handlers", "webbrowser": "runs browsers",
+    "socket": "network access", "_socket": "network access", "ssl": "network access",
+    "urllib": "network access", "urllib2": "network access", "http": "network access",
+    "httplib": "network access", "requests": "network access", "ftplib": "network access",
+    "smtplib": "network access", "imaplib": "network access and commands",
+    "poplib": "network access", "telnetlib": "network access", "nntplib": "network access",
+    "xmlrpc": "network access", "shutil": "copies, moves and deletes files",
+    "tempfile": "creates files", "glob": "lists files", "pathlib": "touches files",
+    "fileinput": "reads files", "linecache": "reads files", "shelve": "unpickles files",
+    "dbm": "touches files", "logging": "handlers open files and sockets",
+    "pickle": "unpickles nested data", "_pickle": "unpickles nested data",
+    "cloudpickle": "unpickles code", "dill": "unpickles code", "joblib": "unpickles nested data",
+    "marshal": "loads code objects", "types": "builds code and function objects",
+    "operator": "attrgetter/methodcaller reach any attribute",
+    "_operator": "attrgetter/methodcaller reach any attribute",
+    "idlelib": "runs Python source", "lib2to3": "loads pickles",
+    "torch.utils.collect_env": "runs commands", "torch.utils.bottleneck": "runs Python source",
+    "torch.fx": "evaluates expressions",
+    "functools": "partial/reduce call anything", "copyreg": "reconstructs arbitrary objects",
+    "uuid": "runs commands (_popen)", "_osx_support": "runs commands",
+    "_aix_support": "runs commands", "test": "test helpers run code",
+    "distutils": "runs commands and compilers", "setuptools": "runs commands",
+    "torch.hub": "downloads and runs code", "torch.utils.cpp_extension": "compiles and loads code",
+    "torch.jit": "compiles and runs TorchScript", "torch.package": "imports packaged code",
+    "torch.serialization": "nested torch.load (weights_only=False)",
+    "torch._inductor": "compiles and runs code", "torch._dynamo": "compiles and runs code",
+    "numpy.testing": "runstring runs Python source", "numpy.f2py": "compiles code",
+    "numpy.distutils": "runs compilers", "numpy.lib.npyio": "loads pickles",
+    "io": "FileIO/open touch files", "_io": "FileIO/open touch files",
+    "codecs": "open touches files", "zipfile": "touches files", "tarfile": "touches files",
+}
+
+#: Single names that are gadgets although their module is not wholesale dangerous.
+DANGEROUS_GLOBALS: Final[dict[str, str]] = {
+    **{f"builtins.{n}": "runs code or reaches any attribute/module" for n in (
+        "eval", "exec", "execfile", "compile", "__import__", "getattr", "setattr", "delattr",
+        "globals", "locals", "vars", "open", "input", "breakpoint", "help", "apply",
+        "reload", "file", "memoryview", "type", "object", "super", "classmethod",
+        "staticmethod", "property", "exit", "quit", "copyright", "credits", "license",
+    )},
+    "torch.load": "nested torch.load", "torch._C": "native internals",
+    "torch.storage._load_from_file": "nested load", "numpy.load": "loads pickles",
+    "numpy.fromfile": "reads files", "numpy.memmap": "maps files",
+    "_codecs.open": "opens files", "torch.save": "writes files",
+}
+
+
+# ---------------------------------------------------------------------------
+# Argument-shape checks: each returns None when the shape is torch's, else why not
+# ---------------------------------------------------------------------------
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _int_tuple(x: object) -> bool:
+    return isinstance(x, tuple) and all(_is_int(v) for v in x)
+
+
+def _is_bytes(x: object) -> bool:
+    return isinstance(x, (bytes, BytesRef))
+
+
+def call_of(x: object, *qualnames: str) -> bool:
+    """True when ``x`` is the result of a literal call of one of ``qualnames``."""
+    return (isinstance(x, Call) and isinstance(x.func, GlobalRef) and x.func.literal
+            and x.func.qualname in qualnames)
+
+
+_REBUILD_TENSORS: Final = ("torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2",
+                           "torch._utils._rebuild_tensor_v3")
+_NP_DTYPE: Final = "numpy.dtype"
+_NP_RECONSTRUCT: Final = ("numpy.core.multiarray._reconstruct",
+                          "numpy._core.multiarray._reconstruct")
+
+
+def _latin1_bytes(x: object) -> bool:
+    """Bytes, literal or rebuilt by the allowed ``_codecs.encode(str, 'latin1')``."""
+    return _is_bytes(x) or call_of(x, "_codecs.encode")
+
+
+def _hooks(x: object) -> bool:
+    return call_of(x, "collections.OrderedDict") or (isinstance(x, PDict) and not x.items)
+
+
+def _tensor_head(a: tuple[object, ...]) -> str | None:
+    if not isinstance(a[0], PersistentRef):
+        return "first argument is not a storage persistent id"
+    if not (_is_int(a[1]) and _int_tuple(a[2]) and _int_tuple(a[3])):
+        return "offset/size/stride are not ints and int tuples"
+    return None
+
+
+def _shape_rebuild_tensor_v1(a: tuple[object, ...]) -> str | None:
+    return "expects (storage, offset, size, stride)" if len(a) != 4 else _tensor_head(a)
+
+
+def _shape_rebuild_tensor_v2(a: tuple[object, ...]) -> str | None:
+    if len(a) not in (6, 7):
+        return "expects 6 or 7 arguments"
+    if not (isinstance(a[4], bool) and _hooks(a[5])):
+        return "requires_grad/backward_hooks are not a bool and an empty OrderedDict"
+    if len(a) == 7 and not _plain_metadata(a[6]):
+        return "tensor metadata is not a dict of plain values"
+    return _tensor_head(a)
+
+
+def _shape_rebuild_tensor_v3(a: tuple[object, ...]) -> str | None:
+    if len(a) not in (7, 8):
+        return "expects 7 or 8 arguments"
+    dtype = a[6]
+    if not (isinstance(dtype, GlobalRef) and dtype.literal and dtype.qualname in TORCH_DTYPES):
+        return "dtype argument is not a torch dtype"
+    return _shape_rebuild_tensor_v2(a[:6] + a[7:])
+
+
+def _plain_metadata(x: object) -> bool:
+    return x is None or (isinstance(x, PDict) and all(
+        isinstance(k, str) and (v is None or isinstance(v, (bool, int, float, str)))
+        for k, v in x.items))
+
+
+def _shape_rebuild_parameter(a: tuple[object, ...]) -> str | None:
+    if len(a) != 3 or not call_of(a[0], *_REBUILD_TENSORS):
+        return "expects (rebuilt tensor, requires_grad, hooks)"
+    if not (isinstance(a[1], bool) and _hooks(a[2])):
+        return "requires_grad/backward_hooks are not a bool and an empty OrderedDict"
+    return None
+
+
+def _shape_load_from_bytes(a: tuple[object, ...]) -> str | None:
+    ok = len(a) == 1 and _latin1_bytes(a[0])
+    return None if ok else "argument is not literal bytes"
+
+
+def _shape_codecs_encode(a: tuple[object, ...]) -> str | None:
+    ok = len(a) == 2 and isinstance(a[0], str) and a[1] in ("latin1", "latin-1")
+    return None if ok else "expects (str, 'latin1')"
+
+
+def _shape_no_args(a: tuple[object, ...]) -> str | None:
+    return "expects no arguments" if a else None
+
+
+def _shape_int_tuple_arg(a: tuple[object, ...]) -> str | None:
+    return None if len(a) == 1 and _int_tuple(a[0]) else "expects one tuple of ints"
+
+
+def _shape_device_args(a: tuple[object, ...]) -> str | None:
+    ok = len(a) in (1, 2) and isinstance(a[0], str) and (len(a) == 1 or _is_int(a[1]))
+    return None if ok else "expects (name[, index])"
+
+
+def _shape_iterable_arg(a: tuple[object, ...]) -> str | None:
+    return None if not a or (len(a) == 1 and isinstance(a[0], list)) else "expects a list"
+
+
+def _shape_bytes_arg(a: tuple[object, ...]) -> str | None:
+    if len(a) == 1 and _is_bytes(a[0]):
+        return None
+    ok = len(a) == 2 and isinstance(a[0], str) and a[1] in ("latin1", "latin-1")
+    return None if ok else "expects bytes"
+
+
+def _shape_np_reconstruct(a: tuple[object, ...]) -> str | None:
+    ok = (len(a) == 3 and isinstance(a[0], GlobalRef) and a[0].qualname == "numpy.ndarray"
+          and _int_tuple(a[1]) and _latin1_bytes(a[2]))
+    return None if ok else "expects (numpy.ndarray, shape, bytes)"
+
+
+def _shape_np_scalar(a: tuple[object, ...]) -> str | None:
+    ok = len(a) in (1, 2) and call_of(a[0], _NP_DTYPE) and (len(a) == 1 or _latin1_bytes(a[1]))
+    return None if ok else "expects (dtype, bytes)"
+
+
+def _shape_np_frombuffer(a: tuple[object, ...]) -> str | None:
+    ok = (len(a) == 4 and _latin1_bytes(a[0]) and call_of(a[1], _NP_DTYPE)
+          and _int_tuple(a[2]) and a[3] in ("C", "F"))
+    return None if ok else "expects (bytes, dtype, shape, order)"
+
+
+def _shape_np_dtype(a: tuple[object, ...]) -> str | None:
+    ok = (len(a) == 3 and isinstance(a[0], str) and len(a[0]) <= 64
+          and isinstance(a[1], bool) and isinstance(a[2], bool))
+    return None if ok else "expects (type string, align, copy)"
+
+
+_SHAPES: Final = {
+    "no_args": _shape_no_args,
+    "rebuild_tensor_v1": _shape_rebuild_tensor_v1,
+    "rebuild_tensor_v2": _shape_rebuild_tensor_v2,
+    "rebuild_tensor_v3": _shape_rebuild_tensor_v3,
+    "rebuild_parameter": _shape_rebuild_parameter,
+    "load_from_bytes": _shape_load_from_bytes,
+    "codecs_encode": _shape_codecs_encode,
+    "int_tuple_arg": _shape_int_tuple_arg,
+    "device_args": _shape_device_args,
+    "iterable_arg": _shape_iterable_arg,
+    "bytes_arg": _shape_bytes_arg,
+    "np_reconstruct": _shape_np_reconstruct,
+    "np_scalar": _shape_np_scalar,
+    "np_frombuffer": _shape_np_frombuffer,
+    "np_dtype": _shape_np_dtype,
+}
+assert {shape for shape, _ in ALLOWED_CALLS.values()} <= set(_SHAPES)
+
+
+#: Limits on the plain state numpy dtypes carry in BUILD (structured dtypes nest).
+_STATE_MAX_DEPTH: Final = 8
+_STATE_MAX_ITEMS: Final = 100_000
+
+
+def _plain_state(x: object) -> bool:
+    """Plain nested data (numbers, text, bytes, tuples, lists, dicts, numpy dtypes).
+
+    Walks iteratively, visiting each shared object once, so a hostile state
+    cannot make this exponential or deep.
+    """
+    seen: set[int] = set()
+    work: list[tuple[object, int]] = [(x, 0)]
+    while work:
+        value, depth = work.pop()
+        if id(value) in seen or value is None or isinstance(
+                value, (bool, int, float, str, bytes, BytesRef)):
+            continue
+        seen.add(id(value))
+        if depth > _STATE_MAX_DEPTH or len(seen) > _STATE_MAX_ITEMS:
+            return False
+        if isinstance(value, (tuple, list)):
+            work.extend((v, depth + 1) for v in value)
+        elif isinstance(value, PDict):
+            work.extend((v, depth + 1) for pair in value.items for v in pair)
+        elif not (call_of(value, _NP_DTYPE, "_codecs.encode")):
+            return False
+    return True
+
+
+def _effect_problem(eff: Effect) -> str | None:
+    """Why an item assignment / BUILD is not one torch or numpy writes (None if it is)."""
+    target = eff.target
+    if call_of(target, "collections.OrderedDict"):
+        if eff.opcode in ("SETITEM", "SETITEMS"):
+            return None
+        if eff.opcode == "BUILD":
+            state = eff.payload[0]
+            if isinstance(state, PDict) and all(isinstance(k, str) for k, _ in state.items):
+                return None  # instance __dict__ (e.g. _metadata): values only stored
+            return "BUILD state of an OrderedDict is not a dict of attributes"
+    if eff.opcode == "BUILD" and call_of(target, _NP_DTYPE, *_NP_RECONSTRUCT):
+        return None if _plain_state(eff.payload[0]) else "numpy BUILD state is not plain data"
+    what = target.qualname if isinstance(target, GlobalRef) else type(target).__name__
+    return f"{eff.opcode} on {what} is not something torch writes"
+
+
+def _storage_problem(pid: object) -> str | None:
+    if not (isinstance(pid, tuple) and len(pid) in (5, 6)):
+        return "persistent id is not a torch storage tuple"
+    tag, stype, key, location, numel = pid[:5]
+    if not (isinstance(tag, str) and type(tag) is str and tag == "storage"):
+        return "persistent id does not start with 'storage'"
+    if not (isinstance(stype, GlobalRef) and stype.literal and stype.qualname in STORAGE_TYPES):
+        return "persistent id names no torch storage type"
+    if not (isinstance(key, str) and isinstance(location, str) and _is_int(numel)):
+        return "storage key/location/numel have the wrong types"
+    if len(pid) == 6:
+        view = pid[5]
+        ok = view is None or (isinstance(view, tuple) and len(view) == 3
+                              and isinstance(view[0], str) and _is_int(view[1])
+                              and _is_int(view[2]))
+        if not ok:
+            return "legacy view metadata is not (key, offset, size)"
+    return None
+
+
+# ---------------------------------------------------------------------------
+# Classifying names
+# ---------------------------------------------------------------------------
+
+def classify_global(ref: GlobalRef) -> tuple[Verdict, str]:
+    """Verdict and reason for importing ``ref`` (SAFE when allowlisted)."""
+    qual = ref.qualname
+    if not ref.literal:
+        return (Verdict.DANGEROUS,
+                "STACK_GLOBAL operands are not literal strings: the import cannot be pinned down")
+    if qual in ALLOWED_CALLS or qual in STORAGE_TYPES or qual in VALUE_GLOBALS:
+        return Verdict.SAFE, "allowlisted"
+    hit = DANGEROUS_GLOBALS.get(qual)
+    if hit is None:
+        hit = _module_hit(ref.module)
+    if hit is not None:
+        return Verdict.DANGEROUS, f"known gadget: {hit}"
+    if "." in ref.name or "__" in ref.name or "__" in ref.module or not ref.name:
+        return Verdict.DANGEROUS, "dotted or dunder attribute path reaches beyond the module"
+    return Verdict.UNKNOWN, "not on the tensor-rebuilding allowlist"
+
+
+def _module_hit(module: str) -> str | None:
+    parts = module.split(".")
+    for i in range(len(parts), 0, -1):
+        hit = DANGEROUS_MODULES.get(".".join(parts[:i]))
+        if hit is not None:
+            return hit
+    return None
+
+
+# ---------------------------------------------------------------------------
+# The observer that turns nodes into findings
+# ---------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class StreamPolicy:
+    """Observer for :func:`~tensorfile.pickles.machine.run_stream` that records findings.
+
+    With ``strict=True`` (the converter's mode) the first non-safe node raises
+    :class:`~tensorfile.errors.UnsafePickleError` instead, before anything is built.
+    ``globals`` collects every import; ``nested`` the ``_load_from_bytes``
+    payloads, which the container layer scans as streams of their own;
+    ``storages`` maps each storage key to its element size (the legacy format's
+    records are walked with it). ``key_pids`` accepts the plain string
+    persistent ids of torch < 0.4's tar format.
+    """
+
+    strict: bool = False
+    key_pids: bool = False
+    storages: dict[str, int] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    globals: dict[str, None] = field(default_factory=dict)
+    nested: list[tuple[int, object]] = field(default_factory=list)
+    max_findings: int = 1000
+    dropped: int = 0
+
+    @property
+    def verdict(self) -> Verdict:
+        """Worst verdict among the findings (SAFE when there are none)."""
+        return Verdict.worst((f.verdict for f in self.findings), Verdict.SAFE)
+
+    def add(self, finding: Finding) -> None:
+        """Record a finding (or raise, in strict mode). Bounded: extras are counted."""
+        if self.strict:
+            where = f" at byte {finding.offset}" if finding.offset is not None else ""
+            name = f" {finding.global_name}" if finding.global_name else ""
+            raise UnsafePickleError(f"{finding.opcode}{name}{where}: {finding.reason}")
+        if len(self.findings) < self.max_findings or (finding.verdict is Verdict.DANGEROUS and \
+                len(self.findings) < 2 * self.max_findings):
+            self.findings.append(finding)
+        else:
+            self.dropped += 1
+
+    def observe(self, node: Node) -> None:
+        """Classify one node (see the module docstring)."""
+        if isinstance(node, GlobalRef):
+            self.globals.setdefault(node.qualname)
+            verdict, reason = classify_global(node)
+            if verdict is not Verdict.SAFE:
+                self.add(Finding(verdict, reason, node.opcode, node.offset, node.qualname))
+        elif isinstance(node, Call):
+            self._call(node)
+        elif isinstance(node, PersistentRef):
+            self._persistent(node)
+        elif isinstance(node, Effect):
+            problem = _effect_problem(node)
+            if problem is not None:
+                imported = node.target if isinstance(node.target, GlobalRef) else None
+                verdict = Verdict.DANGEROUS if imported else Verdict.UNKNOWN
+                if imported:
+                    problem = "sets attributes or items on an imported object"
+                self.add(Finding(verdict, problem, node.opcode, node.offset,
+                                 imported.qualname if imported else None))
+        elif isinstance(node, ExtensionRef):
+            self.add(Finding(Verdict.DANGEROUS,
+                             f"extension code {node.code!r}: imports whatever the loading "
+                             "process registered in copyreg", node.opcode, node.offset))
+
+    def _persistent(self, ref: PersistentRef) -> None:
+        pid = ref.pid
+        if self.key_pids and isinstance(pid, str) and pid.isdigit():
+            return
+        problem = _storage_problem(pid)
+        if problem is not None:
+            self.add(Finding(Verdict.UNKNOWN, problem, ref.opcode, ref.offset))
+            return
+        assert isinstance(pid, tuple) and isinstance(pid[1], GlobalRef)
+        self.storages[str(pid[2])] = STORAGE_TYPES[pid[1].qualname]
+
+    def _call(self, call: Call) -> None:
+        func = call.func
+        if not isinstance(func, GlobalRef):
+            self.add(Finding(Verdict.DANGEROUS, "calls a computed value (not an imported name)",
+                             call.opcode, call.offset))
+            return
+        verdict, reason = classify_global(func)
+        if verdict is not Verdict.SAFE:
+            self.add(Finding(verdict, f"calls {func.qualname}: {reason}", call.opcode,
+                             call.offset, func.qualname))
+            return
+        rule = ALLOWED_CALLS.get(func.qualname)
+        if rule is None:
+            self.add(Finding(Verdict.UNKNOWN, "a storage type or dtype is called",
+                             call.opcode, call.offset, func.qualname))
+            return
+        if call.opcode != "REDUCE" or not isinstance(call.args, tuple):
+            self.add(Finding(Verdict.UNKNOWN, f"{call.opcode} call is not the REDUCE torch writes",
+                             call.opcode, call.offset, func.qualname))
+            return
+        problem = _SHAPES[rule[0]](call.args)
+        if problem is not None:
+            self.add(Finding(Verdict.UNKNOWN, f"arguments differ from torch's: {problem}",
+                             call.opcode, call.offset, func.qualname))
+        elif func.qualname == "torch.storage._load_from_bytes":
+            self.nested.append((call.offset, call.args[0]))

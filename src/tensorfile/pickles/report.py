@@ -1,0 +1,160 @@
+"""Typed scan results: per file, per pickle stream, per finding.
+
+Everything here is plain data so the CLI can render it and ``to_dict()`` gives
+the JSON form. Verdicts combine by severity: ``safe`` < ``unknown`` <
+``error`` < ``dangerous``. ``error`` outranks ``unknown`` because a part that
+could not be read might hide anything; ``dangerous`` outranks everything
+because it is a proven problem.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Verdict(str, enum.Enum):
+    """How loading the input would behave, as far as the scanner can prove."""
+
+    SAFE = "safe"
+    UNKNOWN = "unknown"
+    ERROR = "error"
+    DANGEROUS = "dangerous"
+
+    @property
+    def severity(self) -> int:
+        """Rank used to combine verdicts (higher wins)."""
+        return _SEVERITY[self]
+
+    @staticmethod
+    def worst(verdicts: Iterable[Verdict], default: Verdict) -> Verdict:
+        """The most severe of ``verdicts`` (``default`` when there are none)."""
+        result = default
+        for v in verdicts:
+            if v.severity > result.severity:
+                result = v
+        return result
+
+
+_SEVERITY = {Verdict.SAFE: 0, Verdict.UNKNOWN: 1, Verdict.ERROR: 2, Verdict.DANGEROUS: 3}
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One reason a stream is not safe.
+
+    ``opcode`` and ``offset`` locate it in the stream's buffer (``offset`` is
+    relative to the member that holds the stream, e.g. the zip entry);
+    ``global_name`` is the ``module.name`` involved, when there is one.
+    """
+
+    verdict: Verdict
+    reason: str
+    opcode: str | None = None
+    offset: int | None = None
+    global_name: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "verdict": self.verdict.value,
+            "reason": self.reason,
+            "opcode": self.opcode,
+            "offset": self.offset,
+            "global": self.global_name,
+        }
+
+
+@dataclass(slots=True)
+class StreamReport:
+    """One pickle stream (or one unreadable part) inside a file.
+
+    ``location`` names where it sits, e.g. ``archive/data.pkl``,
+    ``pickle #2 @ 1234`` or ``model.zip!inner.pt!archive/data.pkl``;
+    ``offset`` is where the stream starts inside that member; ``globals``
+    lists every ``module.name`` it imports, allowed or not.
+    """
+
+    location: str
+    offset: int
+    verdict: Verdict
+    findings: list[Finding] = field(default_factory=list)
+    globals: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "location": self.location,
+            "offset": self.offset,
+            "verdict": self.verdict.value,
+            "findings": [f.to_dict() for f in self.findings],
+            "globals": list(self.globals),
+            "error": self.error,
+        }
+
+
+@dataclass(slots=True)
+class FileReport:
+    """One input file: the container it is, its streams, and its overall verdict.
+
+    ``format`` is what the content was detected as (``torch-zip``,
+    ``torch-legacy``, ``torch-tar``, ``pickle``, ``npy``, ``zip`` ...).
+    ``error`` is set when the file as a whole could not be read.
+    """
+
+    path: str
+    format: str
+    verdict: Verdict
+    streams: list[StreamReport] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def findings(self) -> list[tuple[StreamReport, Finding]]:
+        """Every finding of every stream, with its stream."""
+        return [(s, f) for s in self.streams for f in s.findings]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "path": self.path,
+            "format": self.format,
+            "verdict": self.verdict.value,
+            "error": self.error,
+            "streams": [s.to_dict() for s in self.streams],
+        }
+
+
+@dataclass(slots=True)
+class ScanReport:
+    """The result of :func:`tensorfile.pickles.scan`: one :class:`FileReport` per file."""
+
+    files: list[FileReport] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> Verdict:
+        """The worst verdict over all files (``error`` when no file was found)."""
+        return Verdict.worst((f.verdict for f in self.files),
+                             Verdict.SAFE if self.files else Verdict.ERROR)
+
+    @property
+    def exit_code(self) -> int:
+        """CLI convention: 0 all safe, 1 dangerous or unknown, 2 could not scan."""
+        worst = self.verdict
+        if worst is Verdict.SAFE:
+            return 0
+        if worst is Verdict.ERROR and not any(
+            f.verdict in (Verdict.DANGEROUS, Verdict.UNKNOWN) for f in self.files
+        ):
+            return 2
+        return 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "verdict": self.verdict.value,
+            "exit_code": self.exit_code,
+            "files": [f.to_dict() for f in self.files],
+        }
