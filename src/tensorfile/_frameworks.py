@@ -141,6 +141,15 @@ def tensor_entry(name: str, value: object) -> tuple[Entry, memoryview]:
 # --------------------------------------------------------------------------
 
 
+def _shaped(arr: np.ndarray[Any, Any], shape: tuple[int, ...]) -> np.ndarray[Any, Any]:
+    """``arr.reshape(shape)``; a shape with more dimensions than numpy supports
+    (64 in numpy 2) is valid in the format, so it is a FrameworkError, not a crash."""
+    try:
+        return arr.reshape(shape)
+    except ValueError as e:
+        raise FrameworkError(f"a tensor of {len(shape)} dimensions cannot be a numpy array: {e}") from None
+
+
 def numpy_view(buf: Any, offset: int, dt: DType, shape: tuple[int, ...]) -> np.ndarray[Any, Any]:
     """A numpy array over ``buf[offset:]`` without copying (sub-byte dtypes are unpacked)."""
     count = 1
@@ -149,7 +158,7 @@ def numpy_view(buf: Any, offset: int, dt: DType, shape: tuple[int, ...]) -> np.n
     if dt.sub_byte:
         return _unpack_sub_byte(buf, offset, dt, shape, count)
     arr = np.frombuffer(buf, dtype=numpy_dtype(dt), count=count, offset=offset)
-    return arr.reshape(shape)
+    return _shaped(arr, shape)
 
 
 def _unpack_sub_byte(
@@ -164,7 +173,7 @@ def _unpack_sub_byte(
     codes[0::2] = packed & 0x0F  # first value in the low nibble, as torch packs it
     codes[1::2] = packed >> 4
     # float4_e2m1fn stores the 4-bit code in the low bits of a byte.
-    return codes.view(numpy_dtype(dt)).reshape(shape)
+    return _shaped(codes.view(numpy_dtype(dt)), shape)
 
 
 def carrier_view(buf: Any, offset: int, dt: DType, shape: tuple[int, ...]) -> np.ndarray[Any, Any]:
@@ -174,9 +183,10 @@ def carrier_view(buf: Any, offset: int, dt: DType, shape: tuple[int, ...]) -> np
         count *= d
     if dt.sub_byte:
         raise FrameworkError(f"dtype {dt.name} cannot be sliced element-wise")
-    return np.frombuffer(
+    flat = np.frombuffer(
         buf, dtype=np.dtype(_CARRIER[dt.itemsize]).newbyteorder("<"), count=count, offset=offset
-    ).reshape(shape)
+    )
+    return _shaped(flat, shape)
 
 
 def torch_from_carrier(arr: np.ndarray[Any, Any], dt: DType, shape: tuple[int, ...]) -> Any:
