@@ -21,7 +21,7 @@ import struct
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
-from tensorfile._format.dtypes import DType, dtype_from_name
+from tensorfile._format.dtypes import DTYPES, DType, dtype_from_name
 from tensorfile.errors import (
     DuplicateKeyError,
     FormatError,
@@ -295,6 +295,92 @@ def _validate_metadata(entry: object) -> dict[str, str] | None:
     return entry
 
 
+# --------------------------------------------------------------------------
+# Fast path: msgspec decodes and type-checks the common case in C, without
+# building a dict per entry. It only ever *accepts*; anything it does not
+# accept outright goes through decode_json + validate above, which decide
+# and word the error. tests/format/test_header_paths.py checks that the two
+# paths agree.
+# --------------------------------------------------------------------------
+
+try:
+    import msgspec
+except ImportError:  # pragma: no cover - msgspec is a dependency; stay correct without it
+    msgspec = None
+
+if msgspec is not None:
+
+    class _FastEntry(msgspec.Struct):
+        dtype: str | None = None
+        shape: list[int] | None = None
+        data_offsets: tuple[int, int] | None = None
+
+    class _FastMeta(msgspec.Struct):
+        meta: dict[str, str] | None = msgspec.field(default=None, name=METADATA_KEY)
+
+    _ENTRIES = msgspec.json.Decoder(dict[str, _FastEntry])
+    _META = msgspec.json.Decoder(_FastMeta)
+
+
+def _fast_validate(raw: bytes, data_size: int, length: int) -> Header | None:
+    """The validated header, or None to let the strict path decide."""
+    if msgspec is None or b"\\u003" in raw or b"-0" in raw:
+        # \u003a is an escaped colon, which the duplicate-key count below
+        # cannot see; "-0" is a float to the reference, an int to msgspec.
+        return None
+    try:
+        entries = _ENTRIES.decode(raw)
+        metadata = _META.decode(raw).meta
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
+        return None
+    infos: list[TensorInfo] = []
+    colons = 0
+    get = DTYPES.get
+    for name, e in entries.items():
+        if name == METADATA_KEY:
+            continue
+        dt = get(e.dtype) if e.dtype is not None else None
+        shape, offsets = e.shape, e.data_offsets
+        if dt is None or shape is None or offsets is None:
+            return None
+        if shape and (min(shape) < 0 or max(shape) > _U64_MAX):
+            return None
+        if ":" in name:
+            colons += name.count(":")
+        infos.append(TensorInfo(name, dt, tuple(shape), offsets[0], offsets[1]))
+    # Duplicate keys vanish in decoding. Every colon outside a string separates
+    # one key from its value, so the text must have exactly as many as the
+    # decoded document has pairs (plus colons inside decoded strings); any
+    # shortfall is a duplicate or an ignored unknown field: strict path.
+    pairs = len(entries) + 3 * len(infos)
+    if metadata is not None:
+        pairs += len(metadata)
+        colons += sum(k.count(":") + v.count(":") for k, v in metadata.items())
+    if raw.count(b":") != pairs + colons:
+        return None
+    infos.sort(key=lambda t: (t.start, t.end))
+    pos = 0
+    for t in infos:
+        numel = 1
+        for d in t.shape:
+            numel *= d
+        bits = numel * t.dtype.bits
+        if t.start != pos or bits % 8 or bits // 8 != t.end - t.start or bits > _U64_MAX:
+            return None
+        pos = t.end
+    if pos != data_size:
+        return None
+    return Header({t.name: t for t in infos}, metadata, length)
+
+
+def parse_json(raw: bytes, data_size: int, length: int) -> Header:
+    """Decode and validate header JSON (``raw``, without the length prefix)."""
+    fast = _fast_validate(raw, data_size, length)
+    if fast is not None:
+        return fast
+    return validate(decode_json(raw), data_size, length)
+
+
 def parse(buf: bytes | bytearray | memoryview, file_size: int | None = None) -> Header:
     """Parse and validate a header from the start of a file's bytes.
 
@@ -305,8 +391,7 @@ def parse(buf: bytes | bytearray | memoryview, file_size: int | None = None) -> 
     n = read_length(bytes(buf[:8]), size)
     if len(buf) < 8 + n:
         raise TruncatedFileError(f"header needs {8 + n} bytes, {len(buf)} given")
-    obj = decode_json(bytes(buf[8 : 8 + n]))
-    return validate(obj, size - 8 - n, n)
+    return parse_json(bytes(buf[8 : 8 + n]), size - 8 - n, n)
 
 
 # --------------------------------------------------------------------------
