@@ -186,8 +186,8 @@ class _Progress:
 def _safetensors_layout(fd: int, size: int, where: Path) -> tuple[list[str], list[tuple[int, int]]]:
     """Tensor names in file order, and the absolute byte ranges of the header
     followed by each tensor's bytes."""
-    n = _header.read_length(os.pread(fd, 8, 0), size)
     try:
+        n = _header.read_length(os.pread(fd, 8, 0), size)
         hdr = _header.parse(os.pread(fd, 8 + n, 0), size)
     except FormatError as e:
         raise type(e)(f"{where}: {e}") from None

@@ -1,0 +1,192 @@
+"""Hashing and manifests: digests equal hashlib's, folder rules, ordering, progress."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tensorfile._format.header import parse
+from tensorfile.errors import FormatError, ModelPathError
+from tensorfile.integrity import Manifest, hash_model
+from tensorfile.integrity.hashing import ModelFile, hash_file, hash_files, list_model_files
+from tensorfile.numpy import save_file
+
+
+def sha(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+def test_digests_match_hashlib(model: Path) -> None:
+    m = hash_model(model)
+    assert [f.name for f in m.files] == [
+        "config.json",
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+        "tokenizer/vocab.txt",
+    ]
+    for f in m.files:
+        data = (model / f.name).read_bytes()
+        assert f.sha256 == sha(data) and f.size == len(data)
+        if not f.name.endswith(".safetensors"):
+            assert f.safetensors is None
+            continue
+        assert f.safetensors is not None
+        hdr = parse(data)
+        assert f.safetensors.header == sha(data[: hdr.data_offset])
+        assert list(f.safetensors.tensors) == list(hdr.tensors)
+        for name, t in hdr.tensors.items():
+            part = data[hdr.data_offset + t.start : hdr.data_offset + t.end]
+            assert f.safetensors.tensors[name] == sha(part)
+    root = hashlib.sha256(b"".join(bytes.fromhex(f.sha256) for f in m.files)).hexdigest()
+    assert m.root_digest == root
+    assert m.tensor_count == 9
+    assert m.to_dict()["files"][1]["tensors"]["embed"] == m.files[1].safetensors.tensors["embed"]  # type: ignore[union-attr]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 300), min_size=0, max_size=6),
+    chunk=st.integers(1, 97),
+)
+def test_chunking_never_changes_digests(tmp_path_factory: Any, sizes: list[int], chunk: int) -> None:
+    """Tensor boundaries anywhere relative to chunk boundaries: same digests."""
+    d = tmp_path_factory.mktemp("chunks")
+    rng = np.random.default_rng(len(sizes) * 1000 + chunk)
+    tensors = {f"t{i}": rng.integers(0, 255, size=(n,), dtype=np.uint8) for i, n in enumerate(sizes)}
+    p = d / "x.safetensors"
+    save_file(tensors, p)
+    mf = ModelFile(".", p, p.stat().st_size)
+    small = hash_file(mf, chunk_size=chunk)
+    big = hash_file(mf)
+    assert small == big
+    assert big.sha256 == sha(p.read_bytes())
+    assert big.safetensors is not None
+    for name, arr in tensors.items():
+        assert big.safetensors.tensors[name] == sha(arr.tobytes())
+
+
+def test_parallel_equals_serial_and_progress(model: Path) -> None:
+    files = list_model_files(model)
+    calls: list[tuple[int, int]] = []
+    parallel = hash_files(files, workers=4, chunk_size=64, progress=lambda d, t: calls.append((d, t)))
+    serial = hash_files(files, workers=1)
+    assert parallel == serial
+    total = sum(f.size for f in files)
+    assert calls[-1] == (total, total)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+    assert len(calls) > len(files)
+
+
+def test_tensors_off_skips_tensor_digests(model: Path) -> None:
+    assert all(f.safetensors is None for f in hash_model(model, tensors=False).files)
+
+
+def test_order_is_path_component_order(tmp_path: Path) -> None:
+    m = tmp_path / "m"
+    names = ["a-b", "a/b", "a.b", "a/a/z", "B", "a0", "a b", "ü"]
+    for n in names:
+        (m / n).parent.mkdir(parents=True, exist_ok=True)
+        (m / n).write_text(n)
+    got = [f.name for f in hash_model(m).files]
+    assert got == sorted(names, key=PurePosixPath)
+
+
+def test_ignored_paths(model: Path) -> None:
+    (model / ".git").mkdir()
+    (model / ".git" / "config").write_text("x")
+    (model / ".github").mkdir()
+    (model / ".github" / "ci.yml").write_text("x")
+    (model / ".gitignore").write_text("x")
+    (model / "model.sig").write_text("old signature")
+    (model / "tokenizer" / ".git").mkdir()  # only top-level VCS folders are ignored
+    (model / "tokenizer" / ".git" / "x").write_text("x")
+    (model / "README.md").write_text("x")
+    m = hash_model(model, ignore_paths=["README.md"], signature=model / "model.sig")
+    names = [f.name for f in m.files]
+    assert "tokenizer/.git/x" in names
+    assert not any(n.startswith((".git", "model.sig", "README")) for n in names)
+    assert set(m.serialization.ignore_paths) >= {".git", ".github", ".gitignore",
+                                                 ".gitattributes", "model.sig", "README.md"}
+
+
+def test_symlinks(model: Path, tmp_path: Path) -> None:
+    (model / "alias.json").symlink_to(model / "config.json")
+    with pytest.raises(ModelPathError, match="symlink"):
+        hash_model(model)
+    m = hash_model(model, allow_symlinks=True)
+    assert m.by_name["alias.json"].sha256 == m.by_name["config.json"].sha256
+    assert m.serialization.allow_symlinks
+    (model / "alias.json").unlink()
+    (model / "dirlink").symlink_to(model / "tokenizer")
+    with pytest.raises(ModelPathError, match="folders are not followed"):
+        hash_model(model, allow_symlinks=True)
+    (model / "dirlink").unlink()
+    (model / "escape").symlink_to(tmp_path)
+    with pytest.raises(ModelPathError, match="outside the model folder"):
+        hash_model(model, allow_symlinks=True)
+    (model / "escape").unlink()
+    (model / "dangling").symlink_to(model / "nope")
+    with pytest.raises(ModelPathError):
+        hash_model(model, allow_symlinks=True)
+
+
+def test_symlinked_model_file_needs_permission(single: Path, tmp_path: Path) -> None:
+    link = tmp_path / "link.safetensors"
+    link.symlink_to(single)
+    with pytest.raises(ModelPathError, match="symlink"):
+        hash_model(link)
+    assert hash_model(link, allow_symlinks=True).files[0].sha256 == sha(single.read_bytes())
+
+
+def test_special_files_are_refused(model: Path) -> None:
+    os.mkfifo(model / "pipe")
+    with pytest.raises(ModelPathError, match="not a regular file"):
+        hash_model(model)
+
+
+def test_missing_model(tmp_path: Path) -> None:
+    with pytest.raises(ModelPathError, match="cannot read model"):
+        hash_model(tmp_path / "nope")
+
+
+def test_non_utf8_name_is_refused(model: Path) -> None:
+    name = os.fsdecode(b"bad\xff.txt")
+    try:
+        (model / name).write_text("x")
+    except (OSError, UnicodeEncodeError):
+        pytest.skip("file system refuses non-UTF-8 names")
+    with pytest.raises(ModelPathError, match="UTF-8"):
+        hash_model(model)
+
+
+def test_corrupt_safetensors_refused_when_signing_tensors(model: Path) -> None:
+    (model / "broken.safetensors").write_bytes(b"\xff" * 16)
+    with pytest.raises(FormatError, match=r"broken\.safetensors"):
+        hash_model(model)
+    assert hash_model(model, tensors=False).by_name["broken.safetensors"].size == 16
+
+
+def test_empty_file_and_empty_folder(tmp_path: Path) -> None:
+    m = tmp_path / "m"
+    (m / "empty_dir").mkdir(parents=True)
+    (m / "empty.txt").write_bytes(b"")
+    man = hash_model(m)
+    assert [(f.name, f.sha256) for f in man.files] == [("empty.txt", sha(b""))]
+
+
+def test_statement_round_trip(model: Path) -> None:
+    m = hash_model(model)
+    back = Manifest.from_statement(m.to_statement())
+    assert back.root_digest == m.root_digest
+    assert [(f.name, f.sha256, f.safetensors) for f in back.files] == [
+        (f.name, f.sha256, f.safetensors) for f in m.files
+    ]
+    assert back.serialization == m.serialization
+    assert back.model_name == "model"
