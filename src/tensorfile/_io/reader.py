@@ -143,6 +143,9 @@ class SafeOpen:
         self._closed = False
         self._inflight = 0
         self._map: mmap.mmap | None = None
+        #: Bytes copied out of the file by this handle: ``pread`` reads and
+        #: :meth:`read_into` copies (zero-copy views of the map are not counted).
+        self.bytes_read = 0
         self._fd = os.open(self._path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         try:
             self._size = os.fstat(self._fd).st_size
@@ -253,26 +256,56 @@ class SafeOpen:
                 self._map = mmap.mmap(self._fd, 0, access=access)
             return self._map
 
-    def _tensor_bytes(self, info: TensorInfo) -> tuple[Any, int]:
-        """A buffer holding the tensor and the tensor's offset in it."""
-        if self._mode == "mmap":
-            return self._mapping(), self._header.data_offset + info.start
+    def _pread(self, size: int, offset: int, into: Any = None) -> Any:
         with self._lock:
             self._check_open()
             self._inflight += 1
         try:
-            buf = pread_exact(self._fd, info.nbytes, self._header.data_offset + info.start)
+            buf = pread_exact(self._fd, size, offset, into)
         finally:
             with self._lock:
                 self._inflight -= 1
+                self.bytes_read += size
                 if self._closed and self._inflight == 0 and self._fd >= 0:
                     os.close(self._fd)
                     self._fd = -1
+        return buf
+
+    def _tensor_bytes(self, info: TensorInfo) -> tuple[Any, int]:
+        """A buffer holding the tensor and the tensor's offset in it."""
+        if self._mode == "mmap":
+            return self._mapping(), self._header.data_offset + info.start
+        buf = self._pread(info.nbytes, self._header.data_offset + info.start)
         if self._verifier is not None and info.name not in self._verified:
             self._verifier.check_tensor(info.name, memoryview(buf))
             with self._lock:
                 self._verified.add(info.name)
         return buf, 0
+
+    def read_into(self, name: str, start: int, out: Any) -> None:
+        """Copy bytes ``[start, start + len(out))`` of a tensor's data into ``out``.
+
+        Only those bytes are read (``pread``) or touched (``mmap``), for partial
+        loads such as tensor-parallel slices whose rows are strided; they are
+        counted in :attr:`bytes_read`. With ``verify`` the whole tensor is read
+        and checked first (its digest covers all of it).
+        """
+        info = self.info(name)
+        view = memoryview(out).cast("B")
+        n = len(view)
+        if start < 0 or start + n > info.nbytes:
+            raise ValueError(f"tensor {name!r}: bytes [{start}, {start + n}) outside its {info.nbytes}")
+        if self._verifier is not None:
+            buf, off = self._tensor_bytes(info)
+            view[:] = memoryview(buf)[off + start : off + start + n]
+        elif self._mode == "pread":
+            self._pread(n, self._header.data_offset + info.start + start, view)
+        elif n:
+            with memoryview(self._mapping()) as mv:
+                a = self._header.data_offset + info.start + start
+                view[:] = mv[a : a + n]
+            with self._lock:
+                self.bytes_read += n
 
     def get_tensor(self, name: str) -> Any:
         """The whole tensor: a numpy array or a torch tensor, without copying in mmap mode."""
@@ -356,7 +389,15 @@ def load_file(
     backend: str = "mmap",
     verify: object = None,
 ) -> dict[str, Any]:
-    """Every tensor of a file, keyed by name."""
+    """Every tensor of a file, keyed by name.
+
+    A folder (or a ``*.safetensors.index.json``) is read as a sharded model:
+    see :func:`tensorfile.sharded.load_sharded`.
+    """
+    from tensorfile.sharded import is_sharded_path, load_sharded
+
+    if is_sharded_path(filename):
+        return load_sharded(filename, framework, device, backend=backend, verify=verify)
     with safe_open(filename, framework, device, backend=backend, verify=verify) as f:
         return f.tensors()
 

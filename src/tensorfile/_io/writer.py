@@ -116,4 +116,7 @@ def save_stream(
                     f"tensor {name!r}: produced {view.nbytes} bytes, expected {info.nbytes}"
                 )
             write_all(f, view)
+            # Release this tensor before the producer makes the next one:
+            # otherwise two tensors are alive at once and peak memory doubles.
+            del value, view
     return infos
