@@ -205,3 +205,13 @@ class NotSignedError(VerificationError):
 
 class UnexpectedFileError(NotSignedError):
     """The model has a file the signature does not cover (allowed only on request)."""
+
+
+# --------------------------------------------------------------------------
+# Scale: sharded models and tensor-parallel loading
+# --------------------------------------------------------------------------
+
+
+class PartitionError(TensorfileError, ValueError):
+    """A partition plan cannot be applied: a split dimension a tensor does not
+    have, a packed dtype split mid-byte, or no initialised process group."""
