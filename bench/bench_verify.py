@@ -1,0 +1,176 @@
+"""Verification speed: tensorfile vs model-signing, vs hashlib, and verify-on-load.
+
+Run: ``.venv/bin/python bench/bench_verify.py [--size-mib 1024] [--shards 4] [--repeat 3]``
+
+Measured in one process, page cache warm (every file is read once first):
+
+1. Full verify of a model of ``--size-mib`` split in ``--shards`` safetensors
+   files, with ``tensorfile.integrity.verify`` and with model-signing's
+   ``verifying.Config().use_elliptic_key_verifier(...).verify`` on the same
+   files and the same signature (target: tensorfile >= 1.8x faster).
+2. tensorfile's verify rate against cores x one core's hashlib SHA-256 rate on
+   in-memory bytes (target >= 0.9x).
+3. Verify-on-load: ``safe_open(path, verify=key)`` and reading one 4 MiB
+   tensor from a single ``--size-mib`` file, against a full verify of that
+   file (target <= 2%).
+
+Files go to ``bench/out/verify`` (ignored by git) and are reused between runs.
+Results are printed and written to ``bench/out/verify/results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+import tensorfile
+from tensorfile._format.header import parse
+from tensorfile.integrity import generate_key, load_verifier, sign, verify
+from tensorfile.numpy import save_file
+
+MIB = 1 << 20
+TENSOR_MIB = 4
+
+
+def best_of(repeat: int, fn: Callable[[], object]) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def write_shard(path: Path, mib: int, seed: int) -> None:
+    """``mib`` MiB of random float32 in 4 MiB tensors (the last one takes the remainder)."""
+    rng = np.random.default_rng(seed)
+    n = max(1, mib // TENSOR_MIB)
+    tensors = {}
+    for i in range(n):
+        size = TENSOR_MIB * MIB if i < n - 1 else (mib - TENSOR_MIB * (n - 1)) * MIB
+        tensors[f"layers.{i}.weight"] = rng.integers(0, 2**32, size // 4, dtype=np.uint32).view(
+            np.float32
+        )
+    save_file(tensors, path)
+
+
+def prepare(out: Path, size_mib: int, shards: int) -> tuple[Path, Path, Path, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    key, pub = out / "key.pem", out / "key.pem.pub"
+    if not key.exists():
+        generate_key(key, pub)
+    model = out / f"model-{size_mib}m-{shards}"
+    if not model.exists():
+        model.mkdir()
+        for i in range(shards):
+            write_shard(model / f"model-{i + 1:05d}-of-{shards:05d}.safetensors",
+                        size_mib // shards, seed=i)
+        (model / "config.json").write_text('{"bench": true}\n')
+    single = out / f"single-{size_mib}m" / "model.safetensors"
+    if not single.exists():
+        single.parent.mkdir(exist_ok=True)
+        write_shard(single, size_mib, seed=99)
+    sign(model, key)
+    sign(single, key)
+    return model, single, key, pub
+
+
+def warm(paths: list[Path]) -> None:
+    for p in paths:
+        with open(p, "rb") as f:
+            while f.read(64 * MIB):
+                pass
+
+
+def hashlib_rate(repeat: int) -> float:
+    """One core's SHA-256 rate (bytes/s) on bytes already in memory."""
+    data = os.urandom(256 * MIB)
+    return len(data) / best_of(repeat, lambda: hashlib.sha256(data).digest())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--size-mib", type=int, default=1024)
+    ap.add_argument("--shards", type=int, default=4)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "out" / "verify")
+    args = ap.parse_args()
+
+    model, single, _, pub = prepare(args.out, args.size_mib, args.shards)
+    files = sorted(p for p in model.iterdir() if p.is_file())
+    total = sum(p.stat().st_size for p in files)
+    warm([*files, single])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+    one_core = hashlib_rate(args.repeat)
+    t_tf = best_of(args.repeat, lambda: verify(model, pub))
+
+    import model_signing as ms
+
+    def ms_verify() -> None:
+        ms.verifying.Config().use_elliptic_key_verifier(public_key=pub).verify(
+            model, model / "model.sig"
+        )
+
+    t_ms = best_of(args.repeat, ms_verify)
+
+    t_full_single = best_of(args.repeat, lambda: verify(single, pub))
+    name = "layers.100.weight"
+
+    def on_load() -> None:
+        with tensorfile.safe_open(single, "np", verify=pub) as f:
+            f.get_tensor(name)
+
+    # The same checks safe_open makes, called directly to count the bytes hashed.
+    verifier = load_verifier(pub, single)
+    with open(single, "rb") as fh:
+        raw = fh.read(8)
+        raw += fh.read(int.from_bytes(raw, "little"))
+        hdr = parse(raw, single.stat().st_size)
+        info = hdr.tensors[name]
+        fh.seek(hdr.data_offset + info.start)
+        verifier.check_header(raw)
+        verifier.check_tensor(name, memoryview(fh.read(info.nbytes)))
+    hashed = verifier.bytes_hashed
+    t_load = best_of(max(args.repeat, 5), on_load)
+
+    gib = 1 << 30
+    results = {
+        "cores": cores,
+        "model_bytes": total,
+        "shards": args.shards,
+        "hashlib_one_core_gib_s": one_core / gib,
+        "tensorfile_verify_s": t_tf,
+        "tensorfile_verify_gib_s": total / t_tf / gib,
+        "model_signing_verify_s": t_ms,
+        "model_signing_verify_gib_s": total / t_ms / gib,
+        "speedup_vs_model_signing": t_ms / t_tf,
+        "fraction_of_cores_x_hashlib": (total / t_tf) / (cores * one_core),
+        "single_file_bytes": single.stat().st_size,
+        "single_file_full_verify_s": t_full_single,
+        "verify_on_load_one_tensor_s": t_load,
+        "verify_on_load_bytes_hashed": hashed,
+        "verify_on_load_fraction_of_full": t_load / t_full_single,
+    }
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"model: {total / MIB:.0f} MiB in {args.shards} shards, {cores} cores, warm cache")
+    print(f"hashlib sha256, one core:     {one_core / gib:6.2f} GiB/s")
+    print(f"tensorfile verify:            {t_tf:6.3f} s  {total / t_tf / gib:6.2f} GiB/s")
+    print(f"model_signing verify (API):   {t_ms:6.3f} s  {total / t_ms / gib:6.2f} GiB/s")
+    print(f"  speedup vs model_signing:   {t_ms / t_tf:6.2f}x  (target >= 1.8x)")
+    print(f"  vs {cores} x one-core hashlib: {results['fraction_of_cores_x_hashlib']:6.2f}x"
+          "  (target >= 0.9x)")
+    print(f"full verify, one {single.stat().st_size / MIB:.0f} MiB file: {t_full_single:6.3f} s")
+    print(f"verify-on-load, one {TENSOR_MIB} MiB tensor: {t_load * 1000:6.1f} ms "
+          f"({hashed} bytes hashed) = {t_load / t_full_single:.2%} of full verify (target <= 2%)")
+
+
+if __name__ == "__main__":
+    main()
