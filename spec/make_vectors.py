@@ -19,6 +19,9 @@ Every entry also has ``"reference": "accept" | "reject"``: what safetensors
 from ``valid`` the two readers disagree; spec/FORMAT.md lists and justifies
 every such vector.
 
+A vector's number is its position in the list below: add new vectors at the
+end, so that the numbers FORMAT.md and bug reports cite stay stable.
+
 The expected outcomes are written down here from the rules, not computed by
 tensorfile: the vectors are an oracle for the implementation, so nothing in
 this script imports it. For the same reason the dtype table and the canonical
@@ -408,6 +411,9 @@ invalid("infinity-in-unknown-field", "-Infinity in an unknown field", "invalid_h
         raw(obj(('"a"', entry(extra=',"x":-Infinity'))), FOUR))
 invalid("number-out-of-range", "1e400 in an unknown field: not a finite double", "invalid_header",
         raw(obj(('"a"', entry(extra=',"x":1e400'))), FOUR))
+invalid("number-near-double-max", "1.7976931348623157e308 (the largest double) in an unknown field: over "
+        "tensorfile's 1e308 bound, which stays clear of where the reference's own limit falls",
+        "invalid_header", raw(obj(('"a"', entry(extra=',"x":1.7976931348623157e308'))), FOUR))
 invalid("integer-5000-digits", "a 5000-digit integer in an unknown field", "invalid_header",
         raw(obj(('"a"', entry(extra=',"x":' + "9" * 5000))), FOUR))
 invalid("not-utf8", "a 0xFF byte in a tensor name", "invalid_header",
