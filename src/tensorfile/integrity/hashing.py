@@ -23,7 +23,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from tensorfile._format import header as _header
+from tensorfile._io.reader import read_header
 from tensorfile.errors import FormatError, ModelPathError
 
 #: Ignored in every model folder, as model-signing does (the signature file is added).
@@ -187,8 +187,7 @@ def _safetensors_layout(fd: int, size: int, where: Path) -> tuple[list[str], lis
     """Tensor names in file order, and the absolute byte ranges of the header
     followed by each tensor's bytes."""
     try:
-        n = _header.read_length(os.pread(fd, 8, 0), size)
-        hdr = _header.parse(os.pread(fd, 8 + n, 0), size)
+        hdr, _ = read_header(fd, size)
     except FormatError as e:
         raise type(e)(f"{where}: {e}") from None
     base = hdr.data_offset

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from tensorfile._format import header as _header
+from tensorfile._io.reader import read_header
 from tensorfile.errors import (
     DigestMismatchError,
     FormatError,
@@ -271,10 +271,8 @@ def _check_extension(
     """The file matched its signed digest; check that tensorfile's extension agrees."""
     try:
         with open(mf.path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            prefix = f.read(8)
-            raw = prefix + f.read(_header.read_length(prefix, size))
-        names = list(_header.parse(raw, size).tensors)
+            hdr, raw = read_header(f.fileno(), os.fstat(f.fileno()).st_size)
+        names = list(hdr.tensors)
     except (OSError, FormatError) as e:
         raise ManifestError(f"{mf.name}: signed with tensor digests but unreadable: {e}") from None
     if sha256_hex(raw) != signed.header or names != list(signed.tensors):
