@@ -46,6 +46,20 @@ _TABLE: tuple[tuple[str, ErrorClass], ...] = (
         ),
     ),
     (
+        "UnexpectedFileError",
+        ErrorClass(
+            ExitCode.FINDING,
+            "remove the files the signature does not cover, or pass --allow-extra-files if you trust them",
+        ),
+    ),
+    (
+        "NotSignedError",
+        ErrorClass(
+            ExitCode.FINDING,
+            "do not trust what the signature does not cover; pass --signature if the signature file is elsewhere",
+        ),
+    ),
+    (
         "VerificationError",
         ErrorClass(
             ExitCode.FINDING,
@@ -70,7 +84,7 @@ _TABLE: tuple[tuple[str, ErrorClass], ...] = (
         "KeyLoadError",
         ErrorClass(
             ExitCode.UNUSABLE,
-            "check the key path and password (keys are PEM files; `tensorfile keygen` makes a pair)",
+            "check the key path and password: keys are PEM files, `tensorfile keygen` makes a pair",
         ),
     ),
     (

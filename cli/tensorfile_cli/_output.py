@@ -156,12 +156,17 @@ class Output:
             render(self, result)
         raise SystemExit(int(code))
 
-    def fail(self, exc: BaseException, path: object = None) -> NoReturn:
-        """Report ``exc`` as one line (and JSON if asked) and exit with its code."""
+    def fail(self, exc: BaseException, *paths: object) -> NoReturn:
+        """Report ``exc`` as one line (and JSON if asked) and exit with its code.
+
+        ``paths`` are the files the command was given, the main one first; the
+        message is prefixed with the main one unless it already names one.
+        """
         verdict = classify(exc)
         message = _message(exc)
-        where = "" if path is None else str(path)
-        if where and where not in message:
+        given = [str(p) for p in paths if p is not None]
+        where = given[0] if given else ""
+        if where and not any(p in message for p in given):
             message = f"{where}: {message}"
         if self.json:
             self._emit_json(
@@ -180,7 +185,7 @@ class Output:
 
             traceback.print_exception(exc)
         prefix = self.style("error:", "red", "bold", stream=sys.stderr)
-        sys.stderr.write(f"tensorfile {self.command}: {prefix} {message} ({verdict.hint})\n")
+        sys.stderr.write(f"tensorfile {self.command}: {prefix} {message} — {verdict.hint}\n")
         raise SystemExit(int(verdict.code))
 
     def _emit_json(self, body: dict[str, Any]) -> None:
@@ -200,11 +205,14 @@ def _message(exc: BaseException) -> str:
 
 
 @contextmanager
-def guarded(out: Output, path: object = None) -> Iterator[None]:
-    """Turn any exception from the library into ``out.fail`` (one line, exit code)."""
+def guarded(out: Output, *paths: object) -> Iterator[None]:
+    """Turn any exception from the library into ``out.fail`` (one line, exit code).
+
+    ``paths``: the files the command was given, the main one first.
+    """
     try:
         yield
     except (SystemExit, KeyboardInterrupt):
         raise
     except Exception as exc:
-        out.fail(exc, path)
+        out.fail(exc, *paths)

@@ -22,6 +22,11 @@ def human_bytes(n: int) -> str:
     raise AssertionError("unreachable")
 
 
+def plural(n: int, word: str) -> str:
+    """``plural(1, "file")`` -> ``1 file``; ``plural(3, "file")`` -> ``3 files``."""
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
+
+
 def _kv_table(title: str, rows: dict[str, str]) -> Any:
     from rich.table import Table
 
@@ -69,3 +74,57 @@ def inspect(out: Output, result: dict[str, Any]) -> None:
             },
         )
     )
+
+
+def hash_manifest(out: Output, result: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    files = result["files"]
+    table = Table(title=f"{result['model_name']}  ({plural(len(files), 'file')})", title_justify="left")
+    table.add_column("file", overflow="fold")
+    table.add_column("bytes", justify="right")
+    table.add_column("sha256", no_wrap=True)
+    table.add_column("tensors", justify="right")
+    for f in files:
+        size = f.get("size")
+        tensors = f.get("tensors")
+        table.add_row(
+            f["name"],
+            "" if size is None else f"{size:,}",
+            f["sha256"],
+            "" if tensors is None else f"{len(tensors):,}",
+        )
+    out.console.print(table)
+    out.line(f"root digest: {result['root_digest']}")
+
+
+def keygen(out: Output, result: dict[str, Any]) -> None:
+    out.line(
+        f"wrote {result['algorithm']} key pair: private {result['private_key']}"
+        f"{' (encrypted)' if result['encrypted'] else ''}, public {result['public_key']}"
+    )
+    out.line(f"fingerprint: {result['fingerprint']}")
+    out.line(f"sign with:   tensorfile sign MODEL --key {result['private_key']}")
+    out.line(f"verify with: tensorfile verify MODEL --key {result['public_key']}")
+
+
+def sign(out: Output, result: dict[str, Any]) -> None:
+    kind = "certificate" if result["certificate"] else "key"
+    out.line(f"signed {result['model']} with a {kind}: {result['signature']}")
+
+
+def verify(out: Output, result: dict[str, Any]) -> None:
+    signer = result["signer"]
+    who = f"{signer['kind']} {signer['algorithm']} {signer['key_fingerprint'][:16]}…"
+    cert = signer.get("certificate")
+    if cert:
+        who += f" ({cert['subject']}, issued by {cert['issuer']})"
+    out.line(
+        f"{out.style('verified', 'green', 'bold')}: {result['model']}: "
+        f"{plural(result['files_checked'], 'file')}, {plural(result['tensors_checked'], 'tensor')}, "
+        f"{human_bytes(result['bytes_hashed'])} hashed"
+        f"{', every tensor digest rechecked' if result['tensor_digests_checked'] else ''}"
+    )
+    out.line(f"signed by {who}")
+    if result["extra_files"]:
+        out.line(f"not covered by the signature (ignored): {', '.join(result['extra_files'])}")

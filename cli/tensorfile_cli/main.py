@@ -12,12 +12,17 @@ rich and cryptography are imported inside the command that needs them.
 
 from __future__ import annotations
 
+import os
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from tensorfile_cli._output import Output, guarded
+
+#: Environment variable holding a private key's password (read by sign and keygen).
+PASSWORD_ENV = "TENSORFILE_KEY_PASSWORD"
 
 app = typer.Typer(
     name="tensorfile",
@@ -129,6 +134,227 @@ def _describe_safetensors(path: Path, f: Any) -> dict[str, Any]:
             "bytes_by_dtype": dtypes,
         },
     }
+
+
+# -- options shared by the integrity commands ------------------------------------
+SignatureOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--signature",
+        "-s",
+        help="Signature file [default: model.sig in the model folder, or next to the file].",
+    ),
+]
+SymlinksOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-symlinks", help="Hash symlinks that stay inside the model folder (refused by default)."
+    ),
+]
+PasswordFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--password-file",
+        help=f"Read the private key's password from this file (or set {PASSWORD_ENV}).",
+    ),
+]
+
+
+def _password(password_file: Path | None, *, ask: bool = False, confirm: bool = False) -> str | None:
+    """The key password: from --password-file, the environment, or a prompt."""
+    if password_file is not None:
+        lines = password_file.read_text(encoding="utf-8").splitlines()
+        return lines[0] if lines else ""
+    if PASSWORD_ENV in os.environ:
+        return os.environ[PASSWORD_ENV]
+    if ask:
+        return str(typer.prompt("Key password", hide_input=True, confirmation_prompt=confirm))
+    return None
+
+
+# -- hash -----------------------------------------------------------------------------
+@app.command("hash", epilog="Example: tensorfile hash ./my-model --json > manifest.json")
+def hash_(
+    path: Annotated[Path, typer.Argument(help="A model file or folder.")],
+    tensors: Annotated[
+        bool,
+        typer.Option("--tensors/--no-tensors", help="Also digest each safetensors header and tensor."),
+    ] = True,
+    allow_symlinks: SymlinksOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Print the SHA-256 manifest of a model file or folder (what `sign` would sign).
+
+    Nothing is signed or written.
+    """
+    out = Output("hash", json_out=json_out, quiet=quiet, debug=debug)
+    with guarded(out, path), out.progress("hashing") as progress:
+        from tensorfile.integrity import hash_model
+
+        manifest = hash_model(path, tensors=tensors, allow_symlinks=allow_symlinks, progress=progress)
+    from tensorfile_cli import _render
+
+    out.finish(manifest.to_dict(), _render.hash_manifest)
+
+
+# -- keygen ---------------------------------------------------------------------------
+class KeyType(str, Enum):
+    ecdsa_p256 = "ecdsa-p256"
+    ecdsa_p384 = "ecdsa-p384"
+    ecdsa_p521 = "ecdsa-p521"
+    ed25519 = "ed25519"
+
+
+@app.command(
+    epilog="Example: tensorfile keygen signing-key.pem  (writes signing-key.pem and signing-key.pem.pub)"
+)
+def keygen(
+    private_key: Annotated[
+        Path, typer.Argument(help="Where to write the private key (mode 0600).")
+    ] = Path("signing-key.pem"),
+    public_key: Annotated[
+        Path | None,
+        typer.Option("--public-key", "-p", help="Where to write the public key [default: PRIVATE_KEY.pub]."),
+    ] = None,
+    key_type: Annotated[
+        KeyType,
+        typer.Option(
+            "--type",
+            "-t",
+            help="ECDSA keys interoperate with model-signing; ed25519 is a tensorfile extension.",
+        ),
+    ] = KeyType.ecdsa_p256,
+    encrypt: Annotated[
+        bool, typer.Option("--encrypt", help="Encrypt the private key (asks for a password).")
+    ] = False,
+    password_file: PasswordFileOpt = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing key files.")] = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Write a new signing key pair (PEM) for `sign` and `verify`."""
+    out = Output("keygen", json_out=json_out, quiet=quiet, debug=debug)
+    with guarded(out, private_key, public_key, password_file):
+        from tensorfile.integrity import generate_key
+
+        password = _password(password_file, ask=encrypt, confirm=True)
+        pair = generate_key(
+            private_key, public_key, key_type=key_type.value, password=password, overwrite=overwrite
+        )
+        result = {
+            "private_key": str(pair.private_key),
+            "public_key": str(pair.public_key),
+            "algorithm": pair.algorithm,
+            "fingerprint": pair.hint,
+            "encrypted": bool(password),
+        }
+    from tensorfile_cli import _render
+
+    out.finish(result, _render.keygen)
+
+
+# -- sign -------------------------------------------------------------------------------
+@app.command(epilog="Example: tensorfile sign ./my-model --key signing-key.pem")
+def sign(
+    path: Annotated[Path, typer.Argument(help="The model file or folder to sign.")],
+    key: Annotated[Path, typer.Option("--key", "-k", help="Private key (PEM).")],
+    signature: SignatureOpt = None,
+    certificate: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--certificate",
+            "-c",
+            help="Sign with a certificate: the leaf holding KEY's public key, then any intermediates (repeat).",
+        ),
+    ] = None,
+    password_file: PasswordFileOpt = None,
+    allow_symlinks: SymlinksOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Sign a model file or folder: an OpenSSF model-signing (OMS v1.0) bundle.
+
+    `model_signing verify key` accepts the result; tensorfile also records a
+    digest per tensor for verify-on-load.
+    """
+    out = Output("sign", json_out=json_out, quiet=quiet, debug=debug)
+    with guarded(out, path, key, signature), out.progress("hashing") as progress:
+        from tensorfile.integrity import sign as sign_model
+
+        written = sign_model(
+            path,
+            key,
+            signature,
+            password=_password(password_file),
+            certificate_chain=[str(c) for c in certificate] if certificate else None,
+            allow_symlinks=allow_symlinks,
+            progress=progress,
+        )
+    from tensorfile_cli import _render
+
+    result = {"model": str(path), "signature": str(written), "certificate": bool(certificate)}
+    out.finish(result, _render.sign)
+
+
+# -- verify -----------------------------------------------------------------------------
+@app.command(
+    epilog=(
+        "Example: tensorfile verify ./my-model --key signing-key.pem.pub  "
+        "(exit 1 if anything differs from what was signed)"
+    )
+)
+def verify(
+    path: Annotated[Path, typer.Argument(help="The model file or folder to check.")],
+    key: Annotated[
+        Path | None,
+        typer.Option("--key", "-k", help="The signer's public key (PEM)."),
+    ] = None,
+    cert_chain: Annotated[
+        Path | None,
+        typer.Option(
+            "--cert-chain", help="Trusted root certificate(s) (PEM) for a certificate-signed model."
+        ),
+    ] = None,
+    signature: SignatureOpt = None,
+    allow_extra_files: Annotated[
+        bool,
+        typer.Option("--allow-extra-files", help="Ignore files the signature does not cover."),
+    ] = False,
+    deep: Annotated[
+        bool, typer.Option("--deep", help="Also recompute every tensor's own digest.")
+    ] = False,
+    allow_symlinks: SymlinksOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Check a model against its signature: every byte, file name and tensor name.
+
+    Give --key or --cert-chain (exactly one). Exit 0 only if everything matched.
+    """
+    if (key is None) == (cert_chain is None):
+        raise typer.BadParameter("give --key or --cert-chain (exactly one)", param_hint="'--key'")
+    out = Output("verify", json_out=json_out, quiet=quiet, debug=debug)
+    with guarded(out, path, key, cert_chain, signature), out.progress("verifying") as progress:
+        from tensorfile.integrity import verify as verify_model
+
+        report = verify_model(
+            path,
+            key,
+            cert_chain,
+            signature=signature,
+            allow_extra_files=allow_extra_files,
+            allow_symlinks=allow_symlinks,
+            deep=deep,
+            progress=progress,
+        )
+    from tensorfile_cli import _render
+
+    out.finish(report.to_dict(), _render.verify)
 
 
 def main() -> None:
