@@ -34,7 +34,9 @@ SPEC = ROOT / "spec"
 VECTORS = SPEC / "vectors"
 EXPECTED: dict[str, dict[str, Any]] = json.loads((VECTORS / "expected.json").read_text("ascii"))
 VALID = [n for n, e in EXPECTED.items() if e["valid"]]
+CANONICAL = [n for n in VALID if EXPECTED[n]["canonical"]]
 INVALID = [n for n, e in EXPECTED.items() if not e["valid"]]
+SIX_BIT = ("F6_E2M3", "F6_E3M2")
 #: Every rule a header can break, by the kind of the error it raises.
 RULE_KINDS = {
     "truncated", "header_too_large", "invalid_header", "duplicate_key",
@@ -48,6 +50,26 @@ def _sha(b: bytes | memoryview) -> str:
 
 def _data_offset(content: bytes) -> int:
     return 8 + struct.unpack("<Q", content[:8])[0]
+
+
+def _numpy_can_hold(shape: list[int]) -> bool:
+    return len(shape) <= 64 and all(d < 2**63 for d in shape)
+
+
+def _torch_can_hold(dtype: str, shape: list[int]) -> bool:
+    if dtype in SIX_BIT or not all(d < 2**63 for d in shape):
+        return False
+    # torch stores F4 as float4_e2m1fn_x2, two elements per item along the last axis.
+    return dtype != "F4" or (bool(shape) and shape[-1] % 2 == 0)
+
+
+def _canonical_tensors(name: str) -> list[tuple[str, dict[str, Any], bytes]]:
+    content = (VECTORS / name).read_bytes()
+    base = _data_offset(content)
+    return [
+        (n, t, content[base + t["data_offsets"][0] : base + t["data_offsets"][1]])
+        for n, t in EXPECTED[name]["tensors"].items()
+    ]
 
 
 # ---------------------------------------------------------------------------
@@ -127,7 +149,7 @@ def test_invalid_vector_raises_its_kind(name: str) -> None:
     assert str(info.value), "the message must say what is wrong"
 
 
-@pytest.mark.parametrize("name", [n for n in VALID if EXPECTED[n]["canonical"]])
+@pytest.mark.parametrize("name", CANONICAL)
 def test_canonical_vector_is_what_the_writer_produces(name: str) -> None:
     content = (VECTORS / name).read_bytes()
     want = EXPECTED[name]
@@ -139,23 +161,51 @@ def test_canonical_vector_is_what_the_writer_produces(name: str) -> None:
     assert [[i.start, i.end] for i in infos] == [t["data_offsets"] for t in want["tensors"].values()]
 
 
+@pytest.mark.parametrize(
+    "name",
+    [n for n in CANONICAL if all(
+        not DTYPES[t["dtype"]].sub_byte and _numpy_can_hold(t["shape"])
+        for t in EXPECTED[n]["tensors"].values()
+    )],
+)
+def test_canonical_vector_is_what_save_writes_from_numpy(name: str) -> None:
+    from tensorfile import numpy as tfnp
+
+    arrays = {
+        n: np.frombuffer(raw, dtype=numpy_dtype(DTYPES[t["dtype"]])).reshape(t["shape"])
+        for n, t, raw in reversed(_canonical_tensors(name))
+    }
+    assert tfnp.save(arrays, metadata=EXPECTED[name]["metadata"]) == (VECTORS / name).read_bytes()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [n for n in CANONICAL if all(
+        _torch_can_hold(t["dtype"], t["shape"]) for t in EXPECTED[n]["tensors"].values()
+    )],
+)
+def test_canonical_vector_is_what_save_writes_from_torch(name: str) -> None:
+    torch = pytest.importorskip("torch")
+    from tensorfile import torch as tft
+
+    tensors = {}
+    for n, t, raw in reversed(_canonical_tensors(name)):
+        dt = DTYPES[t["dtype"]]
+        shape = list(t["shape"])
+        if dt.name == "F4":
+            shape[-1] //= 2
+        tdt = getattr(torch, dt.torch_name)
+        if raw:
+            flat = torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(tdt)
+            tensors[n] = flat.reshape(shape)
+        else:
+            tensors[n] = torch.empty(shape, dtype=tdt)
+    assert tft.save(tensors, metadata=EXPECTED[name]["metadata"]) == (VECTORS / name).read_bytes()
+
+
 # ---------------------------------------------------------------------------
 # tensorfile: the reader
 # ---------------------------------------------------------------------------
-
-
-SIX_BIT = ("F6_E2M3", "F6_E3M2")
-
-
-def _numpy_can_hold(shape: list[int]) -> bool:
-    return len(shape) <= 64 and all(d < 2**63 for d in shape)
-
-
-def _torch_can_hold(dtype: str, shape: list[int]) -> bool:
-    if dtype in SIX_BIT or not all(d < 2**63 for d in shape):
-        return False
-    # torch stores F4 as float4_e2m1fn_x2, two elements per item along the last axis.
-    return dtype != "F4" or (bool(shape) and shape[-1] % 2 == 0)
 
 
 def _torch_cases() -> list[Any]:
