@@ -274,6 +274,16 @@ def sniff(head: bytes) -> str | None:
 # The walker
 # ---------------------------------------------------------------------------
 
+def _inside(location: str, member: str) -> str:
+    """Location of ``member`` inside ``location`` (``outer.zip!inner.pt!data.pkl``)."""
+    return f"{location}!{member}" if location else member
+
+
+def _part(location: str, what: str) -> str:
+    """Location of a part of the stream sequence at ``location`` (``data.pkl #2``)."""
+    return f"{location} {what}" if location else what
+
+
 class _Walker:
     """Scans one file, appending a StreamReport per stream found."""
 
@@ -306,7 +316,7 @@ class _Walker:
             location, start, verdict, findings, list(policy.globals),
             None if result.error is None else str(result.error)))
         for offset, payload in policy.nested:
-            self.nested(payload, f"{location}!_load_from_bytes@{offset}", offset, depth + 1)
+            self.nested(payload, _inside(location, f"_load_from_bytes@{offset}"), offset, depth + 1)
         return result, policy
 
     def nested(self, payload: object, location: str, offset: int, depth: int) -> None:
@@ -378,10 +388,10 @@ class _Walker:
         while pos < end:
             if index and buf[pos] not in OPCODE_BYTES:
                 if not tentative:
-                    self.fail(f"{location} @ {pos}", pos,
+                    self.fail(_part(location, f"@ {pos}"), pos,
                               f"{end - pos} bytes after the last pickle are not a pickle")
                 return kind
-            name = location if index == 0 else f"{location} #{index + 1}"
+            name = location if index == 0 else _part(location, f"#{index + 1}")
             ran = self.stream(buf, pos, end, name, depth, tentative=tentative,
                               key_pids=key_pids)
             if ran is None or ran[0].error is not None:
@@ -399,7 +409,7 @@ class _Walker:
             if pos >= end:
                 self.fail(location, pos, f"legacy torch file ends before its {part} pickle")
                 return "torch-legacy"
-            ran = self.stream(buf, pos, end, f"{location} ({part})", depth)
+            ran = self.stream(buf, pos, end, _part(location, f"({part})"), depth)
             assert ran is not None
             if ran[0].error is not None:
                 return "torch-legacy"
@@ -423,11 +433,11 @@ class _Walker:
                 self.fail(location, pos, f"storage record {key!r} declares {count} elements "
                           "past the end of the file")
                 return "torch-legacy"
-            self.blob(buf, pos + 8, pos + 8 + nbytes, f"{location} (storage {key})",
+            self.blob(buf, pos + 8, pos + 8 + nbytes, _part(location, f"(storage {key})"),
                       depth + 1, "record")
             pos += 8 + nbytes
         if pos < end:
-            self.pickles(buf, pos, end, f"{location} @ {pos}", depth)
+            self.pickles(buf, pos, end, _part(location, f"@ {pos}"), depth)
         return "torch-legacy"
 
     # -- zip ----------------------------------------------------------------------
@@ -437,7 +447,7 @@ class _Walker:
         before = len(self.streams)
         readable = 0
         for entry in entries:
-            loc = f"{location}!{entry.name}" if location else entry.name
+            loc = _inside(location, entry.name)
             if entry.local_name != entry.name:
                 loc += f" (local header says {entry.local_name!r})"
             must_pickle = any(n.endswith(".pkl") for n in (entry.name, entry.local_name))
@@ -511,7 +521,7 @@ class _Walker:
     def tar(self, buf: Buffer, start: int, end: int, location: str, depth: int) -> str:
         kind = "tar"
         for name, data, size in tar_members(buf, start, end, self.limits.max_entries):
-            loc = f"{location}!{name}" if location else name
+            loc = _inside(location, name)
             if name in ("storages", "tensors"):
                 kind = "torch-tar"
                 self.tar_records(buf, data, data + size, loc, depth, name == "storages")
@@ -535,7 +545,7 @@ class _Walker:
             return
         pos = ran[0].end
         for i in range(count):
-            item = self.stream(buf, pos, end, f"{location} #{i + 1}", depth)
+            item = self.stream(buf, pos, end, _part(location, f"#{i + 1}"), depth)
             assert item is not None
             if item[0].error is not None:
                 return
@@ -560,7 +570,7 @@ class _Walker:
                 return
             pos += skip
         if storages and pos < end:
-            self.pickles(buf, pos, end, f"{location} (views)", depth)
+            self.pickles(buf, pos, end, _part(location, "(views)"), depth)
 
 
 def scan_file(path: Path, limits: ScanLimits | None = None) -> FileReport:

@@ -212,8 +212,10 @@ def _hooks(x: object) -> bool:
 
 
 def _tensor_head(a: tuple[object, ...]) -> str | None:
-    if not isinstance(a[0], PersistentRef):
-        return "first argument is not a storage persistent id"
+    # torch.save names storages by persistent id; pickle.dumps(tensor) nests a
+    # whole torch.save stream of the storage instead (scanned in turn).
+    if not (isinstance(a[0], PersistentRef) or call_of(a[0], "torch.storage._load_from_bytes")):
+        return "first argument is neither a storage persistent id nor a nested storage"
     if not (_is_int(a[1]) and _int_tuple(a[2]) and _int_tuple(a[3])):
         return "offset/size/stride are not ints and int tuples"
     return None

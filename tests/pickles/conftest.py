@@ -1,0 +1,89 @@
+"""Fixtures for the scanner tests: benign checkpoints written by torch.save.
+
+``pickle_kit`` (the assembler and the hostile samples) sits beside this file;
+its folder is put on ``sys.path`` so test modules can import it.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+def _with_location(data: bytes, location: str) -> bytes:
+    """Rewrite every 'cpu' storage location of a protocol 2 zip checkpoint."""
+    src = zipfile.ZipFile(io.BytesIO(data))
+    out = io.BytesIO()
+    old = b"X\x03\x00\x00\x00cpu"
+    new = b"X" + len(location).to_bytes(4, "little") + location.encode()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as dst:
+        for name in src.namelist():
+            body = src.read(name)
+            if name.endswith("data.pkl"):
+                assert old in body
+                body = body.replace(old, new)
+            dst.writestr(name, body)
+    return out.getvalue()
+
+
+@pytest.fixture(scope="session")
+def torch_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Benign checkpoints covering what torch.save writes (all must scan safe)."""
+    torch = pytest.importorskip("torch")
+    import numpy as np
+
+    folder = tmp_path_factory.mktemp("torch_ckpts")
+    dtypes = [
+        torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int8, torch.uint8,
+        torch.int16, torch.int32, torch.int64, torch.bool, torch.complex64, torch.complex128,
+        torch.uint16, torch.uint32, torch.uint64, torch.float8_e4m3fn, torch.float8_e5m2,
+        torch.float8_e4m3fnuz, torch.float8_e5m2fnuz, torch.float8_e8m0fnu, torch.complex32,
+    ]
+    state: dict[str, Any] = {f"t_{str(dt).split('.')[1]}": torch.zeros(3, 2, dtype=dt)
+                             for dt in dtypes}
+    base = torch.arange(12.0).reshape(3, 4)
+    state.update(base=base, view=base[1:], transposed=base.t(), scalar=torch.tensor(3.0),
+                 empty=torch.zeros(0, 5))
+    model = torch.nn.Linear(4, 3)
+    model.weight2 = model.weight  # tied weights: two names, one storage
+    opt = torch.optim.Adam(model.parameters())
+    model(torch.randn(2, 4)).sum().backward()
+    opt.step()
+    checkpoint = {
+        "step": 7, "epoch": 1, "model_state": model.state_dict(),
+        "optimizer_state": opt.state_dict(), "param": torch.nn.Parameter(torch.ones(2)),
+        "np_array": np.arange(5, dtype=np.float32), "np_scalar": np.float64(1.5),
+        "np_objects": np.array([1, "a"], dtype=object), "config": {"lr": 0.1, "betas": (0.9, 0.99)},
+    }
+    paths: dict[str, Path] = {}
+
+    def save(name: str, obj: object, **kw: Any) -> None:
+        paths[name] = folder / name
+        torch.save(obj, paths[name], **kw)
+
+    for p in (2, 3, 4, 5):
+        save(f"dtypes_zip_p{p}.pt", state, pickle_protocol=p)
+        save(f"training_zip_p{p}.pt", checkpoint, pickle_protocol=p)
+        save(f"dtypes_legacy_p{p}.pt", state, pickle_protocol=p,
+             _use_new_zipfile_serialization=False)
+        save(f"training_legacy_p{p}.pt", checkpoint, pickle_protocol=p,
+             _use_new_zipfile_serialization=False)
+    save("state_dict.pt", model.state_dict())
+    save("parameter.pt", torch.nn.Parameter(torch.randn(3)))
+    save("tensor_list.pt", [torch.ones(2), torch.ones(2, dtype=torch.bfloat16)])
+    buf = io.BytesIO()
+    torch.save({"w": torch.ones(2, 2)}, buf)
+    paths["cuda_location.pt"] = folder / "cuda_location.pt"
+    paths["cuda_location.pt"].write_bytes(_with_location(buf.getvalue(), "cuda:0"))
+    import pickle
+
+    paths["pickle_dumps_tensor.pkl"] = folder / "pickle_dumps_tensor.pkl"
+    paths["pickle_dumps_tensor.pkl"].write_bytes(pickle.dumps({"w": torch.ones(3)}, protocol=2))
+    return paths
