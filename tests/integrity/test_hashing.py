@@ -190,3 +190,15 @@ def test_statement_round_trip(model: Path) -> None:
     ]
     assert back.serialization == m.serialization
     assert back.model_name == "model"
+
+
+def test_file_and_tensor_digests_split_across_threads(single: Path) -> None:
+    """Fewer files than threads: the file digest and tensor digests run as two jobs."""
+    files = list_model_files(single)
+    calls: list[tuple[int, int]] = []
+    split = hash_files(files, workers=2, chunk_size=128, progress=lambda d, t: calls.append((d, t)))
+    one_pass = hash_files(files, workers=1)
+    assert split == one_pass
+    assert split[0].sha256 == sha(single.read_bytes()) and split[0].safetensors is not None
+    size = single.stat().st_size
+    assert calls[-1] == (2 * size, 2 * size)  # both jobs report the bytes they hashed

@@ -195,6 +195,56 @@ def _safetensors_layout(fd: int, size: int, where: Path) -> tuple[list[str], lis
     return list(hdr.tensors), spans
 
 
+def _hash_parts(
+    file: ModelFile,
+    *,
+    whole: bool,
+    tensors: bool,
+    chunk_size: int,
+    progress: Callable[[int], None] | None,
+) -> tuple[str | None, SafetensorsDigests | None, int]:
+    """One pass over a file: its digest (if ``whole``) and, for a safetensors
+    file (if ``tensors``), its header and tensor digests; and its size."""
+    try:
+        fd = os.open(file.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise ModelPathError(f"{file.path}: cannot open: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ModelPathError(f"{file.path}: not a regular file")
+        size = st.st_size
+        names: list[str] = []
+        spans: list[tuple[int, int]] = []
+        if tensors and is_safetensors(file):
+            names, spans = _safetensors_layout(fd, size, file.path)
+        hashers = [hashlib.sha256() for _ in spans]
+        file_hasher = hashlib.sha256() if whole else None
+        if size and (whole or spans):
+            with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as mm:
+                view = memoryview(mm)
+                try:
+                    _feed(view, size, chunk_size, file_hasher, spans, hashers, progress)
+                finally:
+                    view.release()
+        if os.fstat(fd).st_size != size:
+            raise ModelPathError(f"{file.path}: file changed size while it was hashed")
+    finally:
+        os.close(fd)
+    st_digests = None
+    if spans:
+        st_digests = SafetensorsDigests(
+            header=hashers[0].hexdigest(),
+            tensors={n: h.hexdigest() for n, h in zip(names, hashers[1:], strict=True)},
+        )
+    return (file_hasher.hexdigest() if file_hasher else None), st_digests, size
+
+
+def is_safetensors(file: ModelFile) -> bool:
+    """Whether tensor digests are recorded for this file (by its name, as signed)."""
+    return file.path.name.endswith(SAFETENSORS_SUFFIX) or file.name.endswith(SAFETENSORS_SUFFIX)
+
+
 def hash_file(
     file: ModelFile,
     *,
@@ -208,46 +258,18 @@ def hash_file(
     file hasher and, sliced, to the hasher of the header or tensor it belongs
     to: the bytes are read once. The file must keep its size while hashed.
     """
-    try:
-        fd = os.open(file.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    except OSError as e:
-        raise ModelPathError(f"{file.path}: cannot open: {e.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ModelPathError(f"{file.path}: not a regular file")
-        size = st.st_size
-        names: list[str] = []
-        spans: list[tuple[int, int]] = []
-        if tensors and file.path.name.endswith(SAFETENSORS_SUFFIX):
-            names, spans = _safetensors_layout(fd, size, file.path)
-        hashers = [hashlib.sha256() for _ in spans]
-        whole = hashlib.sha256()
-        if size:
-            with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as mm:
-                view = memoryview(mm)
-                try:
-                    _feed(view, size, chunk_size, whole, spans, hashers, progress)
-                finally:
-                    view.release()
-        if os.fstat(fd).st_size != size:
-            raise ModelPathError(f"{file.path}: file changed size while it was hashed")
-    finally:
-        os.close(fd)
-    st_digests = None
-    if spans:
-        st_digests = SafetensorsDigests(
-            header=hashers[0].hexdigest(),
-            tensors={n: h.hexdigest() for n, h in zip(names, hashers[1:], strict=True)},
-        )
-    return FileDigest(file.name, whole.hexdigest(), size, st_digests)
+    digest, st_digests, size = _hash_parts(
+        file, whole=True, tensors=tensors, chunk_size=chunk_size, progress=progress
+    )
+    assert digest is not None
+    return FileDigest(file.name, digest, size, st_digests)
 
 
 def _feed(
     view: memoryview,
     size: int,
     chunk_size: int,
-    whole: hashlib._Hash,
+    whole: hashlib._Hash | None,
     spans: Sequence[tuple[int, int]],
     hashers: Sequence[hashlib._Hash],
     progress: Callable[[int], None] | None,
@@ -256,7 +278,8 @@ def _feed(
     for a in range(0, size, chunk_size):
         b = min(a + chunk_size, size)
         chunk = view[a:b]
-        whole.update(chunk)
+        if whole is not None:
+            whole.update(chunk)
         while i < len(spans) and spans[i][1] <= a:
             i += 1
         j = i
@@ -280,29 +303,55 @@ def hash_files(
 ) -> list[FileDigest]:
     """Hash ``files`` on ``workers`` threads (default: one per core).
 
-    Files are started largest first so the threads finish together. The result
-    is in the order of ``files``. The first error cancels the rest and is raised.
+    One SHA-256 is sequential, so the threads hash different files, largest
+    first so they finish together. When there are fewer files than threads, a
+    safetensors file's digest and its tensor digests are computed by two jobs
+    on different threads (each reading the same cached pages); otherwise one
+    job computes both in one pass. The result is in the order of ``files``.
+    The first error cancels the rest and is raised.
     """
     if not files:
         return []
-    counter = _Progress(sum(f.size for f in files), progress)
+    n = max(1, workers or os.cpu_count() or 1)
+    # (file index, compute file digest, compute tensor digests)
+    jobs: list[tuple[int, bool, bool]] = []
+    for i, f in enumerate(files):
+        with_tensors = tensors and is_safetensors(f)
+        if with_tensors and len(files) < n:
+            jobs += [(i, True, False), (i, False, True)]
+        else:
+            jobs.append((i, True, with_tensors))
+    jobs.sort(key=lambda j: -files[j[0]].size * (int(j[1]) + int(j[2])))
+    counter = _Progress(sum(files[i].size for i, _, _ in jobs), progress)
     add = counter.add if progress is not None else None
-    n = max(1, min(workers or os.cpu_count() or 1, len(files)))
-    order = sorted(range(len(files)), key=lambda i: -files[i].size)
-    if n == 1:
-        done = {i: hash_file(files[i], tensors=tensors, chunk_size=chunk_size, progress=add)
-                for i in order}
-        return [done[i] for i in range(len(files))]
-    with ThreadPoolExecutor(max_workers=n, thread_name_prefix="tensorfile-hash") as pool:
-        futures = {
-            i: pool.submit(hash_file, files[i], tensors=tensors, chunk_size=chunk_size,
+
+    def run(job: tuple[int, bool, bool]) -> tuple[str | None, SafetensorsDigests | None, int]:
+        i, whole, with_tensors = job
+        return _hash_parts(files[i], whole=whole, tensors=with_tensors, chunk_size=chunk_size,
                            progress=add)
-            for i in order
-        }
-        finished, _ = wait(futures.values(), return_when=FIRST_EXCEPTION)
-        for f in finished:
-            if f.exception() is not None:
-                for other in futures.values():
-                    other.cancel()
-                raise f.exception()  # type: ignore[misc]
-        return [futures[i].result() for i in range(len(files))]
+
+    n = min(n, len(jobs))
+    if n == 1:
+        results = [run(j) for j in jobs]
+    else:
+        with ThreadPoolExecutor(max_workers=n, thread_name_prefix="tensorfile-hash") as pool:
+            futures = [pool.submit(run, j) for j in jobs]
+            finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            for fut in finished:
+                err = fut.exception()
+                if err is not None:
+                    for other in futures:
+                        other.cancel()
+                    raise err
+            results = [fut.result() for fut in futures]
+    digest: dict[int, str] = {}
+    parts: dict[int, SafetensorsDigests] = {}
+    sizes: dict[int, int] = {}
+    for (i, _, _), (d, st_digests, size) in zip(jobs, results, strict=True):
+        if sizes.setdefault(i, size) != size:
+            raise ModelPathError(f"{files[i].path}: file changed size while it was hashed")
+        if d is not None:
+            digest[i] = d
+        if st_digests is not None:
+            parts[i] = st_digests
+    return [FileDigest(f.name, digest[i], sizes[i], parts.get(i)) for i, f in enumerate(files)]
