@@ -144,6 +144,16 @@ class UnsafePickleError(ConversionError):
     """The checkpoint uses a global or call outside the tensor-rebuilding allowlist."""
 
 
+class MalformedCheckpointError(ConversionError):
+    """The checkpoint is inconsistent: a view past its storage, a short or missing
+    storage record, a broken stream or archive (torch.load would fail too)."""
+
+
+class UnsupportedCheckpointError(ConversionError):
+    """A well-formed checkpoint holds something safetensors cannot store
+    (quantized or sparse tensors, complex128, compressed records, not a checkpoint)."""
+
+
 # --------------------------------------------------------------------------
 # Integrity: manifests, signatures, verification (spec/SIGNING.md)
 # --------------------------------------------------------------------------
