@@ -465,6 +465,34 @@ invalid("duplicate-key-in-unknown-field", "a duplicate key inside an unknown fie
         raw(obj(('"a"', entry(extra=',"x":{"q":1,"q":2}'))), FOUR))
 
 
+# -- appended later (numbers above stay stable) ------------------------------------------------------------------
+# Values that only break a rule when read exactly: a fast decoder that turned
+# "-0" into 0, or checked sizes before types, would accept these.
+invalid("shape-minus-zero-empty", "shape [2, -0] with offsets [0, 0]: sizes agree only if -0 were 0",
+        "invalid_shape", raw(obj(('"a"', entry(shape="[2,-0]", offsets="[0,0]")))))
+invalid("offsets-minus-zero-end", "data_offsets [0, -0] on an empty tensor", "invalid_offsets",
+        raw(obj(('"a"', entry(shape="[0]", offsets="[0,-0]")))))
+invalid("shape-negative-in-empty", "shape [0, -5]: the product is 0 but -5 is not a dimension", "invalid_shape",
+        raw(obj(('"a"', entry(shape="[0,-5]", offsets="[0,0]")))))
+invalid("shape-over-u64-in-empty", "shape [0, 2**64]: the product is 0 but 2**64 is not a u64", "invalid_shape",
+        raw(obj(('"a"', entry(shape=f"[0,{2**64}]", offsets="[0,0]")))))
+# Colons: a decoder that finds duplicate keys by counting ':' must not be fooled.
+invalid("duplicate-tensor-with-colon", 'the name "a:b" twice', "duplicate_key",
+        raw(obj(('"a:b"', entry()), ('"a:b"', entry())), FOUR))
+invalid("duplicate-metadata-key-with-colon", 'metadata {"k": "a:b", "k": "c"}', "duplicate_key",
+        raw(obj(('"__metadata__"', '{"k":"a:b","k":"c"}'))))
+valid("colons-everywhere", "colons in names, metadata keys and values",
+      Layout([tensor("a:b", "F32", (1,)), tensor("::", "U8", (2,))], {"k:1": "v:2", "url": "https://x.y/z"}))
+valid("escaped-colon-and-slash", 'names written with "\\u003a" for ":" and "\\/" for "/"',
+      Layout([tensor("a:b", "F32", (1,)), tensor("c/d", "U8", (1,))],
+             render=lambda d: compact(d).replace('"a:b"', '"a\\u003ab"').replace('"c/d"', '"c\\/d"')))
+valid("unknown-field-with-colon", "an unknown field whose string value holds colons",
+      Layout([tensor("a", "F32", (1,))], render=lambda d: compact(d)[:-2] + ',"note":"x:y:z"}}'))
+valid("metadata-like-an-entry", "metadata whose keys are dtype, shape and data_offsets (all strings)",
+      Layout([tensor("a", "F32", (1,))], {"dtype": "F32", "shape": "[1]", "data_offsets": "[0,4]"}))
+valid("line-separator-name", "U+2028 and U+2029 raw in a name (valid JSON, unlike in JavaScript)",
+      Layout([tensor("a\u2028b\u2029", "F32", (1,))]))
+
 # ---------------------------------------------------------------------------
 # Running the reference and writing the files
 # ---------------------------------------------------------------------------
