@@ -125,7 +125,7 @@ def test_symlinks(model: Path, tmp_path: Path) -> None:
     assert m.serialization.allow_symlinks
     (model / "alias.json").unlink()
     (model / "dirlink").symlink_to(model / "tokenizer")
-    with pytest.raises(ModelPathError, match="folders are not followed"):
+    with pytest.raises(ModelPathError, match="not a regular file"):
         hash_model(model, allow_symlinks=True)
     (model / "dirlink").unlink()
     (model / "escape").symlink_to(tmp_path)
@@ -202,3 +202,13 @@ def test_file_and_tensor_digests_split_across_threads(single: Path) -> None:
     assert split[0].sha256 == sha(single.read_bytes()) and split[0].safetensors is not None
     size = single.stat().st_size
     assert calls[-1] == (2 * size, 2 * size)  # both jobs report the bytes they hashed
+
+
+def test_file_swapped_for_a_symlink_after_listing_is_refused(model: Path, tmp_path: Path) -> None:
+    files = list_model_files(model)
+    cfg = next(f for f in files if f.name == "config.json")
+    (tmp_path / "secret").write_text("outside")
+    cfg.path.unlink()
+    cfg.path.symlink_to(tmp_path / "secret")
+    with pytest.raises(ModelPathError, match="cannot open"):
+        hash_file(cfg)

@@ -118,6 +118,7 @@ def list_model_files(
         if not allow_symlinks:
             raise ModelPathError(f"{root}: is a symlink (pass allow_symlinks to follow it)")
         st = os.stat(root)
+        root = Path(os.path.realpath(root))
     if stat.S_ISREG(st.st_mode):
         return [ModelFile(SINGLE_FILE_NAME, root, st.st_size)]
     if not stat.S_ISDIR(st.st_mode):
@@ -152,7 +153,9 @@ def list_model_files(
                 except OSError as e:
                     raise ModelPathError(f"{full}: broken symlink: {e.strerror}") from None
                 if not stat.S_ISREG(tst.st_mode):
-                    raise ModelPathError(f"{full}: symlinks to folders are not followed")
+                    raise ModelPathError(
+                        f"{full}: symlink target is not a regular file (folders are not followed)"
+                    )
                 files.append(ModelFile(rel, Path(target), tst.st_size))
             elif entry.is_dir(follow_symlinks=False):
                 stack.append((full, rel + "/"))
@@ -183,6 +186,17 @@ class _Progress:
             self._callback(self.done, self.total)
 
 
+#: Listed paths are never symlinks (allowed ones are listed as their resolved
+#: target), so a symlink found at open time was swapped in: refuse it. A FIFO
+#: swapped in must not block the open.
+_OPEN_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+)
+
+
 def _safetensors_layout(fd: int, size: int, where: Path) -> tuple[list[str], list[tuple[int, int]]]:
     """Tensor names in file order, and the absolute byte ranges of the header
     followed by each tensor's bytes."""
@@ -206,7 +220,7 @@ def _hash_parts(
     """One pass over a file: its digest (if ``whole``) and, for a safetensors
     file (if ``tensors``), its header and tensor digests; and its size."""
     try:
-        fd = os.open(file.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(file.path, _OPEN_FLAGS)
     except OSError as e:
         raise ModelPathError(f"{file.path}: cannot open: {e.strerror}") from None
     try:

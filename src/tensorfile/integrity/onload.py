@@ -123,8 +123,8 @@ class LoadVerifier:
         self.manifest, self.signer, self.resource = manifest, signer, resource
         if entry.safetensors is None:
             # No per-tensor digests (e.g. signed by model-signing): check the whole file now.
-            size = os.stat(self.path).st_size
-            digest = hash_file(ModelFile(resource, self.path, size), tensors=False)
+            real = Path(os.path.realpath(self.path))
+            digest = hash_file(ModelFile(resource, real, os.stat(real).st_size), tensors=False)
             self._count(digest.size or 0)
             if digest.sha256 != entry.sha256:
                 raise DigestMismatchError(f"{self.path}: file differs from the signed bytes")
