@@ -573,6 +573,33 @@ class _Walker:
             self.pickles(buf, pos, end, _part(location, "(views)"), depth)
 
 
+def legacy_storage_records(buf: Buffer, pos: int, end: int, keys: list[str],
+                           element_sizes: dict[str, int]) -> tuple[dict[str, tuple[int, int]], int]:
+    """Locate the legacy format's storage records (for the converter, which maps them).
+
+    ``pos`` is where the storage-key pickle ended; ``keys`` is that pickle's
+    list and ``element_sizes`` the element size of each key's storage type.
+    Each record is an 8-byte little-endian element count and the raw bytes.
+    Returns ``{key: (data start, byte length)}`` and where the records end.
+    Raises :class:`UnsupportedContainerError` for a key named by no storage
+    or a record running past ``end``.
+    """
+    records: dict[str, tuple[int, int]] = {}
+    for key in keys:
+        size = element_sizes.get(key)
+        if size is None:
+            raise UnsupportedContainerError(f"storage key {key!r} is named by no persistent id")
+        if pos + 8 > end:
+            raise UnsupportedContainerError(f"storage record {key!r} is truncated")
+        (count,) = _u("<q", buf, pos)
+        if count < 0 or pos + 8 + count * size > end:
+            raise UnsupportedContainerError(
+                f"storage record {key!r} declares {count} elements past the end of the file")
+        records[key] = (pos + 8, count * size)
+        pos += 8 + count * size
+    return records, pos
+
+
 def scan_file(path: Path, limits: ScanLimits | None = None) -> FileReport:
     """Scan one file (memory-mapped) and return its report. Never raises on bad content."""
     walker = _Walker(limits or ScanLimits())
