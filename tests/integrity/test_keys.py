@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -81,6 +82,11 @@ def test_unsupported_keys_are_refused(tmp_path: Path) -> None:
         load_private_key(rpem)
     with pytest.raises(KeyLoadError, match="unknown key type"):
         generate_key(tmp_path / "x.pem", key_type="rsa")
+
+
+def test_certificate_given_as_key_says_so(model: Path, chain: Any) -> None:
+    with pytest.raises(KeyLoadError, match="certificate; pass it as the trusted root"):
+        verify(model, chain.root)
 
 
 def test_garbage_and_swapped_key_files(tmp_path: Path) -> None:

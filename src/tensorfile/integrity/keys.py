@@ -85,7 +85,12 @@ def load_public_key(source: PathOrPem | PublicKey) -> PublicKey:
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, TypeError, UnsupportedAlgorithm) as e:
-        hint = " (this is a private key; pass the public key)" if b"PRIVATE KEY" in data else ""
+        hint = (
+            " (this is a private key; pass the public key)" if b"PRIVATE KEY" in data
+            else " (this is a certificate; pass it as the trusted root instead)"
+            if b"BEGIN CERTIFICATE" in data
+            else ""
+        )
         raise KeyLoadError(f"{_where(source)}not a PEM public key{hint}: {e}") from None
     return check_supported(key)
 
