@@ -1,0 +1,410 @@
+"""What an allowlisted torch pickle builds: state-dict containers and tensor views.
+
+The converter runs a checkpoint's object stream through the scanner's symbolic
+machine (:func:`~tensorfile.pickles.machine.run_stream`) with
+:class:`ConvertObserver`, the scanner's policy in strict mode, so the first
+import or call outside the allowlist stops the stream before anything is
+built. :func:`~tensorfile.pickles.machine.materialize` then turns the value
+graph into Python values through :class:`CheckpointBuilder`:
+
+* ``collections.OrderedDict()`` and its SETITEMS become an ``OrderedDict``
+  (a BUILD setting ``_metadata`` is ignored: it is module version bookkeeping,
+  not a value of the checkpoint);
+* a storage persistent id becomes a :class:`Storage`, a window over the
+  storage's record in the checkpoint (looked up through a :data:`RecordSource`,
+  never copied), its length checked against ``numel x element size``;
+* ``_rebuild_tensor`` / ``_rebuild_tensor_v2`` / ``_rebuild_tensor_v3`` become a
+  :class:`TensorView` (storage, dtype, offset, size, stride), bounds-checked
+  against its storage when it is built; ``_rebuild_parameter`` is its tensor;
+* every other allowlisted call (numpy arrays and scalars, ``torch.Size``,
+  ``torch.device``, sets, ``_codecs.encode`` bytes) becomes an :class:`Unbuilt`
+  marker naming the global: nothing is called, and the converter reports the
+  value as dropped.
+
+Nothing here imports torch: dtypes come from tensorfile's own table.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+
+from tensorfile._format.dtypes import DTYPES, DType
+from tensorfile.errors import MalformedCheckpointError, UnsupportedCheckpointError
+from tensorfile.pickles.machine import Call, Effect, GlobalRef, Node, PersistentRef
+from tensorfile.pickles.opcodes import Buffer
+from tensorfile.pickles.policy import STORAGE_TYPES, StreamPolicy
+from tensorfile.pickles.policy import TORCH_DTYPES as TORCH_DTYPE_NAMES
+
+#: Where a storage's bytes are: ``records(key) -> (buffer, start, length)``.
+#: Raises :class:`MalformedCheckpointError` for a key with no record.
+RecordSource = Callable[[str], tuple[Buffer, int, int]]
+
+#: Typed storage classes (``torch.FloatStorage`` ...) and the tensorfile dtype of
+#: their elements; None where safetensors has no equivalent.
+_STORAGE_DTYPE: Final[dict[str, str | None]] = {
+    "Double": "F64", "Float": "F32", "Half": "F16", "Long": "I64", "Int": "I32",
+    "Short": "I16", "Char": "I8", "Byte": "U8", "Bool": "BOOL", "BFloat16": "BF16",
+    "ComplexFloat": "C64", "ComplexDouble": None,
+}
+_QUANTIZED_STORAGES: Final = frozenset({"QUInt8", "QInt8", "QInt32", "QUInt4x2", "QUInt2x4"})
+
+#: torch dtype globals (``_rebuild_tensor_v3``'s dtype argument) -> tensorfile dtype.
+DTYPE_OF_TORCH: Final[dict[str, DType]] = {
+    **{f"torch.{d.torch_name}": d for d in DTYPES.values() if d.torch_name},
+    **{f"torch.{alias}": DTYPES[name] for alias, name in (
+        ("float", "F32"), ("double", "F64"), ("half", "F16"), ("long", "I64"), ("int", "I32"),
+        ("short", "I16"), ("cfloat", "C64"))},
+}
+
+#: torch tensor kinds that torch.save writes with their own rebuild function:
+#: recognised so that the refusal says what they are rather than "not allowlisted".
+UNSUPPORTED_REBUILDS: Final[dict[str, str]] = {
+    "torch._utils._rebuild_qtensor": "quantized tensors have no safetensors equivalent",
+    "torch._utils._rebuild_sparse_tensor": "sparse tensors are not converted",
+    "torch._utils._rebuild_sparse_csr_tensor": "sparse tensors are not converted",
+    "torch._utils._rebuild_nested_tensor": "nested tensors are not converted",
+    "torch._utils._rebuild_meta_tensor_no_storage": "meta tensors hold no data",
+    "torch._utils._rebuild_wrapper_subclass": "tensor subclasses are not converted",
+    "torch._utils._rebuild_device_tensor_from_numpy": "device tensors from numpy are not converted",
+    "torch._utils._rebuild_device_tensor_from_cpu_tensor": "device tensors are not converted",
+    "torch._utils._rebuild_xla_tensor": "XLA tensors are not converted",
+    "torch._utils._rebuild_mtia_tensor": "MTIA tensors are not converted",
+    "torch._utils._rebuild_parameter_with_state": "parameters with extra state are not converted",
+    "torch._tensor._rebuild_from_type_v2": "tensor subclasses are not converted",
+}
+
+_TENSOR_REBUILDS: Final = frozenset({
+    "torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2",
+    "torch._utils._rebuild_tensor_v3",
+})
+
+
+class ConvertObserver:
+    """The scanner's policy in strict mode: the first non-allowlisted node raises.
+
+    :class:`~tensorfile.errors.UnsafePickleError` (from the policy) names the
+    global and its byte offset. Known torch tensor kinds that are safe but
+    cannot be converted (quantized, sparse, ...) raise
+    :class:`~tensorfile.errors.UnsupportedCheckpointError` instead, checked
+    first so the message says what the tensor is.
+    """
+
+    def __init__(self, *, key_pids: bool = False) -> None:
+        self.policy = StreamPolicy(strict=True, key_pids=key_pids)
+
+    def observe(self, node: Node) -> None:
+        """Refuse, or pass ``node`` on to the policy (see the class docstring)."""
+        if isinstance(node, GlobalRef) and node.literal:
+            why = UNSUPPORTED_REBUILDS.get(node.qualname)
+            if why is not None:
+                raise UnsupportedCheckpointError(
+                    f"{node.opcode} {node.qualname} at byte {node.offset}: {why}")
+        self.policy.observe(node)
+
+
+@dataclass(frozen=True, slots=True)
+class Unbuilt:
+    """A value the converter does not build: the allowlisted call that made it."""
+
+    name: str
+    offset: int
+
+    def reason(self) -> str:
+        """Why the value is dropped, for the conversion report."""
+        return f"{self.name} value (byte {self.offset}) has no safetensors equivalent"
+
+
+@dataclass(frozen=True, slots=True)
+class StorageType:
+    """A storage class named in the pickle (``torch.FloatStorage``); never called."""
+
+    qualname: str
+
+
+@dataclass(frozen=True, slots=True)
+class _TorchDType:
+    qualname: str
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Storage:
+    """A torch storage: ``nbytes`` bytes of ``buf`` from ``start`` (within its record).
+
+    ``dtype`` is the element type of a typed storage (None for ``UntypedStorage``,
+    whose tensors name their dtype); ``big_endian`` when the checkpoint's
+    ``byteorder`` record says so.
+    """
+
+    key: str
+    buf: Buffer
+    start: int
+    nbytes: int
+    dtype: DType | None
+    big_endian: bool
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class TensorView:
+    """A tensor as torch would rebuild it: a strided view of a storage.
+
+    ``shape``/``stride``/``offset`` count torch elements of ``dtype`` (for
+    ``float4_e2m1fn_x2`` one element is a byte holding two values).
+    ``offset_in_pickle`` is where the rebuild call sits, for error messages.
+    """
+
+    storage: Storage
+    dtype: DType
+    offset: int
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    offset_in_pickle: int
+
+    @property
+    def numel(self) -> int:
+        """Number of torch elements."""
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the tensor occupies once contiguous."""
+        return self.numel * self.dtype.itemsize
+
+    @property
+    def header_shape(self) -> tuple[int, ...]:
+        """The shape safetensors records (packed fp4 counts values, not bytes)."""
+        if self.dtype.sub_byte and self.shape:
+            per_byte = 8 // self.dtype.bits
+            return (*self.shape[:-1], self.shape[-1] * per_byte)
+        return self.shape
+
+    @property
+    def identity(self) -> tuple[Any, ...]:
+        """Equal for two names that denote the same bytes (tied weights)."""
+        return (id(self.storage.buf), self.byte_span()[0], self.dtype.name, self.shape,
+                self.stride)
+
+    def byte_span(self) -> tuple[int, int]:
+        """Absolute (start, stop) in the storage's buffer of every byte the view reads."""
+        start = self.storage.start + self.offset * self.dtype.itemsize
+        if not self.numel:
+            return start, start
+        last = sum((d - 1) * s for d, s in zip(self.shape, self.stride, strict=True))
+        return start, start + (last + 1) * self.dtype.itemsize
+
+    def is_contiguous(self) -> bool:
+        """Row-major with no gaps (dimensions of size 1 may have any stride)."""
+        expected = 1
+        for d, s in zip(reversed(self.shape), reversed(self.stride), strict=True):
+            if d != 1 and s != expected:
+                return False
+            expected *= d
+        return True
+
+    def data(self) -> memoryview:
+        """The tensor's bytes, contiguous and little-endian.
+
+        A contiguous little-endian view is a zero-copy window over the record;
+        anything else is materialized (one tensor's worth of memory) with a
+        numpy strided view on a carrier dtype of the element's width, so every
+        dtype (bf16, fp8, complex) is moved as raw bits.
+        """
+        if not self.numel:
+            return memoryview(b"")
+        st = self.storage
+        start = self.byte_span()[0]
+        unit = self.dtype.itemsize // 2 if self.dtype.name.startswith("C") else self.dtype.itemsize
+        swap = st.big_endian and unit > 1
+        if self.is_contiguous() and not swap:
+            return memoryview(st.buf)[start:start + self.nbytes]
+        size = self.dtype.itemsize
+        shape, strides = self.shape, tuple(s * size for s in self.stride)
+        if unit != size:  # complex: swap each component separately
+            shape, strides = (*shape, size // unit), (*strides, unit)
+        carrier = np.dtype(f"<u{unit}")
+        try:
+            view: np.ndarray[Any, Any] = np.ndarray(
+                shape, dtype=carrier, buffer=st.buf, offset=start, strides=strides)  # type: ignore[call-overload]
+            out = np.ascontiguousarray(view)
+        except (ValueError, TypeError) as exc:  # numpy's own bounds and dimension limits
+            raise UnsupportedCheckpointError(
+                f"tensor at byte {self.offset_in_pickle}: cannot materialize the view: {exc}"
+            ) from None
+        del view
+        if swap:
+            out.byteswap(inplace=True)
+        return out.reshape(-1).view(np.uint8).data
+
+
+def _int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def check_view(storage: Storage, dtype: DType, offset: object, shape: object, stride: object,
+               at: int) -> TensorView:
+    """Build a :class:`TensorView`, refusing any view that reads outside its storage."""
+    if not (_int(offset) and isinstance(shape, tuple) and isinstance(stride, tuple)
+            and all(_int(d) for d in shape) and all(_int(s) for s in stride)):
+        raise MalformedCheckpointError(f"tensor at byte {at}: offset/size/stride are not ints")
+    assert isinstance(offset, int)
+    if len(shape) != len(stride):
+        raise MalformedCheckpointError(
+            f"tensor at byte {at}: size {list(shape)} and stride {list(stride)} differ in length")
+    if offset < 0 or any(d < 0 for d in shape) or any(s < 0 for s in stride):
+        raise MalformedCheckpointError(
+            f"tensor at byte {at}: negative offset, size or stride "
+            f"({offset}, {list(shape)}, {list(stride)})")
+    if dtype.sub_byte and not shape:
+        raise UnsupportedCheckpointError(
+            f"tensor at byte {at}: a 0-d {dtype.name} tensor cannot be stored")
+    view = TensorView(storage, dtype, offset, shape, stride, at)
+    stop = view.byte_span()[1]
+    if view.numel and stop > storage.start + storage.nbytes:
+        held = storage.nbytes // dtype.itemsize
+        raise MalformedCheckpointError(
+            f"tensor at byte {at}: view (offset {offset}, size {list(shape)}, stride "
+            f"{list(stride)}) reaches element {(stop - storage.start) // dtype.itemsize - 1} "
+            f"of storage {storage.key!r}, which holds {held} {dtype.name} elements")
+    return view
+
+
+class CheckpointBuilder:
+    """The :class:`~tensorfile.pickles.machine.Builder` of the converter (see module docstring).
+
+    ``objects`` resolves plain-string persistent ids (torch < 0.4's tar format,
+    where the pickle names already rebuilt tensors by key).
+    """
+
+    def __init__(self, records: RecordSource, *, big_endian: bool = False,
+                 objects: dict[str, object] | None = None) -> None:
+        self._records = records
+        self._big_endian = big_endian
+        self._objects = objects or {}
+        self._storages: dict[str, Storage] = {}
+
+    # -- Builder protocol --------------------------------------------------------
+    def on_global(self, ref: GlobalRef) -> object:
+        """Storage classes and dtypes become markers; other names are looked at by calls."""
+        if ref.qualname in STORAGE_TYPES:
+            return StorageType(ref.qualname)
+        if ref.qualname in TORCH_DTYPE_NAMES:
+            return _TorchDType(ref.qualname)
+        return ref
+
+    def on_persistent(self, ref: PersistentRef, pid: object) -> object:
+        """A storage tuple becomes a :class:`Storage` (first mention of a key wins, as in torch)."""
+        if isinstance(pid, str):
+            found = self._objects.get(pid)
+            if found is None:
+                raise MalformedCheckpointError(
+                    f"persistent id {pid!r} at byte {ref.offset} names no stored tensor")
+            return found
+        if not (isinstance(pid, tuple) and len(pid) in (5, 6) and isinstance(pid[1], StorageType)
+                and isinstance(pid[2], str) and _int(pid[4])):
+            raise MalformedCheckpointError(
+                f"persistent id at byte {ref.offset} is not a torch storage")
+        stype, key, numel = pid[1].qualname, pid[2], pid[4]
+        storage = self.storage(key, stype, numel, ref.offset)
+        view = pid[5] if len(pid) == 6 else None
+        if view is None:
+            return storage
+        if not (isinstance(view, tuple) and len(view) == 3 and isinstance(view[0], str)
+                and _int(view[1]) and _int(view[2])):
+            raise MalformedCheckpointError(f"storage view at byte {ref.offset} is malformed")
+        return self.window(storage, view[0], view[1], view[2], ref.offset)
+
+    def on_call(self, call: Call, func: object, args: tuple[object, ...], kwargs: object) -> object:
+        """Tensors, OrderedDicts, or an :class:`Unbuilt` marker for other allowlisted calls."""
+        name = func.qualname if isinstance(func, GlobalRef) else "<computed>"
+        if name == "collections.OrderedDict":
+            return OrderedDict()
+        if name in _TENSOR_REBUILDS:
+            return self._tensor(name, args, call.offset)
+        if name == "torch._utils._rebuild_parameter":
+            return args[0]
+        return Unbuilt(name, call.offset)
+
+    def on_effect(self, effect: Effect, target: object, payload: tuple[object, ...]) -> None:
+        """SETITEMS fill an OrderedDict; BUILD state (``_metadata``, numpy layout) is ignored."""
+        if isinstance(target, OrderedDict) and effect.opcode in ("SETITEM", "SETITEMS"):
+            for k, v in zip(payload[::2], payload[1::2], strict=True):
+                try:
+                    target[k] = v
+                except TypeError:
+                    raise MalformedCheckpointError(
+                        f"{effect.opcode} at byte {effect.offset}: unhashable key") from None
+
+    # -- storages and tensors -------------------------------------------------------
+    def storage(self, key: str, stype: str, numel: int, at: int) -> Storage:
+        """The storage ``key`` (record checked to hold ``numel`` elements of ``stype``)."""
+        found = self._storages.get(key)
+        if found is not None:
+            return found
+        short = stype.rsplit(".", 1)[1].removesuffix("Storage")
+        if short in _QUANTIZED_STORAGES:
+            raise UnsupportedCheckpointError(
+                f"storage {key!r} ({stype}, byte {at}): quantized tensors have no safetensors "
+                "equivalent")
+        dtype: DType | None = None
+        if short != "Untyped":
+            dname = _STORAGE_DTYPE.get(short)
+            if dname is None:
+                raise UnsupportedCheckpointError(
+                    f"storage {key!r} ({stype}, byte {at}) has no safetensors dtype")
+            dtype = DTYPES[dname]
+        if numel < 0:
+            raise MalformedCheckpointError(f"storage {key!r} declares {numel} elements")
+        nbytes = numel * STORAGE_TYPES[stype]
+        buf, start, length = self._records(key)
+        if length < nbytes:
+            raise MalformedCheckpointError(
+                f"storage record {key!r} holds {length} bytes, but its persistent id (byte {at}) "
+                f"declares {numel} elements of {stype} ({nbytes} bytes)")
+        storage = Storage(key, buf, start, nbytes, dtype, self._big_endian)
+        self._storages[key] = storage
+        return storage
+
+    def window(self, root: Storage, key: str, offset: int, size: int, at: int) -> Storage:
+        """Legacy formats: storage ``key`` is ``size`` elements of ``root`` from ``offset``."""
+        found = self._storages.get(key)
+        if found is not None:
+            return found
+        elsize = root.dtype.itemsize if root.dtype is not None else 1
+        if offset < 0 or size < 0 or (offset + size) * elsize > root.nbytes:
+            raise MalformedCheckpointError(
+                f"storage view {key!r} (byte {at}) reaches past storage {root.key!r}")
+        view = Storage(key, root.buf, root.start + offset * elsize, size * elsize, root.dtype,
+                       root.big_endian)
+        self._storages[key] = view
+        return view
+
+    def _tensor(self, name: str, args: tuple[object, ...], at: int) -> TensorView:
+        if len(args) < 4:
+            raise MalformedCheckpointError(f"{name} at byte {at}: too few arguments")
+        storage = args[0]
+        if isinstance(storage, Unbuilt):
+            raise UnsupportedCheckpointError(
+                f"{name} at byte {at}: its storage comes from {storage.name} (a nested stream "
+                "written by pickle.dumps), which is not converted")
+        if not isinstance(storage, Storage):
+            raise MalformedCheckpointError(f"{name} at byte {at}: first argument is not a storage")
+        if name.endswith("_v3"):
+            marker = args[6] if len(args) > 6 else None
+            if not isinstance(marker, _TorchDType):
+                raise MalformedCheckpointError(f"{name} at byte {at}: dtype argument missing")
+            dtype = DTYPE_OF_TORCH.get(marker.qualname)
+            if dtype is None:
+                raise UnsupportedCheckpointError(
+                    f"tensor at byte {at}: dtype {marker.qualname} has no safetensors equivalent")
+        elif storage.dtype is None:
+            raise MalformedCheckpointError(
+                f"{name} at byte {at}: an untyped storage needs an explicit dtype")
+        else:
+            dtype = storage.dtype
+        return check_view(storage, dtype, args[1], args[2], args[3], at)
+

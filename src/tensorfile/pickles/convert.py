@@ -1,0 +1,846 @@
+"""Convert torch pickle checkpoints to safetensors without executing them.
+
+``torch.load`` followed by ``save_file`` runs the very pickle a user wants to
+get rid of. :func:`convert` never does: it is the scanner's interpreter with a
+builder attached (:mod:`.builder`), not a second parser, and it needs neither
+torch nor :mod:`pickle`.
+
+For each input file:
+
+1. **Refuse before writing.** The whole file is scanned first
+   (:func:`~tensorfile.pickles.containers.scan_file`: every stream, every zip
+   entry, payloads after STOP, nested archives). Anything but ``safe`` stops
+   the conversion with :class:`~tensorfile.errors.UnsafePickleError` naming the
+   global, the stream and the byte offset; an unreadable file raises
+   :class:`~tensorfile.errors.MalformedCheckpointError`. Known but
+   unconvertible tensor kinds (quantized, sparse) raise
+   :class:`~tensorfile.errors.UnsupportedCheckpointError`.
+2. **Build.** The object stream is run again with the policy in strict mode
+   and materialized by :class:`~.builder.CheckpointBuilder`: containers,
+   plain values and :class:`~.builder.TensorView` windows over the storage
+   records (zip entries memory-mapped in place; the legacy format's records
+   found by walking its storage section; torch < 0.4's tar members). Every
+   view is bounds-checked here, so a malformed file is refused before any
+   output exists.
+3. **Flatten.** Tensors get their dotted state-dict names (nested training
+   checkpoints flatten as ``model_state.layer.weight``, or ``key=`` selects
+   one sub-dict). Names that denote the same view of the same storage (tied
+   weights) are written once; the others are recorded in ``__metadata__`` as
+   ``{alias: kept}``, the way the reference ``save_model`` does, so
+   ``load_model`` restores them. Plain values (numbers, text, lists and dicts
+   of them) are kept as JSON text in ``__metadata__`` under their dotted name;
+   everything else (numpy arrays, bytes, sets, NaN...) is listed in the report
+   as dropped.
+4. **Write** through :func:`tensorfile._io.writer.save_stream`, atomically,
+   one tensor at a time straight from the mapped record (a non-contiguous or
+   big-endian view is materialized alone), releasing each tensor's pages
+   after it is written: peak memory stays near the largest tensor.
+
+Folders in the Hugging Face layout (``pytorch_model.bin``, or shards plus
+``pytorch_model.bin.index.json``) become ``model.safetensors`` (or shards plus
+``model.safetensors.index.json``); every shard is checked before the first is
+written, and the index is written last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mmap
+import os
+import shutil
+import struct
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tensorfile._format.header import METADATA_KEY, Entry, canonical_order
+from tensorfile._io.writer import save_stream
+from tensorfile.errors import (
+    ConversionError,
+    MalformedCheckpointError,
+    PickleError,
+    ScanError,
+    SerializationError,
+    UnsafePickleError,
+    UnsupportedCheckpointError,
+)
+from tensorfile.pickles.builder import (
+    UNSUPPORTED_REBUILDS,
+    CheckpointBuilder,
+    ConvertObserver,
+    Storage,
+    StorageType,
+    TensorView,
+    Unbuilt,
+    check_view,
+)
+from tensorfile.pickles.containers import (
+    LEGACY_MAGIC,
+    legacy_storage_records,
+    scan_file,
+    sniff,
+    tar_members,
+    zip_entries,
+)
+from tensorfile.pickles.machine import materialize, run_stream
+from tensorfile.pickles.opcodes import OPCODE_BYTES, Buffer
+from tensorfile.pickles.policy import STORAGE_TYPES
+from tensorfile.pickles.report import FileReport, Verdict
+
+PathLike = str | os.PathLike[str]
+#: ``progress(bytes_done, bytes_total)`` over the tensor bytes written.
+ProgressCallback = Callable[[int, int], None]
+
+#: The Hugging Face names this converter reads and writes.
+PT_WEIGHTS = "pytorch_model.bin"
+PT_INDEX = "pytorch_model.bin.index.json"
+ST_WEIGHTS = "model.safetensors"
+ST_INDEX = "model.safetensors.index.json"
+
+#: Plain values longer than this as JSON are dropped rather than put in the header.
+MAX_VALUE_JSON = 64 << 10
+#: Nodes visited when flattening (a hostile memo can share containers exponentially).
+MAX_NODES = 5_000_000
+#: Views that repeat bytes (zero strides, overlaps) may not grow the output past
+#: this many times the source size (plus :data:`_EXPANSION_SLACK`).
+MAX_EXPANSION = 4
+_EXPANSION_SLACK = 1 << 30
+_MAX_ZIP_ENTRIES = 1_000_000
+_HASH_CHUNK = 8 << 20
+
+
+# ---------------------------------------------------------------------------
+# The report
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class DroppedValue:
+    """A value of the checkpoint that is not in the output, and why."""
+
+    name: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        """JSON-ready form."""
+        return {"name": self.name, "reason": self.reason}
+
+
+@dataclass(slots=True)
+class ConversionReport:
+    """What :func:`convert` wrote.
+
+    ``tensors`` are the names written (in file order per output), ``aliases``
+    maps each tied name that was not written to the name that holds its bytes,
+    ``values`` names the plain values kept as JSON in ``__metadata__``,
+    ``dropped`` lists everything else. ``source_sha256`` is the digest of every
+    source file read; ``outputs`` every file written (shards, then the index).
+    """
+
+    source: str
+    format: str
+    outputs: list[str] = field(default_factory=list)
+    tensors: list[str] = field(default_factory=list)
+    aliases: dict[str, str] = field(default_factory=dict)
+    values: list[str] = field(default_factory=list)
+    dropped: list[DroppedValue] = field(default_factory=list)
+    source_sha256: dict[str, str] = field(default_factory=dict)
+    bytes_written: int = 0
+    signature: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (what ``tensorfile convert --json`` prints)."""
+        return {
+            "source": self.source,
+            "format": self.format,
+            "outputs": list(self.outputs),
+            "tensors": list(self.tensors),
+            "aliases": dict(self.aliases),
+            "values": list(self.values),
+            "dropped": [d.to_dict() for d in self.dropped],
+            "source_sha256": dict(self.source_sha256),
+            "bytes_written": self.bytes_written,
+            "signature": self.signature,
+        }
+
+
+# ---------------------------------------------------------------------------
+# Reading a checkpoint: container -> object stream + storage records
+# ---------------------------------------------------------------------------
+
+class _Source:
+    """One checkpoint file, memory-mapped read-only, and its digest (hashed on a thread).
+
+    The digest thread reads the file with ``readinto`` rather than through
+    the map, so hashing does not add the whole file to this process's
+    resident memory.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file = open(path, "rb")
+        self.size = os.fstat(self._file.fileno()).st_size
+        if self.size == 0:
+            self._file.close()
+            raise MalformedCheckpointError(f"{path}: empty file")
+        self.buf = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+        self._digest: str | None = None
+        self._error: OSError | None = None
+        self._thread = threading.Thread(target=self._hash, daemon=True)
+        self._thread.start()
+
+    def _hash(self) -> None:
+        h = hashlib.sha256()
+        chunk = bytearray(_HASH_CHUNK)
+        view = memoryview(chunk)
+        try:
+            with open(self.path, "rb", buffering=0) as f:
+                while n := f.readinto(view):
+                    h.update(view[:n])
+        except OSError as exc:
+            self._error = exc
+            return
+        self._digest = h.hexdigest()
+
+    def sha256(self) -> str:
+        """The file's SHA-256 (waits for the hashing thread)."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._digest is not None
+        return self._digest
+
+    def release(self, start: int, stop: int) -> None:
+        """Drop the mapped pages of ``[start, stop)`` from this process (they stay cached)."""
+        if stop <= start or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        page = start - start % mmap.PAGESIZE
+        try:
+            self.buf.madvise(mmap.MADV_DONTNEED, page, stop - page)
+        except (OSError, ValueError):
+            pass
+
+    def close(self) -> None:
+        """Unmap and close (after the hashing thread is done with the file)."""
+        self._thread.join()
+        try:
+            self.buf.close()
+        except BufferError:  # a caller still holds a view; the map goes with it
+            pass
+        self._file.close()
+
+
+@dataclass(slots=True)
+class _Checkpoint:
+    """A checkpoint file, checked and built: its tensors and values by name."""
+
+    source: _Source
+    format: str
+    root: object
+
+
+def _refuse_unless_safe(report: FileReport) -> None:
+    """Raise unless the scanner proved every stream in the file safe."""
+    if report.verdict is Verdict.SAFE:
+        return
+    for stream, finding in report.findings:
+        if finding.verdict in (Verdict.DANGEROUS, Verdict.UNKNOWN):
+            where = f" at byte {finding.offset}" if finding.offset is not None else ""
+            name = finding.global_name
+            message = (f"{report.path}: {stream.location}: {finding.opcode or ''} "
+                       f"{name or ''}{where}: {finding.reason}")
+            why = UNSUPPORTED_REBUILDS.get(name or "")
+            if why is not None and report.verdict is Verdict.UNKNOWN:
+                raise UnsupportedCheckpointError(f"{message} ({why})")
+            raise UnsafePickleError(message)
+    errors = [f"{s.location}: {s.error}" for s in report.streams if s.error]
+    detail = errors[0] if errors else (report.error or "could not be read completely")
+    raise MalformedCheckpointError(f"{report.path}: {detail}")
+
+
+def _run(buf: Buffer, start: int, end: int, builder: CheckpointBuilder, what: str, *,
+         key_pids: bool = False) -> tuple[object, int, ConvertObserver]:
+    """Run one stream under the strict policy and build its value; returns (value, end)."""
+    observer = ConvertObserver(key_pids=key_pids)
+    result = run_stream(buf, start, observer, end=end)
+    if result.error is not None:
+        raise MalformedCheckpointError(f"{what}: {result.error}")
+    try:
+        return materialize(result.root, builder), result.end, observer
+    except ConversionError:
+        raise
+    except PickleError as exc:
+        raise MalformedCheckpointError(f"{what}: {exc}") from None
+
+
+def _no_records(key: str) -> tuple[Buffer, int, int]:
+    raise MalformedCheckpointError(f"storage {key!r} is named where no storage records exist")
+
+
+def _zip_checkpoint(src: _Source) -> _Checkpoint:
+    """torch's zip format: ``<prefix>/data.pkl`` and ``<prefix>/data/<key>`` records."""
+    buf = src.buf
+    try:
+        entries = zip_entries(buf, 0, src.size, _MAX_ZIP_ENTRIES)
+    except ScanError as exc:
+        raise MalformedCheckpointError(f"{src.path}: {exc}") from None
+    if not entries or "/" not in entries[0].name:
+        raise MalformedCheckpointError(f"{src.path}: zip archive has no top-level folder")
+    prefix = entries[0].name.split("/", 1)[0] + "/"  # torch takes it from the first entry
+    by_name = {}
+    for entry in entries:
+        if entry.name in by_name:
+            raise MalformedCheckpointError(f"{src.path}: zip entry {entry.name!r} appears twice")
+        by_name[entry.name] = entry
+
+    def stored(name: str) -> tuple[int, int]:
+        entry = by_name.get(prefix + name)
+        if entry is None:
+            raise MalformedCheckpointError(f"{src.path}: zip entry {prefix + name!r} is missing")
+        if entry.method != 0:
+            raise UnsupportedCheckpointError(
+                f"{src.path}: zip entry {entry.name!r} is compressed (torch.save never "
+                "compresses; records must be stored to be mapped)")
+        return entry.data_start, entry.comp_size
+
+    big = False
+    if prefix + "byteorder" in by_name:
+        start, length = stored("byteorder")
+        order = bytes(buf[start:start + min(length, 16)]).strip()
+        if order not in (b"little", b"big"):
+            raise MalformedCheckpointError(f"{src.path}: byteorder record says {order!r}")
+        big = order == b"big"
+
+    def records(key: str) -> tuple[Buffer, int, int]:
+        start, length = stored("data/" + key)
+        return buf, start, length
+
+    start, length = stored("data.pkl")
+    builder = CheckpointBuilder(records, big_endian=big)
+    root, _, _ = _run(buf, start, start + length, builder, f"{src.path}: {prefix}data.pkl")
+    return _Checkpoint(src, "torch-zip", root)
+
+
+def _pickle_checkpoint(src: _Source) -> _Checkpoint:
+    """A raw pickle, or the legacy format (magic, protocol, sys_info, objects, keys, records)."""
+    buf, end = src.buf, src.size
+    first, pos, _ = _run(buf, 0, end, CheckpointBuilder(_no_records), f"{src.path}: pickle")
+    if type(first) is not int or first != LEGACY_MAGIC:
+        return _Checkpoint(src, "pickle", first)
+    protocol, pos, _ = _run(buf, pos, end, CheckpointBuilder(_no_records), "protocol")
+    if protocol != 1001:
+        raise MalformedCheckpointError(f"{src.path}: legacy protocol version {protocol!r}")
+    sys_info, pos, _ = _run(buf, pos, end, CheckpointBuilder(_no_records), "sys_info")
+    little = sys_info.get("little_endian", True) if isinstance(sys_info, dict) else True
+    # The object stream is built after the records are located (they follow it).
+    observer = ConvertObserver()
+    objects = run_stream(buf, pos, observer, end=end)
+    if objects.error is not None:
+        raise MalformedCheckpointError(f"{src.path}: legacy object pickle: {objects.error}")
+    keys, pos, _ = _run(buf, objects.end, end, CheckpointBuilder(_no_records), "storage keys")
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise MalformedCheckpointError(f"{src.path}: legacy storage keys are not a list of str")
+    try:
+        located, _ = legacy_storage_records(buf, pos, end, keys, observer.policy.storages)
+    except ScanError as exc:
+        raise MalformedCheckpointError(f"{src.path}: {exc}") from None
+
+    def records(key: str) -> tuple[Buffer, int, int]:
+        if key not in located:
+            raise MalformedCheckpointError(f"{src.path}: storage record {key!r} is missing")
+        start, length = located[key]
+        return buf, start, length
+
+    builder = CheckpointBuilder(records, big_endian=little is False)
+    try:
+        root = materialize(objects.root, builder)
+    except ConversionError:
+        raise
+    except PickleError as exc:
+        raise MalformedCheckpointError(f"{src.path}: legacy object pickle: {exc}") from None
+    return _Checkpoint(src, "torch-legacy", root)
+
+
+def _tar_checkpoint(src: _Source) -> _Checkpoint:
+    """torch < 0.4: tar members ``storages``, ``tensors`` (binary headers) and ``pickle``."""
+    buf = src.buf
+    try:
+        members = {name: (data, data + size) for name, data, size
+                   in tar_members(buf, 0, src.size, _MAX_ZIP_ENTRIES)}
+    except ScanError as exc:
+        raise MalformedCheckpointError(f"{src.path}: {exc}") from None
+    for needed in ("storages", "tensors", "pickle"):
+        if needed not in members:
+            raise MalformedCheckpointError(f"{src.path}: tar member {needed!r} is missing")
+    objects = _TarObjects(src, members["storages"])
+    objects.tensors(members["tensors"])
+    start, end = members["pickle"]
+    builder = CheckpointBuilder(_no_records, objects=objects.by_key)
+    root, _, _ = _run(buf, start, end, builder, f"{src.path}: pickle", key_pids=True)
+    return _Checkpoint(src, "torch-tar", root)
+
+
+class _TarObjects:
+    """Storages and tensors of the tar format, by the string keys its pickle uses."""
+
+    def __init__(self, src: _Source, span: tuple[int, int]) -> None:
+        self.src = src
+        self.by_key: dict[str, object] = {}
+        self._storages: dict[str, Storage] = {}
+        buf, (pos, end) = src.buf, span
+        located: dict[str, tuple[int, int]] = {}
+        self._builder = CheckpointBuilder(lambda key: (buf, *located[key]))
+        count, pos, _ = _run(buf, pos, end, CheckpointBuilder(_no_records), "storages count")
+        if type(count) is not int or count < 0:
+            raise MalformedCheckpointError(f"{src.path}: tar storage count is not an int")
+        for _ in range(count):
+            head, pos, _ = _run(buf, pos, end, self._builder, "storage header")
+            if not (isinstance(head, tuple) and len(head) == 3 and isinstance(head[0], str)
+                    and isinstance(head[2], StorageType)):
+                raise MalformedCheckpointError(f"{src.path}: tar storage header is malformed")
+            key, stype = head[0], head[2].qualname
+            size = STORAGE_TYPES[stype]
+            records, pos = self._walk(pos, end, key, size)
+            located.update(records)
+            numel = records[key][1] // size
+            self._storages[key] = self._builder.storage(key, stype, numel, pos)
+        views, pos, _ = _run(buf, pos, end, self._builder, "storage views")
+        for view in views if isinstance(views, list) else []:
+            self._view(view)
+
+    def _walk(self, pos: int, end: int, key: str, size: int
+              ) -> tuple[dict[str, tuple[int, int]], int]:
+        try:
+            return legacy_storage_records(self.src.buf, pos, end, [key], {key: size})
+        except ScanError as exc:
+            raise MalformedCheckpointError(f"{self.src.path}: {exc}") from None
+
+    def _view(self, view: object) -> None:
+        if not (isinstance(view, tuple) and len(view) == 4):
+            raise MalformedCheckpointError(f"{self.src.path}: tar storage view is malformed")
+        target, root, offset, numel = view
+        base = self._storages.get(str(root))
+        if base is None or type(offset) is not int or type(numel) is not int:
+            raise MalformedCheckpointError(f"{self.src.path}: tar storage view names no storage")
+        self._storages[str(target)] = self._builder.window(base, str(target), offset, numel, 0)
+
+    def tensors(self, span: tuple[int, int]) -> None:
+        """Read the ``tensors`` member: per tensor a pickled header and binary geometry."""
+        buf, (pos, end) = self.src.buf, span
+        count, pos, _ = _run(buf, pos, end, CheckpointBuilder(_no_records), "tensors count")
+        if type(count) is not int or count < 0:
+            raise MalformedCheckpointError(f"{self.src.path}: tar tensor count is not an int")
+        for _ in range(count):
+            head, pos, _ = _run(buf, pos, end, self._builder, "tensor header")
+            if not (isinstance(head, tuple) and len(head) == 3):
+                raise MalformedCheckpointError(f"{self.src.path}: tar tensor header is malformed")
+            key, storage_id = str(head[0]), str(head[1])
+            storage = self._storages.get(storage_id)
+            if storage is None or storage.dtype is None or pos + 8 > end:
+                raise MalformedCheckpointError(f"{self.src.path}: tar tensor {key!r} is malformed")
+            (ndim,) = struct.unpack_from("<i", buf, pos)
+            need = 8 + 16 * max(ndim, 0) + 8
+            if ndim < 0 or pos + need > end:
+                raise MalformedCheckpointError(f"{self.src.path}: tar tensor {key!r} is truncated")
+            nums = struct.unpack_from(f"<{2 * ndim + 1}q", buf, pos + 8)
+            shape, stride, offset = nums[:ndim], nums[ndim:2 * ndim], nums[-1]
+            self.by_key[key] = check_view(storage, storage.dtype, offset, shape, stride, pos)
+            pos += need
+
+
+def _open_checkpoint(src: _Source) -> _Checkpoint:
+    head = bytes(src.buf[:512])
+    kind = sniff(head)
+    if kind == "zip":
+        return _zip_checkpoint(src)
+    if kind == "tar":
+        return _tar_checkpoint(src)
+    if kind is None and head[0] in OPCODE_BYTES:
+        return _pickle_checkpoint(src)
+    raise UnsupportedCheckpointError(
+        f"{src.path}: not a torch checkpoint ({kind or 'unknown content'})")
+
+
+def _load(path: Path) -> _Checkpoint:
+    """Scan, then build: raises before anything is written."""
+    _refuse_unless_safe(scan_file(path))
+    src = _Source(path)
+    try:
+        return _open_checkpoint(src)
+    except BaseException:
+        src.close()
+        raise
+
+
+# ---------------------------------------------------------------------------
+# Flattening: tensors by dotted name, plain values as JSON, the rest dropped
+# ---------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class _Plan:
+    """What one output file will hold."""
+
+    checkpoint: _Checkpoint
+    tensors: dict[str, TensorView] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)
+    values: dict[str, str] = field(default_factory=dict)
+    dropped: list[DroppedValue] = field(default_factory=list)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(v.nbytes for v in self.tensors.values())
+
+    def metadata(self) -> dict[str, str]:
+        meta = {"format": "pt"}
+        meta.update(self.values)
+        meta.update(self.aliases)
+        return meta
+
+
+def _join(prefix: str, key: object) -> str | None:
+    if isinstance(key, str):
+        return f"{prefix}.{key}" if prefix else key
+    if isinstance(key, int):
+        return f"{prefix}.{key}" if prefix else str(key)
+    return None
+
+
+def _holders(root: object) -> set[int]:
+    """ids of the containers that hold a tensor somewhere below (iterative, DAG-safe)."""
+    holders: set[int] = set()
+    done: set[int] = set()
+    work: list[tuple[object, bool]] = [(root, False)]
+    while work:
+        value, expanded = work.pop()
+        if not isinstance(value, (dict, list, tuple)) or id(value) in done:
+            continue
+        kids = list(value.values()) if isinstance(value, dict) else list(value)
+        if not expanded:
+            work.append((value, True))
+            work.extend((k, False) for k in kids)
+            continue
+        done.add(id(value))
+        if any(isinstance(k, TensorView) or id(k) in holders for k in kids):
+            holders.add(id(value))
+    return holders
+
+
+def _select(root: object, key: str | None, where: Path) -> object:
+    """The sub-dict ``key`` names (exact key first, then a dotted path)."""
+    if key is None:
+        return root
+    node = root
+    if isinstance(node, dict) and key in node:
+        return node[key]
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            keys = sorted(str(k) for k in root) if isinstance(root, dict) else []
+            raise ConversionError(f"{where}: no key {key!r} in the checkpoint (top-level keys: "
+                                  f"{', '.join(keys[:20]) or 'none'})")
+        node = node[part]
+    return node
+
+
+def _json_value(value: object) -> tuple[str | None, str]:
+    """(JSON text, '') for plain data within the size bound, else (None, why not)."""
+    seen = 0
+    work = [value]
+    while work:
+        v = work.pop()
+        seen += 1
+        if seen > MAX_VALUE_JSON:
+            return None, f"larger than {MAX_VALUE_JSON} items"
+        if isinstance(v, Unbuilt):
+            return None, v.reason()
+        if isinstance(v, dict):
+            work.extend(v.values())
+        elif isinstance(v, (list, tuple)):
+            work.extend(v)
+        elif not (v is None or isinstance(v, (bool, int, float, str))):
+            return None, f"a {type(v).__name__} value is not plain JSON data"
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        return None, f"not plain JSON data ({exc})"
+    if len(text) > MAX_VALUE_JSON:
+        return None, f"JSON text longer than {MAX_VALUE_JSON} bytes"
+    return text, ""
+
+
+def _plan(ck: _Checkpoint, key: str | None) -> _Plan:
+    plan = _Plan(ck)
+    root = _select(ck.root, key, ck.source.path)
+    holders = _holders(root)
+    names: list[tuple[str, TensorView]] = []
+    values: dict[str, object] = {}
+    visited = 0
+    prefix = ""
+    if isinstance(root, TensorView):
+        prefix = "tensor"  # torch.save(tensor): the only name there is
+    elif not isinstance(root, dict) or id(root) not in holders:
+        prefix = "value"
+    work: list[tuple[str, object]] = [(prefix, root)]
+    while work:
+        name, value = work.pop()
+        visited += 1
+        if visited > MAX_NODES:
+            raise UnsupportedCheckpointError(
+                f"{ck.source.path}: more than {MAX_NODES} named values (shared containers?)")
+        if isinstance(value, TensorView):
+            names.append((name, value))
+        elif isinstance(value, (dict, list, tuple)) and id(value) in holders:
+            items = list(value.items()) if isinstance(value, dict) else list(enumerate(value))
+            for k, v in reversed(items):
+                child = _join(name, k)
+                if child is None:
+                    plan.dropped.append(DroppedValue(f"{name}[{k!r}]", "key is not a str or int"))
+                else:
+                    work.append((child, v))
+        elif isinstance(value, Unbuilt):
+            plan.dropped.append(DroppedValue(name, value.reason()))
+        else:
+            values[name] = value
+    _group_tensors(plan, names)
+    for name, value in values.items():
+        if name in plan.tensors or name in plan.aliases:
+            raise UnsupportedCheckpointError(f"{ck.source.path}: two values are named {name!r}")
+        if name in ("format", ""):
+            plan.dropped.append(DroppedValue(name, "name is reserved in __metadata__"))
+            continue
+        text, why = _json_value(value)
+        if text is None:
+            plan.dropped.append(DroppedValue(name, why))
+        else:
+            plan.values[name] = text
+    return plan
+
+
+def _group_tensors(plan: _Plan, names: list[tuple[str, TensorView]]) -> None:
+    """Write each distinct view once; other names of the same view become aliases."""
+    groups: dict[tuple[Any, ...], list[str]] = {}
+    views: dict[str, TensorView] = {}
+    for name, view in names:
+        if name in views:
+            raise UnsupportedCheckpointError(
+                f"{plan.checkpoint.source.path}: two tensors are named {name!r}")
+        if name == METADATA_KEY:
+            raise UnsupportedCheckpointError(f"a tensor is named {METADATA_KEY!r}, which "
+                                             "safetensors reserves")
+        views[name] = view
+        groups.setdefault(view.identity, []).append(name)
+    for group in groups.values():
+        kept = min(group)  # the reference save_model keeps the first name in sorted order
+        plan.tensors[kept] = views[kept]
+        for alias in group:
+            if alias != kept:
+                plan.aliases[alias] = kept
+    plan.tensors = dict(sorted(plan.tensors.items()))
+
+
+def _check_budget(plans: list[_Plan]) -> None:
+    source = sum(p.checkpoint.source.size for p in plans)
+    total = sum(p.nbytes for p in plans)
+    if total > MAX_EXPANSION * source + _EXPANSION_SLACK:
+        raise UnsupportedCheckpointError(
+            f"the tensors would take {total} bytes from a {source}-byte checkpoint: views with "
+            "zero or overlapping strides repeat data beyond the converter's bound")
+
+
+# ---------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------
+
+class _Progress:
+    def __init__(self, total: int, callback: ProgressCallback | None) -> None:
+        self.total, self.done, self.callback = total, 0, callback
+
+    def add(self, n: int) -> None:
+        self.done += n
+        if self.callback is not None:
+            self.callback(self.done, self.total)
+
+
+def _write(plan: _Plan, dst: Path, progress: _Progress) -> list[str]:
+    """Write one output file atomically, tensor by tensor; returns the names in file order."""
+    entries = [Entry(n, v.dtype, v.header_shape) for n, v in plan.tensors.items()]
+    order = [e.name for e in canonical_order(entries)]
+    src = plan.checkpoint.source
+
+    def produce() -> Iterator[tuple[str, memoryview]]:
+        for name in order:
+            view = plan.tensors[name]
+            data = view.data()
+            yield name, data
+            data.release()
+            del data
+            if view.storage.buf is src.buf:
+                src.release(*view.byte_span())
+            progress.add(view.nbytes)
+
+    try:
+        save_stream(entries, produce(), dst, plan.metadata())
+    except SerializationError as exc:
+        raise UnsupportedCheckpointError(f"{dst}: {exc}") from None
+    return order
+
+
+def _default_output(src: Path) -> Path:
+    if src.name == PT_WEIGHTS:
+        return src.with_name(ST_WEIGHTS)
+    return src.with_suffix(".safetensors")
+
+
+def _report(report: ConversionReport, plan: _Plan, out: Path, order: list[str]) -> None:
+    report.outputs.append(str(out))
+    report.tensors.extend(order)
+    report.aliases.update(plan.aliases)
+    report.values.extend(plan.values)
+    report.dropped.extend(plan.dropped)
+    report.bytes_written += plan.nbytes
+    src = plan.checkpoint.source
+    report.source_sha256[str(src.path)] = src.sha256()
+
+
+def _convert_file(src: Path, dst: Path | None, key: str | None,
+                  progress: ProgressCallback | None) -> ConversionReport:
+    out = dst if dst is not None else _default_output(src)
+    if out.is_dir():
+        out = out / _default_output(src).name
+    if out.resolve() == src.resolve():
+        raise ConversionError(f"{src}: the output would overwrite the source")
+    ck = _load(src)
+    try:
+        plan = _plan(ck, key)
+        _check_budget([plan])
+        report = ConversionReport(str(src), ck.format)
+        order = _write(plan, out, _Progress(plan.nbytes, progress))
+        _report(report, plan, out, order)
+        return report
+    finally:
+        ck.source.close()
+
+
+def _shard_output(name: str) -> str:
+    """``pytorch_model-00001-of-00002.bin`` -> ``model-00001-of-00002.safetensors``."""
+    stem = name.removesuffix(".bin")
+    if stem.startswith("pytorch_model"):
+        stem = "model" + stem[len("pytorch_model"):]
+    return stem + ".safetensors"
+
+
+def _folder_inputs(folder: Path) -> tuple[list[str], Path | None]:
+    """The shard files of a Hugging Face folder (from its index), or the single weights file."""
+    index = folder / PT_INDEX
+    if index.is_file():
+        try:
+            doc = json.loads(index.read_text(encoding="utf-8"))
+            weight_map = doc["weight_map"]
+            shards = sorted(set(weight_map.values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise MalformedCheckpointError(f"{index}: not a weight index: {exc}") from None
+        for shard in shards:
+            if not isinstance(shard, str) or "/" in shard or "\\" in shard or shard in (".", ".."):
+                raise MalformedCheckpointError(f"{index}: shard name {shard!r} is not a file name")
+            if not (folder / shard).is_file():
+                raise MalformedCheckpointError(f"{index}: shard {shard!r} is missing")
+        return shards, index
+    if (folder / PT_WEIGHTS).is_file():
+        return [PT_WEIGHTS], None
+    raise ConversionError(f"{folder}: no {PT_WEIGHTS} or {PT_INDEX} to convert")
+
+
+def _convert_folder(src: Path, dst: Path | None, key: str | None,
+                    progress: ProgressCallback | None) -> tuple[ConversionReport, list[str]]:
+    shards, index = _folder_inputs(src)
+    out = dst if dst is not None else src
+    checkpoints: list[_Checkpoint] = []
+    try:
+        for shard in shards:  # every shard is checked before anything is written
+            checkpoints.append(_load(src / shard))
+        plans = [_plan(ck, key) for ck in checkpoints]
+        _check_budget(plans)
+        out.mkdir(parents=True, exist_ok=True)
+        report = ConversionReport(str(src), "folder")
+        progress_ = _Progress(sum(p.nbytes for p in plans), progress)
+        single = index is None
+        weight_map: dict[str, str] = {}
+        for shard, plan in zip(shards, plans, strict=True):
+            name = ST_WEIGHTS if single else _shard_output(shard)
+            order = _write(plan, out / name, progress_)
+            weight_map.update((t, name) for t in order)
+            _report(report, plan, out / name, order)
+        if not single:
+            doc = {"metadata": {"total_size": report.bytes_written},
+                   "weight_map": dict(sorted(weight_map.items()))}
+            from tensorfile._io.atomic import atomic_write
+
+            with atomic_write(out / ST_INDEX) as f:
+                f.write((json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+            report.outputs.append(str(out / ST_INDEX))
+    finally:
+        for ck in checkpoints:
+            ck.source.close()
+    converted = [*shards, *([index.name] if index is not None else [])]
+    if out.resolve() != src.resolve():
+        _copy_others(src, out, set(converted))
+    return report, converted
+
+
+def _copy_others(src: Path, out: Path, skip: set[str]) -> None:
+    """Copy the folder's other top-level files (config, tokenizer) beside the result."""
+    for entry in sorted(src.iterdir()):
+        if entry.name in skip or not entry.is_file() or entry.is_symlink():
+            continue
+        target = out / entry.name
+        if not target.exists():
+            shutil.copy2(entry, target)
+
+
+def convert(
+    src: PathLike,
+    dst: PathLike | None = None,
+    *,
+    key: str | None = None,
+    sign: Any = None,
+    password: str | bytes | None = None,
+    progress: ProgressCallback | None = None,
+) -> ConversionReport:
+    """Convert a torch checkpoint file or Hugging Face folder to safetensors, never running it.
+
+    ``src`` is a ``.bin``/``.pt``/``.pth`` file (zip, legacy or tar format) or a
+    folder with ``pytorch_model.bin`` or shards plus ``pytorch_model.bin.index.json``.
+    ``dst`` defaults to ``model.safetensors`` (for ``pytorch_model.bin``) or the
+    source name with a ``.safetensors`` suffix; for a folder, to the folder
+    itself (other files are left alone; with a different ``dst`` they are
+    copied there). ``key`` selects one sub-dict of a training checkpoint
+    (``"model_state"``, dotted paths allowed). ``sign`` is a private key (path,
+    PEM bytes or key object, see :func:`tensorfile.integrity.sign`) to sign the
+    result with; ``progress(done, total)`` is called as tensor bytes are written.
+
+    Raises :class:`~tensorfile.errors.UnsafePickleError` when any pickle in the
+    input is not provably safe, :class:`~tensorfile.errors.MalformedCheckpointError`
+    or :class:`~tensorfile.errors.UnsupportedCheckpointError` when it cannot be
+    converted; in every such case nothing is written.
+    """
+    source = Path(src)
+    target = Path(dst) if dst is not None else None
+    if source.is_dir():
+        report, converted = _convert_folder(source, target, key, progress)
+        model = target if target is not None else source
+        ignore = converted if model.resolve() == source.resolve() else []
+    elif source.is_file():
+        report = _convert_file(source, target, key, progress)
+        model, ignore = Path(report.outputs[0]), []
+    else:
+        raise MalformedCheckpointError(f"{source}: no such file or folder")
+    if sign is not None:
+        from tensorfile.integrity import sign as sign_model
+
+        report.signature = str(sign_model(model, sign, password=password,
+                                          ignore_paths=ignore))
+    return report
+
+
+__all__ = ["ConversionReport", "DroppedValue", "ProgressCallback", "convert"]
