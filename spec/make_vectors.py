@@ -2,6 +2,8 @@
 
     python spec/make_vectors.py [OUTDIR]      # default: spec/vectors next to this script
 
+It needs safetensors 0.8.0 (the test extra), which it runs on every vector.
+
 Each vector is a small file, ``NNN-short-name.safetensors``, valid or invalid,
 and ``expected.json`` records for each one what a conforming reader must do
 (spec/FORMAT.md is the prose version of the same rules):
@@ -45,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 U64_MAX = 2**64 - 1
+REFERENCE_VERSION = "0.8.0"
 MAX_HEADER = 100_000_000
 
 #: (name, bits) in the order of the reference's ``Dtype`` enum; the canonical
@@ -549,6 +552,11 @@ def build_all() -> list[tuple[str, bytes, dict[str, Any]]]:
 
 def generate(outdir: Path) -> int:
     """Write every vector and expected.json into ``outdir``; returns the count."""
+    import safetensors
+
+    if safetensors.__version__ != REFERENCE_VERSION:
+        # "reference" records what one version does; another would rewrite it.
+        raise RuntimeError(f"needs safetensors {REFERENCE_VERSION}, found {safetensors.__version__}")
     outdir.mkdir(parents=True, exist_ok=True)
     vectors = build_all()
     names = {name for name, _, _ in vectors}

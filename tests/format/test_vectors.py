@@ -245,25 +245,48 @@ def test_valid_vector_through_safe_open_numpy(name: str, backend: str) -> None:
     with safe_open(path, framework="np", backend=backend) as f:
         _check_header_view(f, content, want)
         for tname, t in want["tensors"].items():
-            dt = DTYPES[t["dtype"]]
-            if t["dtype"] in SIX_BIT or not _numpy_can_hold(t["shape"]):
-                # No numpy dtype holds packed 6-bit floats: the raw bytes (checked
-                # above through byte_range) are the way to read them.
+            if not _numpy_readable(t):
+                # No numpy dtype holds packed 6-bit floats (and numpy caps rank
+                # and size): the raw bytes, checked above through byte_range,
+                # are the way to read them.
                 with pytest.raises(TensorfileError):
                     f.get_tensor(tname)
                 continue
-            arr = f.get_tensor(tname)
-            assert arr.shape == tuple(t["shape"])
-            assert arr.dtype == numpy_dtype(dt)
-            if t["dtype"] == "F4":
-                # Unpacked to one float4_e2m1fn code per byte; packing them back
-                # (first element in the low nibble) must give the file's bytes.
-                codes = np.ascontiguousarray(arr).view(np.uint8).reshape(-1)
-                assert codes.max(initial=0) < 16
-                raw = codes[0::2] | (codes[1::2] << 4)
-            else:
-                raw = np.ascontiguousarray(arr)
-            assert _sha(raw.tobytes()) == t["sha256"]
+            _check_numpy_tensor(f.get_tensor(tname), t)
+
+
+@pytest.mark.parametrize("name", VALID)
+def test_valid_vector_through_load_bytes(name: str) -> None:
+    from tensorfile import numpy as tfnp
+
+    content = (VECTORS / name).read_bytes()
+    want = EXPECTED[name]["tensors"]
+    if not all(_numpy_readable(t) for t in want.values()):
+        with pytest.raises(TensorfileError):
+            tfnp.load(content)
+        return
+    arrays = tfnp.load(content)
+    assert sorted(arrays) == sorted(want)
+    for tname, t in want.items():
+        _check_numpy_tensor(arrays[tname], t)
+
+
+def _numpy_readable(t: dict[str, Any]) -> bool:
+    return t["dtype"] not in SIX_BIT and _numpy_can_hold(t["shape"])
+
+
+def _check_numpy_tensor(arr: np.ndarray[Any, Any], t: dict[str, Any]) -> None:
+    assert arr.shape == tuple(t["shape"])
+    assert arr.dtype == numpy_dtype(DTYPES[t["dtype"]])
+    if t["dtype"] == "F4":
+        # Unpacked to one float4_e2m1fn code per byte; packing them back
+        # (first element in the low nibble) must give the file's bytes.
+        codes = np.ascontiguousarray(arr).view(np.uint8).reshape(-1)
+        assert codes.max(initial=0) < 16
+        raw = codes[0::2] | (codes[1::2] << 4)
+    else:
+        raw = np.ascontiguousarray(arr)
+    assert _sha(raw.tobytes()) == t["sha256"]
 
 
 @pytest.mark.parametrize("name", _torch_cases())
@@ -292,10 +315,20 @@ def test_valid_vector_through_safe_open_torch(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", INVALID)
-def test_invalid_vector_through_safe_open(name: str) -> None:
+@pytest.mark.parametrize("backend", ["mmap", "pread"])
+def test_invalid_vector_through_safe_open(name: str, backend: str) -> None:
     with pytest.raises(FormatError) as info:
-        with safe_open(VECTORS / name, framework="np") as f:
+        with safe_open(VECTORS / name, framework="np", backend=backend) as f:
             f.keys()
+    assert info.value.kind == EXPECTED[name]["error"], str(info.value)
+
+
+@pytest.mark.parametrize("name", INVALID)
+def test_invalid_vector_through_load_bytes(name: str) -> None:
+    from tensorfile import numpy as tfnp
+
+    with pytest.raises(FormatError) as info:
+        tfnp.load((VECTORS / name).read_bytes())
     assert info.value.kind == EXPECTED[name]["error"], str(info.value)
 
 
