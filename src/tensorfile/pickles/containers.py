@@ -65,7 +65,7 @@ class ScanLimits:
     max_depth: int = 8
     max_streams: int = 10_000
     max_entries: int = 100_000
-    max_inflate: int = 256 << 20
+    max_inflate: int = 64 << 20
     machine: Limits = field(default_factory=Limits)
 
 
@@ -464,7 +464,7 @@ class _Walker:
     def entry(self, buf: Buffer, entry: ZipEntry, loc: str, depth: int, role: str) -> str:
         start, stop = entry.data_start, entry.data_start + entry.comp_size
         if entry.method == 8:
-            head = self.inflate(buf, start, stop, _SNIFF, partial=True)
+            head = bytes(self.inflate(buf, start, stop, _SNIFF, partial=True))
             if role == "record" and sniff(head) is None and (
                     not head or head[0] not in OPCODE_BYTES):
                 return self.undecodable(entry, loc, head)
@@ -488,7 +488,7 @@ class _Walker:
         return "data"
 
     def inflate(self, buf: Buffer, start: int, stop: int, limit: int, *,
-                partial: bool = False) -> bytes:
+                partial: bool = False) -> bytearray:
         """Decompress a deflate entry, at most ``limit`` bytes (and a per-file budget)."""
         d = zlib.decompressobj(-15)
         out = bytearray()
@@ -502,14 +502,14 @@ class _Walker:
                     out += d.decompress(d.unconsumed_tail, limit - len(out))
         except zlib.error as exc:
             if partial and out:
-                return bytes(out)
+                return out
             raise UnsupportedContainerError(f"deflate data is corrupt: {exc}") from None
         if not partial and not d.eof and len(out) >= limit:
             raise ScanLimitError(f"entry inflates past {limit} bytes (zip bomb?)")
         self.inflated += len(out)
         if self.inflated > 4 * self.limits.max_inflate:
             raise ScanLimitError("archive inflates past the scanner's budget (zip bomb?)")
-        return bytes(out)
+        return out
 
     # -- numpy and tar ---------------------------------------------------------------
     def npy(self, buf: Buffer, start: int, end: int, location: str, depth: int) -> str:

@@ -184,7 +184,7 @@ class Limits:
     max_stack: int = 1_000_000
     max_marks: int = 100_000
     max_memo: int = 2_000_000
-    max_items: int = 10_000_000
+    max_items: int = 5_000_000
 
 
 @dataclass(slots=True)
@@ -210,7 +210,10 @@ class _Machine:
         self.limits = limits
         self.stack: list[object] = []
         self.marks: list[int] = []
-        self.memo: dict[int, object] = {}
+        # A list indexed like _pickle.c's memo array (8 bytes a slot), with the
+        # count of filled slots that MEMOIZE uses as its next index.
+        self.memo: list[object] = []
+        self.memo_filled = 0
         self.proto = 0
         self.items = 0
         self.root: object = None
@@ -308,27 +311,38 @@ class _Machine:
     def memo_put(self, index: object, value: object, op: Op) -> None:
         if not isinstance(index, int):
             raise MalformedPickleError(f"{op.name}: invalid memo index", op.offset)
-        if index not in self.memo and len(self.memo) >= self.limits.max_memo:
-            raise ScanLimitError(f"more than {self.limits.max_memo} memo entries")
+        if index >= self.limits.max_memo:
+            # Real pickles number memo slots densely from 0; _pickle.c would
+            # allocate an array this large.
+            raise ScanLimitError(f"memo index {index} over the limit of {self.limits.max_memo}")
+        if index >= len(self.memo):
+            self.memo.extend([_EMPTY] * (index + 1 - len(self.memo)))
+        if self.memo[index] is _EMPTY:
+            self.memo_filled += 1
         self.memo[index] = value
 
     def memo_get(self, index: object, op: Op) -> object:
-        if not isinstance(index, int) or index not in self.memo:
+        value = self.memo[index] if isinstance(index, int) and 0 <= index < len(self.memo) \
+            else _EMPTY
+        if value is _EMPTY:
             raise MalformedPickleError(f"{op.name}: memo value not found at {index!r}", op.offset)
-        return self.memo[index]
+        return value
 
     # -- the opcodes ---------------------------------------------------------------
     def step(self, op: Op) -> bool:
         """Execute one opcode; False after STOP."""
-        name = op.name
-        handler = _SIMPLE_PUSH.get(name)
+        handler = _SIMPLE_PUSH.get(op.name)
         if handler is not None:
-            self.push(handler(op.arg), op)
+            stack = self.stack
+            if len(stack) >= self.limits.max_stack:
+                raise ScanLimitError(
+                    f"stack deeper than {self.limits.max_stack} at byte {op.offset}")
+            stack.append(handler(op.arg))
             return True
-        if name == "STOP":
+        if op.name == "STOP":
             self.root = self.pop(op)
             return False
-        getattr(self, "op_" + name)(op)
+        _DISPATCH[op.name](self, op)
         return True
 
     def op_MARK(self, op: Op) -> None:
@@ -481,7 +495,7 @@ class _Machine:
     op_LONG_BINPUT = op_PUT
 
     def op_MEMOIZE(self, op: Op) -> None:
-        self.memo_put(len(self.memo), self.top(op), op)
+        self.memo_put(self.memo_filled, self.top(op), op)
 
     def op_GET(self, op: Op) -> None:
         self.push(self.memo_get(op.arg, op), op)
@@ -496,6 +510,12 @@ class _Machine:
 
     def op_READONLY_BUFFER(self, op: Op) -> None:
         self.top(op)
+
+
+_EMPTY = object()  # an unfilled memo slot
+_DISPATCH: dict[str, Callable[[_Machine, Op], None]] = {
+    name[3:]: getattr(_Machine, name) for name in dir(_Machine) if name.startswith("op_")
+}
 
 
 def _name_of(value: object) -> str:

@@ -31,10 +31,11 @@ from __future__ import annotations
 
 import codecs
 import mmap
+import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Final, TypeAlias
+from typing import Final, NamedTuple, TypeAlias
 
 from tensorfile.errors import MalformedPickleError
 
@@ -98,9 +99,11 @@ class LegacyStr(str):
     __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Op:
-    """One decoded opcode: its name, argument and byte offset in the buffer."""
+class Op(NamedTuple):
+    """One decoded opcode: its name, argument and byte offset in the buffer.
+
+    A named tuple because millions are made per hostile stream.
+    """
 
     name: str
     code: int
@@ -252,19 +255,21 @@ class OpcodeReader:
 
     # -- decoding -------------------------------------------------------------
     def __iter__(self) -> Iterator[Op]:
-        buf = self.buf
+        buf, table, end = self.buf, _TABLE, self.end
         while True:
             at = self.pos
-            if at >= self.end:
+            if at >= end:
                 raise MalformedPickleError("pickle data ends before STOP", at)
             code = buf[at]
-            entry = _TABLE.get(code)
+            entry = table.get(code)
             if entry is None:
                 raise MalformedPickleError(f"invalid opcode byte 0x{code:02x}", at)
             self.pos = at + 1
             name, kind = entry
-            arg = self._arg(name, kind, at) if kind else None
-            yield Op(name, code, at, arg)
+            if kind:
+                yield Op(name, code, at, self._arg(name, kind, at))
+            else:
+                yield Op(name, code, at)
             if code == 0x2E:  # STOP
                 return
 
@@ -321,10 +326,25 @@ class OpcodeReader:
         return self._bytes(start, n)
 
 
+_STRTOL = re.compile(rb"\s*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
+_LONG_MAX = (1 << 63) - 1
+
+
 def _int_text(line: bytes, at: int) -> object:
-    if line in (b"00", b"01"):  # protocol 0 spells False/True this way
-        return line == b"01"
-    return _number(line, int)
+    # load_int: strtol(s, &end, 0) must consume the whole line (C base-0 rules:
+    # 0x hex, leading-0 octal); otherwise Python's int(s, 0). A value of 0 or 1
+    # written in two characters ("00", "01") is the protocol 0 bool.
+    m = _STRTOL.fullmatch(line)
+    if m is None:
+        return _number(line, int)
+    digits = m.group(2)
+    base = 16 if digits[:2].lower() == b"0x" else 8 if digits[:1] == b"0" else 10
+    value = int(digits, base) * (-1 if m.group(1) == b"-" else 1)
+    if abs(value) > _LONG_MAX:
+        return _number(line, int)
+    if len(line) == 2 and value in (0, 1):
+        return bool(value)
+    return value
 
 
 def _long_text(line: bytes, at: int) -> object:

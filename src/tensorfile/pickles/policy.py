@@ -65,6 +65,7 @@ ALLOWED_CALLS: Final[dict[str, tuple[str, str]]] = {
     "builtins.set": ("iterable_arg", "a set from a list of already built values"),
     "builtins.frozenset": ("iterable_arg", "a frozenset from a list of built values"),
     "builtins.bytearray": ("bytes_arg", "a bytearray from bytes (protocol < 5)"),
+    "builtins.bytes": ("no_args", "empty bytes as protocol < 3 writes them"),
     "numpy.core.multiarray._reconstruct": (
         "np_reconstruct", "an empty ndarray; data arrives by BUILD with plain state"),
     "numpy._core.multiarray._reconstruct": ("np_reconstruct", "numpy 2 spelling of the above"),
@@ -103,8 +104,14 @@ TORCH_DTYPES: Final = frozenset(f"torch.{n}" for n in (
     "uint1 uint16 uint2 uint3 uint32 uint4 uint5 uint6 uint64 uint7 uint8"
 ).split())
 
-#: Classes referenced as plain values (the first argument of numpy's _reconstruct).
-VALUE_GLOBALS: Final = frozenset({"numpy.ndarray"}) | TORCH_DTYPES
+#: Tensor classes the tar format of torch < 0.4 names in its 'tensors' records.
+LEGACY_TENSOR_TYPES: Final = frozenset(
+    f"torch{cuda}.{name}Tensor" for cuda in ("", ".cuda") for name in (
+        "Double", "Float", "Half", "Long", "Int", "Short", "Char", "Byte", "Bool", "BFloat16"))
+
+#: Classes referenced as plain values, never called: numpy's ndarray (first
+#: argument of _reconstruct), torch dtypes, legacy tensor types.
+VALUE_GLOBALS: Final = frozenset({"numpy.ndarray"}) | TORCH_DTYPES | LEGACY_TENSOR_TYPES
 
 # ---------------------------------------------------------------------------
 # Known gadgets (only sharpen unknown into dangerous; the allowlist decides safe)
