@@ -353,7 +353,7 @@ class ShardedOpen(Mapping[str, LazyTensor]):
         index_path = p if p.name.endswith(INDEX_SUFFIX) else (find_index(p) if p.is_dir() else None)
         if index_path is not None:
             self.index = read_index(index_path, allow_external_symlinks=allow_external_symlinks)
-            headers = {s: read_shard_header(self._path_of(s)) for s in self.index.shard_files}
+            headers = {s: read_shard_header(self.path_of(s)) for s in self.index.shard_files}
             for shard, header in headers.items():
                 check_shard(self.index, shard, header)
             check_total_size(self.index, headers)
@@ -379,8 +379,17 @@ class ShardedOpen(Mapping[str, LazyTensor]):
             for name, info in h.tensors.items()
         }
 
-    def _path_of(self, shard: str) -> Path:
+    def path_of(self, shard: str) -> Path:
+        """Where a shard (a name from the index) is on disk."""
         return self.index.folder.joinpath(*PurePosixPath(shard).parts)
+
+    @property
+    def framework(self) -> str:
+        return self._framework
+
+    @property
+    def backend(self) -> str:
+        return self._backend
 
     # -- mapping ------------------------------------------------------------------
     def __getitem__(self, name: str) -> LazyTensor:
@@ -417,7 +426,7 @@ class ShardedOpen(Mapping[str, LazyTensor]):
         f = self._open.get(shard)
         if f is None:
             f = reader.safe_open(
-                self._path_of(shard), self._framework, self._device,
+                self.path_of(shard), self._framework, self._device,
                 backend=self._backend, verify=self._verify,
             )
             if f.header.tensors != self._headers[shard].tensors:
