@@ -19,6 +19,7 @@ import json
 import math
 import struct
 from collections.abc import Iterable, Mapping
+from math import prod
 from typing import Any, NamedTuple
 
 from tensorfile._format.dtypes import DTYPES, DType, dtype_from_name
@@ -306,11 +307,11 @@ def _validate_metadata(entry: object) -> dict[str, str] | None:
 try:
     import msgspec
 except ImportError:  # pragma: no cover - msgspec is a dependency; stay correct without it
-    msgspec = None
+    msgspec = None  # type: ignore[assignment]
 
 if msgspec is not None:
 
-    class _FastEntry(msgspec.Struct):
+    class _FastEntry(msgspec.Struct, gc=False):
         dtype: str | None = None
         shape: list[int] | None = None
         data_offsets: tuple[int, int] | None = None
@@ -333,44 +334,50 @@ def _fast_validate(raw: bytes, data_size: int, length: int) -> Header | None:
         metadata = _META.decode(raw).meta
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
         return None
-    infos: list[TensorInfo] = []
-    colons = 0
+    has_meta = entries.pop(METADATA_KEY, None) is not None
+    try:
+        # (offsets, name, ...) tuples sort in C; a missing field is None and
+        # makes the comparison raise, which sends the file to the strict path.
+        rows = sorted([(e.data_offsets, name, e.dtype, e.shape) for name, e in entries.items()])
+    except TypeError:
+        return None
     get = DTYPES.get
-    for name, e in entries.items():
-        if name == METADATA_KEY:
-            continue
-        dt = get(e.dtype) if e.dtype is not None else None
-        shape, offsets = e.shape, e.data_offsets
+    new = tuple.__new__
+    tensors: dict[str, TensorInfo] = {}
+    colons = 0
+    pos = 0
+    for offsets, name, dtype_name, shape in rows:
+        dt = get(dtype_name)  # type: ignore[arg-type]
         if dt is None or shape is None or offsets is None:
             return None
-        if shape and (min(shape) < 0 or max(shape) > _U64_MAX):
+        start, end = offsets
+        numel = prod(shape)
+        bits = numel * dt.bits
+        if (
+            start != pos
+            or bits % 8
+            or bits >> 3 != end - start
+            or bits > _U64_MAX
+            or (shape and (min(shape) < 0 or (numel == 0 and max(shape) > _U64_MAX)))
+        ):
             return None
         if ":" in name:
             colons += name.count(":")
-        infos.append(TensorInfo(name, dt, tuple(shape), offsets[0], offsets[1]))
+        tensors[name] = new(TensorInfo, (name, dt, tuple(shape), start, end))
+        pos = end
+    if pos != data_size:
+        return None
     # Duplicate keys vanish in decoding. Every colon outside a string separates
     # one key from its value, so the text must have exactly as many as the
     # decoded document has pairs (plus colons inside decoded strings); any
     # shortfall is a duplicate or an ignored unknown field: strict path.
-    pairs = len(entries) + 3 * len(infos)
+    pairs = len(rows) * 4 + has_meta
     if metadata is not None:
         pairs += len(metadata)
         colons += sum(k.count(":") + v.count(":") for k, v in metadata.items())
     if raw.count(b":") != pairs + colons:
         return None
-    infos.sort(key=lambda t: (t.start, t.end))
-    pos = 0
-    for t in infos:
-        numel = 1
-        for d in t.shape:
-            numel *= d
-        bits = numel * t.dtype.bits
-        if t.start != pos or bits % 8 or bits // 8 != t.end - t.start or bits > _U64_MAX:
-            return None
-        pos = t.end
-    if pos != data_size:
-        return None
-    return Header({t.name: t for t in infos}, metadata, length)
+    return Header(tensors, metadata, length)
 
 
 def parse_json(raw: bytes, data_size: int, length: int) -> Header:
