@@ -219,7 +219,8 @@ def test_certificate_trust_on_load(model: Path, chain: Any) -> None:
 def test_model_signing_signature_is_checked_whole_at_open(
     model: Path, p256: Any, tmp_path: Path
 ) -> None:
-    """No per-tensor digests (model-signing wrote it): the whole file is hashed at open."""
+    """No per-tensor digests (model-signing wrote it): the whole file is hashed at open,
+    tensor digests are derived in the same pass, and reads are still checked."""
     ms = pytest.importorskip("model_signing")
     pytest.importorskip("OpenSSL")
     ms.signing.Config().use_elliptic_key_signer(private_key=p256.private).sign(
@@ -228,8 +229,21 @@ def test_model_signing_signature_is_checked_whole_at_open(
     path = model / SHARD
     v = load_verifier(policy, path)
     v.check_header(raw_header(path))
-    assert v.bytes_hashed == path.stat().st_size
+    assert v.bytes_hashed >= path.stat().st_size
+    start, end = tensor_span(path, "embed")
+    v.check_tensor("embed", memoryview(path.read_bytes()[start:end]))
+    with pytest.raises(DigestMismatchError, match="embed"):
+        v.check_tensor("embed", memoryview(bytes(end - start)))
     assert tensorfile.load_file(path, verify=policy)
     flip_tensor(path, "embed")
     with pytest.raises(DigestMismatchError, match="file differs"):
         tensorfile.safe_open(path, "np", verify=policy)
+
+
+def test_tensor_changed_after_open_is_caught(signed: Path, p256: Any) -> None:
+    """The bytes handed out are the bytes checked: a change after open fails on first read."""
+    path = signed / SHARD
+    with tensorfile.safe_open(path, "np", verify=p256.public) as f:
+        flip_tensor(path, "layer.0.weight")
+        with pytest.raises(DigestMismatchError, match=r"layer\.0\.weight"):
+            f.get_tensor("layer.0.weight")

@@ -9,7 +9,8 @@ bytes differ from the signed digest raises before it is returned.
 
 Files signed without tensorfile's per-tensor digests (for example by
 model-signing) are verified whole at open instead: the header check hashes
-the entire file against its signed SHA-256.
+the entire file against its signed SHA-256 and, in the same pass, derives the
+tensor digests that each read is then checked against.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from tensorfile.errors import (
 )
 from tensorfile.integrity.bundle import DEFAULT_SIGNATURE_NAME, read_bundle
 from tensorfile.integrity.certs import CertificateTrust
-from tensorfile.integrity.hashing import SINGLE_FILE_NAME, ModelFile, hash_file, sha256_hex
+from tensorfile.integrity.hashing import SINGLE_FILE_NAME, ModelFile, hash_files, sha256_hex
 from tensorfile.integrity.keys import read_pem
 from tensorfile.integrity.manifest import Manifest, relative_inside
 from tensorfile.integrity.verify import SignerIdentity, Trust, TrustPolicy, verify_bundle
@@ -122,13 +123,7 @@ class LoadVerifier:
             raise NotSignedError(f"{self.path}: {resource!r} is not a file the signature covers")
         self.manifest, self.signer, self.resource = manifest, signer, resource
         if entry.safetensors is None:
-            # No per-tensor digests (e.g. signed by model-signing): check the whole file now.
-            real = Path(os.path.realpath(self.path))
-            digest = hash_file(ModelFile(resource, real, os.stat(real).st_size), tensors=False)
-            self._count(digest.size or 0)
-            if digest.sha256 != entry.sha256:
-                raise DigestMismatchError(f"{self.path}: file differs from the signed bytes")
-            self._whole_file_verified = True
+            self._check_whole_file(resource, entry.sha256, raw_header)
             return
         self._count(len(raw_header))
         if sha256_hex(raw_header) != entry.safetensors.header:
@@ -137,6 +132,30 @@ class LoadVerifier:
                 "shapes, dtypes, offsets or metadata changed)"
             )
         self._tensors = entry.safetensors.tensors
+
+    def _check_whole_file(self, resource: str, signed_sha256: str, raw_header: bytes) -> None:
+        """No signed tensor digests (e.g. signed by model-signing): hash the whole file
+        now, and derive its tensor digests in the same pass. Once the file digest
+        matches, those digests are as good as signed ones, so each tensor's bytes
+        are still checked when read (the file could change after this check)."""
+        real = Path(os.path.realpath(self.path))
+        done = [0]
+
+        def count(n: int, _total: int) -> None:
+            done[0] = n
+
+        digest = hash_files(
+            [ModelFile(resource, real, os.stat(real).st_size)], tensors=True, progress=count
+        )[0]
+        self._count(done[0])
+        if digest.sha256 != signed_sha256:
+            raise DigestMismatchError(f"{self.path}: file differs from the signed bytes")
+        if digest.safetensors is None:  # not named .safetensors: no tensor layout to derive
+            self._whole_file_verified = True
+            return
+        if sha256_hex(raw_header) != digest.safetensors.header:
+            raise DigestMismatchError(f"{self.path}: header changed after the file was verified")
+        self._tensors = digest.safetensors.tensors
 
     def check_tensor(self, name: str, data: memoryview) -> None:
         """Verify one tensor's bytes against its signed digest (first read of each tensor)."""
