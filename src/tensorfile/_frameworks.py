@@ -193,8 +193,7 @@ def torch_from_carrier(arr: np.ndarray[Any, Any], dt: DType, shape: tuple[int, .
     """A torch tensor sharing memory with a carrier array (a writable buffer)."""
     torch = import_torch()
     tdt = torch_dtype(dt)
-    if dt.name == "F4":
-        shape = (*shape[:-1], shape[-1] // 2) if shape else shape
+    shape = _torch_shape(dt, shape)
     if arr.size == 0:
         return torch.empty(shape, dtype=tdt)
     if not _LITTLE and dt.itemsize > 1:
@@ -203,13 +202,29 @@ def torch_from_carrier(arr: np.ndarray[Any, Any], dt: DType, shape: tuple[int, .
     return t.reshape(shape)
 
 
+def _torch_shape(dt: DType, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The torch shape of a tensor; FrameworkError where torch cannot hold it.
+
+    torch packs F4 two values per element along the last dimension, and its
+    sizes are signed 64-bit; a valid file may still describe tensors outside
+    either (the format allows any u64 dimension of an empty tensor).
+    """
+    if any(d >= 2**63 for d in shape):
+        raise FrameworkError(f"shape {list(shape)} has a dimension too large for torch")
+    if dt.name != "F4" or not shape:
+        return shape
+    if shape[-1] % 2:
+        raise FrameworkError(
+            f"F4 shape {list(shape)}: torch's float4_e2m1fn_x2 needs an even last dimension"
+        )
+    return (*shape[:-1], shape[-1] // 2)
+
+
 def torch_view(buf: Any, offset: int, dt: DType, shape: tuple[int, ...], nbytes: int) -> Any:
     """A torch tensor over a writable buffer without copying when aligned."""
     torch = import_torch()
     tdt = torch_dtype(dt)
-    tshape = shape
-    if dt.name == "F4":
-        tshape = (*shape[:-1], shape[-1] // 2) if shape else shape
+    tshape = _torch_shape(dt, shape)
     if nbytes == 0:
         return torch.empty(tshape, dtype=tdt)
     t = torch.frombuffer(buf, dtype=torch.uint8, count=nbytes, offset=offset)

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tensorfile import safe_open
 from tensorfile._format import header as hdr
@@ -208,24 +210,6 @@ def test_canonical_vector_is_what_save_writes_from_torch(name: str) -> None:
 # ---------------------------------------------------------------------------
 
 
-def _torch_cases() -> list[Any]:
-    """Valid vectors for the torch reader; known reader bugs are strict xfails."""
-    cases = []
-    for name in VALID:
-        bad = [
-            t for t in EXPECTED[name]["tensors"].values()
-            if not _torch_can_hold(t["dtype"], t["shape"]) and t["dtype"] not in SIX_BIT
-        ]
-        marks = [pytest.mark.xfail(
-            strict=True,
-            reason="reader bug (reported): for a valid tensor torch cannot hold (F4 with an odd "
-            "last dimension, a dimension over 2**63), get_tensor lets torch's own error escape "
-            "or returns a wrong shape instead of raising a TensorfileError",
-        )] if bad else []
-        cases.append(pytest.param(name, marks=marks, id=name))
-    return cases
-
-
 def _check_header_view(f: Any, content: bytes, want: dict[str, Any]) -> None:
     assert f.keys() == sorted(want["tensors"])
     assert f.metadata() == want["metadata"]
@@ -289,7 +273,7 @@ def _check_numpy_tensor(arr: np.ndarray[Any, Any], t: dict[str, Any]) -> None:
     assert _sha(raw.tobytes()) == t["sha256"]
 
 
-@pytest.mark.parametrize("name", _torch_cases())
+@pytest.mark.parametrize("name", VALID)
 def test_valid_vector_through_safe_open_torch(name: str) -> None:
     torch = pytest.importorskip("torch")
     path = VECTORS / name
@@ -382,6 +366,47 @@ def test_every_disagreement_with_the_reference_is_documented() -> None:
     assert disagree == _documented_disagreements()
     # tensorfile only ever rejects more: it never accepts a file the reference rejects.
     assert all(not EXPECTED[n]["valid"] for n in disagree)
+
+
+#: Fragments that tend to turn one valid header into another, or into a near miss.
+_SPLICES = [
+    b'"', b"{", b"}", b"[", b"]", b",", b":", b" ", b"\t", b"-0", b"0", b"1", b"-", b"true", b"null",
+    b"1e400", b".5", b"18446744073709551616", b"\\u0061", b"\\u003a", b"\\ud800", b"\\udc00",
+    b"\xff", b"\x00", b"\xc3\xa9", b'"__metadata__"', b'"dtype"', b'"shape"', b'"data_offsets"',
+    b'"F4"', b'"a"', b"9" * 30,
+]
+_SPLIT = [
+    (c[:n], c[n:])
+    for c in ((VECTORS / name).read_bytes() for name in VALID)
+    for n in [_data_offset(c) - 8]
+]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_mutated_vectors_never_accepted_by_tensorfile_alone(data: st.DataObject) -> None:
+    """Edit a valid header, fix up its length: whatever tensorfile accepts, the
+    reference accepts too and reads as the same tensors; everything else is a
+    FormatError (never another exception)."""
+    safetensors = pytest.importorskip("safetensors")
+    head, body = data.draw(st.sampled_from(_SPLIT))
+    text = bytearray(head[8:])
+    for _ in range(data.draw(st.integers(1, 2))):
+        at = data.draw(st.integers(0, len(text)))
+        cut = data.draw(st.integers(0, 4))
+        text[at : at + cut] = data.draw(st.sampled_from(_SPLICES))
+    body = body[: data.draw(st.sampled_from([len(body), max(0, len(body) - 1)]))]
+    content = struct.pack("<Q", len(text)) + bytes(text) + body
+    try:
+        h = hdr.parse(content)
+    except FormatError:
+        return
+    ref = dict(safetensors.deserialize(content))  # must not raise: tensorfile accepted
+    base = h.data_offset
+    assert {
+        n: (t.dtype.name, list(t.shape), _sha(content[base + t.start : base + t.end]))
+        for n, t in h.tensors.items()
+    } == {n: (d["dtype"], d["shape"], _sha(bytes(d["data"]))) for n, d in ref.items()}
 
 
 def _reference_spec(t: dict[str, Any], data: bytes) -> tuple[Any, np.ndarray[Any, Any]]:
