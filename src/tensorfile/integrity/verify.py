@@ -272,10 +272,10 @@ def _check_extension(
     try:
         with open(mf.path, "rb") as f:
             hdr, raw = read_header(f.fileno(), os.fstat(f.fileno()).st_size)
-        names = list(hdr.tensors)
+        names = set(hdr.tensors)
     except (OSError, FormatError) as e:
         raise ManifestError(f"{mf.name}: signed with tensor digests but unreadable: {e}") from None
-    if sha256_hex(raw) != signed.header or names != list(signed.tensors):
+    if sha256_hex(raw) != signed.header or names != set(signed.tensors):
         raise ManifestError(
             f"{mf.name}: the signed tensorfile extension does not describe this file's header"
         )
