@@ -63,6 +63,9 @@ def numpy_entry(name: str, arr: np.ndarray[Any, Any]) -> tuple[Entry, memoryview
         )
     if arr.dtype.hasobject:
         raise SerializationError(f"tensor {name!r}: object arrays cannot be saved")
+    f4 = DTYPES["F4"]
+    if arr.dtype == numpy_dtype(f4):
+        return Entry(name, f4, tuple(int(d) for d in arr.shape)), _pack_f4(name, arr)
     dt = dtype_from_numpy(arr.dtype)
     want = numpy_dtype(dt)
     if arr.dtype != want:  # big-endian input
@@ -70,6 +73,17 @@ def numpy_entry(name: str, arr: np.ndarray[Any, Any]) -> tuple[Entry, memoryview
     if not arr.flags.c_contiguous:
         arr = arr.copy(order="C")  # ascontiguousarray would turn 0-d into 1-d
     return Entry(name, dt, tuple(int(d) for d in arr.shape)), _byte_view(arr)
+
+
+def _pack_f4(name: str, arr: np.ndarray[Any, Any]) -> memoryview:
+    """Two float4_e2m1fn codes per byte, the first in the low nibble (torch's packing)."""
+    if arr.size % 2:
+        raise SerializationError(
+            f"tensor {name!r}: {arr.size} F4 values do not fill whole bytes"
+        )
+    codes = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
+    packed = (codes[0::2] & 0x0F) | ((codes[1::2] & 0x0F) << 4)
+    return _byte_view(packed)
 
 
 def _byte_view(arr: np.ndarray[Any, Any]) -> memoryview:

@@ -123,3 +123,15 @@ def test_f4_unpacks_low_nibble_first(tmp_path: Path) -> None:
         got = f.get_tensor("q")
         assert got.dtype == torch.float4_e2m1fn_x2 and got.shape == (1, 2)
         assert got.view(torch.uint8).tolist() == [[0x21, 0x43]]
+
+
+def test_f4_numpy_arrays_round_trip_packed(tmp_path: Path) -> None:
+    values = np.array([[0.5, -1.0, 6.0, 0.0], [1.5, 2.0, -0.5, 3.0]], dtype=np.float32)
+    arr = values.astype(ml_dtypes.float4_e2m1fn)
+    path = tmp_path / "f4np.safetensors"
+    tensorfile.save_file({"q": arr}, path)
+    with tensorfile.safe_open(path, "np") as f:
+        assert f.info("q").nbytes == 4  # 8 values, 4 bits each
+        np.testing.assert_array_equal(f.get_tensor("q").astype(np.float32), values)
+    with pytest.raises(tensorfile.SerializationError, match="whole bytes"):
+        tensorfile.save({"odd": arr.reshape(-1)[:3]})
