@@ -39,11 +39,15 @@ def _kv_table(title: str, rows: dict[str, str]) -> Any:
 
 
 def inspect(out: Output, result: dict[str, Any]) -> None:
+    if result["format"] == "pickle":
+        _inspect_pickle(out, result["scan"])
+        return
     from rich.table import Table
 
     console = out.console
     totals = result["totals"]
-    table = Table(title=f"{result['path']}  ({result['format']})", title_justify="left")
+    out.line(f"{result['path']}: safetensors, {plural(totals['tensors'], 'tensor')}")
+    table = Table()
     table.add_column("name", overflow="fold")
     table.add_column("dtype")
     table.add_column("shape")
@@ -80,7 +84,8 @@ def hash_manifest(out: Output, result: dict[str, Any]) -> None:
     from rich.table import Table
 
     files = result["files"]
-    table = Table(title=f"{result['model_name']}  ({plural(len(files), 'file')})", title_justify="left")
+    out.line(f"{result['model_name']}: {plural(len(files), 'file')}")
+    table = Table()
     table.add_column("file", overflow="fold")
     table.add_column("bytes", justify="right")
     table.add_column("sha256", no_wrap=True)
@@ -128,3 +133,83 @@ def verify(out: Output, result: dict[str, Any]) -> None:
     out.line(f"signed by {who}")
     if result["extra_files"]:
         out.line(f"not covered by the signature (ignored): {', '.join(result['extra_files'])}")
+
+
+# -- scanner results --------------------------------------------------------------------
+_VERDICT_STYLE = {
+    "safe": ("green",),
+    "unknown": ("yellow",),
+    "error": ("yellow",),
+    "dangerous": ("red", "bold"),
+}
+
+
+def _verdict(out: Output, verdict: str) -> str:
+    return out.style(verdict, *_VERDICT_STYLE.get(verdict, ()))
+
+
+def _finding_line(finding: dict[str, Any]) -> str:
+    """``os.system (GLOBAL at byte 12): reason`` from a finding's JSON form."""
+    where = []
+    if finding["opcode"]:
+        where.append(finding["opcode"])
+    if finding["offset"] is not None:
+        where.append(f"at byte {finding['offset']}")
+    subject = finding["global"] or ""
+    located = f" ({' '.join(where)})" if where else ""
+    return f"{subject}{located}: {finding['reason']}" if subject or located else finding["reason"]
+
+
+def _file_lines(out: Output, f: dict[str, Any]) -> None:
+    """One line per file, then one per finding or unreadable part."""
+    streams = f["streams"]
+    out.line(
+        f"{f['path']}: {_verdict(out, f['verdict'])} ({f['format']}, {plural(len(streams), 'pickle stream')})"
+    )
+    if f["error"]:
+        out.line(f"  {f['error']}")
+    for s in streams:
+        where = f"{s['location']} @ {s['offset']}"
+        if s["error"]:
+            out.line(f"  {where}: {_verdict(out, s['verdict'])}: {s['error']}")
+        for finding in s["findings"]:
+            out.line(f"  {where}: {_verdict(out, finding['verdict'])}: {_finding_line(finding)}")
+
+
+def scan(out: Output, result: dict[str, Any]) -> None:
+    files = result["files"]
+    for f in files:
+        _file_lines(out, f)
+    counts: dict[str, int] = {}
+    for f in files:
+        counts[f["verdict"]] = counts.get(f["verdict"], 0) + 1
+    summary = ", ".join(f"{n} {_verdict(out, v)}" for v, n in sorted(counts.items()))
+    out.line(f"{plural(len(files), 'file')} scanned: {summary}; overall {_verdict(out, result['verdict'])}")
+
+
+def _inspect_pickle(out: Output, f: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    out.line(f"{f['path']}: {f['format']} checkpoint, read by the scanner (nothing was loaded)")
+    table = Table()
+    table.add_column("stream", overflow="fold")
+    table.add_column("offset", justify="right")
+    table.add_column("verdict")
+    table.add_column("globals", overflow="fold")
+    styles = {"safe": "green", "unknown": "yellow", "error": "yellow", "dangerous": "bold red"}
+    for s in f["streams"]:
+        table.add_row(
+            s["location"],
+            f"{s['offset']:,}",
+            f"[{styles.get(s['verdict'], '')}]{s['verdict']}[/]",
+            ", ".join(s["globals"]) or "-",
+            end_section=True,
+        )
+    out.console.print(table)
+    for s in f["streams"]:
+        where = f"{s['location']} @ {s['offset']}"
+        if s["error"]:
+            out.line(f"{where}: {_verdict(out, s['verdict'])}: {s['error']}")
+        for finding in s["findings"]:
+            out.line(f"{where}: {_verdict(out, finding['verdict'])}: {_finding_line(finding)}")
+    out.line(f"verdict: {_verdict(out, f['verdict'])}")

@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 import typer
 
+from tensorfile_cli._exit import ExitCode
 from tensorfile_cli._output import Output, guarded
 
 #: Environment variable holding a private key's password (read by sign and keygen).
@@ -91,12 +92,38 @@ def inspect(
     out = Output("inspect", json_out=json_out, quiet=quiet, debug=debug)
     with guarded(out, file):
         from tensorfile import safe_open
+        from tensorfile.errors import FormatError
 
-        with safe_open(file) as f:
-            result = _describe_safetensors(file, f)
+        try:
+            with safe_open(file) as f:
+                result, code = _describe_safetensors(file, f), ExitCode.OK
+        except FormatError as not_safetensors:
+            result, code = _describe_pickle(file, not_safetensors)
     from tensorfile_cli import _render
 
-    out.finish(result, _render.inspect)
+    out.finish(result, _render.inspect, code)
+
+
+def _describe_pickle(path: Path, not_safetensors: Exception) -> tuple[dict[str, Any], ExitCode]:
+    """The ``inspect`` result for a pickle checkpoint: the scanner's static view,
+    with the scanner's exit code (a dangerous pickle is a finding here too).
+
+    Raises ``not_safetensors`` again when the file is not a pickle container
+    either, since then the safetensors error is the useful one.
+    """
+    from tensorfile.pickles import scan as scan_paths
+
+    report = scan_paths([path])
+    (file_report,) = report.files
+    if file_report.format in _NOT_A_CHECKPOINT:
+        raise not_safetensors
+    return {"path": str(path), "format": "pickle", "scan": file_report.to_dict()}, ExitCode(
+        report.exit_code
+    )
+
+
+#: Scanner formats meaning "no pickle container here" (scan's FileReport.format).
+_NOT_A_CHECKPOINT = frozenset({"unknown", "empty", "unreadable", "missing"})
 
 
 def _describe_safetensors(path: Path, f: Any) -> dict[str, Any]:
@@ -134,6 +161,36 @@ def _describe_safetensors(path: Path, f: Any) -> dict[str, Any]:
             "bytes_by_dtype": dtypes,
         },
     }
+
+
+# -- scan -------------------------------------------------------------------------------
+@app.command(
+    epilog="Example: tensorfile scan ./downloads/*.bin ./checkpoints  (exit 1 if anything is not safe)"
+)
+def scan(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Files or folders (scanned recursively) to check.")
+    ],
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Check pickle checkpoints (.bin .pt .pth .ckpt .pkl .npy, any name) without loading them.
+
+    `safe` means the pickle provably only rebuilds tensors and plain data;
+    `dangerous` means it would run code; `unknown` means it imports something
+    outside the allowlist; `error` means it could not be read completely.
+    Nothing is ever imported or executed. Exit 0 all safe, 1 dangerous or
+    unknown, 2 could not scan.
+    """
+    out = Output("scan", json_out=json_out, quiet=quiet, debug=debug)
+    with guarded(out, *paths):
+        from tensorfile.pickles import scan as scan_paths
+
+        report = scan_paths(paths)
+    from tensorfile_cli import _render
+
+    out.finish(report.to_dict(), _render.scan, ExitCode(report.exit_code))
 
 
 # -- options shared by the integrity commands ------------------------------------
@@ -180,20 +237,27 @@ def hash_(
         bool,
         typer.Option("--tensors/--no-tensors", help="Also digest each safetensors header and tensor."),
     ] = True,
+    signature: SignatureOpt = None,
     allow_symlinks: SymlinksOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Print the SHA-256 manifest of a model file or folder (what `sign` would sign).
+    """Print the SHA-256 manifest of a model file or folder: what `sign` would sign.
 
-    Nothing is signed or written.
+    Nothing is signed or written; the signature file is left out, as `sign` leaves it out.
     """
     out = Output("hash", json_out=json_out, quiet=quiet, debug=debug)
     with guarded(out, path), out.progress("hashing") as progress:
-        from tensorfile.integrity import hash_model
+        from tensorfile.integrity import default_signature_path, hash_model
 
-        manifest = hash_model(path, tensors=tensors, allow_symlinks=allow_symlinks, progress=progress)
+        manifest = hash_model(
+            path,
+            signature=signature or default_signature_path(path),
+            tensors=tensors,
+            allow_symlinks=allow_symlinks,
+            progress=progress,
+        )
     from tensorfile_cli import _render
 
     out.finish(manifest.to_dict(), _render.hash_manifest)

@@ -98,12 +98,13 @@ def validate(instance: Any, schema: Mapping[str, Any], root: Mapping[str, Any] |
     unknown = set(schema) - _KNOWN
     assert not unknown, f"validator does not implement {unknown} (at {at})"
     if "$ref" in schema:
-        ref = schema["$ref"]
-        assert ref.startswith("#/"), f"only local $ref supported: {ref}"
-        target: Any = root
-        for part in ref[2:].split("/"):
+        # "#/$defs/x" in this schema, or "other.json#/$defs/x" beside it.
+        file, _, pointer = schema["$ref"].partition("#")
+        base = load_schema(file.removesuffix(".json")) if file else root
+        target: Any = base
+        for part in pointer.strip("/").split("/") if pointer.strip("/") else []:
             target = target[part]
-        validate(instance, target, root, at)
+        validate(instance, target, base, at)
     if "type" in schema:
         types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
         assert any(_TYPES[t](instance) for t in types), f"{at}: {instance!r} is not {types}"

@@ -110,9 +110,9 @@ def test_importing_the_cli_stays_light() -> None:
 
 def test_json_error_envelope(cli: Any, tmp_path: Path, json_of: Any, error_line: Any) -> None:
     missing = tmp_path / "missing.safetensors"
-    r = cli(["inspect", str(missing), "--json"])
-    err = json_of(r, "inspect", 2)
-    assert err["type"] == "FileNotFoundError"
+    r = cli(["hash", str(missing), "--json"])
+    err = json_of(r, "hash", 2)
+    assert err["type"] == "ModelPathError"
     assert err["path"] == str(missing)
     assert str(missing) in err["message"]
     json.loads(r.stdout)  # nothing but the one object on stdout
@@ -135,7 +135,7 @@ def test_quiet_prints_nothing_on_success(cli: Any, st_file: Path) -> None:
 
 def test_no_colour_when_piped_or_no_color(shell: Any, tmp_path: Path) -> None:
     missing = str(tmp_path / "m")
-    assert "\x1b[" not in shell(["inspect", missing]).stderr
-    forced = shell(["inspect", missing], env={"FORCE_COLOR": "1"})
+    assert "\x1b[" not in shell(["hash", missing]).stderr
+    forced = shell(["hash", missing], env={"FORCE_COLOR": "1"})
     assert "\x1b[" in forced.stderr
-    assert "\x1b[" not in shell(["inspect", missing], env={"FORCE_COLOR": "1", "NO_COLOR": "1"}).stderr
+    assert "\x1b[" not in shell(["hash", missing], env={"FORCE_COLOR": "1", "NO_COLOR": "1"}).stderr

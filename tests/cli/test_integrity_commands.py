@@ -31,6 +31,15 @@ def keys(tmp_path: Path) -> tuple[Path, Path]:
     return pair.private_key, pair.public_key
 
 
+@pytest.fixture
+def signed(model: Path, keys: tuple[Path, Path]) -> Path:
+    """``model`` signed through the library (set-up for the verify tests)."""
+    from tensorfile.integrity import sign
+
+    sign(model, keys[0])
+    return model
+
+
 # -- keygen -------------------------------------------------------------------------------
 def test_keygen_writes_a_pair(cli: Any, tmp_path: Path, json_of: Any) -> None:
     priv = tmp_path / "sk.pem"
@@ -152,10 +161,9 @@ def test_sign_to_a_separate_signature_file(cli: Any, st_file: Path, keys: tuple[
     ],
 )
 def test_verify_rejects_tampering(
-    cli: Any, model: Path, keys: tuple[Path, Path], json_of: Any, error_line: Any, tamper: str, error_type: str
+    cli: Any, signed: Path, keys: tuple[Path, Path], json_of: Any, error_line: Any, tamper: str, error_type: str
 ) -> None:
-    priv, pub = keys
-    assert cli(["sign", str(model), "--key", str(priv), "-q"]).code == 0
+    model, pub = signed, keys[1]
     weights = model / "model.safetensors"
     if tamper == "flip_tensor_byte":
         data = bytearray(weights.read_bytes())
@@ -180,19 +188,17 @@ def test_verify_rejects_tampering(
     error_line(r, "verify")
 
 
-def test_verify_with_the_wrong_key_fails(cli: Any, model: Path, keys: tuple[Path, Path], tmp_path: Path, json_of: Any) -> None:
+def test_verify_with_the_wrong_key_fails(cli: Any, signed: Path, tmp_path: Path, json_of: Any) -> None:
     from tensorfile.integrity import generate_key
 
     other = generate_key(tmp_path / "other.pem")
-    assert cli(["sign", str(model), "--key", str(keys[0]), "-q"]).code == 0
-    err = json_of(cli(["verify", str(model), "--key", str(other.public_key), "--json"]), "verify", 1)
+    err = json_of(cli(["verify", str(signed), "--key", str(other.public_key), "--json"]), "verify", 1)
     assert err["type"] == "SignatureError"
 
 
-def test_verify_allows_extra_files_on_request(cli: Any, model: Path, keys: tuple[Path, Path], json_of: Any) -> None:
-    assert cli(["sign", str(model), "--key", str(keys[0]), "-q"]).code == 0
-    (model / "README.md").write_text("notes")
-    res = json_of(cli(["verify", str(model), "--key", str(keys[1]), "--allow-extra-files", "--deep", "--json"]), "verify", 0)
+def test_verify_allows_extra_files_on_request(cli: Any, signed: Path, keys: tuple[Path, Path], json_of: Any) -> None:
+    (signed / "README.md").write_text("notes")
+    res = json_of(cli(["verify", str(signed), "--key", str(keys[1]), "--allow-extra-files", "--deep", "--json"]), "verify", 0)
     assert res["extra_files"] == ["README.md"] and res["tensor_digests_checked"] is True
 
 
@@ -204,9 +210,8 @@ def test_verify_needs_exactly_one_trust_option(cli: Any, model: Path, keys: tupl
     assert "--key or --cert-chain" in r.stderr
 
 
-def test_verify_with_a_private_key_is_an_input_error(cli: Any, model: Path, keys: tuple[Path, Path], error_line: Any) -> None:
-    assert cli(["sign", str(model), "--key", str(keys[0]), "-q"]).code == 0
-    r = cli(["verify", str(model), "--key", str(keys[0])])
+def test_verify_with_a_private_key_is_an_input_error(cli: Any, signed: Path, keys: tuple[Path, Path], error_line: Any) -> None:
+    r = cli(["verify", str(signed), "--key", str(keys[0])])
     assert r.code == 2
     assert str(keys[0]) in error_line(r, "verify")
 

@@ -1,0 +1,174 @@
+"""scan and inspect from the command line (in process and as a subprocess)."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CORPUS = Path(__file__).resolve().parents[2] / ".." / "shared" / "corpus" / "picklescan"
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path) -> Path:
+    """A real torch checkpoint, made the way people make them."""
+    torch = pytest.importorskip("torch")
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    path = tmp_path / "pytorch_model.bin"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+@pytest.fixture
+def hostile(tmp_path: Path) -> Path:
+    """A pickle that would call os.system (written as bytes; never loaded)."""
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(b"\x80\x02cos\nsystem\nq\x00X\x04\x00\x00\x00trueq\x01\x85q\x02Rq\x03.")
+    return path
+
+
+@pytest.fixture
+def unknown(tmp_path: Path) -> Path:
+    """A pickle importing a harmless global that is not on the allowlist."""
+    path = tmp_path / "odd.pkl"
+    path.write_bytes(pickle.dumps(complex(1, 2), protocol=2))
+    return path
+
+
+def test_scan_safe_checkpoint(cli: Any, checkpoint: Path, json_of: Any) -> None:
+    res = json_of(cli(["scan", str(checkpoint), "--json"]), "scan", 0)
+    assert res["verdict"] == "safe"
+    (f,) = res["files"]
+    assert f["path"] == str(checkpoint) and f["format"] == "torch-zip"
+    assert any("_rebuild_tensor_v2" in g for s in f["streams"] for g in s["globals"])
+    human = cli(["scan", str(checkpoint)])
+    assert human.code == 0 and f"{checkpoint}: safe" in human.stdout
+
+
+def test_scan_dangerous(cli: Any, hostile: Path, checkpoint: Path, json_of: Any) -> None:
+    res = json_of(cli(["scan", str(checkpoint), str(hostile), "--json"]), "scan", 1)
+    verdicts = {f["path"]: f["verdict"] for f in res["files"]}
+    assert verdicts == {str(checkpoint): "safe", str(hostile): "dangerous"}
+    findings = [x for f in res["files"] for s in f["streams"] for x in s["findings"]]
+    assert any(x["global"] == "os.system" for x in findings)
+    human = cli(["scan", str(hostile)])
+    assert human.code == 1
+    assert f"{hostile}: dangerous" in human.stdout and "os.system" in human.stdout
+
+
+def test_scan_unknown_global_is_a_finding(cli: Any, unknown: Path, json_of: Any) -> None:
+    res = json_of(cli(["scan", str(unknown), "--json"]), "scan", 1)
+    assert res["verdict"] == "unknown"
+
+
+def test_scan_folder_recursively(cli: Any, tmp_path: Path, checkpoint: Path, hostile: Path, json_of: Any) -> None:
+    res = json_of(cli(["scan", str(tmp_path), "--json"]), "scan", 1)
+    assert {Path(f["path"]).name for f in res["files"]} == {checkpoint.name, hostile.name}
+
+
+def test_scan_missing_file_could_not_scan(cli: Any, tmp_path: Path, json_of: Any) -> None:
+    res = json_of(cli(["scan", str(tmp_path / "absent.bin"), "--json"]), "scan", 2)
+    assert res["verdict"] == "error"
+    r = cli(["scan", str(tmp_path / "absent.bin")])
+    assert r.code == 2 and "error" in r.stdout
+
+
+def test_scan_needs_a_path(cli: Any) -> None:
+    assert cli(["scan"]).code == 2
+
+
+def test_scan_quiet(cli: Any, hostile: Path) -> None:
+    r = cli(["scan", str(hostile), "-q"])
+    assert r.code == 1 and r.stdout == ""
+
+
+@pytest.mark.corpus
+def test_scan_corpus_never_calls_hostile_safe(shell: Any, json_of: Any) -> None:
+    """The picklescan corpus through the installed script: no hostile file is safe."""
+    labels_file = CORPUS / "LABELS.tsv"
+    if not labels_file.exists():
+        pytest.skip("../shared/corpus/picklescan is not present")
+    labels = dict(
+        line.split("\t") for line in labels_file.read_text().splitlines()[1:] if line.strip()
+    )
+    files = [str(CORPUS / p) for p in labels]
+    r = shell(["scan", *files, "--json"])
+    res = json_of(r, "scan", 1)
+    by_path = {f["path"]: f["verdict"] for f in res["files"]}
+    for rel, label in labels.items():
+        verdict = by_path[str(CORPUS / rel)]
+        if label in ("hostile", "invalid", "unreadable"):
+            assert verdict != "safe", rel
+
+
+# -- inspect ----------------------------------------------------------------------------
+def test_inspect_safetensors(cli: Any, st_file: Path, json_of: Any) -> None:
+    res = json_of(cli(["inspect", str(st_file), "--json"]), "inspect", 0)
+    assert res["format"] == "safetensors"
+    by_name = {t["name"]: t for t in res["tensors"]}
+    assert by_name["encoder.weight"] == {
+        "name": "encoder.weight",
+        "dtype": "F32",
+        "shape": [3, 4],
+        "numel": 12,
+        "nbytes": 48,
+        "offset": by_name["encoder.weight"]["offset"],
+        "end": by_name["encoder.weight"]["offset"] + 48,
+    }
+    assert by_name["step"]["shape"] == [] and by_name["step"]["nbytes"] == 8
+    assert res["metadata"] == {"format": "pt", "note": "test"}
+    assert res["totals"] == {"tensors": 2, "parameters": 13, "bytes": 56, "bytes_by_dtype": {"F32": 48, "I64": 8}}
+    assert res["file_size"] == st_file.stat().st_size == res["data_offset"] + 56
+    # The offsets are where the bytes really are.
+    raw = st_file.read_bytes()
+    w = by_name["encoder.weight"]
+    import numpy as np
+
+    assert np.frombuffer(raw[w["offset"] : w["end"]], np.float32).tolist() == list(range(12))
+
+
+def test_inspect_human(cli: Any, st_file: Path) -> None:
+    r = cli(["inspect", str(st_file)])
+    assert r.code == 0
+    for text in ("encoder.weight", "F32", "[3, 4]", "note", "test", "parameters", "13"):
+        assert text in r.stdout
+
+
+def test_inspect_pickle_shows_the_scanner_view(cli: Any, checkpoint: Path, json_of: Any) -> None:
+    res = json_of(cli(["inspect", str(checkpoint), "--json"]), "inspect", 0)
+    assert res["format"] == "pickle" and res["scan"]["verdict"] == "safe"
+    human = cli(["inspect", str(checkpoint)])
+    assert human.code == 0
+    assert "torch-zip" in human.stdout and "_rebuild_tensor_v2" in human.stdout
+    assert "nothing was loaded" in human.stdout
+
+
+def test_inspect_hostile_pickle_is_a_finding(cli: Any, hostile: Path, json_of: Any) -> None:
+    res = json_of(cli(["inspect", str(hostile), "--json"]), "inspect", 1)
+    assert res["scan"]["verdict"] == "dangerous"
+    human = cli(["inspect", str(hostile)])
+    assert human.code == 1 and "os.system" in human.stdout
+
+
+def test_inspect_neither_safetensors_nor_pickle(cli: Any, tmp_path: Path, json_of: Any, error_line: Any) -> None:
+    bad = tmp_path / "notes.txt"
+    bad.write_bytes(b"\x05\x00\x00\x00\x00\x00\x00\x00hello")
+    err = json_of(cli(["inspect", str(bad), "--json"]), "inspect", 2)
+    assert err["type"].endswith("Error") and err["path"] == str(bad)
+    r = cli(["inspect", str(bad)])
+    assert r.code == 2
+    assert str(bad) in error_line(r, "inspect")
+
+
+# Subprocess only, for now: the reader's SafeOpen.__del__ raises AttributeError
+# when os.open fails (src/tensorfile/_io/reader.py sets _closed before _fd), which
+# prints a second traceback; in process, that __del__ later runs inside an
+# unrelated ast.parse and crashes pytest with "AST constructor recursion depth
+# mismatch". Reported to the lead; drop the marker and use ``cli`` once fixed.
+@pytest.mark.xfail(reason="SafeOpen.__del__ fails after a failed open (reader.py)", strict=False)
+def test_inspect_missing_file(shell: Any, tmp_path: Path, error_line: Any) -> None:
+    r = shell(["inspect", str(tmp_path / "gone.safetensors")])
+    assert r.code == 2
+    assert "No such file" in error_line(r, "inspect")
