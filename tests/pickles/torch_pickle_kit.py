@@ -116,12 +116,12 @@ def tar_checkpoint(values: dict[str, list[float]]) -> bytes:
     tensors = [stream(integer(len(values)))]
     refs = []
     for i, (name, data) in enumerate(values.items()):
-        skey, tkey = str(100 + i), str(200 + i)
-        storages.append(stream(tup([text(skey), text("cpu"), glob("torch", "FloatStorage")])))
+        skey, tkey = 100 + i, 200 + i  # ints in the headers, digit strings as persistent ids
+        storages.append(stream(tup([integer(skey), text("cpu"), glob("torch", "FloatStorage")])))
         storages.append(struct.pack("<q", len(data)) + struct.pack(f"<{len(data)}f", *data))
-        tensors.append(stream(tup([text(tkey), text(skey), glob("torch", "FloatTensor")])))
+        tensors.append(stream(tup([integer(tkey), integer(skey), glob("torch", "FloatTensor")])))
         tensors.append(struct.pack("<ii", 1, 0) + struct.pack("<qqq", len(data), 1, 0))
-        refs.append((name, text(tkey) + b"Q"))
+        refs.append((name, text(str(tkey)) + b"Q"))
     storages.append(stream(EMPTY_LIST))
     members = {
         "sys_info": stream(dict_of([("protocol_version", integer(1001)),

@@ -1,0 +1,343 @@
+"""The converter against torch as the oracle: every benign checkpoint kind.
+
+Each converted file must hold, under the state-dict names, tensors equal bit
+for bit to ``torch.load(path, weights_only=True)`` (torch is only the oracle
+here; the converter never imports it) and must load in the reference
+``safetensors``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tensorfile.pickles.convert import convert
+
+torch = pytest.importorskip("torch")
+st_torch = pytest.importorskip("safetensors.torch")
+safe_open = pytest.importorskip("safetensors").safe_open
+
+
+def _load_kit() -> Any:
+    path = Path(__file__).with_name("torch_pickle_kit.py")
+    spec = importlib.util.spec_from_file_location("torch_pickle_kit", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("torch_pickle_kit", mod)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+kit = _load_kit()
+
+ALL_DTYPES = [
+    torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int8, torch.uint8,
+    torch.int16, torch.int32, torch.int64, torch.bool, torch.complex64, torch.uint16,
+    torch.uint32, torch.uint64, torch.float8_e4m3fn, torch.float8_e5m2, torch.float8_e4m3fnuz,
+    torch.float8_e5m2fnuz, torch.float8_e8m0fnu, torch.float4_e2m1fn_x2,
+]
+
+
+def _sample(dtype: Any, shape: tuple[int, ...] = (3, 5), seed: int = 0) -> Any:
+    """Distinct bytes per element for any dtype (built through uint8, no arithmetic)."""
+    g = torch.Generator().manual_seed(seed)
+    probe = torch.empty(0, dtype=dtype)
+    n = int(np.prod(shape)) * probe.element_size()
+    raw = torch.randint(0, 256, (n,), dtype=torch.uint8, generator=g)
+    if dtype == torch.bool:
+        raw = raw % 2
+    elif dtype == torch.float8_e8m0fnu:
+        raw = raw.clamp(max=254)  # 255 is its NaN: keep values comparable
+    return raw.view(dtype).reshape(shape)
+
+
+def _bits(t: Any) -> Any:
+    return t.detach().contiguous().reshape(-1).view(torch.uint8)
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """The oracle's naming: dotted keys through dicts and lists, tensors only."""
+    out: dict[str, Any] = {}
+    if isinstance(obj, torch.Tensor):
+        out[prefix or "tensor"] = obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            out.update(_flatten(v, f"{prefix}.{i}" if prefix else str(i)))
+    return out
+
+
+def assert_matches_oracle(src: Path, out: Path, report: Any, key: str | None = None,
+                          saved: Any = None) -> None:
+    """Every tensor torch loads is in ``out`` (directly or via an alias), bit for bit.
+
+    ``saved`` replaces ``torch.load`` where torch's weights-only unpickler
+    cannot read its own file (protocol 4 and 5 frames: "Unsupported operand 149").
+    """
+    loaded = torch.load(src, weights_only=True, map_location="cpu") if saved is None else saved
+    expected = _flatten(loaded[key] if key else loaded)
+    got = st_torch.load_file(out)  # the reference reader
+    with safe_open(out, "pt") as f:
+        meta = f.metadata() or {}
+    assert set(expected) == set(got) | set(report.aliases)
+    for name, want in expected.items():
+        kept = report.aliases.get(name, name)
+        assert meta.get(name, kept) == kept  # aliases recorded as {alias: kept}
+        have = got[kept]
+        assert have.dtype == want.dtype, name
+        assert have.shape == want.shape, name
+        assert torch.equal(_bits(have), _bits(want)), name
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_protocols_and_formats(tmp_path: Path, protocol: int, legacy: bool) -> None:
+    base = _sample(torch.float32, (4, 6), seed=protocol)
+    sd = {
+        "plain": base,
+        "param": torch.nn.Parameter(_sample(torch.float16, (3,), seed=1)),
+        "half_rows": base[1:3],                 # a view with an offset
+        "transposed": base.t(),                 # non-contiguous
+        "strided": base[:, ::2],                # non-contiguous with gaps
+        "scalar": torch.tensor(3.5),            # 0-d
+        "empty": torch.empty(0, 4),             # numel 0
+        "long": torch.arange(7),
+    }
+    src = tmp_path / "ck.pt"
+    torch.save(sd, src, pickle_protocol=protocol, _use_new_zipfile_serialization=not legacy)
+    out = tmp_path / "ck.safetensors"
+    report = convert(src, out)
+    assert report.format == ("torch-legacy" if legacy else "torch-zip")
+    assert_matches_oracle(src, out, report, saved=sd if protocol >= 4 else None)
+    assert report.aliases == {}  # different views of one storage are separate tensors
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES, ids=str)
+def test_every_dtype(tmp_path: Path, dtype: Any) -> None:
+    t = _sample(dtype, (4, 6))
+    sd = {"full": t, "view": t[1:], "transposed": t.t(), "zero_d": t[0, 0].clone()}
+    if dtype == torch.float4_e2m1fn_x2:
+        del sd["zero_d"]  # packed fp4 has no 0-d form in safetensors
+    src = tmp_path / "dt.pt"
+    torch.save(sd, src)
+    out = tmp_path / "dt.safetensors"
+    report = convert(src, out)
+    assert_matches_oracle(src, out, report)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int64, torch.bool,
+                                   torch.complex64, torch.float16, torch.uint8],
+                         ids=str)
+def test_every_legacy_storage_type(tmp_path: Path, dtype: Any) -> None:
+    """The legacy format with each typed storage (torch cannot reload v3 dtypes from it)."""
+    t = _sample(dtype, (5, 3))
+    src = tmp_path / "legacy.pt"
+    torch.save({"t": t, "tt": t.t(), "row": t[2]}, src, _use_new_zipfile_serialization=False)
+    out = tmp_path / "legacy.safetensors"
+    assert_matches_oracle(src, out, convert(src, out))
+
+
+def test_tied_weights_written_once_and_load_model_restores(tmp_path: Path) -> None:
+    class Tied(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = torch.nn.Embedding(10, 4)
+            self.head = torch.nn.Linear(4, 10, bias=False)
+            self.head.weight = self.emb.weight
+
+    model = Tied()
+    src = tmp_path / "pytorch_model.bin"
+    torch.save(model.state_dict(), src)
+    report = convert(src)
+    out = tmp_path / "model.safetensors"
+    assert report.outputs == [str(out)]
+    assert report.aliases == {"head.weight": "emb.weight"}
+    assert report.tensors == ["emb.weight"]
+    assert_matches_oracle(src, out, report)
+    for loader in (st_torch.load_model, __import__("tensorfile.torch").torch.load_model):
+        fresh = Tied()
+        torch.nn.init.zeros_(fresh.emb.weight)
+        loader(fresh, out)
+        assert torch.equal(fresh.head.weight, model.emb.weight)
+        assert fresh.head.weight.data_ptr() == fresh.emb.weight.data_ptr()
+
+
+def test_shared_storage_distinct_tensor_objects(tmp_path: Path) -> None:
+    """Two tensor objects with the same view of one storage are one tensor plus an alias."""
+    base = torch.arange(12, dtype=torch.float32)
+    sd = {"a": base.view(3, 4), "b": base.view(3, 4), "c": base.view(4, 3), "d": base[4:]}
+    src = tmp_path / "shared.pt"
+    torch.save(sd, src)
+    out = tmp_path / "shared.safetensors"
+    report = convert(src, out)
+    assert report.aliases == {"b": "a"}
+    assert sorted(report.tensors) == ["a", "c", "d"]
+    assert_matches_oracle(src, out, report)
+
+
+def _training_checkpoint() -> dict[str, Any]:
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(torch.ones(2, 3)).sum().backward()
+    opt.step()
+    return {"model_state": model.state_dict(), "optimizer_state": opt.state_dict(), "step": 3,
+            "config": {"name": "tiny", "layers": [3, 4, 2], "dropout": None}}
+
+
+def test_nested_training_checkpoint_flattened(tmp_path: Path) -> None:
+    ck = _training_checkpoint()
+    src = tmp_path / "train.pt"
+    torch.save(ck, src)
+    out = tmp_path / "train.safetensors"
+    report = convert(src, out)
+    assert_matches_oracle(src, out, report)
+    assert "model_state.0.weight" in report.tensors
+    assert "optimizer_state.state.0.exp_avg" in report.tensors
+    with safe_open(out, "pt") as f:
+        meta = f.metadata()
+    assert meta["format"] == "pt"
+    assert json.loads(meta["step"]) == 3
+    assert json.loads(meta["config"]) == {"name": "tiny", "layers": [3, 4, 2], "dropout": None}
+    groups = json.loads(meta["optimizer_state.param_groups"])
+    assert groups[0]["lr"] == 1e-3 and groups[0]["params"] == [0, 1, 2, 3]
+    assert report.dropped == []
+
+
+def test_key_selects_one_sub_dict(tmp_path: Path) -> None:
+    src = tmp_path / "train.pt"
+    torch.save(_training_checkpoint(), src)
+    out = tmp_path / "model.safetensors"
+    report = convert(src, out, key="model_state")
+    assert_matches_oracle(src, out, report, key="model_state")
+    assert sorted(report.tensors) == ["0.bias", "0.weight", "2.bias", "2.weight"]
+
+
+def test_values_without_safetensors_form_are_reported_dropped(tmp_path: Path) -> None:
+    sd = {"w": torch.ones(2), "device": torch.device("cpu"), "nan": float("nan"),
+          "blob": b"\x00\x01", "ok": 1.5}
+    src = tmp_path / "mixed.pt"
+    torch.save(sd, src)
+    report = convert(src, tmp_path / "mixed.safetensors")
+    dropped = {d.name: d.reason for d in report.dropped}
+    assert set(dropped) == {"device", "nan", "blob"}
+    assert "torch.device" in dropped["device"]
+    assert report.values == ["ok"]
+    assert report.tensors == ["w"]
+
+
+def _rewrite_zip(src: Path, dst: Path, edit: Any) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, edit(info.filename, zin.read(info.filename)))
+
+
+def test_cuda_location_is_accepted(tmp_path: Path) -> None:
+    """A file saved from a GPU names 'cuda:0' (crafted: the location string rewritten)."""
+    src = tmp_path / "cpu.pt"
+    torch.save({"w": _sample(torch.float32, (2, 3)), "b": torch.arange(4)}, src)
+    cuda = tmp_path / "cuda.pt"
+    old, new = kit.text("cpu"), kit.text("cuda:0")
+
+    def edit(name: str, data: bytes) -> bytes:
+        if name.endswith("data.pkl"):
+            assert old in data
+            return data.replace(old, new)
+        return data
+
+    _rewrite_zip(src, cuda, edit)
+    assert b"cuda:0" in cuda.read_bytes()
+    out = tmp_path / "cuda.safetensors"
+    assert_matches_oracle(cuda, out, convert(cuda, out))
+
+
+def test_big_endian_byteorder_is_converted(tmp_path: Path) -> None:
+    """byteorder 'big': records hold big-endian elements (complex: each half swapped)."""
+    sd = {"f": _sample(torch.float32, (2, 3)), "c": _sample(torch.complex64, (2,)),
+          "h": _sample(torch.bfloat16, (3, 2)).t(), "i": torch.arange(5), "b": torch.ones(2) > 0}
+    src = tmp_path / "little.pt"
+    torch.save(sd, src)
+    swap_width = {"f": 4, "c": 4, "h": 2, "i": 8, "b": 1}
+    keys = {}
+    with __import__("zipfile").ZipFile(src) as z:
+        pkl = z.read("little/data.pkl")
+    for name in sd:  # which storage key holds which tensor: keys are assigned in order
+        keys[str(len(keys))] = name
+
+    def edit(name: str, data: bytes) -> bytes:
+        if name.endswith("/byteorder"):
+            return b"big"
+        if "/data/" in name:
+            width = swap_width[keys[name.rsplit("/", 1)[1]]]
+            return np.frombuffer(data, dtype=f"<u{width}").byteswap().tobytes()
+        return data
+
+    big = tmp_path / "big.pt"
+    _rewrite_zip(src, big, edit)
+    assert b"_rebuild_tensor_v2" in pkl
+    loaded = torch.load(big, weights_only=True)
+    for name, t in sd.items():  # the oracle reads the big-endian file as the original
+        assert torch.equal(_bits(loaded[name]), _bits(t))
+    out = tmp_path / "big.safetensors"
+    assert_matches_oracle(big, out, convert(big, out))
+
+
+def test_hand_built_legacy_storage_views(tmp_path: Path) -> None:
+    """Legacy persistent ids with view metadata: a storage that is a window of another."""
+    data = np.arange(8, dtype="<f4").tobytes()
+    view_meta = kit.tup([kit.text("v1"), kit.integer(2), kit.integer(4)])
+    body = kit.dict_of([
+        ("whole", kit.tensor_v1(kit.storage("root", numel=8), 0, (8,), (1,))),
+        ("window", kit.tensor_v1(kit.storage("root", numel=8, legacy_view=view_meta),
+                                 1, (2,), (1,))),
+    ])
+    ck = kit.Checkpoint(kit.stream(body), {"root": data})
+    src = tmp_path / "views.pt"
+    src.write_bytes(ck.legacy_bytes({"root": 4}))
+    out = tmp_path / "views.safetensors"
+    assert_matches_oracle(src, out, convert(src, out))
+    assert st_torch.load_file(out)["window"].tolist() == [3.0, 4.0]
+
+
+def test_tar_format_of_old_torch(tmp_path: Path) -> None:
+    """torch < 0.4's tar layout (torch 2.x refuses it with weights_only, so no oracle)."""
+    src = tmp_path / "old.pt"
+    src.write_bytes(kit.tar_checkpoint({"a": [1.0, 2.0, 3.0], "b": [4.5]}))
+    out = tmp_path / "old.safetensors"
+    report = convert(src, out)
+    assert report.format == "torch-tar"
+    got = st_torch.load_file(out)
+    assert got["a"].tolist() == [1.0, 2.0, 3.0] and got["b"].tolist() == [4.5]
+
+
+def test_bare_tensor_and_list_roots(tmp_path: Path) -> None:
+    for root in (torch.arange(3.0), [torch.ones(2), {"x": torch.zeros(1)}]):
+        src = tmp_path / "root.pt"
+        torch.save(root, src)
+        out = tmp_path / "root.safetensors"
+        assert_matches_oracle(src, out, convert(src, out))
+
+
+def test_progress_reports_bytes_and_digest(tmp_path: Path) -> None:
+    import hashlib
+
+    sd = {f"w{i}": torch.ones(100 * (i + 1)) for i in range(4)}
+    src = tmp_path / "p.pt"
+    torch.save(sd, src)
+    calls: list[tuple[int, int]] = []
+    report = convert(src, tmp_path / "p.safetensors", progress=lambda d, t: calls.append((d, t)))
+    total = sum(t.numel() * 4 for t in sd.values())
+    assert calls[-1] == (total, total) and len(calls) == 4
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+    assert report.bytes_written == total
+    assert report.source_sha256 == {str(src): hashlib.sha256(src.read_bytes()).hexdigest()}
+    assert report.to_dict()["tensors"] == report.tensors
