@@ -207,3 +207,23 @@ def test_loading_a_big_file_does_not_copy_it(tmp_path: Path) -> None:
     total, grew_kib = map(int, out.stdout.split())
     assert total == 1 << 30
     assert grew_kib < 64 * 1024, f"resident memory grew by {grew_kib} KiB"
+
+
+def test_verified_bytes_are_the_bytes_returned_again(tmp_path: Path) -> None:
+    """A file changed after a tensor was verified never leaks into a later read."""
+    from tensorfile.integrity import generate_key, sign
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    path = model_dir / "model.safetensors"
+    tensorfile.save_file({"w": np.arange(16, dtype=np.float32)}, path)
+    keys = generate_key(tmp_path / "key.pem")
+    sign(model_dir, keys.private_key)
+    with tensorfile.safe_open(path, "np", verify=keys.public_key) as f:
+        first = f.get_tensor("w").copy()
+        start, _end = f.byte_range("w")
+        with open(path, "r+b") as fh:  # tamper after the check
+            fh.seek(start)
+            fh.write(b"\xff" * 8)
+        again = f.get_tensor("w")
+    np.testing.assert_array_equal(again, first)

@@ -76,8 +76,7 @@ def read_header(fd: int, file_size: int) -> tuple[Header, bytes]:
     prefix = pread_exact(fd, min(8, file_size), 0) if file_size else b""
     n = hdr.read_length(bytes(prefix), file_size)
     raw = bytes(prefix) + bytes(pread_exact(fd, n, 8))
-    obj = hdr.decode_json(raw[8:])
-    return hdr.validate(obj, file_size - 8 - n, n), raw
+    return hdr.parse_json(raw[8:], file_size - 8 - n, n), raw
 
 
 class TensorSlice:
@@ -151,7 +150,8 @@ class SafeOpen:
             self._size = os.fstat(self._fd).st_size
             self._header, raw_header = read_header(self._fd, self._size)
             self._verifier: Any = None
-            self._verified: set[str] = set()
+            #: Verified tensor bytes by name, released when the handle closes.
+            self._verified: dict[str, bytearray] = {}
             if verify is not None:
                 from tensorfile.integrity.onload import load_verifier
 
@@ -182,6 +182,7 @@ class SafeOpen:
             if self._closed:
                 return
             self._closed = True
+            self._verified = {}
             # Arrays handed out keep the map alive through their buffer; the
             # map itself is unmapped when the last of them is collected.
             self._map = None
@@ -275,12 +276,18 @@ class SafeOpen:
         """A buffer holding the tensor and the tensor's offset in it."""
         if self._mode == "mmap":
             return self._mapping(), self._header.data_offset + info.start
-        buf = self._pread(info.nbytes, self._header.data_offset + info.start)
-        if self._verifier is not None and info.name not in self._verified:
+        if self._verifier is None:
+            return self._pread(info.nbytes, self._header.data_offset + info.start), 0
+        # Verified bytes are kept and handed out again: reading the file a
+        # second time would return bytes nobody checked (the file may have
+        # changed since), and hashing them again would cost a full pass.
+        cached = self._verified.get(info.name)
+        if cached is None:
+            buf = self._pread(info.nbytes, self._header.data_offset + info.start)
             self._verifier.check_tensor(info.name, memoryview(buf))
             with self._lock:
-                self._verified.add(info.name)
-        return buf, 0
+                cached = self._verified.setdefault(info.name, buf)
+        return cached, 0
 
     def read_into(self, name: str, start: int, out: Any) -> None:
         """Copy bytes ``[start, start + len(out))`` of a tensor's data into ``out``.
