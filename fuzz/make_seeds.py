@@ -4,14 +4,25 @@
 
 Seeds are small (the fuzzer mutates them thousands of times a second) and
 each one reaches a different part of a parser: every dtype, empty and scalar
-tensors, metadata, padding, and near-misses that fail one rule each. Output
-is deterministic, so rerunning the script leaves git clean.
+tensors, metadata, padding, and near-misses that fail one rule each; torch
+checkpoints in every layout (zip, legacy, tied and strided views, nested
+training checkpoints) and plain pickles of every protocol. Existing files are
+kept (torch writes a random serialization id into each zip checkpoint), so
+rerunning the script leaves git clean; ``--force`` rewrites them.
+
+The scanner and converter seeds also include a small selection of the
+picklescan project's test corpus (MIT licence, see
+``fuzz/corpus/LICENSE-picklescan.txt``), copied from ``../shared/corpus/picklescan``.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import pickle
+import shutil
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +31,30 @@ from tensorfile import save
 from tensorfile._format.dtypes import DTYPES
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
+PICKLESCAN = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "picklescan"
+#: A few picklescan corpus files per kind of trick (all under 1 KB).
+PICKLESCAN_PICKS = (
+    "tests/data/benign0_v0.pkl",
+    "tests/data/benign0_v3.pkl",
+    "tests/data/benign0_v4.pkl",
+    "tests/data/new_pytorch_model.bin",
+    "tests/data/malicious0.pkl",
+    "tests/data/malicious1_v0.pkl",
+    "tests/data/malicious1_v4.pkl",
+    "tests/data/malicious13a.pkl",
+    "tests/data/malicious15a.pkl",
+    "tests/data/malicious-invalid-bytes.pkl",
+    "tests/data/malicious1_0x20.zip",
+    "tests/data/malicious1_central_directory.zip",
+    "tests/data/benign_password_protected.zip",
+    "tests/data/pytorch_magic_bypass.pt",
+    "tests/data/sys_module_override_sploit.pkl",
+    "tests/data2/GHSA-jgw4-cr84-mqxg.bin",
+    "tests/data2/types_CodeType.pkl",
+    "tests/data2/int_array.npy",
+    "tests/data2/object_array.npy",
+    "tests/data2/dns_exfiltration.npy",
+)
 
 
 def _raw_file(header: dict[str, object], data: bytes = b"", pad: bytes = b"") -> bytes:
@@ -85,15 +120,135 @@ def header_seeds() -> dict[str, bytes]:
     return seeds
 
 
-def write(harness: str, seeds: dict[str, bytes]) -> None:
+def pickle_seeds() -> dict[str, bytes]:
+    """Plain-data pickles of every protocol (written by pickle.dumps, never loaded)."""
+    shared = [1, 2]
+    value = {
+        "int": 7,
+        "big": 2**100,
+        "neg": -(2**40),
+        "float": 1.5,
+        "str": "héllo",
+        "bytes": b"\x00\xff",
+        "bytearray": bytearray(b"ab"),
+        "tuple": (1, (2, 3), ()),
+        "list": [None, True, False],
+        "set": {1, 2},
+        "frozenset": frozenset({3}),
+        "shared": [shared, shared],
+        "nested": {"a": {"b": {"c": [[[]]]}}},
+    }
+    seeds = {f"plain_p{proto}": pickle.dumps(value, protocol=proto) for proto in range(6)}
+    seeds["two_streams"] = pickle.dumps([1]) + pickle.dumps({"x": 2})
+    return seeds
+
+
+def torch_seeds() -> dict[str, bytes]:
+    """Small torch checkpoints in every layout the converter reads."""
+    import torch
+
+    def saved(obj: object, **kwargs: object) -> bytes:
+        buf = io.BytesIO()
+        torch.save(obj, buf, **kwargs)
+        return buf.getvalue()
+
+    base = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+    state = {
+        "w": base,
+        "b": torch.tensor([1, -2], dtype=torch.int64),
+        "h": torch.ones(2, dtype=torch.float16),
+        "bf": torch.zeros(2, dtype=torch.bfloat16),
+        "flag": torch.tensor([True, False]),
+        "scalar": torch.tensor(3.0),
+        "empty": torch.zeros(0, 3),
+    }
+    tied = {"emb": base, "head": base, "t": base.t(), "row": base[1], "every_other": base[:, ::2]}
+    training = {
+        "step": 10,
+        "lr": 0.1,
+        "name": "run",
+        "model_state": {"w": torch.ones(2, 2)},
+        "optimizer_state": {"state": {}, "param_groups": [{"lr": 0.1, "params": [0]}]},
+    }
+    return {
+        "torch_zip_state": saved(state),
+        "torch_zip_tied_views": saved(tied),
+        "torch_zip_training": saved(training),
+        "torch_zip_protocol4": saved({"x": torch.ones(3, dtype=torch.int16)}, pickle_protocol=4),
+        "torch_zip_f8": saved({"f8": torch.zeros(4, dtype=torch.float8_e4m3fn)}),
+        "torch_legacy_state": saved(state, _use_new_zipfile_serialization=False),
+        "torch_legacy_tied": saved(tied, _use_new_zipfile_serialization=False),
+        "numpy_npy": _npy(),
+    }
+
+
+def _npy() -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.arange(4, dtype=np.int32))
+    return buf.getvalue()
+
+
+def picklescan_seeds() -> dict[str, bytes]:
+    if not PICKLESCAN.is_dir():
+        print(f"{PICKLESCAN} is absent: picklescan seeds skipped", file=sys.stderr)
+        return {}
+    seeds = {}
+    for rel in PICKLESCAN_PICKS:
+        seeds[Path(rel).name] = (PICKLESCAN / rel).read_bytes()
+    shutil.copyfile(PICKLESCAN / "LICENSE", CORPUS / "LICENSE-picklescan.txt")
+    return seeds
+
+
+def verify_seeds() -> dict[str, bytes]:
+    """One seed per mode of fuzz_verify.py: the genuine content and near-misses."""
+    import fuzz_verify as fv
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from tensorfile.integrity import Bundle
+
+    fx = fv.Fixture()
+    genuine = Bundle.from_json(fx.bundle)
+    statement = json.loads(genuine.payload)
+    wrong = json.loads(genuine.payload)
+    wrong["predicate"]["resources"][0]["digest"] = "0" * 64
+    v02 = dict(statement, predicateType="https://model_signing/Digests/v0.1")
+    other_sig = fv.OTHER.sign(fv.pae(genuine.payload), ec.ECDSA(hashes.SHA256()))
+
+    def mode(name: str) -> bytes:
+        return bytes([fv.MODES.index(name)])
+
+    return {
+        "bundle_genuine": mode("bundle") + fx.bundle,
+        "bundle_other_key": mode("bundle") + Bundle(genuine.payload, other_sig).to_json(),
+        "bundle_cert_chain": mode("bundle")
+        + Bundle(genuine.payload, genuine.signature, certificates=(b"0\x03\x02\x01\x00",)).to_json(),
+        "model_genuine": mode("model") + fv.MODEL,
+        "config_genuine": mode("config") + fv.CONFIG,
+        "statement_genuine": mode("statement") + genuine.payload,
+        "statement_wrong_digest": mode("statement") + json.dumps(wrong).encode(),
+        "statement_old_predicate": mode("statement") + json.dumps(v02).encode(),
+    }
+
+
+def write(harness: str, seeds: dict[str, bytes], prefix: str = "gen_", force: bool = False) -> None:
     folder = CORPUS / harness
     folder.mkdir(parents=True, exist_ok=True)
     for name, blob in seeds.items():
-        (folder / f"gen_{name}").write_bytes(blob)
+        target = folder / f"{prefix}{name}"
+        if force or not target.exists():
+            target.write_bytes(blob)
 
 
 def main() -> None:
-    write("header", header_seeds())
+    force = "--force" in sys.argv
+    write("header", header_seeds(), force=force)
+    write("verify", verify_seeds(), force=force)
+    checkpoints = {**pickle_seeds(), **torch_seeds()}
+    borrowed = picklescan_seeds()
+    for harness in ("scan", "convert"):
+        write(harness, checkpoints, force=force)
+        write(harness, borrowed, prefix="picklescan_", force=force)
 
 
 if __name__ == "__main__":
