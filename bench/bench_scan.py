@@ -11,8 +11,10 @@ shrinks them (64 MiB, 50 files, 64 MiB vs 512 MiB) for a quick check.
 Every measurement is a fresh process, start-up included, run by a small
 wrapper that reports the child's wall time and peak RSS
 (``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss``). Runs alternate between
-the tools and the best of ``--repeat`` is kept. Ratios below 1.0 mean
-tensorfile is faster. Results are printed and written to bench/out/scan.json.
+the tools and cases round by round and the median of ``--repeat`` rounds is
+compared (the best is shown too). Ratios below 1.0 mean tensorfile is faster.
+The growth ratio is also measured inside one process (``scan_file``, best of
+20), which leaves out start-up noise. Results are printed and written to bench/out/scan.json.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
@@ -65,17 +69,37 @@ def tools() -> dict[str, list[str]]:
     return found
 
 
-def run_pair(cmds: dict[str, list[str]], target: Path, repeat: int) -> dict[str, dict[str, float]]:
-    best: dict[str, dict[str, float]] = {}
+def run_cases(cmds: dict[str, list[str]], cases: dict[str, Path], repeat: int
+              ) -> dict[str, dict[str, dict[str, float]]]:
+    """Every tool on every case, interleaved round by round; median and best wall, max RSS."""
+    walls: dict[tuple[str, str], list[float]] = {}
+    rss: dict[tuple[str, str], float] = {}
+    rcs: dict[tuple[str, str], float] = {}
     for _ in range(repeat):
-        for name, cmd in cmds.items():
-            got = measure([*cmd, str(target)])
-            prev = best.get(name)
-            if prev is None or got["wall"] < prev["wall"]:
-                best[name] = {**got, "rss": max(got["rss"], prev["rss"] if prev else 0)}
-            else:
-                prev["rss"] = max(prev["rss"], got["rss"])
-    return best
+        for case, target in cases.items():
+            for name, cmd in cmds.items():
+                got = measure([*cmd, str(target)])
+                walls.setdefault((case, name), []).append(got["wall"])
+                rss[case, name] = max(rss.get((case, name), 0.0), got["rss"])
+                rcs[case, name] = got["rc"]
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for (case, name), values in walls.items():
+        out.setdefault(case, {})[name] = {
+            "wall": statistics.median(values), "best": min(values),
+            "rss": rss[case, name], "rc": rcs[case, name]}
+    return out
+
+
+def in_process(path: Path, repeat: int) -> float:
+    """Best wall time of scanning ``path`` inside this process (no start-up)."""
+    from tensorfile.pickles.containers import scan_file
+
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        scan_file(path)
+        times.append(time.perf_counter() - t)
+    return min(times)
 
 
 def make_checkpoints(folder: Path, big: int, ratio_sizes: tuple[int, int], n_small: int
@@ -111,7 +135,7 @@ def make_checkpoints(folder: Path, big: int, ratio_sizes: tuple[int, int], n_sma
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--small", action="store_true", help="small files, quick check")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--keep", type=Path, help="build the files here and keep them")
     args = parser.parse_args()
     mib = 1 << 20
@@ -122,34 +146,41 @@ def main() -> None:
     try:
         paths = make_checkpoints(folder, big, ratio, n_small)
         cmds = tools()
-        results = {
-            f"{big // mib} MiB checkpoint": run_pair(cmds, paths["big"], args.repeat),
-            f"folder of {n_small} checkpoints": run_pair(cmds, paths["many"], args.repeat),
-        }
+        big_case, many_case = f"{big // mib} MiB checkpoint", f"folder of {n_small} checkpoints"
+        results = run_cases(cmds, {big_case: paths["big"], many_case: paths["many"]},
+                            args.repeat)
         ours = {k: v for k, v in cmds.items() if k.startswith("tensorfile")}
-        small_run = run_pair(ours, paths["ratio_small"], args.repeat + 2)
-        large_run = run_pair(ours, paths["ratio_large"], args.repeat + 2)
+        growth_runs = run_cases(ours, {"small": paths["ratio_small"],
+                                       "large": paths["ratio_large"]}, args.repeat)
+        inproc = {"small": in_process(paths["ratio_small"], 20),
+                  "large": in_process(paths["ratio_large"], 20)}
     finally:
         if args.keep is None:
             shutil.rmtree(folder, ignore_errors=True)
 
-    report: dict[str, object] = {"results": results}
-    print(f"{'case':32}{'tool':22}{'wall s':>9}{'peak MiB':>10}{'rc':>4}")
+    report: dict[str, object] = {"results": results, "growth_runs": growth_runs,
+                                 "in_process": inproc}
+    print(f"{'case':32}{'tool':22}{'median s':>9}{'best s':>8}{'peak MiB':>10}{'rc':>4}")
     for case, by_tool in results.items():
         for tool, r in by_tool.items():
-            print(f"{case:32}{tool:22}{r['wall']:9.3f}{r['rss'] / mib:10.1f}{r['rc']:4.0f}")
+            print(f"{case:32}{tool:22}{r['wall']:9.3f}{r['best']:8.3f}"
+                  f"{r['rss'] / mib:10.1f}{r['rc']:4.0f}")
         if "picklescan" in by_tool:
             for tool in ours:
                 ratio_v = by_tool[tool]["wall"] / by_tool["picklescan"]["wall"]
-                print(f"{'':32}{tool + ' / picklescan':40} {ratio_v:.2f}x wall")
+                print(f"{'':32}{tool + ' / picklescan (median wall)':44} {ratio_v:.2f}x")
                 report[f"{case}: {tool} / picklescan"] = ratio_v
+    sizes = f"{ratio[1] // mib} MiB / {ratio[0] // mib} MiB"
     for tool in ours:
-        growth = large_run[tool]["wall"] / small_run[tool]["wall"]
-        label = f"{tool}: {ratio[1] // mib} MiB / {ratio[0] // mib} MiB scan time"
-        print(f"{label:54} {growth:.2f}x  ({large_run[tool]['wall']:.3f}s vs "
-              f"{small_run[tool]['wall']:.3f}s)")
-        report[label] = growth
-    report["ratio_runs"] = {"small": small_run, "large": large_run}
+        small, large = growth_runs["small"][tool]["wall"], growth_runs["large"][tool]["wall"]
+        label = f"{tool}: {sizes} whole-process scan time"
+        print(f"{label:64} {large / small:.2f}x  ({large:.3f}s vs {small:.3f}s)")
+        report[label] = large / small
+    label = f"in-process scan_file: {sizes}"
+    growth = inproc["large"] / inproc["small"]
+    print(f"{label:64} {growth:.2f}x  ({inproc['large'] * 1e3:.2f} ms vs "
+          f"{inproc['small'] * 1e3:.2f} ms)")
+    report[label] = growth
     out = Path(__file__).parent / "out"
     out.mkdir(exist_ok=True)
     (out / "scan.json").write_text(json.dumps(report, indent=2) + "\n")
