@@ -184,11 +184,17 @@ def test_shared_storage_distinct_tensor_objects(tmp_path: Path) -> None:
 
 
 def _training_checkpoint() -> dict[str, Any]:
+    """What a training loop saves (the optimizer state spelled out: importing
+    torch.optim costs seconds)."""
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    model(torch.ones(2, 3)).sum().backward()
-    opt.step()
-    return {"model_state": model.state_dict(), "optimizer_state": opt.state_dict(), "step": 3,
+    params = list(model.parameters())
+    optimizer = {
+        "state": {i: {"step": torch.tensor(1.0), "exp_avg": torch.full_like(p, 0.1),
+                      "exp_avg_sq": torch.full_like(p, 0.01)} for i, p in enumerate(params)},
+        "param_groups": [{"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0,
+                          "amsgrad": False, "foreach": None, "params": [0, 1, 2, 3]}],
+    }
+    return {"model_state": model.state_dict(), "optimizer_state": optimizer, "step": 3,
             "config": {"name": "tiny", "layers": [3, 4, 2], "dropout": None}}
 
 
@@ -296,7 +302,8 @@ def test_hand_built_legacy_storage_views(tmp_path: Path) -> None:
     data = np.arange(8, dtype="<f4").tobytes()
     view_meta = kit.tup([kit.text("v1"), kit.integer(2), kit.integer(4)])
     body = kit.dict_of([
-        ("whole", kit.tensor_v1(kit.storage("root", numel=8), 0, (8,), (1,))),
+        ("whole", kit.tensor_v1(kit.storage("root", numel=8, legacy_view=kit.NONE), 0, (8,),
+                                (1,))),
         ("window", kit.tensor_v1(kit.storage("root", numel=8, legacy_view=view_meta),
                                  1, (2,), (1,))),
     ])

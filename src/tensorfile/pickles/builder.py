@@ -230,7 +230,7 @@ class TensorView:
         try:
             view: np.ndarray[Any, Any] = np.ndarray(
                 shape, dtype=carrier, buffer=st.buf, offset=start, strides=strides)  # type: ignore[call-overload]
-            out = np.ascontiguousarray(view)
+            out = np.array(view, order="C", copy=True)
         except (ValueError, TypeError) as exc:  # numpy's own bounds and dimension limits
             raise UnsupportedCheckpointError(
                 f"tensor at byte {self.offset_in_pickle}: cannot materialize the view: {exc}"

@@ -397,10 +397,10 @@ class _TarObjects:
             raise MalformedCheckpointError(f"{src.path}: tar storage count is not an int")
         for _ in range(count):
             head, pos, _ = _run(buf, pos, end, self._builder, "storage header")
-            if not (isinstance(head, tuple) and len(head) == 3 and isinstance(head[0], str)
-                    and isinstance(head[2], StorageType)):
+            if not (isinstance(head, tuple) and len(head) == 3
+                    and isinstance(head[0], (int, str)) and isinstance(head[2], StorageType)):
                 raise MalformedCheckpointError(f"{src.path}: tar storage header is malformed")
-            key, stype = head[0], head[2].qualname
+            key, stype = str(head[0]), head[2].qualname
             size = STORAGE_TYPES[stype]
             records, pos = self._walk(pos, end, key, size)
             located.update(records)
@@ -579,7 +579,7 @@ def _plan(ck: _Checkpoint, key: str | None) -> _Plan:
     prefix = ""
     if isinstance(root, TensorView):
         prefix = "tensor"  # torch.save(tensor): the only name there is
-    elif not isinstance(root, dict) or id(root) not in holders:
+    elif not isinstance(root, (dict, list, tuple)) or id(root) not in holders:
         prefix = "value"
     work: list[tuple[str, object]] = [(prefix, root)]
     while work:
@@ -668,19 +668,29 @@ def _write(plan: _Plan, dst: Path, progress: _Progress) -> list[str]:
     order = [e.name for e in canonical_order(entries)]
     src = plan.checkpoint.source
 
+    written: list[TensorView] = []
+
+    def finish() -> None:
+        """Account for the tensor just written and drop its mapped pages."""
+        view = written.pop()
+        if view.storage.buf is src.buf:
+            src.release(*view.byte_span())
+        progress.add(view.nbytes)
+
     def produce() -> Iterator[tuple[str, memoryview]]:
         for name in order:
             view = plan.tensors[name]
             data = view.data()
+            written.append(view)
             yield name, data
             data.release()
             del data
-            if view.storage.buf is src.buf:
-                src.release(*view.byte_span())
-            progress.add(view.nbytes)
+            finish()
 
     try:
         save_stream(entries, produce(), dst, plan.metadata())
+        if written:  # the writer does not resume the producer after the last tensor
+            finish()
     except SerializationError as exc:
         raise UnsupportedCheckpointError(f"{dst}: {exc}") from None
     return order
