@@ -45,10 +45,11 @@ def _policy(verify: object) -> TrustPolicy:
     if isinstance(verify, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
         return TrustPolicy(key=verify)
     if isinstance(verify, str | bytes | os.PathLike):
-        pem = read_pem(verify, "verify key")  # type: ignore[arg-type]
-        if b"-----BEGIN CERTIFICATE-----" in pem:
-            return TrustPolicy(cert_roots=pem)
-        return TrustPolicy(key=pem)
+        # Peek to tell root certificates from a public key; each loader reads it again
+        # itself so that its errors name the file.
+        if b"-----BEGIN CERTIFICATE-----" in read_pem(verify, "verify key"):  # type: ignore[arg-type]
+            return TrustPolicy(cert_roots=verify)
+        return TrustPolicy(key=verify)
     raise KeyLoadError(
         f"verify= takes a public key (PEM path or key object), root certificates, or a "
         f"TrustPolicy; got {type(verify).__name__}"
