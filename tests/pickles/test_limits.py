@@ -9,7 +9,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from pickle_kit import proto, state_dict
+from pickle_kit import make_zip, proto, state_dict
 
 from tensorfile.pickles import Verdict, scan
 from tensorfile.pickles.containers import ScanLimits
@@ -116,3 +116,22 @@ def test_weights_are_never_read(tmp_path: Path) -> None:
             for _ in range(96):
                 f.write(block)
     assert _scan_bounded(path) is Verdict.SAFE
+
+
+def test_overlapping_zip_entries_are_scanned_once(tmp_path: Path) -> None:
+    """Many central entries sharing one body cost one scan (overlap zip bombs)."""
+    body = state_dict(*[f"w{i}" for i in range(200)])
+    data = make_zip([("a/data.pkl", body)])
+    cd = data.index(b"PK\x01\x02")
+    eocd = data.index(b"PK\x05\x06")
+    central = data[cd:eocd]
+    copies = 20_000
+    tail = bytearray(data[eocd:])
+    struct.pack_into("<HHI", tail, 8, copies, copies, len(central) * copies)
+    path = tmp_path / "overlap.pt"
+    path.write_bytes(data[:cd] + central * copies + bytes(tail))
+    started = time.perf_counter()
+    report = scan(path)
+    assert time.perf_counter() - started < MAX_SECONDS
+    assert report.verdict is Verdict.SAFE
+    assert len(report.files[0].streams) == 1

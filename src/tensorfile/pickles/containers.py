@@ -315,8 +315,12 @@ class _Walker:
         self.streams.append(StreamReport(
             location, start, verdict, findings, list(policy.globals),
             None if result.error is None else str(result.error)))
+        seen: set[int] = set()
         for offset, payload in policy.nested:
-            self.nested(payload, _inside(location, f"_load_from_bytes@{offset}"), offset, depth + 1)
+            if id(payload) not in seen:  # one memoized payload called many times
+                seen.add(id(payload))
+                self.nested(payload, _inside(location, f"_load_from_bytes@{offset}"), offset,
+                            depth + 1)
         return result, policy
 
     def nested(self, payload: object, location: str, offset: int, depth: int) -> None:
@@ -368,8 +372,9 @@ class _Walker:
                       "does not read it, so it cannot be called safe")
             return kind
         if not head:
-            if role != "record":
-                self.fail(location, start, "empty")
+            if role == "record":
+                return "data"
+            self.fail(location, start, "empty")
             return "empty"
         if role == "record":
             if head[0] in OPCODE_BYTES:
@@ -446,7 +451,12 @@ class _Walker:
         kind = "zip"
         before = len(self.streams)
         readable = 0
+        seen: set[tuple[int, int, int]] = set()
         for entry in entries:
+            span = (entry.data_start, entry.comp_size, entry.method)
+            if span in seen:  # several central entries sharing one body (a zip-bomb trick)
+                continue
+            seen.add(span)
             loc = _inside(location, entry.name)
             if entry.local_name != entry.name:
                 loc += f" (local header says {entry.local_name!r})"

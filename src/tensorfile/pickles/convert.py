@@ -286,9 +286,10 @@ def _zip_checkpoint(src: _Source) -> _Checkpoint:
         entries = zip_entries(buf, 0, src.size, _MAX_ZIP_ENTRIES)
     except ScanError as exc:
         raise MalformedCheckpointError(f"{src.path}: {exc}") from None
-    if not entries or "/" not in entries[0].name:
-        raise MalformedCheckpointError(f"{src.path}: zip archive has no top-level folder")
-    prefix = entries[0].name.split("/", 1)[0] + "/"  # torch takes it from the first entry
+    prefix = entries[0].name.split("/", 1)[0] + "/" if entries else ""  # torch: first entry
+    if not any(e.name == prefix + "data.pkl" for e in entries):
+        raise UnsupportedCheckpointError(
+            f"{src.path}: zip archive is not a torch checkpoint (no {prefix or '<folder>/'}data.pkl)")
     by_name = {}
     for entry in entries:
         if entry.name in by_name:

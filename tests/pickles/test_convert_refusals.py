@@ -1,0 +1,337 @@
+"""What the converter refuses: hostile pickles, malformed and unsupported checkpoints.
+
+Every refusal must leave no output file and no temporary file behind, and a
+canary must prove that nothing in the input ran: for crafted samples a file
+the payload would create, for the shared corpus an audit hook that records
+every import lookup and process/exec event while converting in a subprocess.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import io
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tensorfile.errors import (
+    ConversionError,
+    MalformedCheckpointError,
+    UnsafePickleError,
+    UnsupportedCheckpointError,
+)
+from tensorfile.pickles.convert import convert
+
+REPO = Path(__file__).resolve().parents[2]
+CORPUS = REPO / ".." / "shared" / "corpus" / "picklescan"
+
+
+def _load_kit() -> Any:
+    path = Path(__file__).with_name("torch_pickle_kit.py")
+    spec = importlib.util.spec_from_file_location("torch_pickle_kit", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("torch_pickle_kit", mod)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+kit = _load_kit()
+
+
+def assert_refused(src: Path, tmp: Path, error: type[ConversionError], *fragments: str) -> str:
+    """Conversion raises ``error`` mentioning ``fragments`` and leaves ``tmp`` as it was."""
+    before = sorted(p.name for p in tmp.iterdir())
+    with pytest.raises(error) as info:
+        convert(src, tmp / "out.safetensors")
+    message = str(info.value)
+    for fragment in fragments:
+        assert fragment in message
+    assert sorted(p.name for p in tmp.iterdir()) == before  # no output, no temp file
+    return message
+
+
+# ---------------------------------------------------------------------------
+# Hostile: crafted with a file canary
+# ---------------------------------------------------------------------------
+
+def _payload(canary: Path) -> bytes:
+    """A protocol-2 REDUCE of os.system that would create ``canary``."""
+    return kit.glob("posix", "system") + kit.tup([kit.text(f"touch {canary}")]) + kit.REDUCE
+
+
+def _weights() -> dict[str, bytes]:
+    return {"0": np.arange(4, dtype="<f4").tobytes()}
+
+
+def _state_dict(extra: bytes = b"") -> bytes:
+    """{'w': tensor[4]} (plus an ``extra`` value pickled *before* the tensor)."""
+    pairs = [("x", extra)] if extra else []
+    pairs.append(("w", kit.tensor_v2(kit.storage("0"), 0, (4,), (1,))))
+    return kit.stream(kit.dict_of(pairs))
+
+
+def _hostile_samples(canary: Path) -> dict[str, bytes]:
+    bad = _payload(canary)
+    good = kit.Checkpoint(_state_dict(), _weights())
+    legacy_sizes = {"0": 4}
+    legacy_pid = kit.storage("0", legacy_view=kit.NONE)
+    legacy_good = kit.stream(kit.dict_of([("w", kit.tensor_v2(legacy_pid, 0, (4,), (1,)))]))
+    samples = {
+        "zip-object-pickle": kit.Checkpoint(_state_dict(bad), _weights()).zip_bytes(),
+        "zip-after-stop": kit.Checkpoint(_state_dict() + kit.stream(bad), _weights()).zip_bytes(),
+        "legacy-object-pickle": kit.Checkpoint(
+            kit.stream(kit.dict_of([("x", bad)])), {}).legacy_bytes({}),
+        "legacy-after-records": kit.Checkpoint(legacy_good, _weights()).legacy_bytes(legacy_sizes)
+        + kit.stream(bad),
+        "raw-pickle": kit.stream(bad),
+        "stack-global-exec": kit.stream(
+            kit.text("builtins") + kit.text("exec") + b"\x93"
+            + kit.tup([kit.text(f"open({str(canary)!r}, 'w')")]) + kit.REDUCE),
+        "build-on-ordered-dict": kit.stream(
+            kit.glob("collections", "OrderedDict") + kit.EMPTY_TUPLE + kit.REDUCE
+            + kit.dict_of([("update", bad)]) + b"b"),
+    }
+    # A second pickle entry in the zip, beside a benign data.pkl.
+    samples["zip-second-pkl"] = _with_entry(good.zip_bytes(), "archive/extra.pkl",
+                                            kit.stream(bad))
+    # A storage record that is itself a pickle (payload in the weights' place).
+    samples["zip-record-is-pickle"] = kit.Checkpoint(
+        _state_dict(), {"0": kit.stream(bad) + b"\0" * 16}).zip_bytes()
+    return samples
+
+
+def _with_entry(raw: bytes, name: str, data: bytes) -> bytes:
+    """``raw`` zip bytes with one more stored entry."""
+    buf = io.BytesIO(raw)
+    with zipfile.ZipFile(buf, "a", zipfile.ZIP_STORED) as z:
+        z.writestr(name, data)
+    return buf.getvalue()
+
+
+HOSTILE = ["zip-object-pickle", "zip-after-stop", "legacy-object-pickle", "legacy-after-records",
+           "raw-pickle", "stack-global-exec", "build-on-ordered-dict", "zip-second-pkl",
+           "zip-record-is-pickle"]
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_crafted_hostile_refused_and_canary_untouched(tmp_path: Path, name: str) -> None:
+    canary = tmp_path / "canary"
+    src = tmp_path / f"{name}.pt"
+    src.write_bytes(_hostile_samples(canary)[name])
+    message = assert_refused(src, tmp_path, UnsafePickleError)
+    assert "byte" in message  # names where the offending opcode sits
+    assert not canary.exists()
+
+
+def test_canary_is_live(tmp_path: Path) -> None:
+    """The crafted payload really runs under pickle (so its absence above means something)."""
+    canary = tmp_path / "canary"
+    data = kit.stream(_payload(canary))
+    subprocess.run([sys.executable, "-c", "import pickle,sys; pickle.loads(sys.stdin.buffer.read())"],
+                   input=data, check=True, timeout=60)
+    assert canary.exists()
+
+
+def test_unsafe_error_names_global_and_offset(tmp_path: Path) -> None:
+    canary = tmp_path / "canary"
+    src = tmp_path / "evil.pt"
+    src.write_bytes(_hostile_samples(canary)["zip-object-pickle"])
+    message = assert_refused(src, tmp_path, UnsafePickleError, "posix.system", "archive/data.pkl")
+    assert "at byte" in message
+
+
+# ---------------------------------------------------------------------------
+# Hostile: the shared corpus, converted in a subprocess under an audit hook
+# ---------------------------------------------------------------------------
+
+_AUDIT = r"""
+import json, sys
+from pathlib import Path
+from tensorfile.errors import ConversionError
+from tensorfile.pickles.convert import convert
+
+WATCH = ("pickle.find_class", "os.system", "subprocess.Popen", "os.exec", "os.posix_spawn",
+         "os.spawn", "os.fork", "exec", "webbrowser.open", "socket.connect", "ctypes.dlopen",
+         "os.startfile", "shutil.rmtree", "os.remove", "urllib.Request")
+events = []
+sys.addaudithook(lambda ev, args: events.append(ev) if ev.startswith(WATCH) else None)
+out = Path(sys.argv[1])
+results = {}
+for src in sys.argv[2:]:
+    try:
+        convert(src, out / "out.safetensors")
+        results[src] = "converted"
+    except ConversionError as exc:
+        results[src] = type(exc).__name__
+print(json.dumps({"events": events, "results": results}))
+"""
+
+
+def _corpus(label: str) -> list[Path]:
+    labels = CORPUS / "LABELS.tsv"
+    if not labels.is_file():
+        pytest.skip("shared corpus not present")
+    with open(labels, encoding="utf-8") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    return [CORPUS / r["path"] for r in rows if r["label"] == label]
+
+
+@pytest.mark.corpus
+def test_corpus_hostile_refused_nothing_runs(tmp_path: Path) -> None:
+    hostile = _corpus("hostile")
+    assert len(hostile) > 50
+    proc = subprocess.run([sys.executable, "-c", _AUDIT, str(tmp_path), *map(str, hostile)],
+                          capture_output=True, text=True, timeout=300, check=True)
+    result = json.loads(proc.stdout)
+    assert result["events"] == []  # no global was resolved, nothing was spawned or executed
+    outcomes = result["results"]
+    assert set(outcomes) == {str(p) for p in hostile}
+    assert "converted" not in outcomes.values()
+    unsafe = [p for p, r in outcomes.items() if r == "UnsafePickleError"]
+    # Only archives the scanner cannot read (7z) are refused as unreadable instead.
+    assert all(p.endswith(".7z") for p, r in outcomes.items() if r != "UnsafePickleError")
+    assert len(unsafe) >= len(hostile) - 1
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.corpus
+def test_corpus_benign_torch_files_convert(tmp_path: Path) -> None:
+    for src in _corpus("benign"):
+        if src.suffix in (".bin", ".pkl"):
+            report = convert(src, tmp_path / (src.name + ".safetensors"))
+            assert report.outputs and Path(report.outputs[0]).is_file()
+
+
+# ---------------------------------------------------------------------------
+# Malformed checkpoints: clear errors, nothing written
+# ---------------------------------------------------------------------------
+
+def _zip(tmp: Path, pickle: bytes, records: dict[str, bytes], **kw: Any) -> Path:
+    src = tmp / "bad.pt"
+    src.write_bytes(kit.Checkpoint(pickle, records).zip_bytes(**kw))
+    return src
+
+
+def test_view_past_its_storage(tmp_path: Path) -> None:
+    body = kit.stream(kit.dict_of([("w", kit.tensor_v2(kit.storage("0"), 2, (3,), (1,)))]))
+    assert_refused(_zip(tmp_path, body, _weights()), tmp_path, MalformedCheckpointError,
+                   "reaches element 4", "storage '0'", "holds 4")
+
+
+def test_strided_view_past_its_storage(tmp_path: Path) -> None:
+    body = kit.stream(kit.dict_of([("w", kit.tensor_v2(kit.storage("0"), 0, (2, 2), (3, 1)))]))
+    assert_refused(_zip(tmp_path, body, _weights()), tmp_path, MalformedCheckpointError,
+                   "reaches element 4")
+
+
+def test_negative_stride_refused(tmp_path: Path) -> None:
+    body = kit.stream(kit.dict_of([("w", kit.tensor_v2(kit.storage("0"), 3, (4,), (-1,)))]))
+    assert_refused(_zip(tmp_path, body, _weights()), tmp_path, MalformedCheckpointError,
+                   "negative")
+
+
+def test_short_record(tmp_path: Path) -> None:
+    body = kit.stream(kit.dict_of([("w", kit.tensor_v2(kit.storage("0", numel=8), 0, (8,),
+                                                       (1,)))]))
+    assert_refused(_zip(tmp_path, body, _weights()), tmp_path, MalformedCheckpointError,
+                   "holds 16 bytes", "8 elements")
+
+
+def test_missing_record(tmp_path: Path) -> None:
+    body = _state_dict()
+    assert_refused(_zip(tmp_path, body, _weights(), omit=["0"]), tmp_path,
+                   MalformedCheckpointError, "archive/data/0", "missing")
+
+
+def test_unknown_persistent_id(tmp_path: Path) -> None:
+    pid = kit.tup([kit.text("module"), kit.text("x")]) + kit.BINPERSID
+    body = kit.stream(kit.dict_of([("w", pid)]))
+    assert_refused(_zip(tmp_path, body, {}), tmp_path, UnsafePickleError,
+                   "persistent id is not a torch storage tuple")
+
+
+def test_truncated_zip(tmp_path: Path) -> None:
+    raw = kit.Checkpoint(_state_dict(), _weights()).zip_bytes()
+    src = tmp_path / "cut.pt"
+    src.write_bytes(raw[: len(raw) // 2])
+    assert_refused(src, tmp_path, ConversionError)
+
+
+def test_truncated_legacy_record(tmp_path: Path) -> None:
+    pid = kit.storage("0", legacy_view=kit.NONE)
+    body = kit.stream(kit.dict_of([("w", kit.tensor_v2(pid, 0, (4,), (1,)))]))
+    raw = kit.Checkpoint(body, _weights()).legacy_bytes({"0": 4})
+    src = tmp_path / "cut.pt"
+    src.write_bytes(raw[:-3])
+    assert_refused(src, tmp_path, ConversionError, "storage record '0'")
+
+
+def test_size_and_stride_lengths_differ(tmp_path: Path) -> None:
+    body = kit.stream(kit.dict_of([("w", kit.tensor_v2(kit.storage("0"), 0, (2, 2), (1,)))]))
+    assert_refused(_zip(tmp_path, body, _weights()), tmp_path, MalformedCheckpointError,
+                   "differ in length")
+
+
+def test_bad_byteorder_record(tmp_path: Path) -> None:
+    ck = kit.Checkpoint(_state_dict(), _weights(), byteorder="middle")
+    src = tmp_path / "bo.pt"
+    src.write_bytes(ck.zip_bytes())
+    assert_refused(src, tmp_path, MalformedCheckpointError, "byteorder")
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    src = tmp_path / "empty.pt"
+    src.write_bytes(b"")
+    assert_refused(src, tmp_path, ConversionError)
+
+
+def test_expanded_views_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Zero strides can repeat a 4-byte storage without bound: the output size is capped."""
+    import tensorfile.pickles.convert as conv
+
+    monkeypatch.setattr(conv, "_EXPANSION_SLACK", 1 << 10)
+    body = kit.stream(kit.dict_of([("w", kit.tensor_v2(kit.storage("0", numel=1), 0,
+                                                       (1 << 20,), (0,)))]))
+    assert_refused(_zip(tmp_path, body, {"0": b"\0" * 4}), tmp_path,
+                   UnsupportedCheckpointError, "repeat data")
+
+
+# ---------------------------------------------------------------------------
+# Unsupported: well-formed, but nothing safetensors can hold
+# ---------------------------------------------------------------------------
+
+def test_quantized_refused_clearly(tmp_path: Path) -> None:
+    body = kit.stream(kit.dict_of([("q", kit.tensor_v2(kit.storage("0", "QInt8Storage"), 0,
+                                                       (4,), (1,)))]))
+    assert_refused(_zip(tmp_path, body, {"0": b"\0" * 4}), tmp_path,
+                   UnsupportedCheckpointError, "quantized")
+
+
+def test_torch_quantized_tensor_refused_clearly(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    with pytest.warns(UserWarning):
+        q = torch.quantize_per_tensor(torch.ones(3), 0.1, 0, torch.qint8)
+    src = tmp_path / "q.pt"
+    torch.save({"q": q}, src)
+    assert_refused(src, tmp_path, UnsupportedCheckpointError, "_rebuild_qtensor", "quantized")
+
+
+def test_complex128_refused(tmp_path: Path) -> None:
+    body = kit.stream(kit.dict_of([("c", kit.tensor_v2(kit.storage("0", "ComplexDoubleStorage",
+                                                                   numel=1), 0, (1,), (1,)))]))
+    assert_refused(_zip(tmp_path, body, {"0": b"\0" * 16}), tmp_path,
+                   UnsupportedCheckpointError, "ComplexDoubleStorage")
+
+
+def test_not_a_checkpoint(tmp_path: Path) -> None:
+    src = tmp_path / "arrays.npz"
+    np.savez(src, a=np.arange(3))
+    assert_refused(src, tmp_path, UnsupportedCheckpointError, "not a torch checkpoint")
