@@ -162,7 +162,24 @@ WATCH = ("pickle.find_class", "os.system", "subprocess.Popen", "os.exec", "os.po
          "os.spawn", "os.fork", "exec", "webbrowser.open", "socket.connect", "ctypes.dlopen",
          "os.startfile", "shutil.rmtree", "os.remove", "urllib.Request")
 events = []
-sys.addaudithook(lambda ev, args: events.append(ev) if ev.startswith(WATCH) else None)
+
+
+def hook(ev, args):
+    if not ev.startswith(WATCH):
+        return
+    code = args[0] if ev == "exec" and args else None
+    where = getattr(code, "co_filename", "")
+    if ev == "exec" and where.endswith(".py") and Path(where).is_file():
+        return  # a lazy import of an installed module runs its module code: not input
+    events.append(f"{ev} {where}".strip())
+
+
+sys.addaudithook(hook)
+if sys.argv[1] == "--control":  # the hook does see an unpickler resolving a global
+    import collections, pickle
+    pickle.loads(pickle.dumps(collections.OrderedDict()))
+    print(json.dumps({"events": events}))
+    raise SystemExit(0)
 out = Path(sys.argv[1])
 results = {}
 for src in sys.argv[2:]:
@@ -200,6 +217,12 @@ def test_corpus_hostile_refused_nothing_runs(tmp_path: Path) -> None:
     assert all(p.endswith(".7z") for p, r in outcomes.items() if r != "UnsafePickleError")
     assert len(unsafe) >= len(hostile) - 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_audit_hook_control() -> None:
+    proc = subprocess.run([sys.executable, "-c", _AUDIT, "--control"], capture_output=True,
+                          text=True, timeout=120, check=True)
+    assert json.loads(proc.stdout)["events"] == ["pickle.find_class"]
 
 
 @pytest.mark.corpus
