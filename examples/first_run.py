@@ -11,10 +11,13 @@ see exactly what you would see in a terminal:
    ``torch.save`` (a pickle, the way most checkpoints are shipped);
 2. ``tensorfile scan`` calls it safe, and calls a crafted hostile pickle
    dangerous (written as bytes; nothing is ever loaded);
-3. ``tensorfile keygen`` makes a signing key pair;
-4. ``tensorfile sign`` signs the model folder;
-5. ``tensorfile verify`` accepts it;
-6. a copy with one byte flipped is rejected by ``tensorfile verify`` (exit 1).
+3. ``tensorfile convert`` turns the model folder into safetensors without
+   running the pickle (and refuses the hostile one), ``tensorfile inspect``
+   shows what it wrote;
+4. ``tensorfile keygen`` makes a signing key pair;
+5. ``tensorfile sign`` signs the converted folder;
+6. ``tensorfile verify`` accepts it;
+7. a copy with one byte flipped is rejected by ``tensorfile verify`` (exit 1).
 
 Everything is written under ``examples/out/first_run/`` (git-ignored) and
 nothing is downloaded. The script exits non-zero if any step does not behave
@@ -100,9 +103,14 @@ def hostile_pickle(path: Path) -> Path:
     return path
 
 
-def flip_one_byte(path: Path) -> None:
+def flip_one_byte(path: Path, tensor: str) -> None:
+    """Flip the lowest bit of the first byte of ``tensor`` in a safetensors file."""
+    import tensorfile
+
+    with tensorfile.safe_open(path) as f:
+        start, _ = f.byte_range(tensor)
     data = bytearray(path.read_bytes())
-    data[-3] ^= 0x01  # inside the last tensor's bytes
+    data[start] ^= 0x01
     path.write_bytes(bytes(data))
 
 
@@ -127,26 +135,35 @@ def main() -> int:
         evil = hostile_pickle(OUT / "downloads" / "evil.bin")
         run(["scan", evil], expect=1, shows=("dangerous", "posix.system"))
 
-        print("\n3. A signing key pair")
+        print("\n3. Convert to safetensors without running the pickle (torch is not used)")
+        safe_dir = OUT / "tiny-model-safetensors"
+        run(["convert", model_dir, safe_dir], expect=0, shows=("model.safetensors",))
+        weights = safe_dir / "model.safetensors"
+        run(["inspect", weights], expect=0, shows=("embed.weight", "head.bias"))
+        run(["convert", evil, OUT / "downloads" / "evil.safetensors"], expect=1, shows=("posix.system",))
+        if (OUT / "downloads" / "evil.safetensors").exists():
+            raise StepFailed("the refused conversion left an output file")
+
+        print("\n4. A signing key pair")
         keys = OUT / "keys"
         keys.mkdir()
         private_key, public_key = keys / "signing-key.pem", keys / "signing-key.pem.pub"
         run(["keygen", private_key], expect=0, shows=("fingerprint",))
 
-        print("\n4. Sign the model folder (an OpenSSF model-signing bundle, model.sig)")
-        run(["sign", model_dir, "--key", private_key], expect=0, shows=("model.sig",))
+        print("\n5. Sign the converted folder (an OpenSSF model-signing bundle, model.sig)")
+        run(["sign", safe_dir, "--key", private_key], expect=0, shows=("model.sig",))
 
-        print("\n5. Verify it: every byte and file name against the signature")
-        run(["verify", model_dir, "--key", public_key], expect=0, shows=("verified",))
+        print("\n6. Verify it: every byte, file name and tensor name against the signature")
+        run(["verify", safe_dir, "--key", public_key], expect=0, shows=("verified",))
 
-        print("\n6. Flip one byte in a copy: verification must fail (exit 1)")
+        print("\n7. Flip one bit of head.weight in a copy: verification must fail (exit 1)")
         tampered = OUT / "tiny-model-tampered"
-        shutil.copytree(model_dir, tampered)
-        flip_one_byte(tampered / checkpoint.name)
+        shutil.copytree(safe_dir, tampered)
+        flip_one_byte(tampered / weights.name, "head.weight")
         run(
             ["verify", tampered, "--key", public_key],
             expect=1,
-            shows=("error:", checkpoint.name),
+            shows=("error:", "head.weight"),
         )
     except StepFailed as exc:
         print(f"\nFIRST RUN FAILED: {exc}", file=sys.stderr)

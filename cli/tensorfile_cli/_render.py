@@ -213,3 +213,21 @@ def _inspect_pickle(out: Output, f: dict[str, Any]) -> None:
         for finding in s["findings"]:
             out.line(f"{where}: {_verdict(out, finding['verdict'])}: {_finding_line(finding)}")
     out.line(f"verdict: {_verdict(out, f['verdict'])}")
+
+
+def convert(out: Output, result: dict[str, Any]) -> None:
+    outputs = result["outputs"]
+    out.line(
+        f"converted {result['source']} ({result['format']}) -> {', '.join(outputs)}: "
+        f"{plural(len(result['tensors']), 'tensor')}, {human_bytes(result['bytes_written'])}"
+    )
+    for alias, kept in result["aliases"].items():
+        out.line(f"  tied: {alias} -> {kept} (written once)")
+    if result["values"]:
+        out.line(f"  kept in metadata: {', '.join(result['values'])}")
+    for d in result["dropped"]:
+        out.line(f"  {out.style('dropped', 'yellow')}: {d['name']} ({d['reason']})")
+    for name, digest in result["source_sha256"].items():
+        out.line(f"  source sha256 {digest}  {name}")
+    if result["signature"]:
+        out.line(f"signed: {result['signature']}")

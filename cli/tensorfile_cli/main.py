@@ -193,6 +193,63 @@ def scan(
     out.finish(report.to_dict(), _render.scan, ExitCode(report.exit_code))
 
 
+# -- convert ----------------------------------------------------------------------------
+@app.command(
+    epilog=(
+        "Example: tensorfile convert pytorch_model.bin  (writes model.safetensors beside it; "
+        "a Hugging Face folder converts in place)"
+    )
+)
+def convert(
+    src: Annotated[
+        Path, typer.Argument(help="A .bin/.pt/.pth checkpoint, or a Hugging Face model folder.")
+    ],
+    dst: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Output file or folder [default: model.safetensors for pytorch_model.bin, "
+            "else SRC with a .safetensors suffix; a folder converts in place]."
+        ),
+    ] = None,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            "--key",
+            help="Convert only this sub-dict of a training checkpoint, e.g. model_state (dotted paths allowed).",
+        ),
+    ] = None,
+    sign_key: Annotated[
+        Path | None,
+        typer.Option("--sign", help="Sign the result with this private key (PEM)."),
+    ] = None,
+    password_file: PasswordFileOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Convert a pickle checkpoint to safetensors without running it (torch not needed).
+
+    The input is scanned first: anything but `safe` is refused (exit 1) and
+    nothing is written. Tied weights are written once with aliases; plain
+    values go to the metadata; anything else is listed as dropped.
+    """
+    out = Output("convert", json_out=json_out, quiet=quiet, debug=debug)
+    with guarded(out, src, dst, sign_key), out.progress("converting") as progress:
+        from tensorfile.pickles.convert import convert as convert_checkpoint
+
+        report = convert_checkpoint(
+            src,
+            dst,
+            key=key,
+            sign=sign_key,
+            password=_password(password_file),
+            progress=progress,
+        )
+    from tensorfile_cli import _render
+
+    out.finish(report.to_dict(), _render.convert)
+
+
 # -- options shared by the integrity commands ------------------------------------
 SignatureOpt = Annotated[
     Path | None,

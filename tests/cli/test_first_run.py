@@ -31,12 +31,20 @@ def test_first_run_does_what_it_says(tmp_path: Path) -> None:
         "$ tensorfile scan downloads/evil.bin",
         "dangerous",
         "posix.system",
+        "$ tensorfile convert tiny-model tiny-model-safetensors",
+        "-> tiny-model-safetensors/model.safetensors: 7 tensors",
+        "$ tensorfile inspect tiny-model-safetensors/model.safetensors",
+        "embed.weight",
+        "$ tensorfile convert downloads/evil.bin downloads/evil.safetensors",
+        "tensorfile convert: error: downloads/evil.bin",
+        "[exit 1]",
         "$ tensorfile keygen keys/signing-key.pem",
-        "$ tensorfile sign tiny-model --key keys/signing-key.pem",
-        "$ tensorfile verify tiny-model --key keys/signing-key.pem.pub",
-        "verified: tiny-model",
+        "$ tensorfile sign tiny-model-safetensors --key keys/signing-key.pem",
+        "$ tensorfile verify tiny-model-safetensors --key keys/signing-key.pem.pub",
+        "verified: tiny-model-safetensors: 2 files, 7 tensors",
         "$ tensorfile verify tiny-model-tampered --key keys/signing-key.pem.pub",
         "tensorfile verify: error: tiny-model-tampered: contents differ",
+        "head.weight",
         "[exit 1]",
         "All steps behaved as described.",
     ]
@@ -46,10 +54,15 @@ def test_first_run_does_what_it_says(tmp_path: Path) -> None:
         assert found >= 0, f"missing or out of order: {step!r}\n{text}"
         pos = found + len(step)
     # What it claims to have made is there.
-    assert (out / "tiny-model" / "model.sig").is_file()
+    import tensorfile
+
+    safe = out / "tiny-model-safetensors"
+    assert sorted(p.name for p in safe.iterdir()) == ["config.json", "model.safetensors", "model.sig"]
+    assert len(tensorfile.load_file(safe / "model.safetensors")) == 7
+    assert not (out / "downloads" / "evil.safetensors").exists()
     assert (out / "keys" / "signing-key.pem.pub").is_file()
-    assert (out / "tiny-model-tampered" / "pytorch_model.bin").read_bytes() != (
-        out / "tiny-model" / "pytorch_model.bin"
+    assert (out / "tiny-model-tampered" / "model.safetensors").read_bytes() != (
+        safe / "model.safetensors"
     ).read_bytes()
 
 
