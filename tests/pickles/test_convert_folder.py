@@ -1,0 +1,132 @@
+"""Folders in the Hugging Face layout, signing the result, and converting without torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tensorfile.errors import UnsafePickleError
+from tensorfile.pickles.convert import convert
+
+torch = pytest.importorskip("torch")
+st_torch = pytest.importorskip("safetensors.torch")
+
+
+def _state(seed: int, n: int = 3) -> dict[str, Any]:
+    g = torch.Generator().manual_seed(seed)
+    return {f"layer{seed}.{i}.weight": torch.randn(4, 3, generator=g) for i in range(n)}
+
+
+def _hf_single(folder: Path) -> dict[str, Any]:
+    folder.mkdir()
+    sd = {**_state(0), "lm_head.weight": torch.ones(2, 2)}
+    sd["embed.weight"] = sd["lm_head.weight"]  # tied
+    torch.save(sd, folder / "pytorch_model.bin")
+    (folder / "config.json").write_text('{"model_type": "tiny"}')
+    return sd
+
+
+def _hf_sharded(folder: Path) -> dict[str, Any]:
+    folder.mkdir()
+    shards = {"pytorch_model-00001-of-00002.bin": _state(1),
+              "pytorch_model-00002-of-00002.bin": _state(2)}
+    weight_map = {}
+    for name, sd in shards.items():
+        torch.save(sd, folder / name)
+        weight_map.update(dict.fromkeys(sd, name))
+    (folder / "pytorch_model.bin.index.json").write_text(json.dumps(
+        {"metadata": {"total_size": 0}, "weight_map": weight_map}))
+    (folder / "config.json").write_text("{}")
+    return {k: v for sd in shards.values() for k, v in sd.items()}
+
+
+def _same(a: dict[str, Any], b: dict[str, Any]) -> None:
+    assert set(a) == set(b)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_single_file_folder_in_place(tmp_path: Path) -> None:
+    folder = tmp_path / "model"
+    sd = _hf_single(folder)
+    report = convert(folder)
+    out = folder / "model.safetensors"
+    assert report.outputs == [str(out)]
+    assert report.aliases == {"lm_head.weight": "embed.weight"}
+    got = st_torch.load_file(out)
+    _same({k: v for k, v in sd.items() if k != "lm_head.weight"}, got)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "config.json", "model.safetensors", "pytorch_model.bin"]  # other files left alone
+
+
+def test_sharded_folder_to_new_folder(tmp_path: Path) -> None:
+    from tensorfile.sharded import load_sharded
+
+    src = tmp_path / "src"
+    sd = _hf_sharded(src)
+    dst = tmp_path / "dst"
+    report = convert(src, dst)
+    names = sorted(p.name for p in dst.iterdir())
+    assert names == ["config.json", "model-00001-of-00002.safetensors",
+                     "model-00002-of-00002.safetensors", "model.safetensors.index.json"]
+    index = json.loads((dst / "model.safetensors.index.json").read_text())
+    assert index["weight_map"]["layer1.0.weight"] == "model-00001-of-00002.safetensors"
+    assert index["weight_map"]["layer2.2.weight"] == "model-00002-of-00002.safetensors"
+    assert index["metadata"]["total_size"] == report.bytes_written == 6 * 12 * 4
+    _same(sd, load_sharded(dst, "pt"))
+    assert len(report.source_sha256) == 2
+    assert report.outputs[-1] == str(dst / "model.safetensors.index.json")
+
+
+def test_one_hostile_shard_means_nothing_is_written(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    _hf_sharded(src)
+    (src / "pytorch_model-00002-of-00002.bin").write_bytes(
+        b"\x80\x02cposix\nsystem\nX\x04\x00\x00\x00true\x85R.")
+    before = sorted(p.name for p in src.iterdir())
+    with pytest.raises(UnsafePickleError, match=r"posix\.system"):
+        convert(src)
+    assert sorted(p.name for p in src.iterdir()) == before
+
+
+def test_sign_the_result(tmp_path: Path) -> None:
+    from tensorfile.integrity import generate_key, verify
+
+    keys = generate_key(tmp_path / "key.pem")
+    folder = tmp_path / "model"
+    _hf_single(folder)
+    report = convert(folder, tmp_path / "out", sign=keys.private_key)
+    assert report.signature is not None and Path(report.signature).is_file()
+    result = verify(tmp_path / "out", keys.public_key, signature=report.signature)
+    assert result is not None
+    single = tmp_path / "single.pt"
+    torch.save(_state(5), single)
+    report = convert(single, sign=keys.private_key)
+    verify(report.outputs[0], keys.public_key, signature=report.signature)
+
+
+_NO_TORCH = r"""
+import json, sys
+sys.modules["torch"] = None  # any `import torch` now raises ImportError
+from tensorfile.pickles.convert import convert
+report = convert(sys.argv[1], sys.argv[2])
+assert sys.modules["torch"] is None
+print(json.dumps(report.to_dict()))
+"""
+
+
+def test_converts_without_torch(tmp_path: Path) -> None:
+    src = tmp_path / "ck.pt"
+    sd = {"w": torch.randn(3, 4).t(), "b": torch.arange(5).to(torch.bfloat16)}
+    torch.save(sd, src)
+    out = tmp_path / "ck.safetensors"
+    proc = subprocess.run([sys.executable, "-c", _NO_TORCH, str(src), str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(json.loads(proc.stdout)["tensors"]) == ["b", "w"]
+    _same(sd, st_torch.load_file(out))
