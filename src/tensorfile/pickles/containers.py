@@ -463,7 +463,13 @@ class _Walker:
             must_pickle = any(n.endswith(".pkl") for n in (entry.name, entry.local_name))
             if entry.name.endswith("data.pkl"):
                 kind = "torch-zip"
-            got = self.entry(buf, entry, loc, depth, "pickle" if must_pickle else "record")
+            try:
+                got = self.entry(buf, entry, loc, depth, "pickle" if must_pickle else "record")
+            except ScanLimitError:
+                raise  # a budget for the whole file: stop here
+            except ScanError as exc:
+                self.fail(loc, entry.data_start, str(exc))
+                got = "unreadable"
             readable += got != "data" or must_pickle
         if not readable and len(self.streams) == before:
             encrypted = any(e.flags & 1 for e in entries)
@@ -472,30 +478,26 @@ class _Walker:
         return kind
 
     def entry(self, buf: Buffer, entry: ZipEntry, loc: str, depth: int, role: str) -> str:
+        """Scan one zip entry; records that do not look like anything are skipped."""
         start, stop = entry.data_start, entry.data_start + entry.comp_size
-        if entry.method == 8:
-            head = bytes(self.inflate(buf, start, stop, _SNIFF, partial=True))
-            if role == "record" and sniff(head) is None and (
-                    not head or head[0] not in OPCODE_BYTES):
-                return self.undecodable(entry, loc, head)
-            data = self.inflate(buf, start, stop, self.limits.max_inflate)
-            return self.blob(data, 0, len(data), loc, depth + 1, role)
-        if entry.method != 0:
+        if entry.method not in (0, 8):
             self.fail(loc, start, f"compression method {entry.method} is not supported")
             return "unsupported"
-        head = bytes(buf[start:min(stop, start + _SNIFF)])
+        head = (bytes(self.inflate(buf, start, stop, _SNIFF, partial=True)) if entry.method
+                else bytes(buf[start:min(stop, start + _SNIFF)]))
+        encrypted = bool(entry.flags & 1)
         if role == "record" and sniff(head) is None and (not head or head[0] not in OPCODE_BYTES):
-            return self.undecodable(entry, loc, head)
+            if encrypted:
+                self.fail(loc, start, "encrypted entry could not be read as plain data")
+            return "data"
+        if entry.method:
+            data = self.inflate(buf, start, stop, self.limits.max_inflate)
+            buf, start, stop = data, 0, len(data)
         before = len(self.streams)
         kind = self.blob(buf, start, stop, loc, depth + 1, role)
-        if entry.flags & 1 and len(self.streams) == before and role == "record":
+        if encrypted and len(self.streams) == before and role == "record":
             self.fail(loc, start, "encrypted entry could not be read as plain data")
         return kind
-
-    def undecodable(self, entry: ZipEntry, loc: str, head: bytes) -> str:
-        if entry.flags & 1:
-            self.fail(loc, entry.data_start, "encrypted entry could not be read as plain data")
-        return "data"
 
     def inflate(self, buf: Buffer, start: int, stop: int, limit: int, *,
                 partial: bool = False) -> bytearray:
