@@ -300,10 +300,29 @@ class _Source:
     increasing file order.
     """
 
-    def __init__(self, f: reader.SafeOpen, verifier: Any) -> None:
+    def __init__(self, f: reader.SafeOpen, verifier: Any, path: Path | None = None) -> None:
         self.f = f
         self.verifier = verifier
+        self._path = path
         self._last: tuple[str, int, bytearray] | None = None
+
+    def prefetch(self, block: Block) -> None:
+        """Ask the kernel to read a strided block's whole span ahead, in big requests.
+
+        Many small ``pread`` calls ``stride`` apart defeat the kernel's
+        sequential readahead, which on a cold cache costs one disk request
+        per run. The hint fills the page cache asynchronously; this process
+        still copies (and counts) only its own bytes.
+        """
+        if self._path is None or block.outer <= 1 or not hasattr(os, "posix_fadvise"):
+            return
+        start, _ = self.f.byte_range(block.info.name)
+        fd = os.open(self._path, os.O_RDONLY)
+        try:
+            span = (block.outer - 1) * block.stride + block.run
+            os.posix_fadvise(fd, start + block.first, span, os.POSIX_FADV_WILLNEED)
+        finally:
+            os.close(fd)
 
     def read_into(self, name: str, start: int, out: memoryview) -> None:
         if self.verifier is None:
@@ -485,13 +504,15 @@ def load_partition(
             src = sources.get(handle.shard)
             if src is None:
                 v = _verifier_for(verify, model, handle.shard) if verify is not None else None
-                src = sources[handle.shard] = _Source(f, v)
+                src = sources[handle.shard] = _Source(f, v, model.path_of(handle.shard))
             if staging is not None and not handle.dtype.sub_byte:
+                src.prefetch(block)
                 out[name] = _to_device(staging, src, block)
             elif src.verifier is None and model.backend == "mmap":
                 out[name] = handle.load() if block.dim is None else handle[block.index()]
             else:
                 buf = bytearray(block.nbytes)
+                src.prefetch(block)
                 fill_block(src, block, 0, memoryview(buf))
                 if model.framework == "np":
                     out[name] = numpy_view(buf, 0, handle.dtype, block.shape)
