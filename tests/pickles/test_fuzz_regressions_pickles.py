@@ -10,8 +10,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
-
 from tensorfile.pickles import Verdict, scan
 
 REGRESSIONS = Path(__file__).resolve().parents[2] / "fuzz" / "regressions"
@@ -25,12 +23,8 @@ def test_malformed_npy_header_is_an_error_not_safe() -> None:
     assert "not a literal dict" in (report.files[0].streams[0].error or "")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="scanner bug (reported): the npy error quotes Python's ast error text, "
-    "which holds an object address, so the same file gives different reports",
-)
 def test_scan_report_of_malformed_npy_header_is_deterministic() -> None:
+    """The npy error used to quote ast's message, which holds an object address."""
     path = REGRESSIONS / "scan" / "npy_header_name_error_quotes_address"
     error = scan(path).files[0].streams[0].error or ""
     assert not re.search(r"0x[0-9a-f]{6,}", error), error

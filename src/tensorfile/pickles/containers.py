@@ -239,7 +239,10 @@ def npy_header(buf: Buffer, start: int, end: int) -> tuple[dict[str, object], in
     try:
         header = ast.literal_eval(text)  # literals only: no names, calls or attributes
     except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError) as exc:
-        raise UnsupportedContainerError(f"npy header is not a literal dict: {exc}") from None
+        # Only the exception type: ast's messages quote object addresses, and
+        # the same file must always give the same report.
+        raise UnsupportedContainerError(
+            f"npy header is not a literal dict ({type(exc).__name__})") from None
     if not isinstance(header, dict):
         raise UnsupportedContainerError("npy header is not a dict")
     return header, hstart + hlen
