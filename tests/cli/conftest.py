@@ -199,6 +199,12 @@ def schema() -> Callable[[str], dict[str, Any]]:
 
 
 @pytest.fixture
+def command_line() -> list[str]:
+    """argv prefix of the installed console script."""
+    return script_command()
+
+
+@pytest.fixture
 def shell() -> Callable[..., Run]:
     """Run the installed console script only (for terminal/environment checks)."""
     return run_process

@@ -35,9 +35,13 @@ def test_no_arguments_shows_help_and_is_a_usage_error(cli: Any) -> None:
     assert "inspect" in r.stdout + r.stderr
 
 
-def test_commands_are_the_documented_ones() -> None:
-    assert set(registered()) <= set(COMMANDS)
-    assert "inspect" in registered()
+def test_commands_are_the_documented_ones(cli: Any) -> None:
+    assert sorted(registered()) == sorted(COMMANDS)
+    r = cli(["--help"], env={"COLUMNS": "200"})
+    assert r.code == 0
+    for command in COMMANDS:
+        assert command in r.stdout
+    assert "0 ok, 1 a finding" in " ".join(r.stdout.split())
 
 
 @pytest.mark.parametrize("command", registered())
@@ -139,3 +143,51 @@ def test_no_colour_when_piped_or_no_color(shell: Any, tmp_path: Path) -> None:
     forced = shell(["hash", missing], env={"FORCE_COLOR": "1"})
     assert "\x1b[" in forced.stderr
     assert "\x1b[" not in shell(["hash", missing], env={"FORCE_COLOR": "1", "NO_COLOR": "1"}).stderr
+
+
+def test_progress_bar_only_on_a_terminal(tmp_path: Path, command_line: list[str], shell: Any) -> None:
+    """On a terminal, hashing shows a bar with bytes, rate and time left;
+    on a pipe, nothing is drawn."""
+    pty = pytest.importorskip("pty")
+    import os
+    import re
+
+    big = tmp_path / "weights.bin"
+    with open(big, "wb") as f:
+        f.truncate(64 << 20)  # sparse: quick to make, still 64 MiB to hash
+    master, slave = pty.openpty()
+    env = {**os.environ, "COLUMNS": "120"}
+    env.pop("NO_COLOR", None)
+    proc = subprocess.Popen(
+        [*command_line, "hash", str(big), "--no-tensors"], stdout=subprocess.PIPE, stderr=slave, env=env
+    )
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the terminal closed
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    stdout, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    frames = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", b"".join(chunks).decode(errors="replace")).split("\r")
+    final = [f for f in frames if "hashing" in f][-1]
+    assert re.search(r"hashing .*67\.1/67\.1 MB .*B/s", final), frames
+    assert b"root digest" in stdout  # the result itself still goes to stdout
+    piped = shell(["hash", str(big), "--no-tensors"])
+    assert piped.code == 0 and piped.stderr == ""
+
+
+def test_shell_completion(shell: Any) -> None:
+    script = shell(["--show-completion", "bash"])
+    assert script.code == 0 and "_TENSORFILE_COMPLETE=complete_bash" in script.stdout
+    words = shell([], env={"_TENSORFILE_COMPLETE": "complete_bash", "COMP_WORDS": "tensorfile s", "COMP_CWORD": "1"})
+    assert words.stdout.split() == ["scan", "sign"]
+    options = shell(
+        [], env={"_TENSORFILE_COMPLETE": "complete_bash", "COMP_WORDS": "tensorfile verify --al", "COMP_CWORD": "2"}
+    )
+    assert set(options.stdout.split()) == {"--allow-extra-files", "--allow-symlinks"}
