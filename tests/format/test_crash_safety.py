@@ -1,0 +1,315 @@
+"""A writer killed at any moment leaves the destination whole: old or new, never partial.
+
+Covers the three commands that write: ``save_file``, ``convert`` and ``sign``.
+Each trial forks a writer that rewrites one destination in a loop (for
+``save_file``: version 1, 2, 3 ... each a different, complete file) and kills
+it with ``SIGKILL`` after a random delay, then checks:
+
+* the destination is byte for byte one complete version (the original, or one
+  the writer finished), never a mix, never truncated, and versions never go
+  backwards between trials;
+* nothing but the destination and the writer's temporary files is in the
+  folder, and every temporary file is dot-prefixed, ``.tmp``-suffixed, beside
+  the destination. A process killed by ``SIGKILL`` gets no chance to remove its
+  temporary file, so at most one is left per kill; the test counts them, and
+  requires that some trials did land mid-write (a leftover exists) and some
+  after a rename (a new version), so both windows were exercised.
+
+Writers are forked from a small single-threaded "zygote" interpreter that
+has already imported tensorfile (forking it is safe, unlike forking pytest),
+so a trial costs milliseconds, not an interpreter start; the random delay
+starts once the writer reports it is running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tensorfile import save
+
+TRIALS = 30
+#: convert and sign need a few imports more per trial; fewer kills keep them fast.
+SHORT_TRIALS = 20
+#: Kill delays are drawn from [0, MAX_DELAY) seconds; a 2 MB version takes 10-70 ms
+#: to write and fsync, so kills land before, during and between writes.
+MAX_DELAY = 0.25
+
+_SAVE_LOOP = """
+import numpy as np
+from tensorfile import save_file
+version = START
+while True:
+    save_file(
+        {"a": np.full(A, version, dtype=np.int32), "b": np.full(B, -version, dtype=np.int64)},
+        DEST,
+        {"version": str(version)},
+    )
+    version += 1
+"""
+
+A, B = 300_000, 100_000  # about 2 MB a version
+
+# A deliberately non-atomic writer (truncate in place, write in fsynced chunks):
+# the negative control that shows the checks catch a torn file.
+_TORN_LOOP = """
+import os
+import numpy as np
+from tensorfile import save
+version = START
+while True:
+    blob = save(
+        {"a": np.full(A, version, dtype=np.int32), "b": np.full(B, -version, dtype=np.int64)},
+        {"version": str(version)},
+    )
+    with open(DEST, "wb") as f:
+        for i in range(0, len(blob), 1 << 18):
+            f.write(blob[i : i + (1 << 18)])
+            f.flush()
+            os.fsync(f.fileno())
+    version += 1
+"""
+
+
+def _version_bytes(version: int) -> bytes:
+    return save(
+        {"a": np.full(A, version, dtype=np.int32), "b": np.full(B, -version, dtype=np.int64)},
+        {"version": str(version)},
+    )
+
+
+_ZYGOTE = r"""
+import json, os, sys
+import numpy as np
+import tensorfile
+import tensorfile.integrity  # what the writers use, imported once, not per fork
+import tensorfile.pickles.convert
+for line in sys.stdin:
+    job = json.loads(line)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        os.write(w, b"1")
+        os.close(w)
+        try:
+            exec(job["code"], dict(job["namespace"]))
+        except BaseException:
+            import traceback
+            traceback.print_exc()
+        os._exit(3)  # a writer only ends by being killed
+    os.close(w)
+    os.read(r, 1)
+    os.close(r)
+    print(pid, flush=True)
+    sys.stdin.readline()
+    _, status = os.waitpid(pid, 0)
+    print(os.WTERMSIG(status) if os.WIFSIGNALED(status) else -1, flush=True)
+"""
+
+
+class Zygote:
+    """Forks writers on request from a preloaded interpreter."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _ZYGOTE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+
+    def start(self, code: str, namespace: dict[str, Any]) -> int:
+        """Fork a writer running ``code``; return its pid once it is running."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps({"code": code, "namespace": namespace}) + "\n")
+        self.proc.stdin.flush()
+        return int(self.proc.stdout.readline())
+
+    def kill(self, pid: int) -> None:
+        """SIGKILL the writer; fail if it had already ended (it raised: see stderr)."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        os.kill(pid, signal.SIGKILL)
+        self.proc.stdin.write("reap\n")
+        self.proc.stdin.flush()
+        died_of = int(self.proc.stdout.readline())
+        assert died_of == signal.SIGKILL, "the writer stopped by itself before the kill"
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def zygote() -> Iterator[Zygote]:
+    z = Zygote()
+    yield z
+    z.close()
+
+
+def _run_trials(
+    zygote: Zygote, folder: Path, dest: Path, code: str, namespace: dict[str, Any],
+    identify: Callable[[bytes], Any], rng: random.Random, trials: int = TRIALS,
+) -> tuple[list[Any], int]:
+    """Kill ``trials`` writers of ``dest``; return what ``dest`` held before and
+    after each kill (``identify`` of its bytes, which raises AssertionError for
+    anything but a complete, valid file) and how many temporary files kills left.
+
+    ``code`` runs in the writer with ``namespace`` plus ``START``, the number
+    after the version on disk when ``identify`` returns version numbers.
+    """
+    tmp_pattern = re.compile(rf"^\.{re.escape(dest.name)}\..+\.tmp$")
+    expected_files = {p.name for p in folder.iterdir()}
+    seen = [identify(dest.read_bytes())]
+    leftovers = 0
+    for _ in range(trials):
+        start = seen[-1] + 1 if isinstance(seen[-1], int) else 0
+        pid = zygote.start(code, {**namespace, "START": start})
+        time.sleep(rng.uniform(0, MAX_DELAY))
+        zygote.kill(pid)
+        names = {p.name for p in folder.iterdir()}
+        tmps = sorted(n for n in names if tmp_pattern.match(n))
+        stray = sorted(names - expected_files - set(tmps))
+        assert not stray, f"unexpected files after a kill: {stray}"
+        assert len(tmps) <= 1, f"one killed writer left several temporary files: {tmps}"
+        leftovers += len(tmps)
+        for n in tmps:
+            (folder / n).unlink()  # what a user (or the next run) cleans up
+        seen.append(identify(dest.read_bytes()))
+    return seen, leftovers
+
+
+def _save_version_reader(expected: dict[int, bytes]) -> Callable[[bytes], int]:
+    def read_version(blob: bytes) -> int:
+        # Every version has the same size; the file's last bytes name a
+        # candidate version, and the whole file must equal it byte for byte.
+        v = int(np.frombuffer(blob[-4:], dtype="<i4")[0]) if len(blob) >= 4 else -1
+        if 0 <= v < 100_000 and v not in expected:
+            expected[v] = _version_bytes(v)  # "a" (int32) is written last
+        if blob == expected.get(v):
+            return v
+        raise AssertionError(f"destination is not any complete version ({len(blob)} bytes)")
+
+    return read_version
+
+
+def test_save_file_killed_at_random_moments(tmp_path: Path, zygote: Zygote) -> None:
+    dest = tmp_path / "model.safetensors"
+    dest.write_bytes(_version_bytes(0))
+    start = time.monotonic()
+    versions, leftovers = _run_trials(
+        zygote, tmp_path, dest, _SAVE_LOOP, {"A": A, "B": B, "DEST": str(dest)},
+        _save_version_reader({}), random.Random(1234),
+    )
+    elapsed = time.monotonic() - start
+    # Each writer starts after the version on disk, so going backwards (or
+    # anything but staying or moving forward) would mean a stale or mixed file.
+    assert versions == sorted(versions), versions
+    print(f"save_file: {TRIALS} kills in {elapsed:.1f} s, final version {versions[-1]}, "
+          f"{leftovers} temporary files left by kills mid-write")
+    assert versions[-1] > 0, "no writer ever finished a version: the kills were all too early"
+    assert leftovers > 0, "no kill landed mid-write: the test did not exercise that window"
+    assert elapsed < 30, f"{TRIALS} trials took {elapsed:.1f} s"
+
+
+def test_the_checks_catch_a_non_atomic_writer(tmp_path: Path, zygote: Zygote) -> None:
+    """Negative control: the same trials against a writer that truncates and
+    rewrites the destination in place must find a torn file."""
+    dest = tmp_path / "model.safetensors"
+    dest.write_bytes(_version_bytes(0))
+    with pytest.raises(AssertionError, match="not any complete version"):
+        _run_trials(
+            zygote, tmp_path, dest, _TORN_LOOP, {"A": A, "B": B, "DEST": str(dest)},
+            _save_version_reader({}), random.Random(99),
+        )
+
+
+_CONVERT_LOOP = """
+from tensorfile.pickles.convert import convert
+i = START
+while True:
+    convert(SOURCES[i % 2], DEST)
+    i += 1
+"""
+
+
+def test_convert_killed_at_random_moments(tmp_path: Path, zygote: Zygote) -> None:
+    """``convert`` alternates between two checkpoints into one destination;
+    after every kill the destination is exactly one of the two conversions."""
+    torch = pytest.importorskip("torch")
+    from tensorfile.pickles.convert import convert
+
+    sources, outputs = [], []
+    for k in (1, 2):
+        src = tmp_path / f"source{k}.pt"
+        torch.save(
+            {"a": torch.full((A,), k, dtype=torch.int32), "b": torch.full((B,), -k), "step": k}, src
+        )
+        sources.append(str(src))
+        out = tmp_path / "reference" / f"out{k}.safetensors"
+        out.parent.mkdir(exist_ok=True)
+        convert(src, out)
+        outputs.append(out.read_bytes())
+    work = tmp_path / "work"
+    work.mkdir()
+    for s in sources:
+        Path(s).rename(work / Path(s).name)
+    sources = [str(work / Path(s).name) for s in sources]
+    dest = work / "model.safetensors"
+    dest.write_bytes(outputs[0])
+
+    def identify(blob: bytes) -> int:
+        assert blob in outputs, f"destination is not a complete conversion ({len(blob)} bytes)"
+        return outputs.index(blob)
+
+    seen, leftovers = _run_trials(
+        zygote, work, dest, _CONVERT_LOOP, {"SOURCES": sources, "DEST": str(dest)},
+        identify, random.Random(5678), SHORT_TRIALS,
+    )
+    print(f"convert: {SHORT_TRIALS} kills, {len(set(seen))} distinct outputs seen, {leftovers} leftovers")
+    assert len(set(seen)) == 2, "no conversion ever completed: the kills were all too early"
+
+
+_SIGN_LOOP = """
+from pathlib import Path
+from tensorfile.integrity import sign
+while True:
+    sign(MODEL, Path(KEY))
+"""
+
+
+def test_sign_killed_at_random_moments(tmp_path: Path, zygote: Zygote) -> None:
+    """``sign`` re-signs a model folder in a loop; after every kill the signature
+    file is complete and verifies (a fresh ECDSA signature each time, so the
+    bytes change whenever a signing completed)."""
+    from tensorfile import save_file
+    from tensorfile.integrity import generate_key, sign, verify
+
+    keys = generate_key(tmp_path / "key.pem")
+    model = tmp_path / "model"
+    model.mkdir()
+    save_file({"w": np.arange(100_000, dtype=np.float32)}, model / "model.safetensors")
+    (model / "config.json").write_text('{"layers": 1}\n')
+    sig = sign(model, keys.private_key)
+
+    def identify(blob: bytes) -> str:
+        assert blob.endswith(b"}\n"), "signature file is cut short"
+        verify(model, key=keys.public_key)  # raises unless complete and valid
+        return blob.hex()
+
+    seen, leftovers = _run_trials(
+        zygote, model, sig, _SIGN_LOOP, {"MODEL": str(model), "KEY": str(keys.private_key)},
+        identify, random.Random(91011), SHORT_TRIALS,
+    )
+    print(f"sign: {SHORT_TRIALS} kills, {len(set(seen))} distinct signatures seen, {leftovers} leftovers")
+    assert len(set(seen)) > 1, "no signing ever completed: the kills were all too early"
