@@ -428,22 +428,14 @@ class _Walker:
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
             self.fail(location, pos, "legacy storage-key pickle is not a list of strings")
             return "torch-legacy"
-        for key in keys:
-            if key not in sizes:
-                self.fail(location, pos, f"storage key {key!r} is named by no persistent id")
-                return "torch-legacy"
-            if pos + 8 > end:
-                self.fail(location, pos, f"storage record {key!r} is truncated")
-                return "torch-legacy"
-            (count,) = _u("<q", buf, pos)
-            nbytes = count * sizes[key]
-            if count < 0 or pos + 8 + nbytes > end:
-                self.fail(location, pos, f"storage record {key!r} declares {count} elements "
-                          "past the end of the file")
-                return "torch-legacy"
-            self.blob(buf, pos + 8, pos + 8 + nbytes, _part(location, f"(storage {key})"),
+        try:
+            records, pos = legacy_storage_records(buf, pos, end, keys, sizes)
+        except UnsupportedContainerError as exc:
+            self.fail(location, pos, str(exc))
+            return "torch-legacy"
+        for key, (start, nbytes) in records.items():
+            self.blob(buf, start, start + nbytes, _part(location, f"(storage {key})"),
                       depth + 1, "record")
-            pos += 8 + nbytes
         if pos < end:
             self.pickles(buf, pos, end, _part(location, f"@ {pos}"), depth)
         return "torch-legacy"
