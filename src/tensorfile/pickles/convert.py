@@ -85,7 +85,7 @@ from tensorfile.pickles.containers import (
     tar_members,
     zip_entries,
 )
-from tensorfile.pickles.machine import materialize, run_stream
+from tensorfile.pickles.machine import StreamResult, materialize, run_stream
 from tensorfile.pickles.opcodes import OPCODE_BYTES, Buffer
 from tensorfile.pickles.policy import STORAGE_TYPES
 from tensorfile.pickles.report import FileReport, Verdict
@@ -260,19 +260,30 @@ def _refuse_unless_safe(report: FileReport) -> None:
     raise MalformedCheckpointError(f"{report.path}: {detail}")
 
 
-def _run(buf: Buffer, start: int, end: int, builder: CheckpointBuilder, what: str, *,
-         key_pids: bool = False) -> tuple[object, int, ConvertObserver]:
-    """Run one stream under the strict policy and build its value; returns (value, end)."""
-    observer = ConvertObserver(key_pids=key_pids)
+def _stream(buf: Buffer, start: int, end: int, what: str, observer: ConvertObserver
+            ) -> StreamResult:
+    """Run one stream under the strict policy (raises on the first disallowed node)."""
     result = run_stream(buf, start, observer, end=end)
     if result.error is not None:
         raise MalformedCheckpointError(f"{what}: {result.error}")
+    return result
+
+
+def _build(root: object, builder: CheckpointBuilder, what: str) -> object:
+    """Materialize a checked stream's value graph through the converter's builder."""
     try:
-        return materialize(result.root, builder), result.end, observer
+        return materialize(root, builder)
     except ConversionError:
         raise
     except PickleError as exc:
         raise MalformedCheckpointError(f"{what}: {exc}") from None
+
+
+def _run(buf: Buffer, start: int, end: int, builder: CheckpointBuilder, what: str, *,
+         key_pids: bool = False) -> tuple[object, int]:
+    """Check and build one stream; returns its value and where it ended."""
+    result = _stream(buf, start, end, what, ConvertObserver(key_pids=key_pids))
+    return _build(result.root, builder, what), result.end
 
 
 def _no_records(key: str) -> tuple[Buffer, int, int]:
@@ -320,27 +331,26 @@ def _zip_checkpoint(src: _Source) -> _Checkpoint:
 
     start, length = stored("data.pkl")
     builder = CheckpointBuilder(records, big_endian=big)
-    root, _, _ = _run(buf, start, start + length, builder, f"{src.path}: {prefix}data.pkl")
+    root, _ = _run(buf, start, start + length, builder, f"{src.path}: {prefix}data.pkl")
     return _Checkpoint(src, "torch-zip", root)
 
 
 def _pickle_checkpoint(src: _Source) -> _Checkpoint:
     """A raw pickle, or the legacy format (magic, protocol, sys_info, objects, keys, records)."""
     buf, end = src.buf, src.size
-    first, pos, _ = _run(buf, 0, end, CheckpointBuilder(_no_records), f"{src.path}: pickle")
+    first, pos = _run(buf, 0, end, CheckpointBuilder(_no_records), f"{src.path}: pickle")
     if type(first) is not int or first != LEGACY_MAGIC:
         return _Checkpoint(src, "pickle", first)
-    protocol, pos, _ = _run(buf, pos, end, CheckpointBuilder(_no_records), "protocol")
+    protocol, pos = _run(buf, pos, end, CheckpointBuilder(_no_records), "protocol")
     if protocol != 1001:
         raise MalformedCheckpointError(f"{src.path}: legacy protocol version {protocol!r}")
-    sys_info, pos, _ = _run(buf, pos, end, CheckpointBuilder(_no_records), "sys_info")
+    sys_info, pos = _run(buf, pos, end, CheckpointBuilder(_no_records), "sys_info")
     little = sys_info.get("little_endian", True) if isinstance(sys_info, dict) else True
     # The object stream is built after the records are located (they follow it).
     observer = ConvertObserver()
-    objects = run_stream(buf, pos, observer, end=end)
-    if objects.error is not None:
-        raise MalformedCheckpointError(f"{src.path}: legacy object pickle: {objects.error}")
-    keys, pos, _ = _run(buf, objects.end, end, CheckpointBuilder(_no_records), "storage keys")
+    what = f"{src.path}: legacy object pickle"
+    objects = _stream(buf, pos, end, what, observer)
+    keys, pos = _run(buf, objects.end, end, CheckpointBuilder(_no_records), "storage keys")
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise MalformedCheckpointError(f"{src.path}: legacy storage keys are not a list of str")
     try:
@@ -354,13 +364,7 @@ def _pickle_checkpoint(src: _Source) -> _Checkpoint:
         start, length = located[key]
         return buf, start, length
 
-    builder = CheckpointBuilder(records, big_endian=little is False)
-    try:
-        root = materialize(objects.root, builder)
-    except ConversionError:
-        raise
-    except PickleError as exc:
-        raise MalformedCheckpointError(f"{src.path}: legacy object pickle: {exc}") from None
+    root = _build(objects.root, CheckpointBuilder(records, big_endian=little is False), what)
     return _Checkpoint(src, "torch-legacy", root)
 
 
@@ -379,7 +383,7 @@ def _tar_checkpoint(src: _Source) -> _Checkpoint:
     objects.tensors(members["tensors"])
     start, end = members["pickle"]
     builder = CheckpointBuilder(_no_records, objects=objects.by_key)
-    root, _, _ = _run(buf, start, end, builder, f"{src.path}: pickle", key_pids=True)
+    root, _ = _run(buf, start, end, builder, f"{src.path}: pickle", key_pids=True)
     return _Checkpoint(src, "torch-tar", root)
 
 
@@ -392,22 +396,28 @@ class _TarObjects:
         self._storages: dict[str, Storage] = {}
         buf, (pos, end) = src.buf, span
         located: dict[str, tuple[int, int]] = {}
-        self._builder = CheckpointBuilder(lambda key: (buf, *located[key]))
-        count, pos, _ = _run(buf, pos, end, CheckpointBuilder(_no_records), "storages count")
+
+        def records(key: str) -> tuple[Buffer, int, int]:
+            if key not in located:
+                raise MalformedCheckpointError(f"{src.path}: tar storage {key!r} has no record")
+            return buf, *located[key]
+
+        self._builder = CheckpointBuilder(records)
+        count, pos = _run(buf, pos, end, CheckpointBuilder(_no_records), "storages count")
         if type(count) is not int or count < 0:
             raise MalformedCheckpointError(f"{src.path}: tar storage count is not an int")
         for _ in range(count):
-            head, pos, _ = _run(buf, pos, end, self._builder, "storage header")
+            head, pos = _run(buf, pos, end, self._builder, "storage header")
             if not (isinstance(head, tuple) and len(head) == 3
                     and isinstance(head[0], (int, str)) and isinstance(head[2], StorageType)):
                 raise MalformedCheckpointError(f"{src.path}: tar storage header is malformed")
             key, stype = str(head[0]), head[2].qualname
             size = STORAGE_TYPES[stype]
-            records, pos = self._walk(pos, end, key, size)
-            located.update(records)
-            numel = records[key][1] // size
+            found, pos = self._walk(pos, end, key, size)
+            located.update(found)
+            numel = found[key][1] // size
             self._storages[key] = self._builder.storage(key, stype, numel, pos)
-        views, pos, _ = _run(buf, pos, end, self._builder, "storage views")
+        views, pos = _run(buf, pos, end, self._builder, "storage views")
         for view in views if isinstance(views, list) else []:
             self._view(view)
 
@@ -430,11 +440,11 @@ class _TarObjects:
     def tensors(self, span: tuple[int, int]) -> None:
         """Read the ``tensors`` member: per tensor a pickled header and binary geometry."""
         buf, (pos, end) = self.src.buf, span
-        count, pos, _ = _run(buf, pos, end, CheckpointBuilder(_no_records), "tensors count")
+        count, pos = _run(buf, pos, end, CheckpointBuilder(_no_records), "tensors count")
         if type(count) is not int or count < 0:
             raise MalformedCheckpointError(f"{self.src.path}: tar tensor count is not an int")
         for _ in range(count):
-            head, pos, _ = _run(buf, pos, end, self._builder, "tensor header")
+            head, pos = _run(buf, pos, end, self._builder, "tensor header")
             if not (isinstance(head, tuple) and len(head) == 3):
                 raise MalformedCheckpointError(f"{self.src.path}: tar tensor header is malformed")
             key, storage_id = str(head[0]), str(head[1])
@@ -684,8 +694,7 @@ def _write(plan: _Plan, dst: Path, progress: _Progress) -> list[str]:
             data = view.data()
             written.append(view)
             yield name, data
-            data.release()
-            del data
+            del data  # the writer dropped its own references before asking for the next
             finish()
 
     try:

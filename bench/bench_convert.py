@@ -1,0 +1,153 @@
+"""Benchmark: ``tensorfile convert`` against ``torch.load(weights_only=True)`` + ``save_file``.
+
+A ~1 GiB zip checkpoint shaped like a small transformer (fp32; embedding and
+untied head of 125 MiB each, 16 layers of 4 attention and 2 MLP matrices, norms)
+is written once with ``torch.save``. Each method then runs in a fresh
+interpreter (the *worker*), started by a fresh *runner* process that reports
+the worker's peak resident memory through
+``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss``, so no measurement sees
+another's peak. Times are the median of ``--repeat`` runs, alternating the
+methods, with the source file in the page cache for both:
+
+* ``work``: the conversion call itself (after imports), measured in the worker;
+* ``process``: the worker's whole life, interpreter and imports included.
+
+Targets (issue 4): time ratio <= 0.5 and peak-memory ratio <= 0.25. Note that
+tensorfile's output is durable (fsync before the atomic rename) while
+``safetensors.torch.save_file`` does not fsync.
+
+    python bench/bench_convert.py [--size-gib 1] [--repeat 3] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+WORKERS = {
+    "tensorfile": """
+import sys, time
+from tensorfile.pickles.convert import convert
+t0 = time.perf_counter()
+convert(sys.argv[1], sys.argv[2])
+print(time.perf_counter() - t0)
+""",
+    "torch+safetensors": """
+import sys, time
+import torch
+from safetensors.torch import save_file
+t0 = time.perf_counter()
+state = torch.load(sys.argv[1], weights_only=True)
+save_file(state, sys.argv[2])
+print(time.perf_counter() - t0)
+""",
+}
+
+RUNNER = """
+import json, resource, subprocess, sys, time
+t0 = time.perf_counter()
+proc = subprocess.run([sys.executable, "-c", sys.argv[1], *sys.argv[2:]],
+                      capture_output=True, text=True)
+wall = time.perf_counter() - t0
+if proc.returncode:
+    sys.exit(proc.stderr)
+peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(json.dumps({"work": float(proc.stdout.split()[-1]), "process": wall,
+                  "peak_mib": peak_kib / 1024}))
+"""
+
+
+def make_checkpoint(path: Path, size_gib: float) -> int:
+    """Write the transformer-shaped checkpoint; returns its tensor bytes."""
+    import torch
+
+    hidden, vocab, ffn = 1024, 32000, 4096
+    per_layer = (4 * hidden * hidden + 2 * hidden * ffn + 2 * hidden) * 4
+    layers = max(1, round((size_gib * (1 << 30) - 2 * vocab * hidden * 4) / per_layer))
+    g = torch.Generator().manual_seed(0)
+    sd = {"embed.weight": torch.randn(vocab, hidden, generator=g)}
+    for i in range(layers):
+        p = f"layers.{i}."
+        for name in ("q", "k", "v", "o"):
+            sd[p + f"attn.{name}.weight"] = torch.randn(hidden, hidden, generator=g)
+        sd[p + "mlp.up.weight"] = torch.randn(ffn, hidden, generator=g)
+        sd[p + "mlp.down.weight"] = torch.randn(hidden, ffn, generator=g)
+        sd[p + "norm1.weight"] = torch.ones(hidden)
+        sd[p + "norm2.weight"] = torch.ones(hidden)
+    sd["lm_head.weight"] = torch.randn(vocab, hidden, generator=g)
+    torch.save(sd, path)
+    return sum(t.numel() * t.element_size() for t in sd.values())
+
+
+def run(method: str, src: Path, dst: Path) -> dict[str, float]:
+    proc = subprocess.run([sys.executable, "-c", RUNNER, WORKERS[method], str(src), str(dst)],
+                          capture_output=True, text=True, check=True)
+    result: dict[str, float] = json.loads(proc.stdout)
+    dst.unlink()
+    return result
+
+
+def check_outputs(src: Path, workdir: Path) -> None:
+    """Both methods' outputs hold the same tensors (a few sampled, bit for bit)."""
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    a, b = workdir / "check_tf.safetensors", workdir / "check_ref.safetensors"
+    subprocess.run([sys.executable, "-c", WORKERS["tensorfile"], str(src), str(a)], check=True,
+                   capture_output=True)
+    subprocess.run([sys.executable, "-c", WORKERS["torch+safetensors"], str(src), str(b)],
+                   check=True, capture_output=True)
+    ta, tb = load_file(a), load_file(b)
+    assert set(ta) == set(tb)
+    for name in sorted(ta)[:: max(1, len(ta) // 8)]:
+        assert np.array_equal(ta[name].view(np.uint8), tb[name].view(np.uint8)), name
+    a.unlink()
+    b.unlink()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size-gib", type=float, default=1.0)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--workdir", type=Path, default=None)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        work = Path(tmp)
+        src = work / "checkpoint.pt"
+        t0 = time.perf_counter()
+        nbytes = make_checkpoint(src, args.size_gib)
+        print(f"checkpoint: {src.stat().st_size / (1 << 30):.3f} GiB file, "
+              f"{nbytes / (1 << 30):.3f} GiB of tensors (written in {time.perf_counter() - t0:.1f} s)")
+        check_outputs(src, work)
+        print("outputs agree (sampled tensors bit for bit)")
+        results: dict[str, list[dict[str, float]]] = {m: [] for m in WORKERS}
+        for _ in range(args.repeat):
+            for method in WORKERS:
+                results[method].append(run(method, src, work / "out.safetensors"))
+        summary = {}
+        for method, runs in results.items():
+            summary[method] = {k: statistics.median(r[k] for r in runs)
+                               for k in ("work", "process", "peak_mib")}
+            s = summary[method]
+            print(f"{method:>18}: work {s['work']:.2f} s, process {s['process']:.2f} s, "
+                  f"peak RSS {s['peak_mib']:.0f} MiB  (runs: "
+                  + ", ".join(f"{r['work']:.2f}" for r in runs) + ")")
+        tf, ref = summary["tensorfile"], summary["torch+safetensors"]
+        ratios = {
+            "time_ratio_work": tf["work"] / ref["work"],
+            "time_ratio_process": tf["process"] / ref["process"],
+            "peak_memory_ratio": tf["peak_mib"] / ref["peak_mib"],
+        }
+        for k, v in ratios.items():
+            print(f"{k}: {v:.3f}")
+        print(json.dumps({"summary": summary, "ratios": ratios}))
+
+
+if __name__ == "__main__":
+    main()
