@@ -207,8 +207,8 @@ def convert(
     dst: Annotated[
         Path | None,
         typer.Argument(
-            help="Output file or folder [default: model.safetensors for pytorch_model.bin, "
-            "else SRC with a .safetensors suffix; a folder converts in place]."
+            help="Output file or folder (default: model.safetensors for pytorch_model.bin, "
+            "else SRC with a .safetensors suffix; a folder converts in place)."
         ),
     ] = None,
     key: Annotated[
@@ -256,7 +256,7 @@ SignatureOpt = Annotated[
     typer.Option(
         "--signature",
         "-s",
-        help="Signature file [default: model.sig in the model folder, or next to the file].",
+        help="Signature file (default: model.sig in the model folder, or next to the file).",
     ),
 ]
 SymlinksOpt = Annotated[
@@ -337,7 +337,7 @@ def keygen(
     ] = Path("signing-key.pem"),
     public_key: Annotated[
         Path | None,
-        typer.Option("--public-key", "-p", help="Where to write the public key [default: PRIVATE_KEY.pub]."),
+        typer.Option("--public-key", "-p", help="Where to write the public key (default: PRIVATE_KEY.pub)."),
     ] = None,
     key_type: Annotated[
         KeyType,

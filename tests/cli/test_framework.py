@@ -51,6 +51,9 @@ def test_every_command_has_help_with_an_example_and_common_options(cli: Any, com
     assert "Example:" in r.stdout and f"tensorfile {command}" in r.stdout
     for option in ("--json", "--quiet", "--debug"):
         assert option in r.stdout
+    if command in ("sign", "verify", "hash"):
+        # Square brackets in help texts are rich markup: a "[default: ...]" would vanish.
+        assert "(default: model.sig" in " ".join(r.stdout.split())
 
 
 def test_unknown_option_is_a_usage_error(cli: Any, st_file: Path) -> None:
