@@ -86,4 +86,10 @@ def torch_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pat
 
     paths["pickle_dumps_tensor.pkl"] = folder / "pickle_dumps_tensor.pkl"
     paths["pickle_dumps_tensor.pkl"].write_bytes(pickle.dumps({"w": torch.ones(3)}, protocol=2))
+    # Over the reader's 1 MiB eager-text limit: protocol 2 writes these bytes as
+    # _codecs.encode(<long str>, 'latin1').
+    paths["pickle_dumps_big.pkl"] = folder / "pickle_dumps_big.pkl"
+    paths["pickle_dumps_big.pkl"].write_bytes(
+        pickle.dumps({"w": torch.ones(300_000)}, protocol=2))
+    save("big_numpy_p2.pt", {"np": np.ones(300_000)}, pickle_protocol=2)
     return paths

@@ -34,7 +34,7 @@ from tensorfile.pickles.machine import (
     PDict,
     PersistentRef,
 )
-from tensorfile.pickles.opcodes import BytesRef
+from tensorfile.pickles.opcodes import BigText, BytesRef
 from tensorfile.pickles.report import Finding, Verdict
 
 # ---------------------------------------------------------------------------
@@ -271,7 +271,8 @@ def _shape_load_from_bytes(a: tuple[object, ...]) -> str | None:
 
 
 def _shape_codecs_encode(a: tuple[object, ...]) -> str | None:
-    ok = len(a) == 2 and isinstance(a[0], str) and a[1] in ("latin1", "latin-1")
+    # The text may be too long to decode eagerly (BigText): it is still just data.
+    ok = len(a) == 2 and isinstance(a[0], (str, BigText)) and a[1] in ("latin1", "latin-1")
     return None if ok else "expects (str, 'latin1')"
 
 
@@ -358,7 +359,7 @@ def _plain_state(x: object) -> bool:
     while work:
         value, depth = work.pop()
         if id(value) in seen or value is None or isinstance(
-                value, (bool, int, float, str, bytes, BytesRef)):
+                value, (bool, int, float, str, bytes, BytesRef, BigText)):
             continue
         seen.add(id(value))
         if depth > _STATE_MAX_DEPTH or len(seen) > _STATE_MAX_ITEMS:
