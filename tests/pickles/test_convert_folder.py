@@ -130,3 +130,30 @@ def test_converts_without_torch(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert sorted(json.loads(proc.stdout)["tensors"]) == ["b", "w"]
     _same(sd, st_torch.load_file(out))
+
+
+def test_api_errors_write_nothing(tmp_path: Path) -> None:
+    from tensorfile.errors import ConversionError, MalformedCheckpointError
+
+    src = tmp_path / "ck.pt"
+    torch.save({"model_state": {"w": torch.ones(1)}, "step": 1}, src)
+    with pytest.raises(ConversionError, match=r"no key .model.*model_state, step"):
+        convert(src, key="model")
+    with pytest.raises(ConversionError, match="overwrite the source"):
+        convert(src, src)
+    with pytest.raises(MalformedCheckpointError, match="no such file"):
+        convert(tmp_path / "missing.pt")
+    with pytest.raises(ConversionError, match=r"pytorch_model\.bin"):
+        convert(tmp_path)  # a folder without Hugging Face weights
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.pt"]
+
+
+def test_report_is_json_ready(tmp_path: Path) -> None:
+    src = tmp_path / "ck.pt"
+    torch.save({"w": torch.ones(2), "v": torch.ones(2), "n": 1, "rng": torch.device("cpu")}, src)
+    report = convert(src, tmp_path)  # a folder as dst: the default file name inside it
+    doc = json.loads(json.dumps(report.to_dict()))
+    assert doc["outputs"] == [str(tmp_path / "ck.safetensors")]
+    assert doc["tensors"] == ["v", "w"] and doc["values"] == ["n"]
+    assert doc["dropped"][0]["name"] == "rng" and "torch.device" in doc["dropped"][0]["reason"]
+    assert doc["bytes_written"] == 16 and doc["format"] == "torch-zip"
