@@ -212,7 +212,11 @@ def guarded(out: Output, *paths: object) -> Iterator[None]:
     """
     try:
         yield
-    except (SystemExit, KeyboardInterrupt):
+    except SystemExit:
         raise
+    except KeyboardInterrupt:
+        # 130 as shells report SIGINT; click would say exit 1, which here means a finding.
+        sys.stderr.write(f"tensorfile {out.command}: interrupted\n")
+        raise SystemExit(130) from None
     except Exception as exc:
         out.fail(exc, *paths)

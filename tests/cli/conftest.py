@@ -199,6 +199,12 @@ def schema() -> Callable[[str], dict[str, Any]]:
 
 
 @pytest.fixture
+def runner() -> Callable[..., Run]:
+    """Run in process only (for tests that patch the library)."""
+    return run_runner
+
+
+@pytest.fixture
 def command_line() -> list[str]:
     """argv prefix of the installed console script."""
     return script_command()

@@ -194,3 +194,29 @@ def test_shell_completion(shell: Any) -> None:
         [], env={"_TENSORFILE_COMPLETE": "complete_bash", "COMP_WORDS": "tensorfile verify --al", "COMP_CWORD": "2"}
     )
     assert set(options.stdout.split()) == {"--allow-extra-files", "--allow-symlinks"}
+
+
+@pytest.mark.parametrize(
+    ("raised", "code", "text"),
+    [
+        (ZeroDivisionError("boom"), 2, "bug in tensorfile"),
+        (KeyboardInterrupt(), 130, "interrupted"),
+    ],
+)
+def test_unexpected_failures(
+    monkeypatch: pytest.MonkeyPatch, runner: Any, st_file: Path, raised: BaseException, code: int, text: str
+) -> None:
+    """A bug is one line asking for a report (exit 2), Ctrl-C exits 130; neither shows a traceback."""
+    import tensorfile.integrity
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise raised
+
+    monkeypatch.setattr(tensorfile.integrity, "hash_model", fail)
+    r = runner(["hash", str(st_file)])
+    assert r.code == code
+    assert text in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    if code == 2:
+        dbg = runner(["hash", str(st_file), "--debug"])
+        assert "Traceback" in dbg.stderr and "ZeroDivisionError: boom" in dbg.stderr
