@@ -75,6 +75,26 @@ def torch_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pat
              _use_new_zipfile_serialization=False)
         save(f"training_legacy_p{p}.pt", checkpoint, pickle_protocol=p,
              _use_new_zipfile_serialization=False)
+    # What training checkpoints carry besides weights (HF Trainer's rng_state.pth,
+    # schedulers, dtype/device values, numpy scalars and structured arrays ...).
+    import random
+
+    sched = torch.optim.lr_scheduler.StepLR(opt, 10)
+    extras = {
+        "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
+                "cpu": torch.random.get_rng_state(),
+                "generator": np.random.default_rng(0).bit_generator.state},
+        "scheduler": sched.state_dict(),
+        "conj": torch.randn(2, dtype=torch.complex64).conj(),
+        "np_scalars": [np.int64(5), np.float32(1.5), np.bool_(True), np.array(3.0)],
+        "values": {"dtype": torch.float16, "size": torch.Size([2, 3]),
+                   "device": torch.device("cuda", 1), "z": 1 + 2j, (2, 3): None, 7: b"x",
+                   "ba": bytearray(b"yy"), "s": {1, 2}, "f": frozenset({3})},
+        "np_struct": np.zeros(2, dtype=[("a", "<i4"), ("b", "<f8")]),
+        "np_text": np.array(["ab", "c"]), "np_big_endian": np.arange(3, dtype=">i4"),
+    }
+    for p in (2, 4):
+        save(f"training_extras_p{p}.pt", extras, pickle_protocol=p)
     save("state_dict.pt", model.state_dict())
     save("parameter.pt", torch.nn.Parameter(torch.randn(3)))
     save("tensor_list.pt", [torch.ones(2), torch.ones(2, dtype=torch.bfloat16)])

@@ -66,6 +66,7 @@ ALLOWED_CALLS: Final[dict[str, tuple[str, str]]] = {
     "builtins.frozenset": ("iterable_arg", "a frozenset from a list of built values"),
     "builtins.bytearray": ("bytes_arg", "a bytearray from bytes (protocol < 5)"),
     "builtins.bytes": ("no_args", "empty bytes as protocol < 3 writes them"),
+    "builtins.complex": ("two_numbers", "a complex number from its real and imaginary parts"),
     "numpy.core.multiarray._reconstruct": (
         "np_reconstruct", "an empty ndarray; data arrives by BUILD with plain state"),
     "numpy._core.multiarray._reconstruct": ("np_reconstruct", "numpy 2 spelling of the above"),
@@ -294,10 +295,15 @@ def _shape_iterable_arg(a: tuple[object, ...]) -> str | None:
 
 
 def _shape_bytes_arg(a: tuple[object, ...]) -> str | None:
-    if len(a) == 1 and _is_bytes(a[0]):
+    if not a or (len(a) == 1 and _latin1_bytes(a[0])):
         return None
     ok = len(a) == 2 and isinstance(a[0], str) and a[1] in ("latin1", "latin-1")
     return None if ok else "expects bytes"
+
+
+def _shape_two_numbers(a: tuple[object, ...]) -> str | None:
+    ok = len(a) == 2 and all(isinstance(x, (int, float)) for x in a)
+    return None if ok else "expects (number, number)"
 
 
 def _shape_np_reconstruct(a: tuple[object, ...]) -> str | None:
@@ -335,6 +341,7 @@ _SHAPES: Final = {
     "device_args": _shape_device_args,
     "iterable_arg": _shape_iterable_arg,
     "bytes_arg": _shape_bytes_arg,
+    "two_numbers": _shape_two_numbers,
     "np_reconstruct": _shape_np_reconstruct,
     "np_scalar": _shape_np_scalar,
     "np_frombuffer": _shape_np_frombuffer,
