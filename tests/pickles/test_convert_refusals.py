@@ -358,3 +358,54 @@ def test_not_a_checkpoint(tmp_path: Path) -> None:
     src = tmp_path / "arrays.npz"
     np.savez(src, a=np.arange(3))
     assert_refused(src, tmp_path, UnsupportedCheckpointError, "not a torch checkpoint")
+
+
+# ---------------------------------------------------------------------------
+# Mutated checkpoints: converted or refused with a ConversionError, nothing else
+# ---------------------------------------------------------------------------
+
+def _mutation_seeds() -> dict[str, bytes]:
+    view = kit.tensor_v2(kit.storage("0", numel=6), 1, (2, 2), (1, 2))  # non-contiguous
+    body = kit.stream(kit.dict_of([("w", view), ("n", kit.integer(3))]))
+    records = {"0": np.arange(6, dtype="<f4").tobytes()}
+    legacy_pid = kit.storage("0", numel=6, legacy_view=kit.NONE)
+    legacy = kit.stream(kit.dict_of([("w", kit.tensor_v2(legacy_pid, 0, (6,), (1,)))]))
+    return {"zip": kit.Checkpoint(body, records).zip_bytes(),
+            "legacy": kit.Checkpoint(legacy, records).legacy_bytes({"0": 4}),
+            "tar": kit.tar_checkpoint({"a": [1.0, 2.0]})}
+
+
+_SEEDS = _mutation_seeds()
+
+
+@pytest.mark.parametrize("kind", sorted(_SEEDS))
+def test_mutated_checkpoints_fail_cleanly(tmp_path_factory: pytest.TempPathFactory,
+                                          kind: str) -> None:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    seed = _SEEDS[kind]
+    folder = tmp_path_factory.mktemp(kind)
+
+    @settings(max_examples=150, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.lists(st.tuples(st.integers(0, len(seed) - 1), st.integers(0, 255)),
+                    min_size=1, max_size=4),
+           st.integers(1, len(seed)))
+    def check(edits: list[tuple[int, int]], keep: int) -> None:
+        data = bytearray(seed[:keep])
+        for at, value in edits:
+            if at < len(data):
+                data[at] = value
+        src = folder / "m.pt"
+        src.write_bytes(bytes(data))
+        out = folder / "m.safetensors"
+        try:
+            convert(src, out)
+        except ConversionError:
+            assert not out.exists()
+        else:
+            out.unlink()
+        assert sorted(p.name for p in folder.iterdir()) == ["m.pt"]
+
+    check()
