@@ -348,3 +348,16 @@ def test_progress_reports_bytes_and_digest(tmp_path: Path) -> None:
     assert report.bytes_written == total
     assert report.source_sha256 == {str(src): hashlib.sha256(src.read_bytes()).hexdigest()}
     assert report.to_dict()["tensors"] == report.tensors
+
+
+def test_legacy_records_are_little_endian_whatever_sys_info_says(tmp_path: Path) -> None:
+    """torch wrote legacy records little-endian on every machine (sys_info only records
+    the writer's native order), so a big-endian sys_info changes nothing."""
+    pid = kit.storage("0", numel=3, legacy_view=kit.NONE)
+    body = kit.stream(kit.dict_of([("w", kit.tensor_v2(pid, 0, (3,), (1,)))]))
+    ck = kit.Checkpoint(body, {"0": np.array([1.5, -2.0, 3.25], dtype="<f4").tobytes()})
+    src = tmp_path / "be.pt"
+    src.write_bytes(ck.legacy_bytes({"0": 4}, little_endian=False))
+    out = tmp_path / "be.safetensors"
+    assert_matches_oracle(src, out, convert(src, out))
+    assert st_torch.load_file(out)["w"].tolist() == [1.5, -2.0, 3.25]

@@ -344,8 +344,9 @@ def _pickle_checkpoint(src: _Source) -> _Checkpoint:
     protocol, pos = _run(buf, pos, end, CheckpointBuilder(_no_records), "protocol")
     if protocol != 1001:
         raise MalformedCheckpointError(f"{src.path}: legacy protocol version {protocol!r}")
-    sys_info, pos = _run(buf, pos, end, CheckpointBuilder(_no_records), "sys_info")
-    little = sys_info.get("little_endian", True) if isinstance(sys_info, dict) else True
+    # sys_info records the writer's native byte order, but torch wrote every
+    # legacy record little-endian whatever the machine (writeFileRaw converts).
+    _, pos = _run(buf, pos, end, CheckpointBuilder(_no_records), "sys_info")
     # The object stream is built after the records are located (they follow it).
     observer = ConvertObserver()
     what = f"{src.path}: legacy object pickle"
@@ -364,7 +365,7 @@ def _pickle_checkpoint(src: _Source) -> _Checkpoint:
         start, length = located[key]
         return buf, start, length
 
-    root = _build(objects.root, CheckpointBuilder(records, big_endian=little is False), what)
+    root = _build(objects.root, CheckpointBuilder(records), what)
     return _Checkpoint(src, "torch-legacy", root)
 
 
