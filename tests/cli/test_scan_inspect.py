@@ -32,8 +32,10 @@ def hostile(tmp_path: Path) -> Path:
 @pytest.fixture
 def unknown(tmp_path: Path) -> Path:
     """A pickle importing a harmless global that is not on the allowlist."""
+    import fractions
+
     path = tmp_path / "odd.pkl"
-    path.write_bytes(pickle.dumps(complex(1, 2), protocol=2))
+    path.write_bytes(pickle.dumps(fractions.Fraction(1, 3), protocol=2))
     return path
 
 
@@ -61,6 +63,7 @@ def test_scan_dangerous(cli: Any, hostile: Path, checkpoint: Path, json_of: Any)
 def test_scan_unknown_global_is_a_finding(cli: Any, unknown: Path, json_of: Any) -> None:
     res = json_of(cli(["scan", str(unknown), "--json"]), "scan", 1)
     assert res["verdict"] == "unknown"
+    assert "fractions.Fraction" in res["files"][0]["streams"][0]["globals"]
 
 
 def test_scan_folder_recursively(cli: Any, tmp_path: Path, checkpoint: Path, hostile: Path, json_of: Any) -> None:
