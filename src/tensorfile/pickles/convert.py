@@ -171,10 +171,12 @@ class ConversionReport:
 # ---------------------------------------------------------------------------
 
 class _Source:
-    """One checkpoint file, memory-mapped read-only, and its digest (hashed on a thread).
+    """One checkpoint file, memory-mapped read-only, and its digest.
 
-    The digest thread reads the file with ``readinto`` rather than through
-    the map, so hashing does not add the whole file to this process's
+    The digest is computed on a thread started by :meth:`start_digest` once the
+    checkpoint is accepted (a refusal never waits for it), while the tensors
+    are written. It reads the same open file with ``preadv`` rather than
+    through the map, so hashing does not add the whole file to this process's
     resident memory.
     """
 
@@ -188,24 +190,33 @@ class _Source:
         self.buf = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
         self._digest: str | None = None
         self._error: OSError | None = None
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._hash, daemon=True)
-        self._thread.start()
 
     def _hash(self) -> None:
         h = hashlib.sha256()
-        chunk = bytearray(_HASH_CHUNK)
-        view = memoryview(chunk)
+        chunk = memoryview(bytearray(_HASH_CHUNK))
+        fd, pos = self._file.fileno(), 0
         try:
-            with open(self.path, "rb", buffering=0) as f:
-                while n := f.readinto(view):
-                    h.update(view[:n])
+            while pos < self.size and not self._stop.is_set():
+                n = os.preadv(fd, [chunk], pos)
+                if n <= 0:
+                    raise OSError(f"{self.path}: file shrank while being converted")
+                h.update(chunk[:n])
+                pos += n
         except OSError as exc:
             self._error = exc
             return
         self._digest = h.hexdigest()
 
+    def start_digest(self) -> None:
+        """Start hashing the file in the background."""
+        if not self._thread.is_alive() and self._digest is None:
+            self._thread.start()
+
     def sha256(self) -> str:
         """The file's SHA-256 (waits for the hashing thread)."""
+        self.start_digest()
         self._thread.join()
         if self._error is not None:
             raise self._error
@@ -223,8 +234,10 @@ class _Source:
             pass
 
     def close(self) -> None:
-        """Unmap and close (after the hashing thread is done with the file)."""
-        self._thread.join()
+        """Stop hashing, unmap and close."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
         try:
             self.buf.close()
         except BufferError:  # a caller still holds a view; the map goes with it
@@ -735,6 +748,7 @@ def _convert_file(src: Path, dst: Path | None, key: str | None,
     try:
         plan = _plan(ck, key)
         _check_budget([plan])
+        ck.source.start_digest()
         report = ConversionReport(str(src), ck.format)
         order = _write(plan, out, _Progress(plan.nbytes, progress))
         _report(report, plan, out, order)
@@ -782,6 +796,8 @@ def _convert_folder(src: Path, dst: Path | None, key: str | None,
             checkpoints.append(_load(src / shard))
         plans = [_plan(ck, key) for ck in checkpoints]
         _check_budget(plans)
+        for ck in checkpoints:
+            ck.source.start_digest()
         out.mkdir(parents=True, exist_ok=True)
         report = ConversionReport(str(src), "folder")
         progress_ = _Progress(sum(p.nbytes for p in plans), progress)
