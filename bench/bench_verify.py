@@ -142,7 +142,7 @@ def main() -> None:
     t_full_single = best_of(args.repeat, lambda: verify(single, pub))
     # Signing hashes every byte twice (file digest + tensor digests), on two threads.
     t_sign_single = best_of(1, lambda: sign(single, key))
-    name = "layers.100.weight"
+    name = f"layers.{max(1, args.size_mib // TENSOR_MIB) // 2}.weight"  # one in the middle
 
     def on_load() -> None:
         with tensorfile.safe_open(single, "np", verify=pub) as f:
