@@ -6,7 +6,11 @@ its folder is put on ``sys.path`` so test modules can import it.
 
 from __future__ import annotations
 
+import fcntl
+import importlib.util
 import io
+import json
+import os
 import sys
 import zipfile
 from pathlib import Path
@@ -35,11 +39,29 @@ def _with_location(data: bytes, location: str) -> bytes:
 
 @pytest.fixture(scope="session")
 def torch_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Benign checkpoints covering what torch.save writes (all must scan safe)."""
-    torch = pytest.importorskip("torch")
-    import numpy as np
+    """Benign checkpoints covering what torch.save writes (all must scan safe).
 
-    folder = tmp_path_factory.mktemp("torch_ckpts")
+    Built once per test session: xdist workers share the folder (under a file
+    lock), so only one of them pays for importing torch.
+    """
+    if importlib.util.find_spec("torch") is None:
+        pytest.skip("torch is not installed")
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "torch_ckpts"
+    folder.mkdir(exist_ok=True)
+    manifest = folder / "manifest.json"
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not manifest.exists():
+            built = _build_torch_checkpoints(folder)
+            manifest.write_text(json.dumps({k: p.name for k, p in built.items()}))
+    return {k: folder / v for k, v in json.loads(manifest.read_text()).items()}
+
+
+def _build_torch_checkpoints(folder: Path) -> dict[str, Path]:
+    import numpy as np
+    import torch
+
     dtypes = [
         torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int8, torch.uint8,
         torch.int16, torch.int32, torch.int64, torch.bool, torch.complex64, torch.complex128,
