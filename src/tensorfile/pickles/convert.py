@@ -692,7 +692,7 @@ def _write(plan: _Plan, dst: Path, progress: _Progress) -> list[str]:
     entries = [Entry(n, v.dtype, v.header_shape) for n, v in plan.tensors.items()]
     order = [e.name for e in canonical_order(entries)]
     src = plan.checkpoint.source
-
+    src.start_digest()  # hashed while its tensors are copied
     written: list[TensorView] = []
 
     def finish() -> None:
@@ -748,7 +748,6 @@ def _convert_file(src: Path, dst: Path | None, key: str | None,
     try:
         plan = _plan(ck, key)
         _check_budget([plan])
-        ck.source.start_digest()
         report = ConversionReport(str(src), ck.format)
         order = _write(plan, out, _Progress(plan.nbytes, progress))
         _report(report, plan, out, order)
@@ -796,8 +795,6 @@ def _convert_folder(src: Path, dst: Path | None, key: str | None,
             checkpoints.append(_load(src / shard))
         plans = [_plan(ck, key) for ck in checkpoints]
         _check_budget(plans)
-        for ck in checkpoints:
-            ck.source.start_digest()
         out.mkdir(parents=True, exist_ok=True)
         report = ConversionReport(str(src), "folder")
         progress_ = _Progress(sum(p.nbytes for p in plans), progress)
