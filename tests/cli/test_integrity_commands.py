@@ -126,7 +126,7 @@ def test_hash_missing_path(cli: Any, tmp_path: Path, error_line: Any) -> None:
 
 
 # -- sign and verify ------------------------------------------------------------------------
-def test_sign_then_verify(cli: Any, model: Path, keys: tuple[Path, Path], json_of: Any) -> None:
+def test_sign_then_verify(cli: Any, model: Path, keys: tuple[Path, Path], json_of: Any, error_line: Any) -> None:
     priv, pub = keys
     res = json_of(cli(["sign", str(model), "--key", str(priv), "--json"]), "sign", 0)
     assert res["signature"] == str(model / "model.sig") and not res["certificate"]
@@ -136,6 +136,10 @@ def test_sign_then_verify(cli: Any, model: Path, keys: tuple[Path, Path], json_o
     assert v["tensors_checked"] == 2 and v["signer"]["kind"] == "key"
     human = cli(["verify", str(model), "--key", str(pub)])
     assert human.code == 0 and "verified" in human.stdout and "3 files" in human.stdout
+    (model / "config.json").write_text("{}")
+    failed = cli(["verify", str(model), "--key", str(pub)])
+    assert failed.code == 1 and failed.stdout == ""  # a failure prints nothing on stdout
+    assert "config.json" in error_line(failed, "verify")
 
 
 def test_sign_to_a_separate_signature_file(cli: Any, st_file: Path, keys: tuple[Path, Path], tmp_path: Path) -> None:
@@ -179,13 +183,12 @@ def test_verify_rejects_tampering(
         (model / "model.sig").write_text("{not json")
     elif tamper == "no_signature":
         (model / "model.sig").unlink()
-    err = json_of(cli(["verify", str(model), "--key", str(pub), "--json"]), "verify", 1)
+    r = cli(["verify", str(model), "--key", str(pub), "--json"])
+    err = json_of(r, "verify", 1)
     import tensorfile.errors as errors
 
     assert isinstance(errors.__dict__[err["type"]]("x"), errors.__dict__[error_type]), err
-    r = cli(["verify", str(model), "--key", str(pub)])
-    assert r.code == 1 and r.stdout == ""
-    error_line(r, "verify")
+    assert err["message"] in error_line(r, "verify")  # the same one line on stderr
 
 
 def test_verify_with_the_wrong_key_fails(cli: Any, signed: Path, tmp_path: Path, json_of: Any) -> None:
