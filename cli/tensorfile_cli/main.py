@@ -13,6 +13,7 @@ rich and cryptography are imported inside the command that needs them.
 from __future__ import annotations
 
 import os
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,11 +28,6 @@ PASSWORD_ENV = "TENSORFILE_KEY_PASSWORD"
 
 app = typer.Typer(
     name="tensorfile",
-    help=(
-        "Safe model weights: inspect, scan, convert, hash, sign and verify.\n\n"
-        "Exit codes (every command): 0 ok, 1 a finding (dangerous or unknown pickle, "
-        "failed verification), 2 usage error or unreadable input."
-    ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -49,6 +45,41 @@ QuietOpt = Annotated[
     bool, typer.Option("--quiet", "-q", help="Print nothing on success; the exit code tells.")
 ]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")]
+
+# -- options shared by the commands that hash, sign or read keys ---------------------
+SignatureOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--signature",
+        "-s",
+        help="Signature file (default: model.sig in the model folder, or next to the file).",
+    ),
+]
+SymlinksOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-symlinks", help="Hash symlinks that stay inside the model folder (refused by default)."
+    ),
+]
+PasswordFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--password-file",
+        help=f"Read the private key's password from this file (or set {PASSWORD_ENV}).",
+    ),
+]
+
+
+def _password(password_file: Path | None, *, ask: bool = False, confirm: bool = False) -> str | None:
+    """The key password: from --password-file, the environment, or a prompt."""
+    if password_file is not None:
+        lines = password_file.read_text(encoding="utf-8").splitlines()
+        return lines[0] if lines else ""
+    if PASSWORD_ENV in os.environ:
+        return os.environ[PASSWORD_ENV]
+    if ask:
+        return str(typer.prompt("Key password", hide_input=True, confirmation_prompt=confirm))
+    return None
 
 
 def _version(value: bool) -> None:
@@ -72,7 +103,11 @@ def _root(
         ),
     ] = False,
 ) -> None:
-    """Safe model weights: inspect, scan, convert, hash, sign and verify."""
+    """Safe model weights: inspect, scan, convert, hash, sign and verify.
+
+    Exit codes (every command): 0 ok, 1 a finding (dangerous or unknown pickle,
+    failed verification), 2 usage error or unreadable input.
+    """
 
 
 # -- inspect ------------------------------------------------------------------------
@@ -250,42 +285,6 @@ def convert(
     out.finish(report.to_dict(), _render.convert)
 
 
-# -- options shared by the integrity commands ------------------------------------
-SignatureOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--signature",
-        "-s",
-        help="Signature file (default: model.sig in the model folder, or next to the file).",
-    ),
-]
-SymlinksOpt = Annotated[
-    bool,
-    typer.Option(
-        "--allow-symlinks", help="Hash symlinks that stay inside the model folder (refused by default)."
-    ),
-]
-PasswordFileOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--password-file",
-        help=f"Read the private key's password from this file (or set {PASSWORD_ENV}).",
-    ),
-]
-
-
-def _password(password_file: Path | None, *, ask: bool = False, confirm: bool = False) -> str | None:
-    """The key password: from --password-file, the environment, or a prompt."""
-    if password_file is not None:
-        lines = password_file.read_text(encoding="utf-8").splitlines()
-        return lines[0] if lines else ""
-    if PASSWORD_ENV in os.environ:
-        return os.environ[PASSWORD_ENV]
-    if ask:
-        return str(typer.prompt("Key password", hide_input=True, confirmation_prompt=confirm))
-    return None
-
-
 # -- hash -----------------------------------------------------------------------------
 @app.command("hash", epilog="Example: tensorfile hash ./my-model --json > manifest.json")
 def hash_(
@@ -357,11 +356,16 @@ def keygen(
     debug: DebugOpt = False,
 ) -> None:
     """Write a new signing key pair (PEM) for `sign` and `verify`."""
+    if encrypt and password_file is None and PASSWORD_ENV not in os.environ and not sys.stdin.isatty():
+        raise typer.BadParameter(
+            f"no terminal to ask for the password: use --password-file or set {PASSWORD_ENV}",
+            param_hint="'--encrypt'",
+        )
     out = Output("keygen", json_out=json_out, quiet=quiet, debug=debug)
     with guarded(out, private_key, public_key, password_file):
         from tensorfile.integrity import generate_key
 
-        password = _password(password_file, ask=encrypt, confirm=True)
+        password = _password(password_file, ask=True, confirm=True) if encrypt or password_file else None
         pair = generate_key(
             private_key, public_key, key_type=key_type.value, password=password, overwrite=overwrite
         )

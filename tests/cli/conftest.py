@@ -50,7 +50,12 @@ def run_process(args: list[str], env: Mapping[str, str] | None = None) -> Run:
     full_env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
     full_env.update(env or {})
     p = subprocess.run(
-        [*script_command(), *args], capture_output=True, text=True, env=full_env, timeout=120
+        [*script_command(), *args],
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=full_env,
+        timeout=120,
     )
     return Run(p.returncode, p.stdout, p.stderr)
 

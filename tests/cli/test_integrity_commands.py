@@ -73,6 +73,12 @@ def test_keygen_refuses_to_overwrite(cli: Any, tmp_path: Path, error_line: Any) 
     assert priv.read_bytes() != before
 
 
+def test_keygen_encrypt_without_a_terminal_or_password_is_a_usage_error(cli: Any, tmp_path: Path) -> None:
+    r = cli(["keygen", str(tmp_path / "k.pem"), "--encrypt"])
+    assert r.code == 2 and "--password-file" in r.stderr
+    assert not (tmp_path / "k.pem").exists()
+
+
 def test_keygen_unknown_type_is_a_usage_error(cli: Any, tmp_path: Path) -> None:
     r = cli(["keygen", str(tmp_path / "k"), "--type", "rsa"])
     assert r.code == 2 and not (tmp_path / "k").exists()
