@@ -51,6 +51,8 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
+
 from tensorfile._format.header import TensorInfo
 from tensorfile._frameworks import import_torch, numpy_view, torch_dtype, torch_view
 from tensorfile._io import reader
@@ -511,9 +513,10 @@ def load_partition(
             elif src.verifier is None and model.backend == "mmap":
                 out[name] = handle.load() if block.dim is None else handle[block.index()]
             else:
-                buf = bytearray(block.nbytes)
+                # np.empty: untouched pages the reads fill once (bytearray would zero them first)
+                buf = np.empty(block.nbytes, np.uint8)
                 src.prefetch(block)
-                fill_block(src, block, 0, memoryview(buf))
+                fill_block(src, block, 0, buf.data)
                 if model.framework == "np":
                     out[name] = numpy_view(buf, 0, handle.dtype, block.shape)
                 else:

@@ -514,7 +514,19 @@ def load_sharded(
     backend: str = "mmap",
     verify: object = None,
 ) -> dict[str, Any]:
-    """Every tensor of a sharded model (what ``load_file`` returns for a folder)."""
+    """Every tensor of a sharded model (what ``load_file`` returns for a folder).
+
+    On a device other than the cpu, tensors are read through pinned host
+    buffers with reads overlapping the copies
+    (:func:`tensorfile.parallel.load_partition` with an empty plan).
+    """
+    if str(device) != "cpu":
+        from tensorfile.parallel import PartitionPlan, load_partition
+
+        return load_partition(
+            path, PartitionPlan(), 0, 1, framework=framework, device=device,
+            backend=backend, verify=verify,
+        )
     with open_sharded(path, framework, device, backend=backend, verify=verify) as model:
         return model.tensors()
 

@@ -445,3 +445,39 @@ def test_save_sharded_iter_from_generator(tmp_path: Path) -> None:
     with pytest.raises(SerializationError, match="not announced"):
         save_sharded_iter(entries, extra, tmp_path / "c", max_shard_size=1500)
     assert not (tmp_path / "c" / "model.safetensors.index.json").exists()
+
+
+def test_verify_on_load_across_shards(tmp_path: Path) -> None:
+    """A signed folder: each shard is checked against the one signature as it is read."""
+    from tensorfile.errors import DigestMismatchError
+    from tensorfile.integrity import generate_key, sign
+
+    tensors = _model()
+    folder = tmp_path / "model"
+    index = save_sharded(tensors, folder, max_shard_size=1500)
+    keys = generate_key(tmp_path / "key.pem")
+    sign(folder, keys.private_key)
+    _assert_same(tensorfile.load_file(folder, verify=keys.public_key), tensors)
+    shard = index.weight_map["embed"]
+    with tensorfile.safe_open(folder / shard) as f:
+        start, _ = f.byte_range("embed")
+    data = bytearray((folder / shard).read_bytes())
+    data[start] ^= 0x01
+    (folder / shard).write_bytes(bytes(data))
+    with open_sharded(folder, verify=keys.public_key) as model:
+        np.testing.assert_array_equal(model.get_tensor("layer0.weight"), tensors["layer0.weight"])
+        with pytest.raises(DigestMismatchError):
+            model.get_tensor("embed")
+
+
+def test_load_on_cuda_through_pinned_buffers(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device on this machine")
+    import tensorfile.torch as tft
+
+    sd = {f"w{i}": torch.randn(100 + i, 7) for i in range(5)}
+    save_sharded(sd, tmp_path, max_shard_size=3000)
+    loaded = tft.load_file(tmp_path, device="cuda")
+    for k, v in sd.items():
+        assert loaded[k].device.type == "cuda" and torch.equal(loaded[k].cpu(), v)
