@@ -91,7 +91,7 @@ _TABLE: tuple[tuple[str, ErrorClass], ...] = (
         "ModelPathError",
         ErrorClass(
             ExitCode.UNUSABLE,
-            "remove the offending path from the model folder, or pass --allow-symlinks if it is a symlink inside it",
+            "check that the path exists and holds only regular files; a symlink needs --allow-symlinks and must stay inside the folder",
         ),
     ),
     (
