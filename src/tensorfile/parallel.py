@@ -25,7 +25,9 @@ that must verify what it loads would have to read everything. Instead the
 signer can record *chunk digests*: SHA-256 of each ``chunk_size`` bytes of a
 tensor (the last chunk short). A rank then reads, verifies and slices only the
 chunks that cover its bytes: for a split along the first dimension that is
-its own bytes plus at most two partial chunks per tensor. The verifier is any
+its own bytes plus at most two partial chunks per tensor; for a split along a
+later dimension, whose runs are shorter than a chunk, it is most of the
+tensor (chunks cannot follow a plan the signer did not know). The verifier is any
 object with the :class:`RangeVerifier` methods; :class:`ChunkDigests` is the
 reference implementation (what a signer records, and its checks). Verifiers
 without chunk digests (``tensorfile.integrity``'s :class:`LoadVerifier` as it
@@ -400,6 +402,9 @@ class _Staging:
         """Fill ``dst`` (a flat uint8 device tensor) with ``fill(start, view)``, chunk by chunk."""
         torch = self._torch
         size = len(self._views[0])
+        if self._stream is not None:
+            # dst came from the current stream's allocator: order the copies after it.
+            self._stream.wait_stream(torch.cuda.current_stream(self.device))
         for a in range(0, nbytes, size):
             n = min(size, nbytes - a)
             k = self._next
