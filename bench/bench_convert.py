@@ -10,7 +10,8 @@ another's peak. Times are the median of ``--repeat`` runs, alternating the
 methods, with the source file in the page cache for both:
 
 * ``work``: the conversion call itself (after imports), measured in the worker;
-* ``process``: the worker's whole life, interpreter and imports included.
+* ``process``: the worker's whole life, interpreter and imports included;
+* ``cpu``: the worker's user + system CPU time (less sensitive to a busy machine).
 
 Targets (issue 4): time ratio <= 0.5 and peak-memory ratio <= 0.25. Note that
 tensorfile's output is durable (fsync before the atomic rename) while
@@ -57,9 +58,9 @@ proc = subprocess.run([sys.executable, "-c", sys.argv[1], *sys.argv[2:]],
 wall = time.perf_counter() - t0
 if proc.returncode:
     sys.exit(proc.stderr)
-peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
 print(json.dumps({"work": float(proc.stdout.split()[-1]), "process": wall,
-                  "peak_mib": peak_kib / 1024}))
+                  "cpu": usage.ru_utime + usage.ru_stime, "peak_mib": usage.ru_maxrss / 1024}))
 """
 
 
@@ -133,15 +134,16 @@ def main() -> None:
         summary = {}
         for method, runs in results.items():
             summary[method] = {k: statistics.median(r[k] for r in runs)
-                               for k in ("work", "process", "peak_mib")}
+                               for k in ("work", "process", "cpu", "peak_mib")}
             s = summary[method]
             print(f"{method:>18}: work {s['work']:.2f} s, process {s['process']:.2f} s, "
-                  f"peak RSS {s['peak_mib']:.0f} MiB  (runs: "
+                  f"cpu {s['cpu']:.2f} s, peak RSS {s['peak_mib']:.0f} MiB  (work runs: "
                   + ", ".join(f"{r['work']:.2f}" for r in runs) + ")")
         tf, ref = summary["tensorfile"], summary["torch+safetensors"]
         ratios = {
             "time_ratio_work": tf["work"] / ref["work"],
             "time_ratio_process": tf["process"] / ref["process"],
+            "cpu_ratio_process": tf["cpu"] / ref["cpu"],
             "peak_memory_ratio": tf["peak_mib"] / ref["peak_mib"],
         }
         for k, v in ratios.items():

@@ -175,9 +175,8 @@ class _Source:
 
     The digest is computed on a thread started by :meth:`start_digest` once the
     checkpoint is accepted (a refusal never waits for it), while the tensors
-    are written. It reads the same open file with ``preadv`` rather than
-    through the map, so hashing does not add the whole file to this process's
-    resident memory.
+    are written. It reads the same open file rather than through the map, so
+    hashing does not add the whole file to this process's resident memory.
     """
 
     def __init__(self, path: Path) -> None:
@@ -196,14 +195,17 @@ class _Source:
     def _hash(self) -> None:
         h = hashlib.sha256()
         chunk = memoryview(bytearray(_HASH_CHUNK))
-        fd, pos = self._file.fileno(), 0
+        done = 0
         try:
-            while pos < self.size and not self._stop.is_set():
-                n = os.preadv(fd, [chunk], pos)
-                if n <= 0:
-                    raise OSError(f"{self.path}: file shrank while being converted")
-                h.update(chunk[:n])
-                pos += n
+            # The same open file (nothing else uses its position: the map does not).
+            with os.fdopen(os.dup(self._file.fileno()), "rb", buffering=0) as f:
+                f.seek(0)
+                while done < self.size and not self._stop.is_set():
+                    n = f.readinto(chunk)
+                    if not n:
+                        raise OSError(f"{self.path}: file shrank while being converted")
+                    h.update(chunk[:n])
+                    done += n
         except OSError as exc:
             self._error = exc
             return
