@@ -227,10 +227,27 @@ def test_audit_hook_control() -> None:
 
 @pytest.mark.corpus
 def test_corpus_benign_torch_files_convert(tmp_path: Path) -> None:
+    """Real checkpoints from the corpus convert, tensors equal to torch's weights-only load."""
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import load_file
+
+    checked = 0
     for src in _corpus("benign"):
-        if src.suffix in (".bin", ".pkl"):
-            report = convert(src, tmp_path / (src.name + ".safetensors"))
-            assert report.outputs and Path(report.outputs[0]).is_file()
+        if src.suffix not in (".bin", ".pkl"):
+            continue
+        out = tmp_path / (src.name + ".safetensors")
+        report = convert(src, out)
+        assert report.outputs == [str(out)]
+        if src.suffix == ".bin":
+            want = torch.load(src, weights_only=True)
+            if isinstance(want, torch.Tensor):  # torch.save(tensor): one unnamed tensor
+                want = {"tensor": want}
+            got = load_file(out)
+            assert set(want) == set(got) | set(report.aliases)
+            for name, tensor in want.items():
+                assert torch.equal(got[report.aliases.get(name, name)], tensor), name
+            checked += 1
+    assert checked >= 2
 
 
 # ---------------------------------------------------------------------------
