@@ -178,3 +178,34 @@ def test_storage_location_other_than_cpu_is_safe(tmp_path: Path) -> None:
         + glob("collections", "OrderedDict") + tup() + b"R" + b"tR" + b"u" + STOP
     assert _scan_bytes(tmp_path, make_zip([("a/data.pkl", sd)]))[:2] == (Verdict.SAFE,
                                                                         "torch-zip")
+
+
+def test_model_folder_lists_non_pickles_as_such(tmp_path: Path) -> None:
+    """A downloaded model folder: config, safetensors, docs and an empty file are not pickles."""
+    from tensorfile.numpy import save_file
+
+    np = pytest.importorskip("numpy")
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"hidden_size": 8}\n')
+    (folder / "README.md").write_text("# A model\n\nSome text.\n")
+    (folder / "__init__.py").write_bytes(b"")
+    save_file({"w": np.ones((2, 2), dtype=np.float32)}, folder / "model.safetensors")
+    (folder / "pytorch_model.bin").write_bytes(make_zip([("archive/data.pkl",
+                                                          state_dict("w"))]))
+    report = scan(folder)
+    formats = {Path(f.path).name: (f.format, f.verdict) for f in report.files}
+    assert formats == {
+        "README.md": ("not-pickle", Verdict.SAFE),
+        "__init__.py": ("not-pickle", Verdict.SAFE),
+        "config.json": ("not-pickle", Verdict.SAFE),
+        "model.safetensors": ("not-pickle", Verdict.SAFE),
+        "pytorch_model.bin": ("torch-zip", Verdict.SAFE),
+    }
+    assert report.exit_code == 0
+    # Named explicitly, a file that is not a checkpoint is an error.
+    (named,) = scan(folder / "config.json").files
+    assert named.verdict is Verdict.ERROR
+    # A payload hidden under a harmless name is still found in the folder.
+    (folder / "notes.txt").write_bytes(os_system(tmp_path / "c"))
+    assert scan(folder).verdict is Verdict.DANGEROUS

@@ -96,7 +96,17 @@ def find_eocd(buf: Buffer, start: int, end: int) -> int:
 
 
 def zip_entries(buf: Buffer, start: int, end: int, max_entries: int) -> list[ZipEntry]:
-    """Read the central directory of the zip in ``buf[start:end]`` (zip64 aware)."""
+    """Read the central directory of the zip in ``buf[start:end]`` (zip64 aware).
+
+    Raises :class:`UnsupportedContainerError` when the directory is broken.
+    """
+    try:
+        return _zip_entries(buf, start, end, max_entries)
+    except struct.error as exc:  # a record cut off by the end of the data
+        raise UnsupportedContainerError(f"truncated zip record: {exc}") from None
+
+
+def _zip_entries(buf: Buffer, start: int, end: int, max_entries: int) -> list[ZipEntry]:
     eocd = find_eocd(buf, start, end)
     if eocd < 0:
         raise UnsupportedContainerError("zip archive without an end-of-central-directory record")
@@ -137,7 +147,7 @@ def _find_sig(buf: Buffer, start: int, limit: int, sig: bytes, rel: int) -> int:
     at = start + rel
     if start <= at <= limit - 56 and buf[at:at + 4] == sig:
         return at
-    found = buf.rfind(sig, start, limit)  # data prepended before the archive
+    found = buf.rfind(sig, start, max(start, limit - 52))  # data before the archive; 56 bytes
     if found < 0:
         raise UnsupportedContainerError("zip64 end-of-central-directory record not found")
     return found
@@ -359,7 +369,11 @@ class _Walker:
         head = bytes(buf[start:min(end, start + _SNIFF)])
         kind = sniff(head)
         if kind is None and role == "top" and find_eocd(buf, start, end) >= 0:
-            kind = "zip"  # data prepended before the archive
+            # Data before the archive: zip readers find it from the end, but
+            # torch.load sees no PK header and unpickles from byte 0.
+            if head[:1] and head[0] in OPCODE_BYTES:
+                self.pickles(buf, start, end, location, depth)
+            kind = "zip"
         try:
             if kind == "zip":
                 return self.zip(buf, start, end, location, depth)
@@ -607,14 +621,24 @@ def legacy_storage_records(buf: Buffer, pos: int, end: int, keys: list[str],
     return records, pos
 
 
-def scan_file(path: Path, limits: ScanLimits | None = None) -> FileReport:
-    """Scan one file (memory-mapped) and return its report. Never raises on bad content."""
+def scan_file(path: Path, limits: ScanLimits | None = None, *, named: bool = True
+              ) -> FileReport:
+    """Scan one file (memory-mapped) and return its report. Never raises on bad content.
+
+    ``named`` is False for files found by walking a folder. Such a file that is
+    not a pickle at all (empty, or an unpickler would fail before importing or
+    calling anything: JSON, safetensors, most text) is reported as format
+    ``not-pickle``, verdict ``safe``: nothing in it can run. A file named
+    explicitly is expected to be a checkpoint, so the same content is an ``error``.
+    """
     walker = _Walker(limits or ScanLimits())
     name = str(path)
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size == 0:
+                if not named:
+                    return FileReport(name, "not-pickle", Verdict.SAFE)
                 return FileReport(name, "empty", Verdict.ERROR, error="empty file")
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
                 fmt = walker.blob(buf, 0, size, "", 0, "top")
@@ -625,5 +649,21 @@ def scan_file(path: Path, limits: ScanLimits | None = None) -> FileReport:
         return FileReport(name, "unreadable", Verdict.ERROR, error=f"cannot read: {exc}")
     for stream in walker.streams:
         stream.location = stream.location or "(file)"
+    if not named and _runs_nothing(fmt, walker.streams):
+        return FileReport(name, "not-pickle", Verdict.SAFE)
     verdict = Verdict.worst((s.verdict for s in walker.streams), Verdict.SAFE)
     return FileReport(name, fmt, verdict, walker.streams)
+
+
+def _runs_nothing(fmt: str, streams: list[StreamReport]) -> bool:
+    """True when the file is not a pickle and unpickling it fails before any import or call.
+
+    The reader never stops earlier than the C unpickler, so a first stream
+    that broke with no import, call or persistent id seen means the real
+    unpickler also failed before it could run anything.
+    """
+    if fmt not in ("unknown", "pickle") or len(streams) != 1:
+        return False
+    (stream,) = streams
+    return (stream.verdict is Verdict.ERROR and stream.offset == 0 and not stream.findings
+            and not stream.globals)
