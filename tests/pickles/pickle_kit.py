@@ -383,6 +383,8 @@ HOSTILE: dict[str, tuple[Sample, str]] = {
                            + STOP, "dangerous"),
     "hex INT genops rejects": (lambda c: b"I0x10\n0" + os_system(c)[2:], "dangerous"),
     "hex LONG genops rejects": (lambda c: b"L0x10L\n0" + os_system(c)[2:], "dangerous"),
+    "non-UTF-8 BINSTRING before payload": (lambda c: proto(2) + b"U\x02\xff\xfe0"
+                                           + os_system(c)[2:], "dangerous"),
 }
 
 

@@ -319,10 +319,13 @@ class OpcodeReader:
         if kind[0] == "t":
             return self._text(start, n, at)
         # BINSTRING / SHORT_BINSTRING: torch.load decodes them as UTF-8 (its
-        # default encoding); undecodable ones stay bytes rather than stopping.
-        text = self._text(start, n, at) if n <= self.max_text else None
-        if isinstance(text, str):
-            return LegacyStr(text)
+        # default encoding); undecodable ones (loadable with encoding='latin1')
+        # stay bytes rather than ending the stream.
+        if n <= self.max_text:
+            try:
+                return LegacyStr(bytes(self.buf[start:start + n]).decode("utf-8"))
+            except UnicodeDecodeError:
+                pass
         return self._bytes(start, n)
 
 

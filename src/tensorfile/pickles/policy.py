@@ -485,8 +485,8 @@ class StreamPolicy:
             where = f" at byte {finding.offset}" if finding.offset is not None else ""
             name = f" {finding.global_name}" if finding.global_name else ""
             raise UnsafePickleError(f"{finding.opcode}{name}{where}: {finding.reason}")
-        if len(self.findings) < self.max_findings or (finding.verdict is Verdict.DANGEROUS and \
-                len(self.findings) < 2 * self.max_findings):
+        room = self.max_findings * (2 if finding.verdict is Verdict.DANGEROUS else 1)
+        if len(self.findings) < room:  # dangerous findings get extra room
             self.findings.append(finding)
         else:
             self.dropped += 1
