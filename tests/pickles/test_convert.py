@@ -361,3 +361,21 @@ def test_legacy_records_are_little_endian_whatever_sys_info_says(tmp_path: Path)
     out = tmp_path / "be.safetensors"
     assert_matches_oracle(src, out, convert(src, out))
     assert st_torch.load_file(out)["w"].tolist() == [1.5, -2.0, 3.25]
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_pickle_dumps_of_tensors_nested_streams(tmp_path: Path, protocol: int) -> None:
+    """pickle.dumps(state_dict): each storage is a legacy torch stream nested in
+    ``torch.storage._load_from_bytes`` (torch.load cannot read the file: the
+    saved objects are the oracle)."""
+    import pickle
+
+    base = _sample(torch.float32, (3, 4))
+    sd = {"w": base, "t": base.t(), "b": _sample(torch.bfloat16, (5,), seed=2), "step": 7}
+    src = tmp_path / "dumps.pkl"
+    src.write_bytes(pickle.dumps(sd, protocol=protocol))
+    out = tmp_path / "dumps.safetensors"
+    report = convert(src, out)
+    assert report.format == "pickle"
+    assert report.values == ["step"]
+    assert_matches_oracle(src, out, report, saved=sd)

@@ -99,6 +99,11 @@ def _hostile_samples(canary: Path) -> dict[str, bytes]:
             kit.glob("collections", "OrderedDict") + kit.EMPTY_TUPLE + kit.REDUCE
             + kit.dict_of([("update", bad)]) + b"b"),
     }
+    # pickle.dumps(tensor) style: the payload inside the nested storage stream.
+    nested = kit.glob("torch.storage", "_load_from_bytes") + kit.tup(
+        [kit.binbytes(kit.stream(bad))]) + kit.REDUCE
+    samples["nested-load-from-bytes"] = kit.stream(kit.dict_of([("w", kit.tensor_v2(
+        nested, 0, (1,), (1,)))]))
     # A second pickle entry in the zip, beside a benign data.pkl.
     samples["zip-second-pkl"] = _with_entry(good.zip_bytes(), "archive/extra.pkl",
                                             kit.stream(bad))
@@ -118,7 +123,7 @@ def _with_entry(raw: bytes, name: str, data: bytes) -> bytes:
 
 HOSTILE = ["zip-object-pickle", "zip-after-stop", "legacy-object-pickle", "legacy-after-records",
            "raw-pickle", "stack-global-exec", "build-on-ordered-dict", "zip-second-pkl",
-           "zip-record-is-pickle"]
+           "zip-record-is-pickle", "nested-load-from-bytes"]
 
 
 @pytest.mark.parametrize("name", HOSTILE)

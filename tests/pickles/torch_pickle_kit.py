@@ -31,6 +31,10 @@ def text(s: str) -> bytes:
     return b"X" + struct.pack("<I", len(raw)) + raw
 
 
+def binbytes(data: bytes) -> bytes:
+    return b"B" + struct.pack("<I", len(data)) + data
+
+
 def integer(n: int) -> bytes:
     if -(2**31) <= n < 2**31:
         return b"J" + struct.pack("<i", n)

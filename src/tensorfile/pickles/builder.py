@@ -16,10 +16,13 @@ graph into Python values through :class:`CheckpointBuilder`:
 * ``_rebuild_tensor`` / ``_rebuild_tensor_v2`` / ``_rebuild_tensor_v3`` become a
   :class:`TensorView` (storage, dtype, offset, size, stride), bounds-checked
   against its storage when it is built; ``_rebuild_parameter`` is its tensor;
+* ``_codecs.encode(text, 'latin1')`` becomes the bytes it spells, and
+  ``torch.storage._load_from_bytes(bytes)`` (``pickle.dumps(tensor)``) the
+  storage of the nested torch stream, built by the converter's
+  :data:`NestedLoader` (the scanner has already checked that stream);
 * every other allowlisted call (numpy arrays and scalars, ``torch.Size``,
-  ``torch.device``, sets, ``_codecs.encode`` bytes) becomes an :class:`Unbuilt`
-  marker naming the global: nothing is called, and the converter reports the
-  value as dropped.
+  ``torch.device``, sets) becomes an :class:`Unbuilt` marker naming the
+  global: nothing is called, and the converter reports the value as dropped.
 
 Nothing here imports torch: dtypes come from tensorfile's own table.
 """
@@ -37,13 +40,16 @@ import numpy as np
 from tensorfile._format.dtypes import DTYPES, DType
 from tensorfile.errors import MalformedCheckpointError, UnsupportedCheckpointError
 from tensorfile.pickles.machine import Call, Effect, GlobalRef, Node, PersistentRef
-from tensorfile.pickles.opcodes import Buffer
+from tensorfile.pickles.opcodes import BigText, Buffer, BytesRef
 from tensorfile.pickles.policy import STORAGE_TYPES, StreamPolicy
 from tensorfile.pickles.policy import TORCH_DTYPES as TORCH_DTYPE_NAMES
 
 #: Where a storage's bytes are: ``records(key) -> (buffer, start, length)``.
 #: Raises :class:`MalformedCheckpointError` for a key with no record.
 RecordSource = Callable[[str], tuple[Buffer, int, int]]
+#: Builds the root of a nested torch stream ``buf[start:end]`` (the argument of
+#: ``torch.storage._load_from_bytes``); ``at`` is the call's offset.
+NestedLoader = Callable[[Buffer, int, int, int], object]
 
 #: Typed storage classes (``torch.FloatStorage`` ...) and the tensorfile dtype of
 #: their elements; None where safetensors has no equivalent.
@@ -241,6 +247,17 @@ class TensorView:
         return out.reshape(-1).view(np.uint8).data
 
 
+def _latin1(text: object, at: int) -> bytes:
+    """``_codecs.encode(text, 'latin1')``: how protocol-2 pickles spell bytes."""
+    if isinstance(text, BigText):
+        text = text.raw.tobytes().decode("utf-8", "surrogatepass")
+    try:
+        return str(text).encode("latin-1")
+    except UnicodeEncodeError:
+        raise MalformedCheckpointError(
+            f"_codecs.encode at byte {at}: text is not latin-1") from None
+
+
 def _int(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
@@ -281,10 +298,12 @@ class CheckpointBuilder:
     """
 
     def __init__(self, records: RecordSource, *, big_endian: bool = False,
-                 objects: dict[str, object] | None = None) -> None:
+                 objects: dict[str, object] | None = None,
+                 nested: NestedLoader | None = None) -> None:
         self._records = records
         self._big_endian = big_endian
         self._objects = objects or {}
+        self._nested = nested
         self._storages: dict[str, Storage] = {}
 
     # -- Builder protocol --------------------------------------------------------
@@ -327,6 +346,14 @@ class CheckpointBuilder:
             return self._tensor(name, args, call.offset)
         if name == "torch._utils._rebuild_parameter":
             return args[0]
+        if name == "_codecs.encode":
+            return _latin1(args[0], call.offset)
+        if name == "torch.storage._load_from_bytes" and self._nested is not None:
+            data = args[0]
+            if isinstance(data, BytesRef):
+                return self._nested(data.buf, data.start, data.stop, call.offset)
+            if isinstance(data, bytes):
+                return self._nested(data, 0, len(data), call.offset)
         return Unbuilt(name, call.offset)
 
     def on_effect(self, effect: Effect, target: object, payload: tuple[object, ...]) -> None:

@@ -71,6 +71,7 @@ from tensorfile.pickles.builder import (
     UNSUPPORTED_REBUILDS,
     CheckpointBuilder,
     ConvertObserver,
+    RecordSource,
     Storage,
     StorageType,
     TensorView,
@@ -109,6 +110,8 @@ MAX_NODES = 5_000_000
 MAX_EXPANSION = 4
 _EXPANSION_SLACK = 1 << 30
 _MAX_ZIP_ENTRIES = 1_000_000
+#: pickle.dumps(tensor) nests one stream; the scanner gives up deeper than 8.
+_MAX_NESTING = 4
 _HASH_CHUNK = 8 << 20
 
 
@@ -351,37 +354,51 @@ def _zip_checkpoint(src: _Source) -> _Checkpoint:
 
 
 def _pickle_checkpoint(src: _Source) -> _Checkpoint:
-    """A raw pickle, or the legacy format (magic, protocol, sys_info, objects, keys, records)."""
-    buf, end = src.buf, src.size
-    first, pos = _run(buf, 0, end, CheckpointBuilder(_no_records), f"{src.path}: pickle")
+    """A raw pickle, or the legacy format."""
+    fmt, root = _pickles(src.buf, 0, src.size, str(src.path), 0)
+    return _Checkpoint(src, fmt, root)
+
+
+def _pickles(buf: Buffer, start: int, end: int, where: str, depth: int) -> tuple[str, object]:
+    """``buf[start:end]`` as torch.load reads it without a zip: a raw pickle, or the
+    legacy format (magic, protocol, sys_info, objects, storage keys, records)."""
+    def nested(data: Buffer, lo: int, hi: int, at: int) -> object:
+        # pickle.dumps(tensor) nests a legacy torch.save of the storage.
+        if depth >= _MAX_NESTING:
+            raise UnsupportedCheckpointError(f"{where}: streams nested deeper than {_MAX_NESTING}")
+        return _pickles(data, lo, hi, f"{where}: nested stream at byte {at}", depth + 1)[1]
+
+    def builder(records: RecordSource = _no_records) -> CheckpointBuilder:
+        return CheckpointBuilder(records, nested=nested)
+
+    first, pos = _run(buf, start, end, builder(), f"{where}: pickle")
     if type(first) is not int or first != LEGACY_MAGIC:
-        return _Checkpoint(src, "pickle", first)
-    protocol, pos = _run(buf, pos, end, CheckpointBuilder(_no_records), "protocol")
+        return "pickle", first
+    protocol, pos = _run(buf, pos, end, builder(), f"{where}: protocol")
     if protocol != 1001:
-        raise MalformedCheckpointError(f"{src.path}: legacy protocol version {protocol!r}")
+        raise MalformedCheckpointError(f"{where}: legacy protocol version {protocol!r}")
     # sys_info records the writer's native byte order, but torch wrote every
     # legacy record little-endian whatever the machine (writeFileRaw converts).
-    _, pos = _run(buf, pos, end, CheckpointBuilder(_no_records), "sys_info")
+    _, pos = _run(buf, pos, end, builder(), f"{where}: sys_info")
     # The object stream is built after the records are located (they follow it).
     observer = ConvertObserver()
-    what = f"{src.path}: legacy object pickle"
+    what = f"{where}: legacy object pickle"
     objects = _stream(buf, pos, end, what, observer)
-    keys, pos = _run(buf, objects.end, end, CheckpointBuilder(_no_records), "storage keys")
+    keys, pos = _run(buf, objects.end, end, builder(), f"{where}: storage keys")
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-        raise MalformedCheckpointError(f"{src.path}: legacy storage keys are not a list of str")
+        raise MalformedCheckpointError(f"{where}: legacy storage keys are not a list of str")
     try:
         located, _ = legacy_storage_records(buf, pos, end, keys, observer.policy.storages)
     except ScanError as exc:
-        raise MalformedCheckpointError(f"{src.path}: {exc}") from None
+        raise MalformedCheckpointError(f"{where}: {exc}") from None
 
     def records(key: str) -> tuple[Buffer, int, int]:
         if key not in located:
-            raise MalformedCheckpointError(f"{src.path}: storage record {key!r} is missing")
-        start, length = located[key]
-        return buf, start, length
+            raise MalformedCheckpointError(f"{where}: storage record {key!r} is missing")
+        at, length = located[key]
+        return buf, at, length
 
-    root = _build(objects.root, CheckpointBuilder(records), what)
-    return _Checkpoint(src, "torch-legacy", root)
+    return "torch-legacy", _build(objects.root, builder(records), what)
 
 
 def _tar_checkpoint(src: _Source) -> _Checkpoint:
