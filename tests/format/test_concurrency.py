@@ -128,7 +128,7 @@ def _close_during_reads(
     lock = threading.Lock()
 
     def work(i: int) -> None:
-        for rep in range(200):
+        for rep in range(50):
             name = names[(i + rep) % len(names)]
             try:
                 arr = f.get_tensor(name) if rep % 2 else f.get_slice(name)[1:3]
