@@ -58,7 +58,7 @@ def _isatty(stream: IO[str]) -> bool:
         return False
 
 
-_SGR = {"red": "31", "green": "32", "yellow": "33", "bold": "1", "dim": "2"}
+_SGR = {"red": "31", "green": "32", "yellow": "33", "bold": "1"}
 
 
 class Output:

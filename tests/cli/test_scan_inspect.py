@@ -15,6 +15,7 @@ CORPUS = Path(__file__).resolve().parents[2] / ".." / "shared" / "corpus" / "pic
 def checkpoint(tmp_path: Path) -> Path:
     """A real torch checkpoint, made the way people make them."""
     torch = pytest.importorskip("torch")
+    torch.manual_seed(0)  # the same bytes every run
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
     path = tmp_path / "pytorch_model.bin"
     torch.save(model.state_dict(), path)
