@@ -595,8 +595,9 @@ def materialize(root: object, builder: Builder) -> object:
     Literals are returned as they are (``BytesRef`` and ``Opaque`` included:
     the builder's calls decide what to accept). ``PDict`` becomes ``dict``
     (later keys win, as in ``pickle``), ``PSet`` ``set``/``frozenset``. Each node
-    is built once however often it is referenced. A cycle through a tuple or
-    call (which ``pickle`` cannot build either) raises :class:`PickleError`.
+    is built once however often it is referenced. A cycle (say, a list that
+    contains itself: ``pickle`` can build one, no checkpoint holds one) raises
+    :class:`PickleError`.
     """
     built: dict[int, object] = {}
     in_progress: set[int] = set()
