@@ -51,7 +51,7 @@ import os
 import shutil
 import struct
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,6 +90,7 @@ from tensorfile.pickles.machine import StreamResult, materialize, run_stream
 from tensorfile.pickles.opcodes import OPCODE_BYTES, Buffer
 from tensorfile.pickles.policy import STORAGE_TYPES
 from tensorfile.pickles.report import FileReport, Verdict
+from tensorfile.sharded import save_sharded_iter, write_order
 
 PathLike = str | os.PathLike[str]
 #: ``progress(bytes_done, bytes_total)`` over the tensor bytes written.
@@ -99,7 +100,6 @@ ProgressCallback = Callable[[int, int], None]
 PT_WEIGHTS = "pytorch_model.bin"
 PT_INDEX = "pytorch_model.bin.index.json"
 ST_WEIGHTS = "model.safetensors"
-ST_INDEX = "model.safetensors.index.json"
 
 #: Plain values longer than this as JSON are dropped rather than put in the header.
 MAX_VALUE_JSON = 64 << 10
@@ -176,10 +176,11 @@ class ConversionReport:
 class _Source:
     """One checkpoint file, memory-mapped read-only, and its digest.
 
-    The digest is computed on a thread started by :meth:`start_digest` once the
-    checkpoint is accepted (a refusal never waits for it), while the tensors
-    are written. It reads the same open file rather than through the map, so
-    hashing does not add the whole file to this process's resident memory.
+    The digest is computed on a background thread (:func:`_hash_in_background`)
+    once every input is accepted, so a refusal never waits for it, while the
+    tensors are written. It reads the same open file rather than through the
+    map, so hashing does not add the whole file to this process's resident
+    memory.
     """
 
     def __init__(self, path: Path) -> None:
@@ -193,9 +194,11 @@ class _Source:
         self._digest: str | None = None
         self._error: OSError | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._hash, daemon=True)
+        self._done = threading.Event()
+        self._queued = False
 
-    def _hash(self) -> None:
+    def compute_digest(self) -> None:
+        """Hash the file (on the hashing thread); stops early once :meth:`close` is called."""
         h = hashlib.sha256()
         chunk = memoryview(bytearray(_HASH_CHUNK))
         done = 0
@@ -203,51 +206,64 @@ class _Source:
             # The same open file (nothing else uses its position: the map does not).
             with os.fdopen(os.dup(self._file.fileno()), "rb", buffering=0) as f:
                 f.seek(0)
-                while done < self.size and not self._stop.is_set():
+                while done < self.size:
+                    if self._stop.is_set():
+                        raise OSError(f"{self.path}: conversion stopped before the digest")
                     n = f.readinto(chunk)
                     if not n:
                         raise OSError(f"{self.path}: file shrank while being converted")
                     h.update(chunk[:n])
                     done += n
-        except OSError as exc:
-            self._error = exc
-            return
-        self._digest = h.hexdigest()
-
-    def start_digest(self) -> None:
-        """Start hashing the file in the background."""
-        if not self._thread.is_alive() and self._digest is None:
-            self._thread.start()
+            self._digest = h.hexdigest()
+        except (OSError, ValueError) as exc:
+            self._error = OSError(str(exc))
+        finally:
+            self._done.set()
 
     def sha256(self) -> str:
-        """The file's SHA-256 (waits for the hashing thread)."""
-        self.start_digest()
-        self._thread.join()
+        """The file's SHA-256 (hashed now if no background thread was started)."""
+        if not self._queued:
+            self._queued = True
+            self.compute_digest()
+        self._done.wait()
         if self._error is not None:
             raise self._error
         assert self._digest is not None
         return self._digest
 
-    def release(self, start: int, stop: int) -> None:
-        """Drop the mapped pages of ``[start, stop)`` from this process (they stay cached)."""
-        if stop <= start or not hasattr(mmap, "MADV_DONTNEED"):
-            return
-        page = start - start % mmap.PAGESIZE
-        try:
-            self.buf.madvise(mmap.MADV_DONTNEED, page, stop - page)
-        except (OSError, ValueError):
-            pass
-
     def close(self) -> None:
         """Stop hashing, unmap and close."""
         self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
+        if self._queued:
+            self._done.wait()
         try:
             self.buf.close()
         except BufferError:  # a caller still holds a view; the map goes with it
             pass
         self._file.close()
+
+
+def _hash_in_background(sources: list[_Source]) -> None:
+    """Hash ``sources`` one after another on one thread (beside the copy)."""
+    for src in sources:
+        src._queued = True
+
+    def run() -> None:
+        for src in sources:
+            src.compute_digest()
+
+    threading.Thread(target=run, daemon=True).start()
+
+
+def _release(buf: mmap.mmap, start: int, stop: int) -> None:
+    """Drop the mapped pages of ``[start, stop)`` from this process (they stay cached)."""
+    if stop <= start or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    page = start - start % mmap.PAGESIZE
+    try:
+        buf.madvise(mmap.MADV_DONTNEED, page, stop - page)
+    except (OSError, ValueError):
+        pass
 
 
 @dataclass(slots=True)
@@ -706,36 +722,49 @@ class _Progress:
             self.callback(self.done, self.total)
 
 
+class _Copier:
+    """Hands the writer one tensor's bytes at a time, straight from the mapped records.
+
+    Called with each name in file order. Before handing out the next tensor it
+    accounts for the previous one (progress) and drops that tensor's mapped
+    pages from this process, so resident memory stays near one tensor;
+    :meth:`finish` does the same for the last one once the writer returns.
+    """
+
+    def __init__(self, tensors: dict[str, TensorView], progress: _Progress) -> None:
+        self._tensors = tensors
+        self._progress = progress
+        self._pending: TensorView | None = None
+
+    def __call__(self, name: str) -> memoryview:
+        self.finish()
+        view = self._pending = self._tensors[name]
+        return view.data()
+
+    def finish(self) -> None:
+        """Account for the tensor handed out last (it has been written)."""
+        view, self._pending = self._pending, None
+        if view is None:
+            return
+        if isinstance(view.storage.buf, mmap.mmap):
+            _release(view.storage.buf, *view.byte_span())
+        self._progress.add(view.nbytes)
+
+
+def _entries(tensors: dict[str, TensorView]) -> list[Entry]:
+    return [Entry(n, v.dtype, v.header_shape) for n, v in tensors.items()]
+
+
 def _write(plan: _Plan, dst: Path, progress: _Progress) -> list[str]:
     """Write one output file atomically, tensor by tensor; returns the names in file order."""
-    entries = [Entry(n, v.dtype, v.header_shape) for n, v in plan.tensors.items()]
+    entries = _entries(plan.tensors)
     order = [e.name for e in canonical_order(entries)]
-    src = plan.checkpoint.source
-    src.start_digest()  # hashed while its tensors are copied
-    written: list[TensorView] = []
-
-    def finish() -> None:
-        """Account for the tensor just written and drop its mapped pages."""
-        view = written.pop()
-        if view.storage.buf is src.buf:
-            src.release(*view.byte_span())
-        progress.add(view.nbytes)
-
-    def produce() -> Iterator[tuple[str, memoryview]]:
-        for name in order:
-            view = plan.tensors[name]
-            data = view.data()
-            written.append(view)
-            yield name, data
-            del data  # the writer dropped its own references before asking for the next
-            finish()
-
+    copier = _Copier(plan.tensors, progress)
     try:
-        save_stream(entries, produce(), dst, plan.metadata())
-        if written:  # the writer does not resume the producer after the last tensor
-            finish()
+        save_stream(entries, ((n, copier(n)) for n in order), dst, plan.metadata())
     except SerializationError as exc:
         raise UnsupportedCheckpointError(f"{dst}: {exc}") from None
+    copier.finish()
     return order
 
 
@@ -745,15 +774,17 @@ def _default_output(src: Path) -> Path:
     return src.with_suffix(".safetensors")
 
 
-def _report(report: ConversionReport, plan: _Plan, out: Path, order: list[str]) -> None:
-    report.outputs.append(str(out))
+def _report(report: ConversionReport, plans: list[_Plan], outputs: list[Path],
+            order: list[str]) -> None:
+    report.outputs.extend(str(p) for p in outputs)
     report.tensors.extend(order)
-    report.aliases.update(plan.aliases)
-    report.values.extend(plan.values)
-    report.dropped.extend(plan.dropped)
-    report.bytes_written += plan.nbytes
-    src = plan.checkpoint.source
-    report.source_sha256[str(src.path)] = src.sha256()
+    for plan in plans:
+        report.aliases.update(plan.aliases)
+        report.values.extend(plan.values)
+        report.dropped.extend(plan.dropped)
+        report.bytes_written += plan.nbytes
+        src = plan.checkpoint.source
+        report.source_sha256[str(src.path)] = src.sha256()
 
 
 def _convert_file(src: Path, dst: Path | None, key: str | None,
@@ -768,19 +799,12 @@ def _convert_file(src: Path, dst: Path | None, key: str | None,
         plan = _plan(ck, key)
         _check_budget([plan])
         report = ConversionReport(str(src), ck.format)
+        _hash_in_background([ck.source])
         order = _write(plan, out, _Progress(plan.nbytes, progress))
-        _report(report, plan, out, order)
+        _report(report, [plan], [out], order)
         return report
     finally:
         ck.source.close()
-
-
-def _shard_output(name: str) -> str:
-    """``pytorch_model-00001-of-00002.bin`` -> ``model-00001-of-00002.safetensors``."""
-    stem = name.removesuffix(".bin")
-    if stem.startswith("pytorch_model"):
-        stem = "model" + stem[len("pytorch_model"):]
-    return stem + ".safetensors"
 
 
 def _folder_inputs(folder: Path) -> tuple[list[str], Path | None]:
@@ -806,6 +830,10 @@ def _folder_inputs(folder: Path) -> tuple[list[str], Path | None]:
 
 def _convert_folder(src: Path, dst: Path | None, key: str | None,
                     progress: ProgressCallback | None) -> tuple[ConversionReport, list[str]]:
+    """Every input shard is checked, then all tensors are written through
+    :func:`tensorfile.sharded.save_sharded_iter`: ``model.safetensors``, or
+    ``model-0000i-of-0000n.safetensors`` shards no bigger than the largest
+    input shard and ``model.safetensors.index.json``, written last."""
     shards, index = _folder_inputs(src)
     out = dst if dst is not None else src
     checkpoints: list[_Checkpoint] = []
@@ -814,24 +842,32 @@ def _convert_folder(src: Path, dst: Path | None, key: str | None,
             checkpoints.append(_load(src / shard))
         plans = [_plan(ck, key) for ck in checkpoints]
         _check_budget(plans)
+        tensors: dict[str, TensorView] = {}
+        metadata: dict[str, str] = {}
+        for plan in plans:
+            for name, view in plan.tensors.items():
+                if name in tensors:
+                    raise UnsupportedCheckpointError(f"{src}: two shards hold tensor {name!r}")
+                tensors[name] = view
+            metadata.update(plan.metadata())
+        total = sum(p.nbytes for p in plans)
         out.mkdir(parents=True, exist_ok=True)
         report = ConversionReport(str(src), "folder")
-        progress_ = _Progress(sum(p.nbytes for p in plans), progress)
-        single = index is None
-        weight_map: dict[str, str] = {}
-        for shard, plan in zip(shards, plans, strict=True):
-            name = ST_WEIGHTS if single else _shard_output(shard)
-            order = _write(plan, out / name, progress_)
-            weight_map.update((t, name) for t in order)
-            _report(report, plan, out / name, order)
-        if not single:
-            doc = {"metadata": {"total_size": report.bytes_written},
-                   "weight_map": dict(sorted(weight_map.items()))}
-            from tensorfile._io.atomic import atomic_write
-
-            with atomic_write(out / ST_INDEX) as f:
-                f.write((json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
-            report.outputs.append(str(out / ST_INDEX))
+        _hash_in_background([ck.source for ck in checkpoints])
+        copier = _Copier(tensors, _Progress(total, progress))
+        entries = _entries(tensors)
+        # Shards no bigger than the largest input shard (so about as many); one file
+        # for one input.
+        limit = max([p.nbytes for p in plans] if index is not None else [total]) or 1
+        try:
+            written = save_sharded_iter(entries, copier, out, limit, metadata)
+        except SerializationError as exc:
+            raise UnsupportedCheckpointError(f"{out}: {exc}") from None
+        copier.finish()
+        files = [out / f for f in written.shard_files] or [out / ST_WEIGHTS]
+        if written.path is not None:
+            files.append(written.path)
+        _report(report, plans, files, write_order(entries))
     finally:
         for ck in checkpoints:
             ck.source.close()
