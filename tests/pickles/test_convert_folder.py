@@ -157,3 +157,16 @@ def test_report_is_json_ready(tmp_path: Path) -> None:
     assert doc["tensors"] == ["v", "w"] and doc["values"] == ["n"]
     assert doc["dropped"][0]["name"] == "rng" and "torch.device" in doc["dropped"][0]["reason"]
     assert doc["bytes_written"] == 16 and doc["format"] == "torch-zip"
+
+
+def test_destinations(tmp_path: Path) -> None:
+    from tensorfile.errors import ConversionError
+
+    src = tmp_path / "ck.pt"
+    torch.save({"w": torch.ones(3)}, src)
+    deep = tmp_path / "a" / "b" / "w.safetensors"
+    assert convert(src, deep).outputs == [str(deep)]  # missing parent folders are made
+    folder = tmp_path / "model"
+    _hf_single(folder)
+    with pytest.raises(ConversionError, match="not a file"):
+        convert(folder, src)

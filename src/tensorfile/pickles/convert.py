@@ -799,6 +799,7 @@ def _convert_file(src: Path, dst: Path | None, key: str | None,
         plan = _plan(ck, key)
         _check_budget([plan])
         report = ConversionReport(str(src), ck.format)
+        out.parent.mkdir(parents=True, exist_ok=True)
         _hash_in_background([ck.source])
         order = _write(plan, out, _Progress(plan.nbytes, progress))
         _report(report, [plan], [out], order)
@@ -836,6 +837,8 @@ def _convert_folder(src: Path, dst: Path | None, key: str | None,
     input shard and ``model.safetensors.index.json``, written last."""
     shards, index = _folder_inputs(src)
     out = dst if dst is not None else src
+    if out.exists() and not out.is_dir():
+        raise ConversionError(f"{out}: a folder converts into a folder, not a file")
     checkpoints: list[_Checkpoint] = []
     try:
         for shard in shards:  # every shard is checked before anything is written
