@@ -17,7 +17,7 @@ Targets (issue 4): time ratio <= 0.5 and peak-memory ratio <= 0.25. Note that
 tensorfile's output is durable (fsync before the atomic rename) while
 ``safetensors.torch.save_file`` does not fsync.
 
-    python bench/bench_convert.py [--size-gib 1] [--repeat 3] [--workdir DIR]
+    python bench/bench_convert.py [--size-gib 1] [--repeat 3] [--workdir DIR] [--out FILE]
 """
 
 from __future__ import annotations
@@ -117,6 +117,7 @@ def main() -> None:
     ap.add_argument("--size-gib", type=float, default=1.0)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=None, help="also write the results as JSON here")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         work = Path(tmp)
@@ -148,7 +149,11 @@ def main() -> None:
         }
         for k, v in ratios.items():
             print(f"{k}: {v:.3f}")
-        print(json.dumps({"summary": summary, "ratios": ratios}))
+        doc = {"size_gib": args.size_gib, "repeat": args.repeat, "runs": results,
+               "summary": summary, "ratios": ratios}
+        print(json.dumps(doc))
+        if args.out is not None:
+            args.out.write_text(json.dumps(doc, indent=2) + "\n")
 
 
 if __name__ == "__main__":
