@@ -146,9 +146,12 @@ def _describe_pickle(path: Path, not_safetensors: Exception) -> tuple[dict[str, 
     Raises ``not_safetensors`` again when the file is not a pickle container
     either, since then the safetensors error is the useful one.
     """
-    from tensorfile.pickles import scan as scan_paths
+    from tensorfile.pickles import ScanReport
+    from tensorfile.pickles.containers import scan_file
 
-    report = scan_paths([path])
+    # named=False: content that no unpickler could start on (text, JSON, a
+    # damaged safetensors file) comes back as "not-pickle" instead of an error.
+    report = ScanReport([scan_file(path, named=False)])
     (file_report,) = report.files
     if file_report.format in _NOT_A_CHECKPOINT:
         raise not_safetensors
@@ -157,8 +160,8 @@ def _describe_pickle(path: Path, not_safetensors: Exception) -> tuple[dict[str, 
     )
 
 
-#: Scanner formats meaning "no pickle container here" (scan's FileReport.format).
-_NOT_A_CHECKPOINT = frozenset({"unknown", "empty", "unreadable", "missing"})
+#: Scanner formats meaning "no pickle container here" (FileReport.format).
+_NOT_A_CHECKPOINT = frozenset({"not-pickle", "unknown", "empty", "unreadable"})
 
 
 def _describe_safetensors(path: Path, f: Any) -> dict[str, Any]:

@@ -156,13 +156,26 @@ def test_inspect_hostile_pickle_is_a_finding(cli: Any, hostile: Path, json_of: A
     assert human.code == 1 and "os.system" in human.stdout
 
 
-def test_inspect_neither_safetensors_nor_pickle(cli: Any, tmp_path: Path, json_of: Any, error_line: Any) -> None:
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"\x05\x00\x00\x00\x00\x00\x00\x00hello",  # a safetensors length, then no JSON
+        b"hello world\n",  # text whose first byte is a pickle opcode (BINGET)
+        b'{"hidden": 4}',  # a config file
+    ],
+)
+def test_inspect_neither_safetensors_nor_pickle(
+    cli: Any, tmp_path: Path, json_of: Any, error_line: Any, content: bytes
+) -> None:
+    """Not a checkpoint either: the safetensors error, not a scanner table."""
     bad = tmp_path / "notes.txt"
-    bad.write_bytes(b"\x05\x00\x00\x00\x00\x00\x00\x00hello")
-    err = json_of(cli(["inspect", str(bad), "--json"]), "inspect", 2)
-    assert err["type"].endswith("Error") and err["path"] == str(bad)
-    r = cli(["inspect", str(bad)])
-    assert r.code == 2
+    bad.write_bytes(content)
+    r = cli(["inspect", str(bad), "--json"])
+    err = json_of(r, "inspect", 2)
+    assert err["path"] == str(bad)
+    import tensorfile.errors
+
+    assert issubclass(getattr(tensorfile.errors, err["type"]), tensorfile.errors.FormatError)
     assert str(bad) in error_line(r, "inspect")
 
 
