@@ -47,7 +47,7 @@ import math
 import mmap
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -504,6 +504,7 @@ def load_partition(
         staging = _Staging(torch_device, staging_bytes) if torch_device is not None else None
         sources: dict[str, _Source] = {}
         out: dict[str, Any] = {}
+        reads: list[tuple[str, Block, _Source]] = []
         for name in wanted:
             handle = model[name]
             f = model.shard(handle.shard)
@@ -516,21 +517,35 @@ def load_partition(
                 src.prefetch(block)
                 out[name] = _to_device(staging, src, block)
             elif src.verifier is None and model.backend == "mmap":
-                out[name] = handle.load() if block.dim is None else handle[block.index()]
+                value = handle.load() if block.dim is None else handle[block.index()]
+                out[name] = value if torch_device is None else value.to(torch_device)
             else:
-                # np.empty: untouched pages the reads fill once (bytearray would zero them first)
-                buf = np.empty(block.nbytes, np.uint8)
-                src.prefetch(block)
-                fill_block(src, block, 0, buf.data)
-                if model.framework == "np":
-                    out[name] = numpy_view(buf, 0, handle.dtype, block.shape)
-                else:
-                    out[name] = torch_view(buf, 0, handle.dtype, block.shape, block.nbytes)
-            if torch_device is not None and handle.dtype.sub_byte:
-                out[name] = out[name].to(torch_device)
+                reads.append((name, block, src))
         if staging is not None:
             staging.finish()
-        return out
+
+        def read(job: tuple[str, Block, _Source]) -> Any:
+            _, block, src = job
+            # np.empty: untouched pages the reads fill once (bytearray would zero them first)
+            buf = np.empty(block.nbytes, np.uint8)
+            src.prefetch(block)
+            fill_block(src, block, 0, buf.data)
+            if model.framework == "np":
+                return numpy_view(buf, 0, block.info.dtype, block.shape)
+            value = torch_view(buf, 0, block.info.dtype, block.shape, block.nbytes)
+            return value if torch_device is None else value.to(torch_device)
+
+        # pread releases the GIL: several reads in flight keep a disk (or a network
+        # file system) busy, as SafeOpen.tensors does. Verified reads stay in order:
+        # each shard's source keeps the last verified chunk.
+        verified = any(src.verifier is not None for _, _, src in reads)
+        workers = 1 if verified or len(reads) < 2 else min(8, os.cpu_count() or 1)
+        if workers == 1:
+            out.update((job[0], read(job)) for job in reads)
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                out.update(zip((job[0] for job in reads), pool.map(read, reads), strict=True))
+        return {name: out[name] for name in wanted}
     finally:
         if owned:
             model.close()
