@@ -140,7 +140,11 @@ def test_quiet_prints_nothing_on_success(cli: Any, st_file: Path) -> None:
     assert r.code == 0 and r.stdout == "" and r.stderr == ""
 
 
-def test_no_colour_when_piped_or_no_color(shell: Any, tmp_path: Path) -> None:
+def test_no_colour_when_piped_or_no_color(shell: Any, tmp_path: Path, st_file: Path) -> None:
+    for args in (["scan", str(st_file)], ["inspect", str(st_file)]):  # stdout: verdicts, tables
+        assert "\x1b[" not in shell(args).stdout
+        assert "\x1b[" in shell(args, env={"FORCE_COLOR": "1"}).stdout
+        assert "\x1b[" not in shell(args, env={"FORCE_COLOR": "1", "NO_COLOR": "1"}).stdout
     missing = str(tmp_path / "m")
     assert "\x1b[" not in shell(["hash", missing]).stderr
     forced = shell(["hash", missing], env={"FORCE_COLOR": "1"})
