@@ -32,6 +32,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 from tensorfile.errors import ScanError, ScanLimitError, UnsupportedContainerError
 from tensorfile.pickles.machine import Call, Limits, StreamResult, run_stream
@@ -40,6 +41,7 @@ from tensorfile.pickles.opcodes import (
     BigText,
     Buffer,
     BytesRef,
+    looks_like_binary_pickle,
 )
 from tensorfile.pickles.policy import STORAGE_TYPES, StreamPolicy, call_of
 from tensorfile.pickles.report import FileReport, Finding, StreamReport, Verdict
@@ -287,6 +289,19 @@ def sniff(head: bytes) -> str | None:
 # The walker
 # ---------------------------------------------------------------------------
 
+#: Roles of parts that are only sniffed: "storage" (raw tensor bytes: torch
+#: never unpickles them, so only a binary pickle header or an archive is worth
+#: a look) and "record" (any other non-pickle member: anything that starts like
+#: a pickle is tried). A tried part that fails without importing anything is data.
+_SNIFFED: Final = frozenset({"storage", "record"})
+
+
+def _worth_parsing(head: bytes, role: str) -> bool:
+    if role == "storage":
+        return looks_like_binary_pickle(head)
+    return bool(head) and head[0] in OPCODE_BYTES
+
+
 def _inside(location: str, member: str) -> str:
     """Location of ``member`` inside ``location`` (``outer.zip!inner.pt!data.pkl``)."""
     return f"{location}!{member}" if location else member
@@ -362,7 +377,10 @@ class _Walker:
     # -- dispatch by content -------------------------------------------------------
     def blob(self, buf: Buffer, start: int, end: int, location: str, depth: int, role: str
              ) -> str:
-        """Scan ``buf[start:end]``; ``role`` is 'top', 'pickle' or 'record'. Returns its format."""
+        """Scan ``buf[start:end]``; ``role`` is 'top', 'pickle', 'record' or 'storage'.
+
+        Returns the format found.
+        """
         if depth > self.limits.max_depth:
             self.fail(location, start, f"containers nested deeper than {self.limits.max_depth}")
             return "nested"
@@ -388,15 +406,13 @@ class _Walker:
             self.fail(location, start, f"{kind} archive: torch cannot load it and the scanner "
                       "does not read it, so it cannot be called safe")
             return kind
-        if not head:
-            if role == "record":
-                return "data"
-            self.fail(location, start, "empty")
-            return "empty"
-        if role == "record":
-            if head[0] in OPCODE_BYTES:
+        if role in _SNIFFED:
+            if _worth_parsing(head, role):
                 self.pickles(buf, start, end, location, depth, tentative=True)
             return "data"
+        if not head:
+            self.fail(location, start, "empty")
+            return "empty"
         if head[0] not in OPCODE_BYTES:
             self.fail(location, start, "not a pickle or a known container")
             return "unknown"
@@ -449,7 +465,7 @@ class _Walker:
             return "torch-legacy"
         for key, (start, nbytes) in records.items():
             self.blob(buf, start, start + nbytes, _part(location, f"(storage {key})"),
-                      depth + 1, "record")
+                      depth + 1, "storage")
         if pos < end:
             self.pickles(buf, pos, end, _part(location, f"@ {pos}"), depth)
         return "torch-legacy"
@@ -472,8 +488,11 @@ class _Walker:
             must_pickle = any(n.endswith(".pkl") for n in (entry.name, entry.local_name))
             if entry.name.endswith("data.pkl"):
                 kind = "torch-zip"
+            parts = entry.name.split("/")
+            role = ("pickle" if must_pickle else
+                    "storage" if len(parts) > 2 and parts[-2] == "data" else "record")
             try:
-                got = self.entry(buf, entry, loc, depth, "pickle" if must_pickle else "record")
+                got = self.entry(buf, entry, loc, depth, role)
             except ScanLimitError:
                 raise  # a budget for the whole file: stop here
             except ScanError as exc:
@@ -495,7 +514,7 @@ class _Walker:
         head = (bytes(self.inflate(buf, start, stop, _SNIFF, partial=True)) if entry.method
                 else bytes(buf[start:min(stop, start + _SNIFF)]))
         encrypted = bool(entry.flags & 1)
-        if role == "record" and sniff(head) is None and (not head or head[0] not in OPCODE_BYTES):
+        if role in _SNIFFED and sniff(head) is None and not _worth_parsing(head, role):
             if encrypted:
                 self.fail(loc, start, "encrypted entry could not be read as plain data")
             return "data"
@@ -504,7 +523,7 @@ class _Walker:
             buf, start, stop = data, 0, len(data)
         before = len(self.streams)
         kind = self.blob(buf, start, stop, loc, depth + 1, role)
-        if encrypted and len(self.streams) == before and role == "record":
+        if encrypted and len(self.streams) == before and role in _SNIFFED:
             self.fail(loc, start, "encrypted entry could not be read as plain data")
         return kind
 

@@ -331,18 +331,22 @@ class _Machine:
     # -- the opcodes ---------------------------------------------------------------
     def step(self, op: Op) -> bool:
         """Execute one opcode; False after STOP."""
-        handler = _SIMPLE_PUSH.get(op.name)
-        if handler is not None:
-            stack = self.stack
-            if len(stack) >= self.limits.max_stack:
-                raise ScanLimitError(
-                    f"stack deeper than {self.limits.max_stack} at byte {op.offset}")
-            stack.append(handler(op.arg))
-            return True
-        if op.name == "STOP":
-            self.root = self.pop(op)
-            return False
-        _DISPATCH[op.name](self, op)
+        name = op.name
+        if name in _PUSH_ARG:
+            value = op.arg
+        else:
+            make = _PUSH_NEW.get(name)
+            if make is None:
+                if name == "STOP":
+                    self.root = self.pop(op)
+                    return False
+                _DISPATCH[name](self, op)
+                return True
+            value = make()
+        stack = self.stack
+        if len(stack) >= self.limits.max_stack:
+            raise ScanLimitError(f"stack deeper than {self.limits.max_stack} at byte {op.offset}")
+        stack.append(value)
         return True
 
     def op_MARK(self, op: Op) -> None:
@@ -522,24 +526,23 @@ def _name_of(value: object) -> str:
     return str(value) if isinstance(value, str) else "<computed>"
 
 
-_SIMPLE_PUSH: dict[str, Callable[[object], object]] = {
-    name: (lambda arg: arg)
-    for name in (
-        "FLOAT", "INT", "BININT", "BININT1", "LONG", "BININT2", "STRING", "BINSTRING",
-        "SHORT_BINSTRING", "UNICODE", "BINUNICODE", "BINFLOAT", "LONG1", "LONG4",
-        "BINBYTES", "SHORT_BINBYTES", "SHORT_BINUNICODE", "BINUNICODE8", "BINBYTES8",
-        "BYTEARRAY8",
-    )
-}
-_SIMPLE_PUSH.update({
-    "NONE": lambda arg: None,
-    "NEWTRUE": lambda arg: True,
-    "NEWFALSE": lambda arg: False,
-    "EMPTY_TUPLE": lambda arg: (),
-    "EMPTY_LIST": lambda arg: [],
-    "EMPTY_DICT": lambda arg: PDict(),
-    "EMPTY_SET": lambda arg: PSet(),
+#: Opcodes that push their decoded argument as it is.
+_PUSH_ARG: frozenset[str] = frozenset({
+    "FLOAT", "INT", "BININT", "BININT1", "LONG", "BININT2", "STRING", "BINSTRING",
+    "SHORT_BINSTRING", "UNICODE", "BINUNICODE", "BINFLOAT", "LONG1", "LONG4",
+    "BINBYTES", "SHORT_BINBYTES", "SHORT_BINUNICODE", "BINUNICODE8", "BINBYTES8",
+    "BYTEARRAY8",
 })
+#: Opcodes that push a constant or a new empty container.
+_PUSH_NEW: dict[str, Callable[[], object]] = {
+    "NONE": lambda: None,
+    "NEWTRUE": lambda: True,
+    "NEWFALSE": lambda: False,
+    "EMPTY_TUPLE": tuple,
+    "EMPTY_LIST": list,
+    "EMPTY_DICT": PDict,
+    "EMPTY_SET": PSet,
+}
 
 
 def run_stream(

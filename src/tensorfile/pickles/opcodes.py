@@ -190,6 +190,11 @@ _TABLE: Final[dict[int, tuple[str, str]]] = {
 #: Opcode bytes a pickle can start with; used by containers to sniff content.
 OPCODE_BYTES: Final = frozenset(_TABLE)
 
+_COUNT_FORMATS: Final = {
+    ("1", False): struct.Struct("<B"), ("1", True): struct.Struct("<B"),
+    ("4", False): struct.Struct("<I"), ("4", True): struct.Struct("<i"),
+    ("8", False): struct.Struct("<Q"), ("8", True): struct.Struct("<Q"),
+}
 _FIXED: Final = {"u1": ("<B", 1), "u2": ("<H", 2), "u4": ("<I", 4), "i4": ("<i", 4),
                  "u8": ("<Q", 8), "f8": (">d", 8)}
 
@@ -266,12 +271,17 @@ class OpcodeReader:
                 raise MalformedPickleError(f"invalid opcode byte 0x{code:02x}", at)
             self.pos = at + 1
             name, kind = entry
-            if kind:
-                yield Op(name, code, at, self._arg(name, kind, at))
-            else:
+            if not kind:
                 yield Op(name, code, at)
-            if code == 0x2E:  # STOP
-                return
+                if code == 0x2E:  # STOP
+                    return
+            elif kind == "u1" and code != 0x80:  # BININT1 BINPUT BINGET EXT1: the hot path
+                if at + 1 >= end:
+                    raise MalformedPickleError(f"{name} needs 1 bytes but 0 remain", at)
+                self.pos = at + 2
+                yield Op(name, code, at, buf[at + 1])
+            else:
+                yield Op(name, code, at, self._arg(name, kind, at))
 
     def _arg(self, name: str, kind: str, at: int) -> object:
         fixed = _FIXED.get(kind)
@@ -304,9 +314,9 @@ class OpcodeReader:
         return _TEXT_DECODERS[kind](line, at)
 
     def _count(self, width: str, name: str, at: int, *, signed: bool) -> int:
-        fmt = {"1": "<B", "4": "<i" if signed else "<I", "8": "<Q"}[width]
-        start = self._need(struct.calcsize(fmt), name, at)
-        n: int = struct.unpack_from(fmt, self.buf, start)[0]
+        fmt = _COUNT_FORMATS[width, signed]
+        start = self._need(fmt.size, name, at)
+        n: int = fmt.unpack_from(self.buf, start)[0]
         if n < 0:
             raise MalformedPickleError(f"{name} has negative length {n}", at)
         return n
