@@ -7,7 +7,8 @@ Contract checked on every input (the whole input is the file):
    file is acceptable.
 2. An accepted file yields every tensor with the bytes its header points at,
    through both backends (mmap, pread) and through slicing; tensors numpy
-   cannot represent (packed 6-bit floats, more dimensions than numpy allows)
+   cannot represent (packed 6-bit floats, more dimensions than numpy allows,
+   an empty tensor with a dimension over numpy's index range)
    fail with the documented ``FrameworkError`` and nothing else.
 3. It round-trips through the writer: ``save`` of the tensors read gives a
    file whose header names the same tensors, dtypes, shapes and metadata, whose
@@ -47,10 +48,16 @@ def _numpy_max_ndim() -> int:
 
 
 NUMPY_MAX_NDIM = _numpy_max_ndim()
+INTP_MAX = int(np.iinfo(np.intp).max)
 
 
 def _numpy_can_hold(info: hdr.TensorInfo) -> bool:
-    return (not info.dtype.sub_byte or info.dtype.bits == 4) and len(info.shape) <= NUMPY_MAX_NDIM
+    """Whether numpy can hold the tensor (the reader raises FrameworkError otherwise)."""
+    return (
+        (not info.dtype.sub_byte or info.dtype.bits == 4)
+        and len(info.shape) <= NUMPY_MAX_NDIM
+        and all(d <= INTP_MAX for d in info.shape)
+    )
 
 
 def _file(data: bytes) -> str:

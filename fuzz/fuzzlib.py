@@ -13,7 +13,8 @@ Run one harness:
   atheris (coverage of the ``tensorfile`` package only);
 * ``python fuzz/fuzz_header.py --replay [FILE_OR_DIR ...]`` (or any run where
   atheris is not installed) runs each input once, by default the checked-in
-  seeds ``fuzz/corpus/<name>/`` and crash reproducers ``fuzz/regressions/<name>/``.
+  seeds ``fuzz/corpus/<name>/``, crash reproducers ``fuzz/regressions/<name>/``
+  and :data:`EXTRA_SEEDS`.
 
 pytest replays the same seeds through ``tests/fuzz/test_fuzz_regressions.py``,
 so a harness never needs atheris to be useful.
@@ -52,9 +53,16 @@ def instrumented(enabled: bool) -> contextlib.AbstractContextManager[Any]:
     return contextlib.nullcontext()
 
 
+#: Seed folders kept elsewhere in the repository, by harness: the format's test
+#: vectors (spec/vectors/, made by spec/make_vectors.py) seed the header harness.
+EXTRA_SEEDS = {"header": [REPO / "spec" / "vectors"]}
+
+
 def seed_dirs(name: str) -> list[Path]:
-    """The checked-in inputs of harness ``name``: seeds, then crash reproducers."""
-    return [FUZZ_DIR / "corpus" / name, FUZZ_DIR / "regressions" / name]
+    """The existing input folders of harness ``name``: its seeds, its crash
+    reproducers, and any seed folder elsewhere in the repository."""
+    dirs = [FUZZ_DIR / "corpus" / name, FUZZ_DIR / "regressions" / name, *EXTRA_SEEDS.get(name, [])]
+    return [d for d in dirs if d.is_dir()]
 
 
 def iter_inputs(paths: list[Path]) -> Iterator[Path]:

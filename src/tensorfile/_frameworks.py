@@ -156,12 +156,15 @@ def tensor_entry(name: str, value: object) -> tuple[Entry, memoryview]:
 
 
 def _shaped(arr: np.ndarray[Any, Any], shape: tuple[int, ...]) -> np.ndarray[Any, Any]:
-    """``arr.reshape(shape)``; a shape with more dimensions than numpy supports
-    (64 in numpy 2) is valid in the format, so it is a FrameworkError, not a crash."""
+    """``arr.reshape(shape)``; shapes numpy cannot hold (more than 64 dimensions in
+    numpy 2, a dimension over 2**63 - 1 in an empty tensor) are valid in the
+    format, so they are a FrameworkError, not a crash."""
     try:
         return arr.reshape(shape)
     except ValueError as e:
-        raise FrameworkError(f"a tensor of {len(shape)} dimensions cannot be a numpy array: {e}") from None
+        raise FrameworkError(
+            f"a tensor of {len(shape)} dimensions {str(list(shape)):.60} cannot be a numpy array: {e}"
+        ) from None
 
 
 def numpy_view(buf: Any, offset: int, dt: DType, shape: tuple[int, ...]) -> np.ndarray[Any, Any]:
