@@ -1,6 +1,6 @@
 """Scale benchmarks: one rank's half of a sharded model, and hashing shards on more cores.
 
-    python bench/bench_scale.py [--size-mib 2048] [--shard-mib 256] [--shards 8] [--repeat 3]
+    python bench/bench_scale.py [--size-mib 2048] [--shard-mib 256] [--shards 8] [--repeat 3] [--out F]
 
 1. Tensor-parallel load: a sharded model of ``--size-mib`` (float32 tensors of
    64 MiB, shards of 512 MiB). Rank 0 of 2 loads its half of every tensor with
@@ -156,13 +156,14 @@ def main() -> None:
     ap.add_argument("--shard-mib", type=int, default=256)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--dir", type=Path, default=None, help="scratch folder (default: a temporary one)")
+    ap.add_argument("--out", type=Path, default=None, help="also write the timings and ratios as JSON here")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         part = bench_partition(Path(tmp) / "tp", args.size_mib, args.repeat)
         for p in (Path(tmp) / "tp").iterdir():
             p.unlink()
         ver = bench_verify(Path(tmp) / "verify", args.shards, args.shard_mib, args.repeat)
-    print(f"cores: {os.cpu_count()}  model: {args.size_mib} MiB  verify: {args.shards} x {args.shard_mib} MiB")
+    print(f"cores: {os.cpu_count()}  load average: {os.getloadavg()[0]:.1f}  model: {args.size_mib} MiB  verify: {args.shards} x {args.shard_mib} MiB")
     for cache in ("warm", "cold"):
         for backend, plan_name in [(b, p) for b in ("mmap", "pread") for p in ("rows", "mixed")]:
             k = f"{cache}_{backend}_{plan_name}"
@@ -173,7 +174,11 @@ def main() -> None:
           f"{ver['processes_1_s']:.3f} s = {ver['processes_speedup']:.2f}x (target >= 1.7x)")
     print(f"  (integrity thread pool, 2 threads vs 1: {ver['threads_speedup']:.2f}x; "
           f"machine ceiling now, 2 processes hashing bytes in memory: {ver['ceiling_speedup']:.2f}x)")
-    print(json.dumps({"partition": part, "verify": ver}))
+    result = {"cores": os.cpu_count(), "load_average": os.getloadavg(), "partition": part, "verify": ver}
+    print(json.dumps(result))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":
