@@ -19,9 +19,9 @@ For each input file:
    and materialized by :class:`~.builder.CheckpointBuilder`: containers,
    plain values and :class:`~.builder.TensorView` windows over the storage
    records (zip entries memory-mapped in place; the legacy format's records
-   found by walking its storage section; torch < 0.4's tar members). Every
-   view is bounds-checked here, so a malformed file is refused before any
-   output exists.
+   found by walking its storage section; torch < 0.4's tar members; storages
+   nested by ``pickle.dumps(tensor)``). Every view is bounds-checked here, so
+   a malformed file is refused before any output exists.
 3. **Flatten.** Tensors get their dotted state-dict names (nested training
    checkpoints flatten as ``model_state.layer.weight``, or ``key=`` selects
    one sub-dict). Names that denote the same view of the same storage (tied
@@ -34,12 +34,18 @@ For each input file:
 4. **Write** through :func:`tensorfile._io.writer.save_stream`, atomically,
    one tensor at a time straight from the mapped record (a non-contiguous or
    big-endian view is materialized alone), releasing each tensor's pages
-   after it is written: peak memory stays near the largest tensor.
+   after it is written: peak memory stays near the largest tensor. The
+   source's SHA-256 is computed on a thread meanwhile, for the report.
 
 Folders in the Hugging Face layout (``pytorch_model.bin``, or shards plus
 ``pytorch_model.bin.index.json``) become ``model.safetensors`` (or shards plus
-``model.safetensors.index.json``); every shard is checked before the first is
-written, and the index is written last.
+``model.safetensors.index.json``, through :mod:`tensorfile.sharded`); every
+shard is checked before the first output is written, and the index is
+written last.
+
+The function is :func:`convert` in this module (``tensorfile.pickles.convert``
+is the module's own name, so the package does not re-export the function
+under it).
 """
 
 from __future__ import annotations
