@@ -4,7 +4,9 @@ Contract checked on every input (the whole input is the file):
 
 1. Only :class:`~tensorfile.errors.TensorfileError` escapes ``parse`` and
    ``safe_open``, and the pure codec and the file reader agree on whether the
-   file is acceptable.
+   file is acceptable. The codec's fast path (msgspec) and its strict path
+   (json + validate) agree: the fast path accepts only what the strict path
+   accepts, with the same result.
 2. An accepted file yields every tensor with the bytes its header points at,
    through both backends (mmap, pread) and through slicing; tensors numpy
    cannot represent (packed 6-bit floats, more dimensions than numpy allows,
@@ -101,7 +103,21 @@ def _signature(h: hdr.Header) -> dict[str, tuple[str, tuple[int, ...]]]:
     return {n: (t.dtype.name, t.shape) for n, t in h.tensors.items()}
 
 
+def _check_fast_path(data: bytes) -> None:
+    """Whatever the fast path accepts, the strict path accepts identically."""
+    if len(data) < 8:
+        return
+    n = int.from_bytes(data[:8], "little")
+    if n > hdr.MAX_HEADER_SIZE or 8 + n > len(data):
+        return
+    raw, size = data[8 : 8 + n], len(data) - 8 - n
+    fast = hdr._fast_validate(raw, size, n)
+    if fast is not None:
+        assert fast == hdr.validate(hdr.decode_json(raw), size, n), "fast and strict paths differ"
+
+
 def TestOneInput(data: bytes) -> None:
+    _check_fast_path(data)
     try:
         header = hdr.parse(data)
     except TensorfileError:
