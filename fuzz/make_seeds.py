@@ -26,12 +26,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from fuzzlib import FUZZ_DIR, SHARED
 
 from tensorfile import save
 from tensorfile._format.dtypes import DTYPES
 
-CORPUS = Path(__file__).resolve().parent / "corpus"
-PICKLESCAN = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "picklescan"
+CORPUS = FUZZ_DIR / "corpus"
+PICKLESCAN = SHARED / "corpus" / "picklescan"
 #: A few picklescan corpus files per kind of trick (all under 1 KB).
 PICKLESCAN_PICKS = (
     "tests/data/benign0_v0.pkl",
