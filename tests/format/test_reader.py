@@ -227,3 +227,18 @@ def test_verified_bytes_are_the_bytes_returned_again(tmp_path: Path) -> None:
             fh.write(b"\xff" * 8)
         again = f.get_tensor("w")
     np.testing.assert_array_equal(again, first)
+
+
+def test_failed_open_leaves_nothing_to_release(tmp_path: Path) -> None:
+    import gc
+
+    seen: list[object] = []
+    old_hook = sys.unraisablehook
+    sys.unraisablehook = seen.append
+    try:
+        with pytest.raises(FileNotFoundError):
+            tensorfile.safe_open(tmp_path / "missing.safetensors", "np")
+        gc.collect()  # __del__ of the half-built handle runs here
+    finally:
+        sys.unraisablehook = old_hook
+    assert seen == []

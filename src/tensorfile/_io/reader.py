@@ -139,13 +139,16 @@ class SafeOpen:
         self._path = Path(filename)
         self._mode = backend
         self._lock = threading.Lock()
-        self._closed = False
+        # Closed until the descriptor exists, so a failed open leaves nothing
+        # for __del__ to release.
+        self._closed = True
         self._inflight = 0
         self._map: mmap.mmap | None = None
         #: Bytes copied out of the file by this handle: ``pread`` reads and
         #: :meth:`read_into` copies (zero-copy views of the map are not counted).
         self.bytes_read = 0
         self._fd = os.open(self._path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        self._closed = False
         try:
             self._size = os.fstat(self._fd).st_size
             self._header, raw_header = read_header(self._fd, self._size)
