@@ -20,6 +20,8 @@ import pytest
 from tensorfile.pickles.convert import convert
 
 torch = pytest.importorskip("torch")
+# torch's weights-only loader warns about protocol 3 files it then reads fine.
+pytestmark = pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
 st_torch = pytest.importorskip("safetensors.torch")
 safe_open = pytest.importorskip("safetensors").safe_open
 
