@@ -230,13 +230,14 @@ def test_key_selects_one_sub_dict(tmp_path: Path) -> None:
 
 def test_values_without_safetensors_form_are_reported_dropped(tmp_path: Path) -> None:
     sd = {"w": torch.ones(2), "device": torch.device("cpu"), "nan": float("nan"),
-          "blob": b"\x00\x01", "ok": 1.5}
+          "blob": b"\x00\x01", "ok": 1.5, "dtype": torch.float16}
     src = tmp_path / "mixed.pt"
     torch.save(sd, src)
     report = convert(src, tmp_path / "mixed.safetensors")
     dropped = {d.name: d.reason for d in report.dropped}
-    assert set(dropped) == {"device", "nan", "blob"}
+    assert set(dropped) == {"device", "nan", "blob", "dtype"}
     assert "torch.device" in dropped["device"]
+    assert "torch.float16" in dropped["dtype"]
     assert report.values == ["ok"]
     assert report.tensors == ["w"]
 

@@ -620,6 +620,9 @@ def _json_value(value: object) -> tuple[str | None, str]:
             return None, f"larger than {MAX_VALUE_JSON} items"
         if isinstance(v, Unbuilt):
             return None, v.reason()
+        named = getattr(v, "qualname", None)  # a global used as a value (a dtype, a class)
+        if isinstance(named, str):
+            return None, f"{named} names a Python object, not plain data"
         if isinstance(v, dict):
             work.extend(v.values())
         elif isinstance(v, (list, tuple)):
