@@ -179,13 +179,9 @@ def test_inspect_neither_safetensors_nor_pickle(
     assert str(bad) in error_line(r, "inspect")
 
 
-# Subprocess only, for now: the reader's SafeOpen.__del__ raises AttributeError
-# when os.open fails (src/tensorfile/_io/reader.py sets _closed before _fd), which
-# prints a second traceback; in process, that __del__ later runs inside an
-# unrelated ast.parse and crashes pytest with "AST constructor recursion depth
-# mismatch". Reported to the lead; drop the marker and use ``cli`` once fixed.
-@pytest.mark.xfail(reason="SafeOpen.__del__ fails after a failed open (reader.py)", strict=False)
-def test_inspect_missing_file(shell: Any, tmp_path: Path, error_line: Any) -> None:
-    r = shell(["inspect", str(tmp_path / "gone.safetensors")])
-    assert r.code == 2
-    assert "No such file" in error_line(r, "inspect")
+def test_inspect_missing_file(cli: Any, tmp_path: Path, error_line: Any, json_of: Any) -> None:
+    gone = tmp_path / "gone.safetensors"
+    r = cli(["inspect", str(gone), "--json"])
+    err = json_of(r, "inspect", 2)
+    assert err["type"] == "FileNotFoundError" and err["path"] == str(gone)
+    assert "No such file" in error_line(r, "inspect")  # one line, no stray traceback
