@@ -287,6 +287,10 @@ HOSTILE: dict[str, tuple[Sample, str]] = {
         lambda c: proto(2) + ordered_dict() + tup(NONE, dict_of(text("__class__"),
                                                                 glob("os", "system")))
         + BUILD + STOP, "dangerous"),
+    "BUILD __setstate__ into OrderedDict": (
+        lambda c: proto(2) + ordered_dict() + dict_of(text("__setstate__"),
+                                                      glob("torch.storage", "_load_from_bytes"))
+        + BUILD + dict_of(text("x"), integer(1)) + BUILD + STOP, "unknown"),
     "BUILD attributes on allowed function": (
         lambda c: proto(2) + glob("torch._utils", "_rebuild_tensor_v2")
         + dict_of(text("x"), integer(1)) + BUILD + STOP, "dangerous"),

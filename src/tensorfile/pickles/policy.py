@@ -388,9 +388,12 @@ def _effect_problem(eff: Effect) -> str | None:
             return None
         if eff.opcode == "BUILD":
             state = eff.payload[0]
-            if isinstance(state, PDict) and all(isinstance(k, str) for k, _ in state.items):
-                return None  # instance __dict__ (e.g. _metadata): values only stored
-            return "BUILD state of an OrderedDict is not a dict of attributes"
+            # The dict becomes the instance __dict__ (torch writes _metadata);
+            # a dunder key such as __setstate__ would make a later BUILD call it.
+            if isinstance(state, PDict) and all(
+                    isinstance(k, str) and not k.startswith("__") for k, _ in state.items):
+                return None
+            return "BUILD state of an OrderedDict is not a dict of plain attribute names"
     if eff.opcode == "BUILD" and call_of(target, _NP_DTYPE, *_NP_RECONSTRUCT):
         return None if _plain_state(eff.payload[0]) else "numpy BUILD state is not plain data"
     what = target.qualname if isinstance(target, GlobalRef) else type(target).__name__
