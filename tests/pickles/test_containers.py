@@ -209,3 +209,13 @@ def test_model_folder_lists_non_pickles_as_such(tmp_path: Path) -> None:
     # A payload hidden under a harmless name is still found in the folder.
     (folder / "notes.txt").write_bytes(os_system(tmp_path / "c"))
     assert scan(folder).verdict is Verdict.DANGEROUS
+
+
+def test_hidden_earlier_zip_directory_is_scanned_too(tmp_path: Path) -> None:
+    """Readers take the last end-of-directory record; one before it is scanned as well."""
+    hostile = make_zip([("m/data.pkl", os_system(tmp_path / "c"))])
+    benign = make_zip([("b/data.pkl", state_dict("w"))])
+    assert zipfile.ZipFile(io.BytesIO(hostile + benign)).namelist() == ["b/data.pkl"]
+    verdict, fmt, streams = _scan_bytes(tmp_path, hostile + benign)
+    assert (verdict, fmt) == (Verdict.DANGEROUS, "torch-zip")
+    assert {s.location for s in streams} == {"b/data.pkl", "m/data.pkl"}

@@ -100,18 +100,36 @@ def find_eocd(buf: Buffer, start: int, end: int) -> int:
 def zip_entries(buf: Buffer, start: int, end: int, max_entries: int) -> list[ZipEntry]:
     """Read the central directory of the zip in ``buf[start:end]`` (zip64 aware).
 
-    Raises :class:`UnsupportedContainerError` when the directory is broken.
+    The directory readers use (the last end-of-central-directory record, as
+    zipfile and torch's miniz pick it) decides; Raises
+    :class:`UnsupportedContainerError` when it is broken. Entries of further
+    end records hidden before it (say, in the archive comment, where another
+    reader might look first) are appended when they parse.
     """
-    try:
-        return _zip_entries(buf, start, end, max_entries)
-    except struct.error as exc:  # a record cut off by the end of the data
-        raise UnsupportedContainerError(f"truncated zip record: {exc}") from None
-
-
-def _zip_entries(buf: Buffer, start: int, end: int, max_entries: int) -> list[ZipEntry]:
     eocd = find_eocd(buf, start, end)
     if eocd < 0:
         raise UnsupportedContainerError("zip archive without an end-of-central-directory record")
+    try:
+        entries = _zip_entries(buf, start, end, eocd, max_entries)
+    except struct.error as exc:  # a record cut off by the end of the data
+        raise UnsupportedContainerError(f"truncated zip record: {exc}") from None
+    for _ in range(_MAX_EXTRA_EOCD):
+        eocd = buf.rfind(b"PK\x05\x06", max(start, end - 65557), eocd)
+        if eocd < 0:
+            break
+        try:
+            entries += _zip_entries(buf, start, end, eocd, max_entries - len(entries))
+        except (ScanError, struct.error):
+            continue  # the signature bytes occurred in data: not a directory
+    return entries
+
+
+#: How many earlier end-of-central-directory candidates are also tried.
+_MAX_EXTRA_EOCD: Final = 8
+
+
+def _zip_entries(buf: Buffer, start: int, end: int, eocd: int, max_entries: int
+                 ) -> list[ZipEntry]:
     total, cd_size, cd_offset = _u("<HII", buf, eocd + 10)
     cd_end = eocd
     loc = eocd - 20
