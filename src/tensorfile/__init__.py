@@ -13,8 +13,8 @@ The whole public surface of the format core::
 
 from __future__ import annotations
 
-from tensorfile._io.reader import SafeOpen, TensorSlice, load, load_file, safe_open
-from tensorfile._io.writer import save, save_file
+from typing import TYPE_CHECKING, Any
+
 from tensorfile.errors import (
     ClosedFileError,
     FormatError,
@@ -23,6 +23,34 @@ from tensorfile.errors import (
     TensorfileError,
     TensorNotFoundError,
 )
+
+if TYPE_CHECKING:
+    from tensorfile._io.reader import SafeOpen, TensorSlice, load, load_file, safe_open
+    from tensorfile._io.writer import save, save_file
+
+# The reader and writer (and so numpy) load on first use: the scanner and the
+# CLI import tensorfile.* without paying for numpy (PEP 562).
+_LAZY = {
+    "SafeOpen": "tensorfile._io.reader",
+    "TensorSlice": "tensorfile._io.reader",
+    "load": "tensorfile._io.reader",
+    "load_file": "tensorfile._io.reader",
+    "safe_open": "tensorfile._io.reader",
+    "save": "tensorfile._io.writer",
+    "save_file": "tensorfile._io.writer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tensorfile' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __version__ = "0.1.0"
 
