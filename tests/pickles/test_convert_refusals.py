@@ -431,3 +431,45 @@ def test_mutated_checkpoints_fail_cleanly(tmp_path_factory: pytest.TempPathFacto
         assert sorted(p.name for p in folder.iterdir()) == ["m.pt"]
 
     check()
+
+
+# ---------------------------------------------------------------------------
+# Every storage class and dtype the allowlist admits: converted, or refused by name
+# ---------------------------------------------------------------------------
+
+def _v3(dtype: str, nbytes: int) -> bytes:
+    module, name = dtype.rsplit(".", 1)
+    hooks = kit.glob("collections", "OrderedDict") + kit.EMPTY_TUPLE + kit.REDUCE
+    pid = kit.storage("0", "UntypedStorage", numel=nbytes, module="torch.storage")
+    return kit.glob("torch._utils", "_rebuild_tensor_v3") + kit.tup(
+        [pid, kit.integer(0), kit.ints((1,)), kit.ints((1,)), kit.NEWFALSE, hooks,
+         kit.glob(module, name)]) + kit.REDUCE
+
+
+def test_every_allowlisted_storage_type_and_dtype_maps_or_is_refused_by_name(
+        tmp_path: Path) -> None:
+    from tensorfile.pickles.policy import STORAGE_TYPES, TORCH_DTYPES
+
+    outcomes: dict[str, str] = {}
+    cases = [(s, kit.tensor_v2(kit.storage("0", s.rsplit(".", 1)[1], numel=1,
+                                           module=s.rsplit(".", 1)[0]), 0, (1,), (1,)))
+             for s in STORAGE_TYPES if "Untyped" not in s]
+    cases += [(d, _v3(d, 16)) for d in sorted(TORCH_DTYPES)]
+    for name, tensor in cases:
+        src = _zip(tmp_path, kit.stream(kit.dict_of([("t", tensor)])), {"0": bytes(range(16))})
+        try:
+            convert(src, tmp_path / "out.safetensors")
+            outcomes[name] = "converted"
+            (tmp_path / "out.safetensors").unlink()
+        except UnsupportedCheckpointError as exc:
+            assert name.rsplit(".", 1)[1] in str(exc) or "quantized" in str(exc), str(exc)
+            outcomes[name] = "refused"
+    converted = {n for n, o in outcomes.items() if o == "converted"}
+    for must in ("torch.FloatStorage", "torch.cuda.HalfStorage", "torch.BFloat16Storage",
+                 "torch.BoolStorage", "torch.ComplexFloatStorage", "torch.float8_e4m3fn",
+                 "torch.float8_e5m2", "torch.float8_e8m0fnu", "torch.uint16", "torch.uint32",
+                 "torch.uint64", "torch.bfloat16", "torch.complex64", "torch.bool"):
+        assert must in converted, must
+    for refused in ("torch.QInt8Storage", "torch.ComplexDoubleStorage", "torch.complex128",
+                    "torch.qint8", "torch.bits8", "torch.int4"):
+        assert outcomes[refused] == "refused", refused
