@@ -382,3 +382,34 @@ def test_pickle_dumps_of_tensors_nested_streams(tmp_path: Path, protocol: int) -
     assert report.format == "pickle"
     assert report.values == ["step"]
     assert_matches_oracle(src, out, report, saved=sd)
+
+
+def test_random_views_round_trip(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Random shapes, permutations, steps and offsets over random dtypes, each saved as a
+    view of a bigger storage: the converted bytes equal torch's, element for element."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    folder = tmp_path_factory.mktemp("views")
+    dims = st.lists(st.integers(0, 4), min_size=0, max_size=4)
+
+    @settings(max_examples=40, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.sampled_from([d for d in ALL_DTYPES if d != torch.float4_e2m1fn_x2]), dims,
+           st.data())
+    def check(dtype: Any, shape: list[int], data: Any) -> None:
+        base = _sample(dtype, tuple(d + 2 for d in shape), seed=len(shape))
+        view = base
+        for axis in range(len(shape)):  # a strided window along every axis
+            start = data.draw(st.integers(0, 1))
+            step = data.draw(st.integers(1, 2))
+            view = view.narrow(axis, start, shape[axis] + 1 - start)[
+                (slice(None),) * axis + (slice(None, None, step),)]
+        perm = data.draw(st.permutations(range(len(shape))))
+        view = view.permute(*perm) if shape else view
+        src, out = folder / "v.pt", folder / "v.safetensors"
+        torch.save({"view": view, "base": base}, src)
+        report = convert(src, out)
+        assert_matches_oracle(src, out, report)
+
+    check()
