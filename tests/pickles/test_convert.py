@@ -60,7 +60,12 @@ def _sample(dtype: Any, shape: tuple[int, ...] = (3, 5), seed: int = 0) -> Any:
 
 
 def _bits(t: Any) -> Any:
-    return t.detach().contiguous().reshape(-1).view(torch.uint8)
+    """The raw bytes of ``t`` (as_strided: a contiguous tensor may still carry odd
+    strides on size-1 dimensions, which .view() refuses)."""
+    if t.numel() == 0:
+        return torch.empty(0, dtype=torch.uint8)
+    flat = t.detach().contiguous()
+    return flat.as_strided((t.numel(),), (1,)).view(torch.uint8)
 
 
 def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
