@@ -473,3 +473,20 @@ def test_every_allowlisted_storage_type_and_dtype_maps_or_is_refused_by_name(
     for refused in ("torch.QInt8Storage", "torch.ComplexDoubleStorage", "torch.complex128",
                     "torch.qint8", "torch.bits8", "torch.int4"):
         assert outcomes[refused] == "refused", refused
+
+
+def test_scanner_hostile_samples_are_refused(tmp_path: Path) -> None:
+    """The scanner's own hostile samples (tests/pickles/pickle_kit.py): none converts,
+    none writes anything, none creates its canary."""
+    scanner_kit = pytest.importorskip("pickle_kit")  # put on sys.path by the scanner's conftest
+    canary = tmp_path / "canary"
+    work = tmp_path / "work"
+    work.mkdir()
+    assert len(scanner_kit.HOSTILE) > 20
+    for name, (build, _expected) in sorted(scanner_kit.HOSTILE.items()):
+        src = work / "sample.bin"
+        src.write_bytes(build(canary))
+        with pytest.raises(ConversionError):
+            convert(src, work / "out.safetensors")
+        assert sorted(p.name for p in work.iterdir()) == ["sample.bin"], name
+    assert not canary.exists()
