@@ -23,6 +23,7 @@ import pickle
 import shutil
 import struct
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -180,7 +181,31 @@ def torch_seeds() -> dict[str, bytes]:
         "torch_legacy_state": saved(state, _use_new_zipfile_serialization=False),
         "torch_legacy_tied": saved(tied, _use_new_zipfile_serialization=False),
         "numpy_npy": _npy(),
+        "numpy_npz": _npz(),
+        "torch_tar_pre_0_4": _tar(),
+        "zip_in_zip": _zip_in_zip(saved(state)),
     }
+
+
+def _tar() -> bytes:
+    """torch < 0.4's tar layout, assembled by the converter tests' kit."""
+    sys.path.insert(0, str(FUZZ_DIR.parent / "tests" / "pickles"))
+    from torch_pickle_kit import tar_checkpoint
+
+    return tar_checkpoint({"w": [1.0, 2.0], "b": [3.0]})
+
+
+def _npz() -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, a=np.arange(3, dtype=np.int16), b=np.ones((2, 2)))
+    return buf.getvalue()
+
+
+def _zip_in_zip(inner: bytes) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("model/pytorch_model.bin", inner)
+    return buf.getvalue()
 
 
 def _npy() -> bytes:
