@@ -11,9 +11,10 @@ it with ``SIGKILL`` after a random delay, then checks:
 * nothing but the destination and the writer's temporary files is in the
   folder, and every temporary file is dot-prefixed, ``.tmp``-suffixed, beside
   the destination. A process killed by ``SIGKILL`` gets no chance to remove its
-  temporary file, so at most one is left per kill; the test counts them, and
-  requires that some trials did land mid-write (a leftover exists) and some
-  after a rename (a new version), so both windows were exercised.
+  temporary file, so at most one is left per kill; the tests count them. Each
+  test requires that some writer finished (a new version or signature), and
+  the ``save_file`` test also that some kill landed mid-write (a leftover), so
+  both windows were exercised.
 
 Writers are forked from a small single-threaded "zygote" interpreter that
 has already imported tensorfile (forking it is safe, unlike forking pytest),
@@ -41,7 +42,7 @@ import pytest
 from tensorfile import save
 
 TRIALS = 30
-#: convert and sign need a few imports more per trial; fewer kills keep them fast.
+#: Trials for convert and sign (their setup costs more); fewer kills keep them fast.
 SHORT_TRIALS = 20
 #: Kill delays are drawn from [0, MAX_DELAY) seconds; a 2 MB version takes 10-70 ms
 #: to write and fsync, so kills land before, during and between writes.
