@@ -16,6 +16,7 @@ import json
 import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -132,8 +133,24 @@ def _fanout(depth: int) -> bytes:
     return _in_zip(stream(body))
 
 
+def _zip_bomb(inflated: int) -> bytes:
+    """A zip whose data.pkl inflates to ``inflated`` bytes of zeros (deflate)."""
+    comp = zlib.compressobj(9, zlib.DEFLATED, -15)
+    chunk = bytes(1 << 20)
+    body = b"".join(comp.compress(chunk) for _ in range(inflated >> 20)) + comp.flush()
+    name = b"bomb/data.pkl"
+    local = struct.pack("<4s5H3I2H", b"PK\x03\x04", 20, 0, 8, 0, 0, 0, len(body), inflated,
+                        len(name), 0) + name
+    central = struct.pack("<4s6H3I5H2I", b"PK\x01\x02", 20, 20, 0, 8, 0, 0, 0, len(body),
+                          inflated, len(name), 0, 0, 0, 0, 0, 0) + name
+    eocd = struct.pack("<4s4H2IH", b"PK\x05\x06", 0, 0, 1, 1, len(central),
+                       len(local) + len(body), 0)
+    return local + body + central + eocd
+
+
 #: Resource attacks the converter must refuse: bound 5 s and 200 MB each.
 ATTACKS = {
+    "zip bomb: data.pkl of 256 MiB deflated to 250 KB": _zip_bomb(256 << 20),
     "2M MARKs, raw pickle": proto(2) + b"(" * 2_000_000 + b".",
     "2M MARKs in a torch zip": _in_zip(proto(2) + b"(" * 2_000_000 + b"."),
     "BINUNICODE8 of 2**62 bytes": proto(4) + b"\x8d" + struct.pack("<Q", 1 << 62) + b"x.",
