@@ -274,7 +274,7 @@ def _release(buf: mmap.mmap, start: int, stop: int) -> None:
 
 @dataclass(slots=True)
 class _Checkpoint:
-    """A checkpoint file, checked and built: its tensors and values by name."""
+    """A checkpoint file, scanned and built: its container format and its root value."""
 
     source: _Source
     format: str
