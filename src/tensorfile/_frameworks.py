@@ -163,7 +163,7 @@ def _shaped(arr: np.ndarray[Any, Any], shape: tuple[int, ...]) -> np.ndarray[Any
         return arr.reshape(shape)
     except ValueError as e:
         raise FrameworkError(
-            f"a tensor of {len(shape)} dimensions {str(list(shape)):.60} cannot be a numpy array: {e}"
+            f"a tensor of {len(shape)} dimensions {list(shape)!s:.60} cannot be a numpy array: {e}"
         ) from None
 
 
