@@ -87,11 +87,6 @@ def test_convert_is_bounded(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="integrity hashes each file through one whole-file mmap, so every page it has "
-    "read stays resident (file-backed, reclaimable) until the file is done",
-)
 def test_sign_and_verify_are_bounded(tmp_path: Path) -> None:
     _need_disk(tmp_path, 2 << 30)
     path = tmp_path / "m.safetensors"

@@ -238,7 +238,7 @@ def _hash_parts(
             with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as mm:
                 view = memoryview(mm)
                 try:
-                    _feed(view, size, chunk_size, file_hasher, spans, hashers, progress)
+                    _feed(view, size, chunk_size, file_hasher, spans, hashers, progress, mm)
                 finally:
                     view.release()
         if os.fstat(fd).st_size != size:
@@ -287,6 +287,7 @@ def _feed(
     spans: Sequence[tuple[int, int]],
     hashers: Sequence[hashlib._Hash],
     progress: Callable[[int], None] | None,
+    mapping: mmap.mmap | None = None,
 ) -> None:
     i = 0  # first span that may still overlap the current chunk
     for a in range(0, size, chunk_size):
@@ -303,6 +304,10 @@ def _feed(
             if lo < hi:
                 hashers[j].update(chunk[lo - a : hi - a])
             j += 1
+        if mapping is not None and hasattr(mmap, "MADV_DONTNEED"):
+            # Drop the hashed pages from this process (they stay in the page
+            # cache): resident memory stays one chunk, whatever the file size.
+            mapping.madvise(mmap.MADV_DONTNEED, a, b - a)
         if progress is not None:
             progress(b - a)
 
