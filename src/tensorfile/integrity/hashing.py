@@ -13,6 +13,7 @@ copied into Python objects and every core hashes at hashlib speed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import mmap
 import os
@@ -307,7 +308,11 @@ def _feed(
         if mapping is not None and hasattr(mmap, "MADV_DONTNEED"):
             # Drop the hashed pages from this process (they stay in the page
             # cache): resident memory stays one chunk, whatever the file size.
-            mapping.madvise(mmap.MADV_DONTNEED, a, b - a)
+            # madvise wants a page-aligned start; a page shared with the next
+            # chunk is simply read again from the cache.
+            start = a - a % mmap.PAGESIZE
+            with contextlib.suppress(OSError):
+                mapping.madvise(mmap.MADV_DONTNEED, start, b - start)
         if progress is not None:
             progress(b - a)
 
