@@ -8,9 +8,7 @@ here; the converter never imports it) and must load in the reference
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +24,7 @@ st_torch = pytest.importorskip("safetensors.torch")
 safe_open = pytest.importorskip("safetensors").safe_open
 
 
-def _load_kit() -> Any:
-    path = Path(__file__).with_name("torch_pickle_kit.py")
-    spec = importlib.util.spec_from_file_location("torch_pickle_kit", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("torch_pickle_kit", mod)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-kit = _load_kit()
+import torch_pickle_kit as kit  # noqa: E402  (on sys.path through conftest.py)
 
 ALL_DTYPES = [
     torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int8, torch.uint8,

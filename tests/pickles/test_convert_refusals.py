@@ -9,7 +9,6 @@ every import lookup and process/exec event while converting in a subprocess.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
 import json
 import subprocess
@@ -33,17 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 CORPUS = REPO / ".." / "shared" / "corpus" / "picklescan"
 
 
-def _load_kit() -> Any:
-    path = Path(__file__).with_name("torch_pickle_kit.py")
-    spec = importlib.util.spec_from_file_location("torch_pickle_kit", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("torch_pickle_kit", mod)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-kit = _load_kit()
+import torch_pickle_kit as kit  # noqa: E402  (on sys.path through conftest.py)
 
 
 def assert_refused(src: Path, tmp: Path, error: type[ConversionError], *fragments: str) -> str:
