@@ -125,20 +125,29 @@ def bench_one_tensor(path: Path, repeat: int) -> dict[str, float]:
 
 _SAVE_CHILD = textwrap.dedent(
     """
-    import resource, sys, time
+    import sys, time
     import numpy as np
+
+    def hwm():
+        # VmHWM belongs to this exec'd image; ru_maxrss would carry over the
+        # parent's high-water mark from fork.
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+
     which, n, per, dest = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     if which == "tensorfile":
         from tensorfile.numpy import save_file
     else:
         from safetensors.numpy import save_file
-    empty = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    empty = hwm()
     tensors = {f"layer.{i:02d}.weight": np.full(per, i, dtype=np.float32) for i in range(n)}
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = hwm()
     t = time.perf_counter()
     save_file(tensors, dest)
     dt = time.perf_counter() - t
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = hwm()
     print(dt, empty * 1024, base * 1024, peak * 1024)
     """
 )
