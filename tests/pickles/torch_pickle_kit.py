@@ -16,23 +16,13 @@ import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+# Opcode helpers shared with the scanner tests' kit (same folder, on sys.path).
+from pickle_kit import binbytes, glob, text  # noqa: F401  (re-exported: kit.binbytes)
+
 # -- opcodes (protocol 2: no frames, so byte edits keep streams valid) -------------
 MARK, STOP, TUPLE, REDUCE, BINPERSID = b"(", b".", b"t", b"R", b"Q"
 EMPTY_DICT, EMPTY_TUPLE, EMPTY_LIST, SETITEMS, APPENDS = b"}", b")", b"]", b"u", b"e"
 NEWFALSE, NONE, PROTO2 = b"\x89", b"N", b"\x80\x02"
-
-
-def glob(module: str, name: str) -> bytes:
-    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
-
-
-def text(s: str) -> bytes:
-    raw = s.encode()
-    return b"X" + struct.pack("<I", len(raw)) + raw
-
-
-def binbytes(data: bytes) -> bytes:
-    return b"B" + struct.pack("<I", len(data)) + data
 
 
 def integer(n: int) -> bytes:
