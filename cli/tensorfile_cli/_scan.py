@@ -1,0 +1,91 @@
+"""``tensorfile scan``'s body, and the command line it can run without Typer.
+
+:func:`run` is the whole command: the Typer command in :mod:`tensorfile_cli.app`
+calls it, and so does :func:`tensorfile_cli.main.main` when :func:`fast_args`
+recognises a plain scan command line. Start-up is most of the time of a
+typical scan, and Typer (click, and rich for help and errors) takes longer
+to import than the scanner, so a plain scan skips it.
+
+:func:`fast_args` accepts only what it can read exactly as click would: the
+word ``scan``, then paths and the flags in :data:`FLAGS` in any order, with
+``--`` ending the options. Everything else (``--help``, a misspelt or unknown
+option, no path at all, shell completion) returns ``None`` and goes to Typer,
+so help texts and usage errors have one source. A test keeps :data:`FLAGS`
+equal to the Typer command's options.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple, NoReturn
+
+from tensorfile_cli._exit import ExitCode
+from tensorfile_cli._output import Output, guarded
+
+#: The options of ``tensorfile scan`` (besides --help), by the parameter they set.
+FLAGS = {"--json": "json_out", "--quiet": "quiet", "-q": "quiet", "--debug": "debug"}
+
+#: Set by a shell asking Typer to complete a command line (``_TENSORFILE_COMPLETE``).
+_COMPLETE_VAR = "_TENSORFILE_COMPLETE"
+
+
+class ScanArgs(NamedTuple):
+    """A scan command line, parsed."""
+
+    paths: list[Path]
+    json_out: bool = False
+    quiet: bool = False
+    debug: bool = False
+
+
+def run(paths: Sequence[Path], *, json_out: bool, quiet: bool, debug: bool) -> NoReturn:
+    """Scan ``paths``, print the report (text or JSON) and exit 0, 1 or 2."""
+    out = Output("scan", json_out=json_out, quiet=quiet, debug=debug)
+    with guarded(out, *paths):
+        from tensorfile.pickles import scan as scan_paths
+
+        report = scan_paths(paths)
+    from tensorfile_cli import _render
+
+    out.finish(report.to_dict(), _render.scan, ExitCode(report.exit_code))
+
+
+def fast_args(argv: Sequence[str]) -> ScanArgs | None:
+    """``argv`` (without the program name) as a scan command, or ``None`` for Typer."""
+    if not argv or argv[0] != "scan" or _COMPLETE_VAR in os.environ:
+        return None
+    flags: dict[str, bool] = {}
+    paths: list[Path] = []
+    rest = iter(argv[1:])
+    for arg in rest:
+        if arg == "--":
+            paths.extend(Path(p) for p in rest)
+        elif arg.startswith("-"):  # an option, or "-": whatever click makes of it
+            name = FLAGS.get(arg)
+            if name is None:
+                return None
+            flags[name] = True
+        else:
+            paths.append(Path(arg))
+    if not paths:  # Typer's "Missing argument" usage error
+        return None
+    return ScanArgs(paths, **flags)
+
+
+def run_standalone(args: ScanArgs) -> NoReturn:
+    """:func:`run` with the exits Typer's standalone mode gives the same errors.
+
+    Ctrl-C outside the scan itself exits 130 without a message; a closed
+    stdout (``tensorfile scan DIR | head``) exits 1 without a traceback.
+    """
+    try:
+        run(args.paths, json_out=args.json_out, quiet=args.quiet, debug=args.debug)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    except BrokenPipeError:
+        # What's left in stdout's buffer goes nowhere instead of failing again at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(1) from None

@@ -1,0 +1,484 @@
+"""The ``tensorfile`` command line: a thin Typer layer over the library.
+
+Each command parses its arguments, calls one library function, and hands the
+result to :class:`~tensorfile_cli._output.Output`, which prints it as text or
+as JSON and exits with the shared exit codes (``_exit.py``). Nothing here
+decides anything about the model itself.
+
+Start-up time matters (``tensorfile scan`` is benchmarked as a whole process),
+so this module imports only Typer and the standard library; the library,
+rich and cryptography are imported inside the command that needs them. A
+plain ``tensorfile scan`` does not even import this module: the console
+script (:mod:`tensorfile_cli.main`) runs :func:`tensorfile_cli._scan.run`,
+the body of :func:`scan` below, directly.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tensorfile_cli._exit import ExitCode
+from tensorfile_cli._output import Output, guarded
+
+#: Environment variable holding a private key's password (read by sign and keygen).
+PASSWORD_ENV = "TENSORFILE_KEY_PASSWORD"
+
+app = typer.Typer(
+    name="tensorfile",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# -- options every command takes ------------------------------------------------
+JsonOpt = Annotated[
+    bool,
+    typer.Option(
+        "--json",
+        help="Print one JSON object on stdout instead of text (schemas in tensorfile_cli/schemas/).",
+    ),
+]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Print nothing on success; the exit code tells.")
+]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")]
+
+# -- options shared by the commands that hash, sign or read keys ---------------------
+SignatureOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--signature",
+        "-s",
+        help="Signature file (default: model.sig in the model folder, or next to the file).",
+    ),
+]
+SymlinksOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-symlinks", help="Hash symlinks that stay inside the model folder (refused by default)."
+    ),
+]
+PasswordFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--password-file",
+        help=f"Read the private key's password from this file (or set {PASSWORD_ENV}).",
+    ),
+]
+
+
+def _password(password_file: Path | None, *, ask: bool = False, confirm: bool = False) -> str | None:
+    """The key password: from --password-file, the environment, or a prompt."""
+    if password_file is not None:
+        lines = password_file.read_text(encoding="utf-8").splitlines()
+        return lines[0] if lines else ""
+    if PASSWORD_ENV in os.environ:
+        return os.environ[PASSWORD_ENV]
+    if ask:
+        return str(typer.prompt("Key password", hide_input=True, confirmation_prompt=confirm))
+    return None
+
+
+def _version(value: bool) -> None:
+    if value:
+        from tensorfile import __version__
+
+        typer.echo(f"tensorfile {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            "-V",
+            callback=_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Safe model weights: inspect, scan, convert, hash, sign and verify.
+
+    Exit codes (every command): 0 ok, 1 a finding (dangerous or unknown pickle,
+    failed verification), 2 usage error or unreadable input.
+    """
+
+
+# -- inspect ------------------------------------------------------------------------
+@app.command(
+    epilog="Example: tensorfile inspect model.safetensors --json | jq '.result.totals'",
+)
+def inspect(
+    file: Annotated[Path, typer.Argument(help="A .safetensors file (or a pickle checkpoint).")],
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Show a file's tensors (name, dtype, shape, bytes, offset), metadata and totals.
+
+    Nothing is loaded: only the header is read.
+    """
+    out = Output("inspect", json_out=json_out, quiet=quiet, debug=debug)
+    with guarded(out, file):
+        from tensorfile import safe_open
+        from tensorfile.errors import FormatError
+
+        try:
+            with safe_open(file) as f:
+                result, code = _describe_safetensors(file, f), ExitCode.OK
+        except FormatError as not_safetensors:
+            result, code = _describe_pickle(file, not_safetensors)
+    from tensorfile_cli import _render
+
+    out.finish(result, _render.inspect, code)
+
+
+def _describe_pickle(path: Path, not_safetensors: Exception) -> tuple[dict[str, Any], ExitCode]:
+    """The ``inspect`` result for a pickle checkpoint: the scanner's static view,
+    with the scanner's exit code (a dangerous pickle is a finding here too).
+
+    Raises ``not_safetensors`` again when the file is not a pickle container
+    either, since then the safetensors error is the useful one.
+    """
+    from tensorfile.pickles import ScanReport
+    from tensorfile.pickles.containers import scan_file
+
+    # named=False: content that no unpickler could start on (text, JSON, a
+    # damaged safetensors file) comes back as "not-pickle" instead of an error.
+    report = ScanReport([scan_file(path, named=False)])
+    (file_report,) = report.files
+    if file_report.format in _NOT_A_CHECKPOINT:
+        raise not_safetensors
+    return {"path": str(path), "format": "pickle", "scan": file_report.to_dict()}, ExitCode(
+        report.exit_code
+    )
+
+
+#: Scanner formats meaning "no pickle container here" (FileReport.format).
+_NOT_A_CHECKPOINT = frozenset({"not-pickle", "unknown", "empty", "unreadable"})
+
+
+def _describe_safetensors(path: Path, f: Any) -> dict[str, Any]:
+    """The ``inspect`` result for an open safetensors file (schemas/inspect.json)."""
+    header = f.header
+    tensors = []
+    dtypes: dict[str, int] = {}
+    for name in f.offset_keys():
+        info = f.info(name)
+        start, end = f.byte_range(name)
+        tensors.append(
+            {
+                "name": name,
+                "dtype": info.dtype.name,
+                "shape": list(info.shape),
+                "numel": info.numel,
+                "nbytes": info.nbytes,
+                "offset": start,
+                "end": end,
+            }
+        )
+        dtypes[info.dtype.name] = dtypes.get(info.dtype.name, 0) + info.nbytes
+    return {
+        "path": str(path),
+        "format": "safetensors",
+        "file_size": path.stat().st_size,
+        "header_size": header.length,
+        "data_offset": header.data_offset,
+        "metadata": f.metadata(),
+        "tensors": tensors,
+        "totals": {
+            "tensors": len(tensors),
+            "parameters": sum(t["numel"] for t in tensors),
+            "bytes": sum(t["nbytes"] for t in tensors),
+            "bytes_by_dtype": dtypes,
+        },
+    }
+
+
+# -- scan -------------------------------------------------------------------------------
+@app.command(
+    epilog="Example: tensorfile scan ./downloads/*.bin ./checkpoints  (exit 1 if anything is not safe)"
+)
+def scan(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Files or folders (scanned recursively) to check.")
+    ],
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Check pickle checkpoints (.bin .pt .pth .ckpt .pkl .npy, any name) without loading them.
+
+    `safe` means the pickle provably only rebuilds tensors and plain data;
+    `dangerous` means it would run code; `unknown` means it imports something
+    outside the allowlist; `error` means it could not be read completely.
+    Nothing is ever imported or executed. Exit 0 all safe, 1 dangerous or
+    unknown, 2 could not scan.
+    """
+    from tensorfile_cli import _scan
+
+    _scan.run(paths, json_out=json_out, quiet=quiet, debug=debug)
+
+
+# -- convert ----------------------------------------------------------------------------
+@app.command(
+    epilog=(
+        "Example: tensorfile convert pytorch_model.bin  (writes model.safetensors beside it; "
+        "a Hugging Face folder converts in place)"
+    )
+)
+def convert(
+    src: Annotated[
+        Path, typer.Argument(help="A .bin/.pt/.pth checkpoint, or a Hugging Face model folder.")
+    ],
+    dst: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Output file or folder (default: model.safetensors for pytorch_model.bin, "
+            "else SRC with a .safetensors suffix; a folder converts in place)."
+        ),
+    ] = None,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            "--key",
+            help="Convert only this sub-dict of a training checkpoint, e.g. model_state (dotted paths allowed).",
+        ),
+    ] = None,
+    sign_key: Annotated[
+        Path | None,
+        typer.Option("--sign", help="Sign the result with this private key (PEM)."),
+    ] = None,
+    password_file: PasswordFileOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Convert a pickle checkpoint to safetensors without running it (torch not needed).
+
+    The input is scanned first: anything but `safe` is refused (exit 1) and
+    nothing is written. Tied weights are written once with aliases; plain
+    values go to the metadata; anything else is listed as dropped.
+    """
+    out = Output("convert", json_out=json_out, quiet=quiet, debug=debug)
+    with guarded(out, src, dst, sign_key), out.progress("converting") as progress:
+        from tensorfile.pickles.convert import convert as convert_checkpoint
+
+        report = convert_checkpoint(
+            src,
+            dst,
+            key=key,
+            sign=sign_key,
+            password=_password(password_file),
+            progress=progress,
+        )
+    from tensorfile_cli import _render
+
+    out.finish(report.to_dict(), _render.convert)
+
+
+# -- hash -----------------------------------------------------------------------------
+@app.command("hash", epilog="Example: tensorfile hash ./my-model --json > manifest.json")
+def hash_(
+    path: Annotated[Path, typer.Argument(help="A model file or folder.")],
+    tensors: Annotated[
+        bool,
+        typer.Option("--tensors/--no-tensors", help="Also digest each safetensors header and tensor."),
+    ] = True,
+    signature: SignatureOpt = None,
+    allow_symlinks: SymlinksOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Print the SHA-256 manifest of a model file or folder: what `sign` would sign.
+
+    Nothing is signed or written; the signature file is left out, as `sign` leaves it out.
+    """
+    out = Output("hash", json_out=json_out, quiet=quiet, debug=debug)
+    with guarded(out, path), out.progress("hashing") as progress:
+        from tensorfile.integrity import default_signature_path, hash_model
+
+        manifest = hash_model(
+            path,
+            signature=signature or default_signature_path(path),
+            tensors=tensors,
+            allow_symlinks=allow_symlinks,
+            progress=progress,
+        )
+    from tensorfile_cli import _render
+
+    out.finish(manifest.to_dict(), _render.hash_manifest)
+
+
+# -- keygen ---------------------------------------------------------------------------
+class KeyType(str, Enum):
+    ecdsa_p256 = "ecdsa-p256"
+    ecdsa_p384 = "ecdsa-p384"
+    ecdsa_p521 = "ecdsa-p521"
+    ed25519 = "ed25519"
+
+
+@app.command(
+    epilog="Example: tensorfile keygen signing-key.pem  (writes signing-key.pem and signing-key.pem.pub)"
+)
+def keygen(
+    private_key: Annotated[
+        Path, typer.Argument(help="Where to write the private key (mode 0600).")
+    ] = Path("signing-key.pem"),
+    public_key: Annotated[
+        Path | None,
+        typer.Option("--public-key", "-p", help="Where to write the public key (default: PRIVATE_KEY.pub)."),
+    ] = None,
+    key_type: Annotated[
+        KeyType,
+        typer.Option(
+            "--type",
+            "-t",
+            help="ECDSA keys interoperate with model-signing; ed25519 is a tensorfile extension.",
+        ),
+    ] = KeyType.ecdsa_p256,
+    encrypt: Annotated[
+        bool, typer.Option("--encrypt", help="Encrypt the private key (asks for a password).")
+    ] = False,
+    password_file: PasswordFileOpt = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing key files.")] = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Write a new signing key pair (PEM) for `sign` and `verify`."""
+    if encrypt and password_file is None and PASSWORD_ENV not in os.environ and not sys.stdin.isatty():
+        raise typer.BadParameter(
+            f"no terminal to ask for the password: use --password-file or set {PASSWORD_ENV}",
+            param_hint="'--encrypt'",
+        )
+    out = Output("keygen", json_out=json_out, quiet=quiet, debug=debug)
+    with guarded(out, private_key, public_key, password_file):
+        from tensorfile.integrity import generate_key
+
+        password = _password(password_file, ask=True, confirm=True) if encrypt or password_file else None
+        pair = generate_key(
+            private_key, public_key, key_type=key_type.value, password=password, overwrite=overwrite
+        )
+        result = {
+            "private_key": str(pair.private_key),
+            "public_key": str(pair.public_key),
+            "algorithm": pair.algorithm,
+            "fingerprint": pair.hint,
+            "encrypted": bool(password),
+        }
+    from tensorfile_cli import _render
+
+    out.finish(result, _render.keygen)
+
+
+# -- sign -------------------------------------------------------------------------------
+@app.command(epilog="Example: tensorfile sign ./my-model --key signing-key.pem")
+def sign(
+    path: Annotated[Path, typer.Argument(help="The model file or folder to sign.")],
+    key: Annotated[Path, typer.Option("--key", "-k", help="Private key (PEM).")],
+    signature: SignatureOpt = None,
+    certificate: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--certificate",
+            "-c",
+            help="Sign with a certificate: the leaf holding KEY's public key, then any intermediates (repeat).",
+        ),
+    ] = None,
+    password_file: PasswordFileOpt = None,
+    allow_symlinks: SymlinksOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Sign a model file or folder: an OpenSSF model-signing (OMS v1.0) bundle.
+
+    `model_signing verify key` accepts the result; tensorfile also records a
+    digest per tensor for verify-on-load.
+    """
+    out = Output("sign", json_out=json_out, quiet=quiet, debug=debug)
+    with guarded(out, path, key, signature), out.progress("hashing") as progress:
+        from tensorfile.integrity import sign as sign_model
+
+        written = sign_model(
+            path,
+            key,
+            signature,
+            password=_password(password_file),
+            certificate_chain=[str(c) for c in certificate] if certificate else None,
+            allow_symlinks=allow_symlinks,
+            progress=progress,
+        )
+    from tensorfile_cli import _render
+
+    result = {"model": str(path), "signature": str(written), "certificate": bool(certificate)}
+    out.finish(result, _render.sign)
+
+
+# -- verify -----------------------------------------------------------------------------
+@app.command(
+    epilog=(
+        "Example: tensorfile verify ./my-model --key signing-key.pem.pub  "
+        "(exit 1 if anything differs from what was signed)"
+    )
+)
+def verify(
+    path: Annotated[Path, typer.Argument(help="The model file or folder to check.")],
+    key: Annotated[
+        Path | None,
+        typer.Option("--key", "-k", help="The signer's public key (PEM)."),
+    ] = None,
+    cert_chain: Annotated[
+        Path | None,
+        typer.Option(
+            "--cert-chain", help="Trusted root certificate(s) (PEM) for a certificate-signed model."
+        ),
+    ] = None,
+    signature: SignatureOpt = None,
+    allow_extra_files: Annotated[
+        bool,
+        typer.Option("--allow-extra-files", help="Ignore files the signature does not cover."),
+    ] = False,
+    deep: Annotated[
+        bool, typer.Option("--deep", help="Also recompute every tensor's own digest.")
+    ] = False,
+    allow_symlinks: SymlinksOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Check a model against its signature: every byte, file name and tensor name.
+
+    Give --key or --cert-chain (exactly one). Exit 0 only if everything matched.
+    """
+    if (key is None) == (cert_chain is None):
+        raise typer.BadParameter("give --key or --cert-chain (exactly one)", param_hint="'--key'")
+    out = Output("verify", json_out=json_out, quiet=quiet, debug=debug)
+    with guarded(out, path, key, cert_chain, signature), out.progress("verifying") as progress:
+        from tensorfile.integrity import verify as verify_model
+
+        report = verify_model(
+            path,
+            key,
+            cert_chain,
+            signature=signature,
+            allow_extra_files=allow_extra_files,
+            allow_symlinks=allow_symlinks,
+            deep=deep,
+            progress=progress,
+        )
+    from tensorfile_cli import _render
+
+    out.finish(report.to_dict(), _render.verify)
+
