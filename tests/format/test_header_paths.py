@@ -38,6 +38,8 @@ def headers(draw: st.DrawFn) -> tuple[bytes, int]:
             entry[field] = draw(scalars | st.lists(ints, max_size=3))
         doc.append((draw(st.sampled_from(["a", "b", "a:b", "é", f"t{i}"])), entry))
         pos += size
+    if draw(st.booleans()):  # JSON order need not be data order
+        doc = draw(st.permutations(doc))
     if draw(st.booleans()):
         meta = draw(st.none() | st.dictionaries(st.text(max_size=3), scalars, max_size=2))
         doc.insert(draw(st.integers(0, len(doc))), ("__metadata__", meta))
@@ -60,6 +62,22 @@ def test_fast_path_agrees_with_strict_path(case: tuple[bytes, int]) -> None:
         return
     if fast is not None:
         assert fast == strict
+        # Both in data order, as the file lays the tensors out.
+        assert list(fast.tensors.items()) == list(strict.tensors.items())
+
+
+def test_fast_path_builds_tensor_infos_only_when_looked_up() -> None:
+    entries = {
+        f"t{i}": {"dtype": "F32", "shape": [2], "data_offsets": [8 * (9 - i), 8 * (10 - i)]}
+        for i in range(10)
+    }
+    raw = json.dumps(entries).encode()
+    table = hdr.parse_json(raw, 80, len(raw)).tensors
+    assert list(table) == [f"t{i}" for i in range(9, -1, -1)]  # sorted by offset
+    assert not any(isinstance(row, hdr.TensorInfo) for row in table._rows.values())
+    assert table["t3"] == hdr.TensorInfo("t3", hdr.DTYPES["F32"], (2,), 48, 56)
+    assert [isinstance(row, hdr.TensorInfo) for row in table._rows.values()].count(True) == 1
+    assert [t.start for t in table.values()] == list(range(0, 80, 8))
 
 
 @pytest.mark.parametrize(

@@ -18,9 +18,11 @@ from __future__ import annotations
 import json
 import math
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from itertools import chain, repeat
 from math import prod
-from typing import Any, NamedTuple
+from operator import attrgetter, mul, sub
+from typing import Annotated, Any, Literal, NamedTuple
 
 from tensorfile._format.dtypes import DTYPES, DType, dtype_from_name
 from tensorfile.errors import (
@@ -67,11 +69,50 @@ class TensorInfo(NamedTuple):
         return math.prod(self.shape)
 
 
+class TensorTable(Mapping[str, TensorInfo]):
+    """A validated header's tensors by name, in data-offset order.
+
+    Rows are either :class:`TensorInfo` or the fast decoder's entry structs,
+    turned into a ``TensorInfo`` the first time they are looked up: opening
+    a file with 10,000 tensors to list its names builds none of them.
+    """
+
+    __slots__ = ("_rows",)
+
+    def __init__(self, rows: dict[str, Any]) -> None:
+        self._rows = rows
+
+    @classmethod
+    def of(cls, infos: Iterable[TensorInfo]) -> TensorTable:
+        return cls({t.name: t for t in infos})
+
+    def __getitem__(self, name: str) -> TensorInfo:
+        row = self._rows[name]
+        if type(row) is not TensorInfo:
+            # Replacing a value never resizes the dict, so iterators stay valid.
+            row = self._rows[name] = TensorInfo(
+                name, DTYPES[row.dtype], row.shape, *row.data_offsets
+            )
+        return row  # type: ignore[no-any-return]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._rows
+
+    def __repr__(self) -> str:
+        return f"TensorTable({dict(self)!r})"
+
+
 class Header(NamedTuple):
     """A validated header."""
 
     #: Tensors in data-offset order (the order they sit in the file).
-    tensors: dict[str, TensorInfo]
+    tensors: TensorTable
     metadata: dict[str, str] | None
     #: N, the header length in bytes (JSON plus padding).
     length: int
@@ -248,7 +289,7 @@ def validate(obj: Mapping[str, Any], data_size: int, length: int = 0) -> Header:
             f"tensors cover {pos} bytes but the data buffer has {data_size}: "
             f"{data_size - pos} trailing bytes at file byte {base + pos}"
         )
-    return Header({t.name: t for t in infos}, metadata, length)
+    return Header(TensorTable.of(infos), metadata, length)
 
 
 def _check_unknown_fields(name: str, entry: dict[str, Any]) -> None:
@@ -310,11 +351,14 @@ except ImportError:  # pragma: no cover - msgspec is a dependency; stay correct 
     msgspec = None  # type: ignore[assignment]
 
 if msgspec is not None:
+    _UInt = Annotated[int, msgspec.Meta(ge=0)]
 
     class _FastEntry(msgspec.Struct, gc=False):
-        dtype: str | None = None
-        shape: list[int] | None = None
-        data_offsets: tuple[int, int] | None = None
+        # A Literal decodes to one shared string per dtype name, and refuses
+        # unknown names in C.
+        dtype: Literal[tuple(DTYPES)] | None = None  # type: ignore[valid-type]
+        shape: tuple[_UInt, ...] | None = None
+        data_offsets: tuple[_UInt, _UInt] | None = None
 
     class _FastMeta(msgspec.Struct):
         meta: dict[str, str] | None = msgspec.field(default=None, name=METADATA_KEY)
@@ -322,62 +366,78 @@ if msgspec is not None:
     _ENTRIES = msgspec.json.Decoder(dict[str, _FastEntry])
     _META = msgspec.json.Decoder(_FastMeta)
 
+_get_dtype = attrgetter("dtype")
+_get_shape = attrgetter("shape")
+_get_offsets = attrgetter("data_offsets")
+_BITS = {name: dt.bits for name, dt in DTYPES.items()}
+
 
 def _fast_validate(raw: bytes, data_size: int, length: int) -> Header | None:
-    """The validated header, or None to let the strict path decide."""
-    if msgspec is None or b"\\u003" in raw or b"-0" in raw:
+    """The validated header, or None to let the strict path decide.
+
+    The checks run column by column (``map`` over whole lists, compared as
+    lists) rather than entry by entry: a 10,000-tensor header validates in a
+    few milliseconds, less than the reference takes.
+    """
+    # (A one-byte search is a memchr; the two-byte one runs only if it hits.)
+    if msgspec is None or (b"\\" in raw and b"\\u003" in raw) or (b"-" in raw and b"-0" in raw):
         # \u003a is an escaped colon, which the duplicate-key count below
         # cannot see; "-0" is a float to the reference, an int to msgspec.
         return None
     try:
         entries = _ENTRIES.decode(raw)
-        metadata = _META.decode(raw).meta
+        has_meta = entries.pop(METADATA_KEY, None) is not None
+        metadata = _META.decode(raw).meta if has_meta else None
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
         return None
-    has_meta = entries.pop(METADATA_KEY, None) is not None
+    names = list(entries)
+    values = list(entries.values())
     try:
-        # (offsets, name, ...) tuples sort in C; a missing field is None and
-        # makes the comparison raise, which sends the file to the strict path.
-        rows = sorted([(e.data_offsets, name, e.dtype, e.shape) for name, e in entries.items()])
-    except TypeError:
+        # A missing field is None, which fails the lookup, the unpacking or
+        # prod() with KeyError or TypeError: strict path.
+        bits = list(map(_BITS.__getitem__, map(_get_dtype, values)))
+        # [start0, end0, start1, end1, ...]
+        offsets = list(chain.from_iterable(map(_get_offsets, values)))
+        shapes = list(map(_get_shape, values))
+        numels = list(map(prod, shapes))
+    except (KeyError, TypeError):
         return None
-    get = DTYPES.get
-    new = tuple.__new__
-    tensors: dict[str, TensorInfo] = {}
-    colons = 0
-    pos = 0
-    for offsets, name, dtype_name, shape in rows:
-        dt = get(dtype_name)  # type: ignore[arg-type]
-        if dt is None or shape is None or offsets is None:
+    if not _contiguous(offsets, data_size):
+        order = sorted(range(len(names)), key=list(zip(offsets[::2], offsets[1::2], strict=True)).__getitem__)
+        names = [names[i] for i in order]
+        entries = {name: entries[name] for name in names}
+        if not _contiguous([x for i in order for x in offsets[2 * i : 2 * i + 2]], data_size):
             return None
-        start, end = offsets
-        numel = prod(shape)
-        bits = numel * dt.bits
-        if (
-            start != pos
-            or bits % 8
-            or bits >> 3 != end - start
-            or bits > _U64_MAX
-            or (shape and (min(shape) < 0 or (numel == 0 and max(shape) > _U64_MAX)))
-        ):
-            return None
-        if ":" in name:
-            colons += name.count(":")
-        tensors[name] = new(TensorInfo, (name, dt, tuple(shape), start, end))
-        pos = end
-    if pos != data_size:
+    # numel * bits == 8 * (end - start) also proves whole bytes, end >= start
+    # and no u64 overflow (the span is within the file).
+    if list(map(mul, numels, bits)) != list(
+        map(mul, map(sub, offsets[1::2], offsets[::2]), repeat(8))
+    ):
+        return None
+    if 0 in numels and any(
+        max(shape) > _U64_MAX for shape, n in zip(shapes, numels, strict=True) if n == 0
+    ):
         return None
     # Duplicate keys vanish in decoding. Every colon outside a string separates
     # one key from its value, so the text must have exactly as many as the
     # decoded document has pairs (plus colons inside decoded strings); any
     # shortfall is a duplicate or an ignored unknown field: strict path.
-    pairs = len(rows) * 4 + has_meta
+    pairs = len(names) * 4 + has_meta
+    colons = "".join(names).count(":")
     if metadata is not None:
         pairs += len(metadata)
         colons += sum(k.count(":") + v.count(":") for k, v in metadata.items())
     if raw.count(b":") != pairs + colons:
         return None
-    return Header(tensors, metadata, length)
+    return Header(TensorTable(entries), metadata, length)
+
+
+def _contiguous(offsets: Sequence[int], data_size: int) -> bool:
+    """Whether ``[start0, end0, start1, end1, ...]`` tile ``[0, data_size)``
+    in this order, each span ending where the next begins."""
+    if not offsets:
+        return data_size == 0
+    return offsets[0] == 0 and offsets[-1] == data_size and offsets[1:-1:2] == offsets[2::2]
 
 
 def parse_json(raw: bytes, data_size: int, length: int) -> Header:
