@@ -30,9 +30,8 @@ import os
 import struct
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, NamedTuple
 
 from tensorfile.errors import ScanError, ScanLimitError, UnsupportedContainerError
 from tensorfile.pickles.machine import Call, Limits, StreamResult, run_stream
@@ -60,23 +59,25 @@ _ARCHIVE_MAGIC = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class ScanLimits:
-    """Bounds on the work done for one file (each exceeded bound gives ``error``)."""
+class ScanLimits(NamedTuple):
+    """Bounds on the work done for one file (each exceeded bound gives ``error``).
+
+    A ``NamedTuple``, like the other records of the scanner, because a
+    dataclass costs start-up time (see :mod:`.machine`).
+    """
 
     max_depth: int = 8
     max_streams: int = 10_000
     max_entries: int = 100_000
     max_inflate: int = 64 << 20
-    machine: Limits = field(default_factory=Limits)
+    machine: Limits = Limits()
 
 
 # ---------------------------------------------------------------------------
 # Zip (central directory + local headers), tar and npy readers: bounded, no copies
 # ---------------------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
-class ZipEntry:
+class ZipEntry(NamedTuple):
     """One central-directory entry and where its data lies."""
 
     name: str

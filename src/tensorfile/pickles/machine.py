@@ -42,6 +42,13 @@ example ``_rebuild_tensor_v2`` -> a tensor description, ``OrderedDict`` ->
 ``collections.OrderedDict``). Every value a builder sees has passed the policy
 first, so a builder only needs to handle the allowlisted shapes.
 
+Import cost
+-----------
+The nodes are plain classes with ``__slots__`` and the records are
+``NamedTuple`` classes, not dataclasses: ``@dataclass`` generates and compiles
+its methods each time the module is imported, which cost several milliseconds
+of ``tensorfile scan``'s start-up (benchmarked as a whole process).
+
 Bounds
 ------
 :class:`Limits` caps the stack, the MARK stack, the memo and the number of
@@ -54,8 +61,7 @@ from __future__ import annotations
 
 import _compat_pickle
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from tensorfile.errors import MalformedPickleError, PickleError, ScanError, ScanLimitError
 from tensorfile.pickles.opcodes import Buffer, Op, OpcodeReader
@@ -64,7 +70,6 @@ from tensorfile.pickles.opcodes import Buffer, Op, OpcodeReader
 TORCH_MODULE_MAPPING = {"torch.tensor": "torch._tensor"}
 
 
-@dataclass(eq=False, slots=True)
 class GlobalRef:
     """Something the unpickler would import: ``module`` and attribute ``name``.
 
@@ -72,13 +77,27 @@ class GlobalRef:
     ``fix_imports``, torch's module mapping); ``literal`` is False when STACK_GLOBAL
     took its operands from anything but literal text, in which case the names
     are only what the scanner could see (``<computed>`` if not text at all).
+    Nodes compare by identity, as the objects the unpickler would make do.
     """
 
+    __slots__ = ("literal", "module", "name", "offset", "opcode")
     module: str
     name: str
     opcode: str
     offset: int
-    literal: bool = True
+    literal: bool
+
+    def __init__(self, module: str, name: str, opcode: str, offset: int,
+                 literal: bool = True) -> None:
+        self.module = module
+        self.name = name
+        self.opcode = opcode
+        self.offset = offset
+        self.literal = literal
+
+    def __repr__(self) -> str:
+        return (f"GlobalRef(module={self.module!r}, name={self.name!r}, opcode={self.opcode!r}, "
+                f"offset={self.offset!r}, literal={self.literal!r})")
 
     @property
     def qualname(self) -> str:
@@ -86,7 +105,6 @@ class GlobalRef:
         return f"{self.module}.{self.name}"
 
 
-@dataclass(eq=False, slots=True, repr=False)
 class Effect:
     """A method call the unpickler makes on an existing object.
 
@@ -95,16 +113,23 @@ class Effect:
     (``payload`` = ``(state,)``).
     """
 
+    __slots__ = ("offset", "opcode", "payload", "target")
     opcode: str
     offset: int
     target: object
     payload: tuple[object, ...]
 
+    def __init__(self, opcode: str, offset: int, target: object,
+                 payload: tuple[object, ...]) -> None:
+        self.opcode = opcode
+        self.offset = offset
+        self.target = target
+        self.payload = payload
+
     def __repr__(self) -> str:  # shallow: values may be huge or deeply shared
         return f"<Effect {self.opcode} at {self.offset}>"
 
 
-@dataclass(eq=False, slots=True, repr=False)
 class Call:
     """The result of calling ``func``: REDUCE, NEWOBJ, NEWOBJ_EX, OBJ or INST.
 
@@ -113,55 +138,85 @@ class Call:
     SETITEMS/APPENDS/BUILD later applied to the object this call returned.
     """
 
+    __slots__ = ("args", "effects", "func", "kwargs", "offset", "opcode")
     func: object
     args: object
     kwargs: object
     opcode: str
     offset: int
-    effects: list[Effect] = field(default_factory=list)
+    effects: list[Effect]
+
+    def __init__(self, func: object, args: object, kwargs: object, opcode: str,
+                 offset: int, effects: list[Effect] | None = None) -> None:
+        self.func = func
+        self.args = args
+        self.kwargs = kwargs
+        self.opcode = opcode
+        self.offset = offset
+        self.effects = [] if effects is None else effects
 
     def __repr__(self) -> str:
         func = self.func.qualname if isinstance(self.func, GlobalRef) else type(self.func).__name__
         return f"<Call {self.opcode} {func} at {self.offset}>"
 
 
-@dataclass(eq=False, slots=True, repr=False)
 class PersistentRef:
     """A persistent id handed to the loader's ``persistent_load`` (torch: a storage)."""
 
+    __slots__ = ("offset", "opcode", "pid")
     pid: object
     opcode: str
     offset: int
+
+    def __init__(self, pid: object, opcode: str, offset: int) -> None:
+        self.pid = pid
+        self.opcode = opcode
+        self.offset = offset
 
     def __repr__(self) -> str:
         return f"<PersistentRef {self.opcode} at {self.offset}>"
 
 
-@dataclass(eq=False, slots=True)
 class ExtensionRef:
     """EXT1/2/4: a lookup in the loading process's ``copyreg`` extension registry."""
 
+    __slots__ = ("code", "offset", "opcode")
     code: int | object
     opcode: str
     offset: int
 
+    def __init__(self, code: int | object, opcode: str, offset: int) -> None:
+        self.code = code
+        self.opcode = opcode
+        self.offset = offset
 
-@dataclass(eq=False, slots=True, repr=False)
+    def __repr__(self) -> str:
+        return f"ExtensionRef(code={self.code!r}, opcode={self.opcode!r}, offset={self.offset!r})"
+
+
 class PDict:
     """A dict as (key, value) pairs in stream order (duplicates kept, nothing hashed)."""
 
-    items: list[tuple[object, object]] = field(default_factory=list)
+    __slots__ = ("items",)
+    items: list[tuple[object, object]]
+
+    def __init__(self, items: list[tuple[object, object]] | None = None) -> None:
+        self.items = [] if items is None else items
 
     def __repr__(self) -> str:
         return f"<PDict of {len(self.items)} pairs>"
 
 
-@dataclass(eq=False, slots=True, repr=False)
 class PSet:
     """A set or frozenset as its items in stream order."""
 
-    items: list[object] = field(default_factory=list)
-    frozen: bool = False
+    __slots__ = ("frozen", "items")
+    items: list[object]
+    frozen: bool
+
+    def __init__(self, items: list[object] | None = None, frozen: bool = False) -> None:
+        self.items = [] if items is None else items
+        self.frozen = frozen
 
     def __repr__(self) -> str:
         return f"<PSet of {len(self.items)} items>"
@@ -177,8 +232,7 @@ class Observer(Protocol):
         """Called once per node, in stream order."""
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
+class Limits(NamedTuple):
     """Resource bounds for one stream (generous for real checkpoints)."""
 
     max_stack: int = 1_000_000
@@ -187,8 +241,7 @@ class Limits:
     max_items: int = 5_000_000
 
 
-@dataclass(slots=True)
-class StreamResult:
+class StreamResult(NamedTuple):
     """What one stream did: where it ran, its value, and why it stopped early if it did."""
 
     start: int

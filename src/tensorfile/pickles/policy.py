@@ -21,7 +21,6 @@ into the arguments.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Final
 
 from tensorfile.errors import UnsafePickleError
@@ -455,7 +454,6 @@ def _module_hit(module: str) -> str | None:
 # The observer that turns nodes into findings
 # ---------------------------------------------------------------------------
 
-@dataclass(slots=True)
 class StreamPolicy:
     """Observer for :func:`~tensorfile.pickles.machine.run_stream` that records findings.
 
@@ -465,17 +463,34 @@ class StreamPolicy:
     payloads, which the container layer scans as streams of their own;
     ``storages`` maps each storage key to its element size (the legacy format's
     records are walked with it). ``key_pids`` accepts the plain string
-    persistent ids of torch < 0.4's tar format.
+    persistent ids of torch < 0.4's tar format. At most ``max_findings``
+    findings are kept (twice that many dangerous ones); ``dropped`` counts the rest.
+
+    A plain class rather than a dataclass, which would cost start-up time
+    (see :mod:`.machine`).
     """
 
-    strict: bool = False
-    key_pids: bool = False
-    storages: dict[str, int] = field(default_factory=dict)
-    findings: list[Finding] = field(default_factory=list)
-    globals: dict[str, None] = field(default_factory=dict)
-    nested: list[tuple[int, object]] = field(default_factory=list)
-    max_findings: int = 1000
-    dropped: int = 0
+    __slots__ = ("dropped", "findings", "globals", "key_pids", "max_findings", "nested",
+                 "storages", "strict")
+    strict: bool
+    key_pids: bool
+    storages: dict[str, int]
+    findings: list[Finding]
+    globals: dict[str, None]
+    nested: list[tuple[int, object]]
+    max_findings: int
+    dropped: int
+
+    def __init__(self, strict: bool = False, key_pids: bool = False, *,
+                 max_findings: int = 1000) -> None:
+        self.strict = strict
+        self.key_pids = key_pids
+        self.storages = {}
+        self.findings = []
+        self.globals = {}
+        self.nested = []
+        self.max_findings = max_findings
+        self.dropped = 0
 
     @property
     def verdict(self) -> Verdict:

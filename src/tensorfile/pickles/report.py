@@ -1,7 +1,9 @@
 """Typed scan results: per file, per pickle stream, per finding.
 
 Everything here is plain data so the CLI can render it and ``to_dict()`` gives
-the JSON form. Verdicts combine by severity: ``safe`` < ``unknown`` <
+the JSON form. The classes are written out rather than made with
+``@dataclass``, which generates and compiles methods at import time, a cost
+every ``tensorfile scan`` start-up paid. Verdicts combine by severity: ``safe`` < ``unknown`` <
 ``error`` < ``dangerous``. ``error`` outranks ``unknown`` because a part that
 could not be read might hide anything; ``dangerous`` outranks everything
 because it is a proven problem.
@@ -11,8 +13,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class Verdict(str, enum.Enum):
@@ -41,8 +42,28 @@ class Verdict(str, enum.Enum):
 _SEVERITY = {Verdict.SAFE: 0, Verdict.UNKNOWN: 1, Verdict.ERROR: 2, Verdict.DANGEROUS: 3}
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
+class _Record:
+    """Field-wise ``==`` and a dataclass-style ``repr`` over ``__slots__`` (in field order).
+
+    Mutable, so not hashable (defining ``__eq__`` sets ``__hash__`` to None).
+    """
+
+    __slots__: tuple[str, ...] = ()
+
+    def _values(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, _Record) or other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._values() == other._values()
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{type(self).__name__}({fields})"
+
+
+class Finding(NamedTuple):
     """One reason a stream is not safe.
 
     ``opcode`` and ``offset`` locate it in the stream's buffer (``offset`` is
@@ -67,8 +88,7 @@ class Finding:
         }
 
 
-@dataclass(slots=True)
-class StreamReport:
+class StreamReport(_Record):
     """One pickle stream (or one unreadable part) inside a file.
 
     ``location`` names where it sits, e.g. ``archive/data.pkl``,
@@ -77,12 +97,23 @@ class StreamReport:
     lists every ``module.name`` it imports, allowed or not.
     """
 
+    __slots__ = ("location", "offset", "verdict", "findings", "globals", "error")  # noqa: RUF023 (field order)
     location: str
     offset: int
     verdict: Verdict
-    findings: list[Finding] = field(default_factory=list)
-    globals: list[str] = field(default_factory=list)
-    error: str | None = None
+    findings: list[Finding]
+    globals: list[str]
+    error: str | None
+
+    def __init__(self, location: str, offset: int, verdict: Verdict,
+                 findings: list[Finding] | None = None, globals: list[str] | None = None,
+                 error: str | None = None) -> None:
+        self.location = location
+        self.offset = offset
+        self.verdict = verdict
+        self.findings = [] if findings is None else findings
+        self.globals = [] if globals is None else globals
+        self.error = error
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -96,8 +127,7 @@ class StreamReport:
         }
 
 
-@dataclass(slots=True)
-class FileReport:
+class FileReport(_Record):
     """One input file: the container it is, its streams, and its overall verdict.
 
     ``format`` is what the content was detected as (``torch-zip``,
@@ -105,11 +135,20 @@ class FileReport:
     ``error`` is set when the file as a whole could not be read.
     """
 
+    __slots__ = ("path", "format", "verdict", "streams", "error")  # noqa: RUF023 (field order)
     path: str
     format: str
     verdict: Verdict
-    streams: list[StreamReport] = field(default_factory=list)
-    error: str | None = None
+    streams: list[StreamReport]
+    error: str | None
+
+    def __init__(self, path: str, format: str, verdict: Verdict,
+                 streams: list[StreamReport] | None = None, error: str | None = None) -> None:
+        self.path = path
+        self.format = format
+        self.verdict = verdict
+        self.streams = [] if streams is None else streams
+        self.error = error
 
     @property
     def findings(self) -> list[tuple[StreamReport, Finding]]:
@@ -127,11 +166,14 @@ class FileReport:
         }
 
 
-@dataclass(slots=True)
-class ScanReport:
+class ScanReport(_Record):
     """The result of :func:`tensorfile.pickles.scan`: one :class:`FileReport` per file."""
 
-    files: list[FileReport] = field(default_factory=list)
+    __slots__ = ("files",)
+    files: list[FileReport]
+
+    def __init__(self, files: list[FileReport] | None = None) -> None:
+        self.files = [] if files is None else files
 
     @property
     def verdict(self) -> Verdict:
