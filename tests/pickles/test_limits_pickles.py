@@ -34,6 +34,8 @@ from torch_pickle_kit import (
     text,
 )
 
+from tensorfile.pickles.convert import MAX_NAMES
+
 MB = 1 << 20
 
 pytestmark = pytest.mark.skipif(
@@ -133,6 +135,16 @@ def _fanout(depth: int) -> bytes:
     return _in_zip(stream(body))
 
 
+def _shared_chain(depth: int, refs: int) -> bytes:
+    """A list of ``refs`` memo references to one chain of ``depth`` nested dicts:
+    few names, but each is ``2 * depth`` characters long."""
+    body = _tensor()
+    for _ in range(depth):
+        body = EMPTY_DICT + text("a") + body + b"s"
+    body += _put(0) + b"0" + b"]" + MARK + _get(0) * refs + b"e"
+    return _in_zip(stream(body))
+
+
 def _zip_bomb(inflated: int) -> bytes:
     """A zip whose data.pkl inflates to ``inflated`` bytes of zeros (deflate)."""
     comp = zlib.compressobj(9, zlib.DEFLATED, -15)
@@ -161,6 +173,8 @@ ATTACKS = {
         stream(dict_of([("w", tensor_v2(storage("0", numel=1), 0, [2**30, 2**30], [0, 0]))])),
         {"0": bytes(4)},
     ).zip_bytes(),
+    "2,600 names of 40,000 characters (one shared 20,000-deep chain)": _shared_chain(
+        20_000, 2_600),
     "view 2**40 elements past a 4-element storage": _in_zip(
         stream(dict_of([("w", tensor_v2(storage("0"), 2**40, [4], [1]))]))
     ),
@@ -201,15 +215,13 @@ def test_deep_nesting_and_small_memo_fanout_convert(tmp_path: Path) -> None:
     assert fanout["seconds"] < 10, fanout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="converter limit (reported): a memo fan-out is refused only after 5,000,000 "
-    "visited names, about 18 s and 300 MB for a 1 KB file; below that, 2**20 alias "
-    "names take about 40 s and 550 MB",
-)
 def test_large_memo_fanout_is_refused_quickly(tmp_path: Path) -> None:
-    """Bound wanted: 2**40 names through a 1 KB memo fan-out are refused in under 3 s."""
+    """Bound: 2**40 names through a 1 KB memo fan-out are refused in under 3 s
+    and 200 MB, nothing written, the message saying how many names and the limit
+    (the names are counted over the distinct containers, never made)."""
     got = _convert_all(tmp_path, {"fan-out": (_fanout(40), 3)}).get("fan-out")
     assert got is not None, "ran past its 3 s limit"
     assert got.get("error") == "UnsupportedCheckpointError", got
+    assert f"{2**40:,} names" in got["message"] and f"{MAX_NAMES:,}" in got["message"], got
     assert not got["wrote"]
+    assert got["seconds"] < 3 and got["peak_delta"] < 200 * MB, got

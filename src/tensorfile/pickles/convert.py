@@ -54,15 +54,16 @@ import hashlib
 import json
 import mmap
 import os
+import reprlib
 import shutil
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tensorfile._format.header import METADATA_KEY, Entry, canonical_order
+from tensorfile._format.header import MAX_HEADER_SIZE, METADATA_KEY, Entry, canonical_order
 from tensorfile._io.writer import save_stream
 from tensorfile.errors import (
     ConversionError,
@@ -109,8 +110,18 @@ ST_WEIGHTS = "model.safetensors"
 
 #: Plain values longer than this as JSON are dropped rather than put in the header.
 MAX_VALUE_JSON = 64 << 10
-#: Nodes visited when flattening (a hostile memo can share containers exponentially).
-MAX_NODES = 5_000_000
+#: Names one checkpoint may flatten to: tensors, aliases, plain and dropped values.
+#: The memo lets a 1 KB pickle share one container under itself 40 times over,
+#: which would name a tensor 2**40 ways, so the names are counted (in time
+#: linear in the distinct containers) before any is made. Real state dicts hold
+#: 10**3 to 10**5 tensors (a 671B mixture-of-experts model about 10**5), a few
+#: times that with optimizer state; every name kept lands in the output's
+#: header, where 10**6 entries of ~100 bytes already fill most of its 100 MB.
+MAX_NAMES = 1_000_000
+#: Characters of those names, separators included: the output header's own
+#: limit (names longer in total cannot be written). Flattening does work
+#: proportional to this, so it also bounds the time of deep nesting.
+MAX_NAME_TEXT = MAX_HEADER_SIZE
 #: Views that repeat bytes (zero strides, overlaps) may not grow the output past
 #: this many times the source size (plus :data:`_EXPANSION_SLACK`).
 MAX_EXPANSION = 4
@@ -565,12 +576,28 @@ class _Plan:
         return meta
 
 
-def _join(prefix: str, key: object) -> str | None:
+def _key_text(key: object) -> str | None:
+    """The name part a dict key or list index gives (None: the value gets no name).
+
+    Ints beyond 64 bits give none: their decimal text is unbounded (Python
+    refuses to print ints of more than 4,300 digits), and no state dict uses one.
+    """
     if isinstance(key, str):
-        return f"{prefix}.{key}" if prefix else key
-    if isinstance(key, int):
-        return f"{prefix}.{key}" if prefix else str(key)
+        return key
+    if isinstance(key, int) and key.bit_length() <= 64:
+        return str(key)
     return None
+
+
+#: Dropped keys are named by a short repr (a key may be a large, shared tuple).
+_KEY_REPR = reprlib.Repr()
+_KEY_REPR.maxlevel, _KEY_REPR.maxtuple, _KEY_REPR.maxstring = 3, 4, 40
+_KEY_REPR.maxother = _KEY_REPR.maxlong = 40
+
+
+def _items(container: dict[Any, Any] | list[Any] | tuple[Any, ...]
+           ) -> Iterable[tuple[object, object]]:
+    return container.items() if isinstance(container, dict) else enumerate(container)
 
 
 def _holders(root: object) -> set[int]:
@@ -638,39 +665,62 @@ def _json_value(value: object) -> tuple[str | None, str]:
     return text, ""
 
 
+def _count_names(root: object, holders: set[int]) -> tuple[int, int]:
+    """(names, characters) flattening ``root`` gives, without making any name.
+
+    Dynamic programming over the distinct containers (by identity; the graph is
+    acyclic, :func:`~tensorfile.pickles.machine.materialize` refuses cycles):
+    a container's count is the sum of its children's, a leaf counts one name.
+    Time is linear in the containers and their items however often the memo
+    shares them; counts saturate at 2**64 so that numbers stay small.
+    """
+    cap = 1 << 64
+    counts: dict[int, tuple[int, int]] = {}
+    work: list[tuple[object, bool]] = [(root, False)]
+    while work:
+        node, expanded = work.pop()
+        if id(node) in counts:
+            continue
+        assert isinstance(node, (dict, list, tuple))
+        if not expanded:
+            work.append((node, True))
+            work.extend((v, False) for _, v in _items(node)
+                        if id(v) in holders and id(v) not in counts)
+            continue
+        names = text = 0
+        for k, v in _items(node):
+            part = _key_text(k)
+            if part is None:  # dropped under its parent's name plus [repr]
+                names, text = names + 1, text + len(_KEY_REPR.repr(k)) + 2
+                continue
+            n, t = counts[id(v)] if id(v) in holders else (1, 0)
+            names, text = names + n, text + t + n * (len(part) + 1)
+        counts[id(node)] = (min(names, cap), min(text, cap))
+    return counts[id(root)]
+
+
 def _plan(ck: _Checkpoint, key: str | None) -> _Plan:
     plan = _Plan(ck)
-    root = _select(ck.root, key, ck.source.path)
+    where = ck.source.path
+    root = _select(ck.root, key, where)
     holders = _holders(root)
     names: list[tuple[str, TensorView]] = []
     values: dict[str, object] = {}
-    visited = 0
-    prefix = ""
-    if isinstance(root, TensorView):
-        prefix = "tensor"  # torch.save(tensor): the only name there is
-    elif not isinstance(root, (dict, list, tuple)) or id(root) not in holders:
-        prefix = "value"
-    work: list[tuple[str, object]] = [(prefix, root)]
-    while work:
-        name, value = work.pop()
-        visited += 1
-        if visited > MAX_NODES:
+    if id(root) not in holders:
+        # torch.save(tensor) has one name; any other root is one plain value.
+        leaf = "tensor" if isinstance(root, TensorView) else "value"
+        _place(plan, names, values, leaf, root)
+    else:
+        count, chars = _count_names(root, holders)
+        if count > MAX_NAMES or chars > MAX_NAME_TEXT:
+            def shown(n: int) -> str:
+                return f"{n:,}" if n < 1 << 64 else "more than 2**64"
             raise UnsupportedCheckpointError(
-                f"{ck.source.path}: more than {MAX_NODES} named values (shared containers?)")
-        if isinstance(value, TensorView):
-            names.append((name, value))
-        elif isinstance(value, (dict, list, tuple)) and id(value) in holders:
-            items = list(value.items()) if isinstance(value, dict) else list(enumerate(value))
-            for k, v in reversed(items):
-                child = _join(name, k)
-                if child is None:
-                    plan.dropped.append(DroppedValue(f"{name}[{k!r}]", "key is not a str or int"))
-                else:
-                    work.append((child, v))
-        elif isinstance(value, Unbuilt):
-            plan.dropped.append(DroppedValue(name, value.reason()))
-        else:
-            values[name] = value
+                f"{where}: flattening would give {shown(count)} names ({shown(chars)} characters); "
+                f"the converter's limits are {MAX_NAMES:,} names and {MAX_NAME_TEXT:,} characters "
+                "(containers shared through the pickle memo name their tensors once per path)")
+        assert isinstance(root, (dict, list, tuple))
+        _flatten(plan, root, holders, names, values)
     _group_tensors(plan, names)
     for name, value in values.items():
         if name in plan.tensors or name in plan.aliases:
@@ -686,10 +736,61 @@ def _plan(ck: _Checkpoint, key: str | None) -> _Plan:
     return plan
 
 
+def _place(plan: _Plan, names: list[tuple[str, TensorView]], values: dict[str, object],
+           name: str, value: object) -> None:
+    """Sort one named leaf: a tensor, a dropped value, or a plain value."""
+    if isinstance(value, TensorView):
+        names.append((name, value))
+    elif isinstance(value, Unbuilt):
+        plan.dropped.append(DroppedValue(name, value.reason()))
+    else:
+        values[name] = value
+
+
+def _flatten(plan: _Plan, root: dict[Any, Any] | list[Any] | tuple[Any, ...],
+             holders: set[int], names: list[tuple[str, TensorView]],
+             values: dict[str, object]) -> None:
+    """Name every leaf below ``root`` by its dotted path, depth first in item order.
+
+    The path is a stack of key parts, joined once per container into the
+    prefix its leaves share (and only when it has a leaf), so the work and the
+    memory are those of the names themselves, which :func:`_count_names`
+    bounded: nothing is rebuilt per level of a deep chain. Leading empty keys
+    add nothing (``{"": {"w": t}}`` names ``w``).
+    """
+    parts: list[str] = []
+    lead = 0  # parts[:lead] are all empty
+    frames: list[tuple[Iterator[tuple[object, object]], list[str]]] = [(iter(_items(root)), [])]
+    while frames:
+        items, prefix = frames[-1]  # prefix: [the joined path], once a leaf needs it
+        for k, v in items:
+            part = _key_text(k)
+            if part is not None and id(v) in holders:
+                if part == "" and lead == len(parts):
+                    lead += 1
+                parts.append(part)
+                assert isinstance(v, (dict, list, tuple))
+                frames.append((iter(_items(v)), []))
+                break
+            if not prefix:
+                prefix.append(".".join(parts[lead:]))
+            if part is None:
+                plan.dropped.append(DroppedValue(f"{prefix[0]}[{_KEY_REPR.repr(k)}]",
+                                                 "key is not a str or an int of 64 bits"))
+            else:
+                _place(plan, names, values, f"{prefix[0]}.{part}" if prefix[0] else part, v)
+        else:
+            frames.pop()
+            if parts:
+                parts.pop()
+                lead = min(lead, len(parts))
+
+
 def _group_tensors(plan: _Plan, names: list[tuple[str, TensorView]]) -> None:
     """Write each distinct view once; other names of the same view become aliases."""
     groups: dict[tuple[Any, ...], list[str]] = {}
     views: dict[str, TensorView] = {}
+    identities: dict[int, tuple[Any, ...]] = {}  # per view object: the memo shares them
     for name, view in names:
         if name in views:
             raise UnsupportedCheckpointError(
@@ -698,7 +799,10 @@ def _group_tensors(plan: _Plan, names: list[tuple[str, TensorView]]) -> None:
             raise UnsupportedCheckpointError(f"a tensor is named {METADATA_KEY!r}, which "
                                              "safetensors reserves")
         views[name] = view
-        groups.setdefault(view.identity, []).append(name)
+        identity = identities.get(id(view))
+        if identity is None:
+            identity = identities[id(view)] = view.identity
+        groups.setdefault(identity, []).append(name)
     for group in groups.values():
         kept = min(group)  # the reference save_model keeps the first name in sorted order
         plan.tensors[kept] = views[kept]
