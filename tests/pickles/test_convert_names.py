@@ -4,17 +4,22 @@ A checkpoint's containers may be shared through the pickle memo, so the
 converter counts the names a flattening would give (dynamic programming over
 the distinct containers) before making any. These tests hold the count and the
 iterative flattening to a naive recursive reference on random graphs with
-shared containers, odd keys (empty, int, tuple, huge int) and deep chains.
+shared containers, odd keys (empty, int, tuple, huge int) and deep chains,
+and check that the bounds on hashing dict keys leave honest oddities alone.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import pytest
+import torch_pickle_kit as kit  # on sys.path through conftest.py
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from tensorfile._format.dtypes import DTYPES
+from tensorfile.errors import UnsupportedCheckpointError
 from tensorfile.pickles.builder import Storage, TensorView, Unbuilt, check_view
 from tensorfile.pickles.convert import (
     _KEY_REPR,
@@ -22,6 +27,7 @@ from tensorfile.pickles.convert import (
     _flatten,
     _holders,
     _Plan,
+    convert,
 )
 
 STORAGE = Storage("0", bytes(64), 0, 64, DTYPES["F32"], False)
@@ -134,3 +140,31 @@ def test_deep_chain_names_cost_their_length() -> None:
     count, chars = _count_names(node, _holders(node))
     assert count == 50_001
     assert chars > 50_000**2
+
+
+def _checkpoint(tmp_path: Path, extra: bytes) -> Path:
+    """{"w": tensor, ...extra SETITEM pairs} as a torch zip, assembled by hand."""
+    body = kit.EMPTY_DICT + kit.text("w") + kit.tensor_v2(kit.storage("0"), 0, [4], [1]) + b"s"
+    src = tmp_path / "in.pt"
+    src.write_bytes(kit.Checkpoint(kit.stream(body + extra), {"0": bytes(16)}).zip_bytes())
+    return src
+
+
+def test_tuple_keys_and_a_few_equal_hashes_still_convert(tmp_path: Path) -> None:
+    """The hashing bounds leave honest oddities alone: a tuple key is dropped under
+    a short repr, and 64 distinct ints with one hash build as a plain value."""
+    same = b"".join(kit.integer(i * (2**61 - 1)) + kit.NONE for i in range(1, 65))
+    extra = (kit.tup([kit.integer(1), kit.integer(2)]) + kit.integer(3) + b"s"
+             + kit.text("x") + kit.EMPTY_DICT + kit.MARK + same + kit.SETITEMS + b"s")
+    report = convert(_checkpoint(tmp_path, extra), tmp_path / "out.safetensors")
+    assert report.tensors == ["w"]
+    assert [d.name for d in report.dropped] == ["[(1, 2)]"]
+    assert report.values == ["x"]
+
+
+def test_a_65th_key_with_the_same_hash_is_refused(tmp_path: Path) -> None:
+    same = b"".join(kit.integer(i * (2**61 - 1)) + kit.NONE for i in range(1, 66))
+    extra = kit.text("x") + kit.EMPTY_DICT + kit.MARK + same + kit.SETITEMS + b"s"
+    with pytest.raises(UnsupportedCheckpointError, match="65 different keys share one hash"):
+        convert(_checkpoint(tmp_path, extra), tmp_path / "out.safetensors")
+    assert not (tmp_path / "out.safetensors").exists()

@@ -28,6 +28,7 @@ from torch_pickle_kit import (
     SETITEMS,
     Checkpoint,
     dict_of,
+    integer,
     storage,
     stream,
     tensor_v2,
@@ -145,6 +146,23 @@ def _shared_chain(depth: int, refs: int) -> bytes:
     return _in_zip(stream(body))
 
 
+def _tuple_key(depth: int) -> bytes:
+    """{"w": tensor, t: 1} where t0 = "k", t[i+1] = (t[i], t[i]) through the memo:
+    hashing the key would visit 2**depth items."""
+    body = EMPTY_DICT + text("w") + _tensor() + b"s" + text("k") + _put(0) + b"0"
+    for i in range(depth):
+        body += MARK + _get(i) + _get(i) + b"t" + _put(i + 1) + b"0"
+    return _in_zip(stream(body + _get(depth) + b"K\x01s"))
+
+
+def _same_hash_keys(count: int) -> bytes:
+    """{"w": tensor, "x": {i * (2**61 - 1): None, ...}}: distinct ints with one hash,
+    so building the inner dict compares each key with every one before it."""
+    keys = b"".join(integer(i * (2**61 - 1)) + b"N" for i in range(1, count + 1))
+    body = EMPTY_DICT + text("w") + _tensor() + b"s" + text("x") + EMPTY_DICT + MARK + keys
+    return _in_zip(stream(body + SETITEMS + b"s"))
+
+
 def _zip_bomb(inflated: int) -> bytes:
     """A zip whose data.pkl inflates to ``inflated`` bytes of zeros (deflate)."""
     comp = zlib.compressobj(9, zlib.DEFLATED, -15)
@@ -175,6 +193,8 @@ ATTACKS = {
     ).zip_bytes(),
     "2,600 names of 40,000 characters (one shared 20,000-deep chain)": _shared_chain(
         20_000, 2_600),
+    "dict key: a tuple nested 40 deep through the memo": _tuple_key(40),
+    "dict of 40,000 distinct int keys with one hash": _same_hash_keys(40_000),
     "view 2**40 elements past a 4-element storage": _in_zip(
         stream(dict_of([("w", tensor_v2(storage("0"), 2**40, [4], [1]))]))
     ),

@@ -83,6 +83,7 @@ from tensorfile.pickles.builder import (
     StorageType,
     TensorView,
     Unbuilt,
+    check_hashing,
     check_view,
 )
 from tensorfile.pickles.containers import (
@@ -322,6 +323,10 @@ def _stream(buf: Buffer, start: int, end: int, what: str, observer: ConvertObser
 
 def _build(root: object, builder: CheckpointBuilder, what: str) -> object:
     """Materialize a checked stream's value graph through the converter's builder."""
+    try:
+        check_hashing(root)
+    except UnsupportedCheckpointError as exc:
+        raise UnsupportedCheckpointError(f"{what}: {exc}") from None
     try:
         return materialize(root, builder)
     except ConversionError:
