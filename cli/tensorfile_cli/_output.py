@@ -20,13 +20,12 @@ The JSON envelope (``schemas/envelope.json``)::
     {"command": "scan", "version": "0.1.0", "exit_code": 0, "result": {...}}
     {"command": "scan", "version": "0.1.0", "exit_code": 2, "error": {...}}
 
-Rich is imported only when a table or a progress bar is drawn, which keeps
-start-up fast for the common scripted cases.
+Rich is imported only when a table or a progress bar is drawn, and json only
+when JSON is printed, which keeps start-up fast for the common scripted cases.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -189,6 +188,8 @@ class Output:
         raise SystemExit(int(verdict.code))
 
     def _emit_json(self, body: dict[str, Any]) -> None:
+        import json
+
         from tensorfile import __version__
 
         envelope = {"command": self.command, "version": __version__, **body}
