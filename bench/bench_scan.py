@@ -1,6 +1,6 @@
 """Pickle scanner benchmark: ``tensorfile scan`` against picklescan, whole processes.
 
-    python bench/bench_scan.py [--small] [--repeat 3] [--keep DIR]
+    python bench/bench_scan.py [--small] [--repeat 3] [--keep DIR] [--wheel]
 
 Makes, in a temporary folder: a 1 GiB torch zip checkpoint, a folder of 200
 small checkpoints, and a 64 MiB and a 4 GiB checkpoint whose pickles differ
@@ -15,21 +15,40 @@ the tools and cases round by round and the median of ``--repeat`` rounds is
 compared (the best is shown too). Ratios below 1.0 mean tensorfile is faster.
 The growth ratio is also measured inside one process (``scan_file``, best of
 20), which leaves out start-up noise. Results are printed and written to bench/out/scan.json.
+
+Start-up is measured as users get it: the checkout's modules are byte-compiled
+first (``compileall`` into their ``__pycache__``, as pip does when it installs a
+wheel and as Python does on the first run), because with
+``PYTHONDONTWRITEBYTECODE`` set every run would otherwise compile tensorfile
+from source while picklescan, installed by pip, runs from bytecode.
+
+The main figure, ``tensorfile scan``, is the console script of the environment
+running the bench; in a development checkout that is an editable install,
+whose import hook (``__editable___*_finder``, run by ``site`` at every start)
+a user's wheel install does not have. ``--wheel`` adds ``tensorfile scan
+(wheel)``: a regular install of this checkout (a wheel built from a copy of
+it, installed with ``pip --no-deps`` into a throwaway virtual environment in
+bench/out/wheel-venv that sees this environment's other packages through a
+``.pth`` file). Both rows are printed; the README quotes the first.
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import shutil
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
+OUT = Path(__file__).parent / "out"
 
 _WRAPPER = """
 import json, resource, subprocess, sys, time
@@ -48,11 +67,59 @@ def measure(cmd: list[str]) -> dict[str, float]:
     return result
 
 
-def tools() -> dict[str, list[str]]:
+def compile_checkout() -> None:
+    """Byte-compile the checkout's packages, so no measured run compiles them."""
+    for package in (REPO / "src" / "tensorfile", REPO / "cli" / "tensorfile_cli"):
+        if not compileall.compile_dir(package, quiet=1):
+            raise SystemExit(f"could not byte-compile {package}")
+
+
+def wheel_install() -> Path:
+    """A regular (non-editable) install of this checkout; returns its ``tensorfile`` script.
+
+    The wheel is built from a copy (the checkout gets no build/ or egg-info)
+    and installed into a fresh venv before that venv is pointed at this
+    environment's site-packages, so pip cannot see, let alone uninstall, the
+    editable install.
+    """
+    venv, src, wheels = OUT / "wheel-venv", OUT / "wheel-src", OUT / "wheel-dist"
+    for old in (venv, src, wheels):
+        shutil.rmtree(old, ignore_errors=True)
+    src.mkdir(parents=True)
+    skip = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy2(REPO / name, src / name)
+    for name in ("src", "cli"):
+        shutil.copytree(REPO / name, src / name, ignore=skip)
+    pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels),
+                    str(src)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    (wheel,) = wheels.glob("tensorfile-*.whl")
+    subprocess.run([*pip, "--python", str(python), "install", "--no-deps", "--no-index",
+                    str(wheel)], check=True)
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    # numpy, msgspec... from this environment; tensorfile itself from the wheel
+    # (the venv's own site-packages comes first on sys.path, and .pth files in
+    # a directory added this way are not run, so the editable hook is not).
+    Path(site, "_bench_scan_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    check = subprocess.run([str(python), "-c", "import tensorfile_cli; print(tensorfile_cli.__file__)"],
+                           capture_output=True, text=True, check=True).stdout
+    assert check.startswith(str(venv)), f"wheel venv imports tensorfile_cli from {check}"
+    shutil.rmtree(src)
+    shutil.rmtree(wheels)
+    return venv / "bin" / "tensorfile"
+
+
+def tools(wheel: Path | None = None) -> dict[str, list[str]]:
     found = {}
     cli = BIN / "tensorfile"
     if cli.exists():
         found["tensorfile scan"] = [str(cli), "scan", "--quiet"]
+    if wheel is not None:
+        found["tensorfile scan (wheel)"] = [str(wheel), "scan", "--quiet"]
     found["tensorfile library"] = [sys.executable, "-c", (
         "import sys; from tensorfile.pickles import scan; "
         "sys.exit(scan(sys.argv[1:]).exit_code)")]
@@ -137,7 +204,11 @@ def main() -> None:
     parser.add_argument("--small", action="store_true", help="small files, quick check")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--keep", type=Path, help="build the files here and keep them")
+    parser.add_argument("--wheel", action="store_true",
+                        help="also time a regular (non-editable) install in bench/out/wheel-venv")
     args = parser.parse_args()
+    compile_checkout()
+    wheel = wheel_install() if args.wheel else None
     mib = 1 << 20
     big, ratio, n_small = ((64 * mib, (64 * mib, 512 * mib), 50) if args.small
                            else (1024 * mib, (64 * mib, 4096 * mib), 200))
@@ -145,7 +216,7 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     try:
         paths = make_checkpoints(folder, big, ratio, n_small)
-        cmds = tools()
+        cmds = tools(wheel)
         big_case, many_case = f"{big // mib} MiB checkpoint", f"folder of {n_small} checkpoints"
         results = run_cases(cmds, {big_case: paths["big"], many_case: paths["many"]},
                             args.repeat)
@@ -160,10 +231,10 @@ def main() -> None:
 
     report: dict[str, object] = {"results": results, "growth_runs": growth_runs,
                                  "in_process": inproc}
-    print(f"{'case':32}{'tool':22}{'median s':>9}{'best s':>8}{'peak MiB':>10}{'rc':>4}")
+    print(f"{'case':32}{'tool':24}{'median s':>9}{'best s':>8}{'peak MiB':>10}{'rc':>4}")
     for case, by_tool in results.items():
         for tool, r in by_tool.items():
-            print(f"{case:32}{tool:22}{r['wall']:9.3f}{r['best']:8.3f}"
+            print(f"{case:32}{tool:24}{r['wall']:9.3f}{r['best']:8.3f}"
                   f"{r['rss'] / mib:10.1f}{r['rc']:4.0f}")
         if "picklescan" in by_tool:
             for tool in ours:
@@ -181,9 +252,8 @@ def main() -> None:
     print(f"{label:64} {growth:.2f}x  ({inproc['large'] * 1e3:.2f} ms vs "
           f"{inproc['small'] * 1e3:.2f} ms)")
     report[label] = growth
-    out = Path(__file__).parent / "out"
-    out.mkdir(exist_ok=True)
-    (out / "scan.json").write_text(json.dumps(report, indent=2) + "\n")
+    OUT.mkdir(exist_ok=True)
+    (OUT / "scan.json").write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":
