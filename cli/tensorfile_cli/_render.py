@@ -128,8 +128,16 @@ def verify(out: Output, result: dict[str, Any]) -> None:
         f"{out.style('verified', 'green', 'bold')}: {result['model']}: "
         f"{plural(result['files_checked'], 'file')}, {plural(result['tensors_checked'], 'tensor')}, "
         f"{human_bytes(result['bytes_hashed'])} hashed"
-        f"{', every tensor digest rechecked' if result['tensor_digests_checked'] else ''}"
     )
+    by_file = len(result["by_file_digest"])
+    by_parts = result["files_checked"] - by_file
+    how = []
+    if by_parts:
+        how.append(f"{plural(by_parts, 'file')} by header and tensor digests")
+    if by_file:
+        how.append(f"{plural(by_file, 'file')} by SHA-256 of the whole file")
+    if how:
+        out.line(f"checked every byte: {'; '.join(how)}")
     out.line(f"signed by {who}")
     if result["extra_files"]:
         out.line(f"not covered by the signature (ignored): {', '.join(result['extra_files'])}")

@@ -451,7 +451,11 @@ def verify(
         typer.Option("--allow-extra-files", help="Ignore files the signature does not cover."),
     ] = False,
     deep: Annotated[
-        bool, typer.Option("--deep", help="Also recompute every tensor's own digest.")
+        bool, typer.Option(
+            "--deep",
+            help="Check files signed with tensor digests by their whole-file SHA-256 too "
+            "(twice the hashing).",
+        )
     ] = False,
     allow_symlinks: SymlinksOpt = False,
     json_out: JsonOpt = False,

@@ -212,3 +212,68 @@ def test_file_swapped_for_a_symlink_after_listing_is_refused(model: Path, tmp_pa
     cfg.path.symlink_to(tmp_path / "secret")
     with pytest.raises(ModelPathError, match="cannot open"):
         hash_file(cfg)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 3000), min_size=0, max_size=12),
+    job_bytes=st.integers(1, 5000),
+    workers=st.integers(1, 3),
+)
+def test_tensor_digests_in_jobs_equal_one_pass(
+    tmp_path_factory: Any, sizes: list[int], job_bytes: int, workers: int
+) -> None:
+    """Tensor digests alone are split into jobs of consecutive tensors (any job
+    size, any thread count): the same digests as one pass over the file, and
+    progress counts each byte once."""
+    from tensorfile.integrity import hashing
+
+    d = tmp_path_factory.mktemp("parts")
+    rng = np.random.default_rng(sum(sizes) + job_bytes)
+    tensors = {f"t{i}": rng.integers(0, 255, size=(n,), dtype=np.uint8) for i, n in enumerate(sizes)}
+    p = d / "x.safetensors"
+    save_file(tensors, p)
+    mf = ModelFile(".", p, p.stat().st_size)
+    calls: list[tuple[int, int]] = []
+    old = hashing.PART_JOB_BYTES
+    hashing.PART_JOB_BYTES = job_bytes
+    try:
+        (got,) = hashing.hash_contents(
+            [mf], whole=[False], tensors=[True], workers=workers, chunk_size=97,
+            progress=lambda done, total: calls.append((done, total)),
+        )
+    finally:
+        hashing.PART_JOB_BYTES = old
+    assert got.sha256 is None and got.size == p.stat().st_size
+    assert got.safetensors == hash_file(mf).safetensors
+    if calls:
+        assert calls[-1] == (got.size, got.size)
+
+
+def test_one_file_s_tensor_digests_spread_over_threads(single: Path, monkeypatch: Any) -> None:
+    """A single file's tensors are hashed by several jobs on different threads,
+    each job reading only its own tensors' bytes."""
+    import threading
+    import time
+
+    from tensorfile.integrity import hashing
+
+    monkeypatch.setattr(hashing, "PART_JOB_BYTES", 1)  # one job per span
+    real = hashing._hash_spans
+    seen: list[tuple[str, int, int]] = []
+
+    def spy(*args: Any, **kw: Any) -> Any:
+        spans = kw["spans"]
+        seen.append((threading.current_thread().name, spans[0][0], spans[-1][1]))
+        time.sleep(0.05)  # long enough that the second thread must take a job
+        return real(*args, **kw)
+
+    monkeypatch.setattr(hashing, "_hash_spans", spy)
+    (mf,) = list_model_files(single)
+    (got,) = hashing.hash_contents([mf], whole=[False], tensors=[True], workers=2)
+    assert got.safetensors is not None
+    assert len(seen) == 1 + len(got.safetensors.tensors)  # the header and each tensor
+    assert len({name for name, _, _ in seen}) == 2  # both threads took jobs
+    ranges = sorted((a, b) for _, a, b in seen)
+    assert ranges[0][0] == 0 and ranges[-1][1] == single.stat().st_size
+    assert all(b == c for (_, b), (c, _) in zip(ranges, ranges[1:], strict=False))

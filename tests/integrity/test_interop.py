@@ -53,6 +53,7 @@ def test_tensorfile_verifies_model_signing(
     ms_sign_key(model, sig, k.private)
     r = verify(model, k.public, signature=sig)
     assert r.files_checked == 4 and r.tensors == 0  # no tensorfile extension
+    assert r.by_file_digest == r.files and not r.tensor_digests_checked
     (model / "tokenizer" / "vocab.txt").write_text("z")
     with pytest.raises(DigestMismatchError, match=r"vocab\.txt"):
         verify(model, k.public, signature=sig)

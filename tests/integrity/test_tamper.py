@@ -76,8 +76,15 @@ def test_untampered_model_verifies(signed: Path, p256: Any) -> None:
         (signed / f).stat().st_size for f in r.files
     )
     assert r.to_dict()["files_checked"] == 4
+    # The safetensors files are checked by their header and tensor digests.
+    assert r.by_file_digest == ("config.json", "tokenizer/vocab.txt")
+    assert r.tensor_digests_checked
     deep = verify(signed, p256.public, deep=True)
     assert deep.tensor_digests_checked and deep.tensors == 9
+    assert deep.by_file_digest == r.files
+    assert deep.bytes_hashed == r.bytes_hashed + sum(
+        (signed / f).stat().st_size for f in r.files if f.endswith(".safetensors")
+    )
 
 
 # ------------------------------------------------------------------ bytes changed
@@ -314,13 +321,15 @@ def test_signed_but_unverifiable_payload_fails(
 
 
 def test_wrong_tensor_digest_in_extension_fails(signed: Path, p256: Any) -> None:
-    """A signer that recorded a wrong tensor digest: caught by deep verification."""
+    """A signer that recorded a wrong tensor digest: the file's bytes match its
+    signed SHA-256, so it is the signature that is wrong (ManifestError, not
+    a digest mismatch), with or without deep verification."""
     st = _payload(signed / "model.sig")
     st["predicate"]["tensorfile"]["files"][SHARD]["tensors"]["embed"] = "ab" * 32
     _sign_statement(signed / "model.sig", st, p256.private)
-    assert verify(signed, p256.public).verified  # file digests all match
-    with pytest.raises(ManifestError, match="embed"):
-        verify(signed, p256.public, deep=True)
+    for deep in (False, True):
+        with pytest.raises(ManifestError, match="matches its signed SHA-256.*'embed'"):
+            verify(signed, p256.public, deep=deep)
 
 
 def _bundle_edits() -> list[tuple[str, Callable[[bytes], bytes], type[Exception]]]:

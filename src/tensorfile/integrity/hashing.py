@@ -6,9 +6,10 @@ and each tensor's bytes, so a single tensor can later be checked without
 hashing the rest of the file (spec/SIGNING.md, "tensorfile extension").
 
 Speed: one SHA-256 is sequential, so parallelism comes from hashing different
-files on different threads. :mod:`hashlib` releases the GIL for large updates,
-and files are read through ``mmap`` in multi-megabyte slices, so nothing is
-copied into Python objects and every core hashes at hashlib speed.
+files on different threads, and, for tensor digests, different tensors of the
+same file (:func:`hash_contents`). :mod:`hashlib` releases the GIL for large
+updates, and files are read through ``mmap`` in multi-megabyte slices, so
+nothing is copied into Python objects and every core hashes at hashlib speed.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from tensorfile._io.reader import read_header
 from tensorfile.errors import FormatError, ModelPathError
@@ -200,7 +202,7 @@ _OPEN_FLAGS = (
 
 def _safetensors_layout(fd: int, size: int, where: Path) -> tuple[list[str], list[tuple[int, int]]]:
     """Tensor names in file order, and the absolute byte ranges of the header
-    followed by each tensor's bytes."""
+    followed by each tensor's bytes (together they cover the whole file)."""
     try:
         hdr, _ = read_header(fd, size)
     except FormatError as e:
@@ -210,16 +212,8 @@ def _safetensors_layout(fd: int, size: int, where: Path) -> tuple[list[str], lis
     return list(hdr.tensors), spans
 
 
-def _hash_parts(
-    file: ModelFile,
-    *,
-    whole: bool,
-    tensors: bool,
-    chunk_size: int,
-    progress: Callable[[int], None] | None,
-) -> tuple[str | None, SafetensorsDigests | None, int]:
-    """One pass over a file: its digest (if ``whole``) and, for a safetensors
-    file (if ``tensors``), its header and tensor digests; and its size."""
+def _open_regular(file: ModelFile) -> tuple[int, int]:
+    """An fd on ``file`` (no symlink swapped in, nothing but a regular file) and its size."""
     try:
         fd = os.open(file.path, _OPEN_FLAGS)
     except OSError as e:
@@ -228,31 +222,54 @@ def _hash_parts(
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise ModelPathError(f"{file.path}: not a regular file")
-        size = st.st_size
-        names: list[str] = []
-        spans: list[tuple[int, int]] = []
-        if tensors and is_safetensors(file):
-            names, spans = _safetensors_layout(fd, size, file.path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st.st_size
+
+
+def _layout(file: ModelFile) -> tuple[list[str], list[tuple[int, int]], int]:
+    """:func:`_safetensors_layout` of ``file``, and its size."""
+    fd, size = _open_regular(file)
+    try:
+        return (*_safetensors_layout(fd, size, file.path), size)
+    finally:
+        os.close(fd)
+
+
+def _hash_spans(
+    file: ModelFile,
+    size: int,
+    *,
+    whole: bool,
+    spans: Sequence[tuple[int, int]],
+    chunk_size: int,
+    progress: Callable[[int], None] | None,
+) -> tuple[str | None, list[str]]:
+    """One pass over ``file``: its digest (if ``whole``) and each span's digest.
+
+    ``size`` is what the file measured when the spans were planned; a file
+    that has another size now, or changes size while hashed, is an error.
+    """
+    fd, now = _open_regular(file)
+    try:
+        if now != size:
+            raise ModelPathError(f"{file.path}: file changed size while it was hashed")
         hashers = [hashlib.sha256() for _ in spans]
         file_hasher = hashlib.sha256() if whole else None
-        if size and (whole or spans):
+        lo, hi = (0, size) if whole or not spans else (spans[0][0], spans[-1][1])
+        if hi > lo:
             with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as mm:
                 view = memoryview(mm)
                 try:
-                    _feed(view, size, chunk_size, file_hasher, spans, hashers, progress, mm)
+                    _feed(view, lo, hi, chunk_size, file_hasher, spans, hashers, progress, mm)
                 finally:
                     view.release()
         if os.fstat(fd).st_size != size:
             raise ModelPathError(f"{file.path}: file changed size while it was hashed")
     finally:
         os.close(fd)
-    st_digests = None
-    if spans:
-        st_digests = SafetensorsDigests(
-            header=hashers[0].hexdigest(),
-            tensors={n: h.hexdigest() for n, h in zip(names, hashers[1:], strict=True)},
-        )
-    return (file_hasher.hexdigest() if file_hasher else None), st_digests, size
+    return (file_hasher.hexdigest() if file_hasher else None), [h.hexdigest() for h in hashers]
 
 
 def is_safetensors(file: ModelFile) -> bool:
@@ -273,16 +290,31 @@ def hash_file(
     file hasher and, sliced, to the hasher of the header or tensor it belongs
     to: the bytes are read once. The file must keep its size while hashed.
     """
-    digest, st_digests, size = _hash_parts(
-        file, whole=True, tensors=tensors, chunk_size=chunk_size, progress=progress
+    names: list[str] = []
+    spans: list[tuple[int, int]] = []
+    if tensors and is_safetensors(file):
+        names, spans, size = _layout(file)
+    else:
+        fd, size = _open_regular(file)
+        os.close(fd)
+    digest, parts = _hash_spans(
+        file, size, whole=True, spans=spans, chunk_size=chunk_size, progress=progress
     )
     assert digest is not None
-    return FileDigest(file.name, digest, size, st_digests)
+    return FileDigest(file.name, digest, size, _parts(names, parts) if spans else None)
+
+
+def _parts(names: Sequence[str], digests: Sequence[str]) -> SafetensorsDigests:
+    """Header digest first, then one per tensor, as :func:`_safetensors_layout` orders them."""
+    return SafetensorsDigests(
+        header=digests[0], tensors=dict(zip(names, digests[1:], strict=True))
+    )
 
 
 def _feed(
     view: memoryview,
-    size: int,
+    lo: int,
+    hi: int,
     chunk_size: int,
     whole: hashlib._Hash | None,
     spans: Sequence[tuple[int, int]],
@@ -290,9 +322,11 @@ def _feed(
     progress: Callable[[int], None] | None,
     mapping: mmap.mmap | None = None,
 ) -> None:
+    """Feed bytes ``[lo, hi)`` in chunks to ``whole`` and, sliced, to the hasher
+    of each span (sorted, disjoint) that the chunk overlaps."""
     i = 0  # first span that may still overlap the current chunk
-    for a in range(0, size, chunk_size):
-        b = min(a + chunk_size, size)
+    for a in range(lo, hi, chunk_size):
+        b = min(a + chunk_size, hi)
         chunk = view[a:b]
         if whole is not None:
             whole.update(chunk)
@@ -301,9 +335,9 @@ def _feed(
         j = i
         while j < len(spans) and spans[j][0] < b:
             s, e = spans[j]
-            lo, hi = max(s, a), min(e, b)
-            if lo < hi:
-                hashers[j].update(chunk[lo - a : hi - a])
+            lo_, hi_ = max(s, a), min(e, b)
+            if lo_ < hi_:
+                hashers[j].update(chunk[lo_ - a : hi_ - a])
             j += 1
         if mapping is not None and hasattr(mmap, "MADV_DONTNEED"):
             # Drop the hashed pages from this process (they stay in the page
@@ -317,6 +351,142 @@ def _feed(
             progress(b - a)
 
 
+@dataclass(frozen=True)
+class Contents:
+    """What :func:`hash_contents` computed for one file."""
+
+    #: SHA-256 of the whole file, if asked for.
+    sha256: str | None
+    #: Header and tensor digests, if asked for (safetensors files only).
+    safetensors: SafetensorsDigests | None
+    size: int
+
+
+#: Tensor digests are computed in jobs of consecutive tensors of about this
+#: many bytes, so that one file's tensors spread over every thread.
+PART_JOB_BYTES = 4 * CHUNK_SIZE
+
+
+def hash_contents(
+    files: Sequence[ModelFile],
+    *,
+    whole: Sequence[bool],
+    tensors: Sequence[bool],
+    workers: int | None = None,
+    chunk_size: int = CHUNK_SIZE,
+    progress: ProgressCallback | None = None,
+) -> list[Contents]:
+    """Hash ``files`` on ``workers`` threads (default: one per core).
+
+    For each file, compute its SHA-256 if ``whole[i]``, and its header and
+    tensor digests if ``tensors[i]`` (only for safetensors files). One SHA-256
+    is sequential, so:
+
+    * a file digest is one job, and the jobs of different files run on
+      different threads, largest first so they finish together;
+    * tensor digests alone are independent of each other, so they are split
+      into jobs of consecutive tensors (about ``PART_JOB_BYTES`` each) that
+      spread even a single file over every thread;
+    * a file needing both is one pass (bytes read once) when there are more
+      files than threads, and two jobs otherwise.
+
+    The result is in the order of ``files``. The first error cancels the rest
+    and is raised.
+    """
+    if not files:
+        return []
+    n = max(1, workers or os.cpu_count() or 1)
+    layouts: dict[int, tuple[list[str], list[tuple[int, int]]]] = {}
+    sizes: dict[int, int] = {}
+    # (file index, file digest?, first span, end span): spans index layouts[i].
+    jobs: list[tuple[int, bool, int, int]] = []
+    for i, f in enumerate(files):
+        with_tensors = tensors[i] and is_safetensors(f)
+        if with_tensors:
+            names, spans, sizes[i] = _layout(f)
+            layouts[i] = (names, spans)
+        else:
+            fd, sizes[i] = _open_regular(f)
+            os.close(fd)
+            spans = []
+        if not with_tensors:
+            jobs.append((i, True, 0, 0))
+        elif whole[i] and len(files) >= n:
+            jobs.append((i, True, 0, len(spans)))
+        else:
+            if whole[i]:
+                jobs.append((i, True, 0, 0))
+            jobs += _batches(i, spans, PART_JOB_BYTES)
+
+    def job_bytes(job: tuple[int, bool, int, int]) -> int:
+        i, w, a, b = job
+        return sizes[i] if w else sum(e - s for s, e in layouts[i][1][a:b])
+
+    jobs.sort(key=lambda j: -job_bytes(j))
+    counter = _Progress(sum(map(job_bytes, jobs)), progress)
+    add = counter.add if progress is not None else None
+
+    def run(job: tuple[int, bool, int, int]) -> tuple[str | None, list[str]]:
+        i, w, a, b = job
+        spans = layouts[i][1][a:b] if i in layouts else []
+        return _hash_spans(files[i], sizes[i], whole=w, spans=spans, chunk_size=chunk_size,
+                           progress=add)
+
+    results = _run_jobs(run, jobs, n)
+    digest: dict[int, str] = {}
+    parts: dict[int, list[str | None]] = {i: [None] * len(lay[1]) for i, lay in layouts.items()}
+    for (i, _, a, b), (d, part_digests) in zip(jobs, results, strict=True):
+        if d is not None:
+            digest[i] = d
+        if b > a:
+            parts[i][a:b] = part_digests
+    out = []
+    for i in range(len(files)):
+        st_digests = None
+        if i in layouts:
+            got = parts[i]
+            assert all(x is not None for x in got)
+            st_digests = _parts(layouts[i][0], [x for x in got if x is not None])
+        out.append(Contents(digest.get(i), st_digests, sizes[i]))
+    return out
+
+
+def _batches(i: int, spans: Sequence[tuple[int, int]], target: int) -> list[tuple[int, bool, int, int]]:
+    """Jobs over consecutive spans of file ``i``, each about ``target`` bytes or one span."""
+    jobs = []
+    a = acc = 0
+    for k, (s, e) in enumerate(spans):
+        acc += e - s
+        if acc >= target:
+            jobs.append((i, False, a, k + 1))
+            a, acc = k + 1, 0
+    if a < len(spans):
+        jobs.append((i, False, a, len(spans)))
+    return jobs
+
+
+_T = TypeVar("_T")
+_J = TypeVar("_J")
+
+
+def _run_jobs(run: Callable[[_J], _T], jobs: Sequence[_J], workers: int) -> list[_T]:
+    """``[run(j) for j in jobs]`` on up to ``workers`` threads; the first error
+    cancels the jobs not yet started and is raised."""
+    n = min(workers, len(jobs))
+    if n <= 1:
+        return [run(j) for j in jobs]
+    with ThreadPoolExecutor(max_workers=n, thread_name_prefix="tensorfile-hash") as pool:
+        futures = [pool.submit(run, j) for j in jobs]
+        finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        for fut in finished:
+            err = fut.exception()
+            if err is not None:
+                for other in futures:
+                    other.cancel()
+                raise err
+        return [fut.result() for fut in futures]
+
+
 def hash_files(
     files: Sequence[ModelFile],
     *,
@@ -325,57 +495,14 @@ def hash_files(
     chunk_size: int = CHUNK_SIZE,
     progress: ProgressCallback | None = None,
 ) -> list[FileDigest]:
-    """Hash ``files`` on ``workers`` threads (default: one per core).
-
-    One SHA-256 is sequential, so the threads hash different files, largest
-    first so they finish together. When there are fewer files than threads, a
-    safetensors file's digest and its tensor digests are computed by two jobs
-    on different threads (each reading the same cached pages); otherwise one
-    job computes both in one pass. The result is in the order of ``files``.
-    The first error cancels the rest and is raised.
-    """
-    if not files:
-        return []
-    n = max(1, workers or os.cpu_count() or 1)
-    # (file index, compute file digest, compute tensor digests)
-    jobs: list[tuple[int, bool, bool]] = []
-    for i, f in enumerate(files):
-        with_tensors = tensors and is_safetensors(f)
-        if with_tensors and len(files) < n:
-            jobs += [(i, True, False), (i, False, True)]
-        else:
-            jobs.append((i, True, with_tensors))
-    jobs.sort(key=lambda j: -files[j[0]].size * (int(j[1]) + int(j[2])))
-    counter = _Progress(sum(files[i].size for i, _, _ in jobs), progress)
-    add = counter.add if progress is not None else None
-
-    def run(job: tuple[int, bool, bool]) -> tuple[str | None, SafetensorsDigests | None, int]:
-        i, whole, with_tensors = job
-        return _hash_parts(files[i], whole=whole, tensors=with_tensors, chunk_size=chunk_size,
-                           progress=add)
-
-    n = min(n, len(jobs))
-    if n == 1:
-        results = [run(j) for j in jobs]
-    else:
-        with ThreadPoolExecutor(max_workers=n, thread_name_prefix="tensorfile-hash") as pool:
-            futures = [pool.submit(run, j) for j in jobs]
-            finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            for fut in finished:
-                err = fut.exception()
-                if err is not None:
-                    for other in futures:
-                        other.cancel()
-                    raise err
-            results = [fut.result() for fut in futures]
-    digest: dict[int, str] = {}
-    parts: dict[int, SafetensorsDigests] = {}
-    sizes: dict[int, int] = {}
-    for (i, _, _), (d, st_digests, size) in zip(jobs, results, strict=True):
-        if sizes.setdefault(i, size) != size:
-            raise ModelPathError(f"{files[i].path}: file changed size while it was hashed")
-        if d is not None:
-            digest[i] = d
-        if st_digests is not None:
-            parts[i] = st_digests
-    return [FileDigest(f.name, digest[i], sizes[i], parts.get(i)) for i, f in enumerate(files)]
+    """The SHA-256 of each of ``files`` and, if ``tensors``, the header and
+    tensor digests of each safetensors file (:func:`hash_contents`)."""
+    got = hash_contents(
+        files, whole=[True] * len(files), tensors=[tensors] * len(files), workers=workers,
+        chunk_size=chunk_size, progress=progress,
+    )
+    out = []
+    for f, c in zip(files, got, strict=True):
+        assert c.sha256 is not None
+        out.append(FileDigest(f.name, c.sha256, c.size, c.safetensors))
+    return out

@@ -32,8 +32,9 @@ from tensorfile.integrity.hashing import (
     ModelFile,
     ProgressCallback,
     SafetensorsDigests,
+    hash_contents,
     hash_file,
-    hash_files,
+    is_safetensors,
     list_model_files,
     sha256_hex,
 )
@@ -147,14 +148,19 @@ class VerificationReport:
     root_digest: str
     serialization: dict[str, Any]
     signer: SignerIdentity
-    #: Signed files whose SHA-256 was recomputed and matched.
+    #: Signed files, every byte of each checked and matched.
     files: tuple[str, ...]
+    #: Bytes read and hashed (a file checked both ways counts twice).
     bytes_hashed: int
-    #: Tensors of signed safetensors files: header digest and names checked,
-    #: bytes covered by the file digest.
+    #: Tensors of signed safetensors files: names and bytes checked.
     tensors: int
-    #: Whether each tensor's own digest was recomputed too (``deep=True``).
+    #: Whether tensor digests were recomputed: by default for every file
+    #: signed with tensorfile's extension (they cover its bytes), with
+    #: ``deep=True`` on top of the file digest.
     tensor_digests_checked: bool
+    #: Files whose whole-file SHA-256 was recomputed (the others, signed with
+    #: tensorfile's extension, by their header and tensor digests).
+    by_file_digest: tuple[str, ...] = field(default_factory=tuple)
     #: Files present but not signed, ignored because ``allow_extra_files``.
     extra_files: tuple[str, ...] = field(default_factory=tuple)
 
@@ -180,6 +186,7 @@ class VerificationReport:
             "bytes_hashed": self.bytes_hashed,
             "tensors_checked": self.tensors,
             "tensor_digests_checked": self.tensor_digests_checked,
+            "by_file_digest": list(self.by_file_digest),
             "extra_files": list(self.extra_files),
         }
 
@@ -205,11 +212,14 @@ def verify(
     """Verify the model at ``model`` against its signature; raise if anything differs.
 
     Give ``key`` (public key) or ``cert_root`` (trusted root certificates).
-    Every signed file is hashed (in parallel) and compared; files the signature
-    does not name fail unless ``allow_extra_files``. For safetensors files the
-    header digest and tensor names are checked against tensorfile's extension;
-    ``deep`` also recomputes every tensor's digest (twice the hashing work; the
-    file digest already covers those bytes).
+    Every byte of every signed file is hashed (in parallel) and compared; files
+    the signature does not name fail unless ``allow_extra_files``. A
+    safetensors file signed with tensorfile's extension is checked by its
+    header digest and every tensor's digest, which together cover the file and
+    spread over all cores even for one file; other files (and every file of a
+    model signed by model-signing) by their SHA-256. ``deep`` checks both the
+    file digest and the tensor digests of extension-signed files (twice the
+    hashing; it also catches a signer whose two kinds of digest disagree).
     """
     trust = resolve_trust(key, cert_root, at_time)
     root = Path(model)
@@ -235,21 +245,51 @@ def verify(
             "(allow_extra_files ignores them)"
         )
     to_check = [present[f.name] for f in manifest.files]
-    digests = hash_files(to_check, tensors=deep, workers=workers, progress=progress)
-    bad = [(mf, d) for mf, d in zip(to_check, digests, strict=True)
-           if d.sha256 != manifest.by_name[mf.name].sha256]
+    signed = [manifest.by_name[mf.name] for mf in to_check]
+    # A safetensors file signed with tensorfile's extension is checked by its
+    # header and tensor digests: together they cover every byte (a valid
+    # header's tensors tile the data to the end of the file), and unlike one
+    # file digest they hash in parallel. Other files by their SHA-256.
+    by_parts = [s.safetensors is not None and is_safetensors(mf)
+                for mf, s in zip(to_check, signed, strict=True)]
+    try:
+        contents = hash_contents(
+            to_check,
+            whole=[deep or not p for p in by_parts],
+            tensors=[deep or p for p in by_parts],
+            workers=workers,
+            progress=progress,
+        )
+    except FormatError as e:  # the header parsed when it was signed
+        raise DigestMismatchError(
+            f"{root}: contents differ from the signed model: header no longer parses: {e}"
+        ) from None
+    bad = []
+    tensors = 0
+    for mf, want, got, parts in zip(to_check, signed, contents, by_parts, strict=True):
+        if got.sha256 is not None and got.sha256 != want.sha256:
+            bad.append(mf)
+        elif parts:
+            assert want.safetensors is not None and got.safetensors is not None
+            if not _same_parts(want.safetensors, got.safetensors):
+                # Tampered bytes, or a signer that recorded wrong tensor
+                # digests? Only the file digest can tell (failure path only).
+                if got.sha256 is None and hash_file(mf, tensors=False).sha256 != want.sha256:
+                    bad.append(mf)
+                    continue
+                raise ManifestError(
+                    f"{mf.name}: the file matches its signed SHA-256 but not the signed "
+                    f"header and tensor digests: {_wrong_parts(want.safetensors, got.safetensors)}"
+                )
+            tensors += len(want.safetensors.tensors)
+        elif want.safetensors is not None:
+            _check_extension(mf, want.safetensors)
+            tensors += len(want.safetensors.tensors)
     if bad:
         raise DigestMismatchError(
             f"{root}: contents differ from the signed model: "
-            + "; ".join(_explain(mf, manifest.by_name[mf.name]) for mf, _ in bad)
+            + "; ".join(_explain(mf, manifest.by_name[mf.name]) for mf in bad)
         )
-    tensors = 0
-    for mf, d in zip(to_check, digests, strict=True):
-        signed = manifest.by_name[mf.name].safetensors
-        if signed is None:
-            continue
-        _check_extension(mf, signed, d.safetensors, deep)
-        tensors += len(signed.tensors)
     return VerificationReport(
         model=str(root),
         signature=str(sig_path),
@@ -258,17 +298,35 @@ def verify(
         serialization=manifest.serialization.to_dict(),
         signer=signer,
         files=tuple(f.name for f in manifest.files),
-        bytes_hashed=sum(d.size or 0 for d in digests),
+        bytes_hashed=sum(c.size * ((c.sha256 is not None) + (c.safetensors is not None))
+                         for c in contents),
         tensors=tensors,
-        tensor_digests_checked=deep,
+        tensor_digests_checked=any(by_parts) or deep,
+        by_file_digest=tuple(mf.name for mf, c in zip(to_check, contents, strict=True)
+                             if c.sha256 is not None),
         extra_files=tuple(extra),
     )
 
 
-def _check_extension(
-    mf: ModelFile, signed: SafetensorsDigests, computed: SafetensorsDigests | None, deep: bool
-) -> None:
-    """The file matched its signed digest; check that tensorfile's extension agrees."""
+def _same_parts(signed: SafetensorsDigests, computed: SafetensorsDigests) -> bool:
+    return signed.header == computed.header and dict(signed.tensors) == dict(computed.tensors)
+
+
+def _wrong_parts(signed: SafetensorsDigests, computed: SafetensorsDigests) -> str:
+    """Which parts the signed extension gets wrong, for a file whose bytes are signed."""
+    wrong = [t for t, d in computed.tensors.items() if signed.tensors.get(t) != d]
+    named = set(signed.tensors) ^ set(computed.tensors)
+    parts = ["header digest"] if signed.header != computed.header else []
+    if named:
+        parts.append(f"tensor names {_names(sorted(named))}")
+    if wrong:
+        parts.append(f"tensor digests {_names(wrong)}")
+    return ", ".join(parts)
+
+
+def _check_extension(mf: ModelFile, signed: SafetensorsDigests) -> None:
+    """The file matched its signed digest; check that tensorfile's extension
+    names its header and tensors (the tensor digests are covered by the file's)."""
     try:
         with open(mf.path, "rb") as f:
             hdr, raw = read_header(f.fileno(), os.fstat(f.fileno()).st_size)
@@ -279,12 +337,6 @@ def _check_extension(
         raise ManifestError(
             f"{mf.name}: the signed tensorfile extension does not describe this file's header"
         )
-    if deep:
-        if computed is None:
-            raise ManifestError(f"{mf.name}: tensor digests signed for a non-safetensors file")
-        wrong = [t for t, d in computed.tensors.items() if signed.tensors.get(t) != d]
-        if wrong:
-            raise ManifestError(f"{mf.name}: signed tensor digests are wrong for {_names(wrong)}")
 
 
 def _explain(mf: ModelFile, signed: FileDigest) -> str:
