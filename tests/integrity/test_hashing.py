@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -276,4 +277,4 @@ def test_one_file_s_tensor_digests_spread_over_threads(single: Path, monkeypatch
     assert len({name for name, _, _ in seen}) == 2  # both threads took jobs
     ranges = sorted((a, b) for _, a, b in seen)
     assert ranges[0][0] == 0 and ranges[-1][1] == single.stat().st_size
-    assert all(b == c for (_, b), (c, _) in zip(ranges, ranges[1:], strict=False))
+    assert all(b == c for (_, b), (c, _) in itertools.pairwise(ranges))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -328,7 +329,7 @@ def test_wrong_tensor_digest_in_extension_fails(signed: Path, p256: Any) -> None
     st["predicate"]["tensorfile"]["files"][SHARD]["tensors"]["embed"] = "ab" * 32
     _sign_statement(signed / "model.sig", st, p256.private)
     for deep in (False, True):
-        with pytest.raises(ManifestError, match="matches its signed SHA-256.*'embed'"):
+        with pytest.raises(ManifestError, match=r"matches its signed SHA-256.*'embed'"):
             verify(signed, p256.public, deep=deep)
 
 
@@ -434,3 +435,21 @@ def test_signature_outside_the_folder(model: Path, p256: Any, tmp_path: Path) ->
     shutil.copy(sig, model / "model.sig")  # a copy inside is ignored as the signature file
     assert verify(model, p256.public).files_checked == 4
     os.remove(model / "model.sig")
+
+
+@pytest.mark.parametrize(
+    "leftover", [".model.sig.k3j_9x0a.tmp", "tokenizer/.vocab.txt.abcdefgh.tmp"]
+)
+def test_sign_refuses_temporary_files_of_an_interrupted_write(
+    model: Path, p256: Any, leftover: str
+) -> None:
+    """A sign, save or convert killed before its rename leaves a temporary file;
+    the next sign must not make it part of the model (deleting it later would
+    fail verification): it refuses, naming the file, and writes no signature."""
+    (model / leftover).write_bytes(b"half a signature")
+    with pytest.raises(ModelPathError, match=re.escape(leftover)):
+        sign(model, p256.private)
+    assert not (model / "model.sig").exists()
+    (model / leftover).unlink()
+    sign(model, p256.private)
+    assert verify(model, p256.public).verified

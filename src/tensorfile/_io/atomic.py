@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -57,6 +58,22 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _temp_prefix(dest: Path) -> str:
+    return f".{dest.name}."
+
+
+_TEMP_SUFFIX = ".tmp"
+#: mkstemp's random part: 8 characters of [a-z0-9_].
+_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
+def looks_like_temp_file(name: str) -> bool:
+    """Whether ``name`` (a file name, no folder) has the form of
+    :func:`atomic_write`'s temporary files: what a writer killed before its
+    rename leaves behind."""
+    return bool(_TEMP_NAME.match(name))
+
+
 @contextlib.contextmanager
 def atomic_write(dest: str | os.PathLike[str], *, durable: bool = True) -> Iterator[BinaryIO]:
     """Open a temporary file beside ``dest``; on success move it into place.
@@ -69,7 +86,7 @@ def atomic_write(dest: str | os.PathLike[str], *, durable: bool = True) -> Itera
     dest = Path(dest)
     folder = dest.parent if str(dest.parent) else Path(".")
     mode = _final_mode(dest)
-    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{dest.name}.", suffix=".tmp")
+    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=_temp_prefix(dest), suffix=_TEMP_SUFFIX)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb", buffering=0) as raw:

@@ -10,7 +10,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
-from tensorfile.errors import KeyLoadError
+from tensorfile._io.atomic import looks_like_temp_file
+from tensorfile.errors import KeyLoadError, ModelPathError
 from tensorfile.integrity.bundle import DEFAULT_SIGNATURE_NAME, Bundle, pae, write_bundle
 from tensorfile.integrity.certs import as_list, load_certificates
 from tensorfile.integrity.hashing import ProgressCallback
@@ -103,5 +104,14 @@ def sign(
         workers=workers,
         progress=progress,
     )
+    leftovers = [f.name for f in manifest.files if looks_like_temp_file(f.name.rsplit("/", 1)[-1])]
+    if leftovers:
+        # A save, convert or sign killed before its rename left these behind
+        # (or one is still running): signing them would make them part of the
+        # model, and removing them later would fail verification.
+        raise ModelPathError(
+            f"{model}: temporary files of an interrupted or running tensorfile write: "
+            f"{', '.join(leftovers[:5])}; remove them (or pass them in ignore_paths) and sign again"
+        )
     bundle = sign_manifest(manifest, priv, certificate_chain=certificate_chain)
     return write_bundle(sig_path, bundle)
