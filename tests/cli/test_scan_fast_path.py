@@ -216,3 +216,21 @@ def test_main_still_exports_the_typer_app() -> None:
     assert tensorfile_cli.main.app is tensorfile_cli.app.app
     with pytest.raises(AttributeError):
         _ = tensorfile_cli.main.no_such_name
+
+
+def test_closed_stdout_exits_1_quietly_as_typer_does(tmp_path: Path) -> None:
+    """``tensorfile scan FILE | head -1``: click exits 1 with nothing on stderr."""
+    many = tmp_path / "many.pkl"  # 1,500 unknown globals: ~100 KB of report, more than a pipe holds
+    many.write_bytes(b"\x80\x02" + b"".join(b"cfoo\nbar%d\n0" % i for i in range(1500)) + b"N.")
+    results = []
+    for prefix in (FAST, TYPER):
+        p = subprocess.Popen([*prefix, "scan", str(many)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        assert p.stdout is not None and p.stderr is not None
+        first = p.stdout.readline()
+        p.stdout.close()
+        err = p.stderr.read().decode()
+        results.append((first, p.wait(timeout=120), err.replace("typer imported: False\n", "")
+                        .replace("typer imported: True\n", "")))
+    assert results[0] == results[1]
+    assert results[0][1] == 1 and results[0][2] == "" and b": unknown (pickle" in results[0][0]
