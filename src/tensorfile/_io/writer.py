@@ -8,8 +8,10 @@ tensor's worth of copy at most (for non-contiguous or big-endian inputs).
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from tensorfile._format.header import Entry, TensorInfo, encode
@@ -29,6 +31,63 @@ def write_all(f: BinaryIO, data: memoryview) -> None:
         if n is None or n <= 0:
             raise OSError(f"short write at byte {pos}")
         pos += n
+
+
+@dataclass(frozen=True, slots=True)
+class FileSpan:
+    """A tensor's bytes as ``length`` bytes of the open file ``fd`` from ``offset``.
+
+    What a producer of :func:`save_stream` hands over when the bytes already
+    lie, contiguous and in file order, in another file (a converter copying
+    from a checkpoint's storage records): they are then copied file to file
+    inside the kernel (:func:`os.copy_file_range`), never passing through this
+    process's memory. ``fd`` is read with explicit offsets, so its position is
+    neither used nor moved.
+    """
+
+    fd: int
+    offset: int
+    length: int
+
+
+#: Whether this platform copies file to file in the kernel (Linux); where it
+#: does not, a :class:`FileSpan` is still written, through a buffer.
+KERNEL_COPY = hasattr(os, "copy_file_range")
+#: copy_file_range failures that mean "not here" (old kernel, another
+#: filesystem, a file kind it does not handle), not a broken file: the copy
+#: goes on through a buffer from where the kernel stopped.
+_NO_KERNEL_COPY = frozenset({errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP,
+                             errno.EINVAL, errno.EPERM, errno.ETXTBSY})
+_SPAN_BUFFER = 8 << 20
+
+
+def copy_span(f: BinaryIO, span: FileSpan) -> None:
+    """Append ``span``'s bytes to ``f`` at its position: in the kernel where the
+    platform and filesystems allow, otherwise (or for what is left) by ``pread``
+    into one buffer and writing it. The bytes written are the same either way."""
+    out = f.fileno()
+    f.flush()  # the kernel copy writes at the descriptor's position
+    done = 0
+    if KERNEL_COPY:
+        try:
+            while done < span.length:
+                n = os.copy_file_range(span.fd, out, min(span.length - done, 1 << 30),
+                                       span.offset + done)
+                if n <= 0:
+                    break  # end of the source: the buffered path reports it
+                done += n
+        except OSError as exc:
+            if exc.errno not in _NO_KERNEL_COPY:
+                raise
+    if done < span.length:
+        buf = bytearray(min(_SPAN_BUFFER, span.length - done))
+        view = memoryview(buf)
+        while done < span.length:
+            n = os.preadv(span.fd, [view[: span.length - done]], span.offset + done)  # POSIX
+            if n <= 0:
+                raise OSError(f"source file ends {span.length - done} bytes before the span does")
+            write_all(f, view[:n])
+            done += n
 
 
 def _prepare(
@@ -88,7 +147,8 @@ def save_stream(
     header comes first in the file); ``produce`` then yields ``(name, value)``
     pairs in the order :func:`tensorfile._format.header.canonical_order` gives,
     each value released by the caller after it is written. Peak memory is one
-    tensor. Values may be arrays, tensors or bytes-like objects.
+    tensor. Values may be arrays, tensors, bytes-like objects, or a
+    :class:`FileSpan` of another file (copied by :func:`copy_span`).
     """
     head, infos = encode(entries, metadata)
     with atomic_write(filename) as f:
@@ -102,6 +162,13 @@ def save_stream(
                 raise SerializationError(
                     f"producer gave tensor {name!r} where {info.name!r} was expected"
                 )
+            if isinstance(value, FileSpan):
+                if value.length != info.nbytes:
+                    raise SerializationError(
+                        f"tensor {name!r}: produced {value.length} bytes, expected {info.nbytes}"
+                    )
+                copy_span(f, value)
+                continue
             if isinstance(value, (bytes, bytearray, memoryview)):
                 view = memoryview(value)
             else:

@@ -225,22 +225,37 @@ class TensorView:
             expected *= d
         return True
 
+    @property
+    def _unit(self) -> int:
+        """Bytes per byte-swapped unit (a complex number swaps its two halves apart)."""
+        return self.dtype.itemsize // 2 if self.dtype.name.startswith("C") else self.dtype.itemsize
+
+    def raw_span(self) -> tuple[int, int] | None:
+        """(start, length) in the storage's buffer when the tensor's bytes are one
+        run there, as safetensors stores them (contiguous, little-endian); else None."""
+        if self.storage.big_endian and self._unit > 1 and self.numel:
+            return None
+        if not self.is_contiguous():
+            return None
+        return self.byte_span()[0], self.nbytes
+
     def data(self) -> memoryview:
         """The tensor's bytes, contiguous and little-endian.
 
-        A contiguous little-endian view is a zero-copy window over the record;
-        anything else is materialized (one tensor's worth of memory) with a
-        numpy strided view on a carrier dtype of the element's width, so every
-        dtype (bf16, fp8, complex) is moved as raw bits.
+        A :meth:`raw_span` is a zero-copy window over the record; anything
+        else is materialized (one tensor's worth of memory) with a numpy
+        strided view on a carrier dtype of the element's width, so every dtype
+        (bf16, fp8, complex) is moved as raw bits.
         """
         if not self.numel:
             return memoryview(b"")
         st = self.storage
+        span = self.raw_span()
+        if span is not None:
+            return memoryview(st.buf)[span[0]:span[0] + span[1]]
         start = self.byte_span()[0]
-        unit = self.dtype.itemsize // 2 if self.dtype.name.startswith("C") else self.dtype.itemsize
+        unit = self._unit
         swap = st.big_endian and unit > 1
-        if self.is_contiguous() and not swap:
-            return memoryview(st.buf)[start:start + self.nbytes]
         size = self.dtype.itemsize
         shape, strides = self.shape, tuple(s * size for s in self.stride)
         if unit != size:  # complex: swap each component separately

@@ -32,10 +32,14 @@ For each input file:
    everything else (numpy arrays, bytes, sets, NaN...) is listed in the report
    as dropped.
 4. **Write** through :func:`tensorfile._io.writer.save_stream`, atomically,
-   one tensor at a time straight from the mapped record (a non-contiguous or
-   big-endian view is materialized alone), releasing each tensor's pages
-   after it is written: peak memory stays near the largest tensor. The
-   source's SHA-256 is computed on a thread meanwhile, for the report.
+   one tensor at a time straight from its record: a contiguous little-endian
+   tensor (nearly all of them) is copied file to file inside the kernel
+   (``os.copy_file_range``, with a buffered fallback where the kernel
+   refuses), a non-contiguous or big-endian view is read through the map and
+   materialized alone, its pages released after it is written: peak memory
+   stays near the largest tensor. The source's SHA-256 is computed on a
+   second thread meanwhile, for the report (the only pass that reads the
+   source into this process).
 
 Folders in the Hugging Face layout (``pytorch_model.bin``, or shards plus
 ``pytorch_model.bin.index.json``) become ``model.safetensors`` (or shards plus
@@ -64,7 +68,7 @@ from pathlib import Path
 from typing import Any
 
 from tensorfile._format.header import MAX_HEADER_SIZE, METADATA_KEY, Entry, canonical_order
-from tensorfile._io.writer import save_stream
+from tensorfile._io.writer import KERNEL_COPY, FileSpan, save_stream
 from tensorfile.errors import (
     ConversionError,
     MalformedCheckpointError,
@@ -214,6 +218,10 @@ class _Source:
         self._stop = threading.Event()
         self._done = threading.Event()
         self._queued = False
+
+    def fileno(self) -> int:
+        """The open file's descriptor (read with explicit offsets only)."""
+        return self._file.fileno()
 
     def compute_digest(self) -> None:
         """Hash the file (on the hashing thread); stops early once :meth:`close` is called."""
@@ -841,22 +849,35 @@ class _Progress:
 
 
 class _Copier:
-    """Hands the writer one tensor's bytes at a time, straight from the mapped records.
+    """Hands the writer one tensor's bytes at a time, straight from the records.
 
-    Called with each name in file order. Before handing out the next tensor it
-    accounts for the previous one (progress) and drops that tensor's mapped
-    pages from this process, so resident memory stays near one tensor;
-    :meth:`finish` does the same for the last one once the writer returns.
+    Called with each name in file order. A tensor whose bytes are one run of a
+    source file (:meth:`~.builder.TensorView.raw_span`: contiguous,
+    little-endian; almost every tensor ``torch.save`` writes) goes as a
+    :class:`~tensorfile._io.writer.FileSpan`, which the writer copies file to
+    file in the kernel; any other (a view, a big-endian record, a nested
+    stream's bytes) is read through the map and materialized alone. Before
+    handing out the next tensor it accounts for the previous one (progress)
+    and drops that tensor's mapped pages from this process, so resident
+    memory stays near one tensor; :meth:`finish` does the same for the last
+    one once the writer returns.
     """
 
-    def __init__(self, tensors: dict[str, TensorView], progress: _Progress) -> None:
+    def __init__(self, tensors: dict[str, TensorView], sources: list[_Source],
+                 progress: _Progress) -> None:
         self._tensors = tensors
+        # Which open file each map shows (the map starts at the file's byte 0).
+        self._files = {id(src.buf): src.fileno() for src in sources} if KERNEL_COPY else {}
         self._progress = progress
         self._pending: TensorView | None = None
 
-    def __call__(self, name: str) -> memoryview:
+    def __call__(self, name: str) -> memoryview | FileSpan:
         self.finish()
         view = self._pending = self._tensors[name]
+        fd = self._files.get(id(view.storage.buf))
+        span = view.raw_span() if fd is not None else None
+        if fd is not None and span is not None and span[1]:
+            return FileSpan(fd, *span)
         return view.data()
 
     def finish(self) -> None:
@@ -877,7 +898,7 @@ def _write(plan: _Plan, dst: Path, progress: _Progress) -> list[str]:
     """Write one output file atomically, tensor by tensor; returns the names in file order."""
     entries = _entries(plan.tensors)
     order = [e.name for e in canonical_order(entries)]
-    copier = _Copier(plan.tensors, progress)
+    copier = _Copier(plan.tensors, [plan.checkpoint.source], progress)
     try:
         save_stream(entries, ((n, copier(n)) for n in order), dst, plan.metadata())
     except SerializationError as exc:
@@ -975,7 +996,7 @@ def _convert_folder(src: Path, dst: Path | None, key: str | None,
         out.mkdir(parents=True, exist_ok=True)
         report = ConversionReport(str(src), "folder")
         _hash_in_background([ck.source for ck in checkpoints])
-        copier = _Copier(tensors, _Progress(total, progress))
+        copier = _Copier(tensors, [ck.source for ck in checkpoints], _Progress(total, progress))
         entries = _entries(tensors)
         # Shards no bigger than the largest input shard (so about as many); one file
         # for one input.
