@@ -144,6 +144,10 @@ _SAVE_CHILD = textwrap.dedent(
     empty = hwm()
     tensors = {f"layer.{i:02d}.weight": np.full(per, i, dtype=np.float32) for i in range(n)}
     base = hwm()
+    # Start from a clean page cache: the previous run's file, still being
+    # written back to disk, must not slow this one down.
+    import os
+    os.sync()
     t = time.perf_counter()
     save_file(tensors, dest)
     dt = time.perf_counter() - t

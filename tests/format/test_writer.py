@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import stat
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -157,3 +159,38 @@ def test_load_model_strict_reports_missing(tmp_path: Path) -> None:
         tpt.load_model(torch.nn.Linear(3, 2), path)
     missing, unexpected = tpt.load_model(torch.nn.Linear(3, 2), path, strict=False)
     assert missing == ["bias"] and unexpected == []
+
+
+def test_durable_writes_start_writeback_as_they_go(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each WRITEBACK_BYTES written are handed to the disk at once (so the final
+    fsync waits only for the tail), in order, covering the file without gaps;
+    the file is the same as without it."""
+    from tensorfile._io import atomic
+
+    calls: list[tuple[int, int]] = []
+    monkeypatch.setattr(atomic, "WRITEBACK_BYTES", 1000)
+    monkeypatch.setattr(atomic._WriteBehindFile, "_start",
+                        staticmethod(lambda fd, offset, n: calls.append((offset, n))))
+    tensors = {f"t{i}": np.full(700 + i, i, dtype=np.uint8) for i in range(10)}
+    tensorfile.save_file(tensors, tmp_path / "a.safetensors")
+    size = (tmp_path / "a.safetensors").stat().st_size
+    assert calls and calls[0][0] == 0
+    assert all(a + n == b for (a, n), (b, _) in itertools.pairwise(calls))
+    assert all(n >= 1000 for _, n in calls)
+    # Only the tail is left to the fsync: under the threshold plus one write.
+    assert 0 <= size - (calls[-1][0] + calls[-1][1]) < 1000 + 709
+    assert tensorfile.save(tensors) == (tmp_path / "a.safetensors").read_bytes()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sync_file_range is Linux's")
+def test_sync_file_range_is_found_and_harmless(tmp_path: Path) -> None:
+    from tensorfile._io import atomic
+
+    start = atomic._sync_file_range()
+    assert start is not None
+    with open(tmp_path / "f", "wb") as f:
+        f.write(b"x" * 10000)
+        f.flush()
+        start(f.fileno(), 0, 10000)
+        start(-1, 0, 10)  # a bad fd is ignored: the head start is advisory
+    assert (tmp_path / "f").read_bytes() == b"x" * 10000
