@@ -162,9 +162,13 @@ def test_tuple_keys_and_a_few_equal_hashes_still_convert(tmp_path: Path) -> None
     assert report.values == ["x"]
 
 
-def test_a_65th_key_with_the_same_hash_is_refused(tmp_path: Path) -> None:
+ORDERED_DICT = kit.glob("collections", "OrderedDict") + kit.EMPTY_TUPLE + kit.REDUCE
+
+
+@pytest.mark.parametrize("container", [kit.EMPTY_DICT, ORDERED_DICT], ids=["dict", "OrderedDict"])
+def test_a_65th_key_with_the_same_hash_is_refused(tmp_path: Path, container: bytes) -> None:
     same = b"".join(kit.integer(i * (2**61 - 1)) + kit.NONE for i in range(1, 66))
-    extra = kit.text("x") + kit.EMPTY_DICT + kit.MARK + same + kit.SETITEMS + b"s"
-    with pytest.raises(UnsupportedCheckpointError, match="65 different keys share one hash"):
+    extra = kit.text("x") + container + kit.MARK + same + kit.SETITEMS + b"s"
+    with pytest.raises(UnsupportedCheckpointError, match="65 keys, not all equal, share one hash"):
         convert(_checkpoint(tmp_path, extra), tmp_path / "out.safetensors")
     assert not (tmp_path / "out.safetensors").exists()

@@ -464,7 +464,6 @@ class CheckpointBuilder:
         return check_view(storage, dtype, args[1], args[2], args[3], at)
 
 
-
 #: Items hashed while building one stream's dicts and sets, the items of tuple
 #: keys included: a tuple does not cache its hash, so tuples nested n deep
 #: through the memo (``t = (t, t)``) take 2**n steps to hash. Real checkpoints
@@ -519,8 +518,8 @@ def _check_collisions(keys: list[object], where: str) -> None:
     for same in buckets.values():
         if len(same) > MAX_SAME_HASH and any(k != same[0] for k in same):
             raise UnsupportedCheckpointError(
-                f"{where}: {len(same)} different keys share one hash value (more than "
-                f"{MAX_SAME_HASH}): building the dict would take quadratic time")
+                f"{where}: {len(same)} keys, not all equal, share one hash value (more than "
+                f"{MAX_SAME_HASH}): building the container would take quadratic time")
 
 
 def check_hashing(root: object) -> None:
