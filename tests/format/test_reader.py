@@ -136,13 +136,15 @@ indexes = st.one_of(
 
 
 @settings(max_examples=200, deadline=None)
-@given(index=indexes)
-def test_get_slice_matches_numpy_indexing(index: object, tmp_path_factory: pytest.TempPathFactory) -> None:
+@given(index=indexes, backend=st.sampled_from(["mmap", "pread"]))
+def test_get_slice_matches_numpy_indexing(
+    index: object, backend: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     full = np.arange(60, dtype=np.float32).reshape(3, 4, 5)
     path = tmp_path_factory.getbasetemp() / "slice.safetensors"
     if not path.exists():
         tensorfile.save_file({"w": full}, path)
-    with tensorfile.safe_open(path, "np") as f:
+    with tensorfile.safe_open(path, "np", backend=backend) as f:
         sl = f.get_slice("w")
         assert sl.get_shape() == [3, 4, 5] and sl.get_dtype() == "F32"
         try:
@@ -155,10 +157,37 @@ def test_get_slice_matches_numpy_indexing(index: object, tmp_path_factory: pytes
     np.testing.assert_array_equal(got, expected)
 
 
-def test_torch_slices_support_negative_steps(model: Path) -> None:
+@pytest.mark.parametrize(
+    ("index", "rows"),
+    [
+        (np.s_[5], 1),
+        (np.s_[-1, 2:], 1),
+        (np.s_[10:20], 10),
+        (np.s_[10:20:3, ::-1], 10),  # rows 10, 13, 16, 19
+        (np.s_[90:9:-40], 81),  # rows 90, 50, 10
+        (np.s_[...], 100),
+        (np.s_[:, 0], 100),
+    ],
+)
+def test_pread_slices_read_only_the_rows_they_reach(
+    index: object, rows: int, tmp_path: Path
+) -> None:
+    """With backend="pread" (network file systems), a slice along the first
+    axis reads just the rows from its first to its last, not the tensor."""
+    full = np.arange(100 * 64, dtype=np.float64).reshape(100, 64)
+    tensorfile.save_file({"w": full}, tmp_path / "w.safetensors")
+    with tensorfile.safe_open(tmp_path / "w.safetensors", "np", backend="pread") as f:
+        before = f.bytes_read
+        got = f.get_slice("w")[index]
+        assert f.bytes_read - before == rows * 64 * 8
+    np.testing.assert_array_equal(got, full[index])  # type: ignore[index]
+
+
+@pytest.mark.parametrize("backend", ["mmap", "pread"])
+def test_torch_slices_support_negative_steps(model: Path, backend: str) -> None:
     torch = pytest.importorskip("torch")
     full = np.arange(60, dtype=np.float32).reshape(3, 4, 5)
-    with tensorfile.safe_open(model, "pt") as f:
+    with tensorfile.safe_open(model, "pt", backend=backend) as f:
         got = f.get_slice("w")[::-1, 1:, -1]
     assert isinstance(got, torch.Tensor)
     np.testing.assert_array_equal(got.numpy(), full[::-1, 1:, -1])

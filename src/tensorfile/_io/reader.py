@@ -79,6 +79,30 @@ def read_header(fd: int, file_size: int) -> tuple[Header, bytes]:
     return hdr.parse_json(raw[8:], file_size - 8 - n, n), raw
 
 
+def row_window(index: Any, shape: tuple[int, ...]) -> tuple[int, int, Any] | None:
+    """The rows ``[lo, hi)`` of the first axis that a basic index reaches, and
+    the index rewritten for the array of just those rows; None when the first
+    axis is not selected by an integer or a slice (or the selection is empty or
+    out of range: indexing the whole tensor then decides, or raises)."""
+    if not shape or shape[0] == 0:
+        return None
+    parts = index if isinstance(index, tuple) else (index,)
+    if not parts:
+        return None
+    first, rest, n = parts[0], parts[1:], shape[0]
+    if isinstance(first, (int, np.integer)) and not isinstance(first, (bool, np.bool_)):
+        i = int(first) + (n if first < 0 else 0)
+        return (i, i + 1, (0, *rest)) if 0 <= i < n else None
+    if isinstance(first, slice):
+        rows = range(*first.indices(n))
+        if not rows:
+            return None
+        lo, hi = min(rows[0], rows[-1]), max(rows[0], rows[-1]) + 1
+        end = rows[-1] - lo + (1 if rows.step > 0 else -1)
+        return lo, hi, (slice(rows[0] - lo, None if end < 0 else end, rows.step), *rest)
+    return None
+
+
 class TensorSlice:
     """Lazy handle on one tensor: shape and dtype without reading, data on indexing.
 
@@ -330,12 +354,19 @@ class SafeOpen:
         return TensorSlice(self, self.info(name))
 
     def _slice(self, info: TensorInfo, index: Any) -> Any:
+        shape = info.shape
         if self._verifier is not None:
             # A slice of unverified bytes could be tampered: verify the whole
             # tensor once (its digest covers all of it), then slice the copy.
             buf, off = self._tensor_bytes(info)
         elif self._mode == "mmap":
             buf, off = self._mapping(), self._header.data_offset + info.start
+        elif not info.dtype.sub_byte and (window := row_window(index, shape)) is not None:
+            # Read only the rows the index reaches, then index within them.
+            lo, hi, index = window
+            row = info.nbytes // shape[0]
+            buf, off = self._pread((hi - lo) * row, self._header.data_offset + info.start + lo * row), 0
+            shape = (hi - lo, *shape[1:])
         else:
             buf, off = self._tensor_bytes(info)
         if info.dtype.sub_byte:
@@ -343,7 +374,7 @@ class SafeOpen:
             if self._framework == "pt":
                 raise FrameworkError(f"tensor {info.name!r}: slicing {info.dtype.name} into torch is not supported")
             return np.array(arr)
-        carrier = carrier_view(buf, off, info.dtype, info.shape)
+        carrier = carrier_view(buf, off, info.dtype, shape)
         picked = np.array(carrier[index])  # a copy of just the selected elements
         if self._framework == "np":
             from tensorfile._format.dtypes import numpy_dtype
