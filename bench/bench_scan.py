@@ -24,12 +24,15 @@ from source while picklescan, installed by pip, runs from bytecode.
 
 The main figure, ``tensorfile scan``, is the console script of the environment
 running the bench; in a development checkout that is an editable install,
-whose import hook (``__editable___*_finder``, run by ``site`` at every start)
-a user's wheel install does not have. ``--wheel`` adds ``tensorfile scan
-(wheel)``: a regular install of this checkout (a wheel built from a copy of
-it, installed with ``pip --no-deps`` into a throwaway virtual environment in
-bench/out/wheel-venv that sees this environment's other packages through a
-``.pth`` file). Both rows are printed; the README quotes the first.
+whose import hook (``__editable___*_finder``, run by ``site`` at every start;
+a few milliseconds, most of it importing pathlib, which the scanner needs
+anyway) a user's wheel install does not have. ``--wheel`` adds ``tensorfile
+scan (wheel)``: a regular install of this checkout (a wheel built from a copy
+of it, installed with ``pip --no-deps`` into a throwaway virtual environment
+in bench/out/wheel-venv that sees this environment's other packages through
+a ``.pth`` file). Both rows are printed; the README quotes the first.
+``tensorfile library`` is the library call from a bare ``python -c``, which
+shows what the command line adds.
 """
 
 from __future__ import annotations
@@ -123,13 +126,6 @@ def tools(wheel: Path | None = None) -> dict[str, list[str]]:
     found["tensorfile library"] = [sys.executable, "-c", (
         "import sys; from tensorfile.pickles import scan; "
         "sys.exit(scan(sys.argv[1:]).exit_code)")]
-    # What the scanner costs when the package's __init__ (safetensors reader,
-    # numpy) is not executed first: shows what a lazy tensorfile/__init__ saves.
-    src = Path(__file__).resolve().parents[1] / "src" / "tensorfile"
-    found["tensorfile lazy-init"] = [sys.executable, "-c", (
-        "import sys, types; m = types.ModuleType('tensorfile'); "
-        f"m.__path__ = [{str(src)!r}]; sys.modules['tensorfile'] = m; "
-        "from tensorfile.pickles import scan; sys.exit(scan(sys.argv[1:]).exit_code)")]
     scanner = shutil.which("picklescan", path=str(BIN)) or shutil.which("picklescan")
     if scanner:
         found["picklescan"] = [scanner, "-p"]
