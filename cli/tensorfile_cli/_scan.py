@@ -9,8 +9,9 @@ to import than the scanner, so a plain scan skips it.
 :func:`fast_args` accepts only what it can read exactly as click would: the
 word ``scan``, then paths and the flags in :data:`FLAGS` in any order, with
 ``--`` ending the options. Everything else (``--help``, a misspelt or unknown
-option, no path at all, shell completion) returns ``None`` and goes to Typer,
-so help texts and usage errors have one source. A test keeps :data:`FLAGS`
+option, no path at all, shell completion, and any command line on Windows,
+where click expands wildcards itself) returns ``None`` and goes to Typer, so
+help texts and usage errors have one source. A test keeps :data:`FLAGS`
 equal to the Typer command's options.
 """
 
@@ -55,7 +56,7 @@ def run(paths: Sequence[Path], *, json_out: bool, quiet: bool, debug: bool) -> N
 
 def fast_args(argv: Sequence[str]) -> ScanArgs | None:
     """``argv`` (without the program name) as a scan command, or ``None`` for Typer."""
-    if not argv or argv[0] != "scan" or _COMPLETE_VAR in os.environ:
+    if not argv or argv[0] != "scan" or _COMPLETE_VAR in os.environ or os.name == "nt":
         return None
     flags: dict[str, bool] = {}
     paths: list[Path] = []

@@ -234,3 +234,9 @@ def test_closed_stdout_exits_1_quietly_as_typer_does(tmp_path: Path) -> None:
                         .replace("typer imported: True\n", "")))
     assert results[0] == results[1]
     assert results[0][1] == 1 and results[0][2] == "" and b": unknown (pickle" in results[0][0]
+
+
+def test_windows_goes_to_typer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """click expands wildcards on Windows (``scan *.bin`` in cmd.exe); the fast path does not."""
+    monkeypatch.setattr(_scan.os, "name", "nt")
+    assert _scan.fast_args(["scan", "x.pkl"]) is None
