@@ -33,17 +33,18 @@ FAST = [
 ]
 
 
-def run(prefix: list[str], args: list[str]) -> tuple[int, str, str]:
+def run(prefix: list[str], args: list[str], **extra_env: str) -> tuple[int, str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
     env["COLUMNS"] = "100"
+    env.update(extra_env)
     p = subprocess.run([*prefix, *args], capture_output=True, text=True, env=env,
                        stdin=subprocess.DEVNULL, timeout=120)
     return p.returncode, p.stdout, p.stderr
 
 
-def fast(args: list[str]) -> tuple[int, str, str, bool]:
+def fast(args: list[str], **extra_env: str) -> tuple[int, str, str, bool]:
     """Exit code, stdout, stderr (without the probe line) and whether Typer was imported."""
-    code, out, err = run(FAST, args)
+    code, out, err = run(FAST, args, **extra_env)
     err, _, probe = err.rpartition("typer imported: ")
     assert probe.strip() in ("True", "False"), err + probe
     return code, out, err, probe.strip() == "True"
@@ -103,6 +104,13 @@ def test_fast_path_prints_what_typer_prints(inputs: dict[str, Path], names: list
     else:
         overall = {0: ("safe",), 1: ("dangerous", "unknown"), 2: ("error",)}[code]
         assert " scanned: " in fast_out and fast_out.split()[-1] in overall
+
+
+def test_colours_are_typers(inputs: dict[str, Path]) -> None:
+    args = ["scan", str(inputs["dangerous"]), str(inputs["safe"]), str(inputs["truncated"])]
+    fast_code, fast_out, fast_err, typer_loaded = fast(args, FORCE_COLOR="1")
+    assert not typer_loaded and "\x1b[31;1mdangerous\x1b[0m" in fast_out
+    assert (fast_code, fast_out, fast_err) == run(TYPER, args, FORCE_COLOR="1")
 
 
 def test_double_dash_ends_the_options(inputs: dict[str, Path], tmp_path: Path,
