@@ -19,13 +19,16 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from tensorfile._format.dtypes import DTYPES
+from tensorfile._format.header import MAX_HEADER_SIZE
 from tensorfile.errors import UnsupportedCheckpointError
 from tensorfile.pickles.builder import Storage, TensorView, Unbuilt, check_view
 from tensorfile.pickles.convert import (
     _KEY_REPR,
+    MAX_VALUE_JSON,
     _count_names,
     _flatten,
     _holders,
+    _JsonValues,
     _Plan,
     convert,
 )
@@ -172,3 +175,18 @@ def test_a_65th_key_with_the_same_hash_is_refused(tmp_path: Path, container: byt
     with pytest.raises(UnsupportedCheckpointError, match="65 keys, not all equal, share one hash"):
         convert(_checkpoint(tmp_path, extra), tmp_path / "out.safetensors")
     assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_plain_values_kept_up_to_their_json_length() -> None:
+    """The size bound is on the JSON text, never on an estimate above it: 5,000
+    short floats (35 KB of JSON) are kept; 30,000 ints (90 KB) are not, nor is a
+    value holding a Python object, nor (once the header's budget is used up)
+    anything more."""
+    values = _JsonValues()
+    text, why = values.text({"lr": [0.001] * 5000, "betas": (0.9, 0.999), "name": "adam"})
+    assert why == "" and text is not None and len(text) > 30_000
+    assert values.text(list(range(30_000)))[1] == f"JSON text longer than {MAX_VALUE_JSON} bytes"
+    assert "numpy.ndarray" in values.text([1, Unbuilt("numpy.ndarray", 3)])[1]
+    assert values.text(float("nan"))[0] is None
+    values.kept = MAX_HEADER_SIZE - 10
+    assert "fill the header" in values.text("x" * 20)[1]

@@ -649,33 +649,89 @@ def _select(root: object, key: str | None, where: Path) -> object:
     return node
 
 
-def _json_value(value: object) -> tuple[str | None, str]:
-    """(JSON text, '') for plain data within the size bound, else (None, why not)."""
-    seen = 0
-    work = [value]
-    while work:
-        v = work.pop()
-        seen += 1
-        if seen > MAX_VALUE_JSON:
-            return None, f"larger than {MAX_VALUE_JSON} items"
+class _JsonValues:
+    """Plain values as JSON text, with work bounded however the memo shares them.
+
+    A value's JSON length is first bounded from below by dynamic programming
+    over its distinct containers (memoized by identity across all the
+    checkpoint's values), so a list referenced by 10**5 values, or one string
+    referenced 10**5 times inside a value, is measured once; only values whose
+    bound fits :data:`MAX_VALUE_JSON` are serialized (a float's text is at
+    most 8 times its bound, so that work is bounded too), and only until the
+    texts kept fill :data:`~tensorfile._format.header.MAX_HEADER_SIZE` (where
+    they go).
+    """
+
+    def __init__(self) -> None:
+        # id -> (bound, why not plain); _held keeps each measured container alive
+        # so that its id cannot be reused by another while the memo holds it.
+        self._sizes: dict[int, tuple[int, str]] = {}
+        self._held: list[object] = []
+        self.kept = 0
+
+    def _leaf(self, v: object) -> tuple[int, str] | None:
+        """(estimate, problem) of a non-container, None for a container."""
+        if isinstance(v, (dict, list, tuple)):
+            return None
         if isinstance(v, Unbuilt):
-            return None, v.reason()
+            return 0, v.reason()
         named = getattr(v, "qualname", None)  # a global used as a value (a dtype, a class)
         if isinstance(named, str):
-            return None, f"{named} names a Python object, not plain data"
-        if isinstance(v, dict):
-            work.extend(v.values())
-        elif isinstance(v, (list, tuple)):
-            work.extend(v)
-        elif not (v is None or isinstance(v, (bool, int, float, str))):
-            return None, f"a {type(v).__name__} value is not plain JSON data"
-    try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError, RecursionError) as exc:
-        return None, f"not plain JSON data ({exc})"
-    if len(text) > MAX_VALUE_JSON:
-        return None, f"JSON text longer than {MAX_VALUE_JSON} bytes"
-    return text, ""
+            return 0, f"{named} names a Python object, not plain data"
+        if isinstance(v, str):
+            return len(v) + 2, ""
+        if isinstance(v, bool) or v is None:
+            return 4, ""
+        if isinstance(v, int):
+            return v.bit_length() * 3 // 10 + 1, ""  # decimal digits, at least
+        if isinstance(v, float):
+            return 3, ""
+        return 0, f"a {type(v).__name__} value is not plain JSON data"
+
+    def _size(self, value: object) -> tuple[int, str]:
+        leaf = self._leaf(value)
+        if leaf is not None:
+            return leaf
+        cap = MAX_VALUE_JSON + 1
+        work: list[tuple[object, bool]] = [(value, False)]
+        while work:
+            node, expanded = work.pop()
+            if id(node) in self._sizes:
+                continue
+            assert isinstance(node, (dict, list, tuple))
+            kids = list(node.values()) if isinstance(node, dict) else list(node)
+            if not expanded:
+                work.append((node, True))
+                work.extend((k, False) for k in kids
+                            if self._leaf(k) is None and id(k) not in self._sizes)
+                continue
+            size, why = 2, ""
+            if isinstance(node, dict):
+                size += sum(len(k) if isinstance(k, str) else 24 for k in node) + 4 * len(node)
+            for k in kids:
+                n, w = self._leaf(k) or self._sizes[id(k)]
+                size, why = min(size + n + 2, cap), why or w
+            self._sizes[id(node)] = (size, why)
+            self._held.append(node)
+        return self._sizes[id(value)]
+
+    def text(self, value: object) -> tuple[str | None, str]:
+        """(JSON text, '') for plain data within the bounds, else (None, why not)."""
+        size, why = self._size(value)
+        if why:
+            return None, why
+        if size > MAX_VALUE_JSON:
+            return None, f"JSON text longer than {MAX_VALUE_JSON} bytes"
+        if self.kept + size > MAX_HEADER_SIZE:
+            return None, f"the values kept already fill the header's {MAX_HEADER_SIZE} bytes"
+        try:
+            text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as exc:
+            return None, f"not plain JSON data ({exc})"
+        if len(text) > MAX_VALUE_JSON:
+            return None, f"JSON text longer than {MAX_VALUE_JSON} bytes"
+        self.kept += len(text)
+        return text, ""
 
 
 def _count_names(root: object, holders: set[int]) -> tuple[int, int]:
@@ -735,13 +791,14 @@ def _plan(ck: _Checkpoint, key: str | None) -> _Plan:
         assert isinstance(root, (dict, list, tuple))
         _flatten(plan, root, holders, names, values)
     _group_tensors(plan, names)
+    texts = _JsonValues()
     for name, value in values.items():
         if name in plan.tensors or name in plan.aliases:
             raise UnsupportedCheckpointError(f"{ck.source.path}: two values are named {name!r}")
         if name in ("format", ""):
             plan.dropped.append(DroppedValue(name, "name is reserved in __metadata__"))
             continue
-        text, why = _json_value(value)
+        text, why = texts.text(value)
         if text is None:
             plan.dropped.append(DroppedValue(name, why))
         else:
