@@ -238,8 +238,8 @@ def test_pread_backend_counts_bytes(tmp_path: Path) -> None:
     with open_sharded(tmp_path, backend="pread") as model:
         w = model.get_tensor("layer2.weight")
         assert model.bytes_read == w.nbytes
-        model["layer1.weight"][0:2]
-        assert model.bytes_read == w.nbytes + tensors["layer1.weight"].nbytes
+        model["layer1.weight"][0:2]  # a slice of rows reads just those rows
+        assert model.bytes_read == w.nbytes + tensors["layer1.weight"][0:2].nbytes
 
 
 def test_single_file_opens_as_a_one_shard_model(tmp_path: Path) -> None:
