@@ -266,6 +266,21 @@ def test_strided_view_past_its_storage(tmp_path: Path) -> None:
                    "reaches element 4")
 
 
+def test_more_dimensions_than_numpy_refused(tmp_path: Path) -> None:
+    """64 dimensions convert; 65 are refused before their sizes are even read (a
+    shape shared through the memo by many tensors would otherwise cost
+    tensors x dimensions)."""
+    ones = (1,) * 64
+    body = kit.stream(kit.dict_of([("w", kit.tensor_v2(kit.storage("0"), 0, ones, ones))]))
+    report = convert(_zip(tmp_path, body, _weights()), tmp_path / "ok.safetensors")
+    assert report.tensors == ["w"]
+    (tmp_path / "ok.safetensors").unlink()
+    more = (*ones, 1)
+    body = kit.stream(kit.dict_of([("w", kit.tensor_v2(kit.storage("0"), 0, more, more))]))
+    assert_refused(_zip(tmp_path, body, _weights()), tmp_path, UnsupportedCheckpointError,
+                   "65 dimensions", "at most 64")
+
+
 def test_negative_stride_refused(tmp_path: Path) -> None:
     body = kit.stream(kit.dict_of([("w", kit.tensor_v2(kit.storage("0"), 3, (4,), (-1,)))]))
     assert_refused(_zip(tmp_path, body, _weights()), tmp_path, MalformedCheckpointError,

@@ -290,9 +290,21 @@ def _int(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
+#: Dimensions a tensor may have: numpy's own limit (the converter materializes
+#: views with numpy), far above any real tensor's. Without a bound, one shape
+#: tuple of 10**5 dimensions shared by 10**4 tensors through the memo costs
+#: 10**9 steps to check.
+MAX_DIMS: Final = 64
+
+
 def check_view(storage: Storage, dtype: DType, offset: object, shape: object, stride: object,
                at: int) -> TensorView:
     """Build a :class:`TensorView`, refusing any view that reads outside its storage."""
+    for dims in (shape, stride):
+        if isinstance(dims, tuple) and len(dims) > MAX_DIMS:
+            raise UnsupportedCheckpointError(
+                f"tensor at byte {at} has {len(dims)} dimensions; the converter handles at "
+                f"most {MAX_DIMS}")
     if not (_int(offset) and isinstance(shape, tuple) and isinstance(stride, tuple)
             and all(_int(d) for d in shape) and all(_int(s) for s in stride)):
         raise MalformedCheckpointError(f"tensor at byte {at}: offset/size/stride are not ints")
