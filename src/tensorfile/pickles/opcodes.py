@@ -34,10 +34,10 @@ import mmap
 import re
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Final, NamedTuple, TypeAlias
 
 from tensorfile.errors import MalformedPickleError
+from tensorfile.pickles._records import FrozenRecord
 
 #: Buffers the reader accepts: anything with ``find`` and slicing (not memoryview).
 Buffer: TypeAlias = bytes | bytearray | mmap.mmap
@@ -51,23 +51,31 @@ HIGHEST_PROTOCOL: Final = 5
 _SSIZE_MAX: Final = (1 << 63) - 1
 
 
-@dataclass(frozen=True, slots=True)
-class Opaque:
+class Opaque(FrozenRecord):
     """A value the scanner will not reconstruct (unparsable number, oversized text).
 
     It is never a literal string, so it can never name what STACK_GLOBAL imports.
     """
 
+    __slots__ = ("why",)
     why: str
 
+    def __init__(self, why: str) -> None:
+        object.__setattr__(self, "why", why)
 
-@dataclass(frozen=True, slots=True)
-class BytesRef:
+
+class BytesRef(FrozenRecord):
     """A zero-copy window ``buf[start:stop]`` holding a bytes argument."""
 
+    __slots__ = ("buf", "start", "stop")
     buf: Buffer
     start: int
     stop: int
+
+    def __init__(self, buf: Buffer, start: int, stop: int) -> None:
+        object.__setattr__(self, "buf", buf)
+        object.__setattr__(self, "start", start)
+        object.__setattr__(self, "stop", stop)
 
     def __len__(self) -> int:
         return self.stop - self.start
@@ -77,15 +85,18 @@ class BytesRef:
         return bytes(self.buf[self.start : self.stop])
 
 
-@dataclass(frozen=True, slots=True)
-class BigText:
+class BigText(FrozenRecord):
     """Text longer than the reader's ``max_text``, left undecoded (UTF-8 in ``raw``).
 
     Never a literal string for STACK_GLOBAL; containers decode it only where
     torch would use it as data (``_codecs.encode(text, 'latin1')``).
     """
 
+    __slots__ = ("raw",)
     raw: BytesRef
+
+    def __init__(self, raw: BytesRef) -> None:
+        object.__setattr__(self, "raw", raw)
 
 
 class LegacyStr(str):

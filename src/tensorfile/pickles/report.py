@@ -15,6 +15,8 @@ import enum
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
+from tensorfile.pickles._records import Record
+
 
 class Verdict(str, enum.Enum):
     """How loading the input would behave, as far as the scanner can prove."""
@@ -42,27 +44,6 @@ class Verdict(str, enum.Enum):
 _SEVERITY = {Verdict.SAFE: 0, Verdict.UNKNOWN: 1, Verdict.ERROR: 2, Verdict.DANGEROUS: 3}
 
 
-class _Record:
-    """Field-wise ``==`` and a dataclass-style ``repr`` over ``__slots__`` (in field order).
-
-    Mutable, so not hashable (defining ``__eq__`` sets ``__hash__`` to None).
-    """
-
-    __slots__: tuple[str, ...] = ()
-
-    def _values(self) -> tuple[object, ...]:
-        return tuple(getattr(self, name) for name in self.__slots__)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, _Record) or other.__class__ is not self.__class__:
-            return NotImplemented
-        return self._values() == other._values()
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
-        return f"{type(self).__name__}({fields})"
-
-
 class Finding(NamedTuple):
     """One reason a stream is not safe.
 
@@ -88,7 +69,7 @@ class Finding(NamedTuple):
         }
 
 
-class StreamReport(_Record):
+class StreamReport(Record):
     """One pickle stream (or one unreadable part) inside a file.
 
     ``location`` names where it sits, e.g. ``archive/data.pkl``,
@@ -127,7 +108,7 @@ class StreamReport(_Record):
         }
 
 
-class FileReport(_Record):
+class FileReport(Record):
     """One input file: the container it is, its streams, and its overall verdict.
 
     ``format`` is what the content was detected as (``torch-zip``,
@@ -166,7 +147,7 @@ class FileReport(_Record):
         }
 
 
-class ScanReport(_Record):
+class ScanReport(Record):
     """The result of :func:`tensorfile.pickles.scan`: one :class:`FileReport` per file."""
 
     __slots__ = ("files",)
