@@ -20,12 +20,16 @@ tensorfile's output is durable (fsync before the atomic rename) while
     python bench/bench_convert.py [--size-gib 1] [--repeat 3] [--workdir DIR] [--out FILE]
 
 Measured 2026-11-22 on the 2-core, 24 GiB development VM while other jobs ran
-(load average 6-11, so single runs vary by 2x), ``--repeat 5``, medians:
-peak memory 175 MiB vs 1240 MiB (ratio 0.14); whole process 4.3-6.3 s vs
-8.5-13.3 s (0.47-0.51); CPU 2.6-3.0 s vs 4.4-6.8 s (0.45-0.59); the call
-alone 3.8-5.2 s vs 3.5-5.1 s (1.04-1.07). The call's time is dominated by
-writing 1 GiB (plus a durable fsync, ~0.45 s) and by SHA-256 of the source
-on a second thread (~1.9 s of CPU at ~570 MB/s on this VM).
+(load average 2.5-5), four runs of ``--repeat 5``, medians per run: peak
+memory 50 MiB vs 1239 MiB (ratio 0.04); whole process 1.7-6.1 s vs 4.3-15.0 s
+(ratios 0.31, 0.40, 0.41, 0.49); CPU ratios 0.39-0.48; the call alone
+0.62-0.98x of the reference's load + save. Contiguous tensors are copied file
+to file in the kernel (``os.copy_file_range``: ~0.5 s per GiB on this VM), the
+output is fsync'd (~0.3-0.6 s), and the source's SHA-256 for the report runs
+on a second thread meanwhile (~1 s of CPU per GiB), the only pass that reads
+the source into the process. Before the kernel copy (same session,
+alternating old and new code): the call took 2.56 s vs 1.76 s and 3.69 s vs
+3.14 s (medians of 8 and 6 pairs), peak memory 175 MiB.
 """
 
 from __future__ import annotations
