@@ -188,8 +188,16 @@ def _is_int(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
+#: Longest shape or stride tuple a call may take (numpy's limit; torch writes
+#: far fewer). Checks must stay small per call: the memo lets one huge tuple
+#: be passed to every call of a stream at the cost of two bytes each.
+MAX_DIMS: Final = 64
+#: Most entries a tensor's metadata dict may have, for the same reason.
+MAX_TENSOR_METADATA: Final = 1024
+
+
 def _int_tuple(x: object) -> bool:
-    return isinstance(x, tuple) and all(_is_int(v) for v in x)
+    return isinstance(x, tuple) and len(x) <= MAX_DIMS and all(_is_int(v) for v in x)
 
 
 def _is_bytes(x: object) -> bool:
@@ -252,7 +260,7 @@ def _shape_rebuild_tensor_v3(a: tuple[object, ...]) -> str | None:
 
 
 def _plain_metadata(x: object) -> bool:
-    return x is None or (isinstance(x, PDict) and all(
+    return x is None or (isinstance(x, PDict) and len(x.items) <= MAX_TENSOR_METADATA and all(
         isinstance(k, str) and (v is None or isinstance(v, (bool, int, float, str)))
         for k, v in x.items))
 
