@@ -232,7 +232,7 @@ def _tensor_head(a: tuple[object, ...]) -> str | None:
     if not (isinstance(a[0], PersistentRef) or call_of(a[0], "torch.storage._load_from_bytes")):
         return "first argument is neither a storage persistent id nor a nested storage"
     if not (_is_int(a[1]) and _int_tuple(a[2]) and _int_tuple(a[3])):
-        return "offset/size/stride are not ints and int tuples"
+        return f"offset/size/stride are not an int and int tuples of at most {MAX_DIMS} entries"
     return None
 
 
