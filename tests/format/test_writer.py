@@ -169,7 +169,7 @@ def test_durable_writes_start_writeback_as_they_go(tmp_path: Path, monkeypatch: 
 
     calls: list[tuple[int, int]] = []
     monkeypatch.setattr(atomic, "WRITEBACK_BYTES", 1000)
-    monkeypatch.setattr(atomic._WriteBehindFile, "_start",
+    monkeypatch.setattr(atomic.WriteBehindFile, "_start",
                         staticmethod(lambda fd, offset, n: calls.append((offset, n))))
     tensors = {f"t{i}": np.full(700 + i, i, dtype=np.uint8) for i in range(10)}
     tensorfile.save_file(tensors, tmp_path / "a.safetensors")
@@ -194,3 +194,29 @@ def test_sync_file_range_is_found_and_harmless(tmp_path: Path) -> None:
         start(f.fileno(), 0, 10000)
         start(-1, 0, 10)  # a bad fd is ignored: the head start is advisory
     assert (tmp_path / "f").read_bytes() == b"x" * 10000
+
+
+def test_kernel_copied_spans_get_writeback_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bytes a FileSpan copies in the kernel (never through write()) are counted
+    as well: the writeback ranges still run end to start over the whole file."""
+    from tensorfile._format.dtypes import DTYPES
+    from tensorfile._format.header import Entry
+    from tensorfile._io import atomic
+
+    calls: list[tuple[int, int]] = []
+    monkeypatch.setattr(atomic, "WRITEBACK_BYTES", 1000)
+    monkeypatch.setattr(writer, "_KERNEL_COPY_STEP", 512)
+    monkeypatch.setattr(atomic.WriteBehindFile, "_start",
+                        staticmethod(lambda fd, offset, n: calls.append((offset, n))))
+    src = tmp_path / "src.bin"
+    src.write_bytes(bytes(range(256)) * 40)  # 10,240 bytes
+    entries = [Entry("a", DTYPES["U8"], (6000,)), Entry("b", DTYPES["U8"], (4000,))]
+    with open(src, "rb") as fh:
+        spans = iter([("a", writer.FileSpan(fh.fileno(), 100, 6000)),
+                      ("b", writer.FileSpan(fh.fileno(), 6100, 4000))])
+        writer.save_stream(entries, spans, tmp_path / "out.safetensors")
+    out = (tmp_path / "out.safetensors").read_bytes()
+    assert out.endswith(src.read_bytes()[100:10100])
+    assert calls and calls[0][0] == 0
+    assert all(a + n == b for (a, n), (b, _) in itertools.pairwise(calls))
+    assert 0 <= len(out) - (calls[-1][0] + calls[-1][1]) < 1000 + 512

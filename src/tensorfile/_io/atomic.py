@@ -101,7 +101,7 @@ def _sync_file_range() -> Callable[[int, int, int], None] | None:
 WRITEBACK_BYTES = 64 << 20
 
 
-class _WriteBehindFile(io.FileIO):
+class WriteBehindFile(io.FileIO):
     """A raw file that asks the kernel to start writing each ``WRITEBACK_BYTES``
     to disk as soon as they are written.
 
@@ -120,11 +120,16 @@ class _WriteBehindFile(io.FileIO):
     def write(self, data: Any, /) -> int:
         n = super().write(data)
         if n:
-            self._written += n
-            if self._written - self._flushed >= WRITEBACK_BYTES:
-                self._start(self.fileno(), self._flushed, self._written - self._flushed)
-                self._flushed = self._written
+            self.written_elsewhere(n)
         return n
+
+    def written_elsewhere(self, n: int) -> None:
+        """Count ``n`` bytes that reached the file at its position by another
+        way than :meth:`write` (a kernel copy into the descriptor)."""
+        self._written += n
+        if self._written - self._flushed >= WRITEBACK_BYTES:
+            self._start(self.fileno(), self._flushed, self._written - self._flushed)
+            self._flushed = self._written
 
 
 @contextlib.contextmanager
@@ -142,7 +147,7 @@ def atomic_write(dest: str | os.PathLike[str], *, durable: bool = True) -> Itera
     fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=_temp_prefix(dest), suffix=_TEMP_SUFFIX)
     tmp = Path(tmp_name)
     try:
-        with _WriteBehindFile(fd) if durable else os.fdopen(fd, "wb", buffering=0) as raw:
+        with WriteBehindFile(fd) if durable else os.fdopen(fd, "wb", buffering=0) as raw:
             f: BinaryIO = raw  # type: ignore[assignment]
             yield f
             if durable:

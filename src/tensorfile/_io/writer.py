@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 
 from tensorfile._format.header import Entry, TensorInfo, encode
 from tensorfile._frameworks import tensor_entry
-from tensorfile._io.atomic import atomic_write
+from tensorfile._io.atomic import WriteBehindFile, atomic_write
 from tensorfile.errors import SerializationError
 
 _CHUNK = 64 << 20  # bound single write() calls (Linux caps one write at ~2 GiB)
@@ -59,6 +59,8 @@ KERNEL_COPY = hasattr(os, "copy_file_range")
 _NO_KERNEL_COPY = frozenset({errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP,
                              errno.EINVAL, errno.EPERM, errno.ETXTBSY})
 _SPAN_BUFFER = 8 << 20
+#: Bytes per kernel copy call: small enough that writeback starts as they arrive.
+_KERNEL_COPY_STEP = 64 << 20
 
 
 def copy_span(f: BinaryIO, span: FileSpan) -> None:
@@ -67,15 +69,19 @@ def copy_span(f: BinaryIO, span: FileSpan) -> None:
     into one buffer and writing it. The bytes written are the same either way."""
     out = f.fileno()
     f.flush()  # the kernel copy writes at the descriptor's position
+    # A durable file starts writeback as bytes arrive; tell it about these.
+    arrived = f.written_elsewhere if isinstance(f, WriteBehindFile) else None
     done = 0
     if KERNEL_COPY:
         try:
             while done < span.length:
-                n = os.copy_file_range(span.fd, out, min(span.length - done, 1 << 30),
+                n = os.copy_file_range(span.fd, out, min(span.length - done, _KERNEL_COPY_STEP),
                                        span.offset + done)
                 if n <= 0:
                     break  # end of the source: the buffered path reports it
                 done += n
+                if arrived is not None:
+                    arrived(n)
         except OSError as exc:
             if exc.errno not in _NO_KERNEL_COPY:
                 raise
