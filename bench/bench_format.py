@@ -107,7 +107,8 @@ def bench_torch_load(path: Path, repeat: int) -> dict[str, float]:
         for v in d.values():
             v.clone()
 
-    a, b = pair(lambda: clone_all(tpt.load_file(path)), lambda: clone_all(spt.load_file(path)), repeat)
+    # A fraction of a second each: more rounds, or one burst of load decides the ratio.
+    a, b = pair(lambda: clone_all(tpt.load_file(path)), lambda: clone_all(spt.load_file(path)), repeat * 4)
     return {"tensorfile_s": a, "safetensors_s": b, "ratio": a / b}
 
 
