@@ -47,6 +47,7 @@ from tensorfile._format.header import MAX_HEADER_SIZE, Entry, Header, TensorInfo
 from tensorfile._frameworks import is_torch_tensor, tensor_entry, torch_dtype_table
 from tensorfile._io import reader, writer
 from tensorfile._io.atomic import atomic_write
+from tensorfile._io.files import open_regular, read_small
 from tensorfile.errors import (
     FormatError,
     SerializationError,
@@ -220,16 +221,11 @@ def read_index(path: PathLike, *, allow_external_symlinks: bool = False) -> Shar
     if index_path is None:
         raise ShardIndexError(f"{p} has no *{INDEX_SUFFIX}")
     try:
-        fd = os.open(index_path, os.O_RDONLY)
+        raw = read_small(index_path, MAX_HEADER_SIZE)
     except OSError as e:
         raise ShardIndexError(f"{index_path}: cannot open index: {e.strerror}") from None
-    try:
-        size = os.fstat(fd).st_size
-        if size > MAX_HEADER_SIZE:
-            raise ShardIndexError(f"{index_path}: index is {size} bytes, over the {MAX_HEADER_SIZE} limit")
-        raw = bytes(reader.pread_exact(fd, size, 0))
-    finally:
-        os.close(fd)
+    if len(raw) > MAX_HEADER_SIZE:
+        raise ShardIndexError(f"{index_path}: index is over the {MAX_HEADER_SIZE}-byte limit")
     idx = parse_index(
         raw, index_path.parent, allow_external_symlinks=allow_external_symlinks, where=str(index_path)
     )
@@ -238,9 +234,9 @@ def read_index(path: PathLike, *, allow_external_symlinks: bool = False) -> Shar
 
 def read_shard_header(path: Path) -> Header:
     """A shard's validated header (one small ``pread``; nothing is mapped)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    fd, size = open_regular(path)
     try:
-        header, _raw = reader.read_header(fd, os.fstat(fd).st_size)
+        header, _raw = reader.read_header(fd, size)
     except FormatError as e:
         raise type(e)(f"{path}: {e}") from None
     finally:

@@ -271,3 +271,4 @@ def test_failed_open_leaves_nothing_to_release(tmp_path: Path) -> None:
     finally:
         sys.unraisablehook = old_hook
     assert seen == []
+

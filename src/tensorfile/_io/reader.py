@@ -38,6 +38,7 @@ from tensorfile._frameworks import (
     torch_from_carrier,
     torch_view,
 )
+from tensorfile._io.files import open_regular
 from tensorfile.errors import (
     ClosedFileError,
     FrameworkError,
@@ -171,7 +172,11 @@ class SafeOpen:
         #: Bytes copied out of the file by this handle: ``pread`` reads and
         #: :meth:`read_into` copies (zero-copy views of the map are not counted).
         self.bytes_read = 0
-        self._fd = os.open(self._path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        self._fd, _ = open_regular(
+            self._path,
+            folder_hint=": open a sharded model with tensorfile.sharded.open_sharded, "
+            "or read every tensor with load_file",
+        )
         self._closed = False
         try:
             self._size = os.fstat(self._fd).st_size

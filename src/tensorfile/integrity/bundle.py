@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tensorfile._io.files import read_small
 from tensorfile.errors import BundleError, NotSignedError, UnsupportedAlgorithmError
 from tensorfile.integrity._json import json_list, json_obj, json_str, loads_strict
 
@@ -140,8 +141,7 @@ def read_bundle(path: str | os.PathLike[str]) -> Bundle:
     """Read and parse a signature file."""
     p = Path(path)
     try:
-        with open(p, "rb") as f:
-            data = f.read(MAX_BUNDLE_SIZE + 1)
+        data = read_small(p, MAX_BUNDLE_SIZE)
     except FileNotFoundError:
         raise NotSignedError(f"{p}: no signature file (the model is not signed)") from None
     except OSError as e:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from tensorfile._io.files import open_regular
 from tensorfile._io.reader import read_header
 from tensorfile.errors import FormatError, ModelPathError
 
@@ -189,17 +190,6 @@ class _Progress:
             self._callback(self.done, self.total)
 
 
-#: Listed paths are never symlinks (allowed ones are listed as their resolved
-#: target), so a symlink found at open time was swapped in: refuse it. A FIFO
-#: swapped in must not block the open.
-_OPEN_FLAGS = (
-    os.O_RDONLY
-    | getattr(os, "O_NOFOLLOW", 0)
-    | getattr(os, "O_NONBLOCK", 0)
-    | getattr(os, "O_CLOEXEC", 0)
-)
-
-
 def _safetensors_layout(fd: int, size: int, where: Path) -> tuple[list[str], list[tuple[int, int]]]:
     """Tensor names in file order, and the absolute byte ranges of the header
     followed by each tensor's bytes (together they cover the whole file)."""
@@ -213,19 +203,13 @@ def _safetensors_layout(fd: int, size: int, where: Path) -> tuple[list[str], lis
 
 
 def _open_regular(file: ModelFile) -> tuple[int, int]:
-    """An fd on ``file`` (no symlink swapped in, nothing but a regular file) and its size."""
+    """An fd on ``file`` and its size: nothing but a regular file, and no symlink
+    (listed paths are never symlinks, allowed ones being listed as their
+    resolved target, so a symlink found at open time was swapped in)."""
     try:
-        fd = os.open(file.path, _OPEN_FLAGS)
+        return open_regular(file.path, follow_symlinks=False)
     except OSError as e:
         raise ModelPathError(f"{file.path}: cannot open: {e.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ModelPathError(f"{file.path}: not a regular file")
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd, st.st_size
 
 
 def _layout(file: ModelFile) -> tuple[list[str], list[tuple[int, int]], int]:

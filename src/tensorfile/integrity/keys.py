@@ -27,6 +27,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from tensorfile._io.files import read_small
 from tensorfile.errors import KeyLoadError, SignatureError
 
 PublicKey: TypeAlias = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
@@ -53,8 +54,7 @@ def read_pem(source: PathOrPem, what: str) -> bytes:
     if isinstance(source, bytes):
         return source
     try:
-        with open(source, "rb") as f:
-            data = f.read(_MAX_KEY_FILE + 1)
+        data = read_small(source, _MAX_KEY_FILE)
     except OSError as e:
         raise KeyLoadError(f"{source}: cannot read {what}: {e.strerror}") from None
     if len(data) > _MAX_KEY_FILE:

@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final, NamedTuple
 
+from tensorfile._io.files import open_regular
 from tensorfile.errors import ScanError, ScanLimitError, UnsupportedContainerError
 from tensorfile.pickles.machine import Call, Limits, StreamResult, run_stream
 from tensorfile.pickles.opcodes import (
@@ -672,8 +673,8 @@ def scan_file(path: Path, limits: ScanLimits | None = None, *, named: bool = Tru
     walker = _Walker(limits or ScanLimits())
     name = str(path)
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
+        fd, size = open_regular(path)
+        with os.fdopen(fd, "rb") as f:
             if size == 0:
                 if not named:
                     return FileReport(name, "not-pickle", Verdict.SAFE)

@@ -68,6 +68,7 @@ from pathlib import Path
 from typing import Any
 
 from tensorfile._format.header import MAX_HEADER_SIZE, METADATA_KEY, Entry, canonical_order
+from tensorfile._io.files import open_regular
 from tensorfile._io.writer import KERNEL_COPY, FileSpan, save_stream
 from tensorfile.errors import (
     ConversionError,
@@ -207,8 +208,8 @@ class _Source:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._file = open(path, "rb")
-        self.size = os.fstat(self._file.fileno()).st_size
+        fd, self.size = open_regular(path)
+        self._file = os.fdopen(fd, "rb")
         if self.size == 0:
             self._file.close()
             raise MalformedCheckpointError(f"{path}: empty file")
@@ -1121,6 +1122,8 @@ def convert(
     elif source.is_file():
         report = _convert_file(source, target, key, progress)
         model, ignore = Path(report.outputs[0]), []
+    elif source.exists():
+        raise MalformedCheckpointError(f"{source}: not a regular file or folder (FIFO, socket or device)")
     else:
         raise MalformedCheckpointError(f"{source}: no such file or folder")
     if sign is not None:
