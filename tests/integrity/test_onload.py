@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -247,3 +249,42 @@ def test_tensor_changed_after_open_is_caught(signed: Path, p256: Any) -> None:
         flip_tensor(path, "layer.0.weight")
         with pytest.raises(DigestMismatchError, match=r"layer\.0\.weight"):
             f.get_tensor("layer.0.weight")
+
+
+def test_one_signature_is_verified_once_for_every_shard(
+    signed: Path, p256: Any, chain: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opening the shards of one model checks the signature and parses the
+    statement once (key trust); a re-signed or tampered signature file is
+    verified afresh, and certificate trust (time-dependent) every time."""
+    calls: list[Path] = []
+    real = onload.verify_bundle
+
+    def counting(bundle: Any, trust: Any) -> Any:
+        calls.append(signed)
+        return real(bundle, trust)
+
+    monkeypatch.setattr(onload, "verify_bundle", counting)
+    monkeypatch.setattr(onload, "_VERIFIED", type(onload._VERIFIED)())
+    shards = sorted(signed.glob("*.safetensors"))
+    for _ in range(3):
+        for shard in shards:
+            assert tensorfile.load_file(shard, verify=p256.public)
+    assert len(calls) == 1
+    sign(signed, p256.private)  # new bytes (ECDSA signatures are randomized)
+    assert tensorfile.load_file(shards[0], verify=p256.public)
+    assert len(calls) == 2
+    sig = signed / "model.sig"
+    doc = json.loads(sig.read_bytes())
+    good = doc["dsseEnvelope"]["signatures"][0]["sig"]
+    doc["dsseEnvelope"]["signatures"][0]["sig"] = base64.b64encode(
+        bytes(b ^ 1 for b in base64.b64decode(good))).decode()
+    sig.write_text(json.dumps(doc))
+    with pytest.raises(SignatureError):
+        tensorfile.load_file(shards[0], verify=p256.public)
+    assert len(calls) == 3
+    sign(signed, chain.key, certificate_chain=chain.chain)
+    before = len(calls)
+    for shard in shards:
+        assert tensorfile.load_file(shard, verify=chain.root)
+    assert len(calls) == before + len(shards)

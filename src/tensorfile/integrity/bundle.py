@@ -137,19 +137,29 @@ class Bundle:
         return loads_strict(self.payload, "DSSE payload")
 
 
-def read_bundle(path: str | os.PathLike[str]) -> Bundle:
-    """Read and parse a signature file."""
+def read_bundle_bytes(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of a signature file (at most one byte over the size limit,
+    which parsing then refuses)."""
     p = Path(path)
     try:
-        data = read_small(p, MAX_BUNDLE_SIZE)
+        return read_small(p, MAX_BUNDLE_SIZE)
     except FileNotFoundError:
         raise NotSignedError(f"{p}: no signature file (the model is not signed)") from None
     except OSError as e:
         raise BundleError(f"{p}: cannot read signature: {e.strerror}") from None
+
+
+def parse_bundle(data: bytes, path: str | os.PathLike[str]) -> Bundle:
+    """Parse a signature file's bytes; errors name ``path``."""
     try:
         return Bundle.from_json(data)
     except BundleError as e:
-        raise type(e)(f"{p}: {e}") from None
+        raise type(e)(f"{path}: {e}") from None
+
+
+def read_bundle(path: str | os.PathLike[str]) -> Bundle:
+    """Read and parse a signature file."""
+    return parse_bundle(read_bundle_bytes(path), path)
 
 
 def write_bundle(path: str | os.PathLike[str], bundle: Bundle) -> Path:

@@ -15,8 +15,10 @@ tensor digests that each read is then checked against.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -29,10 +31,10 @@ from tensorfile.errors import (
     NotSignedError,
     VerificationError,
 )
-from tensorfile.integrity.bundle import DEFAULT_SIGNATURE_NAME, read_bundle
+from tensorfile.integrity.bundle import DEFAULT_SIGNATURE_NAME, parse_bundle, read_bundle_bytes
 from tensorfile.integrity.certs import CertificateTrust
 from tensorfile.integrity.hashing import SINGLE_FILE_NAME, ModelFile, hash_files, sha256_hex
-from tensorfile.integrity.keys import read_pem
+from tensorfile.integrity.keys import check_supported, key_hint, read_pem
 from tensorfile.integrity.manifest import Manifest, relative_inside
 from tensorfile.integrity.verify import SignerIdentity, Trust, TrustPolicy, verify_bundle
 
@@ -67,6 +69,38 @@ def find_signature(path: Path) -> Path:
         f"{path}: no {DEFAULT_SIGNATURE_NAME} next to it or in a parent folder "
         "(pass TrustPolicy(signature=...))"
     )
+
+
+#: Bundles verified with a public key, by (SHA-256 of the signature file's
+#: bytes, the key's fingerprint). A sharded model opens its shards one at a
+#: time, each against the same signature: without this, every shard checked
+#: the signature and parsed the whole statement again (84 shards: 0.8 s of a
+#: 0.86 s verified load). Same bytes and same key give the same verdict, so
+#: nothing is trusted that was not verified; a changed file is a new entry.
+#: Certificate trust depends on the time of checking and is not cached.
+_VERIFIED: OrderedDict[tuple[str, str], tuple[Manifest, SignerIdentity]] = OrderedDict()
+_VERIFIED_MAX = 8
+_VERIFIED_LOCK = threading.Lock()
+
+
+def verified_bundle(signature: Path, trust: Trust) -> tuple[Manifest, SignerIdentity]:
+    """:func:`verify_bundle` of the signature file at ``signature``, remembered
+    for key trust (see ``_VERIFIED``)."""
+    data = read_bundle_bytes(signature)
+    if isinstance(trust, CertificateTrust):
+        return verify_bundle(parse_bundle(data, signature), trust)
+    cache_key = (hashlib.sha256(data).hexdigest(), key_hint(check_supported(trust)))
+    with _VERIFIED_LOCK:
+        hit = _VERIFIED.get(cache_key)
+        if hit is not None:
+            _VERIFIED.move_to_end(cache_key)
+            return hit
+    result = verify_bundle(parse_bundle(data, signature), trust)
+    with _VERIFIED_LOCK:
+        _VERIFIED[cache_key] = result
+        while len(_VERIFIED) > _VERIFIED_MAX:
+            _VERIFIED.popitem(last=False)
+    return result
 
 
 def load_verifier(verify: object, path: Path) -> LoadVerifier:
@@ -109,7 +143,7 @@ class LoadVerifier:
 
     def check_header(self, raw_header: bytes) -> None:
         """Verify the bundle's signature and this file's header digest (once, at open)."""
-        manifest, signer = verify_bundle(read_bundle(self.signature), self._trust)
+        manifest, signer = verified_bundle(self.signature, self._trust)
         if manifest.is_single_file:
             resource = SINGLE_FILE_NAME
         else:
