@@ -278,3 +278,13 @@ def test_one_file_s_tensor_digests_spread_over_threads(single: Path, monkeypatch
     ranges = sorted((a, b) for _, a, b in seen)
     assert ranges[0][0] == 0 and ranges[-1][1] == single.stat().st_size
     assert all(b == c for (_, b), (c, _) in itertools.pairwise(ranges))
+
+
+def test_a_file_that_changes_size_after_listing_is_an_error(model: Path) -> None:
+    """The size a file was listed with is the size it must have when hashed:
+    a file written to in between is reported, never hashed half old, half new."""
+    files = list_model_files(model)
+    with open(model / "config.json", "a") as f:
+        f.write(" ")
+    with pytest.raises(ModelPathError, match=r"config\.json: file changed size"):
+        hash_files(files)

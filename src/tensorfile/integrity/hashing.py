@@ -232,8 +232,9 @@ def _hash_spans(
 ) -> tuple[str | None, list[str]]:
     """One pass over ``file``: its digest (if ``whole``) and each span's digest.
 
-    ``size`` is what the file measured when the spans were planned; a file
-    that has another size now, or changes size while hashed, is an error.
+    ``size`` is what the file measured when it was listed or its spans were
+    planned; a file that has another size now, or changes size while hashed,
+    is an error.
     """
     fd, now = _open_regular(file)
     try:
@@ -276,11 +277,9 @@ def hash_file(
     """
     names: list[str] = []
     spans: list[tuple[int, int]] = []
+    size = file.size
     if tensors and is_safetensors(file):
         names, spans, size = _layout(file)
-    else:
-        fd, size = _open_regular(file)
-        os.close(fd)
     digest, parts = _hash_spans(
         file, size, whole=True, spans=spans, chunk_size=chunk_size, progress=progress
     )
@@ -390,8 +389,7 @@ def hash_contents(
             names, spans, sizes[i] = _layout(f)
             layouts[i] = (names, spans)
         else:
-            fd, sizes[i] = _open_regular(f)
-            os.close(fd)
+            sizes[i] = f.size  # as listed; the job checks it when it opens the file
             spans = []
         if not with_tensors:
             jobs.append((i, True, 0, 0))
