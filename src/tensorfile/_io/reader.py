@@ -172,14 +172,13 @@ class SafeOpen:
         #: Bytes copied out of the file by this handle: ``pread`` reads and
         #: :meth:`read_into` copies (zero-copy views of the map are not counted).
         self.bytes_read = 0
-        self._fd, _ = open_regular(
+        self._fd, self._size = open_regular(
             self._path,
             folder_hint=": open a sharded model with tensorfile.sharded.open_sharded, "
             "or read every tensor with load_file",
         )
         self._closed = False
         try:
-            self._size = os.fstat(self._fd).st_size
             self._header, raw_header = read_header(self._fd, self._size)
             self._verifier: Any = None
             #: Verified tensor bytes by name, released when the handle closes.
