@@ -18,20 +18,11 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-
-
-def best(fn: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+from _timing import best_of
 
 
 def pair_runs(
@@ -43,11 +34,11 @@ def pair_runs(
     b: list[float] = []
     for i in range(repeat):
         if i % 2:
-            a.append(best(ours, 1))
-            b.append(best(ref, 1))
+            a.append(best_of(1, ours))
+            b.append(best_of(1, ref))
         else:
-            b.append(best(ref, 1))
-            a.append(best(ours, 1))
+            b.append(best_of(1, ref))
+            a.append(best_of(1, ours))
     return a, b
 
 
@@ -139,8 +130,8 @@ def bench_one_tensor(path: Path, repeat: int) -> dict[str, float]:
             return f.get_tensor("layer.17.weight")
 
     with tensorfile.safe_open(path, "np") as f:
-        get_only = best(lambda: f.get_tensor("layer.17.weight"), repeat * 20)
-    return {"open_and_get_s": best(open_get, repeat * 20), "get_only_s": get_only}
+        get_only = best_of(repeat * 20, lambda: f.get_tensor("layer.17.weight"))
+    return {"open_and_get_s": best_of(repeat * 20, open_get), "get_only_s": get_only}
 
 
 _SAVE_CHILD = textwrap.dedent(

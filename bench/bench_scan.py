@@ -46,8 +46,9 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-import time
 from pathlib import Path
+
+from _timing import best_of
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
@@ -157,12 +158,7 @@ def in_process(path: Path, repeat: int) -> float:
     """Best wall time of scanning ``path`` inside this process (no start-up)."""
     from tensorfile.pickles.containers import scan_file
 
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        scan_file(path)
-        times.append(time.perf_counter() - t)
-    return min(times)
+    return best_of(repeat, lambda: scan_file(path))
 
 
 def make_checkpoints(folder: Path, big: int, ratio_sizes: tuple[int, int], n_small: int

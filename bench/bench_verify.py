@@ -33,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from _timing import best_of
 
 import tensorfile
 from tensorfile._format.header import parse
@@ -54,15 +55,6 @@ def timed(fn: Callable[[], object]) -> tuple[float, float]:
     w, c = time.perf_counter(), cpu_seconds()
     fn()
     return time.perf_counter() - w, cpu_seconds() - c
-
-
-def best_of(repeat: int, fn: Callable[[], object]) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def write_shard(path: Path, mib: int, seed: int) -> None:
