@@ -231,10 +231,12 @@ def verify_seeds() -> dict[str, bytes]:
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from tensorfile.integrity import Bundle
+    from tensorfile.integrity import Bundle, sign
 
     fx = fv.Fixture()
     genuine = Bundle.from_json(fx.bundle)
+    sha256_sig = fx.root.parent / "sha256.sig"
+    sign(fx.root, fv.TRUSTED, sha256_sig, tensor_algorithm="sha256")
     statement = json.loads(genuine.payload)
     wrong = json.loads(genuine.payload)
     wrong["predicate"]["resources"][0]["digest"] = "0" * 64
@@ -246,6 +248,7 @@ def verify_seeds() -> dict[str, bytes]:
 
     return {
         "bundle_genuine": mode("bundle") + fx.bundle,
+        "bundle_sha256_tensors": mode("bundle") + sha256_sig.read_bytes(),
         "bundle_other_key": mode("bundle") + Bundle(genuine.payload, other_sig).to_json(),
         "bundle_cert_chain": mode("bundle")
         + Bundle(genuine.payload, genuine.signature, certificates=(b"0\x03\x02\x01\x00",)).to_json(),

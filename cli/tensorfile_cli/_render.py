@@ -133,7 +133,7 @@ def verify(out: Output, result: dict[str, Any]) -> None:
     by_parts = result["files_checked"] - by_file
     how = []
     if by_parts:
-        how.append(f"{plural(by_parts, 'file')} by header and tensor digests")
+        how.append(f"{plural(by_parts, 'file')} by {result['tensor_algorithm']} header and tensor digests")
     if by_file:
         how.append(f"{plural(by_file, 'file')} by SHA-256 of the whole file")
     if how:

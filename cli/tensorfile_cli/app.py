@@ -64,6 +64,23 @@ SymlinksOpt = Annotated[
         "--allow-symlinks", help="Hash symlinks that stay inside the model folder (refused by default)."
     ),
 ]
+
+
+class TensorAlgorithm(str, Enum):
+    # The values of tensorfile.integrity.TENSOR_ALGORITHMS (not imported: the
+    # CLI's start-up stays free of the integrity modules).
+    blake3 = "blake3"
+    sha256 = "sha256"
+
+
+TensorAlgorithmOpt = Annotated[
+    TensorAlgorithm,
+    typer.Option(
+        "--tensor-algorithm",
+        help="Digest of each safetensors header and tensor: blake3 (fast, parallel even for one "
+        "tensor) or sha256. File digests are always SHA-256, as OMS requires.",
+    ),
+]
 PasswordFileOpt = Annotated[
     Path | None,
     typer.Option(
@@ -294,6 +311,7 @@ def hash_(
         bool,
         typer.Option("--tensors/--no-tensors", help="Also digest each safetensors header and tensor."),
     ] = True,
+    tensor_algorithm: TensorAlgorithmOpt = TensorAlgorithm.blake3,
     signature: SignatureOpt = None,
     allow_symlinks: SymlinksOpt = False,
     json_out: JsonOpt = False,
@@ -312,6 +330,7 @@ def hash_(
             path,
             signature=signature or default_signature_path(path),
             tensors=tensors,
+            tensor_algorithm=tensor_algorithm.value,
             allow_symlinks=allow_symlinks,
             progress=progress,
         )
@@ -397,6 +416,7 @@ def sign(
         ),
     ] = None,
     password_file: PasswordFileOpt = None,
+    tensor_algorithm: TensorAlgorithmOpt = TensorAlgorithm.blake3,
     allow_symlinks: SymlinksOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -417,6 +437,7 @@ def sign(
             signature,
             password=_password(password_file),
             certificate_chain=[str(c) for c in certificate] if certificate else None,
+            tensor_algorithm=tensor_algorithm.value,
             allow_symlinks=allow_symlinks,
             progress=progress,
         )

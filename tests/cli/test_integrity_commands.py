@@ -125,6 +125,24 @@ def test_hash_refuses_symlinks_unless_allowed(cli: Any, model: Path, json_of: An
     assert "link.json" in {f["name"] for f in res["files"]}
 
 
+@pytest.mark.parametrize("algorithm", ["blake3", "sha256"])
+def test_sign_and_hash_take_the_tensor_algorithm(
+    cli: Any, model: Path, keys: tuple[Path, Path], json_of: Any, algorithm: str
+) -> None:
+    priv, pub = keys
+    h = json_of(cli(["hash", str(model), "--json", "--tensor-algorithm", algorithm]), "hash", 0)
+    st_file = next(f for f in h["files"] if f["name"] == "model.safetensors")
+    assert st_file["tensor_algorithm"] == algorithm
+    json_of(cli(["sign", str(model), "--key", str(priv), "--json", "--tensor-algorithm", algorithm]),
+            "sign", 0)
+    v = json_of(cli(["verify", str(model), "--key", str(pub), "--json"]), "verify", 0)
+    assert v["tensor_algorithm"] == algorithm and v["by_file_digest"] == ["config.json", "tokenizer.json"]
+    human = cli(["verify", str(model), "--key", str(pub)])
+    assert f"1 file by {algorithm} header and tensor digests" in human.stdout
+    bad = cli(["sign", str(model), "--key", str(priv), "--tensor-algorithm", "md5"])
+    assert bad.code == 2
+
+
 def test_hash_missing_path(cli: Any, tmp_path: Path, error_line: Any) -> None:
     r = cli(["hash", str(tmp_path / "nope")])
     assert r.code == 2

@@ -8,6 +8,7 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import blake3
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -24,8 +25,17 @@ def sha(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()
 
 
-def test_digests_match_hashlib(model: Path) -> None:
-    m = hash_model(model)
+def part(algorithm: str, b: bytes) -> str:
+    """A header or tensor digest, computed here in one call (no chunks, no threads)."""
+    return sha(b) if algorithm == "sha256" else blake3.blake3(b).hexdigest()
+
+
+ALGORITHMS = pytest.mark.parametrize("algorithm", ["blake3", "sha256"])
+
+
+@ALGORITHMS
+def test_digests_match_hashlib(model: Path, algorithm: str) -> None:
+    m = hash_model(model, tensor_algorithm=algorithm)
     assert [f.name for f in m.files] == [
         "config.json",
         "model-00001-of-00002.safetensors",
@@ -38,13 +48,15 @@ def test_digests_match_hashlib(model: Path) -> None:
         if not f.name.endswith(".safetensors"):
             assert f.safetensors is None
             continue
-        assert f.safetensors is not None
+        assert f.safetensors is not None and f.safetensors.algorithm == algorithm
         hdr = parse(data)
-        assert f.safetensors.header == sha(data[: hdr.data_offset])
+        assert f.safetensors.header == part(algorithm, data[: hdr.data_offset])
         assert list(f.safetensors.tensors) == list(hdr.tensors)
         for name, t in hdr.tensors.items():
-            part = data[hdr.data_offset + t.start : hdr.data_offset + t.end]
-            assert f.safetensors.tensors[name] == sha(part)
+            span = data[hdr.data_offset + t.start : hdr.data_offset + t.end]
+            assert f.safetensors.tensors[name] == part(algorithm, span)
+    assert m.tensor_algorithm == algorithm
+    assert m.to_statement()["predicate"]["tensorfile"]["algorithm"] == algorithm
     root = hashlib.sha256(b"".join(bytes.fromhex(f.sha256) for f in m.files)).hexdigest()
     assert m.root_digest == root
     assert m.tensor_count == 9
@@ -55,8 +67,11 @@ def test_digests_match_hashlib(model: Path) -> None:
 @given(
     sizes=st.lists(st.integers(0, 300), min_size=0, max_size=6),
     chunk=st.integers(1, 97),
+    algorithm=st.sampled_from(["blake3", "sha256"]),
 )
-def test_chunking_never_changes_digests(tmp_path_factory: Any, sizes: list[int], chunk: int) -> None:
+def test_chunking_never_changes_digests(
+    tmp_path_factory: Any, sizes: list[int], chunk: int, algorithm: str
+) -> None:
     """Tensor boundaries anywhere relative to chunk boundaries: same digests."""
     d = tmp_path_factory.mktemp("chunks")
     rng = np.random.default_rng(len(sizes) * 1000 + chunk)
@@ -64,13 +79,62 @@ def test_chunking_never_changes_digests(tmp_path_factory: Any, sizes: list[int],
     p = d / "x.safetensors"
     save_file(tensors, p)
     mf = ModelFile(".", p, p.stat().st_size)
-    small = hash_file(mf, chunk_size=chunk)
-    big = hash_file(mf)
+    small = hash_file(mf, chunk_size=chunk, tensor_algorithm=algorithm)
+    big = hash_file(mf, tensor_algorithm=algorithm)
     assert small == big
     assert big.sha256 == sha(p.read_bytes())
     assert big.safetensors is not None
     for name, arr in tensors.items():
-        assert big.safetensors.tensors[name] == sha(arr.tobytes())
+        assert big.safetensors.tensors[name] == part(algorithm, arr.tobytes())
+
+
+def test_big_blake3_digest_spread_over_threads_is_the_same_digest(
+    single: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A BLAKE3 digest of a span past PARALLEL_DIGEST_BYTES is computed by a
+    multithreaded hasher in chunks: the same digest as one plain call."""
+    from tensorfile.integrity import hashing
+
+    threads: list[int] = []
+    real_blake3 = blake3.blake3
+
+    def spy(*args: Any, **kw: Any) -> Any:
+        threads.append(kw.get("max_threads", 1))
+        return real_blake3(*args, **kw)
+
+    monkeypatch.setattr(hashing, "PARALLEL_DIGEST_BYTES", 64)
+    monkeypatch.setattr(blake3, "blake3", spy)
+    spy.AUTO = real_blake3.AUTO  # type: ignore[attr-defined]
+    (mf,) = list_model_files(single)
+    got = hash_file(mf, chunk_size=100, tensor_algorithm="blake3").safetensors
+    assert got is not None
+    assert real_blake3.AUTO in threads and 1 in threads  # big spans threaded, small ones not
+    data = single.read_bytes()
+    hdr = parse(data)
+    assert got.header == part("blake3", data[: hdr.data_offset])
+    for name, t in hdr.tensors.items():
+        assert got.tensors[name] == part("blake3", data[hdr.data_offset + t.start : hdr.data_offset + t.end])
+
+
+def test_unknown_tensor_algorithm_is_refused_before_hashing(model: Path) -> None:
+    from tensorfile.errors import UnsupportedAlgorithmError
+
+    with pytest.raises(UnsupportedAlgorithmError, match=r"'md5'.*blake3, sha256"):
+        hash_model(model, tensor_algorithm="md5")
+
+
+def test_a_manifest_mixing_tensor_algorithms_is_refused(model: Path) -> None:
+    from dataclasses import replace
+
+    from tensorfile.errors import ManifestError
+
+    m = hash_model(model, tensor_algorithm="blake3")
+    st = m.files[1].safetensors
+    assert st is not None
+    mixed = replace(m, files=(m.files[0], replace(m.files[1], safetensors=replace(st, algorithm="sha256")),
+                              *m.files[2:]))
+    with pytest.raises(ManifestError, match="mix algorithms: blake3, sha256"):
+        mixed.to_statement()
 
 
 def test_parallel_equals_serial_and_progress(model: Path) -> None:
@@ -182,8 +246,9 @@ def test_empty_file_and_empty_folder(tmp_path: Path) -> None:
     assert [(f.name, f.sha256) for f in man.files] == [("empty.txt", sha(b""))]
 
 
-def test_statement_round_trip(model: Path) -> None:
-    m = hash_model(model)
+@ALGORITHMS
+def test_statement_round_trip(model: Path, algorithm: str) -> None:
+    m = hash_model(model, tensor_algorithm=algorithm)
     back = Manifest.from_statement(m.to_statement())
     assert back.root_digest == m.root_digest
     assert [(f.name, f.sha256, f.safetensors) for f in back.files] == [

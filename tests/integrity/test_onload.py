@@ -45,9 +45,10 @@ def flip_tensor(path: Path, name: str) -> None:
     path.write_bytes(bytes(data))
 
 
-@pytest.fixture
-def signed(model: Path, p256: Any) -> Path:
-    sign(model, p256.private)
+@pytest.fixture(params=["blake3", "sha256"])
+def signed(model: Path, p256: Any, request: pytest.FixtureRequest) -> Path:
+    """The model signed with header and tensor digests of each algorithm."""
+    sign(model, p256.private, tensor_algorithm=request.param)
     return model
 
 
@@ -55,13 +56,13 @@ def signed(model: Path, p256: Any) -> Path:
 def hashed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Sizes of every buffer the on-load verifier hashes."""
     sizes: list[int] = []
-    real = onload.sha256_hex
+    real = onload.digest_hex
 
-    def counting(data: bytes | memoryview) -> str:
+    def counting(algorithm: str, data: bytes | memoryview) -> str:
         sizes.append(len(data))
-        return real(data)
+        return real(algorithm, data)
 
-    monkeypatch.setattr(onload, "sha256_hex", counting)
+    monkeypatch.setattr(onload, "digest_hex", counting)
     return sizes
 
 

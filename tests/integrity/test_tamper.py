@@ -56,9 +56,10 @@ def tensor_offset(path: Path, name: str) -> int:
     return hdr.data_offset + hdr.tensors[name].start
 
 
-@pytest.fixture
-def signed(model: Path, p256: Any) -> Path:
-    sign(model, p256.private)
+@pytest.fixture(params=["blake3", "sha256"])
+def signed(model: Path, p256: Any, request: pytest.FixtureRequest) -> Path:
+    """The model signed with header and tensor digests of each algorithm."""
+    sign(model, p256.private, tensor_algorithm=request.param)
     return model
 
 
@@ -302,6 +303,13 @@ def test_signed_payload_with_wrong_root_fails(signed: Path, p256: Any) -> None:
         (lambda st: st.update(predicateType="https://model_signing/Digests/v0.1"),
          UnsupportedAlgorithmError),
         (lambda st: st["predicate"]["tensorfile"].update(version=2), UnsupportedAlgorithmError),
+        (lambda st: st["predicate"]["tensorfile"].update(algorithm="md5"),
+         UnsupportedAlgorithmError),
+        # The other algorithm's name over the same digests: the bytes match the
+        # signed file digests, so the signed extension is what is wrong.
+        (lambda st: st["predicate"]["tensorfile"].update(
+            algorithm={"blake3": "sha256", "sha256": "blake3"}[st["predicate"]["tensorfile"]["algorithm"]]),
+         ManifestError),
         (lambda st: st["predicate"]["resources"][0].update(name="../etc/passwd"), BundleError),
         (lambda st: st["predicate"]["resources"].append(st["predicate"]["resources"][0]),
          BundleError),

@@ -7,13 +7,20 @@ statement in a DSSE envelope inside a Sigstore bundle), :mod:`.keys` and
 :mod:`.onload` for ``safe_open(path, verify=...)``.
 
 Signatures are interoperable with OpenSSF model-signing 1.1.1 for ECDSA
-P-256/P-384/P-521 keys and certificates; tensorfile adds per-tensor digests in
-a predicate field that model-signing ignores.
+P-256/P-384/P-521 keys and certificates; tensorfile adds header and
+per-tensor digests (BLAKE3 by default, or SHA-256) in a predicate field that
+model-signing ignores.
 """
 
 from tensorfile.integrity.bundle import DEFAULT_SIGNATURE_NAME, Bundle, read_bundle
 from tensorfile.integrity.certs import CertificateIdentity, CertificateTrust
-from tensorfile.integrity.hashing import FileDigest, ProgressCallback, SafetensorsDigests
+from tensorfile.integrity.hashing import (
+    DEFAULT_TENSOR_ALGORITHM,
+    TENSOR_ALGORITHMS,
+    FileDigest,
+    ProgressCallback,
+    SafetensorsDigests,
+)
 from tensorfile.integrity.keys import (
     KEY_TYPES,
     KeyPair,
@@ -35,7 +42,9 @@ from tensorfile.integrity.verify import (
 
 __all__ = [
     "DEFAULT_SIGNATURE_NAME",
+    "DEFAULT_TENSOR_ALGORITHM",
     "KEY_TYPES",
+    "TENSOR_ALGORITHMS",
     "Bundle",
     "CertificateIdentity",
     "CertificateTrust",

@@ -1,7 +1,8 @@
 """Manifests: what a signature says about a model, and the in-toto statement.
 
 A :class:`Manifest` is the list of a model's files with their SHA-256 digests
-(and, for safetensors files, header and tensor digests), plus how the list was
+(and, for safetensors files, header and tensor digests, BLAKE3 or SHA-256,
+see :data:`~tensorfile.integrity.hashing.TENSOR_ALGORITHMS`), plus how the list was
 made (:class:`Serialization`). It converts to and from the in-toto Statement v1
 that OMS v1.0 signs (predicate ``https://model_signing/signature/v1.0``).
 Parsing a statement checks every field's type and that the resource digests
@@ -22,7 +23,9 @@ from tensorfile.errors import BundleError, ManifestError, UnsupportedAlgorithmEr
 from tensorfile.integrity._json import hex64, json_list, json_obj, json_str
 from tensorfile.integrity.hashing import (
     DEFAULT_IGNORED,
+    DEFAULT_TENSOR_ALGORITHM,
     SINGLE_FILE_NAME,
+    TENSOR_ALGORITHMS,
     FileDigest,
     ProgressCallback,
     SafetensorsDigests,
@@ -85,6 +88,15 @@ class Manifest:
     def tensor_count(self) -> int:
         return sum(len(f.safetensors.tensors) for f in self.files if f.safetensors)
 
+    @cached_property
+    def tensor_algorithm(self) -> str | None:
+        """The algorithm of the header and tensor digests (one for the whole
+        manifest, as the extension records it), or None without any."""
+        algorithms = {f.safetensors.algorithm for f in self.files if f.safetensors}
+        if len(algorithms) > 1:
+            raise ManifestError(f"tensor digests mix algorithms: {', '.join(sorted(algorithms))}")
+        return algorithms.pop() if algorithms else None
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (what ``tensorfile hash --json`` prints)."""
         return {
@@ -97,7 +109,8 @@ class Manifest:
                     "sha256": f.sha256,
                     **({"size": f.size} if f.size is not None else {}),
                     **(
-                        {"header": f.safetensors.header, "tensors": dict(f.safetensors.tensors)}
+                        {"header": f.safetensors.header, "tensors": dict(f.safetensors.tensors),
+                         "tensor_algorithm": f.safetensors.algorithm}
                         if f.safetensors
                         else {}
                     ),
@@ -118,7 +131,7 @@ class Manifest:
         if ext:
             predicate[EXTENSION_KEY] = {
                 "version": EXTENSION_VERSION,
-                "algorithm": "sha256",
+                "algorithm": self.tensor_algorithm,
                 "files": ext,
             }
         return {
@@ -214,7 +227,8 @@ def _extension(x: object, digests: Mapping[str, str]) -> dict[str, SafetensorsDi
     if x is None:
         return {}
     ext = json_obj(x, f"predicate {EXTENSION_KEY}")
-    if ext.get("version") != EXTENSION_VERSION or ext.get("algorithm") != "sha256":
+    algorithm = ext.get("algorithm")
+    if ext.get("version") != EXTENSION_VERSION or algorithm not in TENSOR_ALGORITHMS:
         raise UnsupportedAlgorithmError(
             f"{EXTENSION_KEY} extension version {ext.get('version')!r} with algorithm "
             f"{ext.get('algorithm')!r} is not supported"
@@ -229,6 +243,7 @@ def _extension(x: object, digests: Mapping[str, str]) -> dict[str, SafetensorsDi
             header=hex64(e.get("header"), f"header digest of {fname!r}"),
             tensors={t: hex64(d, f"digest of tensor {t!r} in {fname!r}")
                      for t, d in tensors.items()},
+            algorithm=str(algorithm),
         )
     return out
 
@@ -248,6 +263,7 @@ def hash_model(
     signature: str | os.PathLike[str] | None = None,
     allow_symlinks: bool = False,
     tensors: bool = True,
+    tensor_algorithm: str = DEFAULT_TENSOR_ALGORITHM,
     workers: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> Manifest:
@@ -256,7 +272,8 @@ def hash_model(
     ``.git``, ``.gitattributes``, ``.github`` and ``.gitignore`` are always
     ignored, plus ``ignore_paths`` (relative to the folder) and ``signature``
     when it lies inside the folder. ``tensors`` adds header and per-tensor
-    digests for every ``.safetensors`` file (in the same pass over its bytes).
+    digests (``tensor_algorithm``: ``"blake3"`` or ``"sha256"``) for every
+    ``.safetensors`` file, in the same pass over its bytes.
     """
     root = Path(path)
     ignored = set(DEFAULT_IGNORED) | {p.strip("/") for p in ignore_paths}
@@ -265,7 +282,8 @@ def hash_model(
         if rel is not None:
             ignored.add(rel)
     files = list_model_files(root, ignore_paths=ignored, allow_symlinks=allow_symlinks)
-    digests = hash_files(files, tensors=tensors, workers=workers, progress=progress)
+    digests = hash_files(files, tensors=tensors, workers=workers, progress=progress,
+                         tensor_algorithm=tensor_algorithm)
     return Manifest(
         model_name_of(root),
         tuple(digests),

@@ -33,7 +33,13 @@ from tensorfile.errors import (
 )
 from tensorfile.integrity.bundle import DEFAULT_SIGNATURE_NAME, parse_bundle, read_bundle_bytes
 from tensorfile.integrity.certs import CertificateTrust
-from tensorfile.integrity.hashing import SINGLE_FILE_NAME, ModelFile, hash_files, sha256_hex
+from tensorfile.integrity.hashing import (
+    DEFAULT_TENSOR_ALGORITHM,
+    SINGLE_FILE_NAME,
+    ModelFile,
+    digest_hex,
+    hash_files,
+)
 from tensorfile.integrity.keys import check_supported, key_hint, read_pem
 from tensorfile.integrity.manifest import Manifest, relative_inside
 from tensorfile.integrity.verify import SignerIdentity, Trust, TrustPolicy, verify_bundle
@@ -134,6 +140,7 @@ class LoadVerifier:
         self.resource: str | None = None
         self._trust = trust
         self._tensors: Mapping[str, str] | None = None
+        self._algorithm = DEFAULT_TENSOR_ALGORITHM  # of the digests in _tensors
         self._whole_file_verified = False
         self._lock = threading.Lock()
 
@@ -161,12 +168,12 @@ class LoadVerifier:
             self._check_whole_file(resource, entry.sha256, raw_header)
             return
         self._count(len(raw_header))
-        if sha256_hex(raw_header) != entry.safetensors.header:
+        if digest_hex(entry.safetensors.algorithm, raw_header) != entry.safetensors.header:
             raise DigestMismatchError(
                 f"{self.path}: header differs from the signed header (tensor names, "
                 "shapes, dtypes, offsets or metadata changed)"
             )
-        self._tensors = entry.safetensors.tensors
+        self._tensors, self._algorithm = entry.safetensors.tensors, entry.safetensors.algorithm
 
     def _check_whole_file(self, resource: str, signed_sha256: str, raw_header: bytes) -> None:
         """No signed tensor digests (e.g. signed by model-signing): hash the whole file
@@ -188,9 +195,9 @@ class LoadVerifier:
         if digest.safetensors is None:  # not named .safetensors: no tensor layout to derive
             self._whole_file_verified = True
             return
-        if sha256_hex(raw_header) != digest.safetensors.header:
+        if digest_hex(digest.safetensors.algorithm, raw_header) != digest.safetensors.header:
             raise DigestMismatchError(f"{self.path}: header changed after the file was verified")
-        self._tensors = digest.safetensors.tensors
+        self._tensors, self._algorithm = digest.safetensors.tensors, digest.safetensors.algorithm
 
     def check_tensor(self, name: str, data: memoryview) -> None:
         """Verify one tensor's bytes against its signed digest (first read of each tensor)."""
@@ -202,7 +209,7 @@ class LoadVerifier:
         if expected is None:
             raise NotSignedError(f"{self.path}: tensor {name!r} is not in the signed manifest")
         self._count(len(data))
-        if sha256_hex(data) != expected:
+        if digest_hex(self._algorithm, data) != expected:
             raise DigestMismatchError(
                 f"{self.path}: tensor {name!r} differs from the signed bytes"
             )

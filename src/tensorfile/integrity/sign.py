@@ -14,7 +14,7 @@ from tensorfile._io.atomic import looks_like_temp_file
 from tensorfile.errors import KeyLoadError, ModelPathError
 from tensorfile.integrity.bundle import DEFAULT_SIGNATURE_NAME, Bundle, pae, write_bundle
 from tensorfile.integrity.certs import as_list, load_certificates
-from tensorfile.integrity.hashing import ProgressCallback
+from tensorfile.integrity.hashing import DEFAULT_TENSOR_ALGORITHM, ProgressCallback
 from tensorfile.integrity.keys import (
     PathOrPem,
     PrivateKey,
@@ -82,6 +82,7 @@ def sign(
     ignore_paths: Iterable[str] = (),
     allow_symlinks: bool = False,
     tensors: bool = True,
+    tensor_algorithm: str = DEFAULT_TENSOR_ALGORITHM,
     workers: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> Path:
@@ -90,7 +91,8 @@ def sign(
     The signature goes to ``signature`` (default :func:`default_signature_path`)
     in OMS v1.0 form, readable by ``model_signing verify``. ``tensors`` (default)
     records header and per-tensor digests of safetensors files for
-    verify-on-load. The key is loaded (and the password checked) before any
+    verify-on-load and parallel verification, with ``tensor_algorithm``
+    (``"blake3"``, the default, or ``"sha256"``). The key is loaded (and the password checked) before any
     hashing starts.
     """
     priv = load_private_key(key, password)
@@ -101,6 +103,7 @@ def sign(
         signature=sig_path,
         allow_symlinks=allow_symlinks,
         tensors=tensors,
+        tensor_algorithm=tensor_algorithm,
         workers=workers,
         progress=progress,
     )

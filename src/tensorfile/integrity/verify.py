@@ -28,15 +28,16 @@ from tensorfile.integrity.bundle import Bundle, pae, read_bundle
 from tensorfile.integrity.certs import CertificateIdentity, CertificateTrust, verify_chain
 from tensorfile.integrity.hashing import (
     DEFAULT_IGNORED,
+    DEFAULT_TENSOR_ALGORITHM,
     FileDigest,
     ModelFile,
     ProgressCallback,
     SafetensorsDigests,
+    digest_hex,
     hash_contents,
     hash_file,
     is_safetensors,
     list_model_files,
-    sha256_hex,
 )
 from tensorfile.integrity.keys import (
     PublicKey,
@@ -158,6 +159,9 @@ class VerificationReport:
     #: signed with tensorfile's extension (they cover its bytes), with
     #: ``deep=True`` on top of the file digest.
     tensor_digests_checked: bool
+    #: Algorithm of the signed header and tensor digests (``"blake3"`` or
+    #: ``"sha256"``), or None when the signature has none.
+    tensor_algorithm: str | None
     #: Files whose whole-file SHA-256 was recomputed (the others, signed with
     #: tensorfile's extension, by their header and tensor digests).
     by_file_digest: tuple[str, ...] = field(default_factory=tuple)
@@ -186,6 +190,7 @@ class VerificationReport:
             "bytes_hashed": self.bytes_hashed,
             "tensors_checked": self.tensors,
             "tensor_digests_checked": self.tensor_digests_checked,
+            "tensor_algorithm": self.tensor_algorithm,
             "by_file_digest": list(self.by_file_digest),
             "extra_files": list(self.extra_files),
         }
@@ -259,6 +264,7 @@ def verify(
             tensors=[deep or p for p in by_parts],
             workers=workers,
             progress=progress,
+            tensor_algorithm=manifest.tensor_algorithm or DEFAULT_TENSOR_ALGORITHM,
         )
     except FormatError as e:  # the header parsed when it was signed
         raise DigestMismatchError(
@@ -302,6 +308,7 @@ def verify(
                          for c in contents),
         tensors=tensors,
         tensor_digests_checked=any(by_parts) or deep,
+        tensor_algorithm=manifest.tensor_algorithm,
         by_file_digest=tuple(mf.name for mf, c in zip(to_check, contents, strict=True)
                              if c.sha256 is not None),
         extra_files=tuple(extra),
@@ -333,7 +340,7 @@ def _check_extension(mf: ModelFile, signed: SafetensorsDigests) -> None:
         names = set(hdr.tensors)
     except (OSError, FormatError) as e:
         raise ManifestError(f"{mf.name}: signed with tensor digests but unreadable: {e}") from None
-    if sha256_hex(raw) != signed.header or names != set(signed.tensors):
+    if digest_hex(signed.algorithm, raw) != signed.header or names != set(signed.tensors):
         raise ManifestError(
             f"{mf.name}: the signed tensorfile extension does not describe this file's header"
         )
@@ -344,7 +351,7 @@ def _explain(mf: ModelFile, signed: FileDigest) -> str:
     if signed.safetensors is None:
         return f"{mf.name!r} (sha256 differs)"
     try:
-        now = hash_file(mf, tensors=True).safetensors
+        now = hash_file(mf, tensors=True, tensor_algorithm=signed.safetensors.algorithm).safetensors
     except FormatError as e:  # a file that no longer parses is explained by the parse error
         return f"{mf.name!r} (sha256 differs; {e})"
     if now is None:
