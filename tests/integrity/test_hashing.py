@@ -116,6 +116,20 @@ def test_big_blake3_digest_spread_over_threads_is_the_same_digest(
         assert got.tensors[name] == part("blake3", data[hdr.data_offset + t.start : hdr.data_offset + t.end])
 
 
+def test_a_file_that_shrinks_while_read_is_an_error(single: Path) -> None:
+    """pread reading past the new end of a truncated file: a typed error, not
+    digests of fewer bytes."""
+    from tensorfile.integrity import hashing
+
+    (mf,) = list_model_files(single)
+    with open(single, "rb") as f:
+        chunks = hashing._read_chunks(f.fileno(), mf, 0, mf.size, 64)
+        assert next(chunks)[0] == 0
+        os.truncate(single, 100)
+        with pytest.raises(ModelPathError, match="changed size while it was hashed"):
+            list(chunks)
+
+
 def test_unknown_tensor_algorithm_is_refused_before_hashing(model: Path) -> None:
     from tensorfile.errors import UnsupportedAlgorithmError
 

@@ -11,8 +11,10 @@ Speed: one SHA-256 is sequential, so parallelism comes from hashing different
 files on different threads, and, for tensor digests, different tensors of the
 same file (:func:`hash_contents`); one BLAKE3 digest of a big tensor is itself
 spread over every core. :mod:`hashlib` and ``blake3`` release the GIL for
-large updates, and files are read through ``mmap`` in multi-megabyte slices,
-so nothing is copied into Python objects and every core hashes at full speed.
+large updates. Files are read with ``pread`` into a small buffer per thread
+(or, for a BLAKE3 digest spread over every core, sliced from a mapping in
+multi-megabyte chunks), so nothing is copied into Python objects and every
+core hashes at full speed.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import mmap
 import os
 import stat
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -297,17 +299,72 @@ def _hash_spans(
         file_hasher = hashlib.sha256() if whole else None
         lo, hi = (0, size) if whole or not spans else (spans[0][0], spans[-1][1])
         if hi > lo:
-            with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as mm:
-                view = memoryview(mm)
-                try:
-                    _feed(view, lo, hi, chunk_size, file_hasher, spans, hashers, progress, mm)
-                finally:
-                    view.release()
+            threaded = algorithm == "blake3" and any(e - s >= PARALLEL_DIGEST_BYTES for s, e in spans)
+            if threaded:
+                # A hasher that spreads each update over every core wants big
+                # updates from memory it need not copy first: the mapping.
+                with _mapped_chunks(fd, size, lo, hi, chunk_size) as chunks:
+                    _feed(chunks, file_hasher, spans, hashers, progress)
+            else:
+                _feed(_read_chunks(fd, file, lo, hi, min(chunk_size, READ_SIZE)), file_hasher,
+                      spans, hashers, progress)
         if os.fstat(fd).st_size != size:
             raise ModelPathError(f"{file.path}: file changed size while it was hashed")
     finally:
         os.close(fd)
     return (file_hasher.hexdigest() if file_hasher else None), [h.hexdigest() for h in hashers]
+
+
+#: Bytes one ``pread`` brings in for a single-threaded hasher: small enough to
+#: stay in a core's L2 cache between the copy and the hash, which beats
+#: hashing straight from a mapping (page faults, 4 KiB-page TLB misses) by
+#: 5-10% for BLAKE3 and breaks even for SHA-256.
+READ_SIZE = 1 << 20
+_buffers = threading.local()
+
+
+def _read_chunks(fd: int, file: ModelFile, lo: int, hi: int, size: int) -> Iterator[tuple[int, memoryview]]:
+    """``(offset, bytes)`` for ``[lo, hi)`` of ``fd``, read with ``pread`` into
+    one buffer per thread (each chunk is overwritten by the next). A short
+    read means the file shrank while hashed."""
+    buf: bytearray | None = getattr(_buffers, "buf", None)
+    if buf is None or len(buf) < size:
+        buf = _buffers.buf = bytearray(size)
+    view = memoryview(buf)
+    try:
+        for a in range(lo, hi, size):
+            want = min(size, hi - a)
+            got = os.preadv(fd, [view[:want]], a)
+            if got != want:
+                raise ModelPathError(f"{file.path}: file changed size while it was hashed")
+            yield a, view[:want]
+    finally:
+        view.release()
+
+
+@contextlib.contextmanager
+def _mapped_chunks(fd: int, size: int, lo: int, hi: int, chunk: int) -> Iterator[Iterator[tuple[int, memoryview]]]:
+    """``(offset, bytes)`` for ``[lo, hi)`` of ``fd``, sliced from a read-only mapping."""
+    with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as mm:
+        view = memoryview(mm)
+
+        def chunks() -> Iterator[tuple[int, memoryview]]:
+            for a in range(lo, hi, chunk):
+                b = min(a + chunk, hi)
+                yield a, view[a:b]
+                if hasattr(mmap, "MADV_DONTNEED"):
+                    # Drop the hashed pages from this process (they stay in the
+                    # page cache): resident memory stays one chunk, whatever the
+                    # file size. madvise wants a page-aligned start; a page shared
+                    # with the next chunk is simply read again from the cache.
+                    start = a - a % mmap.PAGESIZE
+                    with contextlib.suppress(OSError):
+                        mm.madvise(mmap.MADV_DONTNEED, start, b - start)
+
+        try:
+            yield chunks()
+        finally:
+            view.release()
 
 
 def is_safetensors(file: ModelFile) -> bool:
@@ -353,22 +410,17 @@ def _parts(names: Sequence[str], digests: Sequence[str], algorithm: str) -> Safe
 
 
 def _feed(
-    view: memoryview,
-    lo: int,
-    hi: int,
-    chunk_size: int,
+    chunks: Iterable[tuple[int, memoryview]],
     whole: Hasher | None,
     spans: Sequence[tuple[int, int]],
     hashers: Sequence[Hasher],
     progress: Callable[[int], None] | None,
-    mapping: mmap.mmap | None = None,
 ) -> None:
-    """Feed bytes ``[lo, hi)`` in chunks to ``whole`` and, sliced, to the hasher
-    of each span (sorted, disjoint) that the chunk overlaps."""
+    """Feed each ``(offset, bytes)`` chunk, in file order, to ``whole`` and,
+    sliced, to the hasher of each span (sorted, disjoint) that it overlaps."""
     i = 0  # first span that may still overlap the current chunk
-    for a in range(lo, hi, chunk_size):
-        b = min(a + chunk_size, hi)
-        chunk = view[a:b]
+    for a, chunk in chunks:
+        b = a + len(chunk)
         if whole is not None:
             whole.update(chunk)
         while i < len(spans) and spans[i][1] <= a:
@@ -380,14 +432,6 @@ def _feed(
             if lo_ < hi_:
                 hashers[j].update(chunk[lo_ - a : hi_ - a])
             j += 1
-        if mapping is not None and hasattr(mmap, "MADV_DONTNEED"):
-            # Drop the hashed pages from this process (they stay in the page
-            # cache): resident memory stays one chunk, whatever the file size.
-            # madvise wants a page-aligned start; a page shared with the next
-            # chunk is simply read again from the cache.
-            start = a - a % mmap.PAGESIZE
-            with contextlib.suppress(OSError):
-                mapping.madvise(mmap.MADV_DONTNEED, start, b - start)
         if progress is not None:
             progress(b - a)
 
