@@ -20,10 +20,10 @@ package's ECDSA check over the DSSE pre-authentication encoding):
   verify-on-load hands out tensors only if the file is the signed file;
 * a replaced bundle verifies only if it carries a signature by the trusted
   key over its statement, and that statement names exactly the folder's files
-  with their true SHA-256 digests (the trusted key signed several true
-  statements: BLAKE3 and SHA-256 tensor digests);
+  with their true digests (the trusted key signed several true statements:
+  BLAKE3 and SHA-256 tensor digests, BLAKE3 file digests);
 * a signed statement verifies only if it names exactly the folder's files
-  with their true SHA-256 digests.
+  with their true digests (SHA-256 or BLAKE3, as each resource says).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import blake3
 import fuzzlib
 import numpy as np
 from cryptography.exceptions import InvalidSignature
@@ -106,11 +107,20 @@ def _signed_by_trusted_key(bundle: Bundle) -> bool:
     return True
 
 
+#: File digests a statement may use, computed here independently of tensorfile.
+_DIGESTS = {
+    "sha256": lambda blob: hashlib.sha256(blob).hexdigest(),
+    "blake3": lambda blob: blake3.blake3(blob).hexdigest(),
+}
+
+
 def _names_true_digests(statement: bytes) -> bool:
-    truth = {name: hashlib.sha256(blob).hexdigest() for name, blob in FILES.items()}
     doc: Any = json.loads(statement)
-    named = {r["name"]: r["digest"] for r in doc["predicate"]["resources"]}
-    return bool(named == truth)
+    named = {r["name"]: (r["algorithm"], r["digest"]) for r in doc["predicate"]["resources"]}
+    if set(named) != set(FILES):
+        return False
+    return all(alg in _DIGESTS and _DIGESTS[alg](FILES[name]) == digest
+               for name, (alg, digest) in named.items())
 
 
 def _read_verified(fx: Fixture) -> None:

@@ -237,6 +237,8 @@ def verify_seeds() -> dict[str, bytes]:
     genuine = Bundle.from_json(fx.bundle)
     sha256_sig = fx.root.parent / "sha256.sig"
     sign(fx.root, fv.TRUSTED, sha256_sig, tensor_algorithm="sha256")
+    blake3_files_sig = fx.root.parent / "blake3-files.sig"
+    sign(fx.root, fv.TRUSTED, blake3_files_sig, file_algorithm="blake3")
     statement = json.loads(genuine.payload)
     wrong = json.loads(genuine.payload)
     wrong["predicate"]["resources"][0]["digest"] = "0" * 64
@@ -249,6 +251,9 @@ def verify_seeds() -> dict[str, bytes]:
     return {
         "bundle_genuine": mode("bundle") + fx.bundle,
         "bundle_sha256_tensors": mode("bundle") + sha256_sig.read_bytes(),
+        "bundle_blake3_files": mode("bundle") + blake3_files_sig.read_bytes(),
+        "statement_blake3_files": mode("statement")
+        + Bundle.from_json(blake3_files_sig.read_bytes()).payload,
         "bundle_other_key": mode("bundle") + Bundle(genuine.payload, other_sig).to_json(),
         "bundle_cert_chain": mode("bundle")
         + Bundle(genuine.payload, genuine.signature, certificates=(b"0\x03\x02\x01\x00",)).to_json(),

@@ -88,7 +88,8 @@ def hash_manifest(out: Output, result: dict[str, Any]) -> None:
     table = Table()
     table.add_column("file", overflow="fold")
     table.add_column("bytes", justify="right")
-    table.add_column("sha256", no_wrap=True)
+    algorithm = result["serialization"]["hash_type"]
+    table.add_column(algorithm, no_wrap=True)
     table.add_column("tensors", justify="right")
     for f in files:
         size = f.get("size")
@@ -96,7 +97,7 @@ def hash_manifest(out: Output, result: dict[str, Any]) -> None:
         table.add_row(
             f["name"],
             "" if size is None else f"{size:,}",
-            f["sha256"],
+            f[algorithm],
             "" if tensors is None else f"{len(tensors):,}",
         )
     out.console.print(table)

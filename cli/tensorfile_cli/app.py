@@ -66,19 +66,27 @@ SymlinksOpt = Annotated[
 ]
 
 
-class TensorAlgorithm(str, Enum):
-    # The values of tensorfile.integrity.TENSOR_ALGORITHMS (not imported: the
-    # CLI's start-up stays free of the integrity modules).
+class DigestAlgorithm(str, Enum):
+    # The values of tensorfile.integrity.ALGORITHMS (not imported: the CLI's
+    # start-up stays free of the integrity modules).
     blake3 = "blake3"
     sha256 = "sha256"
 
 
 TensorAlgorithmOpt = Annotated[
-    TensorAlgorithm,
+    DigestAlgorithm,
     typer.Option(
         "--tensor-algorithm",
         help="Digest of each safetensors header and tensor: blake3 (fast, parallel even for one "
-        "tensor) or sha256. File digests are always SHA-256, as OMS requires.",
+        "tensor) or sha256.",
+    ),
+]
+FileAlgorithmOpt = Annotated[
+    DigestAlgorithm,
+    typer.Option(
+        "--file-algorithm",
+        help="Digest of each file (the OMS hash_type): sha256, which every OMS verifier accepts, "
+        "or blake3, which model-signing's API verifies too.",
     ),
 ]
 PasswordFileOpt = Annotated[
@@ -311,14 +319,15 @@ def hash_(
         bool,
         typer.Option("--tensors/--no-tensors", help="Also digest each safetensors header and tensor."),
     ] = True,
-    tensor_algorithm: TensorAlgorithmOpt = TensorAlgorithm.blake3,
+    tensor_algorithm: TensorAlgorithmOpt = DigestAlgorithm.blake3,
+    file_algorithm: FileAlgorithmOpt = DigestAlgorithm.sha256,
     signature: SignatureOpt = None,
     allow_symlinks: SymlinksOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Print the SHA-256 manifest of a model file or folder: what `sign` would sign.
+    """Print the manifest of a model file or folder (file, header and tensor digests): what `sign` would sign.
 
     Nothing is signed or written; the signature file is left out, as `sign` leaves it out.
     """
@@ -331,6 +340,7 @@ def hash_(
             signature=signature or default_signature_path(path),
             tensors=tensors,
             tensor_algorithm=tensor_algorithm.value,
+            file_algorithm=file_algorithm.value,
             allow_symlinks=allow_symlinks,
             progress=progress,
         )
@@ -416,7 +426,8 @@ def sign(
         ),
     ] = None,
     password_file: PasswordFileOpt = None,
-    tensor_algorithm: TensorAlgorithmOpt = TensorAlgorithm.blake3,
+    tensor_algorithm: TensorAlgorithmOpt = DigestAlgorithm.blake3,
+    file_algorithm: FileAlgorithmOpt = DigestAlgorithm.sha256,
     allow_symlinks: SymlinksOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -438,6 +449,7 @@ def sign(
             password=_password(password_file),
             certificate_chain=[str(c) for c in certificate] if certificate else None,
             tensor_algorithm=tensor_algorithm.value,
+            file_algorithm=file_algorithm.value,
             allow_symlinks=allow_symlinks,
             progress=progress,
         )

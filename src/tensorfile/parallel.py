@@ -626,7 +626,7 @@ def verify_shards(
             raise NotSignedError(f"{f.name}: no trusted digest for this shard")
     digests = hash_files_processes(files, workers=workers, tensors=False)
     for d in digests:
-        if d.sha256 != expected[d.name]:
+        if d.digest != expected[d.name]:
             raise DigestMismatchError(f"{d.name}: shard differs from its trusted digest")
     return digests
 

@@ -9,6 +9,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+import blake3
 import pytest
 
 
@@ -141,6 +142,22 @@ def test_sign_and_hash_take_the_tensor_algorithm(
     assert f"1 file by {algorithm} header and tensor digests" in human.stdout
     bad = cli(["sign", str(model), "--key", str(priv), "--tensor-algorithm", "md5"])
     assert bad.code == 2
+
+
+def test_file_algorithm_blake3(cli: Any, model: Path, keys: tuple[Path, Path], json_of: Any) -> None:
+    priv, pub = keys
+    h = json_of(cli(["hash", str(model), "--json", "--file-algorithm", "blake3"]), "hash", 0)
+    cfg = next(f for f in h["files"] if f["name"] == "config.json")
+    assert h["serialization"]["hash_type"] == "blake3" and "sha256" not in cfg
+    assert cfg["blake3"] == blake3.blake3(b'{"hidden": 4}').hexdigest()
+    human = cli(["hash", str(model), "--file-algorithm", "blake3"])
+    assert human.code == 0 and "blake3" in human.stdout and cfg["blake3"][:12] in human.stdout
+    json_of(cli(["sign", str(model), "--key", str(priv), "--json", "--file-algorithm", "blake3"]),
+            "sign", 0)
+    v = json_of(cli(["verify", str(model), "--key", str(pub), "--json"]), "verify", 0)
+    assert v["serialization"]["hash_type"] == "blake3"
+    (model / "config.json").write_text("{}")
+    assert cli(["verify", str(model), "--key", str(pub)]).code == 1
 
 
 def test_hash_missing_path(cli: Any, tmp_path: Path, error_line: Any) -> None:

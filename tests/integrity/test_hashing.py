@@ -34,6 +34,38 @@ ALGORITHMS = pytest.mark.parametrize("algorithm", ["blake3", "sha256"])
 
 
 @ALGORITHMS
+def test_file_digests_in_either_algorithm(model: Path, algorithm: str) -> None:
+    """file_algorithm picks the file digests (the OMS hash_type); the root
+    digest is SHA-256 over them either way."""
+    m = hash_model(model, file_algorithm=algorithm)
+    assert m.serialization.hash_type == algorithm
+    for f in m.files:
+        assert f.algorithm == algorithm and f.digest == part(algorithm, (model / f.name).read_bytes())
+    root = hashlib.sha256(b"".join(bytes.fromhex(f.digest) for f in m.files)).hexdigest()
+    assert m.root_digest == root
+    st = m.to_statement()
+    assert {r["algorithm"] for r in st["predicate"]["resources"]} == {algorithm}
+    assert st["predicate"]["serialization"]["hash_type"] == algorithm
+    assert m.to_dict()["files"][0] == {"name": "config.json", algorithm: m.files[0].digest,
+                                       "size": m.files[0].size}
+    back = Manifest.from_statement(st)
+    assert [(f.name, f.digest, f.algorithm) for f in back.files] == [
+        (f.name, f.digest, f.algorithm) for f in m.files
+    ]
+
+
+def test_one_big_file_blake3_digest_spread_over_threads(
+    single: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tensorfile.integrity import hashing
+
+    monkeypatch.setattr(hashing, "PARALLEL_DIGEST_BYTES", 64)
+    (mf,) = list_model_files(single)
+    got = hash_file(mf, chunk_size=100, file_algorithm="blake3", tensors=False)
+    assert got.digest == part("blake3", single.read_bytes())
+
+
+@ALGORITHMS
 def test_digests_match_hashlib(model: Path, algorithm: str) -> None:
     m = hash_model(model, tensor_algorithm=algorithm)
     assert [f.name for f in m.files] == [
@@ -44,7 +76,7 @@ def test_digests_match_hashlib(model: Path, algorithm: str) -> None:
     ]
     for f in m.files:
         data = (model / f.name).read_bytes()
-        assert f.sha256 == sha(data) and f.size == len(data)
+        assert f.digest == sha(data) and f.size == len(data)
         if not f.name.endswith(".safetensors"):
             assert f.safetensors is None
             continue
@@ -57,7 +89,7 @@ def test_digests_match_hashlib(model: Path, algorithm: str) -> None:
             assert f.safetensors.tensors[name] == part(algorithm, span)
     assert m.tensor_algorithm == algorithm
     assert m.to_statement()["predicate"]["tensorfile"]["algorithm"] == algorithm
-    root = hashlib.sha256(b"".join(bytes.fromhex(f.sha256) for f in m.files)).hexdigest()
+    root = hashlib.sha256(b"".join(bytes.fromhex(f.digest) for f in m.files)).hexdigest()
     assert m.root_digest == root
     assert m.tensor_count == 9
     assert m.to_dict()["files"][1]["tensors"]["embed"] == m.files[1].safetensors.tensors["embed"]  # type: ignore[union-attr]
@@ -82,7 +114,7 @@ def test_chunking_never_changes_digests(
     small = hash_file(mf, chunk_size=chunk, tensor_algorithm=algorithm)
     big = hash_file(mf, tensor_algorithm=algorithm)
     assert small == big
-    assert big.sha256 == sha(p.read_bytes())
+    assert big.digest == sha(p.read_bytes())
     assert big.safetensors is not None
     for name, arr in tensors.items():
         assert big.safetensors.tensors[name] == part(algorithm, arr.tobytes())
@@ -200,7 +232,7 @@ def test_symlinks(model: Path, tmp_path: Path) -> None:
     with pytest.raises(ModelPathError, match="symlink"):
         hash_model(model)
     m = hash_model(model, allow_symlinks=True)
-    assert m.by_name["alias.json"].sha256 == m.by_name["config.json"].sha256
+    assert m.by_name["alias.json"].digest == m.by_name["config.json"].digest
     assert m.serialization.allow_symlinks
     (model / "alias.json").unlink()
     (model / "dirlink").symlink_to(model / "tokenizer")
@@ -221,7 +253,7 @@ def test_symlinked_model_file_needs_permission(single: Path, tmp_path: Path) -> 
     link.symlink_to(single)
     with pytest.raises(ModelPathError, match="symlink"):
         hash_model(link)
-    assert hash_model(link, allow_symlinks=True).files[0].sha256 == sha(single.read_bytes())
+    assert hash_model(link, allow_symlinks=True).files[0].digest == sha(single.read_bytes())
 
 
 def test_special_files_are_refused(model: Path) -> None:
@@ -257,7 +289,7 @@ def test_empty_file_and_empty_folder(tmp_path: Path) -> None:
     (m / "empty_dir").mkdir(parents=True)
     (m / "empty.txt").write_bytes(b"")
     man = hash_model(m)
-    assert [(f.name, f.sha256) for f in man.files] == [("empty.txt", sha(b""))]
+    assert [(f.name, f.digest) for f in man.files] == [("empty.txt", sha(b""))]
 
 
 @ALGORITHMS
@@ -265,8 +297,8 @@ def test_statement_round_trip(model: Path, algorithm: str) -> None:
     m = hash_model(model, tensor_algorithm=algorithm)
     back = Manifest.from_statement(m.to_statement())
     assert back.root_digest == m.root_digest
-    assert [(f.name, f.sha256, f.safetensors) for f in back.files] == [
-        (f.name, f.sha256, f.safetensors) for f in m.files
+    assert [(f.name, f.digest, f.safetensors) for f in back.files] == [
+        (f.name, f.digest, f.safetensors) for f in m.files
     ]
     assert back.serialization == m.serialization
     assert back.model_name == "model"
@@ -279,7 +311,7 @@ def test_file_and_tensor_digests_split_across_threads(single: Path) -> None:
     split = hash_files(files, workers=2, chunk_size=128, progress=lambda d, t: calls.append((d, t)))
     one_pass = hash_files(files, workers=1)
     assert split == one_pass
-    assert split[0].sha256 == sha(single.read_bytes()) and split[0].safetensors is not None
+    assert split[0].digest == sha(single.read_bytes()) and split[0].safetensors is not None
     size = single.stat().st_size
     assert calls[-1] == (2 * size, 2 * size)  # both jobs report the bytes they hashed
 
@@ -324,7 +356,7 @@ def test_tensor_digests_in_jobs_equal_one_pass(
         )
     finally:
         hashing.PART_JOB_BYTES = old
-    assert got.sha256 is None and got.size == p.stat().st_size
+    assert got.digest is None and got.size == p.stat().st_size
     assert got.safetensors == hash_file(mf).safetensors
     if calls:
         assert calls[-1] == (got.size, got.size)

@@ -59,6 +59,33 @@ def test_tensorfile_verifies_model_signing(
         verify(model, k.public, signature=sig)
 
 
+def test_blake3_file_digests_both_ways(
+    model: Path, single: Path, p256: Any, tmp_path: Path
+) -> None:
+    """model-signing's API can sign with BLAKE3 file digests (hash_type
+    "blake3"); tensorfile verifies those bundles, and model-signing verifies
+    tensorfile's made with file_algorithm="blake3": the same resources and
+    root digest, for a folder and for a single file."""
+    blake3_config = ms.hashing.Config().use_file_serialization(hashing_algorithm="blake3")
+    for target in (model, single):
+        ms_sig = tmp_path / f"ms-{target.name}.sig"
+        ms.signing.Config().use_elliptic_key_signer(private_key=p256.private).set_hashing_config(
+            blake3_config
+        ).sign(target, ms_sig)
+        assert payload(ms_sig)["predicate"]["serialization"]["hash_type"] == "blake3"
+        r = verify(target, p256.public, signature=ms_sig)
+        assert r.serialization["hash_type"] == "blake3" and r.by_file_digest == r.files
+        tf_sig = sign(target, p256.private, tmp_path / f"tf-{target.name}.sig", file_algorithm="blake3")
+        ms_verify_key(target, tf_sig, p256.public)  # model-signing reads hash_type from the bundle
+        assert payload(tf_sig)["predicate"]["resources"] == payload(ms_sig)["predicate"]["resources"]
+        assert payload(tf_sig)["subject"][0]["digest"] == payload(ms_sig)["subject"][0]["digest"]
+    (model / "config.json").write_text("{}")
+    with pytest.raises(DigestMismatchError, match=r"'config\.json' \(blake3 differs\)"):
+        verify(model, p256.public, signature=tmp_path / f"ms-{model.name}.sig")
+    with pytest.raises(ValueError, match=r"config\.json"):
+        ms_verify_key(model, tmp_path / f"tf-{model.name}.sig", p256.public)
+
+
 def test_single_file_both_ways(single: Path, p256: Any, tmp_path: Path) -> None:
     sig = sign(single, p256.private, tmp_path / "tf.sig")
     ms_verify_key(single, sig, p256.public)

@@ -298,8 +298,14 @@ def test_signed_payload_with_wrong_root_fails(signed: Path, p256: Any) -> None:
          UnsupportedAlgorithmError),
         (lambda st: st["predicate"]["serialization"].update(method="shards"),
          UnsupportedAlgorithmError),
-        (lambda st: st["predicate"]["serialization"].update(hash_type="blake3"),
+        (lambda st: st["predicate"]["serialization"].update(hash_type="blake2b"),
          UnsupportedAlgorithmError),
+        (lambda st: st["predicate"]["serialization"].update(hash_type="blake3"), BundleError),
+        # SHA-256 file digests relabelled as BLAKE3 (root digest unchanged): the
+        # bytes are hashed with BLAKE3 and do not match.
+        (lambda st: (st["predicate"]["serialization"].update(hash_type="blake3"),
+                     [r.update(algorithm="blake3") for r in st["predicate"]["resources"]]),
+         DigestMismatchError),
         (lambda st: st.update(predicateType="https://model_signing/Digests/v0.1"),
          UnsupportedAlgorithmError),
         (lambda st: st["predicate"]["tensorfile"].update(version=2), UnsupportedAlgorithmError),

@@ -387,7 +387,7 @@ def test_verify_shards(tmp_path: Path) -> None:
     tensors = _model()
     index = save_sharded(tensors, tmp_path, max_shard_size=3000)
     files = [ModelFile(s, tmp_path / s, (tmp_path / s).stat().st_size) for s in index.shard_files]
-    expected = {d.name: d.sha256 for d in hash_files(files, tensors=False)}
+    expected = {d.name: d.digest for d in hash_files(files, tensors=False)}
     assert [d.name for d in verify_shards(tmp_path, expected, workers=2)] == index.shard_files
     with pytest.raises(NotSignedError):
         verify_shards(tmp_path, dict(list(expected.items())[1:]), workers=2)

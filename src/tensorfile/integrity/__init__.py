@@ -15,8 +15,9 @@ model-signing ignores.
 from tensorfile.integrity.bundle import DEFAULT_SIGNATURE_NAME, Bundle, read_bundle
 from tensorfile.integrity.certs import CertificateIdentity, CertificateTrust
 from tensorfile.integrity.hashing import (
+    ALGORITHMS,
+    DEFAULT_FILE_ALGORITHM,
     DEFAULT_TENSOR_ALGORITHM,
-    TENSOR_ALGORITHMS,
     FileDigest,
     ProgressCallback,
     SafetensorsDigests,
@@ -41,10 +42,11 @@ from tensorfile.integrity.verify import (
 )
 
 __all__ = [
+    "ALGORITHMS",
+    "DEFAULT_FILE_ALGORITHM",
     "DEFAULT_SIGNATURE_NAME",
     "DEFAULT_TENSOR_ALGORITHM",
     "KEY_TYPES",
-    "TENSOR_ALGORITHMS",
     "Bundle",
     "CertificateIdentity",
     "CertificateTrust",

@@ -1,11 +1,11 @@
 """Listing and hashing the files of a model (the bottom layer of signing).
 
-A model is one file or a folder. Every regular file in it is hashed with
-SHA-256; for ``.safetensors`` files the same pass also hashes the header bytes
-and each tensor's bytes, so a single tensor can later be checked without
-hashing the rest of the file (spec/SIGNING.md, "tensorfile extension"). Those
-part digests are BLAKE3 by default (SHA-256 on request): see
-:data:`TENSOR_ALGORITHMS`.
+A model is one file or a folder. Every regular file in it is hashed (SHA-256,
+as OMS v1.0 defaults to; BLAKE3 on request); for ``.safetensors`` files the
+same pass also hashes the header bytes and each tensor's bytes, so a single
+tensor can later be checked without hashing the rest of the file
+(spec/SIGNING.md, "tensorfile extension"). Those part digests are BLAKE3 by
+default (SHA-256 on request): see :data:`ALGORITHMS`.
 
 Speed: one SHA-256 is sequential, so parallelism comes from hashing different
 files on different threads, and, for tensor digests, different tensors of the
@@ -47,13 +47,17 @@ SAFETENSORS_SUFFIX = ".safetensors"
 ProgressCallback = Callable[[int, int], None]
 
 
-#: Algorithms for the header and tensor digests of tensorfile's extension.
-#: BLAKE3 is the default: on a machine with SHA extensions it hashes about
-#: twice as fast per core as SHA-256, and it is a tree hash, so one digest of
-#: a big tensor runs on every core (SHA-256 of one tensor is one core's work).
-#: SHA-256 stays available for policies that accept only FIPS digests.
-TENSOR_ALGORITHMS: tuple[str, ...] = ("blake3", "sha256")
+#: Digest algorithms, for file digests (the OMS ``hash_type``) and for the
+#: header and tensor digests of tensorfile's extension. BLAKE3 is the default
+#: for the extension: on a machine with SHA extensions it hashes about twice
+#: as fast per core as SHA-256, and it is a tree hash, so one digest of a big
+#: tensor runs on every core (SHA-256 of one tensor is one core's work).
+#: File digests default to SHA-256, which every OMS verifier accepts
+#: (model-signing verifies BLAKE3 ones too). SHA-256 stays available for
+#: tensors, for policies that accept only FIPS digests.
+ALGORITHMS: tuple[str, ...] = ("blake3", "sha256")
 DEFAULT_TENSOR_ALGORITHM = "blake3"
+DEFAULT_FILE_ALGORITHM = "sha256"
 #: A BLAKE3 digest of at least this many bytes spreads over every core.
 PARALLEL_DIGEST_BYTES = 64 << 20
 
@@ -66,20 +70,19 @@ class Hasher(Protocol):
     def hexdigest(self) -> str: ...
 
 
-def check_tensor_algorithm(algorithm: str) -> str:
-    """``algorithm`` if it is one of :data:`TENSOR_ALGORITHMS`, else :class:`UnsupportedAlgorithmError`."""
-    if algorithm not in TENSOR_ALGORITHMS:
+def check_algorithm(algorithm: str, what: str = "digest") -> str:
+    """``algorithm`` if it is one of :data:`ALGORITHMS`, else :class:`UnsupportedAlgorithmError`."""
+    if algorithm not in ALGORITHMS:
         raise UnsupportedAlgorithmError(
-            f"tensor digest algorithm {algorithm!r} is not supported "
-            f"(use one of {', '.join(TENSOR_ALGORITHMS)})"
+            f"{what} algorithm {algorithm!r} is not supported (use one of {', '.join(ALGORITHMS)})"
         )
     return algorithm
 
 
 def new_hasher(algorithm: str, size_hint: int = 0) -> Hasher:
-    """A streaming hasher for one of :data:`TENSOR_ALGORITHMS` that will be fed
+    """A streaming hasher for one of :data:`ALGORITHMS` that will be fed
     about ``size_hint`` bytes."""
-    if check_tensor_algorithm(algorithm) == "blake3":
+    if check_algorithm(algorithm) == "blake3":
         from blake3 import blake3  # imported on first use: most imports of tensorfile never hash
 
         return blake3(max_threads=blake3.AUTO if size_hint >= PARALLEL_DIGEST_BYTES else 1)
@@ -91,11 +94,6 @@ def digest_hex(algorithm: str, data: bytes | memoryview) -> str:
     h = new_hasher(algorithm, len(data))
     h.update(data)
     return h.hexdigest()
-
-
-def sha256_hex(data: bytes | memoryview) -> str:
-    """Lowercase hex SHA-256 of ``data``."""
-    return hashlib.sha256(data).hexdigest()
 
 
 def resource_sort_key(name: str) -> tuple[str, ...]:
@@ -123,7 +121,7 @@ class SafetensorsDigests:
     header: str
     #: Tensor name to the digest of its bytes, in file order.
     tensors: Mapping[str, str]
-    #: One of :data:`TENSOR_ALGORITHMS`, for the header and every tensor.
+    #: One of :data:`ALGORITHMS`, for the header and every tensor.
     algorithm: str = DEFAULT_TENSOR_ALGORITHM
 
 
@@ -132,9 +130,12 @@ class FileDigest:
     """The digest of one model file (and of its tensors, for safetensors)."""
 
     name: str
-    sha256: str
+    #: Hex digest of the whole file, with ``algorithm``.
+    digest: str
     size: int | None = None
     safetensors: SafetensorsDigests | None = None
+    #: One of :data:`ALGORITHMS` (a resource's ``algorithm`` in OMS).
+    algorithm: str = DEFAULT_FILE_ALGORITHM
 
 
 def _is_ignored(rel: str, ignored: Iterable[str]) -> bool:
@@ -283,9 +284,10 @@ def _hash_spans(
     chunk_size: int,
     progress: Callable[[int], None] | None,
     algorithm: str = DEFAULT_TENSOR_ALGORITHM,
+    file_algorithm: str = DEFAULT_FILE_ALGORITHM,
 ) -> tuple[str | None, list[str]]:
-    """One pass over ``file``: its SHA-256 (if ``whole``) and each span's
-    digest with ``algorithm``.
+    """One pass over ``file``: its digest with ``file_algorithm`` (if
+    ``whole``) and each span's digest with ``algorithm``.
 
     ``size`` is what the file measured when it was listed or its spans were
     planned; a file that has another size now, or changes size while hashed,
@@ -296,10 +298,11 @@ def _hash_spans(
         if now != size:
             raise ModelPathError(f"{file.path}: file changed size while it was hashed")
         hashers = [new_hasher(algorithm, e - s) for s, e in spans]
-        file_hasher = hashlib.sha256() if whole else None
+        file_hasher = new_hasher(file_algorithm, size) if whole else None
         lo, hi = (0, size) if whole or not spans else (spans[0][0], spans[-1][1])
         if hi > lo:
-            threaded = algorithm == "blake3" and any(e - s >= PARALLEL_DIGEST_BYTES for s, e in spans)
+            threaded = (algorithm == "blake3" and any(e - s >= PARALLEL_DIGEST_BYTES for s, e in spans)
+                        ) or (whole and file_algorithm == "blake3" and size >= PARALLEL_DIGEST_BYTES)
             if threaded:
                 # A hasher that spreads each update over every core wants big
                 # updates from memory it need not copy first: the mapping.
@@ -379,13 +382,14 @@ def hash_file(
     chunk_size: int = CHUNK_SIZE,
     progress: Callable[[int], None] | None = None,
     tensor_algorithm: str = DEFAULT_TENSOR_ALGORITHM,
+    file_algorithm: str = DEFAULT_FILE_ALGORITHM,
 ) -> FileDigest:
     """Hash one file in a single pass over its bytes.
 
     For a ``.safetensors`` file (when ``tensors``), each chunk is fed to the
-    file hasher and, sliced, to the hasher (``tensor_algorithm``) of the
-    header or tensor it belongs to: the bytes are read once. The file must
-    keep its size while hashed.
+    file hasher (``file_algorithm``) and, sliced, to the hasher
+    (``tensor_algorithm``) of the header or tensor it belongs to: the bytes are
+    read once. The file must keep its size while hashed.
     """
     names: list[str] = []
     spans: list[tuple[int, int]] = []
@@ -394,11 +398,12 @@ def hash_file(
         names, spans, size = _layout(file)
     digest, parts = _hash_spans(
         file, size, whole=True, spans=spans, chunk_size=chunk_size, progress=progress,
-        algorithm=tensor_algorithm,
+        algorithm=tensor_algorithm, file_algorithm=file_algorithm,
     )
     assert digest is not None
     return FileDigest(
-        file.name, digest, size, _parts(names, parts, tensor_algorithm) if spans else None
+        file.name, digest, size, _parts(names, parts, tensor_algorithm) if spans else None,
+        file_algorithm,
     )
 
 
@@ -440,8 +445,8 @@ def _feed(
 class Contents:
     """What :func:`hash_contents` computed for one file."""
 
-    #: SHA-256 of the whole file, if asked for.
-    sha256: str | None
+    #: Digest of the whole file, if asked for.
+    digest: str | None
     #: Header and tensor digests, if asked for (safetensors files only).
     safetensors: SafetensorsDigests | None
     size: int
@@ -461,12 +466,13 @@ def hash_contents(
     chunk_size: int = CHUNK_SIZE,
     progress: ProgressCallback | None = None,
     tensor_algorithm: str = DEFAULT_TENSOR_ALGORITHM,
+    file_algorithm: str = DEFAULT_FILE_ALGORITHM,
 ) -> list[Contents]:
     """Hash ``files`` on ``workers`` threads (default: one per core).
 
-    For each file, compute its SHA-256 if ``whole[i]``, and its header and
-    tensor digests (with ``tensor_algorithm``) if ``tensors[i]`` (only for
-    safetensors files). One SHA-256 is sequential, so:
+    For each file, compute its digest (``file_algorithm``) if ``whole[i]``,
+    and its header and tensor digests (``tensor_algorithm``) if ``tensors[i]``
+    (only for safetensors files). One SHA-256 is sequential, so:
 
     * a file digest is one job, and the jobs of different files run on
       different threads, largest first so they finish together;
@@ -479,7 +485,8 @@ def hash_contents(
     The result is in the order of ``files``. The first error cancels the rest
     and is raised.
     """
-    check_tensor_algorithm(tensor_algorithm)
+    check_algorithm(tensor_algorithm, "tensor digest")
+    check_algorithm(file_algorithm, "file digest")
     if not files:
         return []
     n = max(1, workers or os.cpu_count() or 1)
@@ -516,7 +523,7 @@ def hash_contents(
         i, w, a, b = job
         spans = layouts[i][1][a:b] if i in layouts else []
         return _hash_spans(files[i], sizes[i], whole=w, spans=spans, chunk_size=chunk_size,
-                           progress=add, algorithm=tensor_algorithm)
+                           progress=add, algorithm=tensor_algorithm, file_algorithm=file_algorithm)
 
     results = _run_jobs(run, jobs, n)
     digest: dict[int, str] = {}
@@ -581,15 +588,17 @@ def hash_files(
     chunk_size: int = CHUNK_SIZE,
     progress: ProgressCallback | None = None,
     tensor_algorithm: str = DEFAULT_TENSOR_ALGORITHM,
+    file_algorithm: str = DEFAULT_FILE_ALGORITHM,
 ) -> list[FileDigest]:
-    """The SHA-256 of each of ``files`` and, if ``tensors``, the header and
+    """The digest of each of ``files`` and, if ``tensors``, the header and
     tensor digests of each safetensors file (:func:`hash_contents`)."""
     got = hash_contents(
         files, whole=[True] * len(files), tensors=[tensors] * len(files), workers=workers,
         chunk_size=chunk_size, progress=progress, tensor_algorithm=tensor_algorithm,
+        file_algorithm=file_algorithm,
     )
     out = []
     for f, c in zip(files, got, strict=True):
-        assert c.sha256 is not None
-        out.append(FileDigest(f.name, c.sha256, c.size, c.safetensors))
+        assert c.digest is not None
+        out.append(FileDigest(f.name, c.digest, c.size, c.safetensors, file_algorithm))
     return out

@@ -1,8 +1,9 @@
 """Manifests: what a signature says about a model, and the in-toto statement.
 
-A :class:`Manifest` is the list of a model's files with their SHA-256 digests
-(and, for safetensors files, header and tensor digests, BLAKE3 or SHA-256,
-see :data:`~tensorfile.integrity.hashing.TENSOR_ALGORITHMS`), plus how the list was
+A :class:`Manifest` is the list of a model's files with their digests (SHA-256
+by default, or BLAKE3: the ``hash_type``) and, for safetensors files, header
+and tensor digests (BLAKE3 by default, or SHA-256: see
+:data:`~tensorfile.integrity.hashing.ALGORITHMS`), plus how the list was
 made (:class:`Serialization`). It converts to and from the in-toto Statement v1
 that OMS v1.0 signs (predicate ``https://model_signing/signature/v1.0``).
 Parsing a statement checks every field's type and that the resource digests
@@ -22,10 +23,11 @@ from typing import Any
 from tensorfile.errors import BundleError, ManifestError, UnsupportedAlgorithmError
 from tensorfile.integrity._json import hex64, json_list, json_obj, json_str
 from tensorfile.integrity.hashing import (
+    ALGORITHMS,
+    DEFAULT_FILE_ALGORITHM,
     DEFAULT_IGNORED,
     DEFAULT_TENSOR_ALGORITHM,
     SINGLE_FILE_NAME,
-    TENSOR_ALGORITHMS,
     FileDigest,
     ProgressCallback,
     SafetensorsDigests,
@@ -47,7 +49,8 @@ class Serialization:
     """How the manifest was made (the predicate's ``serialization`` object)."""
 
     method: str = "files"
-    hash_type: str = "sha256"
+    #: Algorithm of every file digest (:data:`~tensorfile.integrity.hashing.ALGORITHMS`).
+    hash_type: str = DEFAULT_FILE_ALGORITHM
     allow_symlinks: bool = False
     ignore_paths: tuple[str, ...] = DEFAULT_IGNORED
 
@@ -78,10 +81,11 @@ class Manifest:
 
     @property
     def root_digest(self) -> str:
-        """SHA-256 over the raw bytes of every file digest, in resource order."""
+        """SHA-256 over the raw bytes of every file digest, in resource order
+        (whatever the file digests' algorithm, as model-signing computes it)."""
         h = hashlib.sha256()
         for f in self.files:
-            h.update(bytes.fromhex(f.sha256))
+            h.update(bytes.fromhex(f.digest))
         return h.hexdigest()
 
     @property
@@ -106,7 +110,7 @@ class Manifest:
             "files": [
                 {
                     "name": f.name,
-                    "sha256": f.sha256,
+                    f.algorithm: f.digest,
                     **({"size": f.size} if f.size is not None else {}),
                     **(
                         {"header": f.safetensors.header, "tensors": dict(f.safetensors.tensors),
@@ -124,7 +128,7 @@ class Manifest:
         predicate: dict[str, Any] = {
             "serialization": self.serialization.to_dict(),
             "resources": [
-                {"name": f.name, "algorithm": "sha256", "digest": f.sha256} for f in self.files
+                {"name": f.name, "algorithm": f.algorithm, "digest": f.digest} for f in self.files
             ],
         }
         ext = {f.name: _extension_entry(f.safetensors) for f in self.files if f.safetensors}
@@ -171,15 +175,21 @@ class Manifest:
             res = json_obj(item, f"resources[{i}]")
             rname = _resource_name(res.get("name"), i)
             alg = res.get("algorithm")
-            if alg != "sha256":
+            if alg not in ALGORITHMS:
                 raise UnsupportedAlgorithmError(f"resource {rname!r}: unsupported algorithm {alg!r}")
+            if alg != serialization.hash_type:
+                raise BundleError(
+                    f"resource {rname!r} is hashed with {alg!r} but the serialization's "
+                    f"hash_type is {serialization.hash_type!r}"
+                )
             if rname in digests:
                 raise BundleError(f"resource {rname!r} is listed twice")
             digests[rname] = hex64(res.get("digest"), f"resource {rname!r} digest")
         if SINGLE_FILE_NAME in digests and len(digests) != 1:
             raise BundleError("resource '.' (a single-file model) must be the only resource")
         ext = _extension(predicate.get(EXTENSION_KEY), digests)
-        files = tuple(FileDigest(n, d, None, ext.get(n)) for n, d in digests.items())
+        files = tuple(FileDigest(n, d, None, ext.get(n), serialization.hash_type)
+                      for n, d in digests.items())
         manifest = cls(name, files, serialization)
         if manifest.root_digest != root:
             raise ManifestError(
@@ -211,8 +221,10 @@ def _serialization(x: object) -> Serialization:
             f"serialization method {method!r} is not supported (tensorfile verifies 'files')"
         )
     hash_type = s.get("hash_type")
-    if hash_type != "sha256":
-        raise UnsupportedAlgorithmError(f"hash_type {hash_type!r} is not supported (only sha256)")
+    if hash_type not in ALGORITHMS:
+        raise UnsupportedAlgorithmError(
+            f"hash_type {hash_type!r} is not supported (use one of {', '.join(ALGORITHMS)})"
+        )
     allow = s.get("allow_symlinks", False)
     if type(allow) is not bool:
         raise BundleError("serialization allow_symlinks must be true or false")
@@ -228,7 +240,7 @@ def _extension(x: object, digests: Mapping[str, str]) -> dict[str, SafetensorsDi
         return {}
     ext = json_obj(x, f"predicate {EXTENSION_KEY}")
     algorithm = ext.get("algorithm")
-    if ext.get("version") != EXTENSION_VERSION or algorithm not in TENSOR_ALGORITHMS:
+    if ext.get("version") != EXTENSION_VERSION or algorithm not in ALGORITHMS:
         raise UnsupportedAlgorithmError(
             f"{EXTENSION_KEY} extension version {ext.get('version')!r} with algorithm "
             f"{ext.get('algorithm')!r} is not supported"
@@ -264,6 +276,7 @@ def hash_model(
     allow_symlinks: bool = False,
     tensors: bool = True,
     tensor_algorithm: str = DEFAULT_TENSOR_ALGORITHM,
+    file_algorithm: str = DEFAULT_FILE_ALGORITHM,
     workers: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> Manifest:
@@ -273,7 +286,9 @@ def hash_model(
     ignored, plus ``ignore_paths`` (relative to the folder) and ``signature``
     when it lies inside the folder. ``tensors`` adds header and per-tensor
     digests (``tensor_algorithm``: ``"blake3"`` or ``"sha256"``) for every
-    ``.safetensors`` file, in the same pass over its bytes.
+    ``.safetensors`` file, in the same pass over its bytes. ``file_algorithm``
+    (``"sha256"``, or ``"blake3"``, which OMS verifiers other than
+    model-signing may not know) hashes the files themselves.
     """
     root = Path(path)
     ignored = set(DEFAULT_IGNORED) | {p.strip("/") for p in ignore_paths}
@@ -283,11 +298,12 @@ def hash_model(
             ignored.add(rel)
     files = list_model_files(root, ignore_paths=ignored, allow_symlinks=allow_symlinks)
     digests = hash_files(files, tensors=tensors, workers=workers, progress=progress,
-                         tensor_algorithm=tensor_algorithm)
+                         tensor_algorithm=tensor_algorithm, file_algorithm=file_algorithm)
     return Manifest(
         model_name_of(root),
         tuple(digests),
-        Serialization(allow_symlinks=allow_symlinks, ignore_paths=tuple(sorted(ignored))),
+        Serialization(hash_type=file_algorithm, allow_symlinks=allow_symlinks,
+                      ignore_paths=tuple(sorted(ignored))),
     )
 
 

@@ -36,6 +36,7 @@ from tensorfile.integrity.certs import CertificateTrust
 from tensorfile.integrity.hashing import (
     DEFAULT_TENSOR_ALGORITHM,
     SINGLE_FILE_NAME,
+    FileDigest,
     ModelFile,
     digest_hex,
     hash_files,
@@ -165,7 +166,7 @@ class LoadVerifier:
             raise NotSignedError(f"{self.path}: {resource!r} is not a file the signature covers")
         self.manifest, self.signer, self.resource = manifest, signer, resource
         if entry.safetensors is None:
-            self._check_whole_file(resource, entry.sha256, raw_header)
+            self._check_whole_file(resource, entry, raw_header)
             return
         self._count(len(raw_header))
         if digest_hex(entry.safetensors.algorithm, raw_header) != entry.safetensors.header:
@@ -175,7 +176,7 @@ class LoadVerifier:
             )
         self._tensors, self._algorithm = entry.safetensors.tensors, entry.safetensors.algorithm
 
-    def _check_whole_file(self, resource: str, signed_sha256: str, raw_header: bytes) -> None:
+    def _check_whole_file(self, resource: str, signed: FileDigest, raw_header: bytes) -> None:
         """No signed tensor digests (e.g. signed by model-signing): hash the whole file
         now, and derive its tensor digests in the same pass. Once the file digest
         matches, those digests are as good as signed ones, so each tensor's bytes
@@ -187,10 +188,11 @@ class LoadVerifier:
             done[0] = n
 
         digest = hash_files(
-            [ModelFile(resource, real, os.stat(real).st_size)], tensors=True, progress=count
+            [ModelFile(resource, real, os.stat(real).st_size)], tensors=True, progress=count,
+            file_algorithm=signed.algorithm,
         )[0]
         self._count(done[0])
-        if digest.sha256 != signed_sha256:
+        if digest.digest != signed.digest:
             raise DigestMismatchError(f"{self.path}: file differs from the signed bytes")
         if digest.safetensors is None:  # not named .safetensors: no tensor layout to derive
             self._whole_file_verified = True

@@ -14,7 +14,11 @@ from tensorfile._io.atomic import looks_like_temp_file
 from tensorfile.errors import KeyLoadError, ModelPathError
 from tensorfile.integrity.bundle import DEFAULT_SIGNATURE_NAME, Bundle, pae, write_bundle
 from tensorfile.integrity.certs import as_list, load_certificates
-from tensorfile.integrity.hashing import DEFAULT_TENSOR_ALGORITHM, ProgressCallback
+from tensorfile.integrity.hashing import (
+    DEFAULT_FILE_ALGORITHM,
+    DEFAULT_TENSOR_ALGORITHM,
+    ProgressCallback,
+)
 from tensorfile.integrity.keys import (
     PathOrPem,
     PrivateKey,
@@ -83,6 +87,7 @@ def sign(
     allow_symlinks: bool = False,
     tensors: bool = True,
     tensor_algorithm: str = DEFAULT_TENSOR_ALGORITHM,
+    file_algorithm: str = DEFAULT_FILE_ALGORITHM,
     workers: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> Path:
@@ -92,7 +97,10 @@ def sign(
     in OMS v1.0 form, readable by ``model_signing verify``. ``tensors`` (default)
     records header and per-tensor digests of safetensors files for
     verify-on-load and parallel verification, with ``tensor_algorithm``
-    (``"blake3"``, the default, or ``"sha256"``). The key is loaded (and the password checked) before any
+    (``"blake3"``, the default, or ``"sha256"``). ``file_algorithm`` is the
+    OMS ``hash_type`` of the file digests: ``"sha256"`` (default, accepted by
+    every OMS verifier) or ``"blake3"`` (model-signing's API verifies it; its
+    CLI cannot sign it). The key is loaded (and the password checked) before any
     hashing starts.
     """
     priv = load_private_key(key, password)
@@ -104,6 +112,7 @@ def sign(
         allow_symlinks=allow_symlinks,
         tensors=tensors,
         tensor_algorithm=tensor_algorithm,
+        file_algorithm=file_algorithm,
         workers=workers,
         progress=progress,
     )

@@ -265,6 +265,7 @@ def verify(
             workers=workers,
             progress=progress,
             tensor_algorithm=manifest.tensor_algorithm or DEFAULT_TENSOR_ALGORITHM,
+            file_algorithm=manifest.serialization.hash_type,
         )
     except FormatError as e:  # the header parsed when it was signed
         raise DigestMismatchError(
@@ -273,14 +274,16 @@ def verify(
     bad = []
     tensors = 0
     for mf, want, got, parts in zip(to_check, signed, contents, by_parts, strict=True):
-        if got.sha256 is not None and got.sha256 != want.sha256:
+        if got.digest is not None and got.digest != want.digest:
             bad.append(mf)
         elif parts:
             assert want.safetensors is not None and got.safetensors is not None
             if not _same_parts(want.safetensors, got.safetensors):
                 # Tampered bytes, or a signer that recorded wrong tensor
                 # digests? Only the file digest can tell (failure path only).
-                if got.sha256 is None and hash_file(mf, tensors=False).sha256 != want.sha256:
+                if got.digest is None and hash_file(
+                    mf, tensors=False, file_algorithm=want.algorithm
+                ).digest != want.digest:
                     bad.append(mf)
                     continue
                 raise ManifestError(
@@ -304,13 +307,13 @@ def verify(
         serialization=manifest.serialization.to_dict(),
         signer=signer,
         files=tuple(f.name for f in manifest.files),
-        bytes_hashed=sum(c.size * ((c.sha256 is not None) + (c.safetensors is not None))
+        bytes_hashed=sum(c.size * ((c.digest is not None) + (c.safetensors is not None))
                          for c in contents),
         tensors=tensors,
         tensor_digests_checked=any(by_parts) or deep,
         tensor_algorithm=manifest.tensor_algorithm,
         by_file_digest=tuple(mf.name for mf, c in zip(to_check, contents, strict=True)
-                             if c.sha256 is not None),
+                             if c.digest is not None),
         extra_files=tuple(extra),
     )
 
@@ -349,13 +352,13 @@ def _check_extension(mf: ModelFile, signed: SafetensorsDigests) -> None:
 def _explain(mf: ModelFile, signed: FileDigest) -> str:
     """Name what changed in one file: the header, which tensors, or just the bytes."""
     if signed.safetensors is None:
-        return f"{mf.name!r} (sha256 differs)"
+        return f"{mf.name!r} ({signed.algorithm} differs)"
     try:
         now = hash_file(mf, tensors=True, tensor_algorithm=signed.safetensors.algorithm).safetensors
     except FormatError as e:  # a file that no longer parses is explained by the parse error
-        return f"{mf.name!r} (sha256 differs; {e})"
+        return f"{mf.name!r} ({signed.algorithm} differs; {e})"
     if now is None:
-        return f"{mf.name!r} (sha256 differs)"
+        return f"{mf.name!r} ({signed.algorithm} differs)"
     parts = []
     if now.header != signed.safetensors.header:
         parts.append("header changed")
