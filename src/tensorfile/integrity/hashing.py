@@ -79,13 +79,18 @@ def check_algorithm(algorithm: str, what: str = "digest") -> str:
     return algorithm
 
 
+def _spread(algorithm: str, size: int) -> bool:
+    """Whether one digest of ``size`` bytes is computed on every core."""
+    return algorithm == "blake3" and size >= PARALLEL_DIGEST_BYTES
+
+
 def new_hasher(algorithm: str, size_hint: int = 0) -> Hasher:
     """A streaming hasher for one of :data:`ALGORITHMS` that will be fed
     about ``size_hint`` bytes."""
     if check_algorithm(algorithm) == "blake3":
         from blake3 import blake3  # imported on first use: most imports of tensorfile never hash
 
-        return blake3(max_threads=blake3.AUTO if size_hint >= PARALLEL_DIGEST_BYTES else 1)
+        return blake3(max_threads=blake3.AUTO if _spread(algorithm, size_hint) else 1)
     return hashlib.sha256()
 
 
@@ -301,9 +306,9 @@ def _hash_spans(
         file_hasher = new_hasher(file_algorithm, size) if whole else None
         lo, hi = (0, size) if whole or not spans else (spans[0][0], spans[-1][1])
         if hi > lo:
-            threaded = (algorithm == "blake3" and any(e - s >= PARALLEL_DIGEST_BYTES for s, e in spans)
-                        ) or (whole and file_algorithm == "blake3" and size >= PARALLEL_DIGEST_BYTES)
-            if threaded:
+            if any(_spread(algorithm, e - s) for s, e in spans) or (
+                whole and _spread(file_algorithm, size)
+            ):
                 # A hasher that spreads each update over every core wants big
                 # updates from memory it need not copy first: the mapping.
                 with _mapped_chunks(fd, size, lo, hi, chunk_size) as chunks:

@@ -354,7 +354,8 @@ def _explain(mf: ModelFile, signed: FileDigest) -> str:
     if signed.safetensors is None:
         return f"{mf.name!r} ({signed.algorithm} differs)"
     try:
-        now = hash_file(mf, tensors=True, tensor_algorithm=signed.safetensors.algorithm).safetensors
+        now = hash_file(mf, tensors=True, tensor_algorithm=signed.safetensors.algorithm,
+                        file_algorithm=signed.algorithm).safetensors
     except FormatError as e:  # a file that no longer parses is explained by the parse error
         return f"{mf.name!r} ({signed.algorithm} differs; {e})"
     if now is None:
