@@ -50,8 +50,8 @@ from tensorfile.pickles.machine import (
     PDict,
     PersistentRef,
     PSet,
-    _children,
-    _is_leaf,
+    children,
+    is_leaf,
 )
 from tensorfile.pickles.opcodes import BigText, Buffer, BytesRef
 from tensorfile.pickles.policy import STORAGE_TYPES, StreamPolicy
@@ -550,7 +550,7 @@ def check_hashing(root: object) -> None:
     work = [root]
     while work:
         node = work.pop()
-        if id(node) in seen or _is_leaf(node):
+        if id(node) in seen or is_leaf(node):
             continue
         seen.add(id(node))
         keys = _hashed_keys(node)
@@ -565,4 +565,4 @@ def check_hashing(root: object) -> None:
                     "memo hash once per path)")
             if len(keys) > MAX_SAME_HASH:
                 _check_collisions(keys, where)
-        work.extend(_children(node))
+        work.extend(children(node))

@@ -661,26 +661,28 @@ def materialize(root: object, builder: Builder) -> object:
     while work:
         value, expanded = work.pop()
         key = id(value)
-        if key in built or _is_leaf(value):
+        if key in built or is_leaf(value):
             continue
         if not expanded:
             if key in in_progress:
                 raise PickleError("the value graph has a cycle materialize cannot build")
             in_progress.add(key)
             work.append((value, True))
-            work.extend((child, False) for child in _children(value))
+            work.extend((child, False) for child in children(value))
             continue
         built[key] = _build_one(value, built, builder)
         in_progress.discard(key)
     return _get(root, built)
 
 
-def _is_leaf(value: object) -> bool:
+def is_leaf(value: object) -> bool:
+    """Whether ``value`` is a literal of the value graph (no children to build)."""
     return not isinstance(value, (list, tuple, PDict, PSet, GlobalRef, Call, PersistentRef,
                                   ExtensionRef))
 
 
-def _children(value: object) -> Iterable[object]:
+def children(value: object) -> Iterable[object]:
+    """The nodes ``value`` refers to, which are built before it."""
     if isinstance(value, (list, tuple)):
         return value
     if isinstance(value, PDict):
@@ -696,7 +698,7 @@ def _children(value: object) -> Iterable[object]:
 
 
 def _get(value: object, built: dict[int, object]) -> object:
-    return value if _is_leaf(value) else built[id(value)]
+    return value if is_leaf(value) else built[id(value)]
 
 
 def _build_one(value: object, built: dict[int, object], builder: Builder) -> object:
