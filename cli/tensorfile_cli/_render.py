@@ -46,38 +46,43 @@ def inspect(out: Output, result: dict[str, Any]) -> None:
 
     console = out.console
     totals = result["totals"]
-    out.line(f"{result['path']}: safetensors, {plural(totals['tensors'], 'tensor')}")
+    sharded = result["format"] == "sharded"
+    what = (f"safetensors model, {plural(totals['tensors'], 'tensor')} in "
+            f"{plural(totals['shards'], 'shard')}") if sharded else (
+            f"safetensors, {plural(totals['tensors'], 'tensor')}")
+    out.line(f"{result['path']}: {what}")
     table = Table()
     table.add_column("name", overflow="fold")
     table.add_column("dtype")
     table.add_column("shape")
     table.add_column("bytes", justify="right")
-    table.add_column("offset", justify="right")
+    table.add_column("shard" if sharded else "offset", justify="left" if sharded else "right")
     for t in result["tensors"]:
         table.add_row(
             t["name"],
             t["dtype"],
             "[" + ", ".join(str(d) for d in t["shape"]) + "]",
             f"{t['nbytes']:,}",
-            f"{t['offset']:,}",
+            t["shard"] if sharded else f"{t['offset']:,}",
         )
     console.print(table)
     meta = result["metadata"]
     if meta:
         console.print(_kv_table("metadata", meta))
     by_dtype = ", ".join(f"{k} {human_bytes(v)}" for k, v in totals["bytes_by_dtype"].items())
-    console.print(
-        _kv_table(
-            "totals",
-            {
-                "tensors": f"{totals['tensors']:,}",
-                "parameters": f"{totals['parameters']:,}",
-                "data": f"{human_bytes(totals['bytes'])} ({by_dtype})" if by_dtype else "0 B",
-                "header": f"{result['header_size']:,} bytes",
-                "file": human_bytes(result["file_size"]),
-            },
-        )
-    )
+    rows = {
+        "tensors": f"{totals['tensors']:,}",
+        "parameters": f"{totals['parameters']:,}",
+        "data": f"{human_bytes(totals['bytes'])} ({by_dtype})" if by_dtype else "0 B",
+    }
+    if sharded:
+        size = sum(s["file_size"] for s in result["shards"])
+        rows["shards"] = f"{totals['shards']:,} files, {human_bytes(size)}"
+        rows["index"] = result["index"] or "none (a folder with one file)"
+    else:
+        rows["header"] = f"{result['header_size']:,} bytes"
+        rows["file"] = human_bytes(result["file_size"])
+    console.print(_kv_table("totals", rows))
 
 
 def hash_manifest(out: Output, result: dict[str, Any]) -> None:

@@ -143,25 +143,36 @@ def _root(
     epilog="Example: tensorfile inspect model.safetensors --json | jq '.result.totals'",
 )
 def inspect(
-    file: Annotated[Path, typer.Argument(help="A .safetensors file (or a pickle checkpoint).")],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="A .safetensors file, a model folder or its model.safetensors.index.json "
+            "(every shard), or a pickle checkpoint."
+        ),
+    ],
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Show a file's tensors (name, dtype, shape, bytes, offset), metadata and totals.
+    """Show a file's or model's tensors (name, dtype, shape, bytes, where), metadata and totals.
 
-    Nothing is loaded: only the header is read.
+    Nothing is loaded: only headers are read. For a sharded model the index is
+    checked against every shard's header first.
     """
     out = Output("inspect", json_out=json_out, quiet=quiet, debug=debug)
     with guarded(out, file):
         from tensorfile import safe_open
         from tensorfile.errors import FormatError
+        from tensorfile.sharded import is_sharded_path
 
-        try:
-            with safe_open(file) as f:
-                result, code = _describe_safetensors(file, f), ExitCode.OK
-        except FormatError as not_safetensors:
-            result, code = _describe_pickle(file, not_safetensors)
+        if is_sharded_path(file):
+            result, code = _describe_model(file), ExitCode.OK
+        else:
+            try:
+                with safe_open(file) as f:
+                    result, code = _describe_safetensors(file, f), ExitCode.OK
+            except FormatError as not_safetensors:
+                result, code = _describe_pickle(file, not_safetensors)
     from tensorfile_cli import _render
 
     out.finish(result, _render.inspect, code)
@@ -196,7 +207,6 @@ def _describe_safetensors(path: Path, f: Any) -> dict[str, Any]:
     """The ``inspect`` result for an open safetensors file (schemas/inspect.json)."""
     header = f.header
     tensors = []
-    dtypes: dict[str, int] = {}
     for name in f.offset_keys():
         info = f.info(name)
         start, end = f.byte_range(name)
@@ -211,7 +221,6 @@ def _describe_safetensors(path: Path, f: Any) -> dict[str, Any]:
                 "end": end,
             }
         )
-        dtypes[info.dtype.name] = dtypes.get(info.dtype.name, 0) + info.nbytes
     return {
         "path": str(path),
         "format": "safetensors",
@@ -220,12 +229,49 @@ def _describe_safetensors(path: Path, f: Any) -> dict[str, Any]:
         "data_offset": header.data_offset,
         "metadata": f.metadata(),
         "tensors": tensors,
-        "totals": {
-            "tensors": len(tensors),
-            "parameters": sum(t["numel"] for t in tensors),
-            "bytes": sum(t["nbytes"] for t in tensors),
-            "bytes_by_dtype": dtypes,
-        },
+        "totals": _totals(tensors),
+    }
+
+
+def _describe_model(path: Path) -> dict[str, Any]:
+    """The ``inspect`` result for a model folder or index (schemas/inspect.json):
+    every shard's tensors in file order, read from the headers alone."""
+    from tensorfile.sharded import open_sharded
+
+    with open_sharded(path) as model:
+        handles = sorted((model[n] for n in model.keys()), key=lambda h: (h.shard, h.info.start))
+        tensors: list[dict[str, Any]] = [
+            {"name": h.name, "dtype": h.dtype.name, "shape": list(h.shape), "numel": h.info.numel,
+             "nbytes": h.nbytes, "shard": h.shard}
+            for h in handles
+        ]
+        shards = []
+        for shard in model.index.shard_files:
+            mine = [t for t in tensors if t["shard"] == shard]
+            shards.append({"file": shard, "file_size": model.path_of(shard).stat().st_size,
+                           "tensors": len(mine), "bytes": sum(t["nbytes"] for t in mine)})
+        return {
+            "path": str(path),
+            "format": "sharded",
+            "index": None if model.index.path is None else str(model.index.path),
+            "declared_total_size": model.index.total_size,
+            "metadata": model.metadata(),
+            "shards": shards,
+            "tensors": tensors,
+            "totals": {**_totals(tensors), "shards": len(shards)},
+        }
+
+
+def _totals(tensors: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counts, parameters and bytes (also by dtype) of ``inspect``'s tensor rows."""
+    dtypes: dict[str, int] = {}
+    for t in tensors:
+        dtypes[t["dtype"]] = dtypes.get(t["dtype"], 0) + t["nbytes"]
+    return {
+        "tensors": len(tensors),
+        "parameters": sum(t["numel"] for t in tensors),
+        "bytes": sum(t["nbytes"] for t in tensors),
+        "bytes_by_dtype": dtypes,
     }
 
 

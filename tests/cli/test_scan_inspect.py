@@ -185,3 +185,64 @@ def test_inspect_missing_file(cli: Any, tmp_path: Path, error_line: Any, json_of
     err = json_of(r, "inspect", 2)
     assert err["type"] == "FileNotFoundError" and err["path"] == str(gone)
     assert "No such file" in error_line(r, "inspect")  # one line, no stray traceback
+
+
+@pytest.fixture
+def sharded(tmp_path: Path) -> Path:
+    """A model in three shards with an index, written by tensorfile.sharded."""
+    import numpy as np
+
+    from tensorfile.sharded import save_sharded
+
+    folder = tmp_path / "sharded"
+    tensors = {f"layers.{i}.weight": np.full((16, 16), i, dtype=np.float32) for i in range(5)}
+    tensors["embed"] = np.zeros((100,), dtype=np.float16)
+    save_sharded(tensors, folder, max_shard_size=2048, metadata={"format": "np"})
+    return folder
+
+
+def test_inspect_sharded_model(cli: Any, sharded: Path, json_of: Any) -> None:
+    from tensorfile.sharded import open_sharded
+
+    index = sharded / "model.safetensors.index.json"
+    for target in (sharded, index):
+        res = json_of(cli(["inspect", str(target), "--json"]), "inspect", 0)
+        assert res["format"] == "sharded" and res["index"] == str(index)
+        assert res["metadata"] == {"format": "np"}
+        with open_sharded(sharded) as model:
+            shard_files = model.index.shard_files
+            assert {t["name"]: t["shard"] for t in res["tensors"]} == dict(model.index.weight_map)
+        assert [s["file"] for s in res["shards"]] == shard_files and len(shard_files) >= 3
+        assert [s["file_size"] for s in res["shards"]] == [(sharded / f).stat().st_size for f in shard_files]
+        assert sum(s["tensors"] for s in res["shards"]) == 6
+        assert res["totals"] == {"tensors": 6, "parameters": 5 * 256 + 100, "bytes": 5 * 1024 + 200,
+                                 "bytes_by_dtype": {"F32": 5 * 1024, "F16": 200}, "shards": len(shard_files)}
+        assert res["declared_total_size"] == 5 * 1024 + 200
+    human = cli(["inspect", str(sharded)])
+    assert human.code == 0
+    assert f"6 tensors in {len(shard_files)} shards" in human.stdout
+    for text in ("layers.4.weight", shard_files[-1], "F16", str(index)):
+        assert text in human.stdout
+
+
+def test_inspect_folder_with_one_file(cli: Any, st_file: Path, json_of: Any) -> None:
+    res = json_of(cli(["inspect", str(st_file.parent), "--json"]), "inspect", 0)
+    assert res["format"] == "sharded" and res["index"] is None
+    assert [s["file"] for s in res["shards"]] == [st_file.name]
+    assert res["totals"]["tensors"] == 2 and res["totals"]["shards"] == 1
+
+
+def test_inspect_sharded_model_whose_index_disagrees(
+    cli: Any, sharded: Path, json_of: Any, error_line: Any
+) -> None:
+    """An index naming a tensor its shard does not hold: an error naming it, exit 2."""
+    import json
+
+    index = sharded / "model.safetensors.index.json"
+    doc = json.loads(index.read_text())
+    doc["weight_map"]["ghost"] = doc["weight_map"]["embed"]
+    index.write_text(json.dumps(doc))
+    r = cli(["inspect", str(sharded), "--json"])
+    err = json_of(r, "inspect", 2)
+    assert err["type"] == "ShardIndexError" and "ghost" in err["message"]
+    assert "ghost" in error_line(cli(["inspect", str(sharded)]), "inspect")
