@@ -109,6 +109,14 @@ _TABLE: tuple[tuple[str, ErrorClass], ...] = (
         ),
     ),
     (
+        "ShardIndexError",
+        ErrorClass(
+            ExitCode.UNUSABLE,
+            "a sharded model needs a model.safetensors.index.json that matches its shards; "
+            "pass one .safetensors file to look at it alone",
+        ),
+    ),
+    (
         "FormatError",
         ErrorClass(
             ExitCode.UNUSABLE,

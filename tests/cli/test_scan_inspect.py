@@ -245,4 +245,6 @@ def test_inspect_sharded_model_whose_index_disagrees(
     r = cli(["inspect", str(sharded), "--json"])
     err = json_of(r, "inspect", 2)
     assert err["type"] == "ShardIndexError" and "ghost" in err["message"]
-    assert "ghost" in error_line(cli(["inspect", str(sharded)]), "inspect")
+    line = error_line(cli(["inspect", str(sharded)]), "inspect")
+    assert "ghost" in line and "index.json that matches its shards" in line
+    assert "pickle" not in line  # not the hint for a file that is not safetensors
