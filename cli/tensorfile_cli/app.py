@@ -245,18 +245,20 @@ def _describe_model(path: Path) -> dict[str, Any]:
              "nbytes": h.nbytes, "shard": h.shard}
             for h in handles
         ]
-        shards = []
-        for shard in model.index.shard_files:
-            mine = [t for t in tensors if t["shard"] == shard]
-            shards.append({"file": shard, "file_size": model.path_of(shard).stat().st_size,
-                           "tensors": len(mine), "bytes": sum(t["nbytes"] for t in mine)})
+        shards: dict[str, dict[str, Any]] = {
+            s: {"file": s, "file_size": model.path_of(s).stat().st_size, "tensors": 0, "bytes": 0}
+            for s in model.index.shard_files
+        }
+        for t in tensors:
+            shards[t["shard"]]["tensors"] += 1
+            shards[t["shard"]]["bytes"] += t["nbytes"]
         return {
             "path": str(path),
             "format": "sharded",
             "index": None if model.index.path is None else str(model.index.path),
             "declared_total_size": model.index.total_size,
             "metadata": model.metadata(),
-            "shards": shards,
+            "shards": list(shards.values()),
             "tensors": tensors,
             "totals": {**_totals(tensors), "shards": len(shards)},
         }
