@@ -141,7 +141,7 @@ def verify(out: Output, result: dict[str, Any]) -> None:
     if by_parts:
         how.append(f"{plural(by_parts, 'file')} by {result['tensor_algorithm']} header and tensor digests")
     if by_file:
-        how.append(f"{plural(by_file, 'file')} by SHA-256 of the whole file")
+        how.append(f"{plural(by_file, 'file')} by {result['serialization']['hash_type']} of the whole file")
     if how:
         out.line(f"checked every byte: {'; '.join(how)}")
     out.line(f"signed by {who}")

@@ -534,7 +534,7 @@ def verify(
     deep: Annotated[
         bool, typer.Option(
             "--deep",
-            help="Check files signed with tensor digests by their whole-file SHA-256 too "
+            help="Check files signed with tensor digests by their whole-file digest too "
             "(twice the hashing).",
         )
     ] = False,

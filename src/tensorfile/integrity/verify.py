@@ -162,7 +162,7 @@ class VerificationReport:
     #: Algorithm of the signed header and tensor digests (``"blake3"`` or
     #: ``"sha256"``), or None when the signature has none.
     tensor_algorithm: str | None
-    #: Files whose whole-file SHA-256 was recomputed (the others, signed with
+    #: Files whose whole-file digest was recomputed (the others, signed with
     #: tensorfile's extension, by their header and tensor digests).
     by_file_digest: tuple[str, ...] = field(default_factory=tuple)
     #: Files present but not signed, ignored because ``allow_extra_files``.
@@ -222,7 +222,7 @@ def verify(
     safetensors file signed with tensorfile's extension is checked by its
     header digest and every tensor's digest, which together cover the file and
     spread over all cores even for one file; other files (and every file of a
-    model signed by model-signing) by their SHA-256. ``deep`` checks both the
+    model signed by model-signing) by their file digest. ``deep`` checks both the
     file digest and the tensor digests of extension-signed files (twice the
     hashing; it also catches a signer whose two kinds of digest disagree).
     """
@@ -254,7 +254,7 @@ def verify(
     # A safetensors file signed with tensorfile's extension is checked by its
     # header and tensor digests: together they cover every byte (a valid
     # header's tensors tile the data to the end of the file), and unlike one
-    # file digest they hash in parallel. Other files by their SHA-256.
+    # file digest they hash in parallel. Other files by their file digest.
     by_parts = [s.safetensors is not None and is_safetensors(mf)
                 for mf, s in zip(to_check, signed, strict=True)]
     try:
@@ -287,7 +287,7 @@ def verify(
                     bad.append(mf)
                     continue
                 raise ManifestError(
-                    f"{mf.name}: the file matches its signed SHA-256 but not the signed "
+                    f"{mf.name}: the file matches its signed file digest but not the signed "
                     f"header and tensor digests: {_wrong_parts(want.safetensors, got.safetensors)}"
                 )
             tensors += len(want.safetensors.tensors)
