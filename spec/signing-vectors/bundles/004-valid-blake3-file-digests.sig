@@ -1,0 +1,19 @@
+{
+  "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+  "verificationMaterial": {
+    "publicKey": {
+      "hint": "2fe2ac57132c16f27c6d5f4ef7d2e265e4931f42193c6597803b9c9e31ebc45c"
+    },
+    "tlogEntries": []
+  },
+  "dsseEnvelope": {
+    "payload": "eyJfdHlwZSI6Imh0dHBzOi8vaW4tdG90by5pby9TdGF0ZW1lbnQvdjEiLCJzdWJqZWN0IjpbeyJuYW1lIjoibW9kZWwiLCJkaWdlc3QiOnsic2hhMjU2IjoiYzljMmEwMmI0MzBlMjg4NmRkNTY4MjZhOWIzZmJmYTdjMWJlODI2NzA0ZDNlMGI5M2ZkYTNkNzIxY2NlMDA1YSJ9fV0sInByZWRpY2F0ZVR5cGUiOiJodHRwczovL21vZGVsX3NpZ25pbmcvc2lnbmF0dXJlL3YxLjAiLCJwcmVkaWNhdGUiOnsic2VyaWFsaXphdGlvbiI6eyJtZXRob2QiOiJmaWxlcyIsImhhc2hfdHlwZSI6ImJsYWtlMyIsImFsbG93X3N5bWxpbmtzIjpmYWxzZSwiaWdub3JlX3BhdGhzIjpbIi5naXQiLCIuZ2l0YXR0cmlidXRlcyIsIi5naXRodWIiLCIuZ2l0aWdub3JlIiwibW9kZWwuc2lnIl19LCJyZXNvdXJjZXMiOlt7Im5hbWUiOiJjb25maWcuanNvbiIsImFsZ29yaXRobSI6ImJsYWtlMyIsImRpZ2VzdCI6ImQ0M2RlYmEyODJiZTliMjkxMzNlNmM0NDExZTE5NTk5NjBhMzUzYTU3YmRkZDc0OTdlMDZlOTRjYTU1NzljMDMifSx7Im5hbWUiOiJtb2RlbC5zYWZldGVuc29ycyIsImFsZ29yaXRobSI6ImJsYWtlMyIsImRpZ2VzdCI6Ijc1NjM2ZmNkZGUwNmVlMWYxMWQxMGZiMTUwYWJhNjk5N2I4YWUxZTQ3NmNkMTBhMWYwNzExZWMxMzNkNTRlMjcifV19fQ==",
+    "payloadType": "application/vnd.in-toto+json",
+    "signatures": [
+      {
+        "sig": "MEYCIQD8k0yT0TJd18Sau8ymSyn6vZGvvJNG+Cchjssca+g+4wIhAOfQLNd7jOXdWayMNsXT1eMeqdDkgioeRtEE7iI517GF",
+        "keyid": ""
+      }
+    ]
+  }
+}

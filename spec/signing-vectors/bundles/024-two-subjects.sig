@@ -1,0 +1,19 @@
+{
+  "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+  "verificationMaterial": {
+    "publicKey": {
+      "hint": "2fe2ac57132c16f27c6d5f4ef7d2e265e4931f42193c6597803b9c9e31ebc45c"
+    },
+    "tlogEntries": []
+  },
+  "dsseEnvelope": {
+    "payload": "eyJfdHlwZSI6Imh0dHBzOi8vaW4tdG90by5pby9TdGF0ZW1lbnQvdjEiLCJzdWJqZWN0IjpbeyJuYW1lIjoibW9kZWwiLCJkaWdlc3QiOnsic2hhMjU2IjoiZTBkOGFkZDNjZDU0Mzk5NzQ4ZWU3ZmVlNmRkZDU1OGMwOWYwNjUzZjgzZjFhZjg0YjNlOWI0ODQyZTc2NWIwZSJ9fSx7Im5hbWUiOiJtb2RlbCIsImRpZ2VzdCI6eyJzaGEyNTYiOiJlMGQ4YWRkM2NkNTQzOTk3NDhlZTdmZWU2ZGRkNTU4YzA5ZjA2NTNmODNmMWFmODRiM2U5YjQ4NDJlNzY1YjBlIn19XSwicHJlZGljYXRlVHlwZSI6Imh0dHBzOi8vbW9kZWxfc2lnbmluZy9zaWduYXR1cmUvdjEuMCIsInByZWRpY2F0ZSI6eyJzZXJpYWxpemF0aW9uIjp7Im1ldGhvZCI6ImZpbGVzIiwiaGFzaF90eXBlIjoic2hhMjU2IiwiYWxsb3dfc3ltbGlua3MiOmZhbHNlLCJpZ25vcmVfcGF0aHMiOlsiLmdpdCIsIi5naXRhdHRyaWJ1dGVzIiwiLmdpdGh1YiIsIi5naXRpZ25vcmUiLCJtb2RlbC5zaWciXX0sInJlc291cmNlcyI6W3sibmFtZSI6ImNvbmZpZy5qc29uIiwiYWxnb3JpdGhtIjoic2hhMjU2IiwiZGlnZXN0IjoiYmU0Y2JlNGI0OTMzNmI0M2E0MGRmNjQzYWVjODU2ZjIxOTAwYjdlNWVkOWM5YTFjMzM5OTRmY2ZkYjdhMGQ5ZSJ9LHsibmFtZSI6Im1vZGVsLnNhZmV0ZW5zb3JzIiwiYWxnb3JpdGhtIjoic2hhMjU2IiwiZGlnZXN0IjoiM2FlZTVlMTEzNGQxNjkxZGI1MWQ4MTgyZTJkYzY5NjU4ZDI3MjU5YTFmMDVlZGMxMGZiNTAwYTA3OWUxZThjMCJ9XSwidGVuc29yZmlsZSI6eyJ2ZXJzaW9uIjoxLCJhbGdvcml0aG0iOiJibGFrZTMiLCJmaWxlcyI6eyJtb2RlbC5zYWZldGVuc29ycyI6eyJoZWFkZXIiOiI5MjY3M2FhYTYyNzc3NWY0Y2E0NzA3ODQwNTE3ZTNmODMyMzIwODMwMDY2ZGQ3MjVlZjNiODUyOTJiZjFhODc5IiwidGVuc29ycyI6eyJhIjoiMjdkMjlmMzdjYzIzNzA1NjlkNDFkN2I3M2M1MWIxOGRjNDJkYTlmNmRmMTk2ZjA1NmRhYTAyZWJiOTMxMTFiNiIsImIiOiIwNGZlM2E0NjQ0N2ZlN2Y4MDk3ZDYyMzU2YjAzNmI5ZTk1OTJlNzA0OTNlMTY4MjBkN2M5M2VlNTQzOGIwOWU1In19fX19fQ==",
+    "payloadType": "application/vnd.in-toto+json",
+    "signatures": [
+      {
+        "sig": "MEQCIFmxAf6wrjZX2cDK3CdwWQQ29jGluZxQ8YPJ94U1BKYzAiAibVXbn7iXgy+cXwRDYu0rv7BPsWwSk0LsdWaBirT3zQ==",
+        "keyid": ""
+      }
+    ]
+  }
+}
