@@ -54,6 +54,12 @@ def test_tensorfile_verifies_model_signing(
     r = verify(model, k.public, signature=sig)
     assert r.files_checked == 4 and r.tensors == 0  # no tensorfile extension
     assert r.by_file_digest == r.files and not r.tensor_digests_checked
+    # deep has no tensor digests to add here: each byte is still hashed once.
+    deep = verify(model, k.public, signature=sig, deep=True)
+    assert deep.bytes_hashed == r.bytes_hashed == sum(
+        (model / f).stat().st_size for f in r.files
+    )
+    assert not deep.tensor_digests_checked
     (model / "tokenizer" / "vocab.txt").write_text("z")
     with pytest.raises(DigestMismatchError, match=r"vocab\.txt"):
         verify(model, k.public, signature=sig)

@@ -288,8 +288,8 @@ def _hash_spans(
     spans: Sequence[tuple[int, int]],
     chunk_size: int,
     progress: Callable[[int], None] | None,
-    algorithm: str = DEFAULT_TENSOR_ALGORITHM,
-    file_algorithm: str = DEFAULT_FILE_ALGORITHM,
+    algorithm: str,
+    file_algorithm: str,
 ) -> tuple[str | None, list[str]]:
     """One pass over ``file``: its digest with ``file_algorithm`` (if
     ``whole``) and each span's digest with ``algorithm``.

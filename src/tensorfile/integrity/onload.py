@@ -19,7 +19,6 @@ import hashlib
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
 from pathlib import Path
 
 from cryptography import x509
@@ -34,10 +33,10 @@ from tensorfile.errors import (
 from tensorfile.integrity.bundle import DEFAULT_SIGNATURE_NAME, parse_bundle, read_bundle_bytes
 from tensorfile.integrity.certs import CertificateTrust
 from tensorfile.integrity.hashing import (
-    DEFAULT_TENSOR_ALGORITHM,
     SINGLE_FILE_NAME,
     FileDigest,
     ModelFile,
+    SafetensorsDigests,
     digest_hex,
     hash_files,
 )
@@ -140,8 +139,8 @@ class LoadVerifier:
         self.signer: SignerIdentity | None = None
         self.resource: str | None = None
         self._trust = trust
-        self._tensors: Mapping[str, str] | None = None
-        self._algorithm = DEFAULT_TENSOR_ALGORITHM  # of the digests in _tensors
+        #: The header and tensor digests each read is checked against.
+        self._parts: SafetensorsDigests | None = None
         self._whole_file_verified = False
         self._lock = threading.Lock()
 
@@ -169,12 +168,8 @@ class LoadVerifier:
             self._check_whole_file(resource, entry, raw_header)
             return
         self._count(len(raw_header))
-        if digest_hex(entry.safetensors.algorithm, raw_header) != entry.safetensors.header:
-            raise DigestMismatchError(
-                f"{self.path}: header differs from the signed header (tensor names, "
-                "shapes, dtypes, offsets or metadata changed)"
-            )
-        self._tensors, self._algorithm = entry.safetensors.tensors, entry.safetensors.algorithm
+        self._use_parts(entry.safetensors, raw_header, "differs from the signed header (tensor "
+                        "names, shapes, dtypes, offsets or metadata changed)")
 
     def _check_whole_file(self, resource: str, signed: FileDigest, raw_header: bytes) -> None:
         """No signed tensor digests (e.g. signed by model-signing): hash the whole file
@@ -197,21 +192,25 @@ class LoadVerifier:
         if digest.safetensors is None:  # not named .safetensors: no tensor layout to derive
             self._whole_file_verified = True
             return
-        if digest_hex(digest.safetensors.algorithm, raw_header) != digest.safetensors.header:
-            raise DigestMismatchError(f"{self.path}: header changed after the file was verified")
-        self._tensors, self._algorithm = digest.safetensors.tensors, digest.safetensors.algorithm
+        self._use_parts(digest.safetensors, raw_header, "changed after the file was verified")
+
+    def _use_parts(self, parts: SafetensorsDigests, raw_header: bytes, mismatch: str) -> None:
+        """Check the header the reader parsed against ``parts``; then check reads against them."""
+        if digest_hex(parts.algorithm, raw_header) != parts.header:
+            raise DigestMismatchError(f"{self.path}: header {mismatch}")
+        self._parts = parts
 
     def check_tensor(self, name: str, data: memoryview) -> None:
         """Verify one tensor's bytes against its signed digest (first read of each tensor)."""
         if self._whole_file_verified:
             return
-        if self._tensors is None:
+        if self._parts is None:
             raise VerificationError(f"{self.path}: check_header must pass before tensors are read")
-        expected = self._tensors.get(name)
+        expected = self._parts.tensors.get(name)
         if expected is None:
             raise NotSignedError(f"{self.path}: tensor {name!r} is not in the signed manifest")
         self._count(len(data))
-        if digest_hex(self._algorithm, data) != expected:
+        if digest_hex(self._parts.algorithm, data) != expected:
             raise DigestMismatchError(
                 f"{self.path}: tensor {name!r} differs from the signed bytes"
             )

@@ -261,7 +261,8 @@ def verify(
         contents = hash_contents(
             to_check,
             whole=[deep or not p for p in by_parts],
-            tensors=[deep or p for p in by_parts],
+            # Without signed tensor digests there is nothing to compare them with.
+            tensors=by_parts,
             workers=workers,
             progress=progress,
             tensor_algorithm=manifest.tensor_algorithm or DEFAULT_TENSOR_ALGORITHM,
@@ -310,7 +311,7 @@ def verify(
         bytes_hashed=sum(c.size * ((c.digest is not None) + (c.safetensors is not None))
                          for c in contents),
         tensors=tensors,
-        tensor_digests_checked=any(by_parts) or deep,
+        tensor_digests_checked=any(by_parts),
         tensor_algorithm=manifest.tensor_algorithm,
         by_file_digest=tuple(mf.name for mf, c in zip(to_check, contents, strict=True)
                              if c.digest is not None),
