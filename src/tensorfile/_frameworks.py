@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tensorfile._format.dtypes import DTYPES, DType, dtype_from_numpy, numpy_dtype
+from tensorfile._format.dtypes import DTYPES, DType, dtype_from_numpy, is_ml_dtype, numpy_dtype
 from tensorfile._format.header import Entry
 from tensorfile.errors import FrameworkError, SerializationError
 
@@ -64,7 +64,7 @@ def numpy_entry(name: str, arr: np.ndarray[Any, Any]) -> tuple[Entry, memoryview
     if arr.dtype.hasobject:
         raise SerializationError(f"tensor {name!r}: object arrays cannot be saved")
     f4 = DTYPES["F4"]
-    if arr.dtype == numpy_dtype(f4):
+    if is_ml_dtype(arr.dtype) and arr.dtype == numpy_dtype(f4):
         return Entry(name, f4, tuple(int(d) for d in arr.shape)), _pack_f4(name, arr)
     dt = dtype_from_numpy(arr.dtype)
     want = numpy_dtype(dt)

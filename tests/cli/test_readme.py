@@ -26,12 +26,16 @@ def test_the_two_setup_commands_come_first_and_agree_with_ci() -> None:
     assert len(first) == 2
     run_example, run_tests = first
     assert run_example.endswith(".venv/bin/python examples/first_run.py")
-    assert '-e ".[cli]"' in run_example
+    assert "torch==2.13.0 -e ." in run_example  # a plain install: the CLI comes with it
     test_command = "python -m pytest -q -n 2"
     assert run_tests.endswith(f".venv/bin/{test_command}")
-    assert '-e ".[test,fuzz]"' in run_tests
+    # The test command and CI install the same lock, with hashes.
+    install = "pip install -q --require-hashes -r requirements/test.lock"
+    assert install in run_tests and "--no-deps -e ." in run_tests
     ci = (REPO / ".ci" / "run").read_text()
     assert re.search(rf"^{re.escape(test_command)}$", ci, flags=re.M), "CI runs another test command"
+    assert "--require-hashes -r requirements/test.lock" in ci
+    assert (REPO / "requirements" / "test.lock").is_file()
     assert (REPO / "examples" / "first_run.py").is_file()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -149,14 +150,16 @@ def test_everything_else_goes_to_typer(args: list[str]) -> None:
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["scan"], "Missing argument 'paths'"),
-    (["scan", "x.pkl", "--no-such-option"], "No such option: --no-such-option"),
+    (["scan"], "Missing argument"),  # typer<0.20 names it 'PATHS...'
+    (["scan", "x.pkl", "--no-such-option"], "No such option:? '?--no-such-option"),
     (["scan", "--json=1", "x.pkl"], "Option '--json' does not take a value"),
 ])
 def test_usage_errors_exit_2_as_typer_does(args: list[str], message: str) -> None:
     code, out, err, _ = fast(args)
     assert code == 2 and out == ""
-    assert message in err
+    # rich boxes the message and may wrap it, at a width that varies by version.
+    flat = " ".join(re.sub(r"[│╭╮╰╯─]", " ", err).split())
+    assert re.search(message, flat), err
 
 
 def test_scan_help_is_typers() -> None:

@@ -18,8 +18,14 @@ it with ``SIGKILL`` after a random delay, then checks:
 
 Writers are forked from a small single-threaded "zygote" interpreter that
 has already imported tensorfile (forking it is safe, unlike forking pytest),
-so a trial costs milliseconds, not an interpreter start; the random delay
-starts once the writer reports it is running.
+so a trial costs milliseconds, not an interpreter start.
+
+When each kill lands is decided by events the test observes, not by clock
+windows, so a loaded machine changes how long a trial takes but not what it
+covers. Trials cycle through three moments: right after the writer reports
+it is running (before it wrote anything, or early in a write), as soon as its
+temporary file exists (mid-write), and after it replaced the destination at
+least once (between writes, or early in the next one).
 """
 
 from __future__ import annotations
@@ -43,10 +49,12 @@ from tensorfile import save
 
 TRIALS = 30
 #: Trials for convert and sign (their setup costs more); fewer kills keep them fast.
-SHORT_TRIALS = 20
-#: Kill delays are drawn from [0, MAX_DELAY) seconds; a 2 MB version takes 10-70 ms
-#: to write and fsync, so kills land before, during and between writes.
-MAX_DELAY = 0.25
+SHORT_TRIALS = 21
+#: The moments a trial kills at, in turn (see the module docstring).
+MOMENTS = ("started", "temporary file exists", "destination changed")
+#: How long to wait for an event before calling the writer stuck. A bound on a
+#: hang, not a timing window: no trial passes or fails by being fast.
+EVENT_TIMEOUT = 120.0
 
 _SAVE_LOOP = """
 import numpy as np
@@ -161,6 +169,7 @@ def zygote() -> Iterator[Zygote]:
 def _run_trials(
     zygote: Zygote, folder: Path, dest: Path, code: str, namespace: dict[str, Any],
     identify: Callable[[bytes], Any], rng: random.Random, trials: int = TRIALS,
+    moments: tuple[str, ...] = MOMENTS,
 ) -> tuple[list[Any], int]:
     """Kill ``trials`` writers of ``dest``; return what ``dest`` held before and
     after each kill (``identify`` of its bytes, which raises AssertionError for
@@ -173,10 +182,16 @@ def _run_trials(
     expected_files = {p.name for p in folder.iterdir()}
     seen = [identify(dest.read_bytes())]
     leftovers = 0
-    for _ in range(trials):
+    for trial in range(trials):
         start = seen[-1] + 1 if isinstance(seen[-1], int) else 0
+        before = _identity(dest)
         pid = zygote.start(code, {**namespace, "START": start})
-        time.sleep(rng.uniform(0, MAX_DELAY))
+        moment = moments[trial % len(moments)]
+        if moment == "temporary file exists":
+            _wait_for(lambda: any(tmp_pattern.match(n) for n in os.listdir(folder)), moment)
+        elif moment == "destination changed":
+            _wait_for(lambda before=before: _identity(dest) != before, moment)
+            time.sleep(rng.uniform(0, 0.01))  # somewhere in the next write, or between
         zygote.kill(pid)
         names = {p.name for p in folder.iterdir()}
         tmps = sorted(n for n in names if tmp_pattern.match(n))
@@ -188,6 +203,19 @@ def _run_trials(
             (folder / n).unlink()  # what a user (or the next run) cleans up
         seen.append(identify(dest.read_bytes()))
     return seen, leftovers
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    """Changes when the file is replaced (a new inode) or written in place."""
+    st = os.stat(path)
+    return st.st_ino, st.st_mtime_ns
+
+
+def _wait_for(event: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + EVENT_TIMEOUT
+    while not event():
+        assert time.monotonic() < deadline, f"writer stuck: waited {EVENT_TIMEOUT:.0f} s for {what!r}"
+        time.sleep(0.0005)
 
 
 def _save_version_reader(expected: dict[int, bytes]) -> Callable[[bytes], int]:
@@ -220,7 +248,6 @@ def test_save_file_killed_at_random_moments(tmp_path: Path, zygote: Zygote) -> N
           f"{leftovers} temporary files left by kills mid-write")
     assert versions[-1] > 0, "no writer ever finished a version: the kills were all too early"
     assert leftovers > 0, "no kill landed mid-write: the test did not exercise that window"
-    assert elapsed < 30, f"{TRIALS} trials took {elapsed:.1f} s"
 
 
 def test_the_checks_catch_a_non_atomic_writer(tmp_path: Path, zygote: Zygote) -> None:
@@ -232,6 +259,8 @@ def test_the_checks_catch_a_non_atomic_writer(tmp_path: Path, zygote: Zygote) ->
         _run_trials(
             zygote, tmp_path, dest, _TORN_LOOP, {"A": A, "B": B, "DEST": str(dest)},
             _save_version_reader({}), random.Random(99),
+            # It has no temporary file: it tears the destination in place.
+            moments=("started", "destination changed"),
         )
 
 

@@ -54,8 +54,12 @@ def _data_offset(content: bytes) -> int:
     return 8 + struct.unpack("<Q", content[:8])[0]
 
 
+#: numpy 2 raised the most dimensions an array may have from 32 to 64.
+NUMPY_MAXDIMS = 64 if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else 32
+
+
 def _numpy_can_hold(shape: list[int]) -> bool:
-    return len(shape) <= 64 and all(d < 2**63 for d in shape)
+    return len(shape) <= NUMPY_MAXDIMS and all(d < 2**63 for d in shape)
 
 
 def _torch_can_hold(dtype: str, shape: list[int]) -> bool:

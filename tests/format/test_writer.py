@@ -183,6 +183,9 @@ def test_durable_writes_start_writeback_as_they_go(tmp_path: Path, monkeypatch: 
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sync_file_range is Linux's")
+@pytest.mark.skipif(not sys.platform.startswith("linux")
+                    or os.environ.get("TENSORFILE_SIMULATE_NO_POSIX") == "1",
+                    reason="sync_file_range is Linux's (and the suite simulates its absence)")
 def test_sync_file_range_is_found_and_harmless(tmp_path: Path) -> None:
     from tensorfile._io import atomic
 

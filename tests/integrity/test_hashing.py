@@ -366,18 +366,22 @@ def test_one_file_s_tensor_digests_spread_over_threads(single: Path, monkeypatch
     """A single file's tensors are hashed by several jobs on different threads,
     each job reading only its own tensors' bytes."""
     import threading
-    import time
 
     from tensorfile.integrity import hashing
 
     monkeypatch.setattr(hashing, "PART_JOB_BYTES", 1)  # one job per span
     real = hashing._hash_spans
     seen: list[tuple[str, int, int]] = []
+    both_busy = threading.Event()
 
     def spy(*args: Any, **kw: Any) -> Any:
         spans = kw["spans"]
         seen.append((threading.current_thread().name, spans[0][0], spans[-1][1]))
-        time.sleep(0.05)  # long enough that the second thread must take a job
+        if len({name for name, _, _ in seen}) >= 2:
+            both_busy.set()
+        # Each job holds its thread until a second thread has taken one, so
+        # one thread cannot run every job however the scheduler plays.
+        assert both_busy.wait(60), "only one thread ever took a job"
         return real(*args, **kw)
 
     monkeypatch.setattr(hashing, "_hash_spans", spy)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from tensorfile.errors import InvalidDtypeError
+from tensorfile.errors import InvalidDtypeError, SerializationError
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,27 +112,40 @@ def numpy_dtype(dt: DType) -> np.dtype[Any]:
     return np.dtype(dt.numpy_name).newbyteorder("<")
 
 
-_FROM_NUMPY: dict[np.dtype[Any], DType] | None = None
+#: numpy dtype -> format dtype, filled lazily: numpy's own dtypes on first
+#: use, ml_dtypes' only once an array of theirs is seen. Importing ml_dtypes
+#: costs up to 0.6 s (0.7.0), so a save of plain float32 must not pay for it.
+_FROM_NUMPY: dict[np.dtype[Any], DType] = {}
+_ML_LOADED = False
+
+
+def is_ml_dtype(npdt: np.dtype[Any]) -> bool:
+    """True for a dtype that ml_dtypes defines (bf16, fp8, fp4, ...)."""
+    return getattr(npdt.type, "__module__", "") == "ml_dtypes"
+
+
+def _fill(ml: bool) -> None:
+    for d in _TABLE:
+        if d.numpy_name is None or d.sub_byte or (d.numpy_name in _ML_DTYPES) != ml:
+            continue
+        try:
+            npd = numpy_dtype(d)
+        except (ImportError, AttributeError):  # an ml_dtypes too old for this dtype
+            continue
+        _FROM_NUMPY[npd] = d
+        _FROM_NUMPY[npd.newbyteorder(">")] = d
 
 
 def dtype_from_numpy(npdt: np.dtype[Any]) -> DType:
     """The format dtype of a numpy array dtype (either byte order)."""
-    global _FROM_NUMPY
-    if _FROM_NUMPY is None:
-        table: dict[np.dtype[Any], DType] = {}
-        for d in _TABLE:
-            if d.numpy_name is None or d.sub_byte:
-                continue
-            try:
-                npd = numpy_dtype(d)
-            except (ImportError, AttributeError):
-                continue
-            table[npd] = d
-            table[npd.newbyteorder(">")] = d
-        _FROM_NUMPY = table
+    global _ML_LOADED
+    if not _FROM_NUMPY:
+        _fill(ml=False)
     found = _FROM_NUMPY.get(npdt)
+    if found is None and not _ML_LOADED and is_ml_dtype(npdt):
+        _ML_LOADED = True  # the array exists, so ml_dtypes is imported already
+        _fill(ml=True)
+        found = _FROM_NUMPY.get(npdt)
     if found is None:
-        from tensorfile.errors import SerializationError
-
         raise SerializationError(f"numpy dtype {npdt} has no safetensors equivalent")
     return found

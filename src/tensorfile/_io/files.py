@@ -12,6 +12,10 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import threading
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
 
 _FLAGS = (
     os.O_RDONLY
@@ -32,17 +36,70 @@ def open_regular(
     ``follow_symlinks=False``, a symlink is refused with ``ELOOP``).
     """
     flags = _FLAGS if follow_symlinks else _FLAGS | getattr(os, "O_NOFOLLOW", 0)
+    if not hasattr(os, "O_NONBLOCK"):
+        # Without a non-blocking open, a FIFO would block open() itself: look
+        # first (a race with a swap is still caught by the fstat below).
+        _refuse_special(path, os.stat(path, follow_symlinks=follow_symlinks).st_mode, folder_hint)
     fd = os.open(path, flags)
     try:
         st = os.fstat(fd)
-        if stat.S_ISREG(st.st_mode):
-            return fd, st.st_size
-        if stat.S_ISDIR(st.st_mode):
-            raise IsADirectoryError(errno.EISDIR, "is a folder" + folder_hint, os.fspath(path))
-        raise OSError(errno.EINVAL, "not a regular file (a FIFO, socket or device)", os.fspath(path))
+        _refuse_special(path, st.st_mode, folder_hint)
+        return fd, st.st_size
     except BaseException:
         os.close(fd)
         raise
+
+
+def _refuse_special(path: str | os.PathLike[str], mode: int, folder_hint: str = "") -> None:
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, "is a folder" + folder_hint, os.fspath(path))
+    raise OSError(errno.EINVAL, "not a regular file (a FIFO, socket or device)", os.fspath(path))
+
+
+PreadInto = Callable[[int, Any, int], int]
+
+
+def select_pread_into(osmod: ModuleType = os) -> PreadInto:
+    """``pread_into(fd, view, offset)``: read up to ``len(view)`` bytes at
+    ``offset`` into the writable buffer ``view``; return how many (0 at the
+    end of the file). Never moves the descriptor's position where the
+    platform can help it, so threads may share a descriptor.
+
+    ``os.preadv`` reads straight into the buffer (Linux, BSDs); ``os.pread``
+    (macOS) costs one copy; where neither exists (Windows) a seek and a read
+    under one lock stand in.
+    """
+    if hasattr(osmod, "preadv"):
+        preadv = osmod.preadv
+
+        def by_preadv(fd: int, view: Any, offset: int) -> int:
+            return int(preadv(fd, [view], offset))
+
+        return by_preadv
+    if hasattr(osmod, "pread"):
+        pread = osmod.pread
+
+        def by_pread(fd: int, view: Any, offset: int) -> int:
+            data = pread(fd, len(view), offset)
+            view[: len(data)] = data
+            return len(data)
+
+        return by_pread
+    lock = threading.Lock()
+
+    def by_seek(fd: int, view: Any, offset: int) -> int:
+        with lock:  # the position is shared by every thread using fd
+            osmod.lseek(fd, offset, osmod.SEEK_SET)
+            data = osmod.read(fd, len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    return by_seek
+
+
+pread_into: PreadInto = select_pread_into()
 
 
 def read_small(path: str | os.PathLike[str], limit: int) -> bytes:

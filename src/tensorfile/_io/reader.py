@@ -38,7 +38,7 @@ from tensorfile._frameworks import (
     torch_from_carrier,
     torch_view,
 )
-from tensorfile._io.files import open_regular
+from tensorfile._io.files import open_regular, pread_into
 from tensorfile.errors import (
     ClosedFileError,
     FrameworkError,
@@ -63,7 +63,7 @@ def pread_exact(fd: int, size: int, offset: int, into: Any = None) -> Any:
     view = memoryview(buf)
     got = 0
     while got < size:
-        n = os.preadv(fd, [view[got:size]], offset + got)
+        n = pread_into(fd, view[got:size], offset + got)
         if n == 0:
             raise TruncatedFileError(
                 f"file ended at byte {offset + got}, {size - got} bytes short of what the header declares"

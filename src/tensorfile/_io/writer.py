@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 from tensorfile._format.header import Entry, TensorInfo, encode
 from tensorfile._frameworks import tensor_entry
 from tensorfile._io.atomic import WriteBehindFile, atomic_write
+from tensorfile._io.files import pread_into
 from tensorfile.errors import SerializationError
 
 _CHUNK = 64 << 20  # bound single write() calls (Linux caps one write at ~2 GiB)
@@ -89,7 +90,7 @@ def copy_span(f: BinaryIO, span: FileSpan) -> None:
         buf = bytearray(min(_SPAN_BUFFER, span.length - done))
         view = memoryview(buf)
         while done < span.length:
-            n = os.preadv(span.fd, [view[: span.length - done]], span.offset + done)  # POSIX
+            n = pread_into(span.fd, view[: span.length - done], span.offset + done)
             if n <= 0:
                 raise OSError(f"source file ends {span.length - done} bytes before the span does")
             write_all(f, view[:n])

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from tensorfile._io.files import open_regular
+from tensorfile._io.files import open_regular, pread_into
 from tensorfile._io.reader import read_header
 from tensorfile.errors import FormatError, ModelPathError, UnsupportedAlgorithmError
 
@@ -342,7 +342,7 @@ def _read_chunks(fd: int, file: ModelFile, lo: int, hi: int, size: int) -> Itera
     try:
         for a in range(lo, hi, size):
             want = min(size, hi - a)
-            got = os.preadv(fd, [view[:want]], a)
+            got = pread_into(fd, view[:want], a)
             if got != want:
                 raise ModelPathError(f"{file.path}: file changed size while it was hashed")
             yield a, view[:want]
