@@ -316,7 +316,9 @@ def _refuse_unless_safe(report: FileReport) -> None:
             if why is not None and report.verdict is Verdict.UNKNOWN:
                 raise UnsupportedCheckpointError(f"{message} ({why})")
             raise UnsafePickleError(message)
-    errors = [f"{s.location}: {s.error}" for s in report.streams if s.error]
+    errors = [f"{s.location}: {s.error}" for s in report.streams if s.error] + [
+        f"{s.location}: {f.opcode} {f.global_name} at byte {f.offset}: {f.reason}"
+        for s, f in report.findings if f.verdict is Verdict.ERROR]
     detail = errors[0] if errors else (report.error or "could not be read completely")
     raise MalformedCheckpointError(f"{report.path}: {detail}")
 
