@@ -73,7 +73,7 @@ def test_real_encryption_is_an_error_not_safe(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("data", "fmt"), [
-    (b"not a pickle at all", "unknown"),
+    (b"\x80\x02not a pickle at all", "pickle"),  # PROTO: a broken pickle, not text
     (b"PK\x03\x04" + bytes(40), "zip"),           # zip without a central directory
     (make_zip([("readme.txt", b"hello")]), "zip"),  # no pickle, nothing torch could load
     (b"\x93NUMPY\x09\x00" + bytes(10), "npy"),      # unknown npy version
@@ -91,8 +91,10 @@ def test_empty_missing_and_folders(tmp_path: Path) -> None:
     report = scan([tmp_path / "empty.pt", tmp_path / "missing.pt", tmp_path / "sub",
                    tmp_path / "hollow"])
     verdicts = {Path(f.path).name: f.verdict for f in report.files}
-    assert verdicts == {"empty.pt": Verdict.ERROR, "missing.pt": Verdict.ERROR,
+    # An empty file holds nothing that could run: not a pickle (torch.load fails on it).
+    assert verdicts == {"empty.pt": Verdict.SAFE, "missing.pt": Verdict.ERROR,
                         "ok.pkl": Verdict.SAFE, "hollow": Verdict.ERROR}
+    assert report.files[0].format == "not-pickle"
     assert report.exit_code == 2
 
 
@@ -199,13 +201,15 @@ def test_model_folder_lists_non_pickles_as_such(tmp_path: Path) -> None:
         "README.md": ("not-pickle", Verdict.SAFE),
         "__init__.py": ("not-pickle", Verdict.SAFE),
         "config.json": ("not-pickle", Verdict.SAFE),
-        "model.safetensors": ("not-pickle", Verdict.SAFE),
+        "model.safetensors": ("safetensors", Verdict.SAFE),
         "pytorch_model.bin": ("torch-zip", Verdict.SAFE),
     }
     assert report.exit_code == 0
-    # Named explicitly, a file that is not a checkpoint is an error.
-    (named,) = scan(folder / "config.json").files
-    assert named.verdict is Verdict.ERROR
+    # Named explicitly (`tensorfile scan model/*`), the same verdicts.
+    named = scan(sorted(folder.iterdir()))
+    assert [(f.format, f.verdict) for f in named.files] == [formats[Path(f.path).name]
+                                                            for f in named.files]
+    assert named.exit_code == 0
     # A payload hidden under a harmless name is still found in the folder.
     (folder / "notes.txt").write_bytes(os_system(tmp_path / "c"))
     assert scan(folder).verdict is Verdict.DANGEROUS

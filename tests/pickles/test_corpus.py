@@ -40,6 +40,9 @@ def test_corpus_file(path: str, label: str) -> None:
         assert file.verdict is not Verdict.SAFE
     elif label == "benign":
         assert file.verdict is Verdict.SAFE, [s.to_dict() for s in file.streams]
+    elif file.format == "not-pickle":  # invalid: no unpickler gets past its first bytes
+        assert file.verdict is Verdict.SAFE and not file.streams
+        assert CORPUS.joinpath(path).read_bytes()[:1] != b"\x80"
     else:  # invalid / unreadable: a clear error, never safe
         assert file.verdict is Verdict.ERROR
         assert report.exit_code == 2

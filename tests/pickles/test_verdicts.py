@@ -200,3 +200,22 @@ def test_real_lpips_weights_are_safe_and_convert_exactly(src: Path, tmp_path: Pa
     assert sorted(got) == sorted(expected)
     for name, tensor in expected.items():
         assert torch.equal(torch.from_numpy(got[name].copy()), tensor), name
+
+
+def test_safetensors_whose_length_prefix_reads_as_opcodes_is_safe(tmp_path: Path) -> None:
+    """Header lengths whose low byte is GLOBAL, PERSID, EXT1/2/4...: the unpickler
+    stops at the prefix's NUL bytes before importing anything."""
+    import json
+    import struct
+
+    from tensorfile.pickles.scanner import scan_one
+
+    entry = json.dumps({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    wrong = []
+    for n in [*range(len(entry), 300), *range(300, 2100, 7)]:
+        path = tmp_path / "m.safetensors"
+        path.write_bytes(struct.pack("<Q", n) + entry.ljust(n) + b"\0\0\x80?")
+        got = scan_one(path)
+        if (got.format, got.verdict) != ("safetensors", Verdict.SAFE):
+            wrong.append((n, got.format, got.verdict.value))
+    assert not wrong

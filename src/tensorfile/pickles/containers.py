@@ -339,6 +339,9 @@ class _Walker:
         self.limits = limits
         self.streams: list[StreamReport] = []
         self.inflated = 0
+        # A stream stopped by the scanner's own bound, where the real unpickler
+        # reads on: such a file is never "not-pickle".
+        self.limited = False
 
     def fail(self, location: str, offset: int, message: str) -> None:
         self.streams.append(StreamReport(location, offset, Verdict.ERROR, error=message))
@@ -352,6 +355,7 @@ class _Walker:
             raise ScanLimitError(f"more than {self.limits.max_streams} pickle streams")
         policy = StreamPolicy(key_pids=key_pids)
         result = run_stream(buf, start, policy, end=end, limits=self.limits.machine)
+        self.limited = self.limited or isinstance(result.error, ScanLimitError)
         if tentative and result.error is not None and not policy.findings and not policy.globals:
             return None  # raw data that merely starts with an opcode byte
         verdict = policy.verdict
@@ -688,7 +692,7 @@ def scan_file(path: Path, limits: ScanLimits | None = None, *, named: bool = Tru
         return FileReport(name, "unreadable", Verdict.ERROR, error=f"cannot read: {exc}")
     for stream in walker.streams:
         stream.location = stream.location or "(file)"
-    if not named and _runs_nothing(fmt, walker.streams):
+    if not named and not walker.limited and _runs_nothing(fmt, walker.streams):
         return FileReport(name, "not-pickle", Verdict.SAFE)
     verdict = Verdict.worst((s.verdict for s in walker.streams), Verdict.SAFE)
     return FileReport(name, fmt, verdict, walker.streams)
