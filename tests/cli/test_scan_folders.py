@@ -120,3 +120,18 @@ def test_scan_help_documents_exit_codes_and_the_option(cli: Any) -> None:
     flat = " ".join(r.stdout.split())
     assert "--follow-symlinks" in flat
     assert "Exit 0 everything read and safe; 1 something dangerous or unknown; 2 an error or a skipped path" in flat
+
+
+def test_convert_refusal_says_what_was_found(runner: Any, json_of: Any, tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    torch.save({"w": torch.ones(2), "out": Path("/tmp/run")}, tmp_path / "paths.pt")
+    err = json_of(runner(["convert", str(tmp_path / "paths.pt"), "--json"]), "convert", 1)
+    assert err["type"] == "UnsafePickleError"
+    assert "unknown: GLOBAL pathlib.PosixPath" in err["message"]
+    assert "not on the allowlist" in err["message"]
+    text = runner(["convert", str(tmp_path / "paths.pt")])
+    assert text.code == 1 and "would run code" not in text.stderr
+    assert "the message says what was found" in " ".join(text.stderr.split())
+    (tmp_path / "evil.pt").write_bytes(b"\x80\x02cos\nsystem\nX\x04\x00\x00\x00trueq\x85R.")
+    err = json_of(runner(["convert", str(tmp_path / "evil.pt"), "--json"]), "convert", 1)
+    assert "dangerous: GLOBAL os.system" in err["message"]
