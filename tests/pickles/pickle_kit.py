@@ -124,6 +124,12 @@ def state_dict(*names: str) -> bytes:
     return proto(2) + ordered_dict() + MARK + items + b"u" + STOP
 
 
+def records(prefix: str, count: int = 1, nbytes: int = 16) -> list[tuple[str, bytes]]:
+    """The zip records ``<prefix>/data/<key>`` that :func:`state_dict` names
+    (torch refuses an archive without them, and so does the scan)."""
+    return [(f"{prefix}/data/{i}", bytes(nbytes)) for i in range(count)]
+
+
 # ---------------------------------------------------------------------------
 # Containers
 # ---------------------------------------------------------------------------

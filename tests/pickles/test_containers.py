@@ -20,6 +20,7 @@ from pickle_kit import (
     npy_object,
     os_system,
     proto,
+    records,
     state_dict,
     text,
     tup,
@@ -48,7 +49,8 @@ def test_zip_reader_agrees_with_zipfile_on_normal_archives() -> None:
 
 @pytest.mark.parametrize("flags", [0x1, 0x20, 0x40])
 def test_flag_bits_zipfile_refuses_are_read_like_torch(tmp_path: Path, flags: int) -> None:
-    data = make_zip([("m/data.pkl", state_dict("w"))], flags=flags)
+    # No tensors: records carrying the flag would not sniff as plain data.
+    data = make_zip([("m/data.pkl", state_dict())], flags=flags)
     with pytest.raises((RuntimeError, NotImplementedError, zipfile.BadZipFile)):
         zipfile.ZipFile(io.BytesIO(data)).read("m/data.pkl")
     verdict, fmt, _ = _scan_bytes(tmp_path, data)
@@ -178,8 +180,8 @@ def test_storage_location_other_than_cpu_is_safe(tmp_path: Path) -> None:
         + glob("torch", "BFloat16Storage") + text("0") + text("cuda:1") + integer(4) + b"tQ" \
         + integer(0) + tup(integer(2), integer(2)) + tup(integer(2), integer(1)) + b"\x89" \
         + glob("collections", "OrderedDict") + tup() + b"R" + b"tR" + b"u" + STOP
-    assert _scan_bytes(tmp_path, make_zip([("a/data.pkl", sd)]))[:2] == (Verdict.SAFE,
-                                                                        "torch-zip")
+    assert _scan_bytes(tmp_path, make_zip([("a/data.pkl", sd), *records("a", 1, 8)]))[:2] == (
+        Verdict.SAFE, "torch-zip")
 
 
 def test_model_folder_lists_non_pickles_as_such(tmp_path: Path) -> None:
@@ -194,7 +196,8 @@ def test_model_folder_lists_non_pickles_as_such(tmp_path: Path) -> None:
     (folder / "__init__.py").write_bytes(b"")
     save_file({"w": np.ones((2, 2), dtype=np.float32)}, folder / "model.safetensors")
     (folder / "pytorch_model.bin").write_bytes(make_zip([("archive/data.pkl",
-                                                          state_dict("w"))]))
+                                                          state_dict("w")),
+                                                         *records("archive")]))
     report = scan(folder)
     formats = {Path(f.path).name: (f.format, f.verdict) for f in report.files}
     assert formats == {

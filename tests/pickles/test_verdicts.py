@@ -219,3 +219,22 @@ def test_safetensors_whose_length_prefix_reads_as_opcodes_is_safe(tmp_path: Path
         if (got.format, got.verdict) != ("safetensors", Verdict.SAFE):
             wrong.append((n, got.format, got.verdict.value))
     assert not wrong
+
+
+@pytest.mark.parametrize(("records", "omit", "says"), [
+    ({"0": bytes(8)}, (), "holds 8 bytes"),  # numel 4 x float32 needs 16
+    ({"0": bytes(16)}, ("0",), "no record"),
+])
+def test_storage_record_too_small_is_an_error_for_scan_and_convert(
+        tmp_path: Path, records: dict[str, bytes], omit: tuple[str, ...], says: str) -> None:
+    body = kit.stream(kit.dict_of([("w", kit.tensor_v2(kit.storage("0", numel=4), 0, (2,),
+                                                          (1,)))]))
+    src = tmp_path / "short.pt"
+    src.write_bytes(kit.Checkpoint(body, records).zip_bytes(omit=omit))
+    (file,) = scan(src).files
+    assert file.verdict is Verdict.ERROR, [s.to_dict() for s in file.streams]
+    assert any(says in (s.error or "") for s in file.streams), [s.error for s in file.streams]
+    from tensorfile.errors import MalformedCheckpointError
+
+    with pytest.raises(MalformedCheckpointError):
+        convert(src, tmp_path / "out.safetensors")

@@ -647,7 +647,8 @@ class StreamPolicy:
     ``globals`` collects every import; ``nested`` the ``_load_from_bytes``
     payloads, which the container layer scans as streams of their own;
     ``storages`` maps each storage key to its element size (the legacy format's
-    records are walked with it). ``key_pids`` accepts the plain string
+    records are walked with it), ``storage_nbytes`` to (bytes, numel, storage
+    type) its persistent id declares (a zip record must hold that many). ``key_pids`` accepts the plain string
     persistent ids of torch < 0.4's tar format. At most ``max_findings``
     findings are kept (twice that many dangerous ones); ``dropped`` counts the rest.
 
@@ -656,10 +657,11 @@ class StreamPolicy:
     """
 
     __slots__ = ("_pairs_checked", "dropped", "findings", "globals", "key_pids",
-                 "max_findings", "nested", "storages", "strict")
+                 "max_findings", "nested", "storage_nbytes", "storages", "strict")
     strict: bool
     key_pids: bool
     storages: dict[str, int]
+    storage_nbytes: dict[str, tuple[int, int, str]]
     findings: list[Finding]
     globals: dict[str, None]
     nested: list[tuple[int, object]]
@@ -671,6 +673,7 @@ class StreamPolicy:
         self.strict = strict
         self.key_pids = key_pids
         self.storages = {}
+        self.storage_nbytes = {}
         self.findings = []
         self.globals = {}
         self.nested = []
@@ -746,6 +749,9 @@ class StreamPolicy:
             return
         assert isinstance(pid, tuple) and isinstance(pid[1], GlobalRef)
         self.storages[str(pid[2])] = STORAGE_TYPES[pid[1].qualname]
+        # The first mention of a key decides its size, as in torch's loaders.
+        self.storage_nbytes.setdefault(str(pid[2]), (
+            pid[4] * STORAGE_TYPES[pid[1].qualname], pid[4], pid[1].qualname))  # type: ignore[operator]
 
     def _call(self, call: Call) -> None:
         func = call.func
