@@ -200,7 +200,7 @@ def _describe_pickle(path: Path, not_safetensors: Exception) -> tuple[dict[str, 
 
 
 #: Scanner formats meaning "no pickle container here" (FileReport.format).
-_NOT_A_CHECKPOINT = frozenset({"not-pickle", "unknown", "empty", "unreadable", "safetensors"})
+_NOT_A_CHECKPOINT = frozenset({"not-pickle", "unknown", "empty", "unreadable"})
 
 
 def _describe_safetensors(path: Path, f: Any) -> dict[str, Any]:

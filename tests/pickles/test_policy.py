@@ -54,6 +54,7 @@ def test_every_allowlisted_call_is_documented() -> None:
     ("__main__", "TrainingConfig", Verdict.UNKNOWN),
     ("builtins", "eval.__call__", Verdict.DANGEROUS),
     ("some_pkg", "helpers.os.system", Verdict.DANGEROUS),
+    ("torch.utils._config_module", "ConfigModule.load_config", Verdict.DANGEROUS),
 ])
 def test_classify_global(module: str, name: str, verdict: Verdict) -> None:
     assert classify_global(GlobalRef(module, name, "GLOBAL", 0))[0] is verdict
