@@ -238,3 +238,17 @@ def test_storage_record_too_small_is_an_error_for_scan_and_convert(
 
     with pytest.raises(MalformedCheckpointError):
         convert(src, tmp_path / "out.safetensors")
+
+
+def test_a_storage_is_sized_by_its_first_persistent_id(tmp_path: Path) -> None:
+    """torch builds a key's storage from its first mention in the stream; so does the bound."""
+    body = kit.stream(kit.dict_of([
+        ("a", kit.tensor_v2(kit.storage("0", numel=8), 0, (8,), (1,))),
+        ("b", kit.tensor_v2(kit.storage("0", numel=2), 4, (4,), (1,))),  # fits in 8
+    ]))
+    src = tmp_path / "two.pt"
+    src.write_bytes(kit.Checkpoint(body, {"0": bytes(32)}).zip_bytes())
+    assert scan(src).verdict is Verdict.SAFE, _findings(src)
+    torch = pytest.importorskip("torch")
+    loaded = torch.load(src, weights_only=True)  # the oracle: the first mention's 8 elements
+    assert loaded["b"].tolist() == [0.0] * 4

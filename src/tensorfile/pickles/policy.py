@@ -476,11 +476,14 @@ _V3_ITEMSIZE: Final = {
 }
 
 
-def _view_problem(func: str, a: tuple[object, ...]) -> str | None:
+def _view_problem(func: str, a: tuple[object, ...],
+                  first: dict[str, tuple[int, int, str]]) -> str | None:
     """Why a tensor rebuilt from a storage persistent id reads outside it (None if it fits).
 
     ``a`` already has torch's shape (checked first); a storage nested by
-    ``_load_from_bytes`` is checked when that stream is scanned.
+    ``_load_from_bytes`` is checked when that stream is scanned. ``first`` is
+    what the first persistent id of each key declared: torch's loaders (and
+    the converter) build a key's storage once, from its first mention.
     """
     ref = a[0]
     if not isinstance(ref, PersistentRef) or _storage_problem(ref.pid) is not None:
@@ -493,7 +496,7 @@ def _view_problem(func: str, a: tuple[object, ...]) -> str | None:
         return f"tensor size {list(shape)} and stride {list(stride)} differ in length"
     if offset < 0 or any(v < 0 for v in (*shape, *stride)):  # type: ignore[operator]
         return (f"negative offset, size or stride ({offset}, {list(shape)}, {list(stride)})")
-    held: int = pid[4]  # type: ignore[assignment]
+    nbytes, held, _ = first.get(str(pid[2]), (0, pid[4], ""))  # type: ignore[assignment]
     if len(pid) == 6 and pid[5] is not None:  # legacy: a window (key, offset, size) of the root
         _, w_offset, w_size = pid[5]  # type: ignore[misc]
         if w_offset < 0 or w_size < 0 or w_offset + w_size > held:
@@ -504,7 +507,7 @@ def _view_problem(func: str, a: tuple[object, ...]) -> str | None:
         size = _V3_ITEMSIZE.get(getattr(a[6], "qualname", ""))
         if size is None:
             return None
-        held = held * STORAGE_TYPES[pid[1].qualname] // size
+        held = (nbytes or held * STORAGE_TYPES[pid[1].qualname]) // size
     reach = view_reach(offset, shape, stride)  # type: ignore[arg-type]
     if reach > held:
         return (f"tensor view (offset {offset}, size {list(shape)}, stride {list(stride)}) "
@@ -783,7 +786,7 @@ class StreamPolicy:
         if problem is None and call.args and rule[0] == "ordered_dict_args":
             problem = self._pairs_problem(call.args[0])
         if problem is None and not self.strict and func.qualname in _REBUILD_TENSORS:
-            bad_view = _view_problem(func.qualname, call.args)
+            bad_view = _view_problem(func.qualname, call.args, self.storage_nbytes)
             if bad_view is not None:
                 self.add(Finding(Verdict.ERROR, bad_view, call.opcode, call.offset,
                                  func.qualname))
