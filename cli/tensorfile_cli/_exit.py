@@ -77,7 +77,9 @@ _TABLE: tuple[tuple[str, ErrorClass], ...] = (
         "UnsafePickleError",
         ErrorClass(
             ExitCode.FINDING,
-            "loading this checkpoint would run code: do not torch.load it; run `tensorfile scan` for details",
+            "refused: the message says what was found (dangerous: a known gadget; unknown: outside "
+            "the allowlist); `tensorfile scan` lists every finding; do not torch.load the file "
+            "unless you trust where it came from",
         ),
     ),
     (

@@ -152,6 +152,8 @@ def verify(out: Output, result: dict[str, Any]) -> None:
 # -- scanner results --------------------------------------------------------------------
 _VERDICT_STYLE = {
     "safe": ("green",),
+    "incomplete": ("yellow",),
+    "skipped": ("yellow",),
     "unknown": ("yellow",),
     "error": ("yellow",),
     "dangerous": ("red", "bold"),
@@ -174,12 +176,18 @@ def _finding_line(finding: dict[str, Any]) -> str:
     return f"{subject}{located}: {finding['reason']}" if subject or located else finding["reason"]
 
 
+#: How the scan line names formats that hold no pickle stream.
+_FORMAT_WORDS = {
+    "not-pickle": "not-pickle: unpickling it fails before importing or calling anything",
+    "safetensors": "safetensors",
+}
+
+
 def _file_lines(out: Output, f: dict[str, Any]) -> None:
     """One line per file, then one per finding or unreadable part."""
     streams = f["streams"]
-    out.line(
-        f"{f['path']}: {_verdict(out, f['verdict'])} ({f['format']}, {plural(len(streams), 'pickle stream')})"
-    )
+    what = _FORMAT_WORDS.get(f["format"]) or f"{f['format']}, {plural(len(streams), 'pickle stream')}"
+    out.line(f"{f['path']}: {_verdict(out, f['verdict'])} ({what})")
     if f["error"]:
         out.line(f"  {f['error']}")
     for s in streams:
@@ -194,10 +202,15 @@ def scan(out: Output, result: dict[str, Any]) -> None:
     files = result["files"]
     for f in files:
         _file_lines(out, f)
+    skipped = result["skipped"]
+    for s in skipped:
+        out.line(f"{s['path']}: {_verdict(out, 'skipped')}: {s['reason']}")
     counts: dict[str, int] = {}
     for f in files:
         counts[f["verdict"]] = counts.get(f["verdict"], 0) + 1
     summary = ", ".join(f"{n} {_verdict(out, v)}" for v, n in sorted(counts.items()))
+    if skipped:
+        summary = f"{summary or 'nothing read'}; {plural(len(skipped), 'path')} skipped"
     out.line(f"{plural(len(files), 'file')} scanned: {summary}; overall {_verdict(out, result['verdict'])}")
 
 

@@ -27,7 +27,8 @@ from tensorfile_cli._exit import ExitCode
 from tensorfile_cli._output import Output, guarded
 
 #: The options of ``tensorfile scan`` (besides --help), by the parameter they set.
-FLAGS = {"--json": "json_out", "--quiet": "quiet", "-q": "quiet", "--debug": "debug"}
+FLAGS = {"--json": "json_out", "--quiet": "quiet", "-q": "quiet", "--debug": "debug",
+         "--follow-symlinks": "follow_symlinks"}
 
 #: Set by a shell asking Typer to complete a command line (``_TENSORFILE_COMPLETE``).
 _COMPLETE_VAR = "_TENSORFILE_COMPLETE"
@@ -40,15 +41,17 @@ class ScanArgs(NamedTuple):
     json_out: bool = False
     quiet: bool = False
     debug: bool = False
+    follow_symlinks: bool = False
 
 
-def run(paths: Sequence[Path], *, json_out: bool, quiet: bool, debug: bool) -> NoReturn:
+def run(paths: Sequence[Path], *, json_out: bool, quiet: bool, debug: bool,
+        follow_symlinks: bool = False) -> NoReturn:
     """Scan ``paths``, print the report (text or JSON) and exit 0, 1 or 2."""
     out = Output("scan", json_out=json_out, quiet=quiet, debug=debug)
     with guarded(out, *paths):
         from tensorfile.pickles import scan as scan_paths
 
-        report = scan_paths(paths)
+        report = scan_paths(paths, follow_symlinks=follow_symlinks)
     from tensorfile_cli import _render
 
     out.finish(report.to_dict(), _render.scan, ExitCode(report.exit_code))
@@ -83,7 +86,8 @@ def run_standalone(args: ScanArgs) -> NoReturn:
     stdout (``tensorfile scan DIR | head``) exits 1 without a traceback.
     """
     try:
-        run(args.paths, json_out=args.json_out, quiet=args.quiet, debug=args.debug)
+        run(args.paths, json_out=args.json_out, quiet=args.quiet, debug=args.debug,
+            follow_symlinks=args.follow_symlinks)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
     except BrokenPipeError:

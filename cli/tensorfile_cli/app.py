@@ -279,7 +279,7 @@ def _totals(tensors: list[dict[str, Any]]) -> dict[str, Any]:
 
 # -- scan -------------------------------------------------------------------------------
 @app.command(
-    epilog="Example: tensorfile scan ./downloads/*.bin ./checkpoints  (exit 1 if anything is not safe)"
+    epilog="Example: tensorfile scan ./my-model/*  (exit 0 only if everything is safe)"
 )
 def scan(
     paths: Annotated[
@@ -288,18 +288,30 @@ def scan(
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
+    follow_symlinks: Annotated[
+        bool,
+        typer.Option(
+            "--follow-symlinks",
+            help="Scan symlinked folders inside the folders given (skipped otherwise).",
+        ),
+    ] = False,
 ) -> None:
     """Check pickle checkpoints (.bin .pt .pth .ckpt .pkl .npy, any name) without loading them.
 
-    `safe` means the pickle provably only rebuilds tensors and plain data;
-    `dangerous` means it would run code; `unknown` means it imports something
-    outside the allowlist; `error` means it could not be read completely.
-    Nothing is ever imported or executed. Exit 0 all safe, 1 dangerous or
-    unknown, 2 could not scan.
+    `safe`: the pickle provably only rebuilds tensors and plain data; a file
+    that is not a pickle at all (JSON, text) is `safe (not-pickle)`, a valid
+    .safetensors file `safe (safetensors)`. `dangerous`: a known code-execution,
+    file or network gadget. `unknown`: something outside the allowlist, named.
+    `error`: malformed, ambiguous or not readable to the end. `incomplete`
+    (whole scan only): a path was skipped (symlinked folder, FIFO/device).
+    Nothing is ever imported or executed. Exit 0 everything read and safe;
+    1 something dangerous or unknown; 2 an error or a skipped path.
     """
     from tensorfile_cli import _scan
 
-    _scan.run(paths, json_out=json_out, quiet=quiet, debug=debug)
+    _scan.run(
+        paths, json_out=json_out, quiet=quiet, debug=debug, follow_symlinks=follow_symlinks
+    )
 
 
 # -- convert ----------------------------------------------------------------------------

@@ -124,6 +124,12 @@ def state_dict(*names: str) -> bytes:
     return proto(2) + ordered_dict() + MARK + items + b"u" + STOP
 
 
+def records(prefix: str, count: int = 1, nbytes: int = 16) -> list[tuple[str, bytes]]:
+    """The zip records ``<prefix>/data/<key>`` that :func:`state_dict` names
+    (torch refuses an archive without them, and so does the scan)."""
+    return [(f"{prefix}/data/{i}", bytes(nbytes)) for i in range(count)]
+
+
 # ---------------------------------------------------------------------------
 # Containers
 # ---------------------------------------------------------------------------
@@ -255,9 +261,12 @@ HOSTILE: dict[str, tuple[Sample, str]] = {
                                                                 text("os")) + put(0) + b"0"
                                       + get(0) + short_text("system") + b"\x93"
                                       + tup(short_text(command(c))) + REDUCE + STOP,
-                                      "dangerous"),
+                                      "unknown"),  # the import cannot be determined
     "STACK_GLOBAL STRING operands": (lambda c: proto(4) + string0("nice") + string0("thing")
-                                     + b"\x93" + STOP, "dangerous"),
+                                     + b"\x93" + STOP, "unknown"),
+    "STACK_GLOBAL STRING operands os.system": (lambda c: proto(4) + string0("os")
+                                               + string0("system") + b"\x93" + STOP,
+                                               "dangerous"),
     "STACK_GLOBAL computed": (lambda c: proto(4) + call(glob("codecs", "decode"), text("bf"),
                                                         text("rot13")) + short_text("system")
                               + b"\x93" + STOP, "dangerous"),
@@ -275,10 +284,11 @@ HOSTILE: dict[str, tuple[Sample, str]] = {
                   + EMPTY_DICT + b"\x92" + STOP, "dangerous"),
     "NEWOBJ on allowed class": (lambda c: proto(2) + glob("collections", "OrderedDict")
                                 + EMPTY_TUPLE + b"\x81" + STOP, "unknown"),
+    # copyreg extension codes: no gadget can be named (stock Python registers none)
     "EXT1": (lambda c: proto(2) + b"\x82\x01" + tup(text(command(c))) + REDUCE + STOP,
-             "dangerous"),
-    "EXT2": (lambda c: proto(2) + b"\x83\x01\x02" + STOP, "dangerous"),
-    "EXT4": (lambda c: proto(2) + b"\x84\x01\x02\x03\x04" + STOP, "dangerous"),
+             "unknown"),
+    "EXT2": (lambda c: proto(2) + b"\x83\x01\x02" + STOP, "unknown"),
+    "EXT4": (lambda c: proto(2) + b"\x84\x01\x02\x03\x04" + STOP, "unknown"),
     "BUILD on allowed global then call": (
         lambda c: proto(2) + glob("collections", "OrderedDict")
         + dict_of(text("__new__"), glob("os", "system")) + BUILD + tup(text(command(c)))

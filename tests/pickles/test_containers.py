@@ -20,6 +20,7 @@ from pickle_kit import (
     npy_object,
     os_system,
     proto,
+    records,
     state_dict,
     text,
     tup,
@@ -48,7 +49,8 @@ def test_zip_reader_agrees_with_zipfile_on_normal_archives() -> None:
 
 @pytest.mark.parametrize("flags", [0x1, 0x20, 0x40])
 def test_flag_bits_zipfile_refuses_are_read_like_torch(tmp_path: Path, flags: int) -> None:
-    data = make_zip([("m/data.pkl", state_dict("w"))], flags=flags)
+    # No tensors: records carrying the flag would not sniff as plain data.
+    data = make_zip([("m/data.pkl", state_dict())], flags=flags)
     with pytest.raises((RuntimeError, NotImplementedError, zipfile.BadZipFile)):
         zipfile.ZipFile(io.BytesIO(data)).read("m/data.pkl")
     verdict, fmt, _ = _scan_bytes(tmp_path, data)
@@ -73,7 +75,7 @@ def test_real_encryption_is_an_error_not_safe(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("data", "fmt"), [
-    (b"not a pickle at all", "unknown"),
+    (b"\x80\x02not a pickle at all", "pickle"),  # PROTO: a broken pickle, not text
     (b"PK\x03\x04" + bytes(40), "zip"),           # zip without a central directory
     (make_zip([("readme.txt", b"hello")]), "zip"),  # no pickle, nothing torch could load
     (b"\x93NUMPY\x09\x00" + bytes(10), "npy"),      # unknown npy version
@@ -91,8 +93,10 @@ def test_empty_missing_and_folders(tmp_path: Path) -> None:
     report = scan([tmp_path / "empty.pt", tmp_path / "missing.pt", tmp_path / "sub",
                    tmp_path / "hollow"])
     verdicts = {Path(f.path).name: f.verdict for f in report.files}
-    assert verdicts == {"empty.pt": Verdict.ERROR, "missing.pt": Verdict.ERROR,
+    # An empty file holds nothing that could run: not a pickle (torch.load fails on it).
+    assert verdicts == {"empty.pt": Verdict.SAFE, "missing.pt": Verdict.ERROR,
                         "ok.pkl": Verdict.SAFE, "hollow": Verdict.ERROR}
+    assert report.files[0].format == "not-pickle"
     assert report.exit_code == 2
 
 
@@ -176,8 +180,8 @@ def test_storage_location_other_than_cpu_is_safe(tmp_path: Path) -> None:
         + glob("torch", "BFloat16Storage") + text("0") + text("cuda:1") + integer(4) + b"tQ" \
         + integer(0) + tup(integer(2), integer(2)) + tup(integer(2), integer(1)) + b"\x89" \
         + glob("collections", "OrderedDict") + tup() + b"R" + b"tR" + b"u" + STOP
-    assert _scan_bytes(tmp_path, make_zip([("a/data.pkl", sd)]))[:2] == (Verdict.SAFE,
-                                                                        "torch-zip")
+    assert _scan_bytes(tmp_path, make_zip([("a/data.pkl", sd), *records("a", 1, 8)]))[:2] == (
+        Verdict.SAFE, "torch-zip")
 
 
 def test_model_folder_lists_non_pickles_as_such(tmp_path: Path) -> None:
@@ -192,20 +196,23 @@ def test_model_folder_lists_non_pickles_as_such(tmp_path: Path) -> None:
     (folder / "__init__.py").write_bytes(b"")
     save_file({"w": np.ones((2, 2), dtype=np.float32)}, folder / "model.safetensors")
     (folder / "pytorch_model.bin").write_bytes(make_zip([("archive/data.pkl",
-                                                          state_dict("w"))]))
+                                                          state_dict("w")),
+                                                         *records("archive")]))
     report = scan(folder)
     formats = {Path(f.path).name: (f.format, f.verdict) for f in report.files}
     assert formats == {
         "README.md": ("not-pickle", Verdict.SAFE),
         "__init__.py": ("not-pickle", Verdict.SAFE),
         "config.json": ("not-pickle", Verdict.SAFE),
-        "model.safetensors": ("not-pickle", Verdict.SAFE),
+        "model.safetensors": ("safetensors", Verdict.SAFE),
         "pytorch_model.bin": ("torch-zip", Verdict.SAFE),
     }
     assert report.exit_code == 0
-    # Named explicitly, a file that is not a checkpoint is an error.
-    (named,) = scan(folder / "config.json").files
-    assert named.verdict is Verdict.ERROR
+    # Named explicitly (`tensorfile scan model/*`), the same verdicts.
+    named = scan(sorted(folder.iterdir()))
+    assert [(f.format, f.verdict) for f in named.files] == [formats[Path(f.path).name]
+                                                            for f in named.files]
+    assert named.exit_code == 0
     # A payload hidden under a harmless name is still found in the folder.
     (folder / "notes.txt").write_bytes(os_system(tmp_path / "c"))
     assert scan(folder).verdict is Verdict.DANGEROUS

@@ -40,9 +40,25 @@ def test_corpus_file(path: str, label: str) -> None:
         assert file.verdict is not Verdict.SAFE
     elif label == "benign":
         assert file.verdict is Verdict.SAFE, [s.to_dict() for s in file.streams]
+    elif file.format == "not-pickle":  # invalid: no unpickler gets past its first bytes
+        assert file.verdict is Verdict.SAFE and not file.streams
+        assert CORPUS.joinpath(path).read_bytes()[:1] != b"\x80"
     else:  # invalid / unreadable: a clear error, never safe
         assert file.verdict is Verdict.ERROR
         assert report.exit_code == 2
+
+
+def _issue13_benign(folder: Path) -> list[Path]:
+    """Files issue 13 found refused: a torch 0.4 / Python 2 checkpoint, object arrays."""
+    from py2_kit import py2_checkpoint
+
+    np = pytest.importorskip("numpy")
+    out = [folder / "py2.pth", folder / "objects.npy"]
+    out[0].write_bytes(py2_checkpoint({"w": ([1.0, 2.0], (2,)), "b": ([0.5], (1,))}))
+    arrays = np.empty(2, dtype=object)
+    arrays[0], arrays[1] = np.arange(3.0), np.ones((2, 2), np.int8)
+    np.save(out[1], arrays, allow_pickle=True)
+    return out
 
 
 def test_confusion_table(tmp_path: Path, request: pytest.FixtureRequest) -> None:
@@ -62,6 +78,7 @@ def test_confusion_table(tmp_path: Path, request: pytest.FixtureRequest) -> None
     except pytest.skip.Exception:
         torch_files = {}
     cases += [("benign", p) for p in torch_files.values()]
+    cases += [("benign", p) for p in _issue13_benign(tmp_path)]
 
     table: Counter[tuple[str, bool]] = Counter()
     wrong = []

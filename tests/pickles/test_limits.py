@@ -9,7 +9,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from pickle_kit import make_zip, proto, state_dict
+from pickle_kit import make_zip, proto, records, state_dict
 
 from tensorfile.pickles import Verdict, scan
 from tensorfile.pickles.containers import ScanLimits
@@ -121,15 +121,16 @@ def test_weights_are_never_read(tmp_path: Path) -> None:
 def test_overlapping_zip_entries_are_scanned_once(tmp_path: Path) -> None:
     """Many central entries sharing one body cost one scan (overlap zip bombs)."""
     body = state_dict(*[f"w{i}" for i in range(200)])
-    data = make_zip([("a/data.pkl", body)])
+    data = make_zip([("a/data.pkl", body), *records("a", 200)])
     cd = data.index(b"PK\x01\x02")
+    second = data.index(b"PK\x01\x02", cd + 4)  # the records' entries follow data.pkl's
     eocd = data.index(b"PK\x05\x06")
-    central = data[cd:eocd]
     copies = 20_000
+    central = data[cd:second] * copies + data[second:eocd]
     tail = bytearray(data[eocd:])
-    struct.pack_into("<HHI", tail, 8, copies, copies, len(central) * copies)
+    struct.pack_into("<HHI", tail, 8, copies + 200, copies + 200, len(central))
     path = tmp_path / "overlap.pt"
-    path.write_bytes(data[:cd] + central * copies + bytes(tail))
+    path.write_bytes(data[:cd] + central + bytes(tail))
     started = time.perf_counter()
     report = scan(path)
     assert time.perf_counter() - started < MAX_SECONDS

@@ -45,14 +45,42 @@ def test_every_allowlisted_call_is_documented() -> None:
     ("torch._utils", "_rebuild_tensor_v2.__globals__", Verdict.DANGEROUS),
     ("my_project.models", "Net", Verdict.UNKNOWN),
     ("builtins", "print", Verdict.UNKNOWN),
+    # words that are true: dangerous only for a named gadget
+    ("pathlib", "PosixPath", Verdict.UNKNOWN),
+    ("pathlib", "Path.write_text", Verdict.DANGEROUS),
+    ("torch.serialization", "_get_layout", Verdict.UNKNOWN),
+    ("torch.serialization", "load", Verdict.DANGEROUS),
+    ("torch._utils", "_rebuild_sparse_tensor", Verdict.UNKNOWN),
+    ("__main__", "TrainingConfig", Verdict.UNKNOWN),
+    ("builtins", "eval.__call__", Verdict.DANGEROUS),
+    ("some_pkg", "helpers.os.system", Verdict.DANGEROUS),
+    ("torch.utils._config_module", "ConfigModule.load_config", Verdict.DANGEROUS),
 ])
 def test_classify_global(module: str, name: str, verdict: Verdict) -> None:
     assert classify_global(GlobalRef(module, name, "GLOBAL", 0))[0] is verdict
 
 
-def test_non_literal_names_are_dangerous() -> None:
-    ref = GlobalRef("collections", "OrderedDict", "STACK_GLOBAL", 0, literal=False)
-    assert classify_global(ref)[0] is Verdict.DANGEROUS
+@pytest.mark.parametrize(("module", "name", "verdict", "says"), [
+    ("torch._utils", "_rebuild_sparse_tensor", Verdict.UNKNOWN, "sparse"),
+    ("torch.serialization", "_get_layout", Verdict.UNKNOWN, "unsupported layout"),
+    ("pathlib", "PosixPath", Verdict.UNKNOWN, "not on the allowlist"),
+    ("pathlib", "os.system", Verdict.DANGEROUS, "os (reached as pathlib.os.system)"),
+    ("builtins", "eval.__call__", Verdict.DANGEROUS, "builtins.eval (as builtins.eval.__call__)"),
+])
+def test_reasons_say_what_was_found(module: str, name: str, verdict: Verdict, says: str) -> None:
+    got, reason = classify_global(GlobalRef(module, name, "GLOBAL", 0))
+    assert got is verdict and says in reason
+    assert "torch.load" not in reason
+
+
+@pytest.mark.parametrize(("module", "name", "verdict"), [
+    ("collections", "OrderedDict", Verdict.UNKNOWN),  # allowlisted, but not as torch writes it
+    ("os", "system", Verdict.DANGEROUS),  # Python 2 STRING operands still name os.system
+    ("<computed>", "system", Verdict.UNKNOWN),  # cannot be determined: not a named gadget
+])
+def test_non_literal_names_are_never_safe(module: str, name: str, verdict: Verdict) -> None:
+    ref = GlobalRef(module, name, "STACK_GLOBAL", 0, literal=False)
+    assert classify_global(ref)[0] is verdict
 
 
 def test_strict_mode_stops_before_anything_is_built(tmp_path: Path) -> None:

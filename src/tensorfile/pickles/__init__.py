@@ -10,7 +10,14 @@ them), :mod:`.machine` (opcodes -> the imports and calls they would make),
 and :func:`scan`, the library call, which returns a :class:`ScanReport`.
 """
 
-from tensorfile.pickles.report import FileReport, Finding, ScanReport, StreamReport, Verdict
+from tensorfile.pickles.report import (
+    FileReport,
+    Finding,
+    ScanReport,
+    Skipped,
+    StreamReport,
+    Verdict,
+)
 from tensorfile.pickles.scanner import scan
 
-__all__ = ["FileReport", "Finding", "ScanReport", "StreamReport", "Verdict", "scan"]
+__all__ = ["FileReport", "Finding", "ScanReport", "Skipped", "StreamReport", "Verdict", "scan"]

@@ -54,7 +54,7 @@ from tensorfile.pickles.machine import (
     is_leaf,
 )
 from tensorfile.pickles.opcodes import BigText, Buffer, BytesRef
-from tensorfile.pickles.policy import STORAGE_TYPES, StreamPolicy
+from tensorfile.pickles.policy import STORAGE_TYPES, StreamPolicy, view_reach
 from tensorfile.pickles.policy import TORCH_DTYPES as TORCH_DTYPE_NAMES
 
 #: Where a storage's bytes are: ``records(key) -> (buffer, start, length)``.
@@ -213,8 +213,9 @@ class TensorView:
         start = self.storage.start + self.offset * self.dtype.itemsize
         if not self.numel:
             return start, start
-        last = sum((d - 1) * s for d, s in zip(self.shape, self.stride, strict=True))
-        return start, start + (last + 1) * self.dtype.itemsize
+        # The scanner's bounds rule (policy.view_reach), so scan and convert agree.
+        reach = view_reach(self.offset, self.shape, self.stride)
+        return start, self.storage.start + reach * self.dtype.itemsize
 
     def is_contiguous(self) -> bool:
         """Row-major with no gaps (dimensions of size 1 may have any stride)."""
@@ -284,6 +285,16 @@ def _latin1(text: object, at: int) -> bytes:
     except UnicodeEncodeError:
         raise MalformedCheckpointError(
             f"_codecs.encode at byte {at}: text is not latin-1") from None
+
+
+def _ordered_dict(args: tuple[object, ...], at: int) -> OrderedDict[Any, Any]:
+    """``OrderedDict()``, or ``OrderedDict([[key, value], ...])`` as Python 2.7 pickled it."""
+    try:
+        pairs: Any = args[0] if args else ()
+        return OrderedDict(pairs)
+    except TypeError:
+        raise MalformedCheckpointError(
+            f"OrderedDict at byte {at}: unhashable key in its [key, value] pairs") from None
 
 
 def _int(x: object) -> bool:
@@ -381,7 +392,7 @@ class CheckpointBuilder:
         """Tensors, OrderedDicts, or an :class:`Unbuilt` marker for other allowlisted calls."""
         name = func.qualname if isinstance(func, GlobalRef) else "<computed>"
         if name == "collections.OrderedDict":
-            return OrderedDict()
+            return _ordered_dict(args, call.offset)
         if name in _TENSOR_REBUILDS:
             return self._tensor(name, args, call.offset)
         if name == "torch._utils._rebuild_parameter":
@@ -495,8 +506,12 @@ def _hashed_keys(node: object) -> list[object]:
     if isinstance(node, PSet):
         return list(node.items)
     if isinstance(node, Call):
-        return [k for eff in node.effects if eff.opcode in ("SETITEM", "SETITEMS")
-                for k in eff.payload[::2]]
+        # Python 2's OrderedDict.__reduce__ passes its items as [key, value] pairs.
+        pairs = node.args[0] if isinstance(node.args, tuple) and len(node.args) == 1 \
+            and isinstance(node.args[0], list) else []
+        return [p[0] for p in pairs if isinstance(p, (list, tuple)) and len(p) == 2] + [
+            k for eff in node.effects if eff.opcode in ("SETITEM", "SETITEMS")
+            for k in eff.payload[::2]]
     return []
 
 

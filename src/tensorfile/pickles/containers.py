@@ -339,6 +339,12 @@ class _Walker:
         self.limits = limits
         self.streams: list[StreamReport] = []
         self.inflated = 0
+        # A stream stopped by the scanner's own bound, where the real unpickler
+        # reads on: such a file is never "not-pickle".
+        self.limited = False
+        # Storage sizes each stream's persistent ids declare, in stream order
+        # (zip checkpoints compare them with their data records).
+        self.claims: list[dict[str, tuple[int, int, str]]] = []
 
     def fail(self, location: str, offset: int, message: str) -> None:
         self.streams.append(StreamReport(location, offset, Verdict.ERROR, error=message))
@@ -352,6 +358,8 @@ class _Walker:
             raise ScanLimitError(f"more than {self.limits.max_streams} pickle streams")
         policy = StreamPolicy(key_pids=key_pids)
         result = run_stream(buf, start, policy, end=end, limits=self.limits.machine)
+        self.limited = self.limited or isinstance(result.error, ScanLimitError)
+        self.claims.append(policy.storage_nbytes)
         if tentative and result.error is not None and not policy.findings and not policy.globals:
             return None  # raw data that merely starts with an opcode byte
         verdict = policy.verdict
@@ -497,6 +505,7 @@ class _Walker:
         before = len(self.streams)
         readable = 0
         seen: set[tuple[int, int, int]] = set()
+        pickles: list[tuple[ZipEntry, str, dict[str, tuple[int, int, str]]]] = []
         for entry in entries:
             span = (entry.data_start, entry.comp_size, entry.method)
             if span in seen:  # several central entries sharing one body (a zip-bomb trick)
@@ -512,18 +521,39 @@ class _Walker:
             role = ("pickle" if must_pickle else
                     "storage" if len(parts) > 2 and parts[-2] == "data" else "record")
             try:
+                first = len(self.claims)
                 got = self.entry(buf, entry, loc, depth, role)
+                if entry.name.endswith("data.pkl") and len(self.claims) > first:
+                    pickles.append((entry, loc, self.claims[first]))
             except ScanLimitError:
                 raise  # a budget for the whole file: stop here
             except ScanError as exc:
                 self.fail(loc, entry.data_start, str(exc))
                 got = "unreadable"
             readable += got != "data" or must_pickle
+        self.records(entries, pickles)
         if not readable and len(self.streams) == before:
             encrypted = any(e.flags & 1 for e in entries)
             self.fail(location, start, "encrypted zip: its entries cannot be read" if encrypted
                       else "zip archive holds no pickle, numpy array or archive")
         return kind
+
+    def records(self, entries: list[ZipEntry],
+                pickles: list[tuple[ZipEntry, str, dict[str, tuple[int, int, str]]]]) -> None:
+        """Each storage a ``data.pkl`` names needs a ``data/<key>`` record that holds
+        it: torch (and tensorfile convert) refuse the file otherwise."""
+        by_name = {e.name: e for e in entries}
+        for pkl, loc, claims in pickles:
+            prefix = pkl.name[:-len("data.pkl")]
+            for key, (nbytes, numel, stype) in claims.items():
+                record = by_name.get(f"{prefix}data/{key}")
+                if record is None:
+                    self.fail(loc, 0, f"storage {key!r} ({stype}) has no record "
+                              f"{prefix}data/{key} in the archive")
+                elif record.size < nbytes:
+                    self.fail(loc, 0, f"storage record {record.name} holds {record.size} bytes, "
+                              f"but its persistent id declares {numel} elements of {stype} "
+                              f"({nbytes} bytes)")
 
     def entry(self, buf: Buffer, entry: ZipEntry, loc: str, depth: int, role: str) -> str:
         """Scan one zip entry; records that do not look like anything are skipped."""
@@ -688,7 +718,7 @@ def scan_file(path: Path, limits: ScanLimits | None = None, *, named: bool = Tru
         return FileReport(name, "unreadable", Verdict.ERROR, error=f"cannot read: {exc}")
     for stream in walker.streams:
         stream.location = stream.location or "(file)"
-    if not named and _runs_nothing(fmt, walker.streams):
+    if not named and not walker.limited and _runs_nothing(fmt, walker.streams):
         return FileReport(name, "not-pickle", Verdict.SAFE)
     verdict = Verdict.worst((s.verdict for s in walker.streams), Verdict.SAFE)
     return FileReport(name, fmt, verdict, walker.streams)

@@ -310,13 +310,15 @@ def _refuse_unless_safe(report: FileReport) -> None:
         if finding.verdict in (Verdict.DANGEROUS, Verdict.UNKNOWN):
             where = f" at byte {finding.offset}" if finding.offset is not None else ""
             name = finding.global_name
-            message = (f"{report.path}: {stream.location}: {finding.opcode or ''} "
-                       f"{name or ''}{where}: {finding.reason}")
+            message = (f"{report.path}: {stream.location}: {finding.verdict.value}: "
+                       f"{finding.opcode or ''} {name or ''}{where}: {finding.reason}")
             why = UNSUPPORTED_REBUILDS.get(name or "")
             if why is not None and report.verdict is Verdict.UNKNOWN:
                 raise UnsupportedCheckpointError(f"{message} ({why})")
             raise UnsafePickleError(message)
-    errors = [f"{s.location}: {s.error}" for s in report.streams if s.error]
+    errors = [f"{s.location}: {s.error}" for s in report.streams if s.error] + [
+        f"{s.location}: {f.opcode} {f.global_name} at byte {f.offset}: {f.reason}"
+        for s, f in report.findings if f.verdict is Verdict.ERROR]
     detail = errors[0] if errors else (report.error or "could not be read completely")
     raise MalformedCheckpointError(f"{report.path}: {detail}")
 

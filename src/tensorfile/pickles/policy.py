@@ -44,8 +44,9 @@ from tensorfile.pickles.report import Finding, Verdict
 #: (a name in _SHAPES below) and why the call cannot run code.
 ALLOWED_CALLS: Final[dict[str, tuple[str, str]]] = {
     "collections.OrderedDict": (
-        "no_args", "state_dict container and empty backward-hook slot; items and "
-        "_metadata arrive by SETITEMS/BUILD, which only store values"),
+        "ordered_dict_args", "state_dict container and empty backward-hook slot; items "
+        "arrive by SETITEMS (Python 3) or as one list of [key, value] pairs (Python 2.7's "
+        "OrderedDict.__reduce__), _metadata by BUILD: all only store values"),
     "torch._utils._rebuild_tensor": (
         "rebuild_tensor_v1", "legacy tensor: a view (offset, size, stride) of a storage"),
     "torch._utils._rebuild_tensor_v2": (
@@ -140,7 +141,7 @@ DANGEROUS_MODULES: Final[dict[str, str]] = {
     "smtplib": "network access", "imaplib": "network access and commands",
     "poplib": "network access", "telnetlib": "network access", "nntplib": "network access",
     "xmlrpc": "network access", "shutil": "copies, moves and deletes files",
-    "tempfile": "creates files", "glob": "lists files", "pathlib": "touches files",
+    "tempfile": "creates files", "glob": "lists files",
     "fileinput": "reads files", "linecache": "reads files", "shelve": "unpickles files",
     "dbm": "touches files", "logging": "handlers open files and sockets",
     "pickle": "unpickles nested data", "_pickle": "unpickles nested data",
@@ -151,13 +152,16 @@ DANGEROUS_MODULES: Final[dict[str, str]] = {
     "idlelib": "runs Python source", "lib2to3": "loads pickles",
     "torch.utils.collect_env": "runs commands", "torch.utils.bottleneck": "runs Python source",
     "torch.fx": "evaluates expressions",
+    "torch.utils._config_module": "ConfigModule.load_config unpickles its argument",
+    "torch.utils.data.datapipes.utils.decoder": "basichandlers unpickles its data",
+    "aiohttp": "network access",
     "functools": "partial/reduce call anything", "copyreg": "reconstructs arbitrary objects",
     "uuid": "runs commands (_popen)", "_osx_support": "runs commands",
     "_aix_support": "runs commands", "test": "test helpers run code",
     "distutils": "runs commands and compilers", "setuptools": "runs commands",
     "torch.hub": "downloads and runs code", "torch.utils.cpp_extension": "compiles and loads code",
     "torch.jit": "compiles and runs TorchScript", "torch.package": "imports packaged code",
-    "torch.serialization": "nested torch.load (weights_only=False)",
+    "torch.serialization": "loads files and nested checkpoints (torch.load, weights_only=False)",
     "torch._inductor": "compiles and runs code", "torch._dynamo": "compiles and runs code",
     "numpy.testing": "runstring runs Python source", "numpy.f2py": "compiles code",
     "numpy.distutils": "runs compilers", "numpy.lib.npyio": "loads pickles",
@@ -177,6 +181,44 @@ DANGEROUS_GLOBALS: Final[dict[str, str]] = {
     "torch.storage._load_from_file": "nested load", "numpy.load": "loads pickles",
     "numpy.fromfile": "reads files", "numpy.memmap": "maps files",
     "_codecs.open": "opens files", "torch.save": "writes files",
+    # pathlib's classes only hold a path (PosixPath is an ordinary value); these
+    # methods, reached by a dotted name, touch the file system.
+    **{f"pathlib.{cls}.{m}": "touches files" for cls in (
+        "Path", "PosixPath", "WindowsPath") for m in (
+        "write_text", "write_bytes", "read_text", "read_bytes", "open", "unlink", "rmdir",
+        "rename", "replace", "touch", "mkdir", "chmod", "lchmod", "symlink_to",
+        "hardlink_to", "link_to", "iterdir", "glob", "rglob")},
+}
+
+#: torch globals that rebuild tensors the scanner does not approve, or values
+#: only such tensors use: ``unknown`` with what they are (they load no code;
+#: the converter refuses them for the same reason).
+UNSUPPORTED_GLOBALS: Final[dict[str, str]] = {
+    "torch._utils._rebuild_sparse_tensor": "sparse COO/CSR/CSC/BSR tensor: unsupported layout",
+    "torch._utils._rebuild_sparse_csr_tensor": "sparse CSR tensor: unsupported layout",
+    "torch.serialization._get_layout": (
+        "layout lookup by name (torch.sparse_coo, torch.sparse_csr...), written for sparse "
+        "tensors: unsupported layout"),
+    "torch._utils._rebuild_qtensor": "quantized tensor: unsupported",
+    "torch._utils._rebuild_nested_tensor": "nested tensor: unsupported layout",
+    "torch._utils._rebuild_meta_tensor_no_storage": "meta tensor (no data): unsupported",
+    "torch._utils._rebuild_wrapper_subclass": "tensor subclass: unsupported",
+    "torch._utils._rebuild_device_tensor_from_numpy": "device tensor from numpy: unsupported",
+    "torch._utils._rebuild_device_tensor_from_cpu_tensor": "device tensor: unsupported",
+    "torch._utils._rebuild_xla_tensor": "XLA tensor: unsupported",
+    "torch._utils._rebuild_mtia_tensor": "MTIA tensor: unsupported",
+    "torch._utils._rebuild_parameter_with_state": "parameter with extra state: unsupported",
+    "torch._tensor._rebuild_from_type_v2": (
+        "tensor subclass (rebuilt through the class it names): unsupported"),
+    "torch.nn.parameter.Parameter": "nn.Parameter built by NEWOBJ: unsupported",
+    "torch.Tensor": "torch.Tensor class (tensor subclasses, legacy BUILD): unsupported",
+    "collections.Counter": "a Counter: not on the allowlist",
+    **{f"torch.{q}": "quantization scheme (quantized tensors): unsupported" for q in (
+        "per_tensor_affine", "per_channel_affine", "per_tensor_symmetric",
+        "per_channel_symmetric", "per_channel_affine_float_qparams")},
+    **{f"torch.{layout}": "tensor layout (sparse tensors): unsupported layout" for layout in (
+        "sparse_coo", "sparse_csr", "sparse_csc", "sparse_bsr", "sparse_bsc", "strided",
+        "_mkldnn", "jagged")},
 }
 
 
@@ -223,7 +265,9 @@ def _latin1_bytes(x: object) -> bool:
 
 
 def _hooks(x: object) -> bool:
-    return call_of(x, "collections.OrderedDict") or (isinstance(x, PDict) and not x.items)
+    # torch 0.4 wrote the tensor's _backward_hooks as they were: None unless set.
+    return x is None or call_of(x, "collections.OrderedDict") or (
+        isinstance(x, PDict) and not x.items)
 
 
 def _tensor_head(a: tuple[object, ...]) -> str | None:
@@ -244,7 +288,7 @@ def _shape_rebuild_tensor_v2(a: tuple[object, ...]) -> str | None:
     if len(a) not in (6, 7):
         return "expects 6 or 7 arguments"
     if not (isinstance(a[4], bool) and _hooks(a[5])):
-        return "requires_grad/backward_hooks are not a bool and an empty OrderedDict"
+        return "requires_grad/backward_hooks are not a bool and an empty OrderedDict or None"
     if len(a) == 7 and not _plain_metadata(a[6]):
         return "tensor metadata is not a dict of plain values"
     return _tensor_head(a)
@@ -286,6 +330,14 @@ def _shape_codecs_encode(a: tuple[object, ...]) -> str | None:
 
 def _shape_no_args(a: tuple[object, ...]) -> str | None:
     return "expects no arguments" if a else None
+
+
+def _shape_ordered_dict_args(a: tuple[object, ...]) -> str | None:
+    # The pairs themselves are checked by StreamPolicy._pairs_problem, once
+    # per list however often the memo hands the same list to a call.
+    if not a or (len(a) == 1 and isinstance(a[0], list)):
+        return None
+    return "expects no arguments or one list of [key, value] pairs"
 
 
 def _shape_int_tuple_arg(a: tuple[object, ...]) -> str | None:
@@ -338,6 +390,7 @@ def _shape_np_dtype(a: tuple[object, ...]) -> str | None:
 
 _SHAPES: Final = {
     "no_args": _shape_no_args,
+    "ordered_dict_args": _shape_ordered_dict_args,
     "rebuild_tensor_v1": _shape_rebuild_tensor_v1,
     "rebuild_tensor_v2": _shape_rebuild_tensor_v2,
     "rebuild_tensor_v3": _shape_rebuild_tensor_v3,
@@ -362,8 +415,16 @@ _STATE_MAX_DEPTH: Final = 8
 _STATE_MAX_ITEMS: Final = 100_000
 
 
+#: Allowlisted calls whose results may sit in numpy BUILD state: an object
+#: array holds other arrays, scalars and dtypes (each call checked on its own).
+_NP_VALUES: Final = (_NP_DTYPE, "_codecs.encode", *_NP_RECONSTRUCT,
+                     "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar",
+                     "numpy.core.numeric._frombuffer", "numpy._core.numeric._frombuffer")
+
+
 def _plain_state(x: object) -> bool:
-    """Plain nested data (numbers, text, bytes, tuples, lists, dicts, numpy dtypes).
+    """Plain nested data (numbers, text, bytes, tuples, lists, dicts, numpy dtypes,
+    and the arrays and scalars an object array holds).
 
     Walks iteratively, visiting each shared object once, so a hostile state
     cannot make this exponential or deep.
@@ -382,9 +443,77 @@ def _plain_state(x: object) -> bool:
             work.extend((v, depth + 1) for v in value)
         elif isinstance(value, PDict):
             work.extend((v, depth + 1) for pair in value.items for v in pair)
-        elif not (call_of(value, _NP_DTYPE, "_codecs.encode")):
+        elif not call_of(value, *_NP_VALUES):
             return False
     return True
+
+
+def view_reach(offset: int, shape: tuple[int, ...], stride: tuple[int, ...]) -> int:
+    """Elements of its storage a strided view needs: up to its last element, 0 if empty.
+
+    The one bounds rule of scanner and converter (``builder.check_view``):
+    torch's ``set_`` refuses a view that reaches past its storage, so the
+    scan may not call one safe that convert refuses.
+    """
+    if any(d == 0 for d in shape):
+        return 0
+    return offset + sum((d - 1) * s for d, s in zip(shape, stride, strict=True)) + 1
+
+
+#: Bytes per element of torch dtypes that _rebuild_tensor_v3 names with an
+#: untyped storage (numel counted in bytes); sub-byte dtypes are not checked.
+_V3_ITEMSIZE: Final = {
+    **{f"torch.{n}": 1 for n in ("uint8", "int8", "bool", "float8_e4m3fn", "float8_e4m3fnuz",
+                                 "float8_e5m2", "float8_e5m2fnuz", "float8_e8m0fnu",
+                                 "float4_e2m1fn_x2", "bits8", "quint8", "qint8")},
+    **{f"torch.{n}": 2 for n in ("uint16", "int16", "short", "float16", "half", "bfloat16",
+                                 "bits16")},
+    **{f"torch.{n}": 4 for n in ("uint32", "int32", "int", "float32", "float", "qint32",
+                                 "complex32", "chalf")},
+    **{f"torch.{n}": 8 for n in ("uint64", "int64", "long", "float64", "double", "complex64",
+                                 "cfloat")},
+    **{f"torch.{n}": 16 for n in ("complex128", "cdouble")},
+}
+
+
+def _view_problem(func: str, a: tuple[object, ...],
+                  first: dict[str, tuple[int, int, str]]) -> str | None:
+    """Why a tensor rebuilt from a storage persistent id reads outside it (None if it fits).
+
+    ``a`` already has torch's shape (checked first); a storage nested by
+    ``_load_from_bytes`` is checked when that stream is scanned. ``first`` is
+    what the first persistent id of each key declared: torch's loaders (and
+    the converter) build a key's storage once, from its first mention.
+    """
+    ref = a[0]
+    if not isinstance(ref, PersistentRef) or _storage_problem(ref.pid) is not None:
+        return None
+    pid = ref.pid
+    assert isinstance(pid, tuple) and isinstance(pid[1], GlobalRef)
+    offset, shape, stride = a[1], a[2], a[3]
+    assert isinstance(offset, int) and isinstance(shape, tuple) and isinstance(stride, tuple)
+    if len(shape) != len(stride):
+        return f"tensor size {list(shape)} and stride {list(stride)} differ in length"
+    if offset < 0 or any(v < 0 for v in (*shape, *stride)):  # type: ignore[operator]
+        return (f"negative offset, size or stride ({offset}, {list(shape)}, {list(stride)})")
+    nbytes, held, _ = first.get(str(pid[2]), (0, pid[4], ""))  # type: ignore[assignment]
+    if len(pid) == 6 and pid[5] is not None:  # legacy: a window (key, offset, size) of the root
+        _, w_offset, w_size = pid[5]  # type: ignore[misc]
+        if w_offset < 0 or w_size < 0 or w_offset + w_size > held:
+            return (f"storage view {pid[5][0]!r} (offset {w_offset}, {w_size} elements) "  # type: ignore[index]
+                    f"reaches past storage {pid[2]!r} of {held} elements")
+        held = w_size
+    if func.endswith("_v3"):
+        size = _V3_ITEMSIZE.get(getattr(a[6], "qualname", ""))
+        if size is None:
+            return None
+        held = (nbytes or held * STORAGE_TYPES[pid[1].qualname]) // size
+    reach = view_reach(offset, shape, stride)  # type: ignore[arg-type]
+    if reach > held:
+        return (f"tensor view (offset {offset}, size {list(shape)}, stride {list(stride)}) "
+                f"reaches element {reach - 1} of storage {pid[2]!r}, which holds {held} "
+                "elements: torch refuses to rebuild it (and tensorfile convert refuses the file)")
+    return None
 
 
 def _effect_problem(eff: Effect) -> str | None:
@@ -411,7 +540,8 @@ def _storage_problem(pid: object) -> str | None:
     if not (isinstance(pid, tuple) and len(pid) in (5, 6)):
         return "persistent id is not a torch storage tuple"
     tag, stype, key, location, numel = pid[:5]
-    if not (isinstance(tag, str) and type(tag) is str and tag == "storage"):
+    # Python 2 wrote the tag as SHORT_BINSTRING; torch.load decodes it as UTF-8.
+    if not (isinstance(tag, str) and tag == "storage"):
         return "persistent id does not start with 'storage'"
     if not (isinstance(stype, GlobalRef) and stype.literal and stype.qualname in STORAGE_TYPES):
         return "persistent id names no torch storage type"
@@ -432,21 +562,47 @@ def _storage_problem(pid: object) -> str | None:
 # ---------------------------------------------------------------------------
 
 def classify_global(ref: GlobalRef) -> tuple[Verdict, str]:
-    """Verdict and reason for importing ``ref`` (SAFE when allowlisted)."""
+    """Verdict and reason for importing ``ref`` (SAFE when allowlisted).
+
+    ``dangerous`` only names a known gadget (the tables above, also when a
+    dotted name reaches one: ``pathlib`` + ``os.system``) or an attribute walk
+    through dunder names (``__globals__``, ``__builtins__``...), the known way
+    out of any module. Everything else is ``unknown``, with what it is.
+    """
     qual = ref.qualname
-    if not ref.literal:
-        return (Verdict.DANGEROUS,
-                "STACK_GLOBAL operands are not literal strings: the import cannot be pinned down")
-    if qual in ALLOWED_CALLS or qual in STORAGE_TYPES or qual in VALUE_GLOBALS:
+    computed = COMPUTED_NAME in (ref.module, ref.name)
+    if ref.literal and (qual in ALLOWED_CALLS or qual in STORAGE_TYPES or qual in VALUE_GLOBALS):
         return Verdict.SAFE, "allowlisted"
-    hit = DANGEROUS_GLOBALS.get(qual)
-    if hit is None:
-        hit = _module_hit(ref.module)
-    if hit is not None:
-        return Verdict.DANGEROUS, f"known gadget: {hit}"
-    if "." in ref.name or "__" in ref.name or "__" in ref.module or not ref.name:
-        return Verdict.DANGEROUS, "dotted or dunder attribute path reaches beyond the module"
-    return Verdict.UNKNOWN, "not on the tensor-rebuilding allowlist"
+    why = UNSUPPORTED_GLOBALS.get(qual)
+    if why is not None and ref.literal:  # before the module table: torch.serialization._get_layout
+        return Verdict.UNKNOWN, why
+    if not computed:
+        hit = _gadget(ref.module, ref.name)
+        if hit is not None:
+            return Verdict.DANGEROUS, f"known gadget: {hit}"
+        dunder = next((p for p in ref.name.split(".") if p.startswith("__")), None)
+        if dunder is not None:
+            return (Verdict.DANGEROUS, f"attribute {dunder} reaches interpreter internals "
+                    "(module globals, builtins, subclasses): a known way to any function")
+    if computed:
+        return (Verdict.UNKNOWN, "STACK_GLOBAL operands are computed, not literal text: "
+                "what it imports cannot be determined (torch never writes this)")
+    if not ref.literal:
+        return (Verdict.UNKNOWN, "STACK_GLOBAL operands are Python 2 STRING text (torch never "
+                "writes this); the name is not on the allowlist")
+    if not ref.name or "." in ref.name:
+        return (Verdict.UNKNOWN, f"attribute path {ref.name!r} of module {ref.module}: "
+                "not on the allowlist")
+    if ref.module == "__main__":
+        return (Verdict.UNKNOWN, "a class or function of the script that saved the file "
+                "(__main__): not on the allowlist")
+    return Verdict.UNKNOWN, "not on the allowlist (an import tensorfile does not know to be safe)"
+
+
+#: What STACK_GLOBAL names when an operand is not text (see machine._name_of).
+COMPUTED_NAME: Final = "<computed>"
+#: Parts of a dotted name searched for gadgets (the search is quadratic in them).
+_MAX_NAME_PARTS: Final = 32
 
 
 def _module_hit(module: str) -> str | None:
@@ -455,6 +611,33 @@ def _module_hit(module: str) -> str | None:
         hit = DANGEROUS_MODULES.get(".".join(parts[:i]))
         if hit is not None:
             return hit
+    return None
+
+
+def _gadget(module: str, name: str) -> str | None:
+    """``what: why`` when importing ``module.name`` reaches a known gadget, else None.
+
+    Protocol 4 resolves a dotted ``name`` attribute by attribute, so every run
+    of its parts is looked up too: ``pathlib`` + ``os.system`` is ``os.system``,
+    ``builtins`` + ``eval.__call__`` is ``builtins.eval``.
+    """
+    qual = f"{module}.{name}"
+    hit = DANGEROUS_GLOBALS.get(qual) or _module_hit(module)
+    if hit is not None:
+        return f"{qual}: {hit}"
+    if "." not in name:
+        return None
+    parts = name.split(".")[:_MAX_NAME_PARTS]
+    for j in range(len(parts), 0, -1):
+        head = f"{module}.{'.'.join(parts[:j])}"
+        if head in DANGEROUS_GLOBALS:
+            return f"{head} (as {qual}): {DANGEROUS_GLOBALS[head]}"
+    for i in range(len(parts)):
+        for j in range(i + 1, len(parts) + 1):
+            run = ".".join(parts[i:j])
+            hit = DANGEROUS_GLOBALS.get(run) or DANGEROUS_MODULES.get(run)
+            if hit is not None:
+                return f"{run} (reached as {qual}): {hit}"
     return None
 
 
@@ -470,7 +653,8 @@ class StreamPolicy:
     ``globals`` collects every import; ``nested`` the ``_load_from_bytes``
     payloads, which the container layer scans as streams of their own;
     ``storages`` maps each storage key to its element size (the legacy format's
-    records are walked with it). ``key_pids`` accepts the plain string
+    records are walked with it), ``storage_nbytes`` to (bytes, numel, storage
+    type) its persistent id declares (a zip record must hold that many). ``key_pids`` accepts the plain string
     persistent ids of torch < 0.4's tar format. At most ``max_findings``
     findings are kept (twice that many dangerous ones); ``dropped`` counts the rest.
 
@@ -478,11 +662,12 @@ class StreamPolicy:
     (see :mod:`.machine`).
     """
 
-    __slots__ = ("dropped", "findings", "globals", "key_pids", "max_findings", "nested",
-                 "storages", "strict")
+    __slots__ = ("_pairs_checked", "dropped", "findings", "globals", "key_pids",
+                 "max_findings", "nested", "storage_nbytes", "storages", "strict")
     strict: bool
     key_pids: bool
     storages: dict[str, int]
+    storage_nbytes: dict[str, tuple[int, int, str]]
     findings: list[Finding]
     globals: dict[str, None]
     nested: list[tuple[int, object]]
@@ -494,11 +679,26 @@ class StreamPolicy:
         self.strict = strict
         self.key_pids = key_pids
         self.storages = {}
+        self.storage_nbytes = {}
         self.findings = []
         self.globals = {}
         self.nested = []
         self.max_findings = max_findings
         self.dropped = 0
+        self._pairs_checked: dict[int, tuple[list[object], int]] = {}
+
+    def _pairs_problem(self, pairs: list[object]) -> str | None:
+        """Why ``OrderedDict(pairs)`` is not a list of [key, value] pairs (None if it is).
+
+        Each list is checked once, and only its new items when it grew since:
+        the memo can hand one long list to every call of a stream.
+        """
+        _, done = self._pairs_checked.get(id(pairs), (pairs, 0))
+        for pair in pairs[done:]:
+            if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
+                return "OrderedDict argument is not a list of [key, value] pairs"
+        self._pairs_checked[id(pairs)] = (pairs, len(pairs))  # keeps the id taken
+        return None
 
     @property
     def verdict(self) -> Verdict:
@@ -510,7 +710,8 @@ class StreamPolicy:
         if self.strict:
             where = f" at byte {finding.offset}" if finding.offset is not None else ""
             name = f" {finding.global_name}" if finding.global_name else ""
-            raise UnsafePickleError(f"{finding.opcode}{name}{where}: {finding.reason}")
+            raise UnsafePickleError(
+                f"{finding.verdict.value}: {finding.opcode}{name}{where}: {finding.reason}")
         room = self.max_findings * (2 if finding.verdict is Verdict.DANGEROUS else 1)
         if len(self.findings) < room:  # dangerous findings get extra room
             self.findings.append(finding)
@@ -534,13 +735,15 @@ class StreamPolicy:
                 imported = node.target if isinstance(node.target, GlobalRef) else None
                 verdict = Verdict.DANGEROUS if imported else Verdict.UNKNOWN
                 if imported:
-                    problem = "sets attributes or items on an imported object"
+                    problem = (f"{node.opcode} changes {imported.qualname} itself (sets "
+                               "attributes or items on an imported object): monkey-patching")
                 self.add(Finding(verdict, problem, node.opcode, node.offset,
                                  imported.qualname if imported else None))
         elif isinstance(node, ExtensionRef):
-            self.add(Finding(Verdict.DANGEROUS,
+            self.add(Finding(Verdict.UNKNOWN,
                              f"extension code {node.code!r}: imports whatever the loading "
-                             "process registered in copyreg", node.opcode, node.offset))
+                             "process registered with copyreg.add_extension (stock Python "
+                             "and torch register none)", node.opcode, node.offset))
 
     def _persistent(self, ref: PersistentRef) -> None:
         pid = ref.pid
@@ -552,11 +755,17 @@ class StreamPolicy:
             return
         assert isinstance(pid, tuple) and isinstance(pid[1], GlobalRef)
         self.storages[str(pid[2])] = STORAGE_TYPES[pid[1].qualname]
+        # The first mention of a key decides its size, as in torch's loaders.
+        self.storage_nbytes.setdefault(str(pid[2]), (
+            pid[4] * STORAGE_TYPES[pid[1].qualname], pid[4], pid[1].qualname))  # type: ignore[operator]
 
     def _call(self, call: Call) -> None:
         func = call.func
         if not isinstance(func, GlobalRef):
-            self.add(Finding(Verdict.DANGEROUS, "calls a computed value (not an imported name)",
+            what = (f"the result of {func.opcode} at byte {func.offset}"
+                    if isinstance(func, (Call, PersistentRef, ExtensionRef)) else
+                    f"a {type(func).__name__} value")
+            self.add(Finding(Verdict.UNKNOWN, f"calls {what}, not an imported name",
                              call.opcode, call.offset))
             return
         verdict, reason = classify_global(func)
@@ -574,6 +783,14 @@ class StreamPolicy:
                              call.opcode, call.offset, func.qualname))
             return
         problem = _SHAPES[rule[0]](call.args)
+        if problem is None and call.args and rule[0] == "ordered_dict_args":
+            problem = self._pairs_problem(call.args[0])
+        if problem is None and not self.strict and func.qualname in _REBUILD_TENSORS:
+            bad_view = _view_problem(func.qualname, call.args, self.storage_nbytes)
+            if bad_view is not None:
+                self.add(Finding(Verdict.ERROR, bad_view, call.opcode, call.offset,
+                                 func.qualname))
+                return
         if problem is not None:
             self.add(Finding(Verdict.UNKNOWN, f"arguments differ from torch's: {problem}",
                              call.opcode, call.offset, func.qualname))

@@ -3,10 +3,12 @@
 Everything here is plain data so the CLI can render it and ``to_dict()`` gives
 the JSON form. The classes are written out rather than made with
 ``@dataclass``, which generates and compiles methods at import time, a cost
-every ``tensorfile scan`` start-up paid. Verdicts combine by severity: ``safe`` < ``unknown`` <
-``error`` < ``dangerous``. ``error`` outranks ``unknown`` because a part that
-could not be read might hide anything; ``dangerous`` outranks everything
-because it is a proven problem.
+every ``tensorfile scan`` start-up paid. Verdicts combine by severity:
+``safe`` < ``incomplete`` < ``unknown`` < ``error`` < ``dangerous``.
+``error`` outranks ``unknown`` because a part that could not be read might
+hide anything; ``dangerous`` outranks everything because it is a proven
+problem. ``incomplete`` is only ever the verdict of a whole scan: every file
+read was safe, but some path in scope was skipped (:class:`Skipped`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ class Verdict(str, enum.Enum):
     """How loading the input would behave, as far as the scanner can prove."""
 
     SAFE = "safe"
+    INCOMPLETE = "incomplete"
     UNKNOWN = "unknown"
     ERROR = "error"
     DANGEROUS = "dangerous"
@@ -41,7 +44,8 @@ class Verdict(str, enum.Enum):
         return result
 
 
-_SEVERITY = {Verdict.SAFE: 0, Verdict.UNKNOWN: 1, Verdict.ERROR: 2, Verdict.DANGEROUS: 3}
+_SEVERITY = {Verdict.SAFE: 0, Verdict.INCOMPLETE: 1, Verdict.UNKNOWN: 2, Verdict.ERROR: 3,
+             Verdict.DANGEROUS: 4}
 
 
 class Finding(NamedTuple):
@@ -147,32 +151,49 @@ class FileReport(Record):
         }
 
 
+class Skipped(NamedTuple):
+    """A path in scope that was not read, and why (a symlinked folder, a FIFO...)."""
+
+    path: str
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"path": self.path, "reason": self.reason}
+
+
 class ScanReport(Record):
-    """The result of :func:`tensorfile.pickles.scan`: one :class:`FileReport` per file."""
+    """The result of :func:`tensorfile.pickles.scan`: one :class:`FileReport` per
+    file read, one :class:`Skipped` per path in scope that was not."""
 
-    __slots__ = ("files",)
+    __slots__ = ("files", "skipped")
     files: list[FileReport]
+    skipped: list[Skipped]
 
-    def __init__(self, files: list[FileReport] | None = None) -> None:
+    def __init__(self, files: list[FileReport] | None = None,
+                 skipped: list[Skipped] | None = None) -> None:
         self.files = [] if files is None else files
+        self.skipped = [] if skipped is None else skipped
 
     @property
     def verdict(self) -> Verdict:
-        """The worst verdict over all files (``error`` when no file was found)."""
-        return Verdict.worst((f.verdict for f in self.files),
-                             Verdict.SAFE if self.files else Verdict.ERROR)
+        """The worst verdict over all files; ``incomplete`` instead of ``safe``
+        when a path was skipped; ``error`` when nothing was found at all."""
+        if not self.files and not self.skipped:
+            return Verdict.ERROR
+        worst = Verdict.worst((f.verdict for f in self.files), Verdict.SAFE)
+        return Verdict.INCOMPLETE if worst is Verdict.SAFE and self.skipped else worst
 
     @property
     def exit_code(self) -> int:
-        """CLI convention: 0 all safe, 1 dangerous or unknown, 2 could not scan."""
-        worst = self.verdict
-        if worst is Verdict.SAFE:
+        """CLI convention: 0 everything in scope was read and is safe; 1 something
+        is dangerous or unknown; 2 otherwise not everything could be read (an
+        ``error``, or a skipped path: ``incomplete``)."""
+        if self.verdict is Verdict.SAFE:
             return 0
-        if worst is Verdict.ERROR and not any(
-            f.verdict in (Verdict.DANGEROUS, Verdict.UNKNOWN) for f in self.files
-        ):
-            return 2
-        return 1
+        if any(f.verdict in (Verdict.DANGEROUS, Verdict.UNKNOWN) for f in self.files):
+            return 1
+        return 2
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -180,4 +201,5 @@ class ScanReport(Record):
             "verdict": self.verdict.value,
             "exit_code": self.exit_code,
             "files": [f.to_dict() for f in self.files],
+            "skipped": [s.to_dict() for s in self.skipped],
         }

@@ -1,62 +1,182 @@
-"""The library call behind ``tensorfile scan``: files and folders in, a typed report out."""
+"""The library call behind ``tensorfile scan``: files and folders in, a typed report out.
+
+Every path in scope ends up in the report: read (a :class:`FileReport`) or
+skipped with its reason (a :class:`Skipped`: a symlinked folder not followed,
+a FIFO, socket or device, a broken symlink). A skip turns an otherwise safe
+scan ``incomplete``.
+"""
 
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from tensorfile.pickles.containers import ScanLimits, scan_file
-from tensorfile.pickles.report import FileReport, ScanReport, Verdict
+from tensorfile.pickles.report import FileReport, ScanReport, Skipped, Verdict
 
 PathLike = str | os.PathLike[str]
 
 
-def scan(paths: PathLike | Iterable[PathLike], *, limits: ScanLimits | None = None) -> ScanReport:
+def scan(paths: PathLike | Iterable[PathLike], *, limits: ScanLimits | None = None,
+         follow_symlinks: bool = False) -> ScanReport:
     """Statically scan files (folders recursively) for pickles that would run code.
 
     Nothing is imported or executed. Each file is classified by its content
     (torch zip, legacy torch, tar, raw pickle, numpy, nested archives) and each
     pickle stream in it gets a verdict: ``safe`` only when it provably does
-    nothing but rebuild tensors and plain data. A path that does not exist or
-    cannot be read yields a file report with verdict ``error``; so does a file
-    named explicitly that is not a pickle. Inside a folder, files that are not
-    pickles at all (config JSON, safetensors, text: unpickling them would fail
-    before importing anything) are listed as ``not-pickle``/``safe``. The
+    nothing but rebuild tensors and plain data. A file that no unpickler could
+    start on (config JSON, text, images: unpickling fails before importing or
+    calling anything) is ``not-pickle``/``safe``; a ``.safetensors`` file (or
+    one that starts like one) is checked by the format core and is
+    ``safetensors``/``safe`` or ``error`` naming the broken rule.
+
+    Paths named in ``paths`` are followed if they are symlinks. Inside a
+    folder, symlinked files are read; symlinked folders are listed in
+    ``ScanReport.skipped`` unless ``follow_symlinks`` (a folder reached twice
+    is scanned once). FIFOs, sockets and devices are never opened (reading
+    one can block forever) and are listed as skipped. A path that does not
+    exist or cannot be read yields a file report with verdict ``error``. The
     function never raises on bad input.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     report = ScanReport()
     for path in paths:
-        named = Path(path)
-        for file in _files(named):
-            if isinstance(file, FileReport):
-                report.files.append(file)
+        for item in _walk(Path(path), follow_symlinks):
+            if isinstance(item, Path):
+                report.files.append(scan_one(item, limits))
+            elif isinstance(item, Skipped):
+                report.skipped.append(item)
             else:
-                report.files.append(scan_file(file, limits, named=file == named))
+                report.files.append(item)
     return report
 
 
-def _files(path: Path) -> Iterator[Path | FileReport]:
-    """Regular files under ``path`` in a stable order; a report for what cannot be read."""
-    if path.is_dir():
-        found = False
-        unreadable: list[OSError] = []
-        for root, dirs, names in os.walk(path, onerror=unreadable.append, followlinks=False):
-            dirs.sort()
-            for name in sorted(names):
-                candidate = Path(root) / name
-                if candidate.is_file():
-                    found = True
-                    yield candidate
-        for exc in unreadable:  # a folder that cannot be listed may hide anything
-            yield FileReport(str(exc.filename or path), "folder", Verdict.ERROR,
-                             error=f"cannot list folder: {exc.strerror or exc}")
-        if not found and not unreadable:
-            yield FileReport(str(path), "folder", Verdict.ERROR, error="folder holds no files")
-    elif path.is_file():
-        yield path
-    else:
+def scan_one(path: Path, limits: ScanLimits | None = None) -> FileReport:
+    """Scan one regular file: pickle containers, then the safetensors check."""
+    report = scan_file(path, limits, named=False)
+    if report.format == "not-pickle" and _starts_with_proto(path):
+        # It declares itself a binary pickle: broken, not "not a pickle".
+        report = scan_file(path, limits, named=True)
+    suffix = path.name.lower().endswith(".safetensors")
+    if report.format not in _NOT_PICKLE_FORMATS and not suffix:
+        return report
+    from tensorfile.pickles._safetensors import check_safetensors
+
+    found = check_safetensors(path, suffix)
+    if found is None:  # neither named nor shaped like safetensors
+        return report
+    nothing_runs = report.format == "not-pickle" or _stops_before_any_import(report)
+    if not nothing_runs:
+        # torch.load would unpickle it whatever its name: the pickle report stands.
+        if found:
+            report.error = f"named .safetensors, but not a valid safetensors file: {found}"
+        return report
+    if found:
+        return FileReport(str(path), "safetensors", Verdict.ERROR,
+                          error=f"not a valid safetensors file: {found}")
+    return FileReport(str(path), "safetensors", Verdict.SAFE)
+
+
+def _starts_with_proto(path: Path) -> bool:
+    try:
+        with open(path, "rb", buffering=0) as f:
+            return f.read(1) == b"\x80"
+    except OSError:
+        return False
+
+
+#: Formats of files the pickle scan found no pickle in at all.
+_NOT_PICKLE_FORMATS = frozenset({"not-pickle", "pickle", "unknown"})
+
+
+def _stops_before_any_import(report: FileReport) -> bool:
+    """True when unpickling the file fails before it could import or call anything.
+
+    A valid safetensors header can start with bytes that are opcodes: ``c``
+    (GLOBAL) then reads a module name that holds the NUL bytes of the length
+    prefix, ``P`` (PERSID) needs a ``persistent_load`` that torch's first
+    pickle (the legacy magic number) does not have; either ends the unpickler
+    there. ``\x82``-``\x84`` (EXT1/2/4) look up copyreg's extension registry
+    (empty in stock Python and torch) and the stream breaks a few bytes later
+    at the NUL bytes of the prefix, before any call.
+    """
+    if len(report.streams) != 1 or report.streams[0].offset != 0:
+        return False
+    (stream,) = report.streams
+    for finding in sorted(stream.findings, key=lambda f: f.offset or 0):
+        if finding.opcode in ("PERSID", "BINPERSID"):
+            return True
+        module = (finding.global_name or "").rsplit(".", 1)[0]
+        if finding.opcode in ("GLOBAL", "INST") and ("\0" in module or not module):
+            return True
+        if not (finding.opcode or "").startswith("EXT"):
+            return False
+    return stream.error is not None
+
+
+def _walk(path: Path, follow: bool) -> Iterator[Path | FileReport | Skipped]:
+    """Regular files under ``path`` in a stable order; reports for what cannot be read."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        missing = not os.path.lexists(path)
         yield FileReport(str(path), "missing", Verdict.ERROR,
-                         error="no such file" if not path.exists() else "not a regular file")
+                         error="no such file" if missing else f"cannot read: {exc.strerror}")
+        return
+    if stat.S_ISREG(st.st_mode):
+        yield path
+    elif stat.S_ISDIR(st.st_mode):
+        found = False
+        for item in _folder(path, follow, {(st.st_dev, st.st_ino)}):
+            found = found or not isinstance(item, FileReport)
+            yield item
+        if not found:
+            yield FileReport(str(path), "folder", Verdict.ERROR, error="folder holds no files")
+    else:
+        yield Skipped(str(path), _special(st.st_mode))
+
+
+def _special(mode: int) -> str:
+    kind = ("FIFO" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode)
+            else "device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special file")
+    return f"{kind}, not a regular file: not opened (reading one can block forever)"
+
+
+def _folder(root: Path, follow: bool, seen: set[tuple[int, int]]
+            ) -> Iterator[Path | FileReport | Skipped]:
+    """Depth first, names sorted: a folder's files, then its sub-folders."""
+    pending = [root]
+    while pending:
+        folder = pending.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:  # a folder that cannot be listed may hide anything
+            yield FileReport(str(folder), "folder", Verdict.ERROR,
+                             error=f"cannot list folder: {exc.strerror or exc}")
+            continue
+        subfolders = []
+        for entry in entries:
+            path = Path(entry.path)
+            try:
+                link = entry.is_symlink()
+                st = os.stat(path) if link else entry.stat(follow_symlinks=False)
+            except OSError:
+                yield Skipped(str(path), "broken symlink: its target does not exist"
+                              if os.path.islink(path) else "vanished while the folder was read")
+                continue
+            if stat.S_ISREG(st.st_mode):
+                yield path  # a symlinked file is read: it is what a loader would open
+            elif stat.S_ISDIR(st.st_mode):
+                if link and not follow:
+                    yield Skipped(str(path), "symlinked folder: not followed "
+                                  "(--follow-symlinks scans it)")
+                elif (st.st_dev, st.st_ino) not in seen:  # else: scanned under another path
+                    seen.add((st.st_dev, st.st_ino))
+                    subfolders.append(path)
+            else:
+                yield Skipped(str(path), _special(st.st_mode))
+        pending.extend(reversed(subfolders))
