@@ -228,11 +228,16 @@ def test_values_without_safetensors_form_are_reported_dropped(tmp_path: Path) ->
     torch.save(sd, src)
     report = convert(src, tmp_path / "mixed.safetensors")
     dropped = {d.name: d.reason for d in report.dropped}
-    assert set(dropped) == {"device", "nan", "blob", "dtype"}
+    assert set(dropped) == {"device", "blob", "dtype"}
     assert "torch.device" in dropped["device"]
     assert "torch.float16" in dropped["dtype"]
-    assert report.values == ["ok"]
+    assert sorted(report.values) == ["nan", "ok"]  # NaN is kept, spelled "NaN"
     assert report.tensors == ["w"]
+    from safetensors import safe_open
+
+    with safe_open(tmp_path / "mixed.safetensors", "np") as f:
+        meta = f.metadata()
+    assert json.loads(meta["nan"]) == "NaN" and json.loads(meta["ok"]) == 1.5
 
 
 def _rewrite_zip(src: Path, dst: Path, edit: Any) -> None:
