@@ -65,7 +65,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from tensorfile._format.header import MAX_HEADER_SIZE, METADATA_KEY, Entry, canonical_order
 from tensorfile._io.files import open_regular
@@ -1130,19 +1130,68 @@ def _convert_folder(src: Path, dst: Path | None, mode: _Mode,
         for ck in checkpoints:
             ck.source.close()
     converted = [*shards, *([index.name] if index is not None else [])]
-    if out.resolve() != src.resolve():
-        _copy_others(src, out, set(converted))
+    report.files = [FileAction(name, "converted") for name in converted]
+    outputs = {Path(p).name for p in report.outputs} if out.resolve() == src.resolve() else set()
+    report.files += _other_files(src, out, set(converted) | outputs)
     return report, converted
 
 
-def _copy_others(src: Path, out: Path, skip: set[str]) -> None:
-    """Copy the folder's other top-level files (config, tokenizer) beside the result."""
+#: What the other pickles of a Hugging Face Trainer checkpoint folder hold.
+_TRAINER_FILES: Final = (
+    ("optimizer.", "optimizer state"), ("scheduler.", "learning-rate scheduler state"),
+    ("rng_state", "random number generator state"), ("scaler.", "gradient scaler state"),
+    ("training_args.", "the Trainer's arguments (a transformers object)"),
+)
+_PICKLE_SUFFIXES: Final = frozenset({".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"})
+
+
+def _looks_pickled(path: Path) -> bool:
+    if path.suffix in _PICKLE_SUFFIXES:
+        return True
+    try:
+        with path.open("rb") as f:
+            head = f.read(512)
+    except OSError:
+        return False
+    return sniff(head) in ("zip", "tar") or head[:1] == b"\x80"
+
+
+def _other_files(src: Path, out: Path, skip: set[str]) -> list[FileAction]:
+    """What happens to the folder's other top-level files, file by file.
+
+    Plain files (config, tokenizer, trainer_state.json) are copied beside the
+    result when it goes to another folder. Pickles (optimizer.pt, scheduler.pt,
+    rng_state.pth, training_args.bin, ...) are never copied into it, so that
+    the output folder holds no pickle; each is scanned so that the report says
+    what it is.
+    """
+    actions: list[FileAction] = []
+    elsewhere = out.resolve() != src.resolve()
     for entry in sorted(src.iterdir()):
-        if entry.name in skip or not entry.is_file() or entry.is_symlink():
+        if entry.name in skip:
+            continue
+        if entry.is_symlink() or not entry.is_file():
+            kind = "a symbolic link" if entry.is_symlink() else "not a regular file"
+            actions.append(FileAction(entry.name, "left", f"{kind}; not read"))
+            continue
+        if _looks_pickled(entry):
+            role = next((what for prefix, what in _TRAINER_FILES
+                         if entry.name.startswith(prefix)), "a pickle")
+            verdict = scan_file(entry).verdict.value
+            detail = (f"{role}; pickle, scan: {verdict}; not model weights (convert it on "
+                      "its own if you need it)")
+            actions.append(FileAction(entry.name, "not copied" if elsewhere else "left", detail))
+            continue
+        if not elsewhere:
+            actions.append(FileAction(entry.name, "left"))
             continue
         target = out / entry.name
-        if not target.exists():
+        if target.exists():
+            actions.append(FileAction(entry.name, "left", f"{target} exists; not overwritten"))
+        else:
             shutil.copy2(entry, target)
+            actions.append(FileAction(entry.name, "copied", str(target)))
+    return actions
 
 
 def convert(
