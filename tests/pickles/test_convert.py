@@ -411,3 +411,53 @@ def test_random_views_round_trip(tmp_path_factory: pytest.TempPathFactory) -> No
         assert_matches_oracle(src, out, report)
 
     check()
+
+
+def test_tensors_safetensors_cannot_hold_are_left_and_the_rest_converted(
+        tmp_path: Path) -> None:
+    """complex128 (ComplexDoubleStorage) and complex32 (_rebuild_tensor_v3 with
+    torch.complex32) have no safetensors dtype: listed, the rest written."""
+    with pytest.warns(UserWarning):  # torch: ComplexHalf support is experimental
+        c32 = torch.zeros(3, dtype=torch.complex32)
+    sd = {"w": torch.randn(2, 3), "c128": torch.randn(2, dtype=torch.complex128), "c32": c32,
+          "c64": torch.randn(2, dtype=torch.complex64), "step": 4}
+    src = tmp_path / "mixed.pt"
+    torch.save(sd, src)
+    report = convert(src, tmp_path / "out.safetensors")
+    assert sorted(report.tensors) == ["c64", "w"]
+    left = {d.name: d.reason for d in report.tensors_left}
+    assert set(left) == {"c128", "c32"}
+    assert "ComplexDoubleStorage" in left["c128"] and "torch.complex32" in left["c32"]
+    got = st_torch.load_file(tmp_path / "out.safetensors")
+    assert torch.equal(got["w"], sd["w"]) and torch.equal(got["c64"], sd["c64"])
+    assert report.values == ["step"]
+
+
+def test_a_file_of_only_unconvertible_tensors_is_refused(tmp_path: Path) -> None:
+    from tensorfile.errors import UnsupportedCheckpointError
+
+    src = tmp_path / "c.pt"
+    torch.save({"c": torch.ones(2, dtype=torch.complex128)}, src)
+    with pytest.raises(UnsupportedCheckpointError, match=r"nothing to convert.*ComplexDouble"):
+        convert(src, tmp_path / "out.safetensors")
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_metadata_drops_a_non_json_leaf_alone(tmp_path: Path) -> None:
+    """A 75-entry config with a torch.device and an inf inside keeps 74 entries plus
+    inf as "Infinity"; the device is named alone."""
+    config = {f"k{i}": i for i in range(72)}
+    config.update(device=torch.device("cpu"), max_norm=float("inf"),
+                  layers=[64, torch.float16, 32], nested={"eps": float("-inf"), "nan": float("nan")})
+    src = tmp_path / "ck.pt"
+    torch.save({"model": {"w": torch.ones(2)}, "config": config}, src)
+    report = convert(src, tmp_path / "out.safetensors")
+    assert {d.name for d in report.dropped} == {"config.device", "config.layers.1"}
+    from safetensors import safe_open
+
+    with safe_open(tmp_path / "out.safetensors", "np") as f:
+        kept = json.loads(f.metadata()["config"])
+    assert len(kept) == 75 and "device" not in kept
+    assert kept["max_norm"] == "Infinity" and kept["layers"] == [64, None, 32]
+    assert kept["nested"] == {"eps": "-Infinity", "nan": "NaN"}
+    assert kept["k71"] == 71

@@ -179,7 +179,7 @@ def test_a_dangerous_file_is_refused_even_with_a_clean_key(tmp_path: Path) -> No
         ("hp", pwn)]))
     src = tmp_path / "bad.pt"
     src.write_bytes(kit.Checkpoint(body, {"0": bytes(16)}).zip_bytes())
-    with pytest.raises(UnsafePickleError, match="posix.system"):
+    with pytest.raises(UnsafePickleError, match=r"posix\.system"):
         convert(src, tmp_path / "out.safetensors", key="state_dict")
     assert not (tmp_path / "out.safetensors").exists() and not canary.exists()
 
@@ -278,7 +278,7 @@ def test_a_finding_in_another_stream_is_refused(tmp_path: Path) -> None:
     src = tmp_path / "two.pt"
     src.write_bytes(raw.getvalue())
     assert scan_file(src).verdict is Verdict.UNKNOWN
-    with pytest.raises(UnsafePickleError, match="argparse.Namespace"):
+    with pytest.raises(UnsafePickleError, match=r"argparse\.Namespace"):
         convert(src, tmp_path / "out.safetensors", key="sd")
 
 

@@ -542,12 +542,12 @@ def salvage(graph: ObjectGraph, start: object, prefix: str) -> Salvaged:
             if isinstance(found, TensorView):
                 tensor = found
         if tensor is not None:
-            # One name per place the tensor sits (tied weights become aliases).
+            # One name per place the tensor sits (tied weights become aliases);
+            # its other arguments (hooks, metadata) are walked like any value.
             if isinstance(tensor, TensorView):
                 result.tensors.append((unique(name), tensor))
             else:
                 result.left.append((unique(name), tensor.reason()))
-            continue
         if id(node) in seen:
             continue
         seen.add(id(node))
