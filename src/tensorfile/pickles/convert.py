@@ -13,24 +13,30 @@ For each input file:
    the conversion with :class:`~tensorfile.errors.UnsafePickleError` naming the
    global, the stream and the byte offset; an unreadable file raises
    :class:`~tensorfile.errors.MalformedCheckpointError`. Known but
-   unconvertible tensor kinds (quantized, sparse) raise
-   :class:`~tensorfile.errors.UnsupportedCheckpointError`.
-2. **Build.** The object stream is run again with the policy in strict mode
-   and materialized by :class:`~.builder.CheckpointBuilder`: containers,
-   plain values and :class:`~.builder.TensorView` windows over the storage
-   records (zip entries memory-mapped in place; the legacy format's records
-   found by walking its storage section; torch < 0.4's tar members; storages
-   nested by ``pickle.dumps(tensor)``). Every view is bounds-checked here, so
-   a malformed file is refused before any output exists.
-3. **Flatten.** Tensors get their dotted state-dict names (nested training
-   checkpoints flatten as ``model_state.layer.weight``, or ``key=`` selects
-   one sub-dict). Names that denote the same view of the same storage (tied
-   weights) are written once; the others are recorded in ``__metadata__`` as
-   ``{alias: kept}``, the way the reference ``save_model`` does, so
-   ``load_model`` restores them. Plain values (numbers, text, lists and dicts
-   of them) are kept as JSON text in ``__metadata__`` under their dotted name;
-   everything else (numpy arrays, bytes, sets, NaN...) is listed in the report
-   as dropped.
+   unconvertible tensor kinds (``_rebuild_qtensor``, sparse) raise
+   :class:`~tensorfile.errors.UnsupportedCheckpointError`. With ``key`` an
+   ``unknown`` object stream is let through to step 3; ``salvage_tensors``
+   skips the scan.
+2. **Read.** The object stream is run through the scanner's machine with the
+   policy not strict (:class:`~.extract.GraphObserver`): its value graph and
+   the nodes the policy flagged. Storages are windows over the records (zip
+   entries memory-mapped in place; the legacy format's records found by
+   walking its storage section; torch < 0.4's tar members; storages nested by
+   ``pickle.dumps(tensor)``), looked up through :class:`~.builder.CheckpointBuilder`.
+3. **Build and flatten.** By default the whole graph, which must have no
+   flagged node; with ``key`` the selected sub-tree, when
+   :func:`~.extract.check_subtree` proves no flagged node could reach it (the
+   rest is never built and is listed in the report with why it was left);
+   with ``salvage_tensors`` every literal tensor, named by its path
+   (:func:`~.extract.salvage`). Every view is bounds-checked, so a malformed
+   file is refused before any output exists. Tensors get their dotted
+   state-dict names (``model_state.layer.weight``). Names that denote the
+   same view of the same storage (tied weights) are written once; the others
+   are recorded in ``__metadata__`` as ``{alias: kept}``, the way the
+   reference ``save_model`` does, so ``load_model`` restores them. Plain
+   values are kept as JSON text in ``__metadata__`` under their dotted name,
+   leaf by leaf (:mod:`.metadata`); tensors safetensors cannot hold
+   (complex128, complex32) are listed, the rest written.
 4. **Write** through :func:`tensorfile._io.writer.save_stream`, atomically,
    one tensor at a time straight from its record: a contiguous little-endian
    tensor (nearly all of them) is copied file to file inside the kernel
@@ -45,7 +51,11 @@ Folders in the Hugging Face layout (``pytorch_model.bin``, or shards plus
 ``pytorch_model.bin.index.json``) become ``model.safetensors`` (or shards plus
 ``model.safetensors.index.json``, through :mod:`tensorfile.sharded`); every
 shard is checked before the first output is written, and the index is
-written last.
+written last. The report says what was done with every other file (a
+Trainer checkpoint's ``optimizer.pt`` and ``training_args.bin`` are scanned,
+never copied into a new output folder).
+
+The rules of ``key`` and salvage are in spec/SCANNING.md ("Converting").
 
 The function is :func:`convert` in this module (``tensorfile.pickles.convert``
 is the module's own name, so the package does not re-export the function
@@ -1211,13 +1221,20 @@ def convert(
     ``dst`` defaults to ``model.safetensors`` (for ``pytorch_model.bin``) or the
     source name with a ``.safetensors`` suffix; for a folder, to the folder
     itself (other files are left alone; with a different ``dst`` they are
-    copied there). ``key`` selects one sub-dict of a training checkpoint
-    (``"model_state"``, dotted paths allowed). ``sign`` is a private key (path,
+    copied there, pickles excepted). ``key`` selects one sub-tree of a training
+    checkpoint (``"state_dict"``, dotted paths allowed): it converts when
+    allowlisted operations rebuild all of it and nothing outside the
+    allowlist could reach it, whatever else the file holds (``report.left``
+    says what was left and why); a file with a dangerous finding is still
+    refused. ``salvage_tensors`` takes every tensor whose storage and view are
+    literal values of the pickle out of any file, dangerous ones included,
+    executing nothing: the output holds numbers only, and
+    ``report.not_performed`` lists every call that was not made. ``sign`` is a private key (path,
     PEM bytes or key object, see :func:`tensorfile.integrity.sign`) to sign the
     result with; ``progress(done, total)`` is called as tensor bytes are written.
 
     Raises :class:`~tensorfile.errors.UnsafePickleError` when any pickle in the
-    input is not provably safe, :class:`~tensorfile.errors.MalformedCheckpointError`
+    input is not provably safe (beyond what ``key`` and ``salvage_tensors`` allow), :class:`~tensorfile.errors.MalformedCheckpointError`
     or :class:`~tensorfile.errors.UnsupportedCheckpointError` when it cannot be
     converted; in every such case nothing is written.
     """
@@ -1243,4 +1260,4 @@ def convert(
     return report
 
 
-__all__ = ["ConversionReport", "DroppedValue", "ProgressCallback", "convert"]
+__all__ = ["ConversionReport", "DroppedValue", "FileAction", "ProgressCallback", "convert"]
