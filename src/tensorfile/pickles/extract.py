@@ -474,14 +474,17 @@ class Salvaged:
     not_listed: int = 0
 
 
-def _literal(value: object, builder: CheckpointBuilder) -> object:
-    """A persistent id's parts: literals, allowlisted globals (storage types), tuples."""
+def _literal(value: object, builder: CheckpointBuilder, depth: int = 0) -> object:
+    """A persistent id's or a view's parts: literals, globals (storage types, dtypes)
+    and tuples of them, two levels at most (torch's legacy pid nests one tuple)."""
     if isinstance(value, GlobalRef):
         if not value.literal:
             raise MalformedCheckpointError(f"computed global at byte {value.offset}")
         return builder.on_global(value)
     if isinstance(value, tuple):
-        return tuple(_literal(v, builder) for v in value)
+        if depth >= 2:
+            raise MalformedCheckpointError("tuples nested deeper than a torch storage id")
+        return tuple(_literal(v, builder, depth + 1) for v in value)
     if not is_leaf(value):
         raise MalformedCheckpointError(f"{held(value)} where a literal value is expected")
     return value
@@ -511,15 +514,16 @@ def salvage(graph: ObjectGraph, start: object, prefix: str) -> Salvaged:
     flagged, builder = graph.flagged, graph.builder
     result = Salvaged([], [], [])
     used: set[str] = set()
+    suffix: dict[str, int] = {}  # next #n to try per repeated name
     seen: set[int] = set()
     names: dict[int, str] = {}
     queue: deque[tuple[object, str]] = deque([(start, prefix)])
 
     def unique(name: str) -> str:
-        base, n = name or "tensor", 1
-        name = base
+        base = name = name or "tensor"
         while name in used:
-            n += 1
+            n = suffix.get(base, 1) + 1
+            suffix[base] = n
             name = f"{base}#{n}"
         used.add(name)
         return name
