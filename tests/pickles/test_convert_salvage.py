@@ -143,3 +143,26 @@ def test_salvage_keeps_safe_files_exact(tmp_path: Path) -> None:
     got = st_torch.load_file(tmp_path / "salvaged.safetensors")
     for name in salvaged.tensors:
         assert torch.equal(got[name], sd[name]), name
+
+
+def test_salvage_survives_cycles_and_deep_ids(tmp_path: Path) -> None:
+    """A dict holding itself, an object whose BUILD state holds it back, a storage id
+    nested 10,000 tuples deep: named, listed or left, never a crash."""
+    put, get = (lambda i: b"q" + bytes([i])), (lambda i: b"h" + bytes([i]))
+    deep = kit.MARK * 10_000 + kit.text("storage") + b"t" * 10_000 + kit.BINPERSID
+    odd = kit.glob("torch._utils", "_rebuild_tensor_v2") + kit.tup([
+        deep, kit.integer(0), kit.ints((1,)), kit.ints((1,)), kit.NEWFALSE, kit.NONE]) + kit.REDUCE
+    body = (kit.EMPTY_DICT + put(0) + kit.MARK
+            + kit.text("w") + kit.tensor_v2(kit.storage("0"), 0, (4,), (1,))
+            + kit.text("me") + get(0)
+            + kit.text("hp") + kit.glob("mylib", "Obj") + kit.EMPTY_TUPLE + kit.REDUCE + put(1)
+            + kit.dict_of([("back", get(1)), ("root", get(0))]) + b"b"
+            + kit.text("odd") + odd
+            + kit.SETITEMS)
+    src = tmp_path / "cyclic.pt"
+    src.write_bytes(kit.Checkpoint(kit.stream(body), {"0": bytes(16)}).zip_bytes())
+    report = convert(src, tmp_path / "out.safetensors", salvage_tensors=True)
+    assert report.tensors == ["w"]
+    assert [d.name for d in report.tensors_left] == ["odd"]
+    with pytest.raises(UnsafePickleError, match="rebuild all of it"):
+        convert(src, tmp_path / "k.safetensors", key="me")  # the dict itself holds "hp"
