@@ -358,8 +358,8 @@ def convert(
     own, or --salvage-tensors is given. Tied weights are written once with
     aliases; plain values go to the metadata (a leaf that is not plain JSON
     is dropped alone and listed). Tensors safetensors cannot hold (complex128,
-    complex32, quantized storages) are listed as not converted, with a warning
-    on stderr, and the rest is written (exit 0). A Hugging Face Trainer checkpoint folder
+    complex32, quantized) are listed as not converted, with a warning on
+    stderr, and the rest is written (exit 0). A Hugging Face Trainer checkpoint folder
     converts its model weights; the report says what was done with each
     other file (pickles such as optimizer.pt are never copied).
     """

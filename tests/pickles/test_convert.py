@@ -464,3 +464,36 @@ def test_metadata_drops_a_non_json_leaf_alone(tmp_path: Path) -> None:
     assert kept["max_norm"] == "Infinity" and kept["layers"] == [64, None, 32]
     assert kept["nested"] == {"eps": "-Infinity", "nan": "NaN"}
     assert kept["k71"] == 71
+
+
+def test_quantized_tensors_are_left_and_the_rest_converted(tmp_path: Path) -> None:
+    """torch.save writes quantized tensors with _rebuild_qtensor (not allowlisted: the
+    file scans unknown); torch's own rebuild is known, so those tensors are listed
+    and the rest written. Anything else not allowlisted still refuses the file."""
+    import argparse
+    import warnings
+
+    from tensorfile.errors import UnsafePickleError
+    from tensorfile.pickles.containers import scan_file
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # quantize_* is deprecated in torch
+        q = torch.quantize_per_tensor(torch.ones(3), 0.1, 0, torch.qint8)
+        qc = torch.quantize_per_channel(torch.ones(2, 3), torch.tensor([0.1, 0.2]),
+                                        torch.tensor([0, 0]), 0, torch.qint8)
+    sd = {"q": q, "qc": qc, "w": torch.arange(3.0), "b": torch.ones(2, dtype=torch.bfloat16)}
+    src = tmp_path / "q.pt"
+    torch.save(sd, src)
+    assert scan_file(src).verdict.value == "unknown"
+    report = convert(src, tmp_path / "out.safetensors")
+    assert sorted(report.tensors) == ["b", "w"]
+    assert {d.name for d in report.tensors_left} == {"q", "qc"}
+    assert all("quantized" in d.reason for d in report.tensors_left)
+    got = st_torch.load_file(tmp_path / "out.safetensors")
+    assert torch.equal(got["w"], sd["w"]) and torch.equal(got["b"], sd["b"])
+    torch.save({**sd, "hp": argparse.Namespace(lr=1)}, src)
+    with pytest.raises(UnsafePickleError, match="argparse"):
+        convert(src, tmp_path / "out2.safetensors")
+    assert not (tmp_path / "out2.safetensors").exists()
+    report = convert(src, tmp_path / "out2.safetensors", key="w")  # --key still works beside
+    assert report.tensors == ["tensor"]

@@ -16,6 +16,7 @@ import argparse
 import datetime
 import fractions
 import io
+import struct
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -299,3 +300,38 @@ def test_missing_key_lists_the_top_level_keys(tmp_path: Path) -> None:
     _lightning(src, argparse.Namespace(lr=1))
     with pytest.raises(ConversionError, match=r"no key 'model'.*hyper_parameters.*state_dict"):
         convert(src, tmp_path / "out.safetensors", key="model")
+
+
+def _qtensor(params: bytes) -> bytes:
+    hooks = kit.glob("collections", "OrderedDict") + kit.EMPTY_TUPLE + kit.REDUCE
+    return kit.glob("torch._utils", "_rebuild_qtensor") + kit.tup([
+        kit.storage("1", "QInt8Storage"), kit.integer(0), kit.ints((4,)), kit.ints((1,)),
+        params, kit.NEWFALSE, hooks]) + kit.REDUCE
+
+
+def test_only_torchs_own_quantized_rebuild_is_tolerated(tmp_path: Path) -> None:
+    """_rebuild_qtensor with a qscheme is left out and the rest converted; the same call
+    holding an unknown object, or a rebuild that calls its argument, refuses the file."""
+    scheme = kit.glob("torch", "per_tensor_affine")
+    plain = kit.tup([scheme, b"G" + struct.pack(">d", 0.1), kit.integer(0)])  # BINFLOAT
+    records = {"0": bytes(range(16)), "1": bytes(4)}
+
+    def write(body: bytes) -> Path:
+        src = tmp_path / "q.pt"
+        src.write_bytes(kit.Checkpoint(kit.stream(body), records).zip_bytes())
+        return src
+
+    ok = kit.dict_of([("w", _weights()), ("q", _qtensor(plain))])
+    report = convert(write(ok), tmp_path / "out.safetensors")
+    assert report.tensors == ["w"] and [d.name for d in report.tensors_left] == ["q"]
+    (tmp_path / "out.safetensors").unlink()
+    odd = kit.tup([_unknown(), kit.integer(1), kit.integer(0)])
+    with pytest.raises(UnsafePickleError, match=r"argparse\.Namespace"):
+        convert(write(kit.dict_of([("w", _weights()), ("q", _qtensor(odd))])),
+                tmp_path / "out.safetensors")
+    calls = kit.glob("torch._tensor", "_rebuild_from_type_v2") + kit.tup([
+        kit.glob("mylib", "f"), kit.NONE, kit.tup([]), kit.EMPTY_DICT]) + kit.REDUCE
+    with pytest.raises(ConversionError):
+        convert(write(kit.dict_of([("w", _weights()), ("x", calls)])),
+                tmp_path / "out.safetensors")
+    assert not (tmp_path / "out.safetensors").exists()

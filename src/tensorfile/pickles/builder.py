@@ -414,6 +414,9 @@ class CheckpointBuilder:
             return args[0]
         if name == "_codecs.encode":
             return _latin1(args[0], call.offset)
+        why = UNSUPPORTED_REBUILDS.get(name)
+        if why is not None:  # never called: a tensor kind safetensors cannot hold
+            return LeftTensor(f"{name}: {why}", call.offset)
         if name == "torch.storage._load_from_bytes" and self._nested is not None:
             data = args[0]
             if isinstance(data, BytesRef):

@@ -111,13 +111,16 @@ from tensorfile.pickles.containers import (
     zip_entries,
 )
 from tensorfile.pickles.extract import (
+    KNOWN_KINDS,
     Flagged,
     GraphObserver,
     ObjectGraph,
     check_subtree,
+    known_kind,
     left_beside,
     salvage,
     select,
+    whole,
 )
 from tensorfile.pickles.extract import key_part as _key_text
 from tensorfile.pickles.machine import StreamResult, materialize, run_stream
@@ -353,7 +356,9 @@ def _refuse_unless_safe(report: FileReport) -> None:
     """Raise unless the scanner proved every stream in the file safe."""
     if report.verdict is Verdict.SAFE:
         return
-    for stream, finding in report.findings:
+    # A tensor kind the converter leaves out is named only when nothing else is wrong.
+    findings = sorted(report.findings, key=lambda sf: sf[1].global_name in KNOWN_KINDS)
+    for stream, finding in findings:
         if finding.verdict in (Verdict.DANGEROUS, Verdict.UNKNOWN):
             where = f" at byte {finding.offset}" if finding.offset is not None else ""
             name = finding.global_name
@@ -663,7 +668,8 @@ def _load(path: Path, mode: _Mode) -> _Checkpoint:
     scan = None
     if not mode.salvage:
         scan = scan_file(path)
-        if not (mode.key is not None and _only_object_stream_unknown(scan)):
+        if not (_only_object_stream_unknown(scan)
+                and (mode.key is not None or _only_known_kinds(scan))):
             _refuse_unless_safe(scan)
     src = _Source(path)
     try:
@@ -673,6 +679,12 @@ def _load(path: Path, mode: _Mode) -> _Checkpoint:
         raise
     ck.scan = scan
     return ck
+
+
+def _only_known_kinds(scan: FileReport) -> bool:
+    """Whether every finding is about a tensor kind safetensors cannot hold that torch
+    rebuilds with its own code (``_rebuild_qtensor``...; see :data:`~.extract.KNOWN_KINDS`)."""
+    return all(f.global_name in KNOWN_KINDS for _, f in scan.findings)
 
 
 def _only_object_stream_unknown(scan: FileReport) -> bool:
@@ -786,11 +798,12 @@ def _count_names(root: object, holders: set[int]) -> tuple[int, int]:
 
 
 def _refuse_flagged(graph: ObjectGraph) -> None:
-    """The scanner called the file safe, so the object stream has no flagged node;
-    if the two ever disagree, the stricter answer wins."""
-    if graph.flagged:
-        hit = next(iter(graph.flagged.values()))
-        raise UnsafePickleError(f"{graph.what}: {hit.describe()}")
+    """The scanner called the file safe (or flagged only known tensor kinds), so the
+    object stream has no other flagged node; if the two ever disagree, the stricter
+    answer wins."""
+    for hit in graph.flagged.values():
+        if not known_kind(hit):
+            raise UnsafePickleError(f"{graph.what}: {hit.describe()}")
 
 
 def _plan(ck: _Checkpoint, mode: _Mode) -> _Plan:
@@ -799,16 +812,18 @@ def _plan(ck: _Checkpoint, mode: _Mode) -> _Plan:
     graph = ck.graph
     if mode.salvage:
         return _salvage_plan(plan, graph, mode.key, where)
+    if ck.scan is not None and ck.scan.verdict is not Verdict.SAFE and not graph.flagged:
+        _refuse_unless_safe(ck.scan)  # the unknown stream is not the object stream
     if mode.key is None:
-        _refuse_flagged(graph)
-        root = _build(graph.root, graph.builder, graph.what)
+        if not all(known_kind(hit) for hit in graph.flagged.values()):
+            _refuse_flagged(graph)
+        sel = whole(graph)
     else:
-        if ck.scan is not None and ck.scan.verdict is not Verdict.SAFE and not graph.flagged:
-            _refuse_unless_safe(ck.scan)  # the unknown stream is not the object stream
         sel = select(graph, mode.key, where)
+    if graph.flagged:
         check_subtree(graph, sel, where)
-        plan.left = [DroppedValue(n, why) for n, why in left_beside(graph, sel)]
-        root = _build(sel.node, graph.builder, graph.what)
+    plan.left = [DroppedValue(n, why) for n, why in left_beside(graph, sel)]
+    root = _build(sel.node, graph.builder, graph.what)
     _flatten_root(plan, root)
     if not plan.tensors and plan.tensors_left:
         raise UnsupportedCheckpointError(

@@ -71,6 +71,29 @@ _PARAMETER: Final = "torch._utils._rebuild_parameter"
 _ORDERED_DICT: Final = "collections.OrderedDict"
 #: Entries of the "not performed" list kept in a report (the rest are counted).
 MAX_LISTED: Final = 10_000
+#: Quantization schemes, the values ``_rebuild_qtensor`` takes (torch.qscheme objects).
+QSCHEMES: Final = frozenset(f"torch.{n}" for n in (
+    "per_tensor_affine", "per_channel_affine", "per_channel_affine_float_qparams",
+    "per_tensor_symmetric", "per_channel_symmetric"))
+#: torch's rebuild of a quantized tensor (``torch.save`` of a qint8 tensor), and
+#: the qscheme values it takes: not on the allowlist (the scanner says
+#: ``unknown``), but known code that makes a new tensor from its arguments,
+#: compares the qscheme, reads sizes and scales, stores the hooks, and calls
+#: none of its arguments or hands them to anything but torch. The converter
+#: leaves each such tensor out (listed) and converts the rest, as for a
+#: complex128 tensor; nothing is called. Other rebuilds in
+#: :data:`~.builder.UNSUPPORTED_REBUILDS` are not in this set:
+#: ``_rebuild_from_type_v2`` calls its first argument, for one.
+QTENSOR: Final = "torch._utils._rebuild_qtensor"
+KNOWN_KINDS: Final = frozenset({QTENSOR}) | QSCHEMES
+
+
+def known_kind(hit: Flagged) -> bool:
+    """Whether ``hit`` is one of :data:`KNOWN_KINDS`: its import, or a literal REDUCE of it."""
+    node = hit.node
+    if isinstance(node, GlobalRef):
+        return node.literal and node.qualname in KNOWN_KINDS
+    return isinstance(node, Call) and node.opcode == "REDUCE" and call_of(node, QTENSOR)
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +301,11 @@ class Selection:
     key: str
 
 
+def whole(graph: ObjectGraph) -> Selection:
+    """The root as a selection (no ``--key``)."""
+    return Selection(graph.root, [], "")
+
+
 def select(graph: ObjectGraph, key: str, where: str) -> Selection:
     """The value ``key`` names: an exact top-level key first, then a dotted path.
 
@@ -338,6 +366,8 @@ def _exposed(graph: ObjectGraph) -> tuple[dict[int, Flagged], dict[str, Flagged]
     nodes: dict[int, Flagged] = {}
     keys: dict[str, Flagged] = {}
     for hit in graph.flagged.values():
+        if known_kind(hit):
+            continue  # torch's own rebuild: changes nothing it is given
         node = hit.node
         if isinstance(node, Call):
             starts = list(children(node))
@@ -370,11 +400,12 @@ def _mutable(node: object) -> bool:
 
 
 def check_subtree(graph: ObjectGraph, sel: Selection, where: str) -> None:
-    """Refuse unless the selected value is rebuilt by allowlisted operations only and
-    nothing outside the allowlist could have changed it (see the module docstring)."""
+    """Refuse unless the selected value is rebuilt by allowlisted operations only (or
+    :data:`KNOWN_KINDS`, left out when built) and nothing outside the allowlist
+    could have changed it (see the module docstring)."""
     flagged = graph.flagged
     below = _nodes_below(sel.node)
-    inside = [n for n in below if id(n) in flagged]
+    inside = [n for n in below if id(n) in flagged and not known_kind(flagged[id(n)])]
     if inside:
         names = _reach([(sel.node, sel.key)])
         hit = flagged[id(inside[0])]
