@@ -69,13 +69,12 @@ import json
 import mmap
 import os
 import reprlib
-import shutil
 import struct
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 from tensorfile._format.header import MAX_HEADER_SIZE, METADATA_KEY, Entry, canonical_order
 from tensorfile._io.files import open_regular
@@ -123,6 +122,7 @@ from tensorfile.pickles.extract import (
     whole,
 )
 from tensorfile.pickles.extract import key_part as _key_text
+from tensorfile.pickles.folders import FileAction, other_files
 from tensorfile.pickles.machine import StreamResult, materialize, run_stream
 from tensorfile.pickles.metadata import JsonValues
 from tensorfile.pickles.opcodes import OPCODE_BYTES, Buffer
@@ -177,19 +177,6 @@ class DroppedValue:
         return {"name": self.name, "reason": self.reason}
 
 
-@dataclass(frozen=True, slots=True)
-class FileAction:
-    """What converting a folder did with one of its files."""
-
-    name: str
-    action: str  # converted, copied, left, not copied
-    detail: str = ""
-
-    def to_dict(self) -> dict[str, str]:
-        """JSON-ready form."""
-        return {"name": self.name, "action": self.action, "detail": self.detail}
-
-
 @dataclass(slots=True)
 class ConversionReport:
     """What :func:`convert` wrote.
@@ -197,8 +184,15 @@ class ConversionReport:
     ``tensors`` are the names written (in file order per output), ``aliases``
     maps each tied name that was not written to the name that holds its bytes,
     ``values`` names the plain values kept as JSON in ``__metadata__``,
-    ``dropped`` lists everything else. ``source_sha256`` is the digest of every
-    source file read; ``outputs`` every file written (shards, then the index).
+    ``dropped`` lists everything else (single leaves of a kept value too, as
+    ``config.device``). ``tensors_left`` lists tensors safetensors cannot hold
+    (or, salvaging, whose storage or view is not determined); ``left`` (with
+    ``key``) every value beside the path to it and why it was left;
+    ``not_performed`` (salvage) every import, call and effect outside the
+    allowlist, ``not_listed`` counting those past the first 10,000; ``files``
+    (folders) what was done with each top-level file. ``source_sha256`` is the
+    digest of every source file read; ``outputs`` every file written (shards,
+    then the index).
     """
 
     source: str
@@ -1157,66 +1151,8 @@ def _convert_folder(src: Path, dst: Path | None, mode: _Mode,
     converted = [*shards, *([index.name] if index is not None else [])]
     report.files = [FileAction(name, "converted") for name in converted]
     outputs = {Path(p).name for p in report.outputs} if out.resolve() == src.resolve() else set()
-    report.files += _other_files(src, out, set(converted) | outputs)
+    report.files += other_files(src, out, set(converted) | outputs)
     return report, converted
-
-
-#: What the other pickles of a Hugging Face Trainer checkpoint folder hold.
-_TRAINER_FILES: Final = (
-    ("optimizer.", "optimizer state"), ("scheduler.", "learning-rate scheduler state"),
-    ("rng_state", "random number generator state"), ("scaler.", "gradient scaler state"),
-    ("training_args.", "the Trainer's arguments (a transformers object)"),
-)
-_PICKLE_SUFFIXES: Final = frozenset({".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"})
-
-
-def _looks_pickled(path: Path) -> bool:
-    if path.suffix in _PICKLE_SUFFIXES:
-        return True
-    try:
-        with path.open("rb") as f:
-            head = f.read(512)
-    except OSError:
-        return False
-    return sniff(head) in ("zip", "tar") or head[:1] == b"\x80"
-
-
-def _other_files(src: Path, out: Path, skip: set[str]) -> list[FileAction]:
-    """What happens to the folder's other top-level files, file by file.
-
-    Plain files (config, tokenizer, trainer_state.json) are copied beside the
-    result when it goes to another folder. Pickles (optimizer.pt, scheduler.pt,
-    rng_state.pth, training_args.bin, ...) are never copied into it, so that
-    the output folder holds no pickle; each is scanned so that the report says
-    what it is.
-    """
-    actions: list[FileAction] = []
-    elsewhere = out.resolve() != src.resolve()
-    for entry in sorted(src.iterdir()):
-        if entry.name in skip:
-            continue
-        if entry.is_symlink() or not entry.is_file():
-            kind = "a symbolic link" if entry.is_symlink() else "not a regular file"
-            actions.append(FileAction(entry.name, "left", f"{kind}; not read"))
-            continue
-        if _looks_pickled(entry):
-            role = next((what for prefix, what in _TRAINER_FILES
-                         if entry.name.startswith(prefix)), "a pickle")
-            verdict = scan_file(entry).verdict.value
-            detail = (f"{role}; pickle, scan: {verdict}; not model weights (convert it on "
-                      "its own if you need it)")
-            actions.append(FileAction(entry.name, "not copied" if elsewhere else "left", detail))
-            continue
-        if not elsewhere:
-            actions.append(FileAction(entry.name, "left"))
-            continue
-        target = out / entry.name
-        if target.exists():
-            actions.append(FileAction(entry.name, "left", f"{target} exists; not overwritten"))
-        else:
-            shutil.copy2(entry, target)
-            actions.append(FileAction(entry.name, "copied", str(target)))
-    return actions
 
 
 def convert(
