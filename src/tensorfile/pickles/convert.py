@@ -513,7 +513,7 @@ def _pickles(buf: Buffer, start: int, end: int, where: str, depth: int, *,
     head, pos = _graph(buf, start, end, builder(), f"{where}: pickle")
     if type(head.root) is not int or head.root != LEGACY_MAGIC:
         return done("pickle", head)
-    flagged: dict[int, Flagged] = {}
+    flagged: dict[int, Flagged] = dict(head.flagged) if salvage else {}
     protocol, pos = _header(buf, pos, end, f"{where}: protocol", salvage, flagged)
     if protocol != 1001:
         raise MalformedCheckpointError(f"{where}: legacy protocol version {protocol!r}")
