@@ -281,11 +281,15 @@ def top_keys(graph: ObjectGraph) -> list[str]:
     return sorted(k for k, _ in _pairs(root) if isinstance(k, str))
 
 
-def _lookup(node: object, part: str, flagged: dict[int, Flagged]) -> object | None:
-    """``node[part]`` when ``node`` is a dict of the graph holding that str key."""
+_MISSING: Final = object()
+
+
+def _lookup(node: object, part: str, flagged: dict[int, Flagged]) -> object:
+    """``node[part]`` when ``node`` is a dict of the graph holding that str key, else
+    :data:`_MISSING`."""
     if not _is_dict(node, flagged):
-        return None
-    found: object | None = None
+        return _MISSING
+    found: object = _MISSING
     for k, v in _pairs(node):
         if isinstance(k, str) and k == part:
             found = v
@@ -315,11 +319,11 @@ def select(graph: ObjectGraph, key: str, where: str) -> Selection:
     """
     flagged = graph.flagged
     exact = _lookup(graph.root, key, flagged)
-    steps = [key] if exact is not None else key.split(".")
+    steps = [key] if exact is not _MISSING else key.split(".")
     node, path = graph.root, []
     for part in steps:
         found = _lookup(node, part, flagged)
-        if found is None:
+        if found is _MISSING:
             keys = top_keys(graph)
             raise ConversionError(f"{where}: no key {key!r} in the checkpoint (top-level keys: "
                                   f"{', '.join(keys[:20]) or 'none'})")
