@@ -335,3 +335,126 @@ def test_only_torchs_own_quantized_rebuild_is_tolerated(tmp_path: Path) -> None:
         convert(write(kit.dict_of([("w", _weights()), ("x", calls)])),
                 tmp_path / "out.safetensors")
     assert not (tmp_path / "out.safetensors").exists()
+
+
+# -- differential: the rule against what torch.load actually shares -------------------
+
+def _walk(value: Any, seen: dict[int, Any], storages: set[int], stop_at_namespace: bool
+          ) -> bool:
+    """Add every mutable object below ``value`` to ``seen`` and every tensor's storage
+    to ``storages``; True when a Namespace sits below (it would run code)."""
+    work, found = [value], False
+    while work:
+        v = work.pop()
+        if isinstance(v, (int, float, str)) or v is None or id(v) in seen:
+            continue
+        seen[id(v)] = v
+        if isinstance(v, argparse.Namespace):
+            found = True
+            if stop_at_namespace:
+                continue
+            work.extend(vars(v).values())
+        elif isinstance(v, dict):
+            work.extend(v.values())
+        elif isinstance(v, list):
+            work.extend(v)
+        else:
+            storages.add(v.untyped_storage().data_ptr())
+    return found
+
+
+def _independent(loaded: dict[str, Any], key: str) -> bool:
+    """What --key must decide, judged on torch's own load: the value holds no
+    Namespace, and no Namespace anywhere reaches an object or storage it holds."""
+    inside: dict[int, Any] = {}
+    inside_storages: set[int] = set()
+    if _walk(loaded[key], inside, inside_storages, stop_at_namespace=True):
+        return False
+    spaces: dict[int, Any] = {}
+    _walk(loaded, spaces, set(), stop_at_namespace=False)
+    exposed: dict[int, Any] = {}
+    exposed_storages: set[int] = set()
+    for v in spaces.values():
+        if isinstance(v, argparse.Namespace):
+            for attr in vars(v).values():
+                _walk(attr, exposed, exposed_storages, stop_at_namespace=False)
+    return not (set(inside) & set(exposed)) and not (inside_storages & exposed_storages)
+
+
+def _named(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return {prefix or "tensor": value} if isinstance(value, torch.Tensor) else {}
+    out: dict[str, Any] = {}
+    for k, v in items:
+        out.update(_named(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def test_key_decisions_match_what_torch_load_shares(tmp_path: Path) -> None:
+    """Random checkpoints of dicts, lists, tensors and views (some sharing storage) and
+    Namespaces holding random parts of them: --key converts exactly the top-level
+    values that torch.load shows no Namespace could reach, and those match it."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    @st.composite
+    def checkpoints(draw: Any) -> dict[str, Any]:
+        bases = [torch.arange(6.0), torch.arange(8.0).reshape(2, 4)]
+        made: list[Any] = []
+
+        def value(depth: int) -> Any:
+            kind = draw(st.integers(0, 6 if depth < 3 else 3))
+            if kind == 0:
+                base = draw(st.sampled_from(bases))
+                how = draw(st.integers(0, 2))
+                out: Any = base if how == 0 else (base[1:] if how == 1 else base.clone())
+            elif kind == 1 and made:
+                return draw(st.sampled_from(made))
+            elif kind in (1, 2):
+                return draw(st.integers(0, 9))
+            elif kind == 3:
+                out = torch.ones(2) * draw(st.integers(1, 5))
+            elif kind == 4:
+                out = {f"k{i}": value(depth + 1) for i in range(draw(st.integers(1, 3)))}
+            elif kind == 5:
+                out = [value(depth + 1) for _ in range(draw(st.integers(1, 2)))]
+            else:
+                out = argparse.Namespace(x=value(depth + 1), y=value(depth + 1))
+            made.append(out)
+            return out
+
+        return {name: value(0) for name in ("a", "b", "c")}
+
+    seen = {"converted": 0, "refused": 0}
+
+    @settings(max_examples=120, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                     HealthCheck.too_slow])
+    @given(checkpoints())
+    def check(ck: dict[str, Any]) -> None:
+        src, out = tmp_path / "ck.pt", tmp_path / "out.safetensors"
+        torch.save(ck, src)
+        loaded = torch.load(src, weights_only=False)  # trusted: written here
+        for key in ("a", "b", "c"):
+            ok = _independent(loaded, key)
+            try:
+                report = convert(src, out, key=key)
+            except UnsafePickleError as exc:
+                assert not ok, f"{key}: refused, but torch shares nothing with it: {exc}"
+                seen["refused"] += 1
+                continue
+            assert ok, f"{key}: converted, but a Namespace reaches it"
+            seen["converted"] += 1
+            got = st_torch.load_file(out) if report.tensors else {}
+            expected = _named(loaded[key])
+            assert set(report.tensors) | set(report.aliases) == set(expected)
+            for name, tensor in expected.items():
+                assert torch.equal(got[report.aliases.get(name, name)], tensor), name
+            out.unlink()
+
+    check()
+    assert seen["converted"] > 20 and seen["refused"] > 20, seen
