@@ -458,3 +458,18 @@ def test_key_decisions_match_what_torch_load_shares(tmp_path: Path) -> None:
 
     check()
     assert seen["converted"] > 20 and seen["refused"] > 20, seen
+
+
+def test_lightning_state_dict_with_omegaconf_hyper_parameters(tmp_path: Path) -> None:
+    """Lightning saves hparams given as a DictConfig as omegaconf objects (defaultdict,
+    ContainerMetadata, AnyNode, typing.Any...): none allowlisted, none near state_dict."""
+    omegaconf = pytest.importorskip("omegaconf")
+    hyper = omegaconf.OmegaConf.create({"model": {"hidden": 3, "layers": [4, 3, 2]},
+                                        "optim": {"lr": 1e-3, "betas": [0.9, 0.99]}})
+    src = tmp_path / "epoch=0-step=10.ckpt"
+    _lightning(src, hyper)
+    out = tmp_path / "model.safetensors"
+    report = convert(src, out, key="state_dict")
+    _same(_oracle(src, "state_dict"), out)
+    left = {d.name: d.reason for d in report.left}
+    assert left["hyper_parameters"].startswith("omegaconf.dictconfig.DictConfig (unknown")
