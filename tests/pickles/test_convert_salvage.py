@@ -166,3 +166,20 @@ def test_salvage_survives_cycles_and_deep_ids(tmp_path: Path) -> None:
     assert [d.name for d in report.tensors_left] == ["odd"]
     with pytest.raises(UnsafePickleError, match="rebuild all of it"):
         convert(src, tmp_path / "k.safetensors", key="me")  # the dict itself holds "hp"
+
+
+def test_flagged_nodes_past_the_bound_are_counted_and_key_refuses(tmp_path: Path) -> None:
+    """A stream that flags more nodes than the converter keeps: salvage counts the rest,
+    --key refuses rather than reason about nodes it did not keep."""
+    from tensorfile.pickles import extract
+
+    many = (kit.glob("mylib", "f") + b"0") * (extract.MAX_FLAGGED + 5)  # GLOBAL, POP
+    body = many + kit.dict_of([("w", kit.tensor_v2(kit.storage("0"), 0, (4,), (1,)))])
+    src = tmp_path / "many.pt"
+    src.write_bytes(kit.Checkpoint(kit.stream(body), {"0": bytes(16)}).zip_bytes())
+    report = convert(src, tmp_path / "out.safetensors", salvage_tensors=True)
+    assert report.tensors == ["w"]
+    assert len(report.not_performed) == extract.MAX_LISTED
+    assert len(report.not_performed) + report.not_listed == extract.MAX_FLAGGED + 5
+    with pytest.raises(UnsupportedCheckpointError, match="more than 100,000"):
+        convert(src, tmp_path / "k.safetensors", key="w")

@@ -406,15 +406,17 @@ def _graph(buf: Buffer, start: int, end: int, builder: CheckpointBuilder, what: 
     result = run_stream(buf, start, observer, end=end)
     if result.error is not None:
         raise MalformedCheckpointError(f"{what}: {result.error}")
-    return ObjectGraph(result.root, observer.flagged, builder, what), result.end
+    return (ObjectGraph(result.root, observer.flagged, builder, what, observer.overflow),
+            result.end)
 
 
 def _header(buf: Buffer, start: int, end: int, what: str, salvage: bool,
-            flagged: dict[int, Flagged]) -> tuple[object, int]:
+            flagged: dict[int, Flagged], overflow: list[int]) -> tuple[object, int]:
     """One of the legacy format's small header pickles (protocol, sys_info, storage keys).
 
     Built under the strict policy; when salvaging, run without building and its
-    root used only if it is a literal (its flagged nodes join ``flagged``).
+    root used only if it is a literal (its flagged nodes join ``flagged``, the count
+    of those not kept ``overflow``).
     """
     if not salvage:
         return _run(buf, start, end, CheckpointBuilder(_no_records), what)
@@ -423,6 +425,7 @@ def _header(buf: Buffer, start: int, end: int, what: str, salvage: bool,
     if result.error is not None:
         raise MalformedCheckpointError(f"{what}: {result.error}")
     flagged.update(observer.flagged)
+    overflow.append(observer.overflow)
     root = result.root
     if isinstance(root, list):
         root = [x if isinstance(x, str) else None for x in root]
@@ -514,19 +517,21 @@ def _pickles(buf: Buffer, start: int, end: int, where: str, depth: int, *,
     if type(head.root) is not int or head.root != LEGACY_MAGIC:
         return done("pickle", head)
     flagged: dict[int, Flagged] = dict(head.flagged) if salvage else {}
-    protocol, pos = _header(buf, pos, end, f"{where}: protocol", salvage, flagged)
+    overflow = [head.overflow if salvage else 0]
+    protocol, pos = _header(buf, pos, end, f"{where}: protocol", salvage, flagged, overflow)
     if protocol != 1001:
         raise MalformedCheckpointError(f"{where}: legacy protocol version {protocol!r}")
     # sys_info records the writer's native byte order, but torch wrote every
     # legacy record little-endian whatever the machine (writeFileRaw converts).
-    _, pos = _header(buf, pos, end, f"{where}: sys_info", salvage, flagged)
+    _, pos = _header(buf, pos, end, f"{where}: sys_info", salvage, flagged, overflow)
     # The object stream is built after the records are located (they follow it).
     observer = GraphObserver()
     what = f"{where}: legacy object pickle"
     objects = run_stream(buf, pos, observer, end=end)
     if objects.error is not None:
         raise MalformedCheckpointError(f"{what}: {objects.error}")
-    keys, pos = _header(buf, objects.end, end, f"{where}: storage keys", salvage, flagged)
+    keys, pos = _header(buf, objects.end, end, f"{where}: storage keys", salvage, flagged,
+                        overflow)
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise MalformedCheckpointError(f"{where}: legacy storage keys are not a list of str")
     try:
@@ -541,7 +546,8 @@ def _pickles(buf: Buffer, start: int, end: int, where: str, depth: int, *,
         return buf, at, length
 
     flagged.update(observer.flagged)
-    return done("torch-legacy", ObjectGraph(objects.root, flagged, builder(records), what))
+    return done("torch-legacy", ObjectGraph(objects.root, flagged, builder(records), what,
+                                            observer.overflow + sum(overflow)))
 
 
 def _tar_checkpoint(src: _Source) -> _Checkpoint:

@@ -111,21 +111,31 @@ class Flagged:
         return f"{f.opcode}{name}{at} ({f.verdict.value}: {f.reason})"
 
 
-class GraphObserver:
-    """The scanner's policy, not strict: every node passes, the disallowed ones are kept."""
+#: Flagged nodes kept per stream. A real checkpoint has a few (an omegaconf
+#: config: hundreds); a hostile stream can flag one node every 4 bytes, and each
+#: kept costs a few hundred bytes. Past this many, ``--key`` refuses (it cannot
+#: reason about nodes it did not keep) and salvage only counts them.
+MAX_FLAGGED: Final = 100_000
 
-    def __init__(self, *, key_pids: bool = False) -> None:
-        # Every finding is wanted here, so the policy's own list is not bounded by
-        # its default; the graph itself is bounded by the machine's limits.
-        self.policy = StreamPolicy(strict=False, key_pids=key_pids, max_findings=1 << 62)
+
+class GraphObserver:
+    """The scanner's policy, not strict: every node passes, the disallowed ones are kept
+    (up to :data:`MAX_FLAGGED`; ``overflow`` counts the rest)."""
+
+    def __init__(self, *, key_pids: bool = False, limit: int = MAX_FLAGGED) -> None:
+        self.policy = StreamPolicy(strict=False, key_pids=key_pids, max_findings=limit)
         self.flagged: dict[int, Flagged] = {}
+        self.overflow = 0
 
     def observe(self, node: Node) -> None:
         """Classify ``node``; remember it when the policy records a finding."""
-        before = len(self.policy.findings)
-        self.policy.observe(node)
-        if len(self.policy.findings) != before:
-            self.flagged.setdefault(id(node), Flagged(node, self.policy.findings[-1]))
+        policy = self.policy
+        kept, dropped = len(policy.findings), policy.dropped
+        policy.observe(node)
+        if len(policy.findings) != kept:
+            self.flagged.setdefault(id(node), Flagged(node, policy.findings[-1]))
+        elif policy.dropped != dropped:
+            self.overflow += 1
 
 
 @dataclass(slots=True)
@@ -136,6 +146,7 @@ class ObjectGraph:
     flagged: dict[int, Flagged]
     builder: CheckpointBuilder
     what: str
+    overflow: int = 0  # flagged nodes past MAX_FLAGGED, not kept
 
 
 # ---------------------------------------------------------------------------
@@ -408,6 +419,10 @@ def check_subtree(graph: ObjectGraph, sel: Selection, where: str) -> None:
     :data:`KNOWN_KINDS`, left out when built) and nothing outside the allowlist
     could have changed it (see the module docstring)."""
     flagged = graph.flagged
+    if graph.overflow:
+        raise UnsupportedCheckpointError(
+            f"{where}: more than {MAX_FLAGGED:,} imports and calls outside the allowlist; "
+            "the converter keeps no more, so it cannot show that none reaches the value")
     below = _nodes_below(sel.node)
     inside = [n for n in below if id(n) in flagged and not known_kind(flagged[id(n)])]
     if inside:
@@ -594,6 +609,7 @@ def salvage(graph: ObjectGraph, start: object, prefix: str) -> Salvaged:
         for part, child in edges(node):
             if not is_leaf(child):
                 queue.append((child, _join(name, part) if part is not None else name))
+    result.not_listed = graph.overflow
     for hit in graph.flagged.values():
         if len(result.not_performed) >= MAX_LISTED:
             result.not_listed += 1
