@@ -15,11 +15,15 @@ value graph the output may be built from.
     result), the target and payload of a flagged effect, the id handed to a
     flagged persistent load, and everything reachable from those, is
     *exposed*: code outside the allowlist could mutate it. The sub-tree must
-    share no node and no storage record with the exposed set (a tensor outside
-    that shares a storage with one inside could be changed in place). The rule
-    is reachability, not stream order, so it also covers an object handed to a
+    share no mutable node (tuples, frozensets and imported names may be
+    shared) and no storage record with the exposed set (a tensor outside that
+    shares a storage with one inside could be changed in place). The rule is
+    reachability, not stream order, so it also covers an object handed to a
     call before it was filled. The rest of the file is never built; the report
     names each value beside the path with what it is and why it was left.
+    torch's quantized-tensor rebuild (:data:`KNOWN_KINDS`) is the one flagged
+    call tolerated, inside or out: it calls nothing it is given, and the
+    tensor it would make is left out.
 
 Salvage (:func:`salvage`)
     Every ``_rebuild_tensor*`` call whose storage, offset, size, stride (and
