@@ -42,6 +42,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
+from tensorfile._format.header import METADATA_KEY
 from tensorfile.errors import (
     ConversionError,
     MalformedCheckpointError,
@@ -567,7 +568,7 @@ def salvage(graph: ObjectGraph, start: object, prefix: str) -> Salvaged:
     """Every tensor below ``start`` whose storage and view are literal (see module docstring)."""
     flagged, builder = graph.flagged, graph.builder
     result = Salvaged([], [], [])
-    used: set[str] = set()
+    used: set[str] = {METADATA_KEY}  # safetensors reserves it: such a tensor gets #2
     suffix: dict[str, int] = {}  # next #n to try per repeated name
     seen: set[int] = set()
     names: dict[int, str] = {}
