@@ -13,6 +13,8 @@ Contract checked on every input (the whole input is one checkpoint file):
 4. A successful conversion writes a valid safetensors file: the reader
    accepts it, its tensors are the ones the report names in file order,
    every alias points at a written tensor, every kept value is JSON text.
+5. Salvage (``salvage_tensors=True``) holds to 1, 2 and 4 on the same input,
+   whatever the scanner says, and writes no plain values.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ with fuzzlib.instrumented(__name__ == "__main__"):
     from tensorfile import safe_open
     from tensorfile.errors import TensorfileError, UnsafePickleError
     from tensorfile.pickles import Verdict, scan
-    from tensorfile.pickles.convert import convert
+    from tensorfile.pickles.convert import ConversionReport, convert
 
 _dir: Path | None = None
 
@@ -45,6 +47,7 @@ def TestOneInput(data: bytes) -> None:
     for stale in src.parent.iterdir():
         stale.unlink()
     src.write_bytes(data)
+    _salvage(src, dst)
     with fuzzlib.no_unpickling():
         verdict = scan(src).files[0].verdict
         try:
@@ -56,6 +59,23 @@ def TestOneInput(data: bytes) -> None:
                 assert verdict is not Verdict.SAFE, f"scanner says safe, converter refuses: {e}"
             return
     assert verdict is Verdict.SAFE, f"converter accepted a file the scanner calls {verdict.value}"
+    _check_output(src, dst, report)
+
+
+def _salvage(src: Path, dst: Path) -> None:
+    with fuzzlib.no_unpickling():
+        try:
+            report = convert(src, dst, salvage_tensors=True)
+        except TensorfileError as e:
+            left = sorted(p.name for p in src.parent.iterdir())
+            assert left == [src.name], f"salvage refused ({e!r}) but left {left}"
+            return
+    assert report.values == [], report.values
+    _check_output(src, dst, report)
+    dst.unlink()
+
+
+def _check_output(src: Path, dst: Path, report: ConversionReport) -> None:
     assert report.outputs == [str(dst)], report.outputs
     assert sorted(os.listdir(src.parent)) == sorted([src.name, dst.name])
     with safe_open(dst) as f:

@@ -252,8 +252,26 @@ def convert(out: Output, result: dict[str, Any]) -> None:
         out.line(f"  tied: {alias} -> {kept} (written once)")
     if result["values"]:
         out.line(f"  kept in metadata: {', '.join(result['values'])}")
+    if result["salvage"]:
+        out.line(f"  {out.style('salvaged', 'yellow', 'bold')}: the output holds numbers only; "
+                 "nothing was executed, and these were not performed:")
+        for n in result["not_performed"]:
+            at = f" (at {n['at']})" if n["at"] else ""
+            name = f" {n['global']}" if n["global"] else ""
+            out.line(f"    {n['opcode']}{name}, byte {n['offset']}{at}: {n['verdict']}: "
+                     f"{n['reason']}")
+        if result["not_listed"]:
+            out.line(f"    ... and {result['not_listed']:,} more")
     for d in result["dropped"]:
         out.line(f"  {out.style('dropped', 'yellow')}: {d['name']} ({d['reason']})")
+    for d in result["left"]:
+        out.line(f"  left: {d['name']}: {d['reason']}")
+    for f in result["files"]:
+        detail = f" ({f['detail']})" if f["detail"] else ""
+        out.line(f"  file {f['name']}: {f['action']}{detail}")
+    for d in result["tensors_left"]:
+        out.line(f"  {out.style('tensor not converted', 'yellow', 'bold')}: {d['name']} "
+                 f"({d['reason']})")
     for name, digest in result["source_sha256"].items():
         out.line(f"  source sha256 {digest}  {name}")
     if result["signature"]:

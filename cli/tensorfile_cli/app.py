@@ -336,9 +336,24 @@ def convert(
         str | None,
         typer.Option(
             "--key",
-            help="Convert only this sub-dict of a training checkpoint, e.g. model_state (dotted paths allowed).",
+            help="Convert only this sub-tree of a training checkpoint, e.g. state_dict of a "
+            "Lightning checkpoint (dotted paths allowed). It is converted when allowlisted "
+            "operations rebuild all of it and nothing else in the file could change it, "
+            "whatever the rest holds (hyper-parameter objects, callbacks); the report lists "
+            "what was left and why. A file with a dangerous finding is still refused.",
         ),
     ] = None,
+    salvage_tensors: Annotated[
+        bool,
+        typer.Option(
+            "--salvage-tensors",
+            help="Recover numbers from any checkpoint, even one the scanner calls dangerous: "
+            "every tensor whose storage and view are literal values of the pickle, named by "
+            "its path in the object tree. Nothing is executed; the output holds tensors only "
+            "(no plain values, no classes, no code) and the report lists every call that was "
+            "not performed. Use only to rescue weights you cannot get another way.",
+        ),
+    ] = False,
     sign_key: Annotated[
         Path | None,
         typer.Option("--sign", help="Sign the result with this private key (PEM)."),
@@ -351,8 +366,14 @@ def convert(
     """Convert a pickle checkpoint to safetensors without running it (torch not needed).
 
     The input is scanned first: anything but `safe` is refused (exit 1) and
-    nothing is written. Tied weights are written once with aliases; plain
-    values go to the metadata; anything else is listed as dropped.
+    nothing is written, unless --key names a part that can be taken out on its
+    own, or --salvage-tensors is given. Tied weights are written once with
+    aliases; plain values go to the metadata (a leaf that is not plain JSON
+    is dropped alone and listed). Tensors safetensors cannot hold (complex128,
+    complex32, quantized) are listed as not converted, with a warning on
+    stderr, and the rest is written (exit 0). A Hugging Face Trainer checkpoint folder
+    converts its model weights; the report says what was done with each
+    other file (pickles such as optimizer.pt are never copied).
     """
     out = Output("convert", json_out=json_out, quiet=quiet, debug=debug)
     with guarded(out, src, dst, sign_key), out.progress("converting") as progress:
@@ -362,10 +383,16 @@ def convert(
             src,
             dst,
             key=key,
+            salvage_tensors=salvage_tensors,
             sign=sign_key,
             password=_password(password_file),
             progress=progress,
         )
+    if report.tensors_left and not json_out:
+        # Even with --quiet: a tensor missing from the output must not go unnoticed.
+        sys.stderr.write(f"tensorfile convert: warning: {len(report.tensors_left)} tensor(s) "
+                         "not converted (no safetensors dtype): "
+                         f"{', '.join(d.name for d in report.tensors_left[:10])}\n")
     from tensorfile_cli import _render
 
     out.finish(report.to_dict(), _render.convert)

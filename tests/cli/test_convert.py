@@ -80,3 +80,73 @@ def test_convert_unreadable_input(cli: Any, tmp_path: Path, json_of: Any) -> Non
     assert err["path"] == str(bad)
     assert cli(["convert", str(tmp_path / "missing.pt")]).code == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.pt"]
+
+
+@pytest.fixture
+def lightning(tmp_path: Path) -> Path:
+    """A Lightning-shaped checkpoint: state_dict beside argparse.Namespace hyper-parameters."""
+    import argparse
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    path = tmp_path / "epoch=1.ckpt"
+    torch.save({"epoch": 1, "state_dict": model.state_dict(),
+                "hyper_parameters": argparse.Namespace(lr=0.1, bias=torch.ones(2))}, path)
+    return path
+
+
+def test_convert_key_of_a_lightning_checkpoint(cli: Any, lightning: Path, tmp_path: Path,
+                                               json_of: Any) -> None:
+    dst = tmp_path / "model.safetensors"
+    assert cli(["convert", str(lightning), str(dst)]).code == 1  # the whole file: unknown
+    r = cli(["convert", str(lightning), str(dst), "--key", "state_dict"])
+    assert r.code == 0, r.stderr
+    assert "left: hyper_parameters: argparse.Namespace (unknown" in r.stdout
+    assert "left: epoch: int (outside --key state_dict)" in r.stdout
+    res = json_of(cli(["convert", str(lightning), str(dst), "--key", "state_dict", "--json"]),
+                  "convert", 0)
+    assert sorted(res["tensors"]) == ["bias", "weight"]
+    assert {d["name"] for d in res["left"]} == {"epoch", "hyper_parameters"}
+
+
+def test_convert_salvage_tensors(cli: Any, lightning: Path, tmp_path: Path,
+                                 json_of: Any) -> None:
+    dst = tmp_path / "salvaged.safetensors"
+    r = cli(["convert", str(lightning), str(dst), "--salvage-tensors"])
+    assert r.code == 0, r.stderr
+    assert "salvaged" in r.stdout and "numbers only" in r.stdout
+    assert "NEWOBJ argparse.Namespace" in r.stdout and "(at hyper_parameters)" in r.stdout
+    res = json_of(cli(["convert", str(lightning), str(dst), "--salvage-tensors", "--json"]),
+                  "convert", 0)
+    assert res["salvage"] is True and res["values"] == []
+    assert sorted(res["tensors"]) == ["hyper_parameters.__state__.bias", "state_dict.bias",
+                                      "state_dict.weight"]
+    help_text = cli(["convert", "--help"]).stdout
+    assert "--salvage-tensors" in help_text and "numbers" in help_text
+
+
+def test_convert_warns_about_tensors_left(cli: Any, tmp_path: Path, json_of: Any) -> None:
+    src = tmp_path / "c.pt"
+    torch.save({"w": torch.ones(2), "c": torch.ones(2, dtype=torch.complex128)}, src)
+    r = cli(["convert", str(src), str(tmp_path / "out.safetensors"), "--quiet"])
+    assert r.code == 0 and r.stdout == ""
+    assert "warning: 1 tensor(s) not converted" in r.stderr and ": c" in r.stderr
+    res = json_of(cli(["convert", str(src), str(tmp_path / "out.safetensors"), "--json"]),
+                  "convert", 0)
+    assert res["tensors"] == ["w"] and [d["name"] for d in res["tensors_left"]] == ["c"]
+
+
+def test_convert_trainer_folder_says_what_it_did(cli: Any, tmp_path: Path, json_of: Any) -> None:
+    src = tmp_path / "checkpoint-5"
+    src.mkdir()
+    torch.save({"w": torch.ones(2)}, src / "pytorch_model.bin")
+    torch.save({"state": {}, "param_groups": []}, src / "optimizer.pt")
+    (src / "config.json").write_text("{}")
+    r = cli(["convert", str(src), str(tmp_path / "out")])
+    assert r.code == 0, r.stderr
+    assert "file pytorch_model.bin: converted" in r.stdout
+    assert "file optimizer.pt: not copied (optimizer state; pickle, scan: safe" in r.stdout
+    assert "file config.json: copied" in r.stdout
+    res = json_of(cli(["convert", str(src), str(tmp_path / "out2"), "--json"]), "convert", 0)
+    assert {f["name"]: f["action"] for f in res["files"]} == {
+        "pytorch_model.bin": "converted", "optimizer.pt": "not copied", "config.json": "copied"}

@@ -228,11 +228,16 @@ def test_values_without_safetensors_form_are_reported_dropped(tmp_path: Path) ->
     torch.save(sd, src)
     report = convert(src, tmp_path / "mixed.safetensors")
     dropped = {d.name: d.reason for d in report.dropped}
-    assert set(dropped) == {"device", "nan", "blob", "dtype"}
+    assert set(dropped) == {"device", "blob", "dtype"}
     assert "torch.device" in dropped["device"]
     assert "torch.float16" in dropped["dtype"]
-    assert report.values == ["ok"]
+    assert sorted(report.values) == ["nan", "ok"]  # NaN is kept, spelled "NaN"
     assert report.tensors == ["w"]
+    from safetensors import safe_open
+
+    with safe_open(tmp_path / "mixed.safetensors", "np") as f:
+        meta = f.metadata()
+    assert json.loads(meta["nan"]) == "NaN" and json.loads(meta["ok"]) == 1.5
 
 
 def _rewrite_zip(src: Path, dst: Path, edit: Any) -> None:
@@ -406,3 +411,89 @@ def test_random_views_round_trip(tmp_path_factory: pytest.TempPathFactory) -> No
         assert_matches_oracle(src, out, report)
 
     check()
+
+
+def test_tensors_safetensors_cannot_hold_are_left_and_the_rest_converted(
+        tmp_path: Path) -> None:
+    """complex128 (ComplexDoubleStorage) and complex32 (_rebuild_tensor_v3 with
+    torch.complex32) have no safetensors dtype: listed, the rest written."""
+    import warnings
+
+    with warnings.catch_warnings():  # torch warns once per process: ComplexHalf is experimental
+        warnings.simplefilter("ignore", UserWarning)
+        c32 = torch.zeros(3, dtype=torch.complex32)
+    sd = {"w": torch.randn(2, 3), "c128": torch.randn(2, dtype=torch.complex128), "c32": c32,
+          "c64": torch.randn(2, dtype=torch.complex64), "step": 4}
+    src = tmp_path / "mixed.pt"
+    torch.save(sd, src)
+    report = convert(src, tmp_path / "out.safetensors")
+    assert sorted(report.tensors) == ["c64", "w"]
+    left = {d.name: d.reason for d in report.tensors_left}
+    assert set(left) == {"c128", "c32"}
+    assert "ComplexDoubleStorage" in left["c128"] and "torch.complex32" in left["c32"]
+    got = st_torch.load_file(tmp_path / "out.safetensors")
+    assert torch.equal(got["w"], sd["w"]) and torch.equal(got["c64"], sd["c64"])
+    assert report.values == ["step"]
+
+
+def test_a_file_of_only_unconvertible_tensors_is_refused(tmp_path: Path) -> None:
+    from tensorfile.errors import UnsupportedCheckpointError
+
+    src = tmp_path / "c.pt"
+    torch.save({"c": torch.ones(2, dtype=torch.complex128)}, src)
+    with pytest.raises(UnsupportedCheckpointError, match=r"nothing to convert.*ComplexDouble"):
+        convert(src, tmp_path / "out.safetensors")
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_metadata_drops_a_non_json_leaf_alone(tmp_path: Path) -> None:
+    """A 75-entry config with a torch.device and an inf inside keeps 74 entries plus
+    inf as "Infinity"; the device is named alone."""
+    config = {f"k{i}": i for i in range(72)}
+    config.update(device=torch.device("cpu"), max_norm=float("inf"),
+                  layers=[64, torch.float16, 32], nested={"eps": float("-inf"), "nan": float("nan")})
+    src = tmp_path / "ck.pt"
+    torch.save({"model": {"w": torch.ones(2)}, "config": config}, src)
+    report = convert(src, tmp_path / "out.safetensors")
+    assert {d.name for d in report.dropped} == {"config.device", "config.layers.1"}
+    from safetensors import safe_open
+
+    with safe_open(tmp_path / "out.safetensors", "np") as f:
+        kept = json.loads(f.metadata()["config"])
+    assert len(kept) == 75 and "device" not in kept
+    assert kept["max_norm"] == "Infinity" and kept["layers"] == [64, None, 32]
+    assert kept["nested"] == {"eps": "-Infinity", "nan": "NaN"}
+    assert kept["k71"] == 71
+
+
+def test_quantized_tensors_are_left_and_the_rest_converted(tmp_path: Path) -> None:
+    """torch.save writes quantized tensors with _rebuild_qtensor (not allowlisted: the
+    file scans unknown); torch's own rebuild is known, so those tensors are listed
+    and the rest written. Anything else not allowlisted still refuses the file."""
+    import argparse
+    import warnings
+
+    from tensorfile.errors import UnsafePickleError
+    from tensorfile.pickles.containers import scan_file
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # quantize_* is deprecated in torch
+        q = torch.quantize_per_tensor(torch.ones(3), 0.1, 0, torch.qint8)
+        qc = torch.quantize_per_channel(torch.ones(2, 3), torch.tensor([0.1, 0.2]),
+                                        torch.tensor([0, 0]), 0, torch.qint8)
+    sd = {"q": q, "qc": qc, "w": torch.arange(3.0), "b": torch.ones(2, dtype=torch.bfloat16)}
+    src = tmp_path / "q.pt"
+    torch.save(sd, src)
+    assert scan_file(src).verdict.value == "unknown"
+    report = convert(src, tmp_path / "out.safetensors")
+    assert sorted(report.tensors) == ["b", "w"]
+    assert {d.name for d in report.tensors_left} == {"q", "qc"}
+    assert all("quantized" in d.reason for d in report.tensors_left)
+    got = st_torch.load_file(tmp_path / "out.safetensors")
+    assert torch.equal(got["w"], sd["w"]) and torch.equal(got["b"], sd["b"])
+    torch.save({**sd, "hp": argparse.Namespace(lr=1)}, src)
+    with pytest.raises(UnsafePickleError, match="argparse"):
+        convert(src, tmp_path / "out2.safetensors")
+    assert not (tmp_path / "out2.safetensors").exists()
+    report = convert(src, tmp_path / "out2.safetensors", key="w")  # --key still works beside
+    assert report.tensors == ["tensor"]

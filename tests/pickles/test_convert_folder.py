@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tensorfile.errors import UnsafePickleError
@@ -170,3 +171,73 @@ def test_destinations(tmp_path: Path) -> None:
     _hf_single(folder)
     with pytest.raises(ConversionError, match="not a file"):
         convert(folder, src)
+
+
+def _trainer_folder(folder: Path, *, sharded: bool) -> dict[str, Any]:
+    """A Hugging Face Trainer ``checkpoint-N`` folder, the files Trainer._save_checkpoint
+    writes (transformers 4.x, safe_serialization=False), made with torch.save."""
+    import argparse
+
+    sd = _hf_sharded(folder) if sharded else _hf_single(folder)
+    params = [torch.nn.Parameter(v.clone()) for v in sd.values()]
+    opt = torch.optim.AdamW(params, lr=1e-3)
+    sum(p.sum() for p in params).backward()
+    opt.step()
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    torch.save(opt.state_dict(), folder / "optimizer.pt")
+    torch.save(sched.state_dict(), folder / "scheduler.pt")
+    torch.save({"python": (3, tuple(range(5)), None), "numpy": ("MT19937", np.arange(4), 1, 0,
+                                                              0.0),
+                "cpu": torch.get_rng_state()}, folder / "rng_state.pth")
+    # TrainingArguments is a transformers dataclass; any non-allowlisted class is the same.
+    torch.save(argparse.Namespace(output_dir=str(folder), learning_rate=1e-3),
+               folder / "training_args.bin")
+    (folder / "trainer_state.json").write_text('{"global_step": 10}')
+    return sd
+
+
+@pytest.mark.parametrize("sharded", [False, True], ids=["single", "sharded"])
+def test_trainer_checkpoint_folder(tmp_path: Path, sharded: bool) -> None:
+    from tensorfile.sharded import load_sharded
+
+    src = tmp_path / "checkpoint-10"
+    sd = _trainer_folder(src, sharded=sharded)
+    dst = tmp_path / "out"
+    report = convert(src, dst)
+    got = load_sharded(dst, "pt")
+    for name, tensor in got.items():
+        assert torch.equal(tensor, sd[name]), name
+    assert set(got) | set(report.aliases) == set(sd)
+    actions = {f.name: (f.action, f.detail) for f in report.files}
+    weights = ({"pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin",
+                "pytorch_model.bin.index.json"} if sharded else {"pytorch_model.bin"})
+    assert {n for n, (a, _) in actions.items() if a == "converted"} == weights
+    assert {n for n, (a, _) in actions.items() if a == "copied"} == {
+        "config.json", "trainer_state.json"}
+    not_copied = {n: d for n, (a, d) in actions.items() if a == "not copied"}
+    assert set(not_copied) == {"optimizer.pt", "scheduler.pt", "rng_state.pth",
+                               "training_args.bin"}
+    assert "optimizer state" in not_copied["optimizer.pt"]
+    assert "scan: safe" in not_copied["optimizer.pt"]
+    assert "scan: unknown" in not_copied["training_args.bin"]
+    # The output folder holds no pickle.
+    assert not any(p.suffix in (".bin", ".pt", ".pth") for p in dst.iterdir())
+    # In place: the same report, with every other file left where it is.
+    report = convert(src)
+    actions = {f.name: f.action for f in report.files}
+    assert actions["optimizer.pt"] == "left" and actions["trainer_state.json"] == "left"
+    assert not any(f.name.endswith(".safetensors") for f in report.files)
+
+
+def test_trainer_side_files_convert_on_their_own(tmp_path: Path) -> None:
+    """optimizer.pt and rng_state.pth are safe pickles: converted alone when asked."""
+    src = tmp_path / "checkpoint-1"
+    _trainer_folder(src, sharded=False)
+    report = convert(src / "optimizer.pt", tmp_path / "optimizer.safetensors")
+    expected = torch.load(src / "optimizer.pt", weights_only=False)  # trusted: written here
+    got = st_torch.load_file(tmp_path / "optimizer.safetensors")
+    assert torch.equal(got["state.0.exp_avg"], expected["state"][0]["exp_avg"])
+    assert "param_groups" in report.values
+    rng = convert(src / "rng_state.pth", tmp_path / "rng.safetensors")
+    assert rng.tensors == ["cpu"]
+    assert {d.name for d in rng.dropped} == {"numpy.1"}  # the array alone, not all of "numpy"

@@ -24,14 +24,13 @@ from tensorfile.errors import UnsupportedCheckpointError
 from tensorfile.pickles.builder import Storage, TensorView, Unbuilt, check_view
 from tensorfile.pickles.convert import (
     _KEY_REPR,
-    MAX_VALUE_JSON,
     _count_names,
     _flatten,
     _holders,
-    _JsonValues,
     _Plan,
     convert,
 )
+from tensorfile.pickles.metadata import MAX_VALUE_JSON, JsonValues
 
 STORAGE = Storage("0", bytes(64), 0, 64, DTYPES["F32"], False)
 TENSORS = [check_view(STORAGE, DTYPES["F32"], i, (2,), (1,), 0) for i in range(3)]
@@ -182,11 +181,14 @@ def test_plain_values_kept_up_to_their_json_length() -> None:
     short floats (35 KB of JSON) are kept; 30,000 ints (90 KB) are not, nor is a
     value holding a Python object, nor (once the header's budget is used up)
     anything more."""
-    values = _JsonValues()
-    text, why = values.text({"lr": [0.001] * 5000, "betas": (0.9, 0.999), "name": "adam"})
-    assert why == "" and text is not None and len(text) > 30_000
-    assert values.text(list(range(30_000)))[1] == f"JSON text longer than {MAX_VALUE_JSON} bytes"
-    assert "numpy.ndarray" in values.text([1, Unbuilt("numpy.ndarray", 3)])[1]
-    assert values.text(float("nan"))[0] is None
+    values = JsonValues()
+    text, why, left = values.text("opt", {"lr": [0.001] * 5000, "betas": (0.9, 0.999),
+                                          "name": "adam"})
+    assert why == "" and left == [] and text is not None and len(text) > 30_000
+    assert values.text("r", list(range(30_000)))[1] == (
+        f"JSON text longer than {MAX_VALUE_JSON} bytes")
+    text, why, left = values.text("v", [1, Unbuilt("numpy.ndarray", 3)])
+    assert text == "[1, null]" and left[0][0] == "v.1" and "numpy.ndarray" in left[0][1]
+    assert values.text("n", float("nan"))[0] == '"NaN"'
     values.kept = MAX_HEADER_SIZE - 10
-    assert "fill the header" in values.text("x" * 20)[1]
+    assert "fill the header" in values.text("s", "x" * 20)[1]

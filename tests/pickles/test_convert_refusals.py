@@ -174,14 +174,36 @@ if sys.argv[1] == "--control":  # the hook does see an unpickler resolving a glo
     pickle.loads(pickle.dumps(collections.OrderedDict()))
     print(json.dumps({"events": events}))
     raise SystemExit(0)
-out = Path(sys.argv[1])
-results = {}
-for src in sys.argv[2:]:
+out, mode = Path(sys.argv[1]), sys.argv[2]
+
+
+def keys(src):
+    # Every top-level key of the object stream (read, never built), for --key.
+    from tensorfile.pickles.convert import _load, _Mode
+    from tensorfile.pickles.extract import top_keys
+    # Names Lightning and Trainer checkpoints use are tried too, present or not.
+    common = ["state_dict", "model", "model_state_dict"]
     try:
-        convert(src, out / "out.safetensors")
-        results[src] = "converted"
-    except ConversionError as exc:
-        results[src] = type(exc).__name__
+        ck = _load(Path(src), _Mode(salvage=True))
+    except ConversionError:
+        return common
+    ck.source.close()
+    return sorted(set(top_keys(ck.graph)) | set(common))
+
+
+results = {}
+for src in sys.argv[3:]:
+    runs = {"plain": [{}], "salvage": [{"salvage_tensors": True}],
+            "keys": [{"key": k} for k in keys(src)]}[mode]
+    outcome = []
+    for kw in runs:
+        try:
+            convert(src, out / "out.safetensors", **kw)
+            outcome.append("converted")
+            (out / "out.safetensors").unlink()
+        except ConversionError as exc:
+            outcome.append(type(exc).__name__)
+    results[src] = outcome
 print(json.dumps({"events": events, "results": results}))
 """
 
@@ -195,26 +217,50 @@ def _corpus(label: str) -> list[Path]:
     return [CORPUS / r["path"] for r in rows if r["label"] == label]
 
 
+def _audited(tmp_path: Path, mode: str, files: list[Path]) -> dict[str, list[str]]:
+    proc = subprocess.run([sys.executable, "-c", _AUDIT, str(tmp_path), mode, *map(str, files)],
+                          capture_output=True, text=True, timeout=600, check=True)
+    result = json.loads(proc.stdout)
+    assert result["events"] == []  # no global was resolved, nothing was spawned or executed
+    assert list(tmp_path.iterdir()) == []
+    outcomes: dict[str, list[str]] = result["results"]
+    assert set(outcomes) == {str(p) for p in files}
+    return outcomes
+
+
 @pytest.mark.corpus
 def test_corpus_hostile_refused_nothing_runs(tmp_path: Path) -> None:
     hostile = _corpus("hostile")
     assert len(hostile) > 50
-    proc = subprocess.run([sys.executable, "-c", _AUDIT, str(tmp_path), *map(str, hostile)],
-                          capture_output=True, text=True, timeout=300, check=True)
-    result = json.loads(proc.stdout)
-    assert result["events"] == []  # no global was resolved, nothing was spawned or executed
-    outcomes = result["results"]
-    assert set(outcomes) == {str(p) for p in hostile}
+    outcomes = {p: r[0] for p, r in _audited(tmp_path, "plain", hostile).items()}
     assert "converted" not in outcomes.values()
     unsafe = [p for p, r in outcomes.items() if r == "UnsafePickleError"]
     # Only archives the scanner cannot read (7z) are refused as unreadable instead.
     assert all(p.endswith(".7z") for p, r in outcomes.items() if r != "UnsafePickleError")
     assert len(unsafe) >= len(hostile) - 1
-    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.corpus
+def test_corpus_hostile_no_key_yields_output(tmp_path: Path) -> None:
+    """--key with every top-level key of every hostile file: nothing is written."""
+    hostile = _corpus("hostile")
+    outcomes = _audited(tmp_path, "keys", hostile)
+    assert all(len(r) >= 3 for r in outcomes.values())
+    assert not any("converted" in r for r in outcomes.values())
+
+
+@pytest.mark.corpus
+def test_corpus_hostile_salvage_runs_nothing(tmp_path: Path) -> None:
+    """Salvage reads every hostile file without resolving a single global."""
+    hostile = _corpus("hostile")
+    outcomes = _audited(tmp_path, "salvage", hostile)
+    assert all(r[0] in ("converted", "UnsupportedCheckpointError", "MalformedCheckpointError")
+               for r in outcomes.values()), outcomes
 
 
 def test_audit_hook_control() -> None:
-    proc = subprocess.run([sys.executable, "-c", _AUDIT, "--control"], capture_output=True,
+    proc = subprocess.run([sys.executable, "-c", _AUDIT, "--control", "plain"],
+                          capture_output=True,
                           text=True, timeout=120, check=True)
     assert json.loads(proc.stdout)["events"] == ["pickle.find_class"]
 
@@ -366,7 +412,10 @@ def test_quantized_refused_clearly(tmp_path: Path) -> None:
 
 def test_torch_quantized_tensor_refused_clearly(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
-    with pytest.warns(UserWarning):
+    import warnings
+
+    with warnings.catch_warnings():  # torch warns once per process: quantize_* is deprecated
+        warnings.simplefilter("ignore", UserWarning)
         q = torch.quantize_per_tensor(torch.ones(3), 0.1, 0, torch.qint8)
     src = tmp_path / "q.pt"
     torch.save({"q": q}, src)
@@ -426,13 +475,14 @@ def test_mutated_checkpoints_fail_cleanly(tmp_path_factory: pytest.TempPathFacto
         src = folder / "m.pt"
         src.write_bytes(bytes(data))
         out = folder / "m.safetensors"
-        try:
-            convert(src, out)
-        except ConversionError:
-            assert not out.exists()
-        else:
-            out.unlink()
-        assert sorted(p.name for p in folder.iterdir()) == ["m.pt"]
+        for kw in ({}, {"salvage_tensors": True}, {"key": "w"}):
+            try:
+                convert(src, out, **kw)  # type: ignore[arg-type]
+            except ConversionError:
+                assert not out.exists()
+            else:
+                out.unlink()
+            assert sorted(p.name for p in folder.iterdir()) == ["m.pt"]
 
     check()
 
@@ -487,10 +537,25 @@ def test_scanner_hostile_samples_are_refused(tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
     assert len(scanner_kit.HOSTILE) > 20
+    from tensorfile.pickles.convert import _load, _Mode
+    from tensorfile.pickles.extract import top_keys
+
+    tried = 0
     for name, (build, _expected) in sorted(scanner_kit.HOSTILE.items()):
         src = work / "sample.bin"
         src.write_bytes(build(canary))
         with pytest.raises(ConversionError):
             convert(src, work / "out.safetensors")
+        try:  # and --key with each top-level key the object stream has
+            ck = _load(src, _Mode(salvage=True))
+            ck.source.close()
+            keys = top_keys(ck.graph)
+        except ConversionError:
+            keys = []
+        for key in keys:
+            tried += 1
+            with pytest.raises(ConversionError):
+                convert(src, work / "out.safetensors", key=key)
         assert sorted(p.name for p in work.iterdir()) == ["sample.bin"], name
+    assert tried > 0
     assert not canary.exists()

@@ -73,6 +73,16 @@ _STORAGE_DTYPE: Final[dict[str, str | None]] = {
 }
 _QUANTIZED_STORAGES: Final = frozenset({"QUInt8", "QInt8", "QInt32", "QUInt4x2", "QUInt2x4"})
 
+def storage_problem(stype: str) -> str | None:
+    """Why tensors of storage class ``stype`` cannot be written (None when they can)."""
+    short = stype.rsplit(".", 1)[1].removesuffix("Storage")
+    if short in _QUANTIZED_STORAGES:
+        return "quantized tensors have no safetensors equivalent"
+    if short != "Untyped" and _STORAGE_DTYPE.get(short) is None:
+        return "no safetensors dtype (complex128 has none)"
+    return None
+
+
 #: torch dtype globals (``_rebuild_tensor_v3``'s dtype argument) -> tensorfile dtype.
 DTYPE_OF_TORCH: Final[dict[str, DType]] = {
     **{f"torch.{d.torch_name}": d for d in DTYPES.values() if d.torch_name},
@@ -137,6 +147,19 @@ class Unbuilt:
     def reason(self) -> str:
         """Why the value is dropped, for the conversion report."""
         return f"{self.name} value (byte {self.offset}) has no safetensors equivalent"
+
+
+@dataclass(frozen=True, slots=True)
+class LeftTensor:
+    """A tensor of a kind safetensors cannot hold (complex128, complex32, a quantized
+    storage, ...): the converter writes the other tensors and lists this one."""
+
+    what: str
+    offset: int
+
+    def reason(self) -> str:
+        """Why the tensor is not converted, for the conversion report."""
+        return f"{self.what} (tensor at byte {self.offset})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,6 +402,9 @@ class CheckpointBuilder:
             raise MalformedCheckpointError(
                 f"persistent id at byte {ref.offset} is not a torch storage")
         stype, key, numel = pid[1].qualname, pid[2], pid[4]
+        why = storage_problem(stype)
+        if why is not None:
+            return LeftTensor(f"storage {stype}: {why}", ref.offset)
         storage = self.storage(key, stype, numel, ref.offset)
         view = pid[5] if len(pid) == 6 else None
         if view is None:
@@ -394,11 +420,14 @@ class CheckpointBuilder:
         if name == "collections.OrderedDict":
             return _ordered_dict(args, call.offset)
         if name in _TENSOR_REBUILDS:
-            return self._tensor(name, args, call.offset)
+            return self.tensor(name, args, call.offset)
         if name == "torch._utils._rebuild_parameter":
             return args[0]
         if name == "_codecs.encode":
             return _latin1(args[0], call.offset)
+        why = UNSUPPORTED_REBUILDS.get(name)
+        if why is not None:  # never called: a tensor kind safetensors cannot hold
+            return LeftTensor(f"{name}: {why}", call.offset)
         if name == "torch.storage._load_from_bytes" and self._nested is not None:
             data = args[0]
             if isinstance(data, BytesRef):
@@ -423,17 +452,14 @@ class CheckpointBuilder:
         found = self._storages.get(key)
         if found is not None:
             return found
+        why = storage_problem(stype)
+        if why is not None:
+            raise UnsupportedCheckpointError(f"storage {key!r} ({stype}, byte {at}): {why}")
         short = stype.rsplit(".", 1)[1].removesuffix("Storage")
-        if short in _QUANTIZED_STORAGES:
-            raise UnsupportedCheckpointError(
-                f"storage {key!r} ({stype}, byte {at}): quantized tensors have no safetensors "
-                "equivalent")
         dtype: DType | None = None
         if short != "Untyped":
-            dname = _STORAGE_DTYPE.get(short)
-            if dname is None:
-                raise UnsupportedCheckpointError(
-                    f"storage {key!r} ({stype}, byte {at}) has no safetensors dtype")
+            dname = _STORAGE_DTYPE[short]
+            assert dname is not None
             dtype = DTYPES[dname]
         if numel < 0:
             raise MalformedCheckpointError(f"storage {key!r} declares {numel} elements")
@@ -447,8 +473,11 @@ class CheckpointBuilder:
         self._storages[key] = storage
         return storage
 
-    def window(self, root: Storage, key: str, offset: int, size: int, at: int) -> Storage:
+    def window(self, root: Storage | LeftTensor, key: str, offset: int, size: int, at: int
+               ) -> Storage | LeftTensor:
         """Legacy formats: storage ``key`` is ``size`` elements of ``root`` from ``offset``."""
+        if isinstance(root, LeftTensor):
+            return root
         found = self._storages.get(key)
         if found is not None:
             return found
@@ -461,10 +490,13 @@ class CheckpointBuilder:
         self._storages[key] = view
         return view
 
-    def _tensor(self, name: str, args: tuple[object, ...], at: int) -> TensorView:
+    def tensor(self, name: str, args: tuple[object, ...], at: int) -> TensorView | LeftTensor:
+        """What ``name`` (a ``_rebuild_tensor*`` function) rebuilds from built ``args``."""
         if len(args) < 4:
             raise MalformedCheckpointError(f"{name} at byte {at}: too few arguments")
         storage = args[0]
+        if isinstance(storage, LeftTensor):
+            return LeftTensor(storage.what, at)
         if isinstance(storage, Unbuilt):
             raise UnsupportedCheckpointError(
                 f"{name} at byte {at}: its storage comes from {storage.name} (a nested stream "
@@ -477,8 +509,7 @@ class CheckpointBuilder:
                 raise MalformedCheckpointError(f"{name} at byte {at}: dtype argument missing")
             dtype = DTYPE_OF_TORCH.get(marker.qualname)
             if dtype is None:
-                raise UnsupportedCheckpointError(
-                    f"tensor at byte {at}: dtype {marker.qualname} has no safetensors equivalent")
+                return LeftTensor(f"dtype {marker.qualname} has no safetensors equivalent", at)
         elif storage.dtype is None:
             raise MalformedCheckpointError(
                 f"{name} at byte {at}: an untyped storage needs an explicit dtype")

@@ -13,24 +13,30 @@ For each input file:
    the conversion with :class:`~tensorfile.errors.UnsafePickleError` naming the
    global, the stream and the byte offset; an unreadable file raises
    :class:`~tensorfile.errors.MalformedCheckpointError`. Known but
-   unconvertible tensor kinds (quantized, sparse) raise
-   :class:`~tensorfile.errors.UnsupportedCheckpointError`.
-2. **Build.** The object stream is run again with the policy in strict mode
-   and materialized by :class:`~.builder.CheckpointBuilder`: containers,
-   plain values and :class:`~.builder.TensorView` windows over the storage
-   records (zip entries memory-mapped in place; the legacy format's records
-   found by walking its storage section; torch < 0.4's tar members; storages
-   nested by ``pickle.dumps(tensor)``). Every view is bounds-checked here, so
-   a malformed file is refused before any output exists.
-3. **Flatten.** Tensors get their dotted state-dict names (nested training
-   checkpoints flatten as ``model_state.layer.weight``, or ``key=`` selects
-   one sub-dict). Names that denote the same view of the same storage (tied
-   weights) are written once; the others are recorded in ``__metadata__`` as
-   ``{alias: kept}``, the way the reference ``save_model`` does, so
-   ``load_model`` restores them. Plain values (numbers, text, lists and dicts
-   of them) are kept as JSON text in ``__metadata__`` under their dotted name;
-   everything else (numpy arrays, bytes, sets, NaN...) is listed in the report
-   as dropped.
+   unconvertible tensor kinds (``_rebuild_qtensor``, sparse) raise
+   :class:`~tensorfile.errors.UnsupportedCheckpointError`. With ``key`` an
+   ``unknown`` object stream is let through to step 3; ``salvage_tensors``
+   skips the scan.
+2. **Read.** The object stream is run through the scanner's machine with the
+   policy not strict (:class:`~.extract.GraphObserver`): its value graph and
+   the nodes the policy flagged. Storages are windows over the records (zip
+   entries memory-mapped in place; the legacy format's records found by
+   walking its storage section; torch < 0.4's tar members; storages nested by
+   ``pickle.dumps(tensor)``), looked up through :class:`~.builder.CheckpointBuilder`.
+3. **Build and flatten.** By default the whole graph, which must have no
+   flagged node; with ``key`` the selected sub-tree, when
+   :func:`~.extract.check_subtree` proves no flagged node could reach it (the
+   rest is never built and is listed in the report with why it was left);
+   with ``salvage_tensors`` every literal tensor, named by its path
+   (:func:`~.extract.salvage`). Every view is bounds-checked, so a malformed
+   file is refused before any output exists. Tensors get their dotted
+   state-dict names (``model_state.layer.weight``). Names that denote the
+   same view of the same storage (tied weights) are written once; the others
+   are recorded in ``__metadata__`` as ``{alias: kept}``, the way the
+   reference ``save_model`` does, so ``load_model`` restores them. Plain
+   values are kept as JSON text in ``__metadata__`` under their dotted name,
+   leaf by leaf (:mod:`.metadata`); tensors safetensors cannot hold
+   (complex128, complex32) are listed, the rest written.
 4. **Write** through :func:`tensorfile._io.writer.save_stream`, atomically,
    one tensor at a time straight from its record: a contiguous little-endian
    tensor (nearly all of them) is copied file to file inside the kernel
@@ -45,7 +51,11 @@ Folders in the Hugging Face layout (``pytorch_model.bin``, or shards plus
 ``pytorch_model.bin.index.json``) become ``model.safetensors`` (or shards plus
 ``model.safetensors.index.json``, through :mod:`tensorfile.sharded`); every
 shard is checked before the first output is written, and the index is
-written last.
+written last. The report says what was done with every other file (a
+Trainer checkpoint's ``optimizer.pt`` and ``training_args.bin`` are scanned,
+never copied into a new output folder).
+
+The rules of ``key`` and salvage are in spec/SCANNING.md ("Converting").
 
 The function is :func:`convert` in this module (``tensorfile.pickles.convert``
 is the module's own name, so the package does not re-export the function
@@ -59,7 +69,6 @@ import json
 import mmap
 import os
 import reprlib
-import shutil
 import struct
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -83,6 +92,7 @@ from tensorfile.pickles.builder import (
     UNSUPPORTED_REBUILDS,
     CheckpointBuilder,
     ConvertObserver,
+    LeftTensor,
     RecordSource,
     Storage,
     StorageType,
@@ -99,7 +109,22 @@ from tensorfile.pickles.containers import (
     tar_members,
     zip_entries,
 )
+from tensorfile.pickles.extract import (
+    KNOWN_KINDS,
+    Flagged,
+    GraphObserver,
+    ObjectGraph,
+    check_subtree,
+    known_kind,
+    left_beside,
+    salvage,
+    select,
+    whole,
+)
+from tensorfile.pickles.extract import key_part as _key_text
+from tensorfile.pickles.folders import FileAction, other_files
 from tensorfile.pickles.machine import StreamResult, materialize, run_stream
+from tensorfile.pickles.metadata import JsonValues
 from tensorfile.pickles.opcodes import OPCODE_BYTES, Buffer
 from tensorfile.pickles.policy import STORAGE_TYPES
 from tensorfile.pickles.report import FileReport, Verdict
@@ -114,8 +139,6 @@ PT_WEIGHTS = "pytorch_model.bin"
 PT_INDEX = "pytorch_model.bin.index.json"
 ST_WEIGHTS = "model.safetensors"
 
-#: Plain values longer than this as JSON are dropped rather than put in the header.
-MAX_VALUE_JSON = 64 << 10
 #: Names one checkpoint may flatten to: tensors, aliases, plain and dropped values.
 #: The memo lets a 1 KB pickle share one container under itself 40 times over,
 #: which would name a tensor 2**40 ways, so the names are counted (in time
@@ -161,8 +184,15 @@ class ConversionReport:
     ``tensors`` are the names written (in file order per output), ``aliases``
     maps each tied name that was not written to the name that holds its bytes,
     ``values`` names the plain values kept as JSON in ``__metadata__``,
-    ``dropped`` lists everything else. ``source_sha256`` is the digest of every
-    source file read; ``outputs`` every file written (shards, then the index).
+    ``dropped`` lists everything else (single leaves of a kept value too, as
+    ``config.device``). ``tensors_left`` lists tensors safetensors cannot hold
+    (or, salvaging, whose storage or view is not determined); ``left`` (with
+    ``key``) every value beside the path to it and why it was left;
+    ``not_performed`` (salvage) every import, call and effect outside the
+    allowlist, ``not_listed`` counting those past the first 10,000; ``files``
+    (folders) what was done with each top-level file. ``source_sha256`` is the
+    digest of every source file read; ``outputs`` every file written (shards,
+    then the index).
     """
 
     source: str
@@ -175,6 +205,12 @@ class ConversionReport:
     source_sha256: dict[str, str] = field(default_factory=dict)
     bytes_written: int = 0
     signature: str | None = None
+    tensors_left: list[DroppedValue] = field(default_factory=list)
+    left: list[DroppedValue] = field(default_factory=list)
+    salvage: bool = False
+    not_performed: list[dict[str, object]] = field(default_factory=list)
+    not_listed: int = 0
+    files: list[FileAction] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (what ``tensorfile convert --json`` prints)."""
@@ -186,6 +222,12 @@ class ConversionReport:
             "aliases": dict(self.aliases),
             "values": list(self.values),
             "dropped": [d.to_dict() for d in self.dropped],
+            "tensors_left": [d.to_dict() for d in self.tensors_left],
+            "left": [d.to_dict() for d in self.left],
+            "salvage": self.salvage,
+            "not_performed": [dict(n) for n in self.not_performed],
+            "not_listed": self.not_listed,
+            "files": [f.to_dict() for f in self.files],
             "source_sha256": dict(self.source_sha256),
             "bytes_written": self.bytes_written,
             "signature": self.signature,
@@ -295,18 +337,22 @@ def _release(buf: mmap.mmap, start: int, stop: int) -> None:
 
 @dataclass(slots=True)
 class _Checkpoint:
-    """A checkpoint file, scanned and built: its container format and its root value."""
+    """A checkpoint file, scanned and read: its container format and its object graph
+    (built later, in whole or in part, by :func:`_plan`)."""
 
     source: _Source
     format: str
-    root: object
+    graph: ObjectGraph
+    scan: FileReport | None = None
 
 
 def _refuse_unless_safe(report: FileReport) -> None:
     """Raise unless the scanner proved every stream in the file safe."""
     if report.verdict is Verdict.SAFE:
         return
-    for stream, finding in report.findings:
+    # A tensor kind the converter leaves out is named only when nothing else is wrong.
+    findings = sorted(report.findings, key=lambda sf: sf[1].global_name in KNOWN_KINDS)
+    for stream, finding in findings:
         if finding.verdict in (Verdict.DANGEROUS, Verdict.UNKNOWN):
             where = f" at byte {finding.offset}" if finding.offset is not None else ""
             name = finding.global_name
@@ -351,6 +397,41 @@ def _run(buf: Buffer, start: int, end: int, builder: CheckpointBuilder, what: st
     """Check and build one stream; returns its value and where it ended."""
     result = _stream(buf, start, end, what, ConvertObserver(key_pids=key_pids))
     return _build(result.root, builder, what), result.end
+
+
+def _graph(buf: Buffer, start: int, end: int, builder: CheckpointBuilder, what: str, *,
+           key_pids: bool = False) -> tuple[ObjectGraph, int]:
+    """Run the object stream under the policy, not strict: its value graph and the
+    nodes the policy flagged (what may be built of it is decided by :func:`_plan`),
+    and where the stream ended."""
+    observer = GraphObserver(key_pids=key_pids)
+    result = run_stream(buf, start, observer, end=end)
+    if result.error is not None:
+        raise MalformedCheckpointError(f"{what}: {result.error}")
+    return (ObjectGraph(result.root, observer.flagged, builder, what, observer.overflow),
+            result.end)
+
+
+def _header(buf: Buffer, start: int, end: int, what: str, salvage: bool,
+            flagged: dict[int, Flagged], overflow: list[int]) -> tuple[object, int]:
+    """One of the legacy format's small header pickles (protocol, sys_info, storage keys).
+
+    Built under the strict policy; when salvaging, run without building and its
+    root used only if it is a literal (its flagged nodes join ``flagged``, the count
+    of those not kept ``overflow``).
+    """
+    if not salvage:
+        return _run(buf, start, end, CheckpointBuilder(_no_records), what)
+    observer = GraphObserver()
+    result = run_stream(buf, start, observer, end=end)
+    if result.error is not None:
+        raise MalformedCheckpointError(f"{what}: {result.error}")
+    flagged.update(observer.flagged)
+    overflow.append(observer.overflow)
+    root = result.root
+    if isinstance(root, list):
+        root = [x if isinstance(x, str) else None for x in root]
+    return (root if isinstance(root, (int, list)) else None), result.end
 
 
 def _no_records(key: str) -> tuple[Buffer, int, int]:
@@ -398,19 +479,25 @@ def _zip_checkpoint(src: _Source) -> _Checkpoint:
 
     start, length = stored("data.pkl")
     builder = CheckpointBuilder(records, big_endian=big)
-    root, _ = _run(buf, start, start + length, builder, f"{src.path}: {prefix}data.pkl")
-    return _Checkpoint(src, "torch-zip", root)
+    graph, _ = _graph(buf, start, start + length, builder, f"{src.path}: {prefix}data.pkl")
+    return _Checkpoint(src, "torch-zip", graph)
 
 
-def _pickle_checkpoint(src: _Source) -> _Checkpoint:
+def _pickle_checkpoint(src: _Source, salvage: bool) -> _Checkpoint:
     """A raw pickle, or the legacy format."""
-    fmt, root = _pickles(src.buf, 0, src.size, str(src.path), 0)
-    return _Checkpoint(src, fmt, root)
+    fmt, graph = _pickles(src.buf, 0, src.size, str(src.path), 0, salvage=salvage)
+    assert isinstance(graph, ObjectGraph)
+    return _Checkpoint(src, fmt, graph)
 
 
-def _pickles(buf: Buffer, start: int, end: int, where: str, depth: int) -> tuple[str, object]:
+def _pickles(buf: Buffer, start: int, end: int, where: str, depth: int, *,
+             salvage: bool = False) -> tuple[str, object]:
     """``buf[start:end]`` as torch.load reads it without a zip: a raw pickle, or the
-    legacy format (magic, protocol, sys_info, objects, storage keys, records)."""
+    legacy format (magic, protocol, sys_info, objects, storage keys, records).
+
+    At depth 0 the object stream is returned as an :class:`ObjectGraph`; a
+    nested stream (``pickle.dumps(tensor)``, depth > 0) is built strictly.
+    """
     def nested(data: Buffer, lo: int, hi: int, at: int) -> object:
         # pickle.dumps(tensor) nests a legacy torch.save of the storage.
         if depth >= _MAX_NESTING:
@@ -420,20 +507,33 @@ def _pickles(buf: Buffer, start: int, end: int, where: str, depth: int) -> tuple
     def builder(records: RecordSource = _no_records) -> CheckpointBuilder:
         return CheckpointBuilder(records, nested=nested)
 
-    first, pos = _run(buf, start, end, builder(), f"{where}: pickle")
-    if type(first) is not int or first != LEGACY_MAGIC:
-        return "pickle", first
-    protocol, pos = _run(buf, pos, end, builder(), f"{where}: protocol")
+    def done(fmt: str, graph: ObjectGraph) -> tuple[str, object]:
+        if depth == 0:
+            return fmt, graph
+        if graph.flagged:  # never for a stream the scanner called safe
+            hit = next(iter(graph.flagged.values()))
+            raise UnsafePickleError(f"{graph.what}: {hit.describe()}")
+        return fmt, _build(graph.root, graph.builder, graph.what)
+
+    head, pos = _graph(buf, start, end, builder(), f"{where}: pickle")
+    if type(head.root) is not int or head.root != LEGACY_MAGIC:
+        return done("pickle", head)
+    flagged: dict[int, Flagged] = dict(head.flagged) if salvage else {}
+    overflow = [head.overflow if salvage else 0]
+    protocol, pos = _header(buf, pos, end, f"{where}: protocol", salvage, flagged, overflow)
     if protocol != 1001:
         raise MalformedCheckpointError(f"{where}: legacy protocol version {protocol!r}")
     # sys_info records the writer's native byte order, but torch wrote every
     # legacy record little-endian whatever the machine (writeFileRaw converts).
-    _, pos = _run(buf, pos, end, builder(), f"{where}: sys_info")
+    _, pos = _header(buf, pos, end, f"{where}: sys_info", salvage, flagged, overflow)
     # The object stream is built after the records are located (they follow it).
-    observer = ConvertObserver()
+    observer = GraphObserver()
     what = f"{where}: legacy object pickle"
-    objects = _stream(buf, pos, end, what, observer)
-    keys, pos = _run(buf, objects.end, end, builder(), f"{where}: storage keys")
+    objects = run_stream(buf, pos, observer, end=end)
+    if objects.error is not None:
+        raise MalformedCheckpointError(f"{what}: {objects.error}")
+    keys, pos = _header(buf, objects.end, end, f"{where}: storage keys", salvage, flagged,
+                        overflow)
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise MalformedCheckpointError(f"{where}: legacy storage keys are not a list of str")
     try:
@@ -447,7 +547,9 @@ def _pickles(buf: Buffer, start: int, end: int, where: str, depth: int) -> tuple
         at, length = located[key]
         return buf, at, length
 
-    return "torch-legacy", _build(objects.root, builder(records), what)
+    flagged.update(observer.flagged)
+    return done("torch-legacy", ObjectGraph(objects.root, flagged, builder(records), what,
+                                            observer.overflow + sum(overflow)))
 
 
 def _tar_checkpoint(src: _Source) -> _Checkpoint:
@@ -465,8 +567,8 @@ def _tar_checkpoint(src: _Source) -> _Checkpoint:
     objects.tensors(members["tensors"])
     start, end = members["pickle"]
     builder = CheckpointBuilder(_no_records, objects=objects.by_key)
-    root, _ = _run(buf, start, end, builder, f"{src.path}: pickle", key_pids=True)
-    return _Checkpoint(src, "torch-tar", root)
+    graph, _ = _graph(buf, start, end, builder, f"{src.path}: pickle", key_pids=True)
+    return _Checkpoint(src, "torch-tar", graph)
 
 
 class _TarObjects:
@@ -517,7 +619,9 @@ class _TarObjects:
         base = self._storages.get(str(root))
         if base is None or type(offset) is not int or type(numel) is not int:
             raise MalformedCheckpointError(f"{self.src.path}: tar storage view names no storage")
-        self._storages[str(target)] = self._builder.window(base, str(target), offset, numel, 0)
+        window = self._builder.window(base, str(target), offset, numel, 0)
+        assert isinstance(window, Storage)  # a Storage's window is one
+        self._storages[str(target)] = window
 
     def tensors(self, span: tuple[int, int]) -> None:
         """Read the ``tensors`` member: per tensor a pickled header and binary geometry."""
@@ -543,7 +647,7 @@ class _TarObjects:
             pos += need
 
 
-def _open_checkpoint(src: _Source) -> _Checkpoint:
+def _open_checkpoint(src: _Source, salvage: bool) -> _Checkpoint:
     head = bytes(src.buf[:512])
     kind = sniff(head)
     if kind == "zip":
@@ -551,35 +655,73 @@ def _open_checkpoint(src: _Source) -> _Checkpoint:
     if kind == "tar":
         return _tar_checkpoint(src)
     if kind is None and head[0] in OPCODE_BYTES:
-        return _pickle_checkpoint(src)
+        return _pickle_checkpoint(src, salvage)
     raise UnsupportedCheckpointError(
         f"{src.path}: not a torch checkpoint ({kind or 'unknown content'})")
 
 
-def _load(path: Path) -> _Checkpoint:
-    """Scan, then build: raises before anything is written."""
-    _refuse_unless_safe(scan_file(path))
+def _load(path: Path, mode: _Mode) -> _Checkpoint:
+    """Scan, then read: raises before anything is written.
+
+    The whole file must scan ``safe``; with ``--key``, ``unknown`` findings in the
+    object stream alone are let through to :func:`_plan`, which builds the selected
+    value only if they cannot reach it. Salvage reads any file.
+    """
+    scan = None
+    if not mode.salvage:
+        scan = scan_file(path)
+        if not (_only_object_stream_unknown(scan)
+                and (mode.key is not None or _only_known_kinds(scan))):
+            _refuse_unless_safe(scan)
     src = _Source(path)
     try:
-        return _open_checkpoint(src)
+        ck = _open_checkpoint(src, mode.salvage)
     except BaseException:
         src.close()
         raise
+    ck.scan = scan
+    return ck
+
+
+def _only_known_kinds(scan: FileReport) -> bool:
+    """Whether every finding is about a tensor kind safetensors cannot hold that torch
+    rebuilds with its own code (``_rebuild_qtensor``...; see :data:`~.extract.KNOWN_KINDS`)."""
+    return all(f.global_name in KNOWN_KINDS for _, f in scan.findings)
+
+
+def _only_object_stream_unknown(scan: FileReport) -> bool:
+    """Whether the file's findings are all ``unknown`` and in one stream (checked to be
+    the object stream by :func:`_plan`: the one whose graph has flagged nodes)."""
+    if scan.verdict is not Verdict.UNKNOWN:
+        return False
+    return sum(s.verdict is not Verdict.SAFE for s in scan.streams) == 1
 
 
 # ---------------------------------------------------------------------------
 # Flattening: tensors by dotted name, plain values as JSON, the rest dropped
 # ---------------------------------------------------------------------------
 
+@dataclass(frozen=True, slots=True)
+class _Mode:
+    """What the user asked for: a sub-tree (``--key``) and/or salvage."""
+
+    key: str | None = None
+    salvage: bool = False
+
+
 @dataclass(slots=True)
 class _Plan:
-    """What one output file will hold."""
+    """What one output file will hold, and what of the checkpoint it will not."""
 
     checkpoint: _Checkpoint
     tensors: dict[str, TensorView] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
     values: dict[str, str] = field(default_factory=dict)
     dropped: list[DroppedValue] = field(default_factory=list)
+    tensors_left: list[DroppedValue] = field(default_factory=list)
+    left: list[DroppedValue] = field(default_factory=list)
+    not_performed: list[dict[str, object]] = field(default_factory=list)
+    not_listed: int = 0
 
     @property
     def nbytes(self) -> int:
@@ -590,19 +732,6 @@ class _Plan:
         meta.update(self.values)
         meta.update(self.aliases)
         return meta
-
-
-def _key_text(key: object) -> str | None:
-    """The name part a dict key or list index gives (None: the value gets no name).
-
-    Ints beyond 64 bits give none: their decimal text is unbounded (Python
-    refuses to print ints of more than 4,300 digits), and no state dict uses one.
-    """
-    if isinstance(key, str):
-        return key
-    if isinstance(key, int) and key.bit_length() <= 64:
-        return str(key)
-    return None
 
 
 #: Dropped keys are named by a short repr (a key may be a large, shared tuple).
@@ -631,110 +760,9 @@ def _holders(root: object) -> set[int]:
             work.extend((k, False) for k in kids)
             continue
         done.add(id(value))
-        if any(isinstance(k, TensorView) or id(k) in holders for k in kids):
+        if any(isinstance(k, (TensorView, LeftTensor)) or id(k) in holders for k in kids):
             holders.add(id(value))
     return holders
-
-
-def _select(root: object, key: str | None, where: Path) -> object:
-    """The sub-dict ``key`` names (exact key first, then a dotted path)."""
-    if key is None:
-        return root
-    node = root
-    if isinstance(node, dict) and key in node:
-        return node[key]
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            keys = sorted(str(k) for k in root) if isinstance(root, dict) else []
-            raise ConversionError(f"{where}: no key {key!r} in the checkpoint (top-level keys: "
-                                  f"{', '.join(keys[:20]) or 'none'})")
-        node = node[part]
-    return node
-
-
-class _JsonValues:
-    """Plain values as JSON text, with work bounded however the memo shares them.
-
-    A value's JSON length is first bounded from below by dynamic programming
-    over its distinct containers (memoized by identity across all the
-    checkpoint's values), so a list referenced by 10**5 values, or one string
-    referenced 10**5 times inside a value, is measured once; only values whose
-    bound fits :data:`MAX_VALUE_JSON` are serialized (a float's text is at
-    most 8 times its bound, so that work is bounded too), and only until the
-    texts kept fill :data:`~tensorfile._format.header.MAX_HEADER_SIZE` (where
-    they go).
-    """
-
-    def __init__(self) -> None:
-        # id -> (bound, why not plain); _held keeps each measured container alive
-        # so that its id cannot be reused by another while the memo holds it.
-        self._sizes: dict[int, tuple[int, str]] = {}
-        self._held: list[object] = []
-        self.kept = 0
-
-    def _leaf(self, v: object) -> tuple[int, str] | None:
-        """(estimate, problem) of a non-container, None for a container."""
-        if isinstance(v, (dict, list, tuple)):
-            return None
-        if isinstance(v, Unbuilt):
-            return 0, v.reason()
-        named = getattr(v, "qualname", None)  # a global used as a value (a dtype, a class)
-        if isinstance(named, str):
-            return 0, f"{named} names a Python object, not plain data"
-        if isinstance(v, str):
-            return len(v) + 2, ""
-        if isinstance(v, bool) or v is None:
-            return 4, ""
-        if isinstance(v, int):
-            return v.bit_length() * 3 // 10 + 1, ""  # decimal digits, at least
-        if isinstance(v, float):
-            return 3, ""
-        return 0, f"a {type(v).__name__} value is not plain JSON data"
-
-    def _size(self, value: object) -> tuple[int, str]:
-        leaf = self._leaf(value)
-        if leaf is not None:
-            return leaf
-        cap = MAX_VALUE_JSON + 1
-        work: list[tuple[object, bool]] = [(value, False)]
-        while work:
-            node, expanded = work.pop()
-            if id(node) in self._sizes:
-                continue
-            assert isinstance(node, (dict, list, tuple))
-            kids = list(node.values()) if isinstance(node, dict) else list(node)
-            if not expanded:
-                work.append((node, True))
-                work.extend((k, False) for k in kids
-                            if self._leaf(k) is None and id(k) not in self._sizes)
-                continue
-            size, why = 2, ""
-            if isinstance(node, dict):
-                size += sum(len(k) if isinstance(k, str) else 24 for k in node) + 4 * len(node)
-            for k in kids:
-                n, w = self._leaf(k) or self._sizes[id(k)]
-                size, why = min(size + n + 2, cap), why or w
-            self._sizes[id(node)] = (size, why)
-            self._held.append(node)
-        return self._sizes[id(value)]
-
-    def text(self, value: object) -> tuple[str | None, str]:
-        """(JSON text, '') for plain data within the bounds, else (None, why not)."""
-        size, why = self._size(value)
-        if why:
-            return None, why
-        if size > MAX_VALUE_JSON:
-            return None, f"JSON text longer than {MAX_VALUE_JSON} bytes"
-        if self.kept + size > MAX_HEADER_SIZE:
-            return None, f"the values kept already fill the header's {MAX_HEADER_SIZE} bytes"
-        try:
-            text = json.dumps(value, ensure_ascii=False, allow_nan=False)
-        except (TypeError, ValueError, RecursionError) as exc:
-            return None, f"not plain JSON data ({exc})"
-        if len(text) > MAX_VALUE_JSON:
-            return None, f"JSON text longer than {MAX_VALUE_JSON} bytes"
-        self.kept += len(text)
-        return text, ""
 
 
 def _count_names(root: object, holders: set[int]) -> tuple[int, int]:
@@ -771,16 +799,65 @@ def _count_names(root: object, holders: set[int]) -> tuple[int, int]:
     return counts[id(root)]
 
 
-def _plan(ck: _Checkpoint, key: str | None) -> _Plan:
+def _refuse_flagged(graph: ObjectGraph) -> None:
+    """The scanner called the file safe (or flagged only known tensor kinds), so the
+    object stream has no other flagged node; if the two ever disagree, the stricter
+    answer wins."""
+    for hit in graph.flagged.values():
+        if not known_kind(hit):
+            raise UnsafePickleError(f"{graph.what}: {hit.describe()}")
+
+
+def _plan(ck: _Checkpoint, mode: _Mode) -> _Plan:
     plan = _Plan(ck)
-    where = ck.source.path
-    root = _select(ck.root, key, where)
+    where = str(ck.source.path)
+    graph = ck.graph
+    if mode.salvage:
+        return _salvage_plan(plan, graph, mode.key, where)
+    if ck.scan is not None and ck.scan.verdict is not Verdict.SAFE and not graph.flagged:
+        _refuse_unless_safe(ck.scan)  # the unknown stream is not the object stream
+    if mode.key is None:
+        if not all(known_kind(hit) for hit in graph.flagged.values()):
+            _refuse_flagged(graph)
+        sel = whole(graph)
+    else:
+        sel = select(graph, mode.key, where)
+    if graph.flagged:
+        check_subtree(graph, sel, where)
+    plan.left = [DroppedValue(n, why) for n, why in left_beside(graph, sel)]
+    root = _build(sel.node, graph.builder, graph.what)
+    _flatten_root(plan, root)
+    if not plan.tensors and plan.tensors_left:
+        raise UnsupportedCheckpointError(
+            f"{where}: nothing to convert: " + "; ".join(
+                f"{d.name}: {d.reason}" for d in plan.tensors_left[:5]))
+    return plan
+
+
+def _salvage_plan(plan: _Plan, graph: ObjectGraph, key: str | None, where: str) -> _Plan:
+    start = graph.root if key is None else select(graph, key, where).node
+    found = salvage(graph, start, "")
+    plan.tensors_left = [DroppedValue(n, why) for n, why in found.left]
+    plan.not_performed, plan.not_listed = found.not_performed, found.not_listed
+    if len(found.tensors) > MAX_NAMES:
+        raise UnsupportedCheckpointError(
+            f"{where}: {len(found.tensors):,} tensor names, over the limit of {MAX_NAMES:,}")
+    _group_tensors(plan, found.tensors)
+    if not plan.tensors:
+        raise UnsupportedCheckpointError(f"{where}: no tensor whose storage and view are "
+                                         "literal values of the pickle was found to salvage")
+    return plan
+
+
+def _flatten_root(plan: _Plan, root: object) -> None:
+    """Name the built value's tensors and plain values (see the module docstring)."""
+    where = plan.checkpoint.source.path
     holders = _holders(root)
     names: list[tuple[str, TensorView]] = []
     values: dict[str, object] = {}
     if id(root) not in holders:
         # torch.save(tensor) has one name; any other root is one plain value.
-        leaf = "tensor" if isinstance(root, TensorView) else "value"
+        leaf = "tensor" if isinstance(root, (TensorView, LeftTensor)) else "value"
         _place(plan, names, values, leaf, root)
     else:
         count, chars = _count_names(root, holders)
@@ -794,19 +871,19 @@ def _plan(ck: _Checkpoint, key: str | None) -> _Plan:
         assert isinstance(root, (dict, list, tuple))
         _flatten(plan, root, holders, names, values)
     _group_tensors(plan, names)
-    texts = _JsonValues()
+    texts = JsonValues()
     for name, value in values.items():
         if name in plan.tensors or name in plan.aliases:
-            raise UnsupportedCheckpointError(f"{ck.source.path}: two values are named {name!r}")
+            raise UnsupportedCheckpointError(f"{where}: two values are named {name!r}")
         if name in ("format", ""):
             plan.dropped.append(DroppedValue(name, "name is reserved in __metadata__"))
             continue
-        text, why = texts.text(value)
+        text, why, leaves = texts.text(name, value)
         if text is None:
             plan.dropped.append(DroppedValue(name, why))
-        else:
-            plan.values[name] = text
-    return plan
+            continue
+        plan.values[name] = text
+        plan.dropped.extend(DroppedValue(n, w) for n, w in leaves)
 
 
 def _place(plan: _Plan, names: list[tuple[str, TensorView]], values: dict[str, object],
@@ -814,6 +891,8 @@ def _place(plan: _Plan, names: list[tuple[str, TensorView]], values: dict[str, o
     """Sort one named leaf: a tensor, a dropped value, or a plain value."""
     if isinstance(value, TensorView):
         names.append((name, value))
+    elif isinstance(value, LeftTensor):
+        plan.tensors_left.append(DroppedValue(name, value.reason()))
     elif isinstance(value, Unbuilt):
         plan.dropped.append(DroppedValue(name, value.reason()))
     else:
@@ -981,23 +1060,27 @@ def _report(report: ConversionReport, plans: list[_Plan], outputs: list[Path],
         report.aliases.update(plan.aliases)
         report.values.extend(plan.values)
         report.dropped.extend(plan.dropped)
+        report.tensors_left.extend(plan.tensors_left)
+        report.left.extend(plan.left)
+        report.not_performed.extend(plan.not_performed)
+        report.not_listed += plan.not_listed
         report.bytes_written += plan.nbytes
         src = plan.checkpoint.source
         report.source_sha256[str(src.path)] = src.sha256()
 
 
-def _convert_file(src: Path, dst: Path | None, key: str | None,
+def _convert_file(src: Path, dst: Path | None, mode: _Mode,
                   progress: ProgressCallback | None) -> ConversionReport:
     out = dst if dst is not None else _default_output(src)
     if out.is_dir():
         out = out / _default_output(src).name
     if out.resolve() == src.resolve():
         raise ConversionError(f"{src}: the output would overwrite the source")
-    ck = _load(src)
+    ck = _load(src, mode)
     try:
-        plan = _plan(ck, key)
+        plan = _plan(ck, mode)
         _check_budget([plan])
-        report = ConversionReport(str(src), ck.format)
+        report = ConversionReport(str(src), ck.format, salvage=mode.salvage)
         out.parent.mkdir(parents=True, exist_ok=True)
         _hash_in_background([ck.source])
         order = _write(plan, out, _Progress(plan.nbytes, progress))
@@ -1028,7 +1111,7 @@ def _folder_inputs(folder: Path) -> tuple[list[str], Path | None]:
     raise ConversionError(f"{folder}: no {PT_WEIGHTS} or {PT_INDEX} to convert")
 
 
-def _convert_folder(src: Path, dst: Path | None, key: str | None,
+def _convert_folder(src: Path, dst: Path | None, mode: _Mode,
                     progress: ProgressCallback | None) -> tuple[ConversionReport, list[str]]:
     """Every input shard is checked, then all tensors are written through
     :func:`tensorfile.sharded.save_sharded_iter`: ``model.safetensors``, or
@@ -1041,8 +1124,8 @@ def _convert_folder(src: Path, dst: Path | None, key: str | None,
     checkpoints: list[_Checkpoint] = []
     try:
         for shard in shards:  # every shard is checked before anything is written
-            checkpoints.append(_load(src / shard))
-        plans = [_plan(ck, key) for ck in checkpoints]
+            checkpoints.append(_load(src / shard, mode))
+        plans = [_plan(ck, mode) for ck in checkpoints]
         _check_budget(plans)
         tensors: dict[str, TensorView] = {}
         metadata: dict[str, str] = {}
@@ -1054,7 +1137,7 @@ def _convert_folder(src: Path, dst: Path | None, key: str | None,
             metadata.update(plan.metadata())
         total = sum(p.nbytes for p in plans)
         out.mkdir(parents=True, exist_ok=True)
-        report = ConversionReport(str(src), "folder")
+        report = ConversionReport(str(src), "folder", salvage=mode.salvage)
         _hash_in_background([ck.source for ck in checkpoints])
         copier = _Copier(tensors, [ck.source for ck in checkpoints], _Progress(total, progress))
         entries = _entries(tensors)
@@ -1074,19 +1157,10 @@ def _convert_folder(src: Path, dst: Path | None, key: str | None,
         for ck in checkpoints:
             ck.source.close()
     converted = [*shards, *([index.name] if index is not None else [])]
-    if out.resolve() != src.resolve():
-        _copy_others(src, out, set(converted))
+    report.files = [FileAction(name, "converted") for name in converted]
+    outputs = {Path(p).name for p in report.outputs} if out.resolve() == src.resolve() else set()
+    report.files += other_files(src, out, set(converted) | outputs)
     return report, converted
-
-
-def _copy_others(src: Path, out: Path, skip: set[str]) -> None:
-    """Copy the folder's other top-level files (config, tokenizer) beside the result."""
-    for entry in sorted(src.iterdir()):
-        if entry.name in skip or not entry.is_file() or entry.is_symlink():
-            continue
-        target = out / entry.name
-        if not target.exists():
-            shutil.copy2(entry, target)
 
 
 def convert(
@@ -1094,6 +1168,7 @@ def convert(
     dst: PathLike | None = None,
     *,
     key: str | None = None,
+    salvage_tensors: bool = False,
     sign: Any = None,
     password: str | bytes | None = None,
     progress: ProgressCallback | None = None,
@@ -1105,24 +1180,32 @@ def convert(
     ``dst`` defaults to ``model.safetensors`` (for ``pytorch_model.bin``) or the
     source name with a ``.safetensors`` suffix; for a folder, to the folder
     itself (other files are left alone; with a different ``dst`` they are
-    copied there). ``key`` selects one sub-dict of a training checkpoint
-    (``"model_state"``, dotted paths allowed). ``sign`` is a private key (path,
+    copied there, pickles excepted). ``key`` selects one sub-tree of a training
+    checkpoint (``"state_dict"``, dotted paths allowed): it converts when
+    allowlisted operations rebuild all of it and nothing outside the
+    allowlist could reach it, whatever else the file holds (``report.left``
+    says what was left and why); a file with a dangerous finding is still
+    refused. ``salvage_tensors`` takes every tensor whose storage and view are
+    literal values of the pickle out of any file, dangerous ones included,
+    executing nothing: the output holds numbers only, and
+    ``report.not_performed`` lists every call that was not made. ``sign`` is a private key (path,
     PEM bytes or key object, see :func:`tensorfile.integrity.sign`) to sign the
     result with; ``progress(done, total)`` is called as tensor bytes are written.
 
     Raises :class:`~tensorfile.errors.UnsafePickleError` when any pickle in the
-    input is not provably safe, :class:`~tensorfile.errors.MalformedCheckpointError`
+    input is not provably safe (beyond what ``key`` and ``salvage_tensors`` allow), :class:`~tensorfile.errors.MalformedCheckpointError`
     or :class:`~tensorfile.errors.UnsupportedCheckpointError` when it cannot be
     converted; in every such case nothing is written.
     """
     source = Path(src)
     target = Path(dst) if dst is not None else None
+    mode = _Mode(key, salvage_tensors)
     if source.is_dir():
-        report, converted = _convert_folder(source, target, key, progress)
+        report, converted = _convert_folder(source, target, mode, progress)
         model = target if target is not None else source
         ignore = converted if model.resolve() == source.resolve() else []
     elif source.is_file():
-        report = _convert_file(source, target, key, progress)
+        report = _convert_file(source, target, mode, progress)
         model, ignore = Path(report.outputs[0]), []
     elif source.exists():
         raise MalformedCheckpointError(f"{source}: not a regular file or folder (FIFO, socket or device)")
@@ -1136,4 +1219,4 @@ def convert(
     return report
 
 
-__all__ = ["ConversionReport", "DroppedValue", "ProgressCallback", "convert"]
+__all__ = ["ConversionReport", "DroppedValue", "FileAction", "ProgressCallback", "convert"]

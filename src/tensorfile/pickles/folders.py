@@ -1,0 +1,88 @@
+"""The other files of a model folder being converted: what happens to each.
+
+A Hugging Face folder, a Trainer ``checkpoint-N`` folder in particular, holds
+more than weights: ``config.json``, tokenizer files, ``trainer_state.json``,
+and pickles (``optimizer.pt``, ``scheduler.pt``, ``rng_state.pth``,
+``scaler.pt``, ``training_args.bin``). The converter reports, file by file,
+what it did with each (:class:`FileAction`).
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from tensorfile.pickles.containers import scan_file, sniff
+
+
+@dataclass(frozen=True, slots=True)
+class FileAction:
+    """What converting a folder did with one of its files."""
+
+    name: str
+    action: str  # converted, copied, left, not copied
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        """JSON-ready form."""
+        return {"name": self.name, "action": self.action, "detail": self.detail}
+
+
+#: What the other pickles of a Hugging Face Trainer checkpoint folder hold.
+_TRAINER_FILES: Final = (
+    ("optimizer.", "optimizer state"), ("scheduler.", "learning-rate scheduler state"),
+    ("rng_state", "random number generator state"), ("scaler.", "gradient scaler state"),
+    ("training_args.", "the Trainer's arguments (a transformers object)"),
+)
+_PICKLE_SUFFIXES: Final = frozenset({".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"})
+
+
+def _looks_pickled(path: Path) -> bool:
+    if path.suffix in _PICKLE_SUFFIXES:
+        return True
+    try:
+        with path.open("rb") as f:
+            head = f.read(512)
+    except OSError:
+        return False
+    return sniff(head) in ("zip", "tar") or head[:1] == b"\x80"
+
+
+def other_files(src: Path, out: Path, skip: set[str]) -> list[FileAction]:
+    """What happens to the folder's other top-level files, file by file.
+
+    Plain files (config, tokenizer, trainer_state.json) are copied beside the
+    result when it goes to another folder. Pickles (optimizer.pt, scheduler.pt,
+    rng_state.pth, training_args.bin, ...) are never copied into it, so that
+    the output folder holds no pickle; each is scanned so that the report says
+    what it is.
+    """
+    actions: list[FileAction] = []
+    elsewhere = out.resolve() != src.resolve()
+    for entry in sorted(src.iterdir()):
+        if entry.name in skip:
+            continue
+        if entry.is_symlink() or not entry.is_file():
+            kind = "a symbolic link" if entry.is_symlink() else "not a regular file"
+            actions.append(FileAction(entry.name, "left", f"{kind}; not read"))
+            continue
+        if _looks_pickled(entry):
+            role = next((what for prefix, what in _TRAINER_FILES
+                         if entry.name.startswith(prefix)), "a pickle")
+            verdict = scan_file(entry).verdict.value
+            detail = (f"{role}; pickle, scan: {verdict}; not model weights (convert it on "
+                      "its own if you need it)")
+            actions.append(FileAction(entry.name, "not copied" if elsewhere else "left", detail))
+            continue
+        if not elsewhere:
+            actions.append(FileAction(entry.name, "left"))
+            continue
+        target = out / entry.name
+        if target.exists():
+            actions.append(FileAction(entry.name, "left", f"{target} exists; not overwritten"))
+        else:
+            shutil.copy2(entry, target)
+            actions.append(FileAction(entry.name, "copied", str(target)))
+    return actions
