@@ -17,6 +17,8 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+from tensorfile.errors import TruncatedFileError
+
 _FLAGS = (
     os.O_RDONLY
     | getattr(os, "O_BINARY", 0)
@@ -118,3 +120,18 @@ def read_small(path: str | os.PathLike[str], limit: int) -> bytes:
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+def pread_exact(fd: int, size: int, offset: int, into: Any = None) -> Any:
+    """Read exactly ``size`` bytes at ``offset`` (into a new or given buffer)."""
+    buf = bytearray(size) if into is None else into
+    view = memoryview(buf)
+    got = 0
+    while got < size:
+        n = pread_into(fd, view[got:size], offset + got)
+        if n == 0:
+            raise TruncatedFileError(
+                f"file ended at byte {offset + got}, {size - got} bytes short of what the header declares"
+            )
+        got += n
+    return buf

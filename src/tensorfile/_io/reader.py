@@ -38,7 +38,7 @@ from tensorfile._frameworks import (
     torch_from_carrier,
     torch_view,
 )
-from tensorfile._io.files import open_regular, pread_into
+from tensorfile._io.files import open_regular, pread_exact
 from tensorfile.errors import (
     ClosedFileError,
     FrameworkError,
@@ -55,21 +55,6 @@ def _norm_framework(framework: str) -> str:
     if fw not in ("np", "pt"):
         raise FrameworkError(f"unknown framework {framework!r}; use 'np' or 'pt'")
     return fw
-
-
-def pread_exact(fd: int, size: int, offset: int, into: Any = None) -> Any:
-    """Read exactly ``size`` bytes at ``offset`` (into a new or given buffer)."""
-    buf = bytearray(size) if into is None else into
-    view = memoryview(buf)
-    got = 0
-    while got < size:
-        n = pread_into(fd, view[got:size], offset + got)
-        if n == 0:
-            raise TruncatedFileError(
-                f"file ended at byte {offset + got}, {size - got} bytes short of what the header declares"
-            )
-        got += n
-    return buf
 
 
 def read_header(fd: int, file_size: int) -> tuple[Header, bytes]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import struct
 
-from tensorfile._io.files import open_regular
+from tensorfile._io.files import open_regular, pread_exact
 
 #: The format core's own limit, repeated so that sniffing needs no import.
 _MAX_HEADER_SIZE = 100_000_000
@@ -29,7 +29,7 @@ def check_safetensors(path: os.PathLike[str] | str, named: bool) -> str | None:
     except OSError as exc:
         return f"cannot read: {exc.strerror or exc}" if named else None
     try:
-        prefix = os.pread(fd, 9, 0)
+        prefix = bytes(pread_exact(fd, min(9, size), 0))
         n = struct.unpack("<Q", prefix[:8])[0] if len(prefix) >= 8 else -1
         if not named and not (2 <= n <= _MAX_HEADER_SIZE and prefix[8:9] == b"{"):
             return None
@@ -37,7 +37,7 @@ def check_safetensors(path: os.PathLike[str] | str, named: bool) -> str | None:
         from tensorfile.errors import FormatError
 
         want = 8 + n if 0 <= n <= _MAX_HEADER_SIZE else 8
-        buf = os.pread(fd, min(want, size), 0)
+        buf = bytes(pread_exact(fd, min(want, size), 0))
         try:
             parse(buf, size)
         except FormatError as exc:
