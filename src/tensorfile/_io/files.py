@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from pathlib import PurePath
 
 _FLAGS = (
     os.O_RDONLY
@@ -61,3 +62,25 @@ def read_small(path: str | os.PathLike[str], limit: int) -> bytes:
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+#: Folder-name prefixes of a repository in a Hugging Face hub cache
+#: (``models--org--name``, ``datasets--...``, ``spaces--...``).
+HF_CACHE_REPO_PREFIXES = ("models--", "datasets--", "spaces--")
+
+
+def hf_cache_blobs(path: str | os.PathLike[str]) -> str | None:
+    """The resolved ``blobs/`` folder of the Hugging Face cache repository
+    whose snapshot holds ``path``, or None when ``path`` is not in a snapshot.
+
+    A snapshot is ``<cache>/models--org--name/snapshots/<revision>/``; its
+    files are symlinks to ``../../blobs/<digest>``. ``path`` is a folder (the
+    snapshot or one below it), resolved first: a snapshot reached through a
+    symlink still counts. A ``blobs`` that is itself a symlink does not.
+    """
+    parts = PurePath(os.path.realpath(path)).parts
+    for i in range(len(parts) - 2, 0, -1):
+        if parts[i] == "snapshots" and parts[i - 1].startswith(HF_CACHE_REPO_PREFIXES):
+            blobs = os.path.join(*parts[:i], "blobs")
+            return blobs if os.path.isdir(blobs) and not os.path.islink(blobs) else None
+    return None
