@@ -147,6 +147,15 @@ def verify(out: Output, result: dict[str, Any]) -> None:
     out.line(f"signed by {who}")
     if result["extra_files"]:
         out.line(f"not covered by the signature (ignored): {', '.join(result['extra_files'])}")
+    present = set(result["ignored_present"])
+
+    def listed(paths: list[str]) -> str:
+        return ", ".join(p + (" (present, not checked)" if p in present else "") for p in paths)
+
+    if result["ignored_by_signature"]:
+        out.line(f"left out by the signature: {listed(result['ignored_by_signature'])}")
+    if result["ignored_by_verifier"]:
+        out.line(f"left out on this check: {listed(result['ignored_by_verifier'])}")
 
 
 # -- scanner results --------------------------------------------------------------------

@@ -66,6 +66,38 @@ SymlinksOpt = Annotated[
 ]
 
 
+IgnorePathsOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--ignore-paths",
+        help="Leave this file or folder out (repeat; a path as the shell sees it, inside the "
+        "model folder), as model-signing's --ignore-paths.",
+    ),
+]
+IgnoreGitOpt = Annotated[
+    bool,
+    typer.Option(
+        "--ignore-git-paths/--no-ignore-git-paths",
+        help="Leave out .git, .gitattributes, .github and .gitignore.",
+    ),
+]
+
+
+def _ignored(model: Path, paths: list[Path] | None) -> list[str]:
+    """``--ignore-paths`` relative to the model folder. As model-signing's CLI
+    reads them, they are paths from the current folder (or absolute); one
+    outside the model folder is an error rather than silently dropped."""
+    out = []
+    for p in paths or ():
+        rel = os.path.relpath(os.path.abspath(p), os.path.abspath(model))
+        if rel in (os.curdir, os.pardir) or rel.startswith(os.pardir + os.sep) or os.path.isabs(rel):
+            raise typer.BadParameter(
+                f"{p} is not inside the model folder {model}", param_hint="'--ignore-paths'"
+            )
+        out.append(rel.replace(os.sep, "/"))
+    return out
+
+
 class DigestAlgorithm(str, Enum):
     # The values of tensorfile.integrity.ALGORITHMS (not imported: the CLI's
     # start-up stays free of the integrity modules).
@@ -371,6 +403,8 @@ def hash_(
     file_algorithm: FileAlgorithmOpt = DigestAlgorithm.sha256,
     signature: SignatureOpt = None,
     allow_symlinks: SymlinksOpt = False,
+    ignore_paths: IgnorePathsOpt = None,
+    ignore_git_paths: IgnoreGitOpt = True,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -390,6 +424,8 @@ def hash_(
             tensor_algorithm=tensor_algorithm.value,
             file_algorithm=file_algorithm.value,
             allow_symlinks=allow_symlinks,
+            ignore_paths=_ignored(path, ignore_paths),
+            ignore_git_paths=ignore_git_paths,
             progress=progress,
         )
     from tensorfile_cli import _render
@@ -477,6 +513,8 @@ def sign(
     tensor_algorithm: TensorAlgorithmOpt = DigestAlgorithm.blake3,
     file_algorithm: FileAlgorithmOpt = DigestAlgorithm.sha256,
     allow_symlinks: SymlinksOpt = False,
+    ignore_paths: IgnorePathsOpt = None,
+    ignore_git_paths: IgnoreGitOpt = True,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -499,6 +537,8 @@ def sign(
             tensor_algorithm=tensor_algorithm.value,
             file_algorithm=file_algorithm.value,
             allow_symlinks=allow_symlinks,
+            ignore_paths=_ignored(path, ignore_paths),
+            ignore_git_paths=ignore_git_paths,
             progress=progress,
         )
     from tensorfile_cli import _render
@@ -529,7 +569,11 @@ def verify(
     signature: SignatureOpt = None,
     allow_extra_files: Annotated[
         bool,
-        typer.Option("--allow-extra-files", help="Ignore files the signature does not cover."),
+        typer.Option(
+            "--allow-extra-files",
+            "--ignore-unsigned-files",
+            help="Ignore files the signature does not cover (model-signing's --ignore_unsigned_files).",
+        ),
     ] = False,
     deep: Annotated[
         bool, typer.Option(
@@ -539,6 +583,8 @@ def verify(
         )
     ] = False,
     allow_symlinks: SymlinksOpt = False,
+    ignore_paths: IgnorePathsOpt = None,
+    ignore_git_paths: IgnoreGitOpt = True,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -560,6 +606,8 @@ def verify(
             signature=signature,
             allow_extra_files=allow_extra_files,
             allow_symlinks=allow_symlinks,
+            ignore_paths=_ignored(path, ignore_paths),
+            ignore_git_paths=ignore_git_paths,
             deep=deep,
             progress=progress,
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -47,7 +48,7 @@ from tensorfile.integrity.keys import (
     load_public_key,
     verify_bytes,
 )
-from tensorfile.integrity.manifest import Manifest, relative_inside
+from tensorfile.integrity.manifest import Manifest, check_ignore_path, relative_inside
 from tensorfile.integrity.sign import default_signature_path
 
 #: What a signature is checked against: one public key, or trusted root certificates.
@@ -167,6 +168,14 @@ class VerificationReport:
     by_file_digest: tuple[str, ...] = field(default_factory=tuple)
     #: Files present but not signed, ignored because ``allow_extra_files``.
     extra_files: tuple[str, ...] = field(default_factory=tuple)
+    #: Paths the signature leaves out (its ``ignore_paths``, and the
+    #: signature file when it lies in the model folder).
+    ignored_by_signature: tuple[str, ...] = field(default_factory=tuple)
+    #: Paths the verifier left out on top (``ignore_paths``, git files);
+    #: never one that holds a signed file.
+    ignored_by_verifier: tuple[str, ...] = field(default_factory=tuple)
+    #: Of both, those that exist in the model folder: present, not checked.
+    ignored_present: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def verified(self) -> bool:
@@ -193,6 +202,9 @@ class VerificationReport:
             "tensor_algorithm": self.tensor_algorithm,
             "by_file_digest": list(self.by_file_digest),
             "extra_files": list(self.extra_files),
+            "ignored_by_signature": list(self.ignored_by_signature),
+            "ignored_by_verifier": list(self.ignored_by_verifier),
+            "ignored_present": list(self.ignored_present),
         }
 
 
@@ -209,6 +221,8 @@ def verify(
     signature: str | os.PathLike[str] | None = None,
     allow_extra_files: bool = False,
     allow_symlinks: bool = False,
+    ignore_paths: Iterable[str] = (),
+    ignore_git_paths: bool = True,
     deep: bool = False,
     at_time: datetime.datetime | None = None,
     workers: int | None = None,
@@ -225,17 +239,58 @@ def verify(
     model signed by model-signing) by their file digest. ``deep`` checks both the
     file digest and the tensor digests of extension-signed files (twice the
     hashing; it also catches a signer whose two kinds of digest disagree).
+
+    What the signature leaves out (its recorded ``ignore_paths``) is not
+    listed. The verifier may leave out more: ``ignore_paths`` (relative to the
+    model folder) and, unless ``ignore_git_paths`` is false, the git files; a
+    path holding a signed file is checked all the same. The report names
+    every path left out.
     """
     trust = resolve_trust(key, cert_root, at_time)
     root = Path(model)
     sig_path = Path(signature) if signature is not None else default_signature_path(root)
     manifest, signer = verify_bundle(read_bundle(sig_path), trust)
+    return check_model(
+        root, manifest, signer, str(sig_path), sig_path=sig_path,
+        allow_extra_files=allow_extra_files, allow_symlinks=allow_symlinks,
+        ignore_paths=ignore_paths, ignore_git_paths=ignore_git_paths, deep=deep,
+        workers=workers, progress=progress,
+    )
 
-    ignored = set(DEFAULT_IGNORED) | set(manifest.serialization.ignore_paths)
-    if root.is_dir():
+
+def check_model(
+    root: Path,
+    manifest: Manifest,
+    signer: SignerIdentity,
+    source: str,
+    *,
+    sig_path: Path | None = None,
+    allow_extra_files: bool = False,
+    allow_symlinks: bool = False,
+    ignore_paths: Iterable[str] = (),
+    ignore_git_paths: bool = True,
+    deep: bool = False,
+    workers: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> VerificationReport:
+    """Check the model at ``root`` against a trusted ``manifest`` (from a
+    verified signature, or pins): every signed file present and every byte
+    matching. ``source`` names where the manifest came from in the report;
+    ``sig_path`` is left out of the folder's listing."""
+    by_signature = set(manifest.serialization.ignore_paths)
+    if root.is_dir() and sig_path is not None:
         rel = relative_inside(sig_path, root)
         if rel is not None:
-            ignored.add(rel)
+            by_signature.add(rel)
+
+    def holds_signed(p: str) -> bool:
+        return any(n == p or n.startswith(p + "/") for n in manifest.by_name)
+
+    asked = (set(DEFAULT_IGNORED) if ignore_git_paths else set()) | {
+        check_ignore_path(p) for p in ignore_paths
+    }
+    by_verifier = {p for p in asked - by_signature if not holds_signed(p)}
+    ignored = by_signature | by_verifier
     present = {f.name: f for f in list_model_files(
         root, ignore_paths=ignored, allow_symlinks=allow_symlinks
     )}
@@ -302,7 +357,7 @@ def verify(
         )
     return VerificationReport(
         model=str(root),
-        signature=str(sig_path),
+        signature=source,
         model_name=manifest.model_name,
         root_digest=manifest.root_digest,
         serialization=manifest.serialization.to_dict(),
@@ -316,6 +371,11 @@ def verify(
         by_file_digest=tuple(mf.name for mf, c in zip(to_check, contents, strict=True)
                              if c.digest is not None),
         extra_files=tuple(extra),
+        ignored_by_signature=tuple(sorted(by_signature)),
+        ignored_by_verifier=tuple(sorted(by_verifier)),
+        ignored_present=tuple(sorted(
+            p for p in ignored if root.is_dir() and os.path.lexists(root / p)
+        )),
     )
 
 
