@@ -127,6 +127,8 @@ def sign(out: Output, result: dict[str, Any]) -> None:
 def verify(out: Output, result: dict[str, Any]) -> None:
     signer = result["signer"]
     who = f"{signer['kind']} {signer['algorithm']} {signer['key_fingerprint'][:16]}…"
+    if signer["kind"] == "pins":
+        who = f"pinned {signer['algorithm']} digests: {result['signature']} (sha256 {signer['key_fingerprint'][:16]}…)"
     cert = signer.get("certificate")
     if cert:
         who += f" ({cert['subject']}, issued by {cert['issuer']})"
@@ -144,7 +146,7 @@ def verify(out: Output, result: dict[str, Any]) -> None:
         how.append(f"{plural(by_file, 'file')} by {result['serialization']['hash_type']} of the whole file")
     if how:
         out.line(f"checked every byte: {'; '.join(how)}")
-    out.line(f"signed by {who}")
+    out.line(who if signer["kind"] == "pins" else f"signed by {who}")
     if result["extra_files"]:
         out.line(f"not covered by the signature (ignored): {', '.join(result['extra_files'])}")
     present = set(result["ignored_present"])
@@ -153,7 +155,8 @@ def verify(out: Output, result: dict[str, Any]) -> None:
         return ", ".join(p + (" (present, not checked)" if p in present else "") for p in paths)
 
     if result["ignored_by_signature"]:
-        out.line(f"left out by the signature: {listed(result['ignored_by_signature'])}")
+        by = "pins" if signer["kind"] == "pins" else "signature"
+        out.line(f"left out by the {by}: {listed(result['ignored_by_signature'])}")
     if result["ignored_by_verifier"]:
         out.line(f"left out on this check: {listed(result['ignored_by_verifier'])}")
 

@@ -566,6 +566,14 @@ def verify(
             "--cert-chain", help="Trusted root certificate(s) (PEM) for a certificate-signed model."
         ),
     ] = None,
+    pins: Annotated[
+        Path | None,
+        typer.Option(
+            "--pins",
+            help="Check against trusted SHA-256s instead of a signature: `tensorfile hash --json` "
+            "output, `sha256sum` lines, JSON {file: sha256}, the Hub's model info, or a Git LFS pointer.",
+        ),
+    ] = None,
     signature: SignatureOpt = None,
     allow_extra_files: Annotated[
         bool,
@@ -591,26 +599,31 @@ def verify(
 ) -> None:
     """Check a model against its signature: every byte, file name and tensor name.
 
-    Give --key or --cert-chain (exactly one). Exit 0 only if everything matched.
+    Give --key, --cert-chain or --pins (exactly one). Exit 0 only if everything matched.
     """
-    if (key is None) == (cert_chain is None):
-        raise typer.BadParameter("give --key or --cert-chain (exactly one)", param_hint="'--key'")
-    out = Output("verify", json_out=json_out, quiet=quiet, debug=debug)
-    with guarded(out, path, key, cert_chain, signature), out.progress("verifying") as progress:
-        from tensorfile.integrity import verify as verify_model
-
-        report = verify_model(
-            path,
-            key,
-            cert_chain,
-            signature=signature,
-            allow_extra_files=allow_extra_files,
-            allow_symlinks=allow_symlinks,
-            ignore_paths=_ignored(path, ignore_paths),
-            ignore_git_paths=ignore_git_paths,
-            deep=deep,
-            progress=progress,
+    if sum(x is not None for x in (key, cert_chain, pins)) != 1:
+        raise typer.BadParameter(
+            "give --key, --cert-chain or --pins (exactly one)", param_hint="'--key'"
         )
+    if pins is not None and signature is not None:
+        raise typer.BadParameter("--pins checks no signature", param_hint="'--signature'")
+    out = Output("verify", json_out=json_out, quiet=quiet, debug=debug)
+    with guarded(out, path, key, cert_chain, pins, signature), out.progress("verifying") as progress:
+        from tensorfile.integrity import verify as verify_model
+        from tensorfile.integrity import verify_pins
+
+        options: dict[str, Any] = {
+            "allow_extra_files": allow_extra_files,
+            "allow_symlinks": allow_symlinks,
+            "ignore_paths": _ignored(path, ignore_paths),
+            "ignore_git_paths": ignore_git_paths,
+            "deep": deep,
+            "progress": progress,
+        }
+        if pins is not None:
+            report = verify_pins(path, pins, **options)
+        else:
+            report = verify_model(path, key, cert_chain, signature=signature, **options)
     from tensorfile_cli import _render
 
     out.finish(report.to_dict(), _render.verify)

@@ -41,7 +41,8 @@ from tensorfile.integrity.hashing import (
     hash_files,
 )
 from tensorfile.integrity.keys import check_supported, key_hint, read_pem
-from tensorfile.integrity.manifest import Manifest, relative_inside
+from tensorfile.integrity.manifest import Manifest, Serialization, relative_inside
+from tensorfile.integrity.pins import Pins
 from tensorfile.integrity.verify import SignerIdentity, Trust, TrustPolicy, verify_bundle
 
 
@@ -114,8 +115,17 @@ def load_verifier(verify: object, path: Path) -> LoadVerifier:
 
     ``verify`` is a public key (PEM path, PEM bytes or key object), trusted root
     certificates (PEM path or bytes holding certificates, a certificate, a
-    :class:`CertificateTrust`), or a :class:`TrustPolicy`.
+    :class:`CertificateTrust`), a :class:`TrustPolicy`, or :class:`Pins`
+    (trusted digests: no signature is read).
     """
+    if isinstance(verify, Pins):
+        name = verify.resource_for(path)
+        entry = verify.files[name]
+        manifest = Manifest(verify.source, (entry,), Serialization(hash_type=entry.algorithm))
+        return LoadVerifier(
+            None, Path(verify.source), Path(path).parent, Path(path), eager=verify.eager,
+            trusted=(manifest, verify.signer(), name),
+        )
     policy = _policy(verify)
     trust = policy.trust()
     sig = Path(policy.signature) if policy.signature is not None else find_signature(path)
@@ -127,8 +137,11 @@ class LoadVerifier:
     """Checks one safetensors file's header and tensors against a signature."""
 
     def __init__(
-        self, trust: Trust, signature: Path, model_root: Path, path: Path, *, eager: bool = False
+        self, trust: Trust | None, signature: Path, model_root: Path, path: Path, *,
+        eager: bool = False, trusted: tuple[Manifest, SignerIdentity, str] | None = None,
     ) -> None:
+        """``trust`` checks the bundle at ``signature``; or ``trusted`` gives the
+        manifest, who vouches for it, and this file's resource name (pins)."""
         self.eager = eager
         self.signature = signature
         self.model_root = model_root
@@ -139,6 +152,7 @@ class LoadVerifier:
         self.signer: SignerIdentity | None = None
         self.resource: str | None = None
         self._trust = trust
+        self._trusted = trusted
         #: The header and tensor digests each read is checked against.
         self._parts: SafetensorsDigests | None = None
         self._whole_file_verified = False
@@ -150,26 +164,39 @@ class LoadVerifier:
 
     def check_header(self, raw_header: bytes) -> None:
         """Verify the bundle's signature and this file's header digest (once, at open)."""
-        manifest, signer = verified_bundle(self.signature, self._trust)
-        if manifest.is_single_file:
-            resource = SINGLE_FILE_NAME
+        if self._trusted is not None:
+            manifest, signer, resource = self._trusted
+        elif self._trust is None:
+            raise VerificationError(f"{self.path}: nothing to verify against")
         else:
-            rel = relative_inside(self.path, self.model_root)
-            if rel is None:
-                raise NotSignedError(
-                    f"{self.path}: outside {self.model_root}, the folder {self.signature} signs"
-                )
-            resource = rel
+            manifest, signer = verified_bundle(self.signature, self._trust)
+            resource = self._resource(manifest)
         entry = manifest.by_name.get(resource)
         if entry is None:
             raise NotSignedError(f"{self.path}: {resource!r} is not a file the signature covers")
         self.manifest, self.signer, self.resource = manifest, signer, resource
+        if entry.size is not None and os.stat(self.path).st_size != entry.size:
+            # Only pins give sizes: a cheap early answer; the digests decide.
+            raise DigestMismatchError(
+                f"{self.path}: size {os.stat(self.path).st_size:,} bytes, pinned {entry.size:,}"
+            )
         if entry.safetensors is None:
             self._check_whole_file(resource, entry, raw_header)
             return
         self._count(len(raw_header))
         self._use_parts(entry.safetensors, raw_header, "differs from the signed header (tensor "
                         "names, shapes, dtypes, offsets or metadata changed)")
+
+    def _resource(self, manifest: Manifest) -> str:
+        """This file's resource name in a signed manifest."""
+        if manifest.is_single_file:
+            return SINGLE_FILE_NAME
+        rel = relative_inside(self.path, self.model_root)
+        if rel is None:
+            raise NotSignedError(
+                f"{self.path}: outside {self.model_root}, the folder {self.signature} signs"
+            )
+        return rel
 
     def _check_whole_file(self, resource: str, signed: FileDigest, raw_header: bytes) -> None:
         """No signed tensor digests (e.g. signed by model-signing): hash the whole file
@@ -188,7 +215,8 @@ class LoadVerifier:
         )[0]
         self._count(done[0])
         if digest.digest != signed.digest:
-            raise DigestMismatchError(f"{self.path}: file differs from the signed bytes")
+            what = "pinned" if self._trusted is not None else "signed"
+            raise DigestMismatchError(f"{self.path}: file differs from the {what} bytes")
         if digest.safetensors is None:  # not named .safetensors: no tensor layout to derive
             self._whole_file_verified = True
             return

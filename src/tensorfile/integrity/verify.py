@@ -277,6 +277,8 @@ def check_model(
     verified signature, or pins): every signed file present and every byte
     matching. ``source`` names where the manifest came from in the report;
     ``sig_path`` is left out of the folder's listing."""
+    # Pins are checked like a signed manifest; messages say which one it is.
+    signed_word, cover = ("pinned", "pins") if signer.kind == "pins" else ("signed", "signature")
     by_signature = set(manifest.serialization.ignore_paths)
     if root.is_dir() and sig_path is not None:
         rel = relative_inside(sig_path, root)
@@ -298,14 +300,22 @@ def check_model(
     extra = sorted(n for n in present if n not in manifest.by_name)
     if missing:
         also = f"; unsigned files present: {_names(extra)} (renamed?)" if extra else ""
-        raise MissingFileError(f"{root}: signed files missing: {_names(missing)}{also}")
+        raise MissingFileError(f"{root}: {signed_word} files missing: {_names(missing)}{also}")
     if extra and not allow_extra_files:
         raise UnexpectedFileError(
-            f"{root}: files not covered by the signature: {_names(extra)} "
+            f"{root}: files not covered by the {cover}: {_names(extra)} "
             "(allow_extra_files ignores them)"
         )
     to_check = [present[f.name] for f in manifest.files]
     signed = [manifest.by_name[mf.name] for mf in to_check]
+    # A known size (pins may give one) that differs fails before any hashing.
+    resized = [f"{mf.name!r} (size {mf.size:,} bytes, {signed_word} {s.size:,})"
+               for mf, s in zip(to_check, signed, strict=True)
+               if s.size is not None and s.size != mf.size]
+    if resized:
+        raise DigestMismatchError(
+            f"{root}: contents differ from the {signed_word} model: {'; '.join(resized)}"
+        )
     # A safetensors file signed with tensorfile's extension is checked by its
     # header and tensor digests: together they cover every byte (a valid
     # header's tensors tile the data to the end of the file), and unlike one
@@ -325,7 +335,7 @@ def check_model(
         )
     except FormatError as e:  # the header parsed when it was signed
         raise DigestMismatchError(
-            f"{root}: contents differ from the signed model: header no longer parses: {e}"
+            f"{root}: contents differ from the {signed_word} model: header no longer parses: {e}"
         ) from None
     bad = []
     tensors = 0
@@ -352,7 +362,7 @@ def check_model(
             tensors += len(want.safetensors.tensors)
     if bad:
         raise DigestMismatchError(
-            f"{root}: contents differ from the signed model: "
+            f"{root}: contents differ from the {signed_word} model: "
             + "; ".join(_explain(mf, manifest.by_name[mf.name]) for mf in bad)
         )
     return VerificationReport(
