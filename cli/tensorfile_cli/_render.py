@@ -132,6 +132,11 @@ def verify(out: Output, result: dict[str, Any]) -> None:
     cert = signer.get("certificate")
     if cert:
         who += f" ({cert['subject']}, issued by {cert['issuer']})"
+    keyless = signer.get("sigstore")
+    if keyless:
+        who = (f"identity {keyless['identity']} from {keyless['issuer']} (Sigstore keyless, "
+               f"certificate issued by {cert['issuer'] if cert else '?'}; logged at "
+               f"{keyless['integrated_time']}, log index {keyless['log_index']})")
     out.line(
         f"{out.style('verified', 'green', 'bold')}: {result['model']}: "
         f"{plural(result['files_checked'], 'file')}, {plural(result['tensors_checked'], 'tensor')}, "

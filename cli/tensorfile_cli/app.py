@@ -566,6 +566,27 @@ def verify(
             "--cert-chain", help="Trusted root certificate(s) (PEM) for a certificate-signed model."
         ),
     ] = None,
+    trusted_root: Annotated[
+        Path | None,
+        typer.Option(
+            "--trusted-root",
+            "--trust-config",
+            help="Sigstore keyless bundle: the trusted_root.json (or model-signing --trust_config) "
+            "to verify its certificate and transparency log entry against, offline. Needs "
+            "--identity and --identity-provider.",
+        ),
+    ] = None,
+    identity: Annotated[
+        str | None,
+        typer.Option("--identity", help="Keyless: the signer's expected identity (e-mail or URI)."),
+    ] = None,
+    identity_provider: Annotated[
+        str | None,
+        typer.Option(
+            "--identity-provider",
+            help="Keyless: the expected OpenID Connect issuer (e.g. https://accounts.google.com).",
+        ),
+    ] = None,
     pins: Annotated[
         Path | None,
         typer.Option(
@@ -599,18 +620,28 @@ def verify(
 ) -> None:
     """Check a model against its signature: every byte, file name and tensor name.
 
-    Give --key, --cert-chain or --pins (exactly one). Exit 0 only if everything matched.
+    Give --key, --cert-chain, --trusted-root (keyless, with --identity and
+    --identity-provider) or --pins: exactly one. Exit 0 only if everything matched.
     """
-    if sum(x is not None for x in (key, cert_chain, pins)) != 1:
+    if sum(x is not None for x in (key, cert_chain, pins, trusted_root)) != 1:
         raise typer.BadParameter(
-            "give --key, --cert-chain or --pins (exactly one)", param_hint="'--key'"
+            "give --key, --cert-chain, --trusted-root or --pins (exactly one)", param_hint="'--key'"
+        )
+    if (trusted_root is None) != (identity is None) or (trusted_root is None) != (
+        identity_provider is None
+    ):
+        raise typer.BadParameter(
+            "--trusted-root, --identity and --identity-provider go together",
+            param_hint="'--trusted-root'",
         )
     if pins is not None and signature is not None:
         raise typer.BadParameter("--pins checks no signature", param_hint="'--signature'")
     out = Output("verify", json_out=json_out, quiet=quiet, debug=debug)
-    with guarded(out, path, key, cert_chain, pins, signature), out.progress("verifying") as progress:
+    with guarded(out, path, key, cert_chain, pins, trusted_root, signature), out.progress(
+        "verifying"
+    ) as progress:
+        from tensorfile.integrity import SigstoreTrust, verify_pins
         from tensorfile.integrity import verify as verify_model
-        from tensorfile.integrity import verify_pins
 
         options: dict[str, Any] = {
             "allow_extra_files": allow_extra_files,
@@ -622,6 +653,12 @@ def verify(
         }
         if pins is not None:
             report = verify_pins(path, pins, **options)
+        elif trusted_root is not None:
+            assert identity is not None and identity_provider is not None
+            report = verify_model(
+                path, signature=signature,
+                sigstore=SigstoreTrust(trusted_root, identity, identity_provider), **options,
+            )
         else:
             report = verify_model(path, key, cert_chain, signature=signature, **options)
     from tensorfile_cli import _render

@@ -251,7 +251,7 @@ def test_verify_needs_exactly_one_trust_option(cli: Any, model: Path, keys: tupl
     args = [str(keys[1]) if a == "K" else a for a in trust]
     r = cli(["verify", str(model), *args])
     assert r.code == 2
-    assert "--key, --cert-chain or --pins (exactly one)" in " ".join(r.stderr.replace("│", " ").split())
+    assert "--key, --cert-chain, --trusted-root or --pins (exactly one)" in " ".join(r.stderr.replace("│", " ").split())
 
 
 def test_verify_with_a_private_key_is_an_input_error(cli: Any, signed: Path, keys: tuple[Path, Path], error_line: Any) -> None:

@@ -259,13 +259,13 @@ def test_one_signature_is_verified_once_for_every_shard(
     statement once (key trust); a re-signed or tampered signature file is
     verified afresh, and certificate trust (time-dependent) every time."""
     calls: list[Path] = []
-    real = onload.verify_bundle
+    real = onload.verify_signature_file
 
-    def counting(bundle: Any, trust: Any) -> Any:
+    def counting(data: bytes, where: Any, trust: Any) -> Any:
         calls.append(signed)
-        return real(bundle, trust)
+        return real(data, where, trust)
 
-    monkeypatch.setattr(onload, "verify_bundle", counting)
+    monkeypatch.setattr(onload, "verify_signature_file", counting)
     monkeypatch.setattr(onload, "_VERIFIED", type(onload._VERIFIED)())
     shards = sorted(signed.glob("*.safetensors"))
     for _ in range(3):

@@ -23,6 +23,7 @@ from tensorfile.integrity.hashing import (
     ProgressCallback,
     SafetensorsDigests,
 )
+from tensorfile.integrity.keyless import SigstoreTrust
 from tensorfile.integrity.keys import (
     KEY_TYPES,
     KeyPair,
@@ -61,6 +62,7 @@ __all__ = [
     "SafetensorsDigests",
     "Serialization",
     "SignerIdentity",
+    "SigstoreTrust",
     "TrustPolicy",
     "VerificationReport",
     "default_signature_path",

@@ -30,7 +30,7 @@ from tensorfile.errors import (
     NotSignedError,
     VerificationError,
 )
-from tensorfile.integrity.bundle import DEFAULT_SIGNATURE_NAME, parse_bundle, read_bundle_bytes
+from tensorfile.integrity.bundle import DEFAULT_SIGNATURE_NAME, read_bundle_bytes
 from tensorfile.integrity.certs import CertificateTrust
 from tensorfile.integrity.hashing import (
     SINGLE_FILE_NAME,
@@ -40,15 +40,18 @@ from tensorfile.integrity.hashing import (
     digest_hex,
     hash_files,
 )
+from tensorfile.integrity.keyless import SigstoreTrust
 from tensorfile.integrity.keys import check_supported, key_hint, read_pem
 from tensorfile.integrity.manifest import Manifest, Serialization, relative_inside
 from tensorfile.integrity.pins import Pins
-from tensorfile.integrity.verify import SignerIdentity, Trust, TrustPolicy, verify_bundle
+from tensorfile.integrity.verify import SignerIdentity, Trust, TrustPolicy, verify_signature_file
 
 
 def _policy(verify: object) -> TrustPolicy:
     if isinstance(verify, TrustPolicy):
         return verify
+    if isinstance(verify, SigstoreTrust):
+        return TrustPolicy(sigstore=verify)
     if isinstance(verify, CertificateTrust | x509.Certificate):
         return TrustPolicy(cert_roots=verify)
     if isinstance(verify, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
@@ -94,15 +97,15 @@ def verified_bundle(signature: Path, trust: Trust) -> tuple[Manifest, SignerIden
     """:func:`verify_bundle` of the signature file at ``signature``, remembered
     for key trust (see ``_VERIFIED``)."""
     data = read_bundle_bytes(signature)
-    if isinstance(trust, CertificateTrust):
-        return verify_bundle(parse_bundle(data, signature), trust)
+    if isinstance(trust, CertificateTrust | SigstoreTrust):
+        return verify_signature_file(data, signature, trust)
     cache_key = (hashlib.sha256(data).hexdigest(), key_hint(check_supported(trust)))
     with _VERIFIED_LOCK:
         hit = _VERIFIED.get(cache_key)
         if hit is not None:
             _VERIFIED.move_to_end(cache_key)
             return hit
-    result = verify_bundle(parse_bundle(data, signature), trust)
+    result = verify_signature_file(data, signature, trust)
     with _VERIFIED_LOCK:
         _VERIFIED[cache_key] = result
         while len(_VERIFIED) > _VERIFIED_MAX:

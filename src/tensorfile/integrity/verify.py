@@ -25,7 +25,7 @@ from tensorfile.errors import (
     SignatureError,
     UnexpectedFileError,
 )
-from tensorfile.integrity.bundle import Bundle, pae, read_bundle
+from tensorfile.integrity.bundle import Bundle, pae, parse_bundle, read_bundle_bytes
 from tensorfile.integrity.certs import CertificateIdentity, CertificateTrust, verify_chain
 from tensorfile.integrity.hashing import (
     DEFAULT_IGNORED,
@@ -40,6 +40,7 @@ from tensorfile.integrity.hashing import (
     is_safetensors,
     list_model_files,
 )
+from tensorfile.integrity.keyless import SigstoreTrust, verify_keyless
 from tensorfile.integrity.keys import (
     PublicKey,
     check_supported,
@@ -51,21 +52,24 @@ from tensorfile.integrity.keys import (
 from tensorfile.integrity.manifest import Manifest, check_ignore_path, relative_inside
 from tensorfile.integrity.sign import default_signature_path
 
-#: What a signature is checked against: one public key, or trusted root certificates.
-Trust: TypeAlias = "PublicKey | CertificateTrust"
+#: What a signature is checked against: one public key, trusted root
+#: certificates, or a Sigstore trusted root with the expected identity.
+Trust: TypeAlias = "PublicKey | CertificateTrust | SigstoreTrust"
 
 
 @dataclass(frozen=True)
 class TrustPolicy:
     """Everything needed to verify, in one object (also what ``safe_open(verify=...)`` takes).
 
-    Give ``key`` (a public key: PEM path, PEM bytes or key object) or
+    Give ``key`` (a public key: PEM path, PEM bytes or key object),
     ``cert_roots`` (trusted root certificates: PEM path(s), certificates, or a
-    :class:`CertificateTrust`), not both.
+    :class:`CertificateTrust`) or ``sigstore`` (a :class:`SigstoreTrust`, for
+    keyless bundles): exactly one.
     """
 
     key: Any = None
     cert_roots: Any = None
+    sigstore: SigstoreTrust | None = None
     #: Signature file; default ``model.sig`` in the model folder (or next to the file).
     signature: str | os.PathLike[str] | None = None
     #: For verify-on-load with a signature outside the model folder: the folder it covers.
@@ -76,15 +80,20 @@ class TrustPolicy:
     at_time: datetime.datetime | None = None
 
     def trust(self) -> Trust:
-        return resolve_trust(self.key, self.cert_roots, self.at_time)
+        return resolve_trust(self.key, self.cert_roots, self.at_time, self.sigstore)
 
 
 def resolve_trust(
-    key: Any = None, cert_roots: Any = None, at_time: datetime.datetime | None = None
+    key: Any = None, cert_roots: Any = None, at_time: datetime.datetime | None = None,
+    sigstore: SigstoreTrust | None = None,
 ) -> Trust:
-    """Turn what the user gave into a :data:`Trust`; exactly one of the two is required."""
-    if (key is None) == (cert_roots is None):
-        raise KeyLoadError("give either a public key or trusted root certificates (exactly one)")
+    """Turn what the user gave into a :data:`Trust`; exactly one of the three is required."""
+    if sum(x is not None for x in (key, cert_roots, sigstore)) != 1:
+        raise KeyLoadError(
+            "give a public key, trusted root certificates or a Sigstore trust (exactly one)"
+        )
+    if sigstore is not None:
+        return sigstore
     if key is not None:
         return load_public_key(key)
     if isinstance(cert_roots, CertificateTrust):
@@ -96,11 +105,13 @@ def resolve_trust(
 class SignerIdentity:
     """Who signed: the trusted key, or the verified leaf certificate."""
 
-    kind: str  # "key" or "certificate"
+    kind: str  # "key", "certificate", "sigstore" or "pins"
     algorithm: str
     #: Hex SHA-256 of the signing public key's PEM (model-signing's key hint).
     key_fingerprint: str
     certificate: CertificateIdentity | None = None
+    #: Keyless signatures: the identity, issuer and transparency log entry checked.
+    sigstore: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -110,7 +121,23 @@ class SignerIdentity:
         }
         if self.certificate is not None:
             d["certificate"] = self.certificate.to_dict()
+        if self.sigstore is not None:
+            d["sigstore"] = dict(self.sigstore)
         return d
+
+
+def verify_signature_file(
+    data: bytes, where: str | os.PathLike[str], trust: Trust
+) -> tuple[Manifest, SignerIdentity]:
+    """:func:`verify_bundle` of a signature file's bytes; a keyless bundle
+    (``trust`` a :class:`SigstoreTrust`) through :func:`verify_keyless`."""
+    if isinstance(trust, SigstoreTrust):
+        got = verify_keyless(data, where, trust)
+        key = got.certificate.public_key
+        return got.manifest, SignerIdentity(
+            "sigstore", key_algorithm(key), key_hint(key), got.certificate, got.details
+        )
+    return verify_bundle(parse_bundle(data, where), trust)
 
 
 def verify_bundle(bundle: Bundle, trust: Trust) -> tuple[Manifest, SignerIdentity]:
@@ -119,6 +146,8 @@ def verify_bundle(bundle: Bundle, trust: Trust) -> tuple[Manifest, SignerIdentit
     The statement is parsed only after its signature verified, so nothing an
     attacker wrote is interpreted before that.
     """
+    if isinstance(trust, SigstoreTrust):
+        raise KeyLoadError("a keyless bundle is verified from its bytes (verify_signature_file)")
     cert: CertificateIdentity | None = None
     if isinstance(trust, CertificateTrust):
         if not bundle.certificates:
@@ -218,6 +247,7 @@ def verify(
     key: Any = None,
     cert_root: Any = None,
     *,
+    sigstore: SigstoreTrust | None = None,
     signature: str | os.PathLike[str] | None = None,
     allow_extra_files: bool = False,
     allow_symlinks: bool = False,
@@ -230,7 +260,9 @@ def verify(
 ) -> VerificationReport:
     """Verify the model at ``model`` against its signature; raise if anything differs.
 
-    Give ``key`` (public key) or ``cert_root`` (trusted root certificates).
+    Give ``key`` (public key), ``cert_root`` (trusted root certificates) or
+    ``sigstore`` (a Sigstore trusted root, identity and issuer, for a keyless
+    bundle: :mod:`~tensorfile.integrity.keyless`).
     Every byte of every signed file is hashed (in parallel) and compared; files
     the signature does not name fail unless ``allow_extra_files``. A
     safetensors file signed with tensorfile's extension is checked by its
@@ -246,10 +278,10 @@ def verify(
     path holding a signed file is checked all the same. The report names
     every path left out.
     """
-    trust = resolve_trust(key, cert_root, at_time)
+    trust = resolve_trust(key, cert_root, at_time, sigstore)
     root = Path(model)
     sig_path = Path(signature) if signature is not None else default_signature_path(root)
-    manifest, signer = verify_bundle(read_bundle(sig_path), trust)
+    manifest, signer = verify_signature_file(read_bundle_bytes(sig_path), sig_path, trust)
     return check_model(
         root, manifest, signer, str(sig_path), sig_path=sig_path,
         allow_extra_files=allow_extra_files, allow_symlinks=allow_symlinks,
