@@ -79,7 +79,7 @@ def check_algorithm(algorithm: str, what: str = "digest") -> str:
     return algorithm
 
 
-def _spread(algorithm: str, size: int) -> bool:
+def spread(algorithm: str, size: int) -> bool:
     """Whether one digest of ``size`` bytes is computed on every core."""
     return algorithm == "blake3" and size >= PARALLEL_DIGEST_BYTES
 
@@ -90,7 +90,7 @@ def new_hasher(algorithm: str, size_hint: int = 0) -> Hasher:
     if check_algorithm(algorithm) == "blake3":
         from blake3 import blake3  # imported on first use: most imports of tensorfile never hash
 
-        return blake3(max_threads=blake3.AUTO if _spread(algorithm, size_hint) else 1)
+        return blake3(max_threads=blake3.AUTO if spread(algorithm, size_hint) else 1)
     return hashlib.sha256()
 
 
@@ -324,8 +324,8 @@ def _hash_spans(
         file_hasher = new_hasher(file_algorithm, size) if whole else None
         lo, hi = (0, size) if whole or not spans else (spans[0][0], spans[-1][1])
         if hi > lo:
-            if any(_spread(algorithm, e - s) for s, e in spans) or (
-                whole and _spread(file_algorithm, size)
+            if any(spread(algorithm, e - s) for s, e in spans) or (
+                whole and spread(file_algorithm, size)
             ):
                 # A hasher that spreads each update over every core wants big
                 # updates from memory it need not copy first: the mapping.

@@ -33,12 +33,16 @@ from tensorfile.errors import (
 from tensorfile.integrity.bundle import DEFAULT_SIGNATURE_NAME, read_bundle_bytes
 from tensorfile.integrity.certs import CertificateTrust
 from tensorfile.integrity.hashing import (
+    CHUNK_SIZE,
+    READ_SIZE,
     SINGLE_FILE_NAME,
     FileDigest,
     ModelFile,
     SafetensorsDigests,
     digest_hex,
     hash_files,
+    new_hasher,
+    spread,
 )
 from tensorfile.integrity.keyless import SigstoreTrust
 from tensorfile.integrity.keys import check_supported, key_hint, read_pem
@@ -231,17 +235,60 @@ class LoadVerifier:
             raise DigestMismatchError(f"{self.path}: header {mismatch}")
         self._parts = parts
 
-    def check_tensor(self, name: str, data: memoryview) -> None:
-        """Verify one tensor's bytes against its signed digest (first read of each tensor)."""
+    def _expected(self, name: str) -> str | None:
+        """The signed digest of tensor ``name`` (None: the whole file was checked)."""
         if self._whole_file_verified:
-            return
+            return None
         if self._parts is None:
             raise VerificationError(f"{self.path}: check_header must pass before tensors are read")
         expected = self._parts.tensors.get(name)
         if expected is None:
             raise NotSignedError(f"{self.path}: tensor {name!r} is not in the signed manifest")
-        self._count(len(data))
-        if digest_hex(self._parts.algorithm, data) != expected:
+        return expected
+
+    def check_tensor(self, name: str, data: memoryview) -> None:
+        """Verify one tensor's bytes against its signed digest (first read of each tensor)."""
+        check = self.tensor_check(name, len(data))
+        check.update(data)
+        check.finish()
+
+    def tensor_check(self, name: str, nbytes: int) -> TensorCheck:
+        """A running check of tensor ``name``'s ``nbytes`` bytes: feed them in
+        order with :meth:`TensorCheck.update` as they are read (each chunk
+        while it is still in the CPU cache), then :meth:`TensorCheck.finish`."""
+        expected = self._expected(name)
+        assert expected is None or self._parts is not None
+        return TensorCheck(self, name, nbytes, expected,
+                           self._parts.algorithm if self._parts is not None else "")
+
+
+class TensorCheck:
+    """One tensor's digest, computed while the reader copies it in."""
+
+    def __init__(
+        self, owner: LoadVerifier, name: str, nbytes: int, expected: str | None, algorithm: str
+    ) -> None:
+        self._owner, self._name, self._nbytes, self._expected = owner, name, nbytes, expected
+        self._hasher = new_hasher(algorithm, nbytes) if expected is not None else None
+        self._fed = 0
+        #: Bytes the reader should copy between two updates: small enough to
+        #: stay in the core's cache (a single-threaded digest), or big enough
+        #: to spread over every core (a BLAKE3 digest of a big tensor).
+        self.chunk_size = (
+            CHUNK_SIZE if expected is not None and spread(algorithm, nbytes) else READ_SIZE
+        )
+
+    def update(self, data: memoryview) -> None:
+        if self._hasher is not None:
+            self._hasher.update(data)
+        self._fed += len(data)
+
+    def finish(self) -> None:
+        """Raise :class:`DigestMismatchError` unless the bytes fed match the signed digest."""
+        if self._hasher is None:
+            return
+        self._owner._count(self._fed)
+        if self._fed != self._nbytes or self._hasher.hexdigest() != self._expected:
             raise DigestMismatchError(
-                f"{self.path}: tensor {name!r} differs from the signed bytes"
+                f"{self._owner.path}: tensor {self._name!r} differs from the signed bytes"
             )
