@@ -419,7 +419,8 @@ class SafeOpen:
         In pread mode reads run ``threads`` at a time (default: CPU count, at
         most 8), which keeps a network file system busy.
         """
-        wanted = list(self._header.tensors) if names is None else names
+        # Each name once: two reads of one tensor must not share an arena slot.
+        wanted = list(self._header.tensors) if names is None else list(dict.fromkeys(names))
         if self._mode == "pread" and len(wanted) > 1:
             slots = self._arena(wanted) if self._verifier is not None else {}
             workers = threads or min(8, os.cpu_count() or 1)
