@@ -21,6 +21,12 @@ each figure is the best of ``--repeat`` runs, taken in interleaved rounds:
 3. Verify-on-load: ``safe_open(path, verify=key)`` and reading one 4 MiB
    tensor from a single ``--size-mib`` file, against a full verify of that
    file (target <= 2%).
+4. Whole-model verified load: ``load_file(path, fw, verify=key)`` of one
+   ``--size-mib`` file in ``--load-tensor-mib`` tensors (default 16 MiB: 64
+   tensors for 1 GiB), numpy and torch, against ``verify(path, key)`` plus a
+   plain ``load_file(path, fw)`` of the same file (target: ratio <= 1.3x).
+   Wall and CPU seconds are both reported: on a shared machine the CPU ratio
+   is the steadier one. ``--load-only`` runs just this part.
 
 Files go to ``bench/out/verify`` (ignored by git) and are reused between runs.
 Results are printed and written to ``bench/out/verify/results.json``.
@@ -62,13 +68,13 @@ def timed(fn: Callable[[], object]) -> tuple[float, float]:
     return time.perf_counter() - w, cpu_seconds() - c
 
 
-def write_shard(path: Path, mib: int, seed: int) -> None:
-    """``mib`` MiB of random float32 in 4 MiB tensors (the last one takes the remainder)."""
+def write_shard(path: Path, mib: int, seed: int, tensor_mib: int = TENSOR_MIB) -> None:
+    """``mib`` MiB of random float32 in ``tensor_mib`` MiB tensors (the last one takes the remainder)."""
     rng = np.random.default_rng(seed)
-    n = max(1, mib // TENSOR_MIB)
+    n = max(1, mib // tensor_mib)
     tensors = {}
     for i in range(n):
-        size = TENSOR_MIB * MIB if i < n - 1 else (mib - TENSOR_MIB * (n - 1)) * MIB
+        size = tensor_mib * MIB if i < n - 1 else (mib - tensor_mib * (n - 1)) * MIB
         tensors[f"layers.{i}.weight"] = rng.integers(0, 2**32, size // 4, dtype=np.uint32).view(
             np.float32
         )
@@ -119,13 +125,75 @@ def warm(paths: list[Path]) -> None:
                 pass
 
 
+def verified_load(out: Path, size_mib: int, tensor_mib: int, repeat: int) -> dict[str, float]:
+    """Section 4: whole-model verified loads against verify + plain load, numpy and torch."""
+    key, pub = out / "key.pem", out / "key.pem.pub"
+    if not key.exists():
+        generate_key(key, pub)
+    path = out / f"load-{size_mib}m-{tensor_mib}" / "model.safetensors"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_shard(path, size_mib, seed=7, tensor_mib=tensor_mib)
+        sign(path, key)
+    warm([path])
+    rounds: dict[str, Callable[[], object]] = {"verify": lambda: verify(path, pub)}
+    frameworks = ["np"]
+    try:
+        import torch  # noqa: F401
+
+        frameworks.append("pt")
+    except ImportError:
+        pass
+    for fw in frameworks:
+        rounds[f"plain_{fw}"] = lambda fw=fw: tensorfile.load_file(path, fw)
+        rounds[f"verified_{fw}"] = lambda fw=fw: tensorfile.load_file(path, fw, verify=pub)
+        # The same private copy a verified load makes, without hashing: what
+        # a load into memory that no other process can change costs by itself.
+        rounds[f"pread_{fw}"] = lambda fw=fw: tensorfile.load_file(path, fw, backend="pread")
+    best = {name: (float("inf"), float("inf")) for name in rounds}
+    for _ in range(repeat):  # interleaved, best of each (wall and CPU separately)
+        for name, fn in rounds.items():
+            w, c = timed(fn)
+            best[name] = (min(best[name][0], w), min(best[name][1], c))
+    res: dict[str, float] = {"load_file_bytes": path.stat().st_size,
+                             "load_tensor_mib": tensor_mib, "load_repeat": repeat}
+    res["load_verify_s"], res["load_verify_cpu_s"] = best["verify"]
+    for fw in frameworks:
+        (tp, cp), (tv, cv) = best[f"plain_{fw}"], best[f"verified_{fw}"]
+        res[f"load_plain_{fw}_s"], res[f"load_plain_{fw}_cpu_s"] = tp, cp
+        res[f"load_verified_{fw}_s"], res[f"load_verified_{fw}_cpu_s"] = tv, cv
+        res[f"load_verified_{fw}_ratio"] = tv / (best["verify"][0] + tp)
+        res[f"load_verified_{fw}_cpu_ratio"] = cv / (best["verify"][1] + cp)
+        res[f"load_pread_{fw}_s"], res[f"load_pread_{fw}_cpu_s"] = best[f"pread_{fw}"]
+        res[f"load_verified_{fw}_ratio_vs_pread"] = tv / (best["verify"][0] + best[f"pread_{fw}"][0])
+    print(f"whole-model verified load, one {size_mib} MiB file in {tensor_mib} MiB tensors "
+          f"(best of {repeat}, wall / CPU seconds; load average {os.getloadavg()[0]:.1f}):")
+    print(f"  tensorfile verify:{best['verify'][0]:7.3f} s {best['verify'][1]:7.3f} s CPU")
+    for fw in frameworks:
+        print(f"  {fw}: plain load {res[f'load_plain_{fw}_s']:.3f} s, verified load "
+              f"{res[f'load_verified_{fw}_s']:.3f} s ({res[f'load_verified_{fw}_cpu_s']:.3f} s CPU) "
+              f"= {res[f'load_verified_{fw}_ratio']:.2f}x of verify + plain load "
+              f"({res[f'load_verified_{fw}_cpu_ratio']:.2f}x in CPU time; target <= 1.3x)")
+        print(f"      plain load into private memory (backend='pread'): "
+              f"{res[f'load_pread_{fw}_s']:.3f} s ({res[f'load_pread_{fw}_cpu_s']:.3f} s CPU); "
+              f"verified load = {res[f'load_verified_{fw}_ratio_vs_pread']:.2f}x of verify + that")
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--shards", type=int, default=4)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--load-tensor-mib", type=int, default=16)
+    ap.add_argument("--load-only", action="store_true", help="Run only section 4.")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "out" / "verify")
     args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.load_only:
+        res = verified_load(args.out, args.size_mib, args.load_tensor_mib, args.repeat)
+        (args.out / "results-load.json").write_text(json.dumps(res, indent=2) + "\n")
+        return
 
     model, single, key, pub = prepare(args.out, args.size_mib, args.shards)
     files = sorted(p for p in model.iterdir() if p.is_file())
@@ -220,6 +288,7 @@ def main() -> None:
         "verify_on_load_bytes_hashed": hashed,
         "verify_on_load_fraction_of_full": t_load / t_full_single,
     }
+    results.update(verified_load(args.out, args.size_mib, args.load_tensor_mib, args.repeat))
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"model: {total / MIB:.0f} MiB in {args.shards} shards, {cores} cores, warm cache")
     print(f"hashlib sha256, one core:     {one_core / gib:6.2f} GiB/s")

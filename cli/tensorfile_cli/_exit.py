@@ -67,6 +67,14 @@ _TABLE: tuple[tuple[str, ErrorClass], ...] = (
         ),
     ),
     (
+        "PinsError",
+        ErrorClass(
+            ExitCode.FINDING,
+            "the pins file is not one tensorfile reads: `tensorfile hash --json` output, "
+            "`sha256sum` lines, a JSON object of file name to SHA-256, or a Git LFS pointer",
+        ),
+    ),
+    (
         "BundleError",
         ErrorClass(
             ExitCode.FINDING,

@@ -127,9 +127,16 @@ def sign(out: Output, result: dict[str, Any]) -> None:
 def verify(out: Output, result: dict[str, Any]) -> None:
     signer = result["signer"]
     who = f"{signer['kind']} {signer['algorithm']} {signer['key_fingerprint'][:16]}…"
+    if signer["kind"] == "pins":
+        who = f"pinned {signer['algorithm']} digests: {result['signature']} (sha256 {signer['key_fingerprint'][:16]}…)"
     cert = signer.get("certificate")
     if cert:
         who += f" ({cert['subject']}, issued by {cert['issuer']})"
+    keyless = signer.get("sigstore")
+    if keyless:
+        who = (f"identity {keyless['identity']} from {keyless['issuer']} (Sigstore keyless, "
+               f"certificate issued by {cert['issuer'] if cert else '?'}; logged at "
+               f"{keyless['integrated_time']}, log index {keyless['log_index']})")
     out.line(
         f"{out.style('verified', 'green', 'bold')}: {result['model']}: "
         f"{plural(result['files_checked'], 'file')}, {plural(result['tensors_checked'], 'tensor')}, "
@@ -144,9 +151,19 @@ def verify(out: Output, result: dict[str, Any]) -> None:
         how.append(f"{plural(by_file, 'file')} by {result['serialization']['hash_type']} of the whole file")
     if how:
         out.line(f"checked every byte: {'; '.join(how)}")
-    out.line(f"signed by {who}")
+    out.line(who if signer["kind"] == "pins" else f"signed by {who}")
     if result["extra_files"]:
         out.line(f"not covered by the signature (ignored): {', '.join(result['extra_files'])}")
+    present = set(result["ignored_present"])
+
+    def listed(paths: list[str]) -> str:
+        return ", ".join(p + (" (present, not checked)" if p in present else "") for p in paths)
+
+    if result["ignored_by_signature"]:
+        by = "pins" if signer["kind"] == "pins" else "signature"
+        out.line(f"left out by the {by}: {listed(result['ignored_by_signature'])}")
+    if result["ignored_by_verifier"]:
+        out.line(f"left out on this check: {listed(result['ignored_by_verifier'])}")
 
 
 # -- scanner results --------------------------------------------------------------------

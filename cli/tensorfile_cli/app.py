@@ -66,6 +66,38 @@ SymlinksOpt = Annotated[
 ]
 
 
+IgnorePathsOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--ignore-paths",
+        help="Leave this file or folder out (repeat; a path as the shell sees it, inside the "
+        "model folder), as model-signing's --ignore-paths.",
+    ),
+]
+IgnoreGitOpt = Annotated[
+    bool,
+    typer.Option(
+        "--ignore-git-paths/--no-ignore-git-paths",
+        help="Leave out .git, .gitattributes, .github and .gitignore.",
+    ),
+]
+
+
+def _ignored(model: Path, paths: list[Path] | None) -> list[str]:
+    """``--ignore-paths`` relative to the model folder. As model-signing's CLI
+    reads them, they are paths from the current folder (or absolute); one
+    outside the model folder is an error rather than silently dropped."""
+    out = []
+    for p in paths or ():
+        rel = os.path.relpath(os.path.abspath(p), os.path.abspath(model))
+        if rel in (os.curdir, os.pardir) or rel.startswith(os.pardir + os.sep) or os.path.isabs(rel):
+            raise typer.BadParameter(
+                f"{p} is not inside the model folder {model}", param_hint="'--ignore-paths'"
+            )
+        out.append(rel.replace(os.sep, "/"))
+    return out
+
+
 class DigestAlgorithm(str, Enum):
     # The values of tensorfile.integrity.ALGORITHMS (not imported: the CLI's
     # start-up stays free of the integrity modules).
@@ -410,6 +442,8 @@ def hash_(
     file_algorithm: FileAlgorithmOpt = DigestAlgorithm.sha256,
     signature: SignatureOpt = None,
     allow_symlinks: SymlinksOpt = False,
+    ignore_paths: IgnorePathsOpt = None,
+    ignore_git_paths: IgnoreGitOpt = True,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -429,6 +463,8 @@ def hash_(
             tensor_algorithm=tensor_algorithm.value,
             file_algorithm=file_algorithm.value,
             allow_symlinks=allow_symlinks,
+            ignore_paths=_ignored(path, ignore_paths),
+            ignore_git_paths=ignore_git_paths,
             progress=progress,
         )
     from tensorfile_cli import _render
@@ -516,6 +552,8 @@ def sign(
     tensor_algorithm: TensorAlgorithmOpt = DigestAlgorithm.blake3,
     file_algorithm: FileAlgorithmOpt = DigestAlgorithm.sha256,
     allow_symlinks: SymlinksOpt = False,
+    ignore_paths: IgnorePathsOpt = None,
+    ignore_git_paths: IgnoreGitOpt = True,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -538,6 +576,8 @@ def sign(
             tensor_algorithm=tensor_algorithm.value,
             file_algorithm=file_algorithm.value,
             allow_symlinks=allow_symlinks,
+            ignore_paths=_ignored(path, ignore_paths),
+            ignore_git_paths=ignore_git_paths,
             progress=progress,
         )
     from tensorfile_cli import _render
@@ -565,10 +605,43 @@ def verify(
             "--cert-chain", help="Trusted root certificate(s) (PEM) for a certificate-signed model."
         ),
     ] = None,
+    trusted_root: Annotated[
+        Path | None,
+        typer.Option(
+            "--trusted-root",
+            "--trust-config",
+            help="Sigstore keyless bundle: the trusted_root.json (or model-signing --trust_config) "
+            "to verify its certificate and transparency log entry against, offline. Needs "
+            "--identity and --identity-provider.",
+        ),
+    ] = None,
+    identity: Annotated[
+        str | None,
+        typer.Option("--identity", help="Keyless: the signer's expected identity (e-mail or URI)."),
+    ] = None,
+    identity_provider: Annotated[
+        str | None,
+        typer.Option(
+            "--identity-provider",
+            help="Keyless: the expected OpenID Connect issuer (e.g. https://accounts.google.com).",
+        ),
+    ] = None,
+    pins: Annotated[
+        Path | None,
+        typer.Option(
+            "--pins",
+            help="Check against trusted SHA-256s instead of a signature: `tensorfile hash --json` "
+            "output, `sha256sum` lines, JSON {file: sha256}, the Hub's model info, or a Git LFS pointer.",
+        ),
+    ] = None,
     signature: SignatureOpt = None,
     allow_extra_files: Annotated[
         bool,
-        typer.Option("--allow-extra-files", help="Ignore files the signature does not cover."),
+        typer.Option(
+            "--allow-extra-files",
+            "--ignore-unsigned-files",
+            help="Ignore files the signature does not cover (model-signing's --ignore_unsigned_files).",
+        ),
     ] = False,
     deep: Annotated[
         bool, typer.Option(
@@ -578,30 +651,55 @@ def verify(
         )
     ] = False,
     allow_symlinks: SymlinksOpt = False,
+    ignore_paths: IgnorePathsOpt = None,
+    ignore_git_paths: IgnoreGitOpt = True,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Check a model against its signature: every byte, file name and tensor name.
 
-    Give --key or --cert-chain (exactly one). Exit 0 only if everything matched.
+    Give --key, --cert-chain, --trusted-root (keyless, with --identity and
+    --identity-provider) or --pins: exactly one. Exit 0 only if everything matched.
     """
-    if (key is None) == (cert_chain is None):
-        raise typer.BadParameter("give --key or --cert-chain (exactly one)", param_hint="'--key'")
+    if sum(x is not None for x in (key, cert_chain, pins, trusted_root)) != 1:
+        raise typer.BadParameter(
+            "give --key, --cert-chain, --trusted-root or --pins (exactly one)", param_hint="'--key'"
+        )
+    if (trusted_root is None) != (identity is None) or (trusted_root is None) != (
+        identity_provider is None
+    ):
+        raise typer.BadParameter(
+            "--trusted-root, --identity and --identity-provider go together",
+            param_hint="'--trusted-root'",
+        )
+    if pins is not None and signature is not None:
+        raise typer.BadParameter("--pins checks no signature", param_hint="'--signature'")
     out = Output("verify", json_out=json_out, quiet=quiet, debug=debug)
-    with guarded(out, path, key, cert_chain, signature), out.progress("verifying") as progress:
+    with guarded(out, path, key, cert_chain, pins, trusted_root, signature), out.progress(
+        "verifying"
+    ) as progress:
+        from tensorfile.integrity import SigstoreTrust, verify_pins
         from tensorfile.integrity import verify as verify_model
 
-        report = verify_model(
-            path,
-            key,
-            cert_chain,
-            signature=signature,
-            allow_extra_files=allow_extra_files,
-            allow_symlinks=allow_symlinks,
-            deep=deep,
-            progress=progress,
-        )
+        options: dict[str, Any] = {
+            "allow_extra_files": allow_extra_files,
+            "allow_symlinks": allow_symlinks,
+            "ignore_paths": _ignored(path, ignore_paths),
+            "ignore_git_paths": ignore_git_paths,
+            "deep": deep,
+            "progress": progress,
+        }
+        if pins is not None:
+            report = verify_pins(path, pins, **options)
+        elif trusted_root is not None:
+            assert identity is not None and identity_provider is not None
+            report = verify_model(
+                path, signature=signature,
+                sigstore=SigstoreTrust(trusted_root, identity, identity_provider), **options,
+            )
+        else:
+            report = verify_model(path, key, cert_chain, signature=signature, **options)
     from tensorfile_cli import _render
 
     out.finish(report.to_dict(), _render.verify)

@@ -180,6 +180,11 @@ class ModelPathError(IntegrityError):
     a path outside the model folder, a name that is not UTF-8, or a read error."""
 
 
+class PinsError(IntegrityError):
+    """A pins file (trusted digests to verify a model against, without a key) is
+    malformed, ambiguous or of an unknown format: nothing was verified."""
+
+
 class UnsupportedAlgorithmError(BundleError):
     """The bundle names a hash, serialization method, key type or format tensorfile
     does not verify (so it is never reported as verified)."""

@@ -47,7 +47,7 @@ from tensorfile._format.header import MAX_HEADER_SIZE, Entry, Header, TensorInfo
 from tensorfile._frameworks import is_torch_tensor, tensor_entry, torch_dtype_table
 from tensorfile._io import reader, writer
 from tensorfile._io.atomic import atomic_write
-from tensorfile._io.files import open_regular, read_small
+from tensorfile._io.files import hf_cache_blobs, open_regular, read_small
 from tensorfile.errors import (
     FormatError,
     SerializationError,
@@ -140,9 +140,9 @@ def _shard_path(folder: Path, rel: object, name: str, allow_external_symlinks: b
     """Check one ``weight_map`` value and return the shard's path.
 
     A shard must be a relative path with no ``..`` component that, symlinks
-    resolved, stays inside the folder (unless ``allow_external_symlinks``, for
-    layouts such as the Hugging Face cache whose snapshot folders link to
-    blobs elsewhere), and must be an existing regular file.
+    resolved, stays inside the folder or, in a Hugging Face cache snapshot,
+    is a blob of the same cache repository (unless ``allow_external_symlinks``,
+    which follows symlinks anywhere), and must be an existing regular file.
     """
     if not isinstance(rel, str) or not rel:
         raise ShardIndexError(f"tensor {name!r}: shard must be a non-empty string, got {rel!r:.80}")
@@ -155,10 +155,13 @@ def _shard_path(folder: Path, rel: object, name: str, allow_external_symlinks: b
     if not allow_external_symlinks:
         real_folder = os.path.realpath(folder)
         real = os.path.realpath(full)
-        if os.path.commonpath([real_folder, real]) != real_folder:
+        if os.path.commonpath([real_folder, real]) != real_folder and (
+            os.path.dirname(real) != hf_cache_blobs(folder)
+        ):
             raise ShardIndexError(
                 f"tensor {name!r}: shard {rel!r} is a symlink out of the model folder "
-                "(pass allow_external_symlinks=True to follow it)"
+                "(and not into its Hugging Face cache repository's blobs/; "
+                "pass allow_external_symlinks=True to follow it)"
             )
     try:
         st = os.stat(full)

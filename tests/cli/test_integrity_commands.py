@@ -246,12 +246,12 @@ def test_verify_allows_extra_files_on_request(cli: Any, signed: Path, keys: tupl
     assert res["extra_files"] == ["README.md"] and res["tensor_digests_checked"] is True
 
 
-@pytest.mark.parametrize("trust", [[], ["--key", "K", "--cert-chain", "K"]])
+@pytest.mark.parametrize("trust", [[], ["--key", "K", "--cert-chain", "K"], ["--key", "K", "--pins", "K"]])
 def test_verify_needs_exactly_one_trust_option(cli: Any, model: Path, keys: tuple[Path, Path], trust: list[str]) -> None:
     args = [str(keys[1]) if a == "K" else a for a in trust]
     r = cli(["verify", str(model), *args])
     assert r.code == 2
-    assert "--key or --cert-chain" in r.stderr
+    assert "--key, --cert-chain, --trusted-root or --pins (exactly one)" in " ".join(r.stderr.replace("│", " ").split())
 
 
 def test_verify_with_a_private_key_is_an_input_error(cli: Any, signed: Path, keys: tuple[Path, Path], error_line: Any) -> None:

@@ -63,6 +63,14 @@ def hashed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         return real(algorithm, data)
 
     monkeypatch.setattr(onload, "digest_hex", counting)
+    finish = onload.TensorCheck.finish
+
+    def counting_finish(self: onload.TensorCheck) -> None:
+        if self._hasher is not None:  # a tensor's bytes, hashed as they were read
+            sizes.append(self._fed)
+        finish(self)
+
+    monkeypatch.setattr(onload.TensorCheck, "finish", counting_finish)
     return sizes
 
 
@@ -259,13 +267,13 @@ def test_one_signature_is_verified_once_for_every_shard(
     statement once (key trust); a re-signed or tampered signature file is
     verified afresh, and certificate trust (time-dependent) every time."""
     calls: list[Path] = []
-    real = onload.verify_bundle
+    real = onload.verify_signature_file
 
-    def counting(bundle: Any, trust: Any) -> Any:
+    def counting(data: bytes, where: Any, trust: Any) -> Any:
         calls.append(signed)
-        return real(bundle, trust)
+        return real(data, where, trust)
 
-    monkeypatch.setattr(onload, "verify_bundle", counting)
+    monkeypatch.setattr(onload, "verify_signature_file", counting)
     monkeypatch.setattr(onload, "_VERIFIED", type(onload._VERIFIED)())
     shards = sorted(signed.glob("*.safetensors"))
     for _ in range(3):
@@ -289,3 +297,27 @@ def test_one_signature_is_verified_once_for_every_shard(
     for shard in shards:
         assert tensorfile.load_file(shard, verify=chain.root)
     assert len(calls) == before + len(shards)
+
+
+@pytest.mark.parametrize("framework", ["np", "pt"])
+def test_whole_file_verified_load_hashes_each_byte_once(
+    signed: Path, p256: Any, framework: str
+) -> None:
+    """All tensors read at once go into one allocation, each hashed as it is
+    copied in: every byte hashed once, the values those of a plain load."""
+    if framework == "pt":
+        pytest.importorskip("torch")
+    path = signed / SHARD
+    plain = tensorfile.load_file(path)
+    with tensorfile.safe_open(path, framework, verify=p256.public) as f:
+        got = f.tensors()
+        assert f._verifier.bytes_hashed == path.stat().st_size
+        # a second read hands out the same verified bytes, hashing nothing more
+        f.get_tensor("embed")
+        assert f._verifier.bytes_hashed == path.stat().st_size
+    assert list(got) == list(plain)
+    for k, v in plain.items():
+        np.testing.assert_array_equal(np.asarray(got[k]), v)
+    flip_tensor(path, "layer.2.weight")
+    with pytest.raises(DigestMismatchError, match=r"layer\.2\.weight"):
+        tensorfile.load_file(path, framework, verify=p256.public)

@@ -14,6 +14,7 @@ import os
 import stat
 import threading
 from collections.abc import Callable
+from pathlib import PurePath
 from types import ModuleType
 from typing import Any
 
@@ -135,3 +136,25 @@ def pread_exact(fd: int, size: int, offset: int, into: Any = None) -> Any:
             )
         got += n
     return buf
+
+
+#: Folder-name prefixes of a repository in a Hugging Face hub cache
+#: (``models--org--name``, ``datasets--...``, ``spaces--...``).
+HF_CACHE_REPO_PREFIXES = ("models--", "datasets--", "spaces--")
+
+
+def hf_cache_blobs(path: str | os.PathLike[str]) -> str | None:
+    """The resolved ``blobs/`` folder of the Hugging Face cache repository
+    whose snapshot holds ``path``, or None when ``path`` is not in a snapshot.
+
+    A snapshot is ``<cache>/models--org--name/snapshots/<revision>/``; its
+    files are symlinks to ``../../blobs/<digest>``. ``path`` is a folder (the
+    snapshot or one below it), resolved first: a snapshot reached through a
+    symlink still counts. A ``blobs`` that is itself a symlink does not.
+    """
+    parts = PurePath(os.path.realpath(path)).parts
+    for i in range(len(parts) - 2, 0, -1):
+        if parts[i] == "snapshots" and parts[i - 1].startswith(HF_CACHE_REPO_PREFIXES):
+            blobs = os.path.join(*parts[:i], "blobs")
+            return blobs if os.path.isdir(blobs) and not os.path.islink(blobs) else None
+    return None

@@ -3,8 +3,9 @@
 Layers, bottom up: :mod:`.hashing` (files and tensors to digests),
 :mod:`.manifest` (digests to an in-toto statement), :mod:`.bundle` (the
 statement in a DSSE envelope inside a Sigstore bundle), :mod:`.keys` and
-:mod:`.certs` (who may sign), :mod:`.sign` and :mod:`.verify`, and
-:mod:`.onload` for ``safe_open(path, verify=...)``.
+:mod:`.certs` (who may sign), :mod:`.sign` and :mod:`.verify`, :mod:`.pins`
+(verification against trusted digests, without a key), and :mod:`.onload`
+for ``safe_open(path, verify=...)``.
 
 Signatures are interoperable with OpenSSF model-signing 1.1.1 for ECDSA
 P-256/P-384/P-521 keys and certificates; tensorfile adds header and
@@ -22,6 +23,7 @@ from tensorfile.integrity.hashing import (
     ProgressCallback,
     SafetensorsDigests,
 )
+from tensorfile.integrity.keyless import SigstoreTrust
 from tensorfile.integrity.keys import (
     KEY_TYPES,
     KeyPair,
@@ -32,6 +34,7 @@ from tensorfile.integrity.keys import (
 )
 from tensorfile.integrity.manifest import Manifest, Serialization, hash_model
 from tensorfile.integrity.onload import LoadVerifier, load_verifier
+from tensorfile.integrity.pins import Pins, parse_pins, verify_pins
 from tensorfile.integrity.sign import default_signature_path, sign, sign_manifest
 from tensorfile.integrity.verify import (
     SignerIdentity,
@@ -54,10 +57,12 @@ __all__ = [
     "KeyPair",
     "LoadVerifier",
     "Manifest",
+    "Pins",
     "ProgressCallback",
     "SafetensorsDigests",
     "Serialization",
     "SignerIdentity",
+    "SigstoreTrust",
     "TrustPolicy",
     "VerificationReport",
     "default_signature_path",
@@ -67,9 +72,11 @@ __all__ = [
     "load_private_key",
     "load_public_key",
     "load_verifier",
+    "parse_pins",
     "read_bundle",
     "sign",
     "sign_manifest",
     "verify",
     "verify_bundle",
+    "verify_pins",
 ]

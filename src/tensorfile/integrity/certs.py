@@ -244,6 +244,11 @@ def verify_chain(chain_der: Sequence[bytes], trust: CertificateTrust) -> Certifi
         _check_issuer(issuer, len(path) - 1)
         path.append(issuer)
         current = issuer
+    return identity_of(leaf, public_key, len(path))
+
+
+def identity_of(leaf: x509.Certificate, public_key: PublicKey, chain_length: int) -> CertificateIdentity:
+    """What a verified leaf certificate says about its holder."""
     return CertificateIdentity(
         subject=_name(leaf),
         issuer=leaf.issuer.rfc4514_string(),
@@ -251,6 +256,6 @@ def verify_chain(chain_der: Sequence[bytes], trust: CertificateTrust) -> Certifi
         fingerprint=_fingerprint(leaf),
         not_before=leaf.not_valid_before_utc,
         not_after=leaf.not_valid_after_utc,
-        chain_length=len(path),
+        chain_length=chain_length,
         public_key=public_key,
     )

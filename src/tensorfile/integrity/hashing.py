@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from tensorfile._io.files import open_regular, pread_into
+from tensorfile._io.files import hf_cache_blobs, open_regular, pread_into
 from tensorfile._io.reader import read_header
 from tensorfile.errors import FormatError, ModelPathError, UnsupportedAlgorithmError
 
@@ -79,7 +79,7 @@ def check_algorithm(algorithm: str, what: str = "digest") -> str:
     return algorithm
 
 
-def _spread(algorithm: str, size: int) -> bool:
+def spread(algorithm: str, size: int) -> bool:
     """Whether one digest of ``size`` bytes is computed on every core."""
     return algorithm == "blake3" and size >= PARALLEL_DIGEST_BYTES
 
@@ -90,7 +90,7 @@ def new_hasher(algorithm: str, size_hint: int = 0) -> Hasher:
     if check_algorithm(algorithm) == "blake3":
         from blake3 import blake3  # imported on first use: most imports of tensorfile never hash
 
-        return blake3(max_threads=blake3.AUTO if _spread(algorithm, size_hint) else 1)
+        return blake3(max_threads=blake3.AUTO if spread(algorithm, size_hint) else 1)
     return hashlib.sha256()
 
 
@@ -158,6 +158,27 @@ def _inside(target: str, root: str) -> bool:
     return target == root or target.startswith(root.rstrip(os.sep) + os.sep)
 
 
+def _symlink_target(link: Path, real_root: str, blobs: str | None) -> str:
+    """Where an allowed symlink in the model leads: a regular file inside the
+    model folder or, in a Hugging Face cache snapshot, a blob of the same
+    cache repository. Anything else raises :class:`ModelPathError`."""
+    target = os.path.realpath(link)
+    in_blobs = blobs is not None and os.path.dirname(target) == blobs
+    if not (_inside(target, real_root) or in_blobs):
+        where = (f"the model folder or {blobs}" if blobs is not None
+                 else "the model folder (or, in a Hugging Face cache snapshot, its blobs/ folder)")
+        raise ModelPathError(f"{link}: symlink points outside {where}: {target}")
+    try:
+        tst = os.stat(target)
+    except OSError as e:
+        raise ModelPathError(f"{link}: broken symlink: {e.strerror}") from None
+    if not stat.S_ISREG(tst.st_mode):
+        raise ModelPathError(
+            f"{link}: symlink target is not a regular file (folders are not followed)"
+        )
+    return target
+
+
 def list_model_files(
     path: str | os.PathLike[str],
     *,
@@ -169,8 +190,11 @@ def list_model_files(
     ``ignore_paths`` are relative to the model folder (``/``-separated); a path
     is skipped with everything under it. Symlinks raise :class:`ModelPathError`
     unless ``allow_symlinks``; even then a symlink must point to a regular file
-    inside the model folder (symlinked folders are never followed). Sockets,
-    FIFOs and devices always raise.
+    inside the model folder or, for a snapshot of a Hugging Face cache, to a
+    file in the ``blobs/`` folder of the same cache repository (symlinked
+    folders are never followed). As model-signing does, a symlink is listed
+    under its own name with its target's bytes. Sockets, FIFOs and devices
+    always raise.
     """
     root = Path(path)
     try:
@@ -180,6 +204,9 @@ def list_model_files(
     if stat.S_ISLNK(st.st_mode):
         if not allow_symlinks:
             raise ModelPathError(f"{root}: is a symlink (pass allow_symlinks to follow it)")
+        blobs = hf_cache_blobs(root.parent)
+        if blobs is not None:  # a file of a cache snapshot: only into that repository's blobs
+            _symlink_target(root, os.path.realpath(root.parent), blobs)
         st = os.stat(root)
         root = Path(os.path.realpath(root))
     if stat.S_ISREG(st.st_mode):
@@ -189,6 +216,7 @@ def list_model_files(
 
     ignored = [p.strip("/") for p in ignore_paths]
     real_root = os.path.realpath(root)
+    blobs = hf_cache_blobs(root) if allow_symlinks else None
     files: list[ModelFile] = []
     stack: list[tuple[Path, str]] = [(root, "")]
     while stack:
@@ -208,18 +236,8 @@ def list_model_files(
                     raise ModelPathError(
                         f"{full}: is a symlink (pass allow_symlinks to hash its target)"
                     )
-                target = os.path.realpath(full)
-                if not _inside(target, real_root):
-                    raise ModelPathError(f"{full}: symlink points outside the model folder")
-                try:
-                    tst = os.stat(target)
-                except OSError as e:
-                    raise ModelPathError(f"{full}: broken symlink: {e.strerror}") from None
-                if not stat.S_ISREG(tst.st_mode):
-                    raise ModelPathError(
-                        f"{full}: symlink target is not a regular file (folders are not followed)"
-                    )
-                files.append(ModelFile(rel, Path(target), tst.st_size))
+                target = _symlink_target(full, real_root, blobs)
+                files.append(ModelFile(rel, Path(target), os.stat(target).st_size))
             elif entry.is_dir(follow_symlinks=False):
                 stack.append((full, rel + "/"))
             elif entry.is_file(follow_symlinks=False):
@@ -306,8 +324,8 @@ def _hash_spans(
         file_hasher = new_hasher(file_algorithm, size) if whole else None
         lo, hi = (0, size) if whole or not spans else (spans[0][0], spans[-1][1])
         if hi > lo:
-            if any(_spread(algorithm, e - s) for s, e in spans) or (
-                whole and _spread(file_algorithm, size)
+            if any(spread(algorithm, e - s) for s, e in spans) or (
+                whole and spread(file_algorithm, size)
             ):
                 # A hasher that spreads each update over every core wants big
                 # updates from memory it need not copy first: the mapping.

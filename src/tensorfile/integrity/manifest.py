@@ -20,7 +20,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from tensorfile.errors import BundleError, ManifestError, UnsupportedAlgorithmError
+from tensorfile.errors import BundleError, ManifestError, ModelPathError, UnsupportedAlgorithmError
 from tensorfile.integrity._json import hex64, json_list, json_obj, json_str
 from tensorfile.integrity.hashing import (
     ALGORITHMS,
@@ -272,6 +272,7 @@ def hash_model(
     path: str | os.PathLike[str],
     *,
     ignore_paths: Iterable[str] = (),
+    ignore_git_paths: bool = True,
     signature: str | os.PathLike[str] | None = None,
     allow_symlinks: bool = False,
     tensors: bool = True,
@@ -282,16 +283,20 @@ def hash_model(
 ) -> Manifest:
     """Hash the model at ``path`` (a file or a folder) into a :class:`Manifest`.
 
-    ``.git``, ``.gitattributes``, ``.github`` and ``.gitignore`` are always
-    ignored, plus ``ignore_paths`` (relative to the folder) and ``signature``
-    when it lies inside the folder. ``tensors`` adds header and per-tensor
+    ``.git``, ``.gitattributes``, ``.github`` and ``.gitignore`` are ignored
+    (unless ``ignore_git_paths`` is false, as model-signing's
+    ``--no-ignore-git-paths``), plus ``ignore_paths`` (relative to the folder)
+    and ``signature`` when it lies inside the folder; all of them are recorded
+    in the manifest's ``ignore_paths``. ``tensors`` adds header and per-tensor
     digests (``tensor_algorithm``: ``"blake3"`` or ``"sha256"``) for every
     ``.safetensors`` file, in the same pass over its bytes. ``file_algorithm``
     (``"sha256"``, or ``"blake3"``, which OMS verifiers other than
     model-signing may not know) hashes the files themselves.
     """
     root = Path(path)
-    ignored = set(DEFAULT_IGNORED) | {p.strip("/") for p in ignore_paths}
+    ignored = (set(DEFAULT_IGNORED) if ignore_git_paths else set()) | {
+        check_ignore_path(p) for p in ignore_paths
+    }
     if signature is not None and root.is_dir():
         rel = relative_inside(Path(signature), root)
         if rel is not None:
@@ -305,6 +310,19 @@ def hash_model(
         Serialization(hash_type=file_algorithm, allow_symlinks=allow_symlinks,
                       ignore_paths=tuple(sorted(ignored))),
     )
+
+
+def check_ignore_path(path: str) -> str:
+    """``path`` (relative to the model folder, ``/``-separated) without a
+    trailing ``/``; :class:`ModelPathError` for an absolute path or one with
+    ``..``, which cannot name anything inside the folder."""
+    p = path.replace(os.sep, "/").rstrip("/")
+    parts = p.split("/")
+    if not p or p.startswith("/") or any(x in ("", "..") for x in parts):
+        raise ModelPathError(
+            f"ignore path {path!r} must be relative to the model folder, without '..'"
+        )
+    return "/".join(x for x in parts if x != ".") or "."
 
 
 def relative_inside(path: Path, folder: Path) -> str | None:

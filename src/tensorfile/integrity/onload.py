@@ -30,24 +30,32 @@ from tensorfile.errors import (
     NotSignedError,
     VerificationError,
 )
-from tensorfile.integrity.bundle import DEFAULT_SIGNATURE_NAME, parse_bundle, read_bundle_bytes
+from tensorfile.integrity.bundle import DEFAULT_SIGNATURE_NAME, read_bundle_bytes
 from tensorfile.integrity.certs import CertificateTrust
 from tensorfile.integrity.hashing import (
+    CHUNK_SIZE,
+    READ_SIZE,
     SINGLE_FILE_NAME,
     FileDigest,
     ModelFile,
     SafetensorsDigests,
     digest_hex,
     hash_files,
+    new_hasher,
+    spread,
 )
+from tensorfile.integrity.keyless import SigstoreTrust
 from tensorfile.integrity.keys import check_supported, key_hint, read_pem
-from tensorfile.integrity.manifest import Manifest, relative_inside
-from tensorfile.integrity.verify import SignerIdentity, Trust, TrustPolicy, verify_bundle
+from tensorfile.integrity.manifest import Manifest, Serialization, relative_inside
+from tensorfile.integrity.pins import Pins
+from tensorfile.integrity.verify import SignerIdentity, Trust, TrustPolicy, verify_signature_file
 
 
 def _policy(verify: object) -> TrustPolicy:
     if isinstance(verify, TrustPolicy):
         return verify
+    if isinstance(verify, SigstoreTrust):
+        return TrustPolicy(sigstore=verify)
     if isinstance(verify, CertificateTrust | x509.Certificate):
         return TrustPolicy(cert_roots=verify)
     if isinstance(verify, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
@@ -93,15 +101,15 @@ def verified_bundle(signature: Path, trust: Trust) -> tuple[Manifest, SignerIden
     """:func:`verify_bundle` of the signature file at ``signature``, remembered
     for key trust (see ``_VERIFIED``)."""
     data = read_bundle_bytes(signature)
-    if isinstance(trust, CertificateTrust):
-        return verify_bundle(parse_bundle(data, signature), trust)
+    if isinstance(trust, CertificateTrust | SigstoreTrust):
+        return verify_signature_file(data, signature, trust)
     cache_key = (hashlib.sha256(data).hexdigest(), key_hint(check_supported(trust)))
     with _VERIFIED_LOCK:
         hit = _VERIFIED.get(cache_key)
         if hit is not None:
             _VERIFIED.move_to_end(cache_key)
             return hit
-    result = verify_bundle(parse_bundle(data, signature), trust)
+    result = verify_signature_file(data, signature, trust)
     with _VERIFIED_LOCK:
         _VERIFIED[cache_key] = result
         while len(_VERIFIED) > _VERIFIED_MAX:
@@ -114,8 +122,17 @@ def load_verifier(verify: object, path: Path) -> LoadVerifier:
 
     ``verify`` is a public key (PEM path, PEM bytes or key object), trusted root
     certificates (PEM path or bytes holding certificates, a certificate, a
-    :class:`CertificateTrust`), or a :class:`TrustPolicy`.
+    :class:`CertificateTrust`), a :class:`TrustPolicy`, or :class:`Pins`
+    (trusted digests: no signature is read).
     """
+    if isinstance(verify, Pins):
+        name = verify.resource_for(path)
+        entry = verify.files[name]
+        manifest = Manifest(verify.source, (entry,), Serialization(hash_type=entry.algorithm))
+        return LoadVerifier(
+            None, Path(verify.source), Path(path).parent, Path(path), eager=verify.eager,
+            trusted=(manifest, verify.signer(), name),
+        )
     policy = _policy(verify)
     trust = policy.trust()
     sig = Path(policy.signature) if policy.signature is not None else find_signature(path)
@@ -127,8 +144,11 @@ class LoadVerifier:
     """Checks one safetensors file's header and tensors against a signature."""
 
     def __init__(
-        self, trust: Trust, signature: Path, model_root: Path, path: Path, *, eager: bool = False
+        self, trust: Trust | None, signature: Path, model_root: Path, path: Path, *,
+        eager: bool = False, trusted: tuple[Manifest, SignerIdentity, str] | None = None,
     ) -> None:
+        """``trust`` checks the bundle at ``signature``; or ``trusted`` gives the
+        manifest, who vouches for it, and this file's resource name (pins)."""
         self.eager = eager
         self.signature = signature
         self.model_root = model_root
@@ -139,6 +159,7 @@ class LoadVerifier:
         self.signer: SignerIdentity | None = None
         self.resource: str | None = None
         self._trust = trust
+        self._trusted = trusted
         #: The header and tensor digests each read is checked against.
         self._parts: SafetensorsDigests | None = None
         self._whole_file_verified = False
@@ -150,26 +171,39 @@ class LoadVerifier:
 
     def check_header(self, raw_header: bytes) -> None:
         """Verify the bundle's signature and this file's header digest (once, at open)."""
-        manifest, signer = verified_bundle(self.signature, self._trust)
-        if manifest.is_single_file:
-            resource = SINGLE_FILE_NAME
+        if self._trusted is not None:
+            manifest, signer, resource = self._trusted
+        elif self._trust is None:
+            raise VerificationError(f"{self.path}: nothing to verify against")
         else:
-            rel = relative_inside(self.path, self.model_root)
-            if rel is None:
-                raise NotSignedError(
-                    f"{self.path}: outside {self.model_root}, the folder {self.signature} signs"
-                )
-            resource = rel
+            manifest, signer = verified_bundle(self.signature, self._trust)
+            resource = self._resource(manifest)
         entry = manifest.by_name.get(resource)
         if entry is None:
             raise NotSignedError(f"{self.path}: {resource!r} is not a file the signature covers")
         self.manifest, self.signer, self.resource = manifest, signer, resource
+        if entry.size is not None and os.stat(self.path).st_size != entry.size:
+            # Only pins give sizes: a cheap early answer; the digests decide.
+            raise DigestMismatchError(
+                f"{self.path}: size {os.stat(self.path).st_size:,} bytes, pinned {entry.size:,}"
+            )
         if entry.safetensors is None:
             self._check_whole_file(resource, entry, raw_header)
             return
         self._count(len(raw_header))
         self._use_parts(entry.safetensors, raw_header, "differs from the signed header (tensor "
                         "names, shapes, dtypes, offsets or metadata changed)")
+
+    def _resource(self, manifest: Manifest) -> str:
+        """This file's resource name in a signed manifest."""
+        if manifest.is_single_file:
+            return SINGLE_FILE_NAME
+        rel = relative_inside(self.path, self.model_root)
+        if rel is None:
+            raise NotSignedError(
+                f"{self.path}: outside {self.model_root}, the folder {self.signature} signs"
+            )
+        return rel
 
     def _check_whole_file(self, resource: str, signed: FileDigest, raw_header: bytes) -> None:
         """No signed tensor digests (e.g. signed by model-signing): hash the whole file
@@ -188,7 +222,8 @@ class LoadVerifier:
         )[0]
         self._count(done[0])
         if digest.digest != signed.digest:
-            raise DigestMismatchError(f"{self.path}: file differs from the signed bytes")
+            what = "pinned" if self._trusted is not None else "signed"
+            raise DigestMismatchError(f"{self.path}: file differs from the {what} bytes")
         if digest.safetensors is None:  # not named .safetensors: no tensor layout to derive
             self._whole_file_verified = True
             return
@@ -200,17 +235,60 @@ class LoadVerifier:
             raise DigestMismatchError(f"{self.path}: header {mismatch}")
         self._parts = parts
 
-    def check_tensor(self, name: str, data: memoryview) -> None:
-        """Verify one tensor's bytes against its signed digest (first read of each tensor)."""
+    def _expected(self, name: str) -> str | None:
+        """The signed digest of tensor ``name`` (None: the whole file was checked)."""
         if self._whole_file_verified:
-            return
+            return None
         if self._parts is None:
             raise VerificationError(f"{self.path}: check_header must pass before tensors are read")
         expected = self._parts.tensors.get(name)
         if expected is None:
             raise NotSignedError(f"{self.path}: tensor {name!r} is not in the signed manifest")
-        self._count(len(data))
-        if digest_hex(self._parts.algorithm, data) != expected:
+        return expected
+
+    def check_tensor(self, name: str, data: memoryview) -> None:
+        """Verify one tensor's bytes against its signed digest (first read of each tensor)."""
+        check = self.tensor_check(name, len(data))
+        check.update(data)
+        check.finish()
+
+    def tensor_check(self, name: str, nbytes: int) -> TensorCheck:
+        """A running check of tensor ``name``'s ``nbytes`` bytes: feed them in
+        order with :meth:`TensorCheck.update` as they are read (each chunk
+        while it is still in the CPU cache), then :meth:`TensorCheck.finish`."""
+        expected = self._expected(name)
+        assert expected is None or self._parts is not None
+        return TensorCheck(self, name, nbytes, expected,
+                           self._parts.algorithm if self._parts is not None else "")
+
+
+class TensorCheck:
+    """One tensor's digest, computed while the reader copies it in."""
+
+    def __init__(
+        self, owner: LoadVerifier, name: str, nbytes: int, expected: str | None, algorithm: str
+    ) -> None:
+        self._owner, self._name, self._nbytes, self._expected = owner, name, nbytes, expected
+        self._hasher = new_hasher(algorithm, nbytes) if expected is not None else None
+        self._fed = 0
+        #: Bytes the reader should copy between two updates: small enough to
+        #: stay in the core's cache (a single-threaded digest), or big enough
+        #: to spread over every core (a BLAKE3 digest of a big tensor).
+        self.chunk_size = (
+            CHUNK_SIZE if expected is not None and spread(algorithm, nbytes) else READ_SIZE
+        )
+
+    def update(self, data: memoryview) -> None:
+        if self._hasher is not None:
+            self._hasher.update(data)
+        self._fed += len(data)
+
+    def finish(self) -> None:
+        """Raise :class:`DigestMismatchError` unless the bytes fed match the signed digest."""
+        if self._hasher is None:
+            return
+        self._owner._count(self._fed)
+        if self._fed != self._nbytes or self._hasher.hexdigest() != self._expected:
             raise DigestMismatchError(
-                f"{self.path}: tensor {name!r} differs from the signed bytes"
+                f"{self._owner.path}: tensor {self._name!r} differs from the signed bytes"
             )

@@ -84,6 +84,7 @@ def sign(
     password: str | bytes | None = None,
     certificate_chain: Any = None,
     ignore_paths: Iterable[str] = (),
+    ignore_git_paths: bool = True,
     allow_symlinks: bool = False,
     tensors: bool = True,
     tensor_algorithm: str = DEFAULT_TENSOR_ALGORITHM,
@@ -100,7 +101,9 @@ def sign(
     (``"blake3"``, the default, or ``"sha256"``). ``file_algorithm`` is the
     OMS ``hash_type`` of the file digests: ``"sha256"`` (default, accepted by
     every OMS verifier) or ``"blake3"`` (model-signing's API verifies it; its
-    CLI cannot sign it). The key is loaded (and the password checked) before any
+    CLI cannot sign it). ``ignore_paths`` (relative to the model folder) and,
+    unless ``ignore_git_paths`` is false, the git files are left out and
+    recorded as left out (:func:`~tensorfile.integrity.hash_model`). The key is loaded (and the password checked) before any
     hashing starts.
     """
     priv = load_private_key(key, password)
@@ -108,6 +111,7 @@ def sign(
     manifest = hash_model(
         model,
         ignore_paths=ignore_paths,
+        ignore_git_paths=ignore_git_paths,
         signature=sig_path,
         allow_symlinks=allow_symlinks,
         tensors=tensors,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -24,7 +25,7 @@ from tensorfile.errors import (
     SignatureError,
     UnexpectedFileError,
 )
-from tensorfile.integrity.bundle import Bundle, pae, read_bundle
+from tensorfile.integrity.bundle import Bundle, pae, parse_bundle, read_bundle_bytes
 from tensorfile.integrity.certs import CertificateIdentity, CertificateTrust, verify_chain
 from tensorfile.integrity.hashing import (
     DEFAULT_IGNORED,
@@ -39,6 +40,7 @@ from tensorfile.integrity.hashing import (
     is_safetensors,
     list_model_files,
 )
+from tensorfile.integrity.keyless import SigstoreTrust, verify_keyless
 from tensorfile.integrity.keys import (
     PublicKey,
     check_supported,
@@ -47,24 +49,27 @@ from tensorfile.integrity.keys import (
     load_public_key,
     verify_bytes,
 )
-from tensorfile.integrity.manifest import Manifest, relative_inside
+from tensorfile.integrity.manifest import Manifest, check_ignore_path, relative_inside
 from tensorfile.integrity.sign import default_signature_path
 
-#: What a signature is checked against: one public key, or trusted root certificates.
-Trust: TypeAlias = "PublicKey | CertificateTrust"
+#: What a signature is checked against: one public key, trusted root
+#: certificates, or a Sigstore trusted root with the expected identity.
+Trust: TypeAlias = "PublicKey | CertificateTrust | SigstoreTrust"
 
 
 @dataclass(frozen=True)
 class TrustPolicy:
     """Everything needed to verify, in one object (also what ``safe_open(verify=...)`` takes).
 
-    Give ``key`` (a public key: PEM path, PEM bytes or key object) or
+    Give ``key`` (a public key: PEM path, PEM bytes or key object),
     ``cert_roots`` (trusted root certificates: PEM path(s), certificates, or a
-    :class:`CertificateTrust`), not both.
+    :class:`CertificateTrust`) or ``sigstore`` (a :class:`SigstoreTrust`, for
+    keyless bundles): exactly one.
     """
 
     key: Any = None
     cert_roots: Any = None
+    sigstore: SigstoreTrust | None = None
     #: Signature file; default ``model.sig`` in the model folder (or next to the file).
     signature: str | os.PathLike[str] | None = None
     #: For verify-on-load with a signature outside the model folder: the folder it covers.
@@ -75,15 +80,20 @@ class TrustPolicy:
     at_time: datetime.datetime | None = None
 
     def trust(self) -> Trust:
-        return resolve_trust(self.key, self.cert_roots, self.at_time)
+        return resolve_trust(self.key, self.cert_roots, self.at_time, self.sigstore)
 
 
 def resolve_trust(
-    key: Any = None, cert_roots: Any = None, at_time: datetime.datetime | None = None
+    key: Any = None, cert_roots: Any = None, at_time: datetime.datetime | None = None,
+    sigstore: SigstoreTrust | None = None,
 ) -> Trust:
-    """Turn what the user gave into a :data:`Trust`; exactly one of the two is required."""
-    if (key is None) == (cert_roots is None):
-        raise KeyLoadError("give either a public key or trusted root certificates (exactly one)")
+    """Turn what the user gave into a :data:`Trust`; exactly one of the three is required."""
+    if sum(x is not None for x in (key, cert_roots, sigstore)) != 1:
+        raise KeyLoadError(
+            "give a public key, trusted root certificates or a Sigstore trust (exactly one)"
+        )
+    if sigstore is not None:
+        return sigstore
     if key is not None:
         return load_public_key(key)
     if isinstance(cert_roots, CertificateTrust):
@@ -95,11 +105,13 @@ def resolve_trust(
 class SignerIdentity:
     """Who signed: the trusted key, or the verified leaf certificate."""
 
-    kind: str  # "key" or "certificate"
+    kind: str  # "key", "certificate", "sigstore" or "pins"
     algorithm: str
     #: Hex SHA-256 of the signing public key's PEM (model-signing's key hint).
     key_fingerprint: str
     certificate: CertificateIdentity | None = None
+    #: Keyless signatures: the identity, issuer and transparency log entry checked.
+    sigstore: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -109,7 +121,23 @@ class SignerIdentity:
         }
         if self.certificate is not None:
             d["certificate"] = self.certificate.to_dict()
+        if self.sigstore is not None:
+            d["sigstore"] = dict(self.sigstore)
         return d
+
+
+def verify_signature_file(
+    data: bytes, where: str | os.PathLike[str], trust: Trust
+) -> tuple[Manifest, SignerIdentity]:
+    """:func:`verify_bundle` of a signature file's bytes; a keyless bundle
+    (``trust`` a :class:`SigstoreTrust`) through :func:`verify_keyless`."""
+    if isinstance(trust, SigstoreTrust):
+        got = verify_keyless(data, where, trust)
+        key = got.certificate.public_key
+        return got.manifest, SignerIdentity(
+            "sigstore", key_algorithm(key), key_hint(key), got.certificate, got.details
+        )
+    return verify_bundle(parse_bundle(data, where), trust)
 
 
 def verify_bundle(bundle: Bundle, trust: Trust) -> tuple[Manifest, SignerIdentity]:
@@ -118,6 +146,8 @@ def verify_bundle(bundle: Bundle, trust: Trust) -> tuple[Manifest, SignerIdentit
     The statement is parsed only after its signature verified, so nothing an
     attacker wrote is interpreted before that.
     """
+    if isinstance(trust, SigstoreTrust):
+        raise KeyLoadError("a keyless bundle is verified from its bytes (verify_signature_file)")
     cert: CertificateIdentity | None = None
     if isinstance(trust, CertificateTrust):
         if not bundle.certificates:
@@ -167,6 +197,14 @@ class VerificationReport:
     by_file_digest: tuple[str, ...] = field(default_factory=tuple)
     #: Files present but not signed, ignored because ``allow_extra_files``.
     extra_files: tuple[str, ...] = field(default_factory=tuple)
+    #: Paths the signature leaves out (its ``ignore_paths``, and the
+    #: signature file when it lies in the model folder).
+    ignored_by_signature: tuple[str, ...] = field(default_factory=tuple)
+    #: Paths the verifier left out on top (``ignore_paths``, git files);
+    #: never one that holds a signed file.
+    ignored_by_verifier: tuple[str, ...] = field(default_factory=tuple)
+    #: Of both, those that exist in the model folder: present, not checked.
+    ignored_present: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def verified(self) -> bool:
@@ -193,6 +231,9 @@ class VerificationReport:
             "tensor_algorithm": self.tensor_algorithm,
             "by_file_digest": list(self.by_file_digest),
             "extra_files": list(self.extra_files),
+            "ignored_by_signature": list(self.ignored_by_signature),
+            "ignored_by_verifier": list(self.ignored_by_verifier),
+            "ignored_present": list(self.ignored_present),
         }
 
 
@@ -206,9 +247,12 @@ def verify(
     key: Any = None,
     cert_root: Any = None,
     *,
+    sigstore: SigstoreTrust | None = None,
     signature: str | os.PathLike[str] | None = None,
     allow_extra_files: bool = False,
     allow_symlinks: bool = False,
+    ignore_paths: Iterable[str] = (),
+    ignore_git_paths: bool = True,
     deep: bool = False,
     at_time: datetime.datetime | None = None,
     workers: int | None = None,
@@ -216,7 +260,9 @@ def verify(
 ) -> VerificationReport:
     """Verify the model at ``model`` against its signature; raise if anything differs.
 
-    Give ``key`` (public key) or ``cert_root`` (trusted root certificates).
+    Give ``key`` (public key), ``cert_root`` (trusted root certificates) or
+    ``sigstore`` (a Sigstore trusted root, identity and issuer, for a keyless
+    bundle: :mod:`~tensorfile.integrity.keyless`).
     Every byte of every signed file is hashed (in parallel) and compared; files
     the signature does not name fail unless ``allow_extra_files``. A
     safetensors file signed with tensorfile's extension is checked by its
@@ -225,17 +271,60 @@ def verify(
     model signed by model-signing) by their file digest. ``deep`` checks both the
     file digest and the tensor digests of extension-signed files (twice the
     hashing; it also catches a signer whose two kinds of digest disagree).
+
+    What the signature leaves out (its recorded ``ignore_paths``) is not
+    listed. The verifier may leave out more: ``ignore_paths`` (relative to the
+    model folder) and, unless ``ignore_git_paths`` is false, the git files; a
+    path holding a signed file is checked all the same. The report names
+    every path left out.
     """
-    trust = resolve_trust(key, cert_root, at_time)
+    trust = resolve_trust(key, cert_root, at_time, sigstore)
     root = Path(model)
     sig_path = Path(signature) if signature is not None else default_signature_path(root)
-    manifest, signer = verify_bundle(read_bundle(sig_path), trust)
+    manifest, signer = verify_signature_file(read_bundle_bytes(sig_path), sig_path, trust)
+    return check_model(
+        root, manifest, signer, str(sig_path), sig_path=sig_path,
+        allow_extra_files=allow_extra_files, allow_symlinks=allow_symlinks,
+        ignore_paths=ignore_paths, ignore_git_paths=ignore_git_paths, deep=deep,
+        workers=workers, progress=progress,
+    )
 
-    ignored = set(DEFAULT_IGNORED) | set(manifest.serialization.ignore_paths)
-    if root.is_dir():
+
+def check_model(
+    root: Path,
+    manifest: Manifest,
+    signer: SignerIdentity,
+    source: str,
+    *,
+    sig_path: Path | None = None,
+    allow_extra_files: bool = False,
+    allow_symlinks: bool = False,
+    ignore_paths: Iterable[str] = (),
+    ignore_git_paths: bool = True,
+    deep: bool = False,
+    workers: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> VerificationReport:
+    """Check the model at ``root`` against a trusted ``manifest`` (from a
+    verified signature, or pins): every signed file present and every byte
+    matching. ``source`` names where the manifest came from in the report;
+    ``sig_path`` is left out of the folder's listing."""
+    # Pins are checked like a signed manifest; messages say which one it is.
+    signed_word, cover = ("pinned", "pins") if signer.kind == "pins" else ("signed", "signature")
+    by_signature = set(manifest.serialization.ignore_paths)
+    if root.is_dir() and sig_path is not None:
         rel = relative_inside(sig_path, root)
         if rel is not None:
-            ignored.add(rel)
+            by_signature.add(rel)
+
+    def holds_signed(p: str) -> bool:
+        return any(n == p or n.startswith(p + "/") for n in manifest.by_name)
+
+    asked = (set(DEFAULT_IGNORED) if ignore_git_paths else set()) | {
+        check_ignore_path(p) for p in ignore_paths
+    }
+    by_verifier = {p for p in asked - by_signature if not holds_signed(p)}
+    ignored = by_signature | by_verifier
     present = {f.name: f for f in list_model_files(
         root, ignore_paths=ignored, allow_symlinks=allow_symlinks
     )}
@@ -243,14 +332,22 @@ def verify(
     extra = sorted(n for n in present if n not in manifest.by_name)
     if missing:
         also = f"; unsigned files present: {_names(extra)} (renamed?)" if extra else ""
-        raise MissingFileError(f"{root}: signed files missing: {_names(missing)}{also}")
+        raise MissingFileError(f"{root}: {signed_word} files missing: {_names(missing)}{also}")
     if extra and not allow_extra_files:
         raise UnexpectedFileError(
-            f"{root}: files not covered by the signature: {_names(extra)} "
+            f"{root}: files not covered by the {cover}: {_names(extra)} "
             "(allow_extra_files ignores them)"
         )
     to_check = [present[f.name] for f in manifest.files]
     signed = [manifest.by_name[mf.name] for mf in to_check]
+    # A known size (pins may give one) that differs fails before any hashing.
+    resized = [f"{mf.name!r} (size {mf.size:,} bytes, {signed_word} {s.size:,})"
+               for mf, s in zip(to_check, signed, strict=True)
+               if s.size is not None and s.size != mf.size]
+    if resized:
+        raise DigestMismatchError(
+            f"{root}: contents differ from the {signed_word} model: {'; '.join(resized)}"
+        )
     # A safetensors file signed with tensorfile's extension is checked by its
     # header and tensor digests: together they cover every byte (a valid
     # header's tensors tile the data to the end of the file), and unlike one
@@ -270,7 +367,7 @@ def verify(
         )
     except FormatError as e:  # the header parsed when it was signed
         raise DigestMismatchError(
-            f"{root}: contents differ from the signed model: header no longer parses: {e}"
+            f"{root}: contents differ from the {signed_word} model: header no longer parses: {e}"
         ) from None
     bad = []
     tensors = 0
@@ -297,12 +394,12 @@ def verify(
             tensors += len(want.safetensors.tensors)
     if bad:
         raise DigestMismatchError(
-            f"{root}: contents differ from the signed model: "
+            f"{root}: contents differ from the {signed_word} model: "
             + "; ".join(_explain(mf, manifest.by_name[mf.name]) for mf in bad)
         )
     return VerificationReport(
         model=str(root),
-        signature=str(sig_path),
+        signature=source,
         model_name=manifest.model_name,
         root_digest=manifest.root_digest,
         serialization=manifest.serialization.to_dict(),
@@ -316,6 +413,11 @@ def verify(
         by_file_digest=tuple(mf.name for mf, c in zip(to_check, contents, strict=True)
                              if c.digest is not None),
         extra_files=tuple(extra),
+        ignored_by_signature=tuple(sorted(by_signature)),
+        ignored_by_verifier=tuple(sorted(by_verifier)),
+        ignored_present=tuple(sorted(
+            p for p in ignored if root.is_dir() and os.path.lexists(root / p)
+        )),
     )
 
 
