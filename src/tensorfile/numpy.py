@@ -4,6 +4,11 @@ Same functions, same signatures: change the import and code keeps working.
 One difference, on purpose: ``load_file`` returns read-only arrays that are
 views of the file's memory map instead of copies (call ``.copy()`` on an array
 you need to modify). Non-contiguous arrays are written correctly.
+
+``load_file`` and ``load`` also take ``verify=`` (a public key, root
+certificates or a :class:`tensorfile.integrity.TrustPolicy`, as
+:func:`tensorfile.safe_open` does): each array is checked against the model's
+signature before it is returned.
 """
 
 from __future__ import annotations
@@ -30,16 +35,20 @@ def save_file(
     writer.save_file(tensor_dict, filename, metadata)
 
 
-def load(data: bytes) -> dict[str, np.ndarray[Any, Any]]:
-    """Arrays from safetensors bytes."""
-    return reader.load(data, "np")
+def load(data: bytes, *, verify: object = None) -> dict[str, np.ndarray[Any, Any]]:
+    """Arrays from safetensors bytes (``verify``: see :func:`tensorfile.torch.load`)."""
+    return reader.load(data, "np", verify=verify)
 
 
 def load_file(
-    filename: str | os.PathLike[str], *, backend: str = "mmap"
+    filename: str | os.PathLike[str], *, backend: str = "mmap", verify: object = None
 ) -> dict[str, np.ndarray[Any, Any]]:
-    """Arrays from a file: read-only views of its map (``backend="pread"``: private copies)."""
-    return reader.load_file(filename, "np", backend=backend)
+    """Arrays from a file: read-only views of its map (``backend="pread"``: private copies).
+
+    With ``verify`` each array is read into private memory and checked against
+    the signature first.
+    """
+    return reader.load_file(filename, "np", backend=backend, verify=verify)
 
 
 __all__ = ["load", "load_file", "save", "save_file"]

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -38,10 +38,11 @@ from tensorfile._frameworks import (
     torch_from_carrier,
     torch_view,
 )
-from tensorfile._io.files import open_regular
+from tensorfile._io.files import open_file_object, open_regular
 from tensorfile.errors import (
     ClosedFileError,
     FrameworkError,
+    SliceIndexError,
     TensorNotFoundError,
     TruncatedFileError,
 )
@@ -144,7 +145,7 @@ class SafeOpen:
 
     def __init__(
         self,
-        filename: str | os.PathLike[str],
+        filename: str | os.PathLike[str] | IO[Any],
         framework: str = "np",
         device: str = "cpu",
         *,
@@ -161,7 +162,6 @@ class SafeOpen:
             from tensorfile._frameworks import import_torch
 
             import_torch().device(self._device)  # validates the device string
-        self._path = Path(filename)
         self._mode = backend
         self._lock = threading.Lock()
         # Closed until the descriptor exists, so a failed open leaves nothing
@@ -172,11 +172,16 @@ class SafeOpen:
         #: Bytes copied out of the file by this handle: ``pread`` reads and
         #: :meth:`read_into` copies (zero-copy views of the map are not counted).
         self.bytes_read = 0
-        self._fd, self._size = open_regular(
-            self._path,
-            folder_hint=": open a sharded model with tensorfile.sharded.open_sharded, "
-            "or read every tensor with load_file",
-        )
+        if isinstance(filename, (str, os.PathLike)):
+            self._path = Path(filename)
+            self._fd, self._size = open_regular(
+                self._path,
+                folder_hint=": open a sharded model with tensorfile.sharded.open_sharded, "
+                "or read every tensor with load_file",
+            )
+        else:  # a file object (safetensors' _safe_open_handle)
+            label, self._fd, self._size = open_file_object(filename)
+            self._path = Path(label)
         self._closed = False
         try:
             self._header, raw_header = read_header(self._fd, self._size)
@@ -379,7 +384,12 @@ class SafeOpen:
                 raise FrameworkError(f"tensor {info.name!r}: slicing {info.dtype.name} into torch is not supported")
             return np.array(arr)
         carrier = carrier_view(buf, off, info.dtype, shape)
-        picked = np.array(carrier[index])  # a copy of just the selected elements
+        try:
+            picked = np.array(carrier[index])  # a copy of just the selected elements
+        except IndexError as e:
+            raise SliceIndexError(
+                f"tensor {info.name!r} of shape {list(info.shape)}: index {index!r} is out of range: {e}"
+            ) from None
         if self._framework == "np":
             from tensorfile._format.dtypes import numpy_dtype
 
@@ -407,7 +417,7 @@ class SafeOpen:
 
 
 def safe_open(
-    filename: str | os.PathLike[str],
+    filename: str | os.PathLike[str] | IO[Any],
     framework: str = "np",
     device: str = "cpu",
     *,
@@ -415,6 +425,10 @@ def safe_open(
     verify: object = None,
 ) -> SafeOpen:
     """Open a safetensors file for lazy, zero-copy reading.
+
+    ``filename`` may also be an open file object: one backed by a file is
+    read through its descriptor (from byte 0), any other (``io.BytesIO``, an
+    fsspec file) is read once into memory.
 
     ``framework`` is ``"np"`` (numpy arrays, read-only views of the file map)
     or ``"pt"`` (torch tensors, views of a private copy-on-write map).
@@ -447,9 +461,28 @@ def load_file(
         return f.tensors()
 
 
-def load(data: bytes | bytearray | memoryview, framework: str = "np") -> dict[str, Any]:
-    """Every tensor of in-memory safetensors bytes (copies out of ``data``)."""
+def load(
+    data: bytes | bytearray | memoryview, framework: str = "np", *, verify: object = None
+) -> dict[str, Any]:
+    """Every tensor of in-memory safetensors bytes (copies out of ``data``).
+
+    ``verify`` checks the bytes as the file a single-file signature covers; it
+    must be a ``TrustPolicy`` naming its ``signature`` (bytes have no folder in
+    which to look for ``model.sig``).
+    """
     fw = _norm_framework(framework)
+    if verify is not None:
+        if getattr(verify, "signature", None) is None:
+            from tensorfile.errors import NotSignedError
+
+            raise NotSignedError(
+                "verifying bytes needs verify=TrustPolicy(signature=...): bytes have no "
+                "folder in which to look for model.sig"
+            )
+        import io
+
+        with SafeOpen(io.BytesIO(data), fw, verify=verify) as f:
+            return f.tensors()
     buf = bytearray(data)  # private, writable: the arrays own their memory
     header = hdr.parse(buf)
     out: dict[str, Any] = {}
