@@ -346,3 +346,99 @@ def torch_view(buf: Any, offset: int, dt: DType, shape: tuple[int, ...], nbytes:
     if not _LITTLE and dt.itemsize > 1:
         t = t.view(-1, dt.itemsize).flip(1).reshape(-1)
     return t.view(tdt).reshape(tshape)
+
+
+# --------------------------------------------------------------------------
+# Frameworks read and written through numpy arrays (jax, tensorflow, paddle, mlx)
+# --------------------------------------------------------------------------
+
+#: Framework names safe_open accepts for them (the reference's) -> canonical name.
+VIA_NUMPY = {
+    "flax": "jax", "jax": "jax", "tf": "tensorflow", "tensorflow": "tensorflow",
+    "paddle": "paddle", "mlx": "mlx",
+}
+_PIP = {"jax": "jax", "tensorflow": "tensorflow", "paddle": "paddlepaddle", "mlx": "mlx"}
+
+
+def import_framework(name: str) -> Any:
+    """The framework's module (``jax``, ``tensorflow``, ``paddle``, ``mlx.core``)."""
+    import importlib
+
+    module = "mlx.core" if name == "mlx" else name
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise FrameworkError(
+            f"framework {name!r} is not installed (pip install 'tensorfile[{name}]', "
+            f"which installs {_PIP[name]})"
+        ) from None
+
+
+def from_numpy(framework: str, arr: np.ndarray[Any, Any], device: str = "cpu") -> Any:
+    """A framework array holding ``arr``'s values (see each module's docstring for
+    whether it shares ``arr``'s memory)."""
+    fw = import_framework(framework)
+    if framework == "jax":
+        # device_put wraps an aligned host array in place on the cpu (jax
+        # arrays are immutable, so a read-only map is safe to share) and
+        # copies otherwise.
+        return fw.device_put(arr)
+    if framework == "tensorflow":
+        return fw.convert_to_tensor(arr)
+    if framework == "paddle":
+        # paddle tensors are writable: never hand one a read-only map.
+        if arr.dtype.name in _PADDLE_VIA_BITS:
+            # to_tensor does not take ml_dtypes arrays: move the bits, then reinterpret.
+            bits = fw.to_tensor(arr.view(_CARRIER[arr.dtype.itemsize]), place=device)
+            return bits.view(getattr(fw, arr.dtype.name))
+        return fw.to_tensor(arr, place=device)
+    if arr.dtype.name in _MLX_VIA_BITS:
+        # mx.array does not take ml_dtypes arrays: move the bits, then reinterpret.
+        return fw.array(arr.view(_CARRIER[arr.dtype.itemsize])).view(getattr(fw, arr.dtype.name))
+    return fw.array(arr)
+
+
+_PADDLE_VIA_BITS = frozenset({"bfloat16", "float8_e4m3fn", "float8_e5m2"})
+_MLX_VIA_BITS = frozenset({"bfloat16"})
+
+
+def to_numpy(framework: str, name: str, value: Any) -> np.ndarray[Any, Any]:
+    """A host numpy array of a framework array's values (no copy where it is on the host)."""
+    if isinstance(value, np.ndarray):
+        return value
+    fw = import_framework(framework)
+    if framework == "jax":
+        ok = isinstance(value, fw.Array)
+    elif framework == "tensorflow":
+        ok = isinstance(value, (fw.Tensor, fw.Variable))
+    elif framework == "paddle":
+        ok = isinstance(value, fw.Tensor)
+    else:
+        ok = isinstance(value, fw.array)
+    if not ok:
+        raise NotATensorError(
+            f"tensor {name!r}: expected a {framework} array, got {type(value).__name__}"
+        )
+    if framework == "tensorflow":
+        return np.asarray(value.numpy())
+    if framework == "paddle":
+        return _paddle_numpy(fw, value)
+    if framework == "mlx" and str(value.dtype) in ("mlx.core.bfloat16",):
+        import ml_dtypes
+
+        return np.asarray(value.view(fw.uint16)).view(ml_dtypes.bfloat16)
+    return np.asarray(value)
+
+
+def _paddle_numpy(paddle: Any, t: Any) -> np.ndarray[Any, Any]:
+    t = t.detach().cpu()
+    for name in _PADDLE_VIA_BITS:
+        if t.dtype == getattr(paddle, name):
+            # paddle hands these out as raw unsigned integers (or not at all):
+            # take the bits and give them their type back.
+            import ml_dtypes
+
+            width = _CARRIER[t.element_size()]
+            bits = t.view(getattr(paddle, np.dtype(width).name))
+            return np.asarray(bits.numpy()).view(getattr(ml_dtypes, name))
+    return np.asarray(t.numpy())

@@ -46,8 +46,12 @@ MODULES = {
     "safetensors.mlx": "tensorfile.mlx",
 }
 
-#: Names the safetensors top level has, beyond tensorfile's own ``__all__``.
-_TOP_EXTRA = ("_safe_open_handle",)
+#: Names the safetensors modules have beyond tensorfile's ``__all__``: the top
+#: level's ``_safe_open_handle``, and what ``safetensors.numpy`` and
+#: ``safetensors.torch`` import from the top level (paddle imports
+#: ``safe_open`` from ``safetensors.numpy``).
+_EXTRA = ("_safe_open_handle", "safe_open", "TensorSpec", "serialize", "serialize_file",
+          "deserialize")
 
 
 def _with_default_verify(func: Any, verify: object) -> Any:
@@ -83,8 +87,7 @@ class _AliasLoader(importlib.abc.Loader):
         names = set(getattr(source, "__all__", ())) | {
             n for n in vars(source) if n.startswith("_") and not n.startswith("__")
         }
-        if self._target == "tensorfile":
-            names.update(_TOP_EXTRA)
+        names.update(n for n in _EXTRA if n in vars(source) or self._target == "tensorfile")
         for name in sorted(names):
             try:
                 value = getattr(source, name)

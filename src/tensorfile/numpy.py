@@ -18,7 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from tensorfile._frameworks import TensorSpec as TensorSpec
 from tensorfile._io import reader, writer
+from tensorfile._io.reader import safe_open as safe_open
+from tensorfile._raw import deserialize as deserialize
+from tensorfile._raw import serialize as serialize
+from tensorfile._raw import serialize_file as serialize_file
 
 
 def save(tensor_dict: dict[str, np.ndarray[Any, Any]], metadata: dict[str, str] | None = None) -> bytes:

@@ -29,7 +29,12 @@ import os
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
+from tensorfile._frameworks import TensorSpec as TensorSpec
 from tensorfile._io import reader, writer
+from tensorfile._io.reader import safe_open as safe_open
+from tensorfile._raw import deserialize as deserialize
+from tensorfile._raw import serialize as serialize
+from tensorfile._raw import serialize_file as serialize_file
 from tensorfile.errors import NotATensorError, SerializationError, SharedTensorsError
 
 if TYPE_CHECKING:

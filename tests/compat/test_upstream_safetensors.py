@@ -24,19 +24,20 @@ from tensorfile import compat
 
 _HERE = Path(__file__).parent / "upstream"
 
-# Vendored module -> the framework it needs beyond numpy and torch.
+# Vendored module -> the framework it needs beyond numpy (its test module
+# imports it at the top, so without it the module is left out).
 _FILES = {
-    "st_simple": None,
-    "st_pt_comparison": None,
-    "st_pt_model": None,
+    "st_simple": "torch",
+    "st_pt_comparison": "torch",
+    "st_pt_model": "torch",
     "st_handle": None,
-    "st_multithreaded": None,
+    "st_multithreaded": "torch",
     "st_threadable": None,
-    "st_pread_backend": None,
+    "st_pread_backend": "torch",
     "st_flax_comparison": "flax",
     "st_tf_comparison": "tensorflow",
     "st_paddle_comparison": "paddle",
-    "st_mlx_comparison": "mlx.core",
+    "st_mlx_comparison": "mlx",
 }
 
 
@@ -56,7 +57,7 @@ def _import_aliased(stem: str) -> ModuleType:
 
 def _export() -> None:
     for stem, needs in _FILES.items():
-        if needs is not None and importlib.util.find_spec(needs.split(".")[0]) is None:
+        if needs is not None and importlib.util.find_spec(needs) is None:
             continue
         module = _import_aliased(stem)
         sys.modules[module.__name__] = module

@@ -33,7 +33,9 @@ from tensorfile._format import header as hdr
 from tensorfile._format.dtypes import DType
 from tensorfile._format.header import Header, TensorInfo
 from tensorfile._frameworks import (
+    VIA_NUMPY,
     carrier_view,
+    from_numpy,
     numpy_view,
     torch_from_carrier,
     torch_view,
@@ -152,11 +154,13 @@ class SafeOpen:
         backend: str = "mmap",
         verify: object = None,
     ) -> None:
-        self._framework = _norm_framework(framework)
+        #: jax, tensorflow, paddle or mlx: read as numpy, then converted.
+        self._convert = VIA_NUMPY.get(framework)
+        self._framework = "np" if self._convert else _norm_framework(framework)
         if backend not in BACKENDS:
             raise FrameworkError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
         self._device = str(device)
-        if self._device != "cpu":
+        if self._device != "cpu" and self._convert is None:
             if self._framework == "np":
                 raise FrameworkError(f"numpy arrays live on the cpu; device {device!r} needs framework='pt'")
             from tensorfile._frameworks import import_torch
@@ -355,9 +359,12 @@ class SafeOpen:
         info = self.info(name)
         buf, off = self._tensor_bytes(info)
         if self._framework == "np":
-            return numpy_view(buf, off, info.dtype, info.shape)
+            return self._out(numpy_view(buf, off, info.dtype, info.shape))
         t = torch_view(buf, off, info.dtype, info.shape, info.nbytes)
         return t if self._device == "cpu" else t.to(self._device)
+
+    def _out(self, arr: np.ndarray[Any, Any]) -> Any:
+        return arr if self._convert is None else from_numpy(self._convert, arr, self._device)
 
     def get_slice(self, name: str) -> TensorSlice:
         return TensorSlice(self, self.info(name))
@@ -382,7 +389,7 @@ class SafeOpen:
             arr = numpy_view(buf, off, info.dtype, info.shape)[index]
             if self._framework == "pt":
                 raise FrameworkError(f"tensor {info.name!r}: slicing {info.dtype.name} into torch is not supported")
-            return np.array(arr)
+            return self._out(np.array(arr))
         carrier = carrier_view(buf, off, info.dtype, shape)
         try:
             picked = np.array(carrier[index])  # a copy of just the selected elements
@@ -393,7 +400,7 @@ class SafeOpen:
         if self._framework == "np":
             from tensorfile._format.dtypes import numpy_dtype
 
-            return picked.view(numpy_dtype(info.dtype))
+            return self._out(picked.view(numpy_dtype(info.dtype)))
         t = torch_from_carrier(picked, info.dtype, picked.shape)
         return t if self._device == "cpu" else t.to(self._device)
 
@@ -431,7 +438,9 @@ def safe_open(
     fsspec file) is read once into memory.
 
     ``framework`` is ``"np"`` (numpy arrays, read-only views of the file map)
-    or ``"pt"`` (torch tensors, views of a private copy-on-write map).
+    or ``"pt"`` (torch tensors, views of a private copy-on-write map); also
+    ``"flax"``, ``"tf"``, ``"paddle"`` or ``"mlx"`` (read as numpy, then
+    converted as :mod:`tensorfile.flax` and its siblings say).
     ``backend="pread"`` reads each tensor into private memory instead of mapping.
     ``verify`` (a public key, or a trust policy from :mod:`tensorfile.integrity`)
     checks the file's signature and header digest at open, and each tensor's
