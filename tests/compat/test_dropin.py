@@ -298,3 +298,18 @@ def test_install_verify_is_the_default_of_every_loader(
             alias_np.load_file(unsigned)
     finally:
         compat.uninstall()
+
+
+def test_overlap_is_grouped_through_a_third_view() -> None:
+    """spec/FORMAT.md P5: the reference splits A[0:100], A[10:20], A[30:40] in two."""
+    torch = pytest.importorskip("torch")
+    import safetensors.torch as st
+
+    import tensorfile.torch as tt
+
+    base = torch.zeros(100)
+    views = {"a": base[0:100], "b": base[10:20], "c": base[30:40]}
+    assert tt._find_shared_tensors(views) == [{"a", "b", "c"}]
+    assert st._find_shared_tensors(views) == [{"a", "b"}, {"c"}]
+    with pytest.raises(RuntimeError):
+        tt.save(views)
