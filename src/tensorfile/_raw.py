@@ -68,7 +68,7 @@ def deserialize(bytes: bytes | bytearray | memoryview) -> list[tuple[str, dict[s
 
 
 def _safe_open_handle(
-    f: IO[Any], framework: str, device: str = "cpu"
+    f: IO[Any], framework: str, device: str = "cpu", *, verify: object = None
 ) -> reader.SafeOpen:
     """``safe_open`` on an open file object (``safetensors._safe_open_handle``)."""
-    return reader.safe_open(f, framework, device)
+    return reader.safe_open(f, framework, device, verify=verify)

@@ -17,6 +17,10 @@ checks what it reads against the model's signature unless its caller passes
 :class:`tensorfile.errors.VerificationError` instead of loading, and a file
 without a signature raises :class:`tensorfile.errors.NotSignedError`.
 
+``deserialize`` and ``serialize`` work on bytes and raw memory the caller
+already holds, so they verify nothing; every function that opens or parses a
+file or its bytes as tensors does.
+
 Modules that imported the real ``safetensors`` before :func:`install` keep
 what they imported, so call it first (``install`` drops any ``safetensors``
 module already in ``sys.modules`` so that later imports get tensorfile).
@@ -66,7 +70,7 @@ def _with_default_verify(func: Any, verify: object) -> Any:
 
 
 def _takes_verify(value: object) -> bool:
-    if not callable(value):
+    if not inspect.isfunction(value):  # classes (SafeOpen) stay classes
         return False
     try:
         return "verify" in inspect.signature(value).parameters

@@ -291,6 +291,10 @@ def test_install_verify_is_the_default_of_every_loader(
             alias_np.load_file(bad)
         with alias.safe_open(bad, "np") as f, pytest.raises(DigestMismatchError):
             f.get_tensor("v")
+        with open(bad, "rb") as fo, alias._safe_open_handle(fo, "np") as f:
+            with pytest.raises(DigestMismatchError):
+                f.get_tensor("v")
+        assert isinstance(alias.SafeOpen, type)  # classes are not wrapped
         assert alias_np.load_file(bad, verify=None)["v"].shape == (8,)  # explicit wins
         unsigned = tmp_path / "unsigned.safetensors"
         alias_np.save_file({"x": np.zeros(2)}, unsigned)

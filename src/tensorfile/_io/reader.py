@@ -56,7 +56,9 @@ BACKENDS = ("mmap", "pread")
 def _norm_framework(framework: str) -> str:
     fw = {"numpy": "np", "torch": "pt", "pytorch": "pt"}.get(framework, framework)
     if fw not in ("np", "pt"):
-        raise FrameworkError(f"unknown framework {framework!r}; use 'np' or 'pt'")
+        raise FrameworkError(
+            f"unknown framework {framework!r}; use 'np', 'pt', 'flax', 'tf', 'paddle' or 'mlx'"
+        )
     return fw
 
 
@@ -370,7 +372,7 @@ class SafeOpen:
         return TensorSlice(self, self.info(name))
 
     def _slice(self, info: TensorInfo, index: Any) -> Any:
-        shape = info.shape
+        shape, asked = info.shape, index
         if self._verifier is not None:
             # A slice of unverified bytes could be tampered: verify the whole
             # tensor once (its digest covers all of it), then slice the copy.
@@ -393,9 +395,9 @@ class SafeOpen:
         carrier = carrier_view(buf, off, info.dtype, shape)
         try:
             picked = np.array(carrier[index])  # a copy of just the selected elements
-        except IndexError as e:
+        except IndexError:
             raise SliceIndexError(
-                f"tensor {info.name!r} of shape {list(info.shape)}: index {index!r} is out of range: {e}"
+                f"tensor {info.name!r} of shape {list(info.shape)}: index {asked!r} is out of range"
             ) from None
         if self._framework == "np":
             from tensorfile._format.dtypes import numpy_dtype
