@@ -395,9 +395,10 @@ class SafeOpen:
         carrier = carrier_view(buf, off, info.dtype, shape)
         try:
             picked = np.array(carrier[index])  # a copy of just the selected elements
-        except IndexError:
+        except IndexError as e:
             raise SliceIndexError(
-                f"tensor {info.name!r} of shape {list(info.shape)}: index {asked!r} is out of range"
+                f"tensor {info.name!r} of shape {list(info.shape)}: index {asked!r} is out of "
+                f"range ({e})"
             ) from None
         if self._framework == "np":
             from tensorfile._format.dtypes import numpy_dtype
