@@ -81,6 +81,24 @@ def test_every_reference_name_exists_with_its_parameters(module: str) -> None:
             assert mine[extra].kind == inspect.Parameter.KEYWORD_ONLY, (name, extra)
 
 
+@pytest.mark.parametrize(
+    ("module", "framework"),
+    [("flax", "jax"), ("tensorflow", "tensorflow"), ("paddle", "paddle"), ("mlx", "mlx.core")],
+)
+def test_framework_modules_have_the_reference_functions(module: str, framework: str) -> None:
+    pytest.importorskip(framework)
+    ref = importlib.import_module(f"safetensors.{module}")
+    ours = importlib.import_module(f"tensorfile.{module}")
+    public = [n for n, v in vars(ref).items()
+              if inspect.isfunction(v) and v.__module__ == ref.__name__ and not n.startswith("_")]
+    assert sorted(public) == sorted(ours.__all__)
+    for name in public:
+        want = inspect.signature(getattr(ref, name)).parameters
+        mine = inspect.signature(getattr(ours, name)).parameters
+        assert list(mine)[: len(want)] == list(want), name
+        assert [mine[n].default for n in want] == [p.default for p in want.values()], name
+
+
 def test_safetensor_error_catches_every_typed_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x10\0\0\0\0\0\0\0{}")

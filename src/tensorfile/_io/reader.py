@@ -36,6 +36,7 @@ from tensorfile._frameworks import (
     VIA_NUMPY,
     carrier_view,
     from_numpy,
+    import_framework,
     numpy_view,
     torch_from_carrier,
     torch_view,
@@ -158,6 +159,8 @@ class SafeOpen:
     ) -> None:
         #: jax, tensorflow, paddle or mlx: read as numpy, then converted.
         self._convert = VIA_NUMPY.get(framework)
+        if self._convert is not None:
+            import_framework(self._convert)  # not installed: say so now, not at the first read
         self._framework = "np" if self._convert else _norm_framework(framework)
         if backend not in BACKENDS:
             raise FrameworkError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
