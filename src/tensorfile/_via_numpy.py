@@ -12,6 +12,21 @@ from tensorfile._io import reader, writer
 from tensorfile.errors import SerializationError
 
 
+def require(framework: str, module: str) -> None:
+    """Raise ImportError at import of ``module`` when ``framework`` is not installed,
+    as safetensors' module does: code that probes ``import safetensors.flax``
+    (through :mod:`tensorfile.compat`) sees the same answer. The framework
+    itself is imported on first use."""
+    import importlib.util
+
+    if importlib.util.find_spec(framework) is None:
+        raise ImportError(
+            f"{module} needs {framework}, which is not installed "
+            f"(pip install 'tensorfile[{module.rsplit('.', 1)[-1]}]')",
+            name=framework,
+        )
+
+
 def arrays(framework: str, tensors: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(tensors, Mapping):
         raise SerializationError(

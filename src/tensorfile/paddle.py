@@ -15,6 +15,7 @@ from typing import Any
 from tensorfile import _via_numpy
 
 _FW = "paddle"
+_via_numpy.require(_FW, __name__)
 
 
 def save(tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> bytes:

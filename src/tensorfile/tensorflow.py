@@ -14,6 +14,7 @@ from typing import Any
 from tensorfile import _via_numpy
 
 _FW = "tensorflow"
+_via_numpy.require(_FW, __name__)
 
 
 def save(tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> bytes:

@@ -4,6 +4,7 @@ file objects, raw-memory serialization, verify= and the compat import hook."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import io
 import sys
@@ -97,6 +98,19 @@ def test_framework_modules_have_the_reference_functions(module: str, framework: 
         mine = inspect.signature(getattr(ours, name)).parameters
         assert list(mine)[: len(want)] == list(want), name
         assert [mine[n].default for n in want] == [p.default for p in want.values()], name
+
+
+def test_a_framework_module_without_its_framework_is_an_import_error() -> None:
+    """As safetensors.flax & co.: code probing ``import safetensors.flax`` gets ImportError."""
+    missing = [(m, f) for m, f in (("flax", "jax"), ("tensorflow", "tensorflow"),
+                                   ("paddle", "paddle"), ("mlx", "mlx"))
+               if importlib.util.find_spec(f) is None]
+    if not missing:
+        pytest.skip("every framework is installed here")
+    for module, framework in missing:
+        sys.modules.pop(f"tensorfile.{module}", None)
+        with pytest.raises(ImportError, match=f"needs {framework}"):
+            importlib.import_module(f"tensorfile.{module}")
 
 
 def test_safetensor_error_catches_every_typed_error(tmp_path: Path) -> None:
