@@ -4,8 +4,13 @@ The whole public surface of the format core::
 
     from tensorfile import safe_open, load_file, save_file, load, save
 
-``tensorfile.numpy`` and ``tensorfile.torch`` mirror ``safetensors.numpy`` and
-``safetensors.torch`` function for function. Signing and verification live in
+``tensorfile.numpy``, ``tensorfile.torch``, ``tensorfile.flax``,
+``tensorfile.tensorflow``, ``tensorfile.paddle`` and ``tensorfile.mlx`` mirror
+the ``safetensors`` modules of the same names function for function, and the
+rest of ``safetensors``' top level is here too (``SafetensorError``,
+``TensorSpec``, ``serialize``, ``serialize_file``, ``deserialize``);
+:mod:`tensorfile.compat` makes libraries that ``import safetensors`` use
+tensorfile. Signing and verification live in
 ``tensorfile.integrity``; the pickle scanner and converter in
 ``tensorfile.pickles``. Every error raised on bad input derives from
 :class:`tensorfile.errors.TensorfileError`.
@@ -19,14 +24,18 @@ from tensorfile.errors import (
     ClosedFileError,
     FormatError,
     FrameworkError,
+    SafetensorError,
     SerializationError,
     TensorfileError,
     TensorNotFoundError,
 )
 
 if TYPE_CHECKING:
+    from tensorfile._frameworks import TensorSpec
     from tensorfile._io.reader import SafeOpen, TensorSlice, load, load_file, safe_open
     from tensorfile._io.writer import save, save_file
+    from tensorfile._raw import _safe_open_handle as _safe_open_handle
+    from tensorfile._raw import deserialize, serialize, serialize_file
 
 # The reader and writer (and so numpy) load on first use: the scanner and the
 # CLI import tensorfile.* without paying for numpy (PEP 562).
@@ -38,6 +47,11 @@ _LAZY = {
     "safe_open": "tensorfile._io.reader",
     "save": "tensorfile._io.writer",
     "save_file": "tensorfile._io.writer",
+    "TensorSpec": "tensorfile._frameworks",
+    "serialize": "tensorfile._raw",
+    "serialize_file": "tensorfile._raw",
+    "deserialize": "tensorfile._raw",
+    "_safe_open_handle": "tensorfile._raw",
 }
 
 
@@ -59,14 +73,19 @@ __all__ = [
     "FormatError",
     "FrameworkError",
     "SafeOpen",
+    "SafetensorError",
     "SerializationError",
     "TensorNotFoundError",
     "TensorSlice",
+    "TensorSpec",
     "TensorfileError",
     "__version__",
+    "deserialize",
     "load",
     "load_file",
     "safe_open",
     "save",
     "save_file",
+    "serialize",
+    "serialize_file",
 ]

@@ -15,7 +15,12 @@ import numpy as np
 
 from tensorfile._format.dtypes import DTYPES, DType, dtype_from_numpy, is_ml_dtype, numpy_dtype
 from tensorfile._format.header import Entry
-from tensorfile.errors import FrameworkError, SerializationError
+from tensorfile.errors import (
+    FrameworkError,
+    MetaTensorError,
+    NotATensorError,
+    SerializationError,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -58,7 +63,7 @@ def numpy_entry(name: str, arr: np.ndarray[Any, Any]) -> tuple[Entry, memoryview
     (one tensor at a time), never written as their raw memory.
     """
     if not isinstance(arr, np.ndarray):
-        raise SerializationError(
+        raise NotATensorError(
             f"tensor {name!r}: expected a numpy array, got {type(arr).__name__}"
         )
     if arr.dtype.hasobject:
@@ -125,6 +130,11 @@ def torch_entry(name: str, t: torch.Tensor) -> tuple[Entry, memoryview]:
     if dt is None:
         raise SerializationError(f"tensor {name!r}: torch dtype {t.dtype} has no safetensors equivalent")
     t = t.detach()
+    if t.device.type == "meta":
+        raise MetaTensorError(
+            f"tensor {name!r} is on the meta device and has no data to write "
+            "(Cannot copy out of meta tensor); materialize it first"
+        )
     if t.device.type != "cpu":
         t = t.to("cpu")
     t = t.contiguous()
@@ -140,13 +150,97 @@ def torch_entry(name: str, t: torch.Tensor) -> tuple[Entry, memoryview]:
     return Entry(name, dt, shape), raw.numpy().data
 
 
+class TensorSpec:
+    """One tensor as raw memory: ``safetensors.TensorSpec`` (what its
+    ``serialize``/``serialize_file`` take).
+
+    ``dtype`` is a constructor-style name (``"float32"``, ``"bfloat16"``,
+    ``"float4_e2m1fn_x2"``...); :attr:`dtype` is then the header's code
+    (``"F32"``). ``data_ptr`` is an address in this process that must stay
+    valid for ``data_len`` bytes while the spec is written: the caller keeps
+    the owner alive, as with the reference. For ``float4_e2m1fn_x2`` (two
+    values a byte) the last dimension given is doubled, as the reference does.
+    """
+
+    __slots__ = ("_dtype", "_shape", "data_len", "data_ptr")
+
+    def __init__(self, *, dtype: str, shape: Any, data_ptr: int, data_len: int) -> None:
+        dt = _SPEC_DTYPES.get(dtype) if isinstance(dtype, str) else None
+        if dt is None:
+            raise SerializationError(
+                f"Unknown dtype {dtype!r}. Supported dtypes: {', '.join(_SPEC_DTYPES)}"
+            )
+        dims = [int(d) for d in shape]
+        if any(d < 0 for d in dims):
+            raise SerializationError(f"TensorSpec shape {dims} has a negative dimension")
+        if dt.name == "F4" and dims:
+            dims[-1] *= 2
+        if int(data_ptr) < 0 or int(data_len) < 0:
+            raise SerializationError("TensorSpec data_ptr and data_len must be non-negative")
+        self._dtype = dt
+        self._shape = dims
+        self.data_ptr = int(data_ptr)
+        self.data_len = int(data_len)
+
+    @property
+    def dtype(self) -> str:
+        return self._dtype.name
+
+    @property
+    def shape(self) -> list[int]:
+        return list(self._shape)
+
+    def __repr__(self) -> str:
+        return (
+            f"TensorSpec(dtype={self.dtype!r}, shape={self._shape}, "
+            f"data_ptr={self.data_ptr}, data_len={self.data_len})"
+        )
+
+
+#: Constructor-style dtype names TensorSpec accepts (the reference's list).
+_SPEC_DTYPES: dict[str, DType] = {
+    name: DTYPES[code]
+    for name, code in (
+        ("bool", "BOOL"), ("int8", "I8"), ("uint8", "U8"), ("int16", "I16"),
+        ("uint16", "U16"), ("int32", "I32"), ("uint32", "U32"), ("int64", "I64"),
+        ("uint64", "U64"), ("float16", "F16"), ("float32", "F32"), ("float64", "F64"),
+        ("bfloat16", "BF16"), ("float8_e4m3fn", "F8_E4M3"), ("float8_e4m3fnuz", "F8_E4M3FNUZ"),
+        ("float8_e5m2", "F8_E5M2"), ("float8_e5m2fnuz", "F8_E5M2FNUZ"),
+        ("float8_e8m0fnu", "F8_E8M0"), ("float4_e2m1fn_x2", "F4"), ("complex64", "C64"),
+    )
+}
+
+
+def spec_entry(name: str, spec: TensorSpec) -> tuple[Entry, memoryview]:
+    """The header entry and bytes a TensorSpec points at (read in place, no copy)."""
+    import ctypes
+
+    shape = tuple(spec._shape)
+    count = 1
+    for d in shape:
+        count *= d
+    want = spec._dtype.nbytes(count)
+    if spec.data_len != want or (want and not spec.data_ptr):
+        raise SerializationError(
+            f"tensor {name!r}: {spec._dtype.name}{list(shape)} needs {want} bytes, "
+            f"the spec gives {spec.data_len} at address {spec.data_ptr:#x}"
+        )
+    if want == 0:
+        return Entry(name, spec._dtype, shape), memoryview(b"")
+    raw = (ctypes.c_ubyte * want).from_address(spec.data_ptr)
+    return Entry(name, spec._dtype, shape), memoryview(raw).cast("B")
+
+
 def tensor_entry(name: str, value: object) -> tuple[Entry, memoryview]:
     if isinstance(value, np.ndarray):
         return numpy_entry(name, value)
     if is_torch_tensor(value):
         return torch_entry(name, value)  # type: ignore[arg-type]
-    raise SerializationError(
-        f"tensor {name!r}: expected a numpy array or torch tensor, got {type(value).__name__}"
+    if isinstance(value, TensorSpec):
+        return spec_entry(name, value)
+    raise NotATensorError(
+        f"tensor {name!r}: expected a numpy array, torch tensor or TensorSpec, "
+        f"got {type(value).__name__}"
     )
 
 
@@ -252,3 +346,99 @@ def torch_view(buf: Any, offset: int, dt: DType, shape: tuple[int, ...], nbytes:
     if not _LITTLE and dt.itemsize > 1:
         t = t.view(-1, dt.itemsize).flip(1).reshape(-1)
     return t.view(tdt).reshape(tshape)
+
+
+# --------------------------------------------------------------------------
+# Frameworks read and written through numpy arrays (jax, tensorflow, paddle, mlx)
+# --------------------------------------------------------------------------
+
+#: Framework names safe_open accepts for them (the reference's) -> canonical name.
+VIA_NUMPY = {
+    "flax": "jax", "jax": "jax", "tf": "tensorflow", "tensorflow": "tensorflow",
+    "paddle": "paddle", "mlx": "mlx",
+}
+_PIP = {"jax": "jax", "tensorflow": "tensorflow", "paddle": "paddlepaddle", "mlx": "mlx"}
+
+
+def import_framework(name: str) -> Any:
+    """The framework's module (``jax``, ``tensorflow``, ``paddle``, ``mlx.core``)."""
+    import importlib
+
+    module = "mlx.core" if name == "mlx" else name
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise FrameworkError(
+            f"framework {name!r} is not installed (pip install 'tensorfile[{name}]', "
+            f"which installs {_PIP[name]})"
+        ) from None
+
+
+def from_numpy(framework: str, arr: np.ndarray[Any, Any], device: str = "cpu") -> Any:
+    """A framework array holding ``arr``'s values (see each module's docstring for
+    whether it shares ``arr``'s memory)."""
+    fw = import_framework(framework)
+    if framework == "jax":
+        # device_put wraps an aligned host array in place on the cpu (jax
+        # arrays are immutable, so a read-only map is safe to share) and
+        # copies otherwise.
+        return fw.device_put(arr)
+    if framework == "tensorflow":
+        return fw.convert_to_tensor(arr)
+    if framework == "paddle":
+        # paddle tensors are writable: never hand one a read-only map.
+        if arr.dtype.name in _PADDLE_VIA_BITS:
+            # to_tensor does not take ml_dtypes arrays: move the bits, then reinterpret.
+            bits = fw.to_tensor(arr.view(_CARRIER[arr.dtype.itemsize]), place=device)
+            return bits.view(getattr(fw, arr.dtype.name))
+        return fw.to_tensor(arr, place=device)
+    if arr.dtype.name in _MLX_VIA_BITS:
+        # mx.array does not take ml_dtypes arrays: move the bits, then reinterpret.
+        return fw.array(arr.view(_CARRIER[arr.dtype.itemsize])).view(getattr(fw, arr.dtype.name))
+    return fw.array(arr)
+
+
+_PADDLE_VIA_BITS = frozenset({"bfloat16", "float8_e4m3fn", "float8_e5m2"})
+_MLX_VIA_BITS = frozenset({"bfloat16"})
+
+
+def to_numpy(framework: str, name: str, value: Any) -> np.ndarray[Any, Any]:
+    """A host numpy array of a framework array's values (no copy where it is on the host)."""
+    if isinstance(value, np.ndarray):
+        return value
+    fw = import_framework(framework)
+    if framework == "jax":
+        ok = isinstance(value, fw.Array)
+    elif framework == "tensorflow":
+        ok = isinstance(value, (fw.Tensor, fw.Variable))
+    elif framework == "paddle":
+        ok = isinstance(value, fw.Tensor)
+    else:
+        ok = isinstance(value, fw.array)
+    if not ok:
+        raise NotATensorError(
+            f"tensor {name!r}: expected a {framework} array, got {type(value).__name__}"
+        )
+    if framework == "tensorflow":
+        return np.asarray(value.numpy())
+    if framework == "paddle":
+        return _paddle_numpy(fw, value)
+    if framework == "mlx" and str(value.dtype) in ("mlx.core.bfloat16",):
+        import ml_dtypes
+
+        return np.asarray(value.view(fw.uint16)).view(ml_dtypes.bfloat16)
+    return np.asarray(value)
+
+
+def _paddle_numpy(paddle: Any, t: Any) -> np.ndarray[Any, Any]:
+    t = t.detach().cpu()
+    for name in _PADDLE_VIA_BITS:
+        if t.dtype == getattr(paddle, name):
+            # paddle hands these out as raw unsigned integers (or not at all):
+            # take the bits and give them their type back.
+            import ml_dtypes
+
+            width = _CARRIER[t.element_size()]
+            bits = t.view(getattr(paddle, np.dtype(width).name))
+            return np.asarray(bits.numpy()).view(getattr(ml_dtypes, name))
+    return np.asarray(t.numpy())

@@ -98,6 +98,34 @@ class SerializationError(TensorfileError, ValueError):
     """Tensors cannot be written as given (shared memory, unsupported dtype, bad names)."""
 
 
+class NotATensorError(SerializationError, TypeError):
+    """A value handed to a writer is not a tensor, an array or a ``TensorSpec``
+    (``safetensors`` raises ``ValueError`` or ``TypeError`` here; this is both)."""
+
+
+class SharedTensorsError(SerializationError, RuntimeError):
+    """Tensors share memory, so writing each would lose (or duplicate) the
+    sharing; or no name of a shared group covers the whole storage
+    (``safetensors.torch`` raises ``RuntimeError`` here)."""
+
+
+class MetaTensorError(SerializationError, RuntimeError):
+    """A tensor on the ``meta`` device has no data to write (``RuntimeError`` in
+    ``safetensors``, as torch's own copy out of a meta tensor)."""
+
+
+class SliceIndexError(TensorfileError, IndexError):
+    """An index into a tensor slice is out of range (an ``IndexError``, as numpy
+    and torch raise, and a ``TensorfileError`` for code written for
+    ``safetensors``' ``SafetensorError``)."""
+
+
+#: The name ``safetensors`` gives its error: every error tensorfile raises on
+#: purpose is one, so ``except SafetensorError`` keeps working after the import
+#: is swapped.
+SafetensorError = TensorfileError
+
+
 class ShardIndexError(FormatError):
     """A ``*.safetensors.index.json`` file is malformed or names a missing shard."""
 

@@ -4,6 +4,11 @@ Same functions, same signatures: change the import and code keeps working.
 One difference, on purpose: ``load_file`` returns read-only arrays that are
 views of the file's memory map instead of copies (call ``.copy()`` on an array
 you need to modify). Non-contiguous arrays are written correctly.
+
+``load_file`` and ``load`` also take ``verify=`` (a public key, root
+certificates or a :class:`tensorfile.integrity.TrustPolicy`, as
+:func:`tensorfile.safe_open` does): each array is checked against the model's
+signature before it is returned.
 """
 
 from __future__ import annotations
@@ -13,7 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from tensorfile._frameworks import TensorSpec as TensorSpec
 from tensorfile._io import reader, writer
+from tensorfile._io.reader import safe_open as safe_open
+from tensorfile._raw import deserialize as deserialize
+from tensorfile._raw import serialize as serialize
+from tensorfile._raw import serialize_file as serialize_file
 
 
 def save(tensor_dict: dict[str, np.ndarray[Any, Any]], metadata: dict[str, str] | None = None) -> bytes:
@@ -30,16 +40,20 @@ def save_file(
     writer.save_file(tensor_dict, filename, metadata)
 
 
-def load(data: bytes) -> dict[str, np.ndarray[Any, Any]]:
-    """Arrays from safetensors bytes."""
-    return reader.load(data, "np")
+def load(data: bytes, *, verify: object = None) -> dict[str, np.ndarray[Any, Any]]:
+    """Arrays from safetensors bytes (``verify``: see :func:`tensorfile.torch.load`)."""
+    return reader.load(data, "np", verify=verify)
 
 
 def load_file(
-    filename: str | os.PathLike[str], *, backend: str = "mmap"
+    filename: str | os.PathLike[str], *, backend: str = "mmap", verify: object = None
 ) -> dict[str, np.ndarray[Any, Any]]:
-    """Arrays from a file: read-only views of its map (``backend="pread"``: private copies)."""
-    return reader.load_file(filename, "np", backend=backend)
+    """Arrays from a file: read-only views of its map (``backend="pread"``: private copies).
+
+    With ``verify`` each array is read into private memory and checked against
+    the signature first.
+    """
+    return reader.load_file(filename, "np", backend=backend, verify=verify)
 
 
 __all__ = ["load", "load_file", "save", "save_file"]

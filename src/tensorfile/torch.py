@@ -1,111 +1,224 @@
 """Drop-in replacement for ``safetensors.torch``.
 
 Same functions and signatures (``save``, ``save_file``, ``load``,
-``load_file``, ``save_model``, ``load_model``). Loaded tensors are views of a
-private copy-on-write map of the file: writing to one never changes the file.
+``load_file``, ``save_model``, ``load_model``) and the module-level helpers
+other libraries import from ``safetensors.torch`` (``storage_ptr``,
+``storage_size``, ``_find_shared_tensors``, ``_is_complete``,
+``_remove_duplicate_names``, ``_end_ptr``, ``_SIZE``, ``_TYPES``,
+``_getdtype``). Loaded tensors are views of a private copy-on-write map of the
+file: writing to one never changes the file.
+
+Every loading function also takes ``verify=`` (a public key, root
+certificates or a :class:`tensorfile.integrity.TrustPolicy`, as
+:func:`tensorfile.safe_open` does): each tensor is checked against the
+model's signature before it is returned.
 
 Tensors that share memory cannot be stored twice without losing the sharing,
-so ``save``/``save_file`` refuse them (as the reference does) and
-``save_model`` keeps one name per storage and records each dropped alias in
-the metadata as ``{alias: kept_name}``; ``load_model`` restores them.
+so ``save``/``save_file`` refuse them (``RuntimeError``, as the reference)
+and ``save_model`` keeps one name per storage and records each dropped alias
+in the metadata as ``{alias: kept_name}``; ``load_model`` restores them.
+
+Differences from the reference, on purpose: a non-contiguous tensor is
+written correctly (its values, in C order) instead of refused, and slices
+follow numpy's indexing rules (see spec/FORMAT.md, "Drop-in differences").
 """
 
 from __future__ import annotations
 
 import os
 from collections import defaultdict
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from tensorfile._frameworks import TensorSpec as TensorSpec
 from tensorfile._io import reader, writer
-from tensorfile.errors import SerializationError
+from tensorfile._io.reader import safe_open as safe_open
+from tensorfile._raw import deserialize as deserialize
+from tensorfile._raw import serialize as serialize
+from tensorfile._raw import serialize_file as serialize_file
+from tensorfile.errors import NotATensorError, SerializationError, SharedTensorsError
 
 if TYPE_CHECKING:
     import torch
 
 
-def _storage_key(t: torch.Tensor) -> tuple[Any, int, int] | None:
-    if t.device.type == "meta":
-        return None
-    storage = t.untyped_storage()
-    if storage.data_ptr() == 0 or storage.nbytes() == 0:
-        return None
-    return (t.device, storage.data_ptr(), storage.nbytes())
+# --------------------------------------------------------------------------
+# Storage helpers (names and results as safetensors.torch's)
+# --------------------------------------------------------------------------
 
 
-def _byte_span(t: torch.Tensor) -> tuple[int, int]:
-    start = t.data_ptr()
-    if t.numel() == 0:
-        return start, start
-    # The furthest byte any element reaches, whatever the strides.
-    last = sum((s - 1) * st for s, st in zip(t.shape, t.stride(), strict=True) if s > 0)
-    return start, start + (last + 1) * t.element_size()
+def storage_ptr(tensor: torch.Tensor) -> int:
+    """Address of the tensor's storage (0 for a meta tensor)."""
+    try:
+        return int(tensor.untyped_storage().data_ptr())
+    except (NotImplementedError, RuntimeError):
+        return 0
+
+
+def storage_size(tensor: torch.Tensor) -> int:
+    """Bytes of the tensor's storage."""
+    try:
+        return int(tensor.untyped_storage().nbytes())
+    except (NotImplementedError, RuntimeError):
+        return int(tensor.nelement() * tensor.element_size())
+
+
+def _end_ptr(tensor: torch.Tensor) -> int:
+    """One past the last byte any element reaches, whatever the strides."""
+    start = int(tensor.data_ptr())
+    if not tensor.nelement():
+        return start
+    last = sum((s - 1) * st for s, st in zip(tensor.shape, tensor.stride(), strict=True))
+    return start + (last + 1) * tensor.element_size()
+
+
+def _is_complete(tensor: torch.Tensor) -> bool:
+    """Whether the tensor starts at its storage and covers all of it."""
+    return bool(
+        tensor.data_ptr() == storage_ptr(tensor)
+        and tensor.nelement() * tensor.element_size() == storage_size(tensor)
+    )
+
+
+def _find_shared_tensors(state_dict: dict[str, torch.Tensor]) -> list[set[str]]:
+    """Names grouped by overlapping memory, one set per group (sets of one included).
+
+    Groups come in the order their storage is first seen, then by address;
+    meta tensors and empty storages share nothing. Two views of one storage
+    are in one group when their byte ranges overlap (directly or through a
+    third tensor that overlaps both).
+    """
+    by_storage: dict[Any, list[str]] = defaultdict(list)
+    for name, t in state_dict.items():
+        if t.device.type == "meta":
+            continue
+        ptr, size = storage_ptr(t), storage_size(t)
+        if ptr != 0 and size != 0:
+            by_storage[(t.device, ptr, size)].append(name)
+    groups: list[set[str]] = []
+    for names in by_storage.values():
+        spans = sorted((int(state_dict[n].data_ptr()), _end_ptr(state_dict[n]), n) for n in names)
+        current, reach = {spans[0][2]}, spans[0][1]
+        for start, stop, name in spans[1:]:
+            if start < reach:
+                current.add(name)
+                reach = max(reach, stop)
+            else:
+                groups.append(current)
+                current, reach = {name}, stop
+        groups.append(current)
+    return groups
 
 
 def shared_groups(state_dict: dict[str, torch.Tensor]) -> list[list[str]]:
     """Names whose tensors overlap in memory, grouped (groups of one omitted)."""
-    by_storage: dict[Any, list[str]] = defaultdict(list)
-    for name, t in state_dict.items():
-        key = _storage_key(t)
-        if key is not None:
-            by_storage[key].append(name)
-    groups: list[list[str]] = []
-    for names in by_storage.values():
-        if len(names) < 2:
-            continue
-        spans = sorted((*_byte_span(state_dict[n]), n) for n in names)
-        current = [spans[0][2]]
-        reach = spans[0][1]
-        for start, stop, name in spans[1:]:
-            if start < reach:
-                current.append(name)
-                reach = max(reach, stop)
-            else:
-                if len(current) > 1:
-                    groups.append(sorted(current))
-                current, reach = [name], stop
-        if len(current) > 1:
-            groups.append(sorted(current))
-    return groups
+    return [sorted(g) for g in _find_shared_tensors(state_dict) if len(g) > 1]
 
 
-def _covers_storage(t: torch.Tensor) -> bool:
-    storage = t.untyped_storage()
-    return (
-        t.is_contiguous()
-        and t.data_ptr() == storage.data_ptr()
-        and t.numel() * t.element_size() == storage.nbytes()
-    )
+def _remove_duplicate_names(
+    state_dict: dict[str, torch.Tensor],
+    *,
+    preferred_names: Any = None,
+    discard_names: Any = None,
+) -> dict[str, list[str]]:
+    """``{kept: [aliases...]}`` for every group of :func:`_find_shared_tensors`:
+    the one name per storage that ``safetensors``' ``save_model`` stores.
 
-
-def aliases_to_drop(
-    state_dict: dict[str, torch.Tensor], preferred: Iterable[str] = ()
-) -> dict[str, str]:
-    """``{alias: kept}`` for every shared group: keep one name covering the storage.
-
-    The kept name is the first (sorted) that covers the whole storage,
-    preferring names in ``preferred`` (the names a file already holds).
+    The kept name covers the whole storage: the first (sorted) of
+    ``preferred_names`` that does, else the first not in ``discard_names``,
+    else the first. As the reference, a group with no such name, even a group
+    of one tensor that is a view of a larger storage, raises
+    :class:`SharedTensorsError` (a ``RuntimeError``).
     """
-    pref = set(preferred)
-    drop: dict[str, str] = {}
-    for group in shared_groups(state_dict):
-        complete = [n for n in group if _covers_storage(state_dict[n])]
+    return _kept_names(state_dict, _find_shared_tensors(state_dict), preferred_names, discard_names)
+
+
+def _kept_names(
+    state_dict: dict[str, torch.Tensor],
+    groups: list[set[str]],
+    preferred_names: Any = None,
+    discard_names: Any = None,
+) -> dict[str, list[str]]:
+    preferred = set(preferred_names or ())
+    discard = set(discard_names or ())
+    to_remove: dict[str, list[str]] = {}
+    for group in groups:
+        complete = sorted(n for n in group if _is_complete(state_dict[n]))
         if not complete:
-            raise SerializationError(
-                f"tensors {group} share memory but none covers the whole storage; "
-                "save them with .clone() to store each separately"
+            raise SharedTensorsError(
+                f"tensors {sorted(group)}: none covers the whole memory it is a view of, so "
+                "keeping one would store more memory than needed or lose the others; "
+                ".clone() them to store each separately"
             )
-        keep = next((n for n in complete if n in pref), complete[0])
-        for n in group:
-            if n != keep:
-                drop[n] = keep
-    return drop
+        keep = next((n for n in complete if n in preferred), None)
+        if keep is None:
+            keep = next((n for n in complete if n not in discard), complete[0])
+        to_remove[keep] = sorted(n for n in group if n != keep)
+    return {k: v for k, v in to_remove.items() if v}
 
 
-def _refuse_shared(tensors: dict[str, torch.Tensor]) -> None:
+def _aliases(state_dict: dict[str, torch.Tensor], preferred: Any = None) -> dict[str, list[str]]:
+    """:func:`_remove_duplicate_names` over groups of two or more only: tensorfile
+    writes a lone view of a larger storage correctly (just its bytes)."""
+    groups = [g for g in _find_shared_tensors(state_dict) if len(g) > 1]
+    return _kept_names(state_dict, groups, preferred)
+
+
+def __getattr__(name: str) -> Any:
+    # _SIZE and _TYPES are torch dtype tables: built on first use so that
+    # importing this module does not import torch.
+    if name in ("_SIZE", "_TYPES"):
+        from tensorfile._format.dtypes import DTYPES
+        from tensorfile._frameworks import import_torch
+
+        torch = import_torch()
+        types = {
+            d.name: getattr(torch, d.torch_name)
+            for d in DTYPES.values()
+            if d.torch_name and hasattr(torch, d.torch_name)
+        }
+        globals()["_TYPES"] = types
+        globals()["_SIZE"] = {t: t.itemsize for t in types.values()}
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _getdtype(dtype_str: str) -> torch.dtype:
+    """The torch dtype of a header dtype code (``"F32"`` -> ``torch.float32``)."""
+    types: dict[str, torch.dtype] = __getattr__("_TYPES")
+    return types[dtype_str]
+
+
+# --------------------------------------------------------------------------
+# Saving and loading
+# --------------------------------------------------------------------------
+
+
+def _check_tensors(tensors: object) -> None:
+    """The reference's checks before a write, with its exception types and wording."""
+    from tensorfile._frameworks import import_torch
+
+    torch = import_torch()
+    if not isinstance(tensors, dict):
+        raise SerializationError(
+            f"Expected a dict of [str, torch.Tensor] but received {type(tensors)}"
+        )
+    sparse = []
+    for name, t in tensors.items():
+        if not isinstance(t, torch.Tensor):
+            raise NotATensorError(
+                f"Key `{name}` is invalid, expected torch.Tensor but received {type(t)}"
+            )
+        if t.layout != torch.strided:
+            sparse.append(name)
+    if sparse:
+        raise SerializationError(
+            f"You are trying to save a sparse tensors: `{sparse}` which this library does not "
+            "support. You can make it a dense tensor before saving with `.to_dense()` but be "
+            "aware this might make a much larger file than needed."
+        )
     groups = shared_groups(tensors)
     if groups:
-        raise SerializationError(
+        raise SharedTensorsError(
             f"some tensors share memory: {groups}; storing them separately would lose the "
             "sharing. Use save_model() to keep one copy, or .clone() them."
         )
@@ -113,7 +226,7 @@ def _refuse_shared(tensors: dict[str, torch.Tensor]) -> None:
 
 def save(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
     """Serialize torch tensors to safetensors bytes."""
-    _refuse_shared(tensors)
+    _check_tensors(tensors)
     return writer.save(tensors, metadata)
 
 
@@ -123,13 +236,18 @@ def save_file(
     metadata: dict[str, str] | None = None,
 ) -> None:
     """Write torch tensors to ``filename`` atomically."""
-    _refuse_shared(tensors)
+    _check_tensors(tensors)
     writer.save_file(tensors, filename, metadata)
 
 
-def load(data: bytes) -> dict[str, torch.Tensor]:
-    """Tensors from safetensors bytes (on the cpu)."""
-    return reader.load(data, "pt")
+def load(data: bytes, *, verify: object = None) -> dict[str, torch.Tensor]:
+    """Tensors from safetensors bytes (on the cpu, copies).
+
+    With ``verify`` the bytes are checked as the file a single-file signature
+    covers; ``verify`` must then be a ``TrustPolicy`` naming its ``signature``
+    (bytes have no folder to find ``model.sig`` in).
+    """
+    return reader.load(data, "pt", verify=verify)
 
 
 def load_file(
@@ -137,10 +255,15 @@ def load_file(
     device: str | int = "cpu",
     *,
     backend: str = "mmap",
+    verify: object = None,
 ) -> dict[str, torch.Tensor]:
-    """Tensors from a file, views of a private copy-on-write map (no copy on cpu)."""
+    """Tensors from a file, views of a private copy-on-write map (no copy on cpu).
+
+    With ``verify`` each tensor is read into private memory and checked
+    against the signature first (see :func:`tensorfile.safe_open`).
+    """
     dev = f"cuda:{device}" if isinstance(device, int) else device
-    return reader.load_file(filename, "pt", dev, backend=backend)
+    return reader.load_file(filename, "pt", dev, backend=backend, verify=verify)
 
 
 def save_model(
@@ -152,14 +275,16 @@ def save_model(
     """Save a model's state dict, storing tied weights once.
 
     Each dropped alias is recorded in the metadata as ``{alias: kept_name}``
-    (user metadata under the same key wins).
+    (user metadata under the same key wins). ``force_contiguous`` is accepted
+    for compatibility: tensorfile writes non-contiguous tensors correctly
+    either way.
     """
     state_dict = model.state_dict()
-    drop = aliases_to_drop(state_dict)
     meta = dict(metadata or {})
-    for alias, kept in drop.items():
-        meta.setdefault(alias, kept)
-        del state_dict[alias]
+    for kept, aliases in _aliases(state_dict).items():
+        for alias in aliases:
+            meta.setdefault(alias, kept)
+            del state_dict[alias]
     if force_contiguous:
         state_dict = {k: v.contiguous() for k, v in state_dict.items()}
     writer.save_file(state_dict, filename, meta if (meta or metadata is not None) else None)
@@ -172,22 +297,24 @@ def load_model(
     device: str | int = "cpu",
     *,
     backend: str = "mmap",
+    verify: object = None,
 ) -> tuple[list[str], list[str]]:
     """Load a file saved by ``save_model`` (or any state dict) into ``model``.
 
     Returns ``(missing, unexpected)`` names; with ``strict`` either being
     non-empty raises ``RuntimeError`` as ``torch`` and the reference do.
     """
-    state_dict = load_file(filename, device, backend=backend)
-    drop = aliases_to_drop(model.state_dict(), preferred=state_dict.keys())
+    state_dict = load_file(filename, device, backend=backend, verify=verify)
+    drop = _aliases(model.state_dict(), preferred=state_dict.keys())
     result = model.load_state_dict(state_dict, strict=False)
     missing = set(result.missing_keys)
     unexpected = list(result.unexpected_keys)
-    for alias in drop:
-        if alias in missing:
-            missing.discard(alias)  # tied to a weight that was loaded
-        else:
-            unexpected.append(alias)
+    for aliases in drop.values():
+        for alias in aliases:
+            if alias in missing:
+                missing.discard(alias)  # tied to a weight that was loaded
+            else:
+                unexpected.append(alias)
     if strict and (missing or unexpected):
         msg = f"Error(s) in loading state_dict for {type(model).__name__}:"
         if missing:
@@ -200,4 +327,13 @@ def load_model(
     return sorted(missing), unexpected
 
 
-__all__ = ["load", "load_file", "load_model", "save", "save_file", "save_model"]
+__all__ = [
+    "load",
+    "load_file",
+    "load_model",
+    "save",
+    "save_file",
+    "save_model",
+    "storage_ptr",
+    "storage_size",
+]

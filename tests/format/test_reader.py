@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 import textwrap
@@ -102,7 +103,10 @@ def test_missing_name_closed_handle_and_framework_errors(model: Path) -> None:
     with pytest.raises(ClosedFileError):
         f.keys()
     with pytest.raises(FrameworkError, match="unknown framework"):
-        tensorfile.safe_open(model, "tf")
+        tensorfile.safe_open(model, "caffe")
+    if importlib.util.find_spec("tensorflow") is None:  # "tf" is known: tensorfile.tensorflow
+        with pytest.raises(FrameworkError, match="not installed"):
+            tensorfile.safe_open(model, "tf")
     with pytest.raises(FrameworkError, match="backend"):
         tensorfile.safe_open(model, "np", backend="magic")
     with pytest.raises(FrameworkError, match="cpu"):

@@ -158,3 +158,61 @@ def hf_cache_blobs(path: str | os.PathLike[str]) -> str | None:
             blobs = os.path.join(*parts[:i], "blobs")
             return blobs if os.path.isdir(blobs) and not os.path.islink(blobs) else None
     return None
+
+
+def open_file_object(obj: object) -> tuple[str, int, int]:
+    """A label, a private read-only descriptor and the size for a file object.
+
+    A file object backed by a regular file (one whose ``fileno()`` works) is
+    read through a duplicate of its descriptor, from byte 0 whatever its
+    position, and never changes the object's own position. Any other object
+    with ``read()`` (``io.BytesIO``, an fsspec file) is read once, whole, into
+    an anonymous in-memory file that the descriptor then names.
+    """
+    name = getattr(obj, "name", None)
+    label = name if isinstance(name, str) else f"<{type(obj).__name__}>"
+    fileno = getattr(obj, "fileno", None)
+    fd = -1
+    if fileno is not None:
+        try:
+            fd = os.dup(fileno())
+        except (OSError, ValueError, AttributeError):
+            fd = -1  # io.UnsupportedOperation is an OSError: no descriptor, read it
+    if fd >= 0:
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode):
+                return label, fd, st.st_size
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    read = getattr(obj, "read", None)
+    if read is None:
+        raise TypeError(
+            f"expected a path or a binary file object, got {type(obj).__name__}"
+        )
+    data = read()
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"{label}: the file object returned {type(data).__name__}, not bytes; open it in binary mode")
+    return label, *_anonymous_file(data)
+
+
+def _anonymous_file(data: bytes | bytearray | memoryview) -> tuple[int, int]:
+    """A descriptor on a new unnamed file holding ``data`` (memfd where the OS has it)."""
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("tensorfile", getattr(os, "MFD_CLOEXEC", 0))
+    else:  # pragma: no cover - not Linux
+        import tempfile
+
+        with tempfile.TemporaryFile() as tmp:
+            fd = os.dup(tmp.fileno())
+    try:
+        view = memoryview(data).cast("B")
+        done = 0
+        while done < len(view):
+            done += os.write(fd, view[done:])  # a new descriptor: it starts at 0
+        return fd, len(view)
+    except BaseException:
+        os.close(fd)
+        raise

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -33,15 +33,19 @@ from tensorfile._format import header as hdr
 from tensorfile._format.dtypes import DType
 from tensorfile._format.header import Header, TensorInfo
 from tensorfile._frameworks import (
+    VIA_NUMPY,
     carrier_view,
+    from_numpy,
+    import_framework,
     numpy_view,
     torch_from_carrier,
     torch_view,
 )
-from tensorfile._io.files import open_regular, pread_exact
+from tensorfile._io.files import open_file_object, open_regular, pread_exact
 from tensorfile.errors import (
     ClosedFileError,
     FrameworkError,
+    SliceIndexError,
     TensorNotFoundError,
     TruncatedFileError,
 )
@@ -53,7 +57,9 @@ BACKENDS = ("mmap", "pread")
 def _norm_framework(framework: str) -> str:
     fw = {"numpy": "np", "torch": "pt", "pytorch": "pt"}.get(framework, framework)
     if fw not in ("np", "pt"):
-        raise FrameworkError(f"unknown framework {framework!r}; use 'np' or 'pt'")
+        raise FrameworkError(
+            f"unknown framework {framework!r}; use 'np', 'pt', 'flax', 'tf', 'paddle' or 'mlx'"
+        )
     return fw
 
 
@@ -129,24 +135,27 @@ class SafeOpen:
 
     def __init__(
         self,
-        filename: str | os.PathLike[str],
+        filename: str | os.PathLike[str] | IO[Any],
         framework: str = "np",
         device: str = "cpu",
         *,
         backend: str = "mmap",
         verify: object = None,
     ) -> None:
-        self._framework = _norm_framework(framework)
+        #: jax, tensorflow, paddle or mlx: read as numpy, then converted.
+        self._convert = VIA_NUMPY.get(framework)
+        if self._convert is not None:
+            import_framework(self._convert)  # not installed: say so now, not at the first read
+        self._framework = "np" if self._convert else _norm_framework(framework)
         if backend not in BACKENDS:
             raise FrameworkError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
         self._device = str(device)
-        if self._device != "cpu":
+        if self._device != "cpu" and self._convert is None:
             if self._framework == "np":
                 raise FrameworkError(f"numpy arrays live on the cpu; device {device!r} needs framework='pt'")
             from tensorfile._frameworks import import_torch
 
             import_torch().device(self._device)  # validates the device string
-        self._path = Path(filename)
         self._mode = backend
         self._lock = threading.Lock()
         # Closed until the descriptor exists, so a failed open leaves nothing
@@ -157,11 +166,16 @@ class SafeOpen:
         #: Bytes copied out of the file by this handle: ``pread`` reads and
         #: :meth:`read_into` copies (zero-copy views of the map are not counted).
         self.bytes_read = 0
-        self._fd, self._size = open_regular(
-            self._path,
-            folder_hint=": open a sharded model with tensorfile.sharded.open_sharded, "
-            "or read every tensor with load_file",
-        )
+        if isinstance(filename, (str, os.PathLike)):
+            self._path = Path(filename)
+            self._fd, self._size = open_regular(
+                self._path,
+                folder_hint=": open a sharded model with tensorfile.sharded.open_sharded, "
+                "or read every tensor with load_file",
+            )
+        else:  # a file object (safetensors' _safe_open_handle)
+            label, self._fd, self._size = open_file_object(filename)
+            self._path = Path(label)
         self._closed = False
         try:
             self._header, raw_header = read_header(self._fd, self._size)
@@ -357,15 +371,18 @@ class SafeOpen:
         info = self.info(name)
         buf, off = self._tensor_bytes(info, into)
         if self._framework == "np":
-            return numpy_view(buf, off, info.dtype, info.shape)
+            return self._out(numpy_view(buf, off, info.dtype, info.shape))
         t = torch_view(buf, off, info.dtype, info.shape, info.nbytes)
         return t if self._device == "cpu" else t.to(self._device)
+
+    def _out(self, arr: np.ndarray[Any, Any]) -> Any:
+        return arr if self._convert is None else from_numpy(self._convert, arr, self._device)
 
     def get_slice(self, name: str) -> TensorSlice:
         return TensorSlice(self, self.info(name))
 
     def _slice(self, info: TensorInfo, index: Any) -> Any:
-        shape = info.shape
+        shape, asked = info.shape, index
         if self._verifier is not None:
             # A slice of unverified bytes could be tampered: verify the whole
             # tensor once (its digest covers all of it), then slice the copy.
@@ -384,13 +401,19 @@ class SafeOpen:
             arr = numpy_view(buf, off, info.dtype, info.shape)[index]
             if self._framework == "pt":
                 raise FrameworkError(f"tensor {info.name!r}: slicing {info.dtype.name} into torch is not supported")
-            return np.array(arr)
+            return self._out(np.array(arr))
         carrier = carrier_view(buf, off, info.dtype, shape)
-        picked = np.array(carrier[index])  # a copy of just the selected elements
+        try:
+            picked = np.array(carrier[index])  # a copy of just the selected elements
+        except IndexError as e:
+            raise SliceIndexError(
+                f"tensor {info.name!r} of shape {list(info.shape)}: index {asked!r} is out of "
+                f"range ({e})"
+            ) from None
         if self._framework == "np":
             from tensorfile._format.dtypes import numpy_dtype
 
-            return picked.view(numpy_dtype(info.dtype))
+            return self._out(picked.view(numpy_dtype(info.dtype)))
         t = torch_from_carrier(picked, info.dtype, picked.shape)
         return t if self._device == "cpu" else t.to(self._device)
 
@@ -434,7 +457,7 @@ class SafeOpen:
 
 
 def safe_open(
-    filename: str | os.PathLike[str],
+    filename: str | os.PathLike[str] | IO[Any],
     framework: str = "np",
     device: str = "cpu",
     *,
@@ -443,8 +466,14 @@ def safe_open(
 ) -> SafeOpen:
     """Open a safetensors file for lazy, zero-copy reading.
 
+    ``filename`` may also be an open file object: one backed by a file is
+    read through its descriptor (from byte 0), any other (``io.BytesIO``, an
+    fsspec file) is read once into memory.
+
     ``framework`` is ``"np"`` (numpy arrays, read-only views of the file map)
-    or ``"pt"`` (torch tensors, views of a private copy-on-write map).
+    or ``"pt"`` (torch tensors, views of a private copy-on-write map); also
+    ``"flax"``, ``"tf"``, ``"paddle"`` or ``"mlx"`` (read as numpy, then
+    converted as :mod:`tensorfile.flax` and its siblings say).
     ``backend="pread"`` reads each tensor into private memory instead of mapping.
     ``verify`` (a public key, or a trust policy from :mod:`tensorfile.integrity`)
     checks the file's signature and header digest at open, and each tensor's
@@ -474,9 +503,28 @@ def load_file(
         return f.tensors()
 
 
-def load(data: bytes | bytearray | memoryview, framework: str = "np") -> dict[str, Any]:
-    """Every tensor of in-memory safetensors bytes (copies out of ``data``)."""
+def load(
+    data: bytes | bytearray | memoryview, framework: str = "np", *, verify: object = None
+) -> dict[str, Any]:
+    """Every tensor of in-memory safetensors bytes (copies out of ``data``).
+
+    ``verify`` checks the bytes as the file a single-file signature covers; it
+    must be a ``TrustPolicy`` naming its ``signature`` (bytes have no folder in
+    which to look for ``model.sig``).
+    """
     fw = _norm_framework(framework)
+    if verify is not None:
+        if getattr(verify, "signature", None) is None:
+            from tensorfile.errors import NotSignedError
+
+            raise NotSignedError(
+                "verifying bytes needs verify=TrustPolicy(signature=...): bytes have no "
+                "folder in which to look for model.sig"
+            )
+        import io
+
+        with SafeOpen(io.BytesIO(data), fw, verify=verify) as f:
+            return f.tensors()
     buf = bytearray(data)  # private, writable: the arrays own their memory
     header = hdr.parse(buf)
     out: dict[str, Any] = {}

@@ -1,0 +1,47 @@
+"""Drop-in replacement for ``safetensors.mlx``; extra ``mlx``.
+
+mlx copies: ``mx.array`` has no way to wrap an existing buffer, so each array
+``load_file`` returns is a copy of the bytes in the file's map (one copy, made
+by mlx; bf16 is moved as its bits and reinterpreted). Saving reads each array
+through the buffer protocol (``numpy.asarray``).
+``load_file`` and ``load`` take ``verify=`` as :func:`tensorfile.safe_open`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from tensorfile import _via_numpy
+
+_FW = "mlx"
+_via_numpy.require(_FW, __name__)
+
+
+def save(tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> bytes:
+    """Serialize mlx arrays to safetensors bytes."""
+    return _via_numpy.save(_FW, tensors, metadata)
+
+
+def save_file(
+    tensors: dict[str, Any],
+    filename: str | os.PathLike[str],
+    metadata: dict[str, str] | None = None,
+) -> None:
+    """Write mlx arrays to ``filename`` atomically."""
+    _via_numpy.save_file(_FW, tensors, filename, metadata)
+
+
+def load(data: bytes, *, verify: object = None) -> dict[str, Any]:
+    """mlx arrays from safetensors bytes."""
+    return _via_numpy.load(_FW, data, verify)
+
+
+def load_file(
+    filename: str | os.PathLike[str], *, backend: str = "mmap", verify: object = None
+) -> dict[str, Any]:
+    """mlx arrays from a file (copies, see above)."""
+    return _via_numpy.load_file(_FW, filename, backend, verify)
+
+
+__all__ = ["load", "load_file", "save", "save_file"]

@@ -1,0 +1,51 @@
+"""Drop-in replacement for ``safetensors.paddle``; extra ``paddle``.
+
+paddle copies: its tensors are writable, and sharing a read-only map with a
+writable tensor would crash the process on the first write, so each tensor
+``load_file`` returns is a copy (``paddle.to_tensor``) on ``device``. Saving
+reads each tensor on the cpu (``.numpy()``; bf16 keeps its type).
+``load_file`` and ``load`` take ``verify=`` as :func:`tensorfile.safe_open`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from tensorfile import _via_numpy
+
+_FW = "paddle"
+_via_numpy.require(_FW, __name__)
+
+
+def save(tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> bytes:
+    """Serialize paddle tensors to safetensors bytes."""
+    return _via_numpy.save(_FW, tensors, metadata)
+
+
+def save_file(
+    tensors: dict[str, Any],
+    filename: str | os.PathLike[str],
+    metadata: dict[str, str] | None = None,
+) -> None:
+    """Write paddle tensors to ``filename`` atomically."""
+    _via_numpy.save_file(_FW, tensors, filename, metadata)
+
+
+def load(data: bytes, device: str = "cpu", *, verify: object = None) -> dict[str, Any]:
+    """paddle tensors from safetensors bytes, on ``device``."""
+    return _via_numpy.load(_FW, data, verify, device)
+
+
+def load_file(
+    filename: str | os.PathLike[str],
+    device: str = "cpu",
+    *,
+    backend: str = "mmap",
+    verify: object = None,
+) -> dict[str, Any]:
+    """paddle tensors from a file, on ``device`` (copies, see above)."""
+    return _via_numpy.load_file(_FW, filename, backend, verify, device)
+
+
+__all__ = ["load", "load_file", "save", "save_file"]
