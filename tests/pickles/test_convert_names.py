@@ -21,10 +21,10 @@ from hypothesis import strategies as st
 from tensorfile._format.dtypes import DTYPES
 from tensorfile._format.header import MAX_HEADER_SIZE
 from tensorfile.errors import UnsupportedCheckpointError
+from tensorfile.pickles._builder import Storage, TensorView, Unbuilt, check_view
 from tensorfile.pickles._flatten import _KEY_REPR, Plan, _count_names, _flatten, _holders
-from tensorfile.pickles.builder import Storage, TensorView, Unbuilt, check_view
+from tensorfile.pickles._metadata import MAX_VALUE_JSON, JsonValues
 from tensorfile.pickles.convert import convert
-from tensorfile.pickles.metadata import MAX_VALUE_JSON, JsonValues
 
 STORAGE = Storage("0", bytes(64), 0, 64, DTYPES["F32"], False)
 TENSORS = [check_view(STORAGE, DTYPES["F32"], i, (2,), (1,), 0) for i in range(3)]

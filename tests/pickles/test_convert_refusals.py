@@ -180,7 +180,7 @@ out, mode = Path(sys.argv[1]), sys.argv[2]
 def keys(src):
     # Every top-level key of the object stream (read, never built), for --key.
     from tensorfile.pickles._checkpoint import Mode, load_checkpoint
-    from tensorfile.pickles.extract import top_keys
+    from tensorfile.pickles._extract import top_keys
     # Names Lightning and Trainer checkpoints use are tried too, present or not.
     common = ["state_dict", "model", "model_state_dict"]
     try:
@@ -538,7 +538,7 @@ def test_scanner_hostile_samples_are_refused(tmp_path: Path) -> None:
     work.mkdir()
     assert len(scanner_kit.HOSTILE) > 20
     from tensorfile.pickles._checkpoint import Mode, load_checkpoint
-    from tensorfile.pickles.extract import top_keys
+    from tensorfile.pickles._extract import top_keys
 
     tried = 0
     for name, (build, _expected) in sorted(scanner_kit.HOSTILE.items()):

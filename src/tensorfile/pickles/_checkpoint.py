@@ -4,8 +4,8 @@ The first floor of :func:`tensorfile.pickles.convert.convert`. :func:`load_check
 scans the file (anything but ``safe`` is refused, within what ``key`` and
 salvage allow), memory-maps it (:class:`Source`, whose SHA-256 is computed on
 a background thread while the tensors are written) and turns its container
-into the object stream's value graph (:class:`~.extract.ObjectGraph`) with a
-:class:`~.builder.CheckpointBuilder` that finds each storage's record:
+into the object stream's value graph (:class:`~._extract.ObjectGraph`) with a
+:class:`~._builder.CheckpointBuilder` that finds each storage's record:
 
 - torch's zip format: ``<prefix>/data.pkl``, records ``<prefix>/data/<key>``
   mapped in place (stored, never compressed);
@@ -39,7 +39,7 @@ from tensorfile.errors import (
     UnsafePickleError,
     UnsupportedCheckpointError,
 )
-from tensorfile.pickles.builder import (
+from tensorfile.pickles._builder import (
     UNSUPPORTED_REBUILDS,
     CheckpointBuilder,
     ConvertObserver,
@@ -49,6 +49,7 @@ from tensorfile.pickles.builder import (
     check_hashing,
     check_view,
 )
+from tensorfile.pickles._extract import KNOWN_KINDS, Flagged, GraphObserver, ObjectGraph
 from tensorfile.pickles.containers import (
     LEGACY_MAGIC,
     legacy_storage_records,
@@ -57,7 +58,6 @@ from tensorfile.pickles.containers import (
     tar_members,
     zip_entries,
 )
-from tensorfile.pickles.extract import KNOWN_KINDS, Flagged, GraphObserver, ObjectGraph
 from tensorfile.pickles.machine import StreamResult, materialize, run_stream
 from tensorfile.pickles.opcodes import OPCODE_BYTES, Buffer
 from tensorfile.pickles.policy import STORAGE_TYPES
@@ -515,7 +515,7 @@ def load_checkpoint(path: Path, mode: Mode) -> Checkpoint:
 
 def _only_known_kinds(scan: FileReport) -> bool:
     """Whether every finding is about a tensor kind safetensors cannot hold that torch
-    rebuilds with its own code (``_rebuild_qtensor``...; see :data:`~.extract.KNOWN_KINDS`)."""
+    rebuilds with its own code (``_rebuild_qtensor``...; see :data:`~._extract.KNOWN_KINDS`)."""
     return all(f.global_name in KNOWN_KINDS for _, f in scan.findings)
 
 

@@ -6,7 +6,7 @@ The second floor of :func:`tensorfile.pickles.convert.convert`, over
 sub-tree, or salvaged literal tensors; spec/SCANNING.md "Converting") and
 names it: each tensor by its state-dict path (``model_state.layer.weight``),
 tied names as aliases of the one kept, plain values as JSON text
-(:mod:`.metadata`), everything else listed as dropped with why. The result
+(:mod:`._metadata`), everything else listed as dropped with why. The result
 is a :class:`Plan`: what one output file will hold.
 
 Names are counted before any is made (:data:`MAX_NAMES`,
@@ -23,9 +23,9 @@ from typing import Any
 
 from tensorfile._format.header import MAX_HEADER_SIZE, METADATA_KEY
 from tensorfile.errors import UnsafePickleError, UnsupportedCheckpointError
+from tensorfile.pickles._builder import LeftTensor, TensorView, Unbuilt
 from tensorfile.pickles._checkpoint import Checkpoint, Mode, build, refuse_unless_safe
-from tensorfile.pickles.builder import LeftTensor, TensorView, Unbuilt
-from tensorfile.pickles.extract import (
+from tensorfile.pickles._extract import (
     ObjectGraph,
     check_subtree,
     known_kind,
@@ -34,8 +34,8 @@ from tensorfile.pickles.extract import (
     select,
     whole,
 )
-from tensorfile.pickles.extract import key_part as _key_text
-from tensorfile.pickles.metadata import JsonValues
+from tensorfile.pickles._extract import key_part as _key_text
+from tensorfile.pickles._metadata import JsonValues
 from tensorfile.pickles.report import Verdict
 
 #: Names one checkpoint may flatten to: tensors, aliases, plain and dropped values.

@@ -2,7 +2,7 @@
 
 ``torch.load`` followed by ``save_file`` runs the very pickle a user wants to
 get rid of. :func:`convert` never does: it is the scanner's interpreter with a
-builder attached (:mod:`.builder`), not a second parser, and it needs neither
+builder attached (:mod:`._builder`), not a second parser, and it needs neither
 torch nor :mod:`pickle`.
 
 For each input file:
@@ -18,24 +18,24 @@ For each input file:
    ``unknown`` object stream is let through to step 3; ``salvage_tensors``
    skips the scan.
 2. **Read.** The object stream is run through the scanner's machine with the
-   policy not strict (:class:`~.extract.GraphObserver`): its value graph and
+   policy not strict (:class:`~._extract.GraphObserver`): its value graph and
    the nodes the policy flagged. Storages are windows over the records (zip
    entries memory-mapped in place; the legacy format's records found by
    walking its storage section; torch < 0.4's tar members; storages nested by
-   ``pickle.dumps(tensor)``), looked up through :class:`~.builder.CheckpointBuilder`.
+   ``pickle.dumps(tensor)``), looked up through :class:`~._builder.CheckpointBuilder`.
 3. **Build and flatten.** By default the whole graph, which must have no
    flagged node; with ``key`` the selected sub-tree, when
-   :func:`~.extract.check_subtree` proves no flagged node could reach it (the
+   :func:`~._extract.check_subtree` proves no flagged node could reach it (the
    rest is never built and is listed in the report with why it was left);
    with ``salvage_tensors`` every literal tensor, named by its path
-   (:func:`~.extract.salvage`). Every view is bounds-checked, so a malformed
+   (:func:`~._extract.salvage`). Every view is bounds-checked, so a malformed
    file is refused before any output exists. Tensors get their dotted
    state-dict names (``model_state.layer.weight``). Names that denote the
    same view of the same storage (tied weights) are written once; the others
    are recorded in ``__metadata__`` as ``{alias: kept}``, the way the
    reference ``save_model`` does, so ``load_model`` restores them. Plain
    values are kept as JSON text in ``__metadata__`` under their dotted name,
-   leaf by leaf (:mod:`.metadata`); tensors safetensors cannot hold
+   leaf by leaf (:mod:`._metadata`); tensors safetensors cannot hold
    (complex128, complex32) are listed, the rest written.
 4. **Write** through :func:`tensorfile._io.writer.save_stream`, atomically,
    one tensor at a time straight from its record: a contiguous little-endian
@@ -83,6 +83,7 @@ from tensorfile.errors import (
     SerializationError,
     UnsupportedCheckpointError,
 )
+from tensorfile.pickles._builder import TensorView
 from tensorfile.pickles._checkpoint import (
     Checkpoint,
     Mode,
@@ -91,8 +92,7 @@ from tensorfile.pickles._checkpoint import (
     load_checkpoint,
 )
 from tensorfile.pickles._flatten import DroppedValue, Plan, check_budget, make_plan
-from tensorfile.pickles.builder import TensorView
-from tensorfile.pickles.folders import (
+from tensorfile.pickles._folders import (
     PT_WEIGHTS,
     ST_WEIGHTS,
     FileAction,
@@ -194,7 +194,7 @@ class _Copier:
     """Hands the writer one tensor's bytes at a time, straight from the records.
 
     Called with each name in file order. A tensor whose bytes are one run of a
-    source file (:meth:`~.builder.TensorView.raw_span`: contiguous,
+    source file (:meth:`~._builder.TensorView.raw_span`: contiguous,
     little-endian; almost every tensor ``torch.save`` writes) goes as a
     :class:`~tensorfile._io.writer.FileSpan`, which the writer copies file to
     file in the kernel; any other (a view, a big-endian record, a nested

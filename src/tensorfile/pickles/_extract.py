@@ -49,7 +49,7 @@ from tensorfile.errors import (
     UnsafePickleError,
     UnsupportedCheckpointError,
 )
-from tensorfile.pickles.builder import (
+from tensorfile.pickles._builder import (
     UNSUPPORTED_REBUILDS,
     CheckpointBuilder,
     LeftTensor,
@@ -87,7 +87,7 @@ QSCHEMES: Final = frozenset(f"torch.{n}" for n in (
 #: none of its arguments or hands them to anything but torch. The converter
 #: leaves each such tensor out (listed) and converts the rest, as for a
 #: complex128 tensor; nothing is called. Other rebuilds in
-#: :data:`~.builder.UNSUPPORTED_REBUILDS` are not in this set:
+#: :data:`~._builder.UNSUPPORTED_REBUILDS` are not in this set:
 #: ``_rebuild_from_type_v2`` calls its first argument, for one.
 QTENSOR: Final = "torch._utils._rebuild_qtensor"
 KNOWN_KINDS: Final = frozenset({QTENSOR}) | QSCHEMES
