@@ -399,6 +399,8 @@ def convert(
     else:
         raise MalformedCheckpointError(f"{source}: no such file or folder")
     if sign is not None:
+        # Lazy for cost: signing loads cryptography and the whole integrity
+        # package, which a conversion without ``sign`` never needs.
         from tensorfile.integrity import sign as sign_model
 
         report.signature = str(sign_model(model, sign, password=password,
