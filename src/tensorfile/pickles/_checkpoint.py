@@ -27,6 +27,8 @@ import mmap
 import os
 import struct
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,7 +60,7 @@ from tensorfile.pickles.containers import (
     tar_members,
     zip_entries,
 )
-from tensorfile.pickles.machine import StreamResult, materialize, run_stream
+from tensorfile.pickles.machine import Observer, StreamResult, materialize, run_stream
 from tensorfile.pickles.opcodes import OPCODE_BYTES, Buffer
 from tensorfile.pickles.policy import STORAGE_TYPES
 from tensorfile.pickles.report import FileReport, Verdict
@@ -199,9 +201,12 @@ def refuse_unless_safe(report: FileReport) -> None:
     raise MalformedCheckpointError(f"{report.path}: {detail}")
 
 
-def _stream(buf: Buffer, start: int, end: int, what: str, observer: ConvertObserver
-            ) -> StreamResult:
-    """Run one stream under the strict policy (raises on the first disallowed node)."""
+def _stream(buf: Buffer, start: int, end: int, what: str, observer: Observer) -> StreamResult:
+    """Run one stream; one that cannot be read to its STOP makes the file malformed.
+
+    Under :class:`~._builder.ConvertObserver` (strict) the first disallowed node
+    raises; under :class:`~._extract.GraphObserver` flagged nodes are recorded.
+    """
     result = run_stream(buf, start, observer, end=end)
     if result.error is not None:
         raise MalformedCheckpointError(f"{what}: {result.error}")
@@ -235,9 +240,7 @@ def _graph(buf: Buffer, start: int, end: int, builder: CheckpointBuilder, what: 
     nodes the policy flagged (what may be built of it is decided by :func:`~._flatten.make_plan`),
     and where the stream ended."""
     observer = GraphObserver(key_pids=key_pids)
-    result = run_stream(buf, start, observer, end=end)
-    if result.error is not None:
-        raise MalformedCheckpointError(f"{what}: {result.error}")
+    result = _stream(buf, start, end, what, observer)
     return (ObjectGraph(result.root, observer.flagged, builder, what, observer.overflow),
             result.end)
 
@@ -253,15 +256,23 @@ def _header(buf: Buffer, start: int, end: int, what: str, salvage: bool,
     if not salvage:
         return _run(buf, start, end, CheckpointBuilder(_no_records), what)
     observer = GraphObserver()
-    result = run_stream(buf, start, observer, end=end)
-    if result.error is not None:
-        raise MalformedCheckpointError(f"{what}: {result.error}")
+    result = _stream(buf, start, end, what, observer)
     flagged.update(observer.flagged)
     overflow.append(observer.overflow)
     root = result.root
     if isinstance(root, list):
         root = [x if isinstance(x, str) else None for x in root]
     return (root if isinstance(root, (int, list)) else None), result.end
+
+
+@contextmanager
+def _malformed(where: object) -> Iterator[None]:
+    """A container reader's :class:`~tensorfile.errors.ScanError` (it speaks for the
+    scanner) raised as the converter's :class:`MalformedCheckpointError` at ``where``."""
+    try:
+        yield
+    except ScanError as exc:
+        raise MalformedCheckpointError(f"{where}: {exc}") from None
 
 
 def _no_records(key: str) -> tuple[Buffer, int, int]:
@@ -271,10 +282,8 @@ def _no_records(key: str) -> tuple[Buffer, int, int]:
 def _zip_checkpoint(src: Source) -> Checkpoint:
     """torch's zip format: ``<prefix>/data.pkl`` and ``<prefix>/data/<key>`` records."""
     buf = src.buf
-    try:
+    with _malformed(src.path):
         entries = zip_entries(buf, 0, src.size, _MAX_ZIP_ENTRIES)
-    except ScanError as exc:
-        raise MalformedCheckpointError(f"{src.path}: {exc}") from None
     prefix = entries[0].name.split("/", 1)[0] + "/" if entries else ""  # torch: first entry
     if not any(e.name == prefix + "data.pkl" for e in entries):
         raise UnsupportedCheckpointError(
@@ -359,17 +368,13 @@ def _pickles(buf: Buffer, start: int, end: int, where: str, depth: int, *,
     # The object stream is built after the records are located (they follow it).
     observer = GraphObserver()
     what = f"{where}: legacy object pickle"
-    objects = run_stream(buf, pos, observer, end=end)
-    if objects.error is not None:
-        raise MalformedCheckpointError(f"{what}: {objects.error}")
+    objects = _stream(buf, pos, end, what, observer)
     keys, pos = _header(buf, objects.end, end, f"{where}: storage keys", salvage, flagged,
                         overflow)
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise MalformedCheckpointError(f"{where}: legacy storage keys are not a list of str")
-    try:
+    with _malformed(where):
         located, _ = legacy_storage_records(buf, pos, end, keys, observer.policy.storages)
-    except ScanError as exc:
-        raise MalformedCheckpointError(f"{where}: {exc}") from None
 
     def records(key: str) -> tuple[Buffer, int, int]:
         if key not in located:
@@ -385,11 +390,9 @@ def _pickles(buf: Buffer, start: int, end: int, where: str, depth: int, *,
 def _tar_checkpoint(src: Source) -> Checkpoint:
     """torch < 0.4: tar members ``storages``, ``tensors`` (binary headers) and ``pickle``."""
     buf = src.buf
-    try:
+    with _malformed(src.path):
         members = {name: (data, data + size) for name, data, size
                    in tar_members(buf, 0, src.size, _MAX_ZIP_ENTRIES)}
-    except ScanError as exc:
-        raise MalformedCheckpointError(f"{src.path}: {exc}") from None
     for needed in ("storages", "tensors", "pickle"):
         if needed not in members:
             raise MalformedCheckpointError(f"{src.path}: tar member {needed!r} is missing")
@@ -417,9 +420,7 @@ class _TarObjects:
             return buf, *located[key]
 
         self._builder = CheckpointBuilder(records)
-        count, pos = _run(buf, pos, end, CheckpointBuilder(_no_records), "storages count")
-        if type(count) is not int or count < 0:
-            raise MalformedCheckpointError(f"{src.path}: tar storage count is not an int")
+        count, pos = self._count(pos, end, "storage")
         for _ in range(count):
             head, pos = _run(buf, pos, end, self._builder, "storage header")
             if not (isinstance(head, tuple) and len(head) == 3
@@ -435,12 +436,17 @@ class _TarObjects:
         for view in views if isinstance(views, list) else []:
             self._view(view)
 
+    def _count(self, pos: int, end: int, what: str) -> tuple[int, int]:
+        """The pickled count that starts the ``storages`` and ``tensors`` members."""
+        count, pos = _run(self.src.buf, pos, end, CheckpointBuilder(_no_records), f"{what}s count")
+        if type(count) is not int or count < 0:
+            raise MalformedCheckpointError(f"{self.src.path}: tar {what} count is not an int")
+        return count, pos
+
     def _walk(self, pos: int, end: int, key: str, size: int
               ) -> tuple[dict[str, tuple[int, int]], int]:
-        try:
+        with _malformed(self.src.path):
             return legacy_storage_records(self.src.buf, pos, end, [key], {key: size})
-        except ScanError as exc:
-            raise MalformedCheckpointError(f"{self.src.path}: {exc}") from None
 
     def _view(self, view: object) -> None:
         if not (isinstance(view, tuple) and len(view) == 4):
@@ -456,9 +462,7 @@ class _TarObjects:
     def tensors(self, span: tuple[int, int]) -> None:
         """Read the ``tensors`` member: per tensor a pickled header and binary geometry."""
         buf, (pos, end) = self.src.buf, span
-        count, pos = _run(buf, pos, end, CheckpointBuilder(_no_records), "tensors count")
-        if type(count) is not int or count < 0:
-            raise MalformedCheckpointError(f"{self.src.path}: tar tensor count is not an int")
+        count, pos = self._count(pos, end, "tensor")
         for _ in range(count):
             head, pos = _run(buf, pos, end, self._builder, "tensor header")
             if not (isinstance(head, tuple) and len(head) == 3):

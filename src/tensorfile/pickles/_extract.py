@@ -55,6 +55,7 @@ from tensorfile.pickles._builder import (
     LeftTensor,
     TensorView,
 )
+from tensorfile.pickles._metadata import key_part
 from tensorfile.pickles.machine import (
     Call,
     Effect,
@@ -74,6 +75,8 @@ _TENSOR_REBUILDS: Final = ("torch._utils._rebuild_tensor", "torch._utils._rebuil
                            "torch._utils._rebuild_tensor_v3")
 _PARAMETER: Final = "torch._utils._rebuild_parameter"
 _ORDERED_DICT: Final = "collections.OrderedDict"
+#: Int keys give tensor names up to this many bits (a 64-bit index at most).
+_NAME_KEY_BITS: Final = 64
 #: Entries of the "not performed" list kept in a report (the rest are counted).
 MAX_LISTED: Final = 10_000
 #: Quantization schemes, the values ``_rebuild_qtensor`` takes (torch.qscheme objects).
@@ -158,16 +161,12 @@ class ObjectGraph:
 # Walking the graph by name
 # ---------------------------------------------------------------------------
 
-def key_part(k: object) -> str | None:
+def name_part(k: object) -> str | None:
     """The name part a dict key or list index gives (None: the value gets no name).
 
-    Ints beyond 64 bits give none: their decimal text is unbounded.
+    Ints beyond 64 bits give none: a tensor name is text of bounded length.
     """
-    if isinstance(k, str):
-        return k
-    if isinstance(k, int) and not isinstance(k, bool) and k.bit_length() <= 64:
-        return str(k)
-    return None
+    return key_part(k, _NAME_KEY_BITS)
 
 
 def _hashable_literal(k: object) -> bool:
@@ -211,7 +210,7 @@ def edges(node: object) -> Iterator[tuple[str | None, object]]:
     elif isinstance(node, PDict):
         for k, v in _dict_items(node.items):
             yield None, k
-            yield key_part(k), v
+            yield name_part(k), v
     elif isinstance(node, PSet):
         for i, v in enumerate(node.items):
             yield str(i), v
@@ -227,7 +226,7 @@ def edges(node: object) -> Iterator[tuple[str | None, object]]:
             yield "__kwargs__", node.kwargs
         for k, v in _dict_items(_setitems(node)):
             yield None, k
-            yield key_part(k), v
+            yield name_part(k), v
         appended = 0
         for eff in node.effects:
             if eff.opcode in ("APPEND", "APPENDS", "ADDITEMS"):
@@ -465,7 +464,7 @@ def left_beside(graph: ObjectGraph, sel: Selection) -> list[tuple[str, str]]:
     prefix = ""
     for container, taken in sel.path:
         for k, v in _pairs(container):
-            part = key_part(k)
+            part = name_part(k)
             if isinstance(k, str) and k == taken:
                 continue
             name = _join(prefix, part) if part is not None else f"{prefix}[{held(k)} key]"

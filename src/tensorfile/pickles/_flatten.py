@@ -30,11 +30,11 @@ from tensorfile.pickles._extract import (
     check_subtree,
     known_kind,
     left_beside,
+    name_part,
     salvage,
     select,
     whole,
 )
-from tensorfile.pickles._extract import key_part as _key_text
 from tensorfile.pickles._metadata import JsonValues
 from tensorfile.pickles.report import Verdict
 
@@ -150,7 +150,7 @@ def _count_names(root: object, holders: set[int]) -> tuple[int, int]:
             continue
         names = text = 0
         for k, v in _items(node):
-            part = _key_text(k)
+            part = name_part(k)
             if part is None:  # dropped under its parent's name plus [repr]
                 names, text = names + 1, text + len(_KEY_REPR.repr(k)) + 2
                 continue
@@ -277,7 +277,7 @@ def _flatten(plan: Plan, root: dict[Any, Any] | list[Any] | tuple[Any, ...],
     while frames:
         items, prefix = frames[-1]  # prefix: [the joined path], once a leaf needs it
         for k, v in items:
-            part = _key_text(k)
+            part = name_part(k)
             if part is not None and id(v) in holders:
                 if part == "" and lead == len(parts):
                     lead += 1
