@@ -266,13 +266,15 @@ def _header(buf: Buffer, start: int, end: int, what: str, salvage: bool,
 
 
 @contextmanager
-def _malformed(where: object) -> Iterator[None]:
-    """A container reader's :class:`~tensorfile.errors.ScanError` (it speaks for the
-    scanner) raised as the converter's :class:`MalformedCheckpointError` at ``where``."""
+def errors_as(caught: type[Exception], raised: type[ConversionError], where: object
+              ) -> Iterator[None]:
+    """A ``caught`` error from the block raised as the converter's ``raised``, naming
+    ``where``: the container readers' :class:`~tensorfile.errors.ScanError` speaks
+    for the scanner, the writer's ``SerializationError`` for a save call."""
     try:
         yield
-    except ScanError as exc:
-        raise MalformedCheckpointError(f"{where}: {exc}") from None
+    except caught as exc:
+        raise raised(f"{where}: {exc}") from None
 
 
 def _no_records(key: str) -> tuple[Buffer, int, int]:
@@ -282,7 +284,7 @@ def _no_records(key: str) -> tuple[Buffer, int, int]:
 def _zip_checkpoint(src: Source) -> Checkpoint:
     """torch's zip format: ``<prefix>/data.pkl`` and ``<prefix>/data/<key>`` records."""
     buf = src.buf
-    with _malformed(src.path):
+    with errors_as(ScanError, MalformedCheckpointError, src.path):
         entries = zip_entries(buf, 0, src.size, _MAX_ZIP_ENTRIES)
     prefix = entries[0].name.split("/", 1)[0] + "/" if entries else ""  # torch: first entry
     if not any(e.name == prefix + "data.pkl" for e in entries):
@@ -373,7 +375,7 @@ def _pickles(buf: Buffer, start: int, end: int, where: str, depth: int, *,
                         overflow)
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise MalformedCheckpointError(f"{where}: legacy storage keys are not a list of str")
-    with _malformed(where):
+    with errors_as(ScanError, MalformedCheckpointError, where):
         located, _ = legacy_storage_records(buf, pos, end, keys, observer.policy.storages)
 
     def records(key: str) -> tuple[Buffer, int, int]:
@@ -390,7 +392,7 @@ def _pickles(buf: Buffer, start: int, end: int, where: str, depth: int, *,
 def _tar_checkpoint(src: Source) -> Checkpoint:
     """torch < 0.4: tar members ``storages``, ``tensors`` (binary headers) and ``pickle``."""
     buf = src.buf
-    with _malformed(src.path):
+    with errors_as(ScanError, MalformedCheckpointError, src.path):
         members = {name: (data, data + size) for name, data, size
                    in tar_members(buf, 0, src.size, _MAX_ZIP_ENTRIES)}
     for needed in ("storages", "tensors", "pickle"):
@@ -445,7 +447,7 @@ class _TarObjects:
 
     def _walk(self, pos: int, end: int, key: str, size: int
               ) -> tuple[dict[str, tuple[int, int]], int]:
-        with _malformed(self.src.path):
+        with errors_as(ScanError, MalformedCheckpointError, self.src.path):
             return legacy_storage_records(self.src.buf, pos, end, [key], {key: size})
 
     def _view(self, view: object) -> None:

@@ -70,8 +70,7 @@ from __future__ import annotations
 
 import mmap
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,6 +88,7 @@ from tensorfile.pickles._checkpoint import (
     Checkpoint,
     Mode,
     Source,
+    errors_as,
     hash_in_background,
     load_checkpoint,
 )
@@ -223,17 +223,6 @@ class _Copier:
             return FileSpan(fd, *span)
         return view.data()
 
-    @contextmanager
-    def writing(self, dst: Path) -> Iterator[None]:
-        """Around the writer's call: what it refuses to write (a name or a header
-        safetensors cannot hold) is unsupported, not malformed; once it returns,
-        the last tensor is accounted for."""
-        try:
-            yield
-        except SerializationError as exc:
-            raise UnsupportedCheckpointError(f"{dst}: {exc}") from None
-        self.finish()
-
     def finish(self) -> None:
         """Account for the tensor handed out last (it has been written)."""
         view, self._pending = self._pending, None
@@ -253,8 +242,9 @@ def _write(plan: Plan, dst: Path, progress: _Progress) -> list[str]:
     entries = _entries(plan.tensors)
     order = [e.name for e in canonical_order(entries)]
     copier = _Copier(plan.tensors, [plan.checkpoint.source], progress)
-    with copier.writing(dst):
+    with errors_as(SerializationError, UnsupportedCheckpointError, dst):
         save_stream(entries, ((n, copier(n)) for n in order), dst, plan.metadata())
+    copier.finish()
     return order
 
 
@@ -339,8 +329,11 @@ def _convert_folder(src: Path, dst: Path | None, mode: Mode,
         # Shards no bigger than the largest input shard (so about as many); one file
         # for one input.
         limit = max([p.nbytes for p in plans] if index is not None else [total]) or 1
-        with copier.writing(out):
+        # What the writer refuses (a name or header safetensors cannot hold) is
+        # unsupported, not malformed.
+        with errors_as(SerializationError, UnsupportedCheckpointError, out):
             written = save_sharded_iter(entries, copier, out, limit, metadata)
+        copier.finish()
         files = [out / f for f in written.shard_files] or [out / ST_WEIGHTS]
         if written.path is not None:
             files.append(written.path)
