@@ -43,6 +43,7 @@ import numpy as np
 from tensorfile._format.dtypes import DTYPES, DType
 from tensorfile.errors import MalformedCheckpointError, UnsupportedCheckpointError
 from tensorfile.pickles.machine import (
+    COMPUTED_NAME,
     Call,
     Effect,
     GlobalRef,
@@ -416,7 +417,7 @@ class CheckpointBuilder:
 
     def on_call(self, call: Call, func: object, args: tuple[object, ...], kwargs: object) -> object:
         """Tensors, OrderedDicts, or an :class:`Unbuilt` marker for other allowlisted calls."""
-        name = func.qualname if isinstance(func, GlobalRef) else "<computed>"
+        name = func.qualname if isinstance(func, GlobalRef) else COMPUTED_NAME
         if name == "collections.OrderedDict":
             return _ordered_dict(args, call.offset)
         if name in _TENSOR_REBUILDS:

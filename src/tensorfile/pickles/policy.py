@@ -25,6 +25,7 @@ from typing import Final
 
 from tensorfile.errors import UnsafePickleError
 from tensorfile.pickles.machine import (
+    COMPUTED_NAME,
     Call,
     Effect,
     ExtensionRef,
@@ -599,8 +600,6 @@ def classify_global(ref: GlobalRef) -> tuple[Verdict, str]:
     return Verdict.UNKNOWN, "not on the allowlist (an import tensorfile does not know to be safe)"
 
 
-#: What STACK_GLOBAL names when an operand is not text (see machine._name_of).
-COMPUTED_NAME: Final = "<computed>"
 #: Parts of a dotted name searched for gadgets (the search is quadratic in them).
 _MAX_NAME_PARTS: Final = 32
 
