@@ -55,7 +55,7 @@ from tensorfile.pickles.machine import (
     is_leaf,
 )
 from tensorfile.pickles.opcodes import BigText, Buffer, BytesRef
-from tensorfile.pickles.policy import STORAGE_TYPES, StreamPolicy, view_reach
+from tensorfile.pickles.policy import STORAGE_DTYPES, STORAGE_TYPES, StreamPolicy, view_reach
 from tensorfile.pickles.policy import TORCH_DTYPES as TORCH_DTYPE_NAMES
 
 #: Where a storage's bytes are: ``records(key) -> (buffer, start, length)``.
@@ -65,13 +65,6 @@ RecordSource = Callable[[str], tuple[Buffer, int, int]]
 #: ``torch.storage._load_from_bytes``); ``at`` is the call's offset.
 NestedLoader = Callable[[Buffer, int, int, int], object]
 
-#: Typed storage classes (``torch.FloatStorage`` ...) and the tensorfile dtype of
-#: their elements; None where safetensors has no equivalent.
-_STORAGE_DTYPE: Final[dict[str, str | None]] = {
-    "Double": "F64", "Float": "F32", "Half": "F16", "Long": "I64", "Int": "I32",
-    "Short": "I16", "Char": "I8", "Byte": "U8", "Bool": "BOOL", "BFloat16": "BF16",
-    "ComplexFloat": "C64", "ComplexDouble": None,
-}
 _QUANTIZED_STORAGES: Final = frozenset({"QUInt8", "QInt8", "QInt32", "QUInt4x2", "QUInt2x4"})
 
 def storage_problem(stype: str) -> str | None:
@@ -79,7 +72,7 @@ def storage_problem(stype: str) -> str | None:
     short = stype.rsplit(".", 1)[1].removesuffix("Storage")
     if short in _QUANTIZED_STORAGES:
         return "quantized tensors have no safetensors equivalent"
-    if short != "Untyped" and _STORAGE_DTYPE.get(short) is None:
+    if short != "Untyped" and STORAGE_DTYPES.get(short) is None:
         return "no safetensors dtype (complex128 has none)"
     return None
 
@@ -459,7 +452,7 @@ class CheckpointBuilder:
         short = stype.rsplit(".", 1)[1].removesuffix("Storage")
         dtype: DType | None = None
         if short != "Untyped":
-            dname = _STORAGE_DTYPE[short]
+            dname = STORAGE_DTYPES[short]
             assert dname is not None
             dtype = DTYPES[dname]
         if numel < 0:

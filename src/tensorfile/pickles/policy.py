@@ -79,15 +79,23 @@ ALLOWED_CALLS: Final[dict[str, tuple[str, str]]] = {
     "numpy.dtype": ("np_dtype", "a dtype from its type string; layout arrives by BUILD"),
 }
 
+#: torch's typed storage classes (``torch.<name>Storage``): the size of an element
+#: in bytes, and the tensorfile dtype of the elements (None where safetensors has
+#: none: complex128, the quantized kinds).
+_TYPED_STORAGES: Final[tuple[tuple[str, int, str | None], ...]] = (
+    ("Double", 8, "F64"), ("Float", 4, "F32"), ("Half", 2, "F16"), ("Long", 8, "I64"),
+    ("Int", 4, "I32"), ("Short", 2, "I16"), ("Char", 1, "I8"), ("Byte", 1, "U8"),
+    ("Bool", 1, "BOOL"), ("BFloat16", 2, "BF16"), ("ComplexDouble", 16, None),
+    ("ComplexFloat", 8, "C64"), ("QUInt8", 1, None), ("QInt8", 1, None), ("QInt32", 4, None),
+    ("QUInt4x2", 1, None), ("QUInt2x4", 1, None),
+)
+#: The dtype of a typed storage's elements, by short name (``Float``): what the
+#: converter writes them as.
+STORAGE_DTYPES: Final[dict[str, str | None]] = {name: dt for name, _, dt in _TYPED_STORAGES}
 #: Storage classes that may appear in a storage persistent id, with element size
 #: in bytes (the legacy format's record walker needs it). Only referenced, never called.
 STORAGE_TYPES: Final[dict[str, int]] = {
-    **{f"torch.{name}Storage": size for name, size in (
-        ("Double", 8), ("Float", 4), ("Half", 2), ("Long", 8), ("Int", 4), ("Short", 2),
-        ("Char", 1), ("Byte", 1), ("Bool", 1), ("BFloat16", 2), ("ComplexDouble", 16),
-        ("ComplexFloat", 8), ("QUInt8", 1), ("QInt8", 1), ("QInt32", 4), ("QUInt4x2", 1),
-        ("QUInt2x4", 1),
-    )},
+    **{f"torch.{name}Storage": size for name, size, _ in _TYPED_STORAGES},
     "torch.UntypedStorage": 1,
     "torch.storage.UntypedStorage": 1,
 }
