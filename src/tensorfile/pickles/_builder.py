@@ -55,7 +55,13 @@ from tensorfile.pickles.machine import (
     is_leaf,
 )
 from tensorfile.pickles.opcodes import BigText, Buffer, BytesRef
-from tensorfile.pickles.policy import STORAGE_DTYPES, STORAGE_TYPES, StreamPolicy, view_reach
+from tensorfile.pickles.policy import (
+    STORAGE_DTYPES,
+    STORAGE_TYPES,
+    TENSOR_REBUILDS,
+    StreamPolicy,
+    view_reach,
+)
 from tensorfile.pickles.policy import TORCH_DTYPES as TORCH_DTYPE_NAMES
 
 #: Where a storage's bytes are: ``records(key) -> (buffer, start, length)``.
@@ -101,11 +107,6 @@ UNSUPPORTED_REBUILDS: Final[dict[str, str]] = {
     "torch._utils._rebuild_parameter_with_state": "parameters with extra state are not converted",
     "torch._tensor._rebuild_from_type_v2": "tensor subclasses are not converted",
 }
-
-_TENSOR_REBUILDS: Final = frozenset({
-    "torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2",
-    "torch._utils._rebuild_tensor_v3",
-})
 
 
 class ConvertObserver:
@@ -413,7 +414,7 @@ class CheckpointBuilder:
         name = func.qualname if isinstance(func, GlobalRef) else COMPUTED_NAME
         if name == "collections.OrderedDict":
             return _ordered_dict(args, call.offset)
-        if name in _TENSOR_REBUILDS:
+        if name in TENSOR_REBUILDS:
             return self.tensor(name, args, call.offset)
         if name == "torch._utils._rebuild_parameter":
             return args[0]

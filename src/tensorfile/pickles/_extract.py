@@ -68,11 +68,9 @@ from tensorfile.pickles.machine import (
     children,
     is_leaf,
 )
-from tensorfile.pickles.policy import StreamPolicy, call_of
+from tensorfile.pickles.policy import TENSOR_REBUILDS, StreamPolicy, call_of
 from tensorfile.pickles.report import Finding, Verdict
 
-_TENSOR_REBUILDS: Final = ("torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2",
-                           "torch._utils._rebuild_tensor_v3")
 _PARAMETER: Final = "torch._utils._rebuild_parameter"
 _ORDERED_DICT: Final = "collections.OrderedDict"
 #: Int keys give tensor names up to this many bits (a 64-bit index at most).
@@ -364,7 +362,7 @@ def held(node: object) -> str:
     """What a value is, in a few words (``argparse.Namespace``, ``dict``, ``tensor``)."""
     if isinstance(node, Call):
         func = node.func
-        if call_of(node, *_TENSOR_REBUILDS, _PARAMETER):
+        if call_of(node, *TENSOR_REBUILDS, _PARAMETER):
             return "tensor"
         return func.qualname if isinstance(func, GlobalRef) else "a computed call"
     if isinstance(node, PDict):
@@ -587,7 +585,7 @@ def salvage(graph: ObjectGraph, start: object, prefix: str) -> Salvaged:
         if is_leaf(node):
             continue
         tensor: TensorView | LeftTensor | None = None
-        if isinstance(node, Call) and call_of(node, *_TENSOR_REBUILDS):
+        if isinstance(node, Call) and call_of(node, *TENSOR_REBUILDS):
             try:
                 tensor = _salvage_tensor(node, builder, flagged)
             except (MalformedCheckpointError, UnsupportedCheckpointError) as exc:

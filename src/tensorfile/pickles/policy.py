@@ -261,8 +261,9 @@ def call_of(x: object, *qualnames: str) -> bool:
             and x.func.qualname in qualnames)
 
 
-_REBUILD_TENSORS: Final = ("torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2",
-                           "torch._utils._rebuild_tensor_v3")
+#: The functions torch.save names to rebuild a plain (strided) tensor from a storage.
+TENSOR_REBUILDS: Final = ("torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2",
+                          "torch._utils._rebuild_tensor_v3")
 _NP_DTYPE: Final = "numpy.dtype"
 _NP_RECONSTRUCT: Final = ("numpy.core.multiarray._reconstruct",
                           "numpy._core.multiarray._reconstruct")
@@ -319,7 +320,7 @@ def _plain_metadata(x: object) -> bool:
 
 
 def _shape_rebuild_parameter(a: tuple[object, ...]) -> str | None:
-    if len(a) != 3 or not call_of(a[0], *_REBUILD_TENSORS):
+    if len(a) != 3 or not call_of(a[0], *TENSOR_REBUILDS):
         return "expects (rebuilt tensor, requires_grad, hooks)"
     if not (isinstance(a[1], bool) and _hooks(a[2])):
         return "requires_grad/backward_hooks are not a bool and an empty OrderedDict"
@@ -792,7 +793,7 @@ class StreamPolicy:
         problem = _SHAPES[rule[0]](call.args)
         if problem is None and call.args and rule[0] == "ordered_dict_args":
             problem = self._pairs_problem(call.args[0])
-        if problem is None and not self.strict and func.qualname in _REBUILD_TENSORS:
+        if problem is None and not self.strict and func.qualname in TENSOR_REBUILDS:
             bad_view = _view_problem(func.qualname, call.args, self.storage_nbytes)
             if bad_view is not None:
                 self.add(Finding(Verdict.ERROR, bad_view, call.opcode, call.offset,
