@@ -56,6 +56,8 @@ from tensorfile.pickles.machine import (
 )
 from tensorfile.pickles.opcodes import BigText, Buffer, BytesRef
 from tensorfile.pickles.policy import (
+    ORDERED_DICT,
+    PARAMETER_REBUILD,
     STORAGE_DTYPES,
     STORAGE_TYPES,
     TENSOR_REBUILDS,
@@ -412,11 +414,11 @@ class CheckpointBuilder:
     def on_call(self, call: Call, func: object, args: tuple[object, ...], kwargs: object) -> object:
         """Tensors, OrderedDicts, or an :class:`Unbuilt` marker for other allowlisted calls."""
         name = func.qualname if isinstance(func, GlobalRef) else COMPUTED_NAME
-        if name == "collections.OrderedDict":
+        if name == ORDERED_DICT:
             return _ordered_dict(args, call.offset)
         if name in TENSOR_REBUILDS:
             return self.tensor(name, args, call.offset)
-        if name == "torch._utils._rebuild_parameter":
+        if name == PARAMETER_REBUILD:
             return args[0]
         if name == "_codecs.encode":
             return _latin1(args[0], call.offset)

@@ -68,11 +68,15 @@ from tensorfile.pickles.machine import (
     children,
     is_leaf,
 )
-from tensorfile.pickles.policy import TENSOR_REBUILDS, StreamPolicy, call_of
+from tensorfile.pickles.policy import (
+    ORDERED_DICT,
+    PARAMETER_REBUILD,
+    TENSOR_REBUILDS,
+    StreamPolicy,
+    call_of,
+)
 from tensorfile.pickles.report import Finding, Verdict
 
-_PARAMETER: Final = "torch._utils._rebuild_parameter"
-_ORDERED_DICT: Final = "collections.OrderedDict"
 #: Int keys give tensor names up to this many bits (a 64-bit index at most).
 _NAME_KEY_BITS: Final = 64
 #: Entries of the "not performed" list kept in a report (the rest are counted).
@@ -189,7 +193,7 @@ def _setitems(call: Call) -> list[tuple[object, object]]:
 def _is_dict(node: object, flagged: dict[int, Flagged]) -> bool:
     """A plain dict, or an allowlisted ``OrderedDict()`` (both hold only what SETITEMS put)."""
     return isinstance(node, PDict) or (
-        call_of(node, _ORDERED_DICT) and id(node) not in flagged)
+        call_of(node, ORDERED_DICT) and id(node) not in flagged)
 
 
 def _pairs(node: object) -> list[tuple[object, object]]:
@@ -215,7 +219,7 @@ def edges(node: object) -> Iterator[tuple[str | None, object]]:
     elif isinstance(node, Call):
         if not isinstance(node.func, GlobalRef):
             yield None, node.func
-        if call_of(node, _PARAMETER) and isinstance(node.args, tuple) and node.args:
+        if call_of(node, PARAMETER_REBUILD) and isinstance(node.args, tuple) and node.args:
             yield "", node.args[0]  # a parameter is its tensor, under the same name
             yield "__args__", node.args[1:]
         elif node.args != ():
@@ -362,7 +366,7 @@ def held(node: object) -> str:
     """What a value is, in a few words (``argparse.Namespace``, ``dict``, ``tensor``)."""
     if isinstance(node, Call):
         func = node.func
-        if call_of(node, *TENSOR_REBUILDS, _PARAMETER):
+        if call_of(node, *TENSOR_REBUILDS, PARAMETER_REBUILD):
             return "tensor"
         return func.qualname if isinstance(func, GlobalRef) else "a computed call"
     if isinstance(node, PDict):

@@ -261,6 +261,10 @@ def call_of(x: object, *qualnames: str) -> bool:
             and x.func.qualname in qualnames)
 
 
+#: The container class of torch state dicts.
+ORDERED_DICT: Final = "collections.OrderedDict"
+#: Wraps a rebuilt tensor as an ``nn.Parameter``.
+PARAMETER_REBUILD: Final = "torch._utils._rebuild_parameter"
 #: The functions torch.save names to rebuild a plain (strided) tensor from a storage.
 TENSOR_REBUILDS: Final = ("torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2",
                           "torch._utils._rebuild_tensor_v3")
@@ -276,7 +280,7 @@ def _latin1_bytes(x: object) -> bool:
 
 def _hooks(x: object) -> bool:
     # torch 0.4 wrote the tensor's _backward_hooks as they were: None unless set.
-    return x is None or call_of(x, "collections.OrderedDict") or (
+    return x is None or call_of(x, ORDERED_DICT) or (
         isinstance(x, PDict) and not x.items)
 
 
@@ -529,7 +533,7 @@ def _view_problem(func: str, a: tuple[object, ...],
 def _effect_problem(eff: Effect) -> str | None:
     """Why an item assignment / BUILD is not one torch or numpy writes (None if it is)."""
     target = eff.target
-    if call_of(target, "collections.OrderedDict"):
+    if call_of(target, ORDERED_DICT):
         if eff.opcode in ("SETITEM", "SETITEMS"):
             return None
         if eff.opcode == "BUILD":
