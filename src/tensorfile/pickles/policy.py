@@ -79,18 +79,15 @@ ALLOWED_CALLS: Final[dict[str, tuple[str, str]]] = {
     "numpy.dtype": ("np_dtype", "a dtype from its type string; layout arrives by BUILD"),
 }
 
-#: torch's typed storage classes (``torch.<name>Storage``): the size of an element
-#: in bytes, and the tensorfile dtype of the elements (None where safetensors has
-#: none: complex128, the quantized kinds).
+#: torch's typed storage classes (``torch.<name>Storage``): element size in bytes and
+#: tensorfile dtype (None where safetensors has none: complex128, the quantized kinds).
 _TYPED_STORAGES: Final[tuple[tuple[str, int, str | None], ...]] = (
     ("Double", 8, "F64"), ("Float", 4, "F32"), ("Half", 2, "F16"), ("Long", 8, "I64"),
     ("Int", 4, "I32"), ("Short", 2, "I16"), ("Char", 1, "I8"), ("Byte", 1, "U8"),
     ("Bool", 1, "BOOL"), ("BFloat16", 2, "BF16"), ("ComplexDouble", 16, None),
     ("ComplexFloat", 8, "C64"), ("QUInt8", 1, None), ("QInt8", 1, None), ("QInt32", 4, None),
-    ("QUInt4x2", 1, None), ("QUInt2x4", 1, None),
-)
-#: The dtype of a typed storage's elements, by short name (``Float``): what the
-#: converter writes them as.
+    ("QUInt4x2", 1, None), ("QUInt2x4", 1, None))
+#: The dtype the converter writes a typed storage's elements as, by short name (``Float``).
 STORAGE_DTYPES: Final[dict[str, str | None]] = {name: dt for name, _, dt in _TYPED_STORAGES}
 #: Storage classes that may appear in a storage persistent id, with element size
 #: in bytes (the legacy format's record walker needs it). Only referenced, never called.
@@ -115,9 +112,8 @@ TORCH_DTYPES: Final = frozenset(f"torch.{n}" for n in (
 ).split())
 
 #: Tensor classes the tar format of torch < 0.4 names in its 'tensors' records.
-LEGACY_TENSOR_TYPES: Final = frozenset(
-    f"torch{cuda}.{name}Tensor" for cuda in ("", ".cuda") for name in (
-        "Double", "Float", "Half", "Long", "Int", "Short", "Char", "Byte", "Bool", "BFloat16"))
+LEGACY_TENSOR_TYPES: Final = frozenset(f"torch{cuda}.{name}Tensor" for cuda in ("", ".cuda")
+    for name, _, _ in _TYPED_STORAGES if not name.startswith(("Complex", "Q")))
 
 #: Classes referenced as plain values, never called: numpy's ndarray (first
 #: argument of _reconstruct), torch dtypes, legacy tensor types.
@@ -261,11 +257,10 @@ def call_of(x: object, *qualnames: str) -> bool:
             and x.func.qualname in qualnames)
 
 
-#: The container class of torch state dicts.
+#: What torch state dicts are, what wraps a tensor as ``nn.Parameter``, and the
+#: functions torch.save names to rebuild a plain (strided) tensor from a storage.
 ORDERED_DICT: Final = "collections.OrderedDict"
-#: Wraps a rebuilt tensor as an ``nn.Parameter``.
 PARAMETER_REBUILD: Final = "torch._utils._rebuild_parameter"
-#: The functions torch.save names to rebuild a plain (strided) tensor from a storage.
 TENSOR_REBUILDS: Final = ("torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2",
                           "torch._utils._rebuild_tensor_v3")
 _NP_DTYPE: Final = "numpy.dtype"
