@@ -73,7 +73,7 @@ RecordSource = Callable[[str], tuple[Buffer, int, int]]
 #: ``torch.storage._load_from_bytes``); ``at`` is the call's offset.
 NestedLoader = Callable[[Buffer, int, int, int], object]
 
-_QUANTIZED_STORAGES: Final = frozenset({"QUInt8", "QInt8", "QInt32", "QUInt4x2", "QUInt2x4"})
+_QUANTIZED_STORAGES: Final = frozenset(n for n in STORAGE_DTYPES if n.startswith("Q"))
 
 def storage_problem(stype: str) -> str | None:
     """Why tensors of storage class ``stype`` cannot be written (None when they can)."""
