@@ -1,4 +1,4 @@
-"""Plain values as ``__metadata__`` JSON, leaf by leaf (pickles/metadata.py).
+"""Plain values as ``__metadata__`` JSON, leaf by leaf (pickles/_metadata.py).
 
 A property test holds :class:`JsonValues` to a recursive reference on random
 nested values mixing plain leaves, non-finite floats and values that are not
@@ -15,8 +15,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tensorfile.pickles.builder import Unbuilt
-from tensorfile.pickles.metadata import JsonValues
+from tensorfile.pickles._builder import Unbuilt
+from tensorfile.pickles._metadata import JsonValues
 
 NOT_PLAIN = st.sampled_from([Unbuilt("torch.device", 7), b"\x00", frozenset({1}), 1j,
                              Unbuilt("numpy.ndarray", 9)])

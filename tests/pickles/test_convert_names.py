@@ -21,16 +21,10 @@ from hypothesis import strategies as st
 from tensorfile._format.dtypes import DTYPES
 from tensorfile._format.header import MAX_HEADER_SIZE
 from tensorfile.errors import UnsupportedCheckpointError
-from tensorfile.pickles.builder import Storage, TensorView, Unbuilt, check_view
-from tensorfile.pickles.convert import (
-    _KEY_REPR,
-    _count_names,
-    _flatten,
-    _holders,
-    _Plan,
-    convert,
-)
-from tensorfile.pickles.metadata import MAX_VALUE_JSON, JsonValues
+from tensorfile.pickles._builder import Storage, TensorView, Unbuilt, check_view
+from tensorfile.pickles._flatten import _KEY_REPR, Plan, _count_names, _flatten, _holders
+from tensorfile.pickles._metadata import MAX_VALUE_JSON, JsonValues
+from tensorfile.pickles.convert import convert
 
 STORAGE = Storage("0", bytes(64), 0, 64, DTYPES["F32"], False)
 TENSORS = [check_view(STORAGE, DTYPES["F32"], i, (2,), (1,), 0) for i in range(3)]
@@ -69,7 +63,7 @@ BAD_KEY = "key is not a str or an int of 64 bits"
 def flatten(root: Any) -> tuple[list[str], list[str], tuple[int, int]]:
     """The converter's flattening of ``root`` (leaf names, dropped-key names) and its count."""
     holders = _holders(root)
-    plan = _Plan(checkpoint=None)  # type: ignore[arg-type]  (only its lists are used)
+    plan = Plan(checkpoint=None)  # type: ignore[arg-type]  (only its lists are used)
     names: list[tuple[str, TensorView]] = []
     values: dict[str, object] = {}
     _flatten(plan, root, holders, names, values)

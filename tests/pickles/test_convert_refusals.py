@@ -179,12 +179,12 @@ out, mode = Path(sys.argv[1]), sys.argv[2]
 
 def keys(src):
     # Every top-level key of the object stream (read, never built), for --key.
-    from tensorfile.pickles.convert import _load, _Mode
-    from tensorfile.pickles.extract import top_keys
+    from tensorfile.pickles._checkpoint import Mode, load_checkpoint
+    from tensorfile.pickles._extract import top_keys
     # Names Lightning and Trainer checkpoints use are tried too, present or not.
     common = ["state_dict", "model", "model_state_dict"]
     try:
-        ck = _load(Path(src), _Mode(salvage=True))
+        ck = load_checkpoint(Path(src), Mode(salvage=True))
     except ConversionError:
         return common
     ck.source.close()
@@ -390,9 +390,9 @@ def test_empty_file(tmp_path: Path) -> None:
 
 def test_expanded_views_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Zero strides can repeat a 4-byte storage without bound: the output size is capped."""
-    import tensorfile.pickles.convert as conv
+    import tensorfile.pickles._flatten as flatten_module
 
-    monkeypatch.setattr(conv, "_EXPANSION_SLACK", 1 << 10)
+    monkeypatch.setattr(flatten_module, "_EXPANSION_SLACK", 1 << 10)
     body = kit.stream(kit.dict_of([("w", kit.tensor_v2(kit.storage("0", numel=1), 0,
                                                        (1 << 20,), (0,)))]))
     assert_refused(_zip(tmp_path, body, {"0": b"\0" * 4}), tmp_path,
@@ -537,8 +537,8 @@ def test_scanner_hostile_samples_are_refused(tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
     assert len(scanner_kit.HOSTILE) > 20
-    from tensorfile.pickles.convert import _load, _Mode
-    from tensorfile.pickles.extract import top_keys
+    from tensorfile.pickles._checkpoint import Mode, load_checkpoint
+    from tensorfile.pickles._extract import top_keys
 
     tried = 0
     for name, (build, _expected) in sorted(scanner_kit.HOSTILE.items()):
@@ -547,7 +547,7 @@ def test_scanner_hostile_samples_are_refused(tmp_path: Path) -> None:
         with pytest.raises(ConversionError):
             convert(src, work / "out.safetensors")
         try:  # and --key with each top-level key the object stream has
-            ck = _load(src, _Mode(salvage=True))
+            ck = load_checkpoint(src, Mode(salvage=True))
             ck.source.close()
             keys = top_keys(ck.graph)
         except ConversionError:

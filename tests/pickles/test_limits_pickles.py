@@ -38,7 +38,7 @@ from torch_pickle_kit import (
 )
 
 from tensorfile.pickles import Verdict, scan
-from tensorfile.pickles.convert import MAX_NAMES
+from tensorfile.pickles._flatten import MAX_NAMES
 
 MB = 1 << 20
 

@@ -61,13 +61,16 @@ from __future__ import annotations
 
 import _compat_pickle
 from collections.abc import Callable, Iterable
-from typing import NamedTuple, Protocol
+from typing import Final, NamedTuple, Protocol
 
 from tensorfile.errors import MalformedPickleError, PickleError, ScanError, ScanLimitError
 from tensorfile.pickles.opcodes import Buffer, Op, OpcodeReader
 
 #: torch.load's own module renames (``torch.serialization.load_module_mapping``).
-TORCH_MODULE_MAPPING = {"torch.tensor": "torch._tensor"}
+_TORCH_MODULE_MAPPING = {"torch.tensor": "torch._tensor"}
+#: The name STACK_GLOBAL is given when an operand is not text (the policy
+#: treats a name holding it as unknown).
+COMPUTED_NAME: Final = "<computed>"
 
 
 class GlobalRef:
@@ -314,7 +317,7 @@ class _Machine:
                 module, name = _compat_pickle.NAME_MAPPING[(module, name)]
             elif module in _compat_pickle.IMPORT_MAPPING:
                 module = _compat_pickle.IMPORT_MAPPING[module]
-        module = TORCH_MODULE_MAPPING.get(module, module)
+        module = _TORCH_MODULE_MAPPING.get(module, module)
         ref = GlobalRef(module, name, op.name, op.offset, literal)
         self.emit(ref)
         return ref
@@ -576,7 +579,7 @@ _DISPATCH: dict[str, Callable[[_Machine, Op], None]] = {
 
 
 def _name_of(value: object) -> str:
-    return str(value) if isinstance(value, str) else "<computed>"
+    return str(value) if isinstance(value, str) else COMPUTED_NAME
 
 
 #: Opcodes that push their decoded argument as it is.

@@ -25,6 +25,7 @@ from typing import Final
 
 from tensorfile.errors import UnsafePickleError
 from tensorfile.pickles.machine import (
+    COMPUTED_NAME,
     Call,
     Effect,
     ExtensionRef,
@@ -78,15 +79,20 @@ ALLOWED_CALLS: Final[dict[str, tuple[str, str]]] = {
     "numpy.dtype": ("np_dtype", "a dtype from its type string; layout arrives by BUILD"),
 }
 
+#: torch's typed storage classes (``torch.<name>Storage``): element size in bytes and
+#: tensorfile dtype (None where safetensors has none: complex128, the quantized kinds).
+_TYPED_STORAGES: Final[tuple[tuple[str, int, str | None], ...]] = (
+    ("Double", 8, "F64"), ("Float", 4, "F32"), ("Half", 2, "F16"), ("Long", 8, "I64"),
+    ("Int", 4, "I32"), ("Short", 2, "I16"), ("Char", 1, "I8"), ("Byte", 1, "U8"),
+    ("Bool", 1, "BOOL"), ("BFloat16", 2, "BF16"), ("ComplexDouble", 16, None),
+    ("ComplexFloat", 8, "C64"), ("QUInt8", 1, None), ("QInt8", 1, None), ("QInt32", 4, None),
+    ("QUInt4x2", 1, None), ("QUInt2x4", 1, None))
+#: The dtype the converter writes a typed storage's elements as, by short name (``Float``).
+STORAGE_DTYPES: Final[dict[str, str | None]] = {name: dt for name, _, dt in _TYPED_STORAGES}
 #: Storage classes that may appear in a storage persistent id, with element size
 #: in bytes (the legacy format's record walker needs it). Only referenced, never called.
 STORAGE_TYPES: Final[dict[str, int]] = {
-    **{f"torch.{name}Storage": size for name, size in (
-        ("Double", 8), ("Float", 4), ("Half", 2), ("Long", 8), ("Int", 4), ("Short", 2),
-        ("Char", 1), ("Byte", 1), ("Bool", 1), ("BFloat16", 2), ("ComplexDouble", 16),
-        ("ComplexFloat", 8), ("QUInt8", 1), ("QInt8", 1), ("QInt32", 4), ("QUInt4x2", 1),
-        ("QUInt2x4", 1),
-    )},
+    **{f"torch.{name}Storage": size for name, size, _ in _TYPED_STORAGES},
     "torch.UntypedStorage": 1,
     "torch.storage.UntypedStorage": 1,
 }
@@ -106,9 +112,8 @@ TORCH_DTYPES: Final = frozenset(f"torch.{n}" for n in (
 ).split())
 
 #: Tensor classes the tar format of torch < 0.4 names in its 'tensors' records.
-LEGACY_TENSOR_TYPES: Final = frozenset(
-    f"torch{cuda}.{name}Tensor" for cuda in ("", ".cuda") for name in (
-        "Double", "Float", "Half", "Long", "Int", "Short", "Char", "Byte", "Bool", "BFloat16"))
+LEGACY_TENSOR_TYPES: Final = frozenset(f"torch{cuda}.{name}Tensor" for cuda in ("", ".cuda")
+    for name, _, _ in _TYPED_STORAGES if not name.startswith(("Complex", "Q")))
 
 #: Classes referenced as plain values, never called: numpy's ndarray (first
 #: argument of _reconstruct), torch dtypes, legacy tensor types.
@@ -252,8 +257,12 @@ def call_of(x: object, *qualnames: str) -> bool:
             and x.func.qualname in qualnames)
 
 
-_REBUILD_TENSORS: Final = ("torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2",
-                           "torch._utils._rebuild_tensor_v3")
+#: What torch state dicts are, what wraps a tensor as ``nn.Parameter``, and the
+#: functions torch.save names to rebuild a plain (strided) tensor from a storage.
+ORDERED_DICT: Final = "collections.OrderedDict"
+PARAMETER_REBUILD: Final = "torch._utils._rebuild_parameter"
+TENSOR_REBUILDS: Final = ("torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2",
+                          "torch._utils._rebuild_tensor_v3")
 _NP_DTYPE: Final = "numpy.dtype"
 _NP_RECONSTRUCT: Final = ("numpy.core.multiarray._reconstruct",
                           "numpy._core.multiarray._reconstruct")
@@ -266,7 +275,7 @@ def _latin1_bytes(x: object) -> bool:
 
 def _hooks(x: object) -> bool:
     # torch 0.4 wrote the tensor's _backward_hooks as they were: None unless set.
-    return x is None or call_of(x, "collections.OrderedDict") or (
+    return x is None or call_of(x, ORDERED_DICT) or (
         isinstance(x, PDict) and not x.items)
 
 
@@ -310,7 +319,7 @@ def _plain_metadata(x: object) -> bool:
 
 
 def _shape_rebuild_parameter(a: tuple[object, ...]) -> str | None:
-    if len(a) != 3 or not call_of(a[0], *_REBUILD_TENSORS):
+    if len(a) != 3 or not call_of(a[0], *TENSOR_REBUILDS):
         return "expects (rebuilt tensor, requires_grad, hooks)"
     if not (isinstance(a[1], bool) and _hooks(a[2])):
         return "requires_grad/backward_hooks are not a bool and an empty OrderedDict"
@@ -519,7 +528,7 @@ def _view_problem(func: str, a: tuple[object, ...],
 def _effect_problem(eff: Effect) -> str | None:
     """Why an item assignment / BUILD is not one torch or numpy writes (None if it is)."""
     target = eff.target
-    if call_of(target, "collections.OrderedDict"):
+    if call_of(target, ORDERED_DICT):
         if eff.opcode in ("SETITEM", "SETITEMS"):
             return None
         if eff.opcode == "BUILD":
@@ -599,8 +608,6 @@ def classify_global(ref: GlobalRef) -> tuple[Verdict, str]:
     return Verdict.UNKNOWN, "not on the allowlist (an import tensorfile does not know to be safe)"
 
 
-#: What STACK_GLOBAL names when an operand is not text (see machine._name_of).
-COMPUTED_NAME: Final = "<computed>"
 #: Parts of a dotted name searched for gadgets (the search is quadratic in them).
 _MAX_NAME_PARTS: Final = 32
 
@@ -785,7 +792,7 @@ class StreamPolicy:
         problem = _SHAPES[rule[0]](call.args)
         if problem is None and call.args and rule[0] == "ordered_dict_args":
             problem = self._pairs_problem(call.args[0])
-        if problem is None and not self.strict and func.qualname in _REBUILD_TENSORS:
+        if problem is None and not self.strict and func.qualname in TENSOR_REBUILDS:
             bad_view = _view_problem(func.qualname, call.args, self.storage_nbytes)
             if bad_view is not None:
                 self.add(Finding(Verdict.ERROR, bad_view, call.opcode, call.offset,

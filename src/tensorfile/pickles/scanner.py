@@ -13,6 +13,7 @@ import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from tensorfile.pickles._safetensors import check_safetensors
 from tensorfile.pickles.containers import ScanLimits, scan_file
 from tensorfile.pickles.report import FileReport, ScanReport, Skipped, Verdict
 
@@ -63,8 +64,6 @@ def scan_one(path: Path, limits: ScanLimits | None = None) -> FileReport:
     suffix = path.name.lower().endswith(".safetensors")
     if report.format not in _NOT_PICKLE_FORMATS and not suffix:
         return report
-    from tensorfile.pickles._safetensors import check_safetensors
-
     found = check_safetensors(path, suffix)
     if found is None:  # neither named nor shaped like safetensors
         return report

@@ -49,12 +49,13 @@ from tensorfile.errors import (
     UnsafePickleError,
     UnsupportedCheckpointError,
 )
-from tensorfile.pickles.builder import (
+from tensorfile.pickles._builder import (
     UNSUPPORTED_REBUILDS,
     CheckpointBuilder,
     LeftTensor,
     TensorView,
 )
+from tensorfile.pickles._metadata import key_part
 from tensorfile.pickles.machine import (
     Call,
     Effect,
@@ -67,13 +68,17 @@ from tensorfile.pickles.machine import (
     children,
     is_leaf,
 )
-from tensorfile.pickles.policy import StreamPolicy, call_of
+from tensorfile.pickles.policy import (
+    ORDERED_DICT,
+    PARAMETER_REBUILD,
+    TENSOR_REBUILDS,
+    StreamPolicy,
+    call_of,
+)
 from tensorfile.pickles.report import Finding, Verdict
 
-_TENSOR_REBUILDS: Final = ("torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2",
-                           "torch._utils._rebuild_tensor_v3")
-_PARAMETER: Final = "torch._utils._rebuild_parameter"
-_ORDERED_DICT: Final = "collections.OrderedDict"
+#: Int keys give tensor names up to this many bits (a 64-bit index at most).
+_NAME_KEY_BITS: Final = 64
 #: Entries of the "not performed" list kept in a report (the rest are counted).
 MAX_LISTED: Final = 10_000
 #: Quantization schemes, the values ``_rebuild_qtensor`` takes (torch.qscheme objects).
@@ -87,7 +92,7 @@ QSCHEMES: Final = frozenset(f"torch.{n}" for n in (
 #: none of its arguments or hands them to anything but torch. The converter
 #: leaves each such tensor out (listed) and converts the rest, as for a
 #: complex128 tensor; nothing is called. Other rebuilds in
-#: :data:`~.builder.UNSUPPORTED_REBUILDS` are not in this set:
+#: :data:`~._builder.UNSUPPORTED_REBUILDS` are not in this set:
 #: ``_rebuild_from_type_v2`` calls its first argument, for one.
 QTENSOR: Final = "torch._utils._rebuild_qtensor"
 KNOWN_KINDS: Final = frozenset({QTENSOR}) | QSCHEMES
@@ -158,16 +163,12 @@ class ObjectGraph:
 # Walking the graph by name
 # ---------------------------------------------------------------------------
 
-def key_part(k: object) -> str | None:
+def name_part(k: object) -> str | None:
     """The name part a dict key or list index gives (None: the value gets no name).
 
-    Ints beyond 64 bits give none: their decimal text is unbounded.
+    Ints beyond 64 bits give none: a tensor name is text of bounded length.
     """
-    if isinstance(k, str):
-        return k
-    if isinstance(k, int) and not isinstance(k, bool) and k.bit_length() <= 64:
-        return str(k)
-    return None
+    return key_part(k, _NAME_KEY_BITS)
 
 
 def _hashable_literal(k: object) -> bool:
@@ -192,7 +193,7 @@ def _setitems(call: Call) -> list[tuple[object, object]]:
 def _is_dict(node: object, flagged: dict[int, Flagged]) -> bool:
     """A plain dict, or an allowlisted ``OrderedDict()`` (both hold only what SETITEMS put)."""
     return isinstance(node, PDict) or (
-        call_of(node, _ORDERED_DICT) and id(node) not in flagged)
+        call_of(node, ORDERED_DICT) and id(node) not in flagged)
 
 
 def _pairs(node: object) -> list[tuple[object, object]]:
@@ -211,14 +212,14 @@ def edges(node: object) -> Iterator[tuple[str | None, object]]:
     elif isinstance(node, PDict):
         for k, v in _dict_items(node.items):
             yield None, k
-            yield key_part(k), v
+            yield name_part(k), v
     elif isinstance(node, PSet):
         for i, v in enumerate(node.items):
             yield str(i), v
     elif isinstance(node, Call):
         if not isinstance(node.func, GlobalRef):
             yield None, node.func
-        if call_of(node, _PARAMETER) and isinstance(node.args, tuple) and node.args:
+        if call_of(node, PARAMETER_REBUILD) and isinstance(node.args, tuple) and node.args:
             yield "", node.args[0]  # a parameter is its tensor, under the same name
             yield "__args__", node.args[1:]
         elif node.args != ():
@@ -227,7 +228,7 @@ def edges(node: object) -> Iterator[tuple[str | None, object]]:
             yield "__kwargs__", node.kwargs
         for k, v in _dict_items(_setitems(node)):
             yield None, k
-            yield key_part(k), v
+            yield name_part(k), v
         appended = 0
         for eff in node.effects:
             if eff.opcode in ("APPEND", "APPENDS", "ADDITEMS"):
@@ -365,7 +366,7 @@ def held(node: object) -> str:
     """What a value is, in a few words (``argparse.Namespace``, ``dict``, ``tensor``)."""
     if isinstance(node, Call):
         func = node.func
-        if call_of(node, *_TENSOR_REBUILDS, _PARAMETER):
+        if call_of(node, *TENSOR_REBUILDS, PARAMETER_REBUILD):
             return "tensor"
         return func.qualname if isinstance(func, GlobalRef) else "a computed call"
     if isinstance(node, PDict):
@@ -465,7 +466,7 @@ def left_beside(graph: ObjectGraph, sel: Selection) -> list[tuple[str, str]]:
     prefix = ""
     for container, taken in sel.path:
         for k, v in _pairs(container):
-            part = key_part(k)
+            part = name_part(k)
             if isinstance(k, str) and k == taken:
                 continue
             name = _join(prefix, part) if part is not None else f"{prefix}[{held(k)} key]"
@@ -588,7 +589,7 @@ def salvage(graph: ObjectGraph, start: object, prefix: str) -> Salvaged:
         if is_leaf(node):
             continue
         tensor: TensorView | LeftTensor | None = None
-        if isinstance(node, Call) and call_of(node, *_TENSOR_REBUILDS):
+        if isinstance(node, Call) and call_of(node, *TENSOR_REBUILDS):
             try:
                 tensor = _salvage_tensor(node, builder, flagged)
             except (MalformedCheckpointError, UnsupportedCheckpointError) as exc:

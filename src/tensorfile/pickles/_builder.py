@@ -43,6 +43,7 @@ import numpy as np
 from tensorfile._format.dtypes import DTYPES, DType
 from tensorfile.errors import MalformedCheckpointError, UnsupportedCheckpointError
 from tensorfile.pickles.machine import (
+    COMPUTED_NAME,
     Call,
     Effect,
     GlobalRef,
@@ -54,7 +55,15 @@ from tensorfile.pickles.machine import (
     is_leaf,
 )
 from tensorfile.pickles.opcodes import BigText, Buffer, BytesRef
-from tensorfile.pickles.policy import STORAGE_TYPES, StreamPolicy, view_reach
+from tensorfile.pickles.policy import (
+    ORDERED_DICT,
+    PARAMETER_REBUILD,
+    STORAGE_DTYPES,
+    STORAGE_TYPES,
+    TENSOR_REBUILDS,
+    StreamPolicy,
+    view_reach,
+)
 from tensorfile.pickles.policy import TORCH_DTYPES as TORCH_DTYPE_NAMES
 
 #: Where a storage's bytes are: ``records(key) -> (buffer, start, length)``.
@@ -64,21 +73,14 @@ RecordSource = Callable[[str], tuple[Buffer, int, int]]
 #: ``torch.storage._load_from_bytes``); ``at`` is the call's offset.
 NestedLoader = Callable[[Buffer, int, int, int], object]
 
-#: Typed storage classes (``torch.FloatStorage`` ...) and the tensorfile dtype of
-#: their elements; None where safetensors has no equivalent.
-_STORAGE_DTYPE: Final[dict[str, str | None]] = {
-    "Double": "F64", "Float": "F32", "Half": "F16", "Long": "I64", "Int": "I32",
-    "Short": "I16", "Char": "I8", "Byte": "U8", "Bool": "BOOL", "BFloat16": "BF16",
-    "ComplexFloat": "C64", "ComplexDouble": None,
-}
-_QUANTIZED_STORAGES: Final = frozenset({"QUInt8", "QInt8", "QInt32", "QUInt4x2", "QUInt2x4"})
+_QUANTIZED_STORAGES: Final = frozenset(n for n in STORAGE_DTYPES if n.startswith("Q"))
 
 def storage_problem(stype: str) -> str | None:
     """Why tensors of storage class ``stype`` cannot be written (None when they can)."""
     short = stype.rsplit(".", 1)[1].removesuffix("Storage")
     if short in _QUANTIZED_STORAGES:
         return "quantized tensors have no safetensors equivalent"
-    if short != "Untyped" and _STORAGE_DTYPE.get(short) is None:
+    if short != "Untyped" and STORAGE_DTYPES.get(short) is None:
         return "no safetensors dtype (complex128 has none)"
     return None
 
@@ -107,11 +109,6 @@ UNSUPPORTED_REBUILDS: Final[dict[str, str]] = {
     "torch._utils._rebuild_parameter_with_state": "parameters with extra state are not converted",
     "torch._tensor._rebuild_from_type_v2": "tensor subclasses are not converted",
 }
-
-_TENSOR_REBUILDS: Final = frozenset({
-    "torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2",
-    "torch._utils._rebuild_tensor_v3",
-})
 
 
 class ConvertObserver:
@@ -416,12 +413,12 @@ class CheckpointBuilder:
 
     def on_call(self, call: Call, func: object, args: tuple[object, ...], kwargs: object) -> object:
         """Tensors, OrderedDicts, or an :class:`Unbuilt` marker for other allowlisted calls."""
-        name = func.qualname if isinstance(func, GlobalRef) else "<computed>"
-        if name == "collections.OrderedDict":
+        name = func.qualname if isinstance(func, GlobalRef) else COMPUTED_NAME
+        if name == ORDERED_DICT:
             return _ordered_dict(args, call.offset)
-        if name in _TENSOR_REBUILDS:
+        if name in TENSOR_REBUILDS:
             return self.tensor(name, args, call.offset)
-        if name == "torch._utils._rebuild_parameter":
+        if name == PARAMETER_REBUILD:
             return args[0]
         if name == "_codecs.encode":
             return _latin1(args[0], call.offset)
@@ -458,7 +455,7 @@ class CheckpointBuilder:
         short = stype.rsplit(".", 1)[1].removesuffix("Storage")
         dtype: DType | None = None
         if short != "Untyped":
-            dname = _STORAGE_DTYPE[short]
+            dname = STORAGE_DTYPES[short]
             assert dname is not None
             dtype = DTYPES[dname]
         if numel < 0:

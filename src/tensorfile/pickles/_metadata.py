@@ -34,6 +34,8 @@ MAX_VALUE_JSON: Final = 64 << 10
 #: How non-finite floats are written (documented in spec/SCANNING.md).
 NONFINITE: Final = {math.inf: "Infinity", -math.inf: "-Infinity"}
 NAN_TEXT: Final = "NaN"
+#: Ints (values and keys) kept in JSON have at most this many bits.
+MAX_INT_BITS: Final = 1024
 
 #: An estimate for a leaf that is left out (it still costs its separator).
 _LEFT_OUT: Final = 0
@@ -57,7 +59,8 @@ def leaf_problem(v: object) -> str | None:
             return "text holds lone surrogates (not UTF-8)"
         return None
     if isinstance(v, int):
-        return None if v.bit_length() <= 1024 else "an int of more than 1024 bits"
+        return (None if v.bit_length() <= MAX_INT_BITS
+                else f"an int of more than {MAX_INT_BITS} bits")
     reason = getattr(v, "reason", None)
     if callable(reason):
         why = reason()
@@ -81,12 +84,15 @@ def _leaf_size(v: object) -> int:
     return _LEFT_OUT
 
 
-def _key_part(k: object) -> str | None:
-    """The JSON object key (and name part) of a dict key, None when it has none
-    (JSON writes an int key as its decimal text)."""
+def key_part(k: object, max_bits: int = MAX_INT_BITS) -> str | None:
+    """The text a dict key (or list index) gives, as a JSON object key or a
+    name part; None when it gives none: not a str or int (bools are not
+    keys), or an int of more than ``max_bits`` (its decimal text grows
+    without bound). JSON writes an int key as its decimal text.
+    """
     if isinstance(k, str):
         return k
-    if isinstance(k, int) and not isinstance(k, bool) and k.bit_length() <= 1024:
+    if isinstance(k, int) and not isinstance(k, bool) and k.bit_length() <= max_bits:
         return str(k)
     return None
 
@@ -185,7 +191,7 @@ def _plain(name: str, value: object, left: list[tuple[str, str]]) -> object:
         if isinstance(node, dict):
             out = {}
             for k, v in node.items():
-                part = _key_part(k)
+                part = key_part(k)
                 sub = f"{where}.{part}" if part is not None else f"{where}[{type(k).__name__} key]"
                 if part is None:
                     left.append((sub, "key is not a str or an int"))

@@ -4,17 +4,25 @@ A Hugging Face folder, a Trainer ``checkpoint-N`` folder in particular, holds
 more than weights: ``config.json``, tokenizer files, ``trainer_state.json``,
 and pickles (``optimizer.pt``, ``scheduler.pt``, ``rng_state.pth``,
 ``scaler.pt``, ``training_args.bin``). The converter reports, file by file,
-what it did with each (:class:`FileAction`).
+what it did with each (:class:`FileAction`); :func:`folder_inputs` says which
+files are the weights to convert.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from tensorfile.errors import ConversionError, MalformedCheckpointError
 from tensorfile.pickles.containers import scan_file, sniff
+
+#: The Hugging Face names the converter reads and writes.
+PT_WEIGHTS = "pytorch_model.bin"
+PT_INDEX = "pytorch_model.bin.index.json"
+ST_WEIGHTS = "model.safetensors"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +45,27 @@ _TRAINER_FILES: Final = (
     ("training_args.", "the Trainer's arguments (a transformers object)"),
 )
 _PICKLE_SUFFIXES: Final = frozenset({".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"})
+
+
+def folder_inputs(folder: Path) -> tuple[list[str], Path | None]:
+    """The shard files of a Hugging Face folder (from its index), or the single weights file."""
+    index = folder / PT_INDEX
+    if index.is_file():
+        try:
+            doc = json.loads(index.read_text(encoding="utf-8"))
+            weight_map = doc["weight_map"]
+            shards = sorted(set(weight_map.values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise MalformedCheckpointError(f"{index}: not a weight index: {exc}") from None
+        for shard in shards:
+            if not isinstance(shard, str) or "/" in shard or "\\" in shard or shard in (".", ".."):
+                raise MalformedCheckpointError(f"{index}: shard name {shard!r} is not a file name")
+            if not (folder / shard).is_file():
+                raise MalformedCheckpointError(f"{index}: shard {shard!r} is missing")
+        return shards, index
+    if (folder / PT_WEIGHTS).is_file():
+        return [PT_WEIGHTS], None
+    raise ConversionError(f"{folder}: no {PT_WEIGHTS} or {PT_INDEX} to convert")
 
 
 def _looks_pickled(path: Path) -> bool:
