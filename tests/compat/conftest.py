@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,6 +41,8 @@ def _paddle_has_cuda() -> bool:
 NEEDS = {
     ("st_paddle_comparison", "test_paddle_tensor_gpu"): (_paddle_has_cuda, "paddle without CUDA"),
     ("st_paddle_comparison", "test_paddle_slice_gpu"): (_paddle_has_cuda, "paddle without CUDA"),
+    ("st_handle", "test_fsspec"): (
+        lambda: importlib.util.find_spec("fsspec") is not None, "fsspec is not installed"),
 }
 
 
