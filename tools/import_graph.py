@@ -1,8 +1,9 @@
 """Measure the shape of the package: the import graph, its cycles, module sizes, public names.
 
-Run from the repository root: ``python tools/import_graph.py [--json]``. It parses every module under
+Run from the repository root: ``python tools/import_graph.py [--json] [--src DIR]``. It parses every module under
 src/tensorfile with ``ast`` (nothing is imported), records both module-level imports and imports made
-inside functions (marked ``lazy``), and reports the strongly connected components of the graph with
+inside functions (marked ``lazy``; imports under ``if TYPE_CHECKING:`` are left
+out, they never run), and reports the strongly connected components of the graph with
 more than one module: each is an import cycle, whether or not a function-local import hides it.
 """
 
@@ -14,6 +15,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent / "src"
+if "--src" in sys.argv:  # measure another checkout: --src path/to/src
+    ROOT = Path(sys.argv[sys.argv.index("--src") + 1]).resolve()
 PACKAGE = "tensorfile"
 
 
@@ -35,6 +38,12 @@ def resolve(current: str, is_package: bool, node: ast.ImportFrom) -> str:
     return ".".join(base + ([node.module] if node.module else []))
 
 
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
 def collect(modules: dict[str, Path]) -> dict[str, dict[str, bool]]:
     """module -> {imported module: True if only imported inside a function}."""
     edges: dict[str, dict[str, bool]] = {}
@@ -44,14 +53,23 @@ def collect(modules: dict[str, Path]) -> dict[str, dict[str, bool]]:
 
         def visit(node: ast.AST, lazy: bool) -> None:
             for child in ast.iter_child_nodes(node):
+                if isinstance(child, ast.If) and _is_type_checking(child.test):
+                    # Read by type checkers only: never imported at run time.
+                    for other in child.orelse:
+                        visit(other, lazy)
+                    continue
                 inner = lazy or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
                 targets: list[str] = []
                 if isinstance(child, ast.Import):
                     targets = [alias.name for alias in child.names]
                 elif isinstance(child, ast.ImportFrom):
                     base = resolve(name, path.name == "__init__.py", child)
-                    targets = [base]
-                    targets += [f"{base}.{alias.name}" for alias in child.names]
+                    # `from pkg import sub` imports the module pkg.sub (pkg itself is
+                    # imported by every import of anything inside it: not an edge).
+                    targets = [
+                        f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
+                        for alias in child.names
+                    ]
                 for target in targets:
                     # `from pkg import sub` names a submodule; `from mod import func` names the module.
                     while target and target not in modules:

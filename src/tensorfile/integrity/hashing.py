@@ -32,7 +32,9 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from tensorfile._io.files import hf_cache_blobs, open_regular, pread_into
-from tensorfile._io.reader import read_header
+from tensorfile._io.headers import read_header
+from tensorfile._progress import Progress
+from tensorfile._progress import ProgressCallback as ProgressCallback
 from tensorfile.errors import FormatError, ModelPathError, UnsupportedAlgorithmError
 
 #: Ignored in every model folder, as model-signing does (the signature file is added).
@@ -43,8 +45,6 @@ SINGLE_FILE_NAME = "."
 CHUNK_SIZE = 16 << 20
 SAFETENSORS_SUFFIX = ".safetensors"
 
-#: ``progress(bytes_done, bytes_total)``; called from worker threads, one call at a time.
-ProgressCallback = Callable[[int, int], None]
 
 
 #: Digest algorithms, for file digests (the OMS ``hash_type``) and for the
@@ -248,23 +248,6 @@ def list_model_files(
                 raise ModelPathError(f"{full}: not a regular file (socket, FIFO or device)")
     files.sort(key=lambda f: resource_sort_key(f.name))
     return files
-
-
-class _Progress:
-    """Thread-safe byte counter that forwards to the caller's callback."""
-
-    def __init__(self, total: int, callback: ProgressCallback | None) -> None:
-        self.total = total
-        self.done = 0
-        self._callback = callback
-        self._lock = threading.Lock()
-
-    def add(self, n: int) -> None:
-        if self._callback is None:
-            return
-        with self._lock:
-            self.done += n
-            self._callback(self.done, self.total)
 
 
 def _safetensors_layout(fd: int, size: int, where: Path) -> tuple[list[str], list[tuple[int, int]]]:
@@ -539,7 +522,7 @@ def hash_contents(
         return sizes[i] if w else sum(e - s for s, e in layouts[i][1][a:b])
 
     jobs.sort(key=lambda j: -job_bytes(j))
-    counter = _Progress(sum(map(job_bytes, jobs)), progress)
+    counter = Progress(sum(map(job_bytes, jobs)), progress)
     add = counter.add if progress is not None else None
 
     def run(job: tuple[int, bool, int, int]) -> tuple[str | None, list[str]]:

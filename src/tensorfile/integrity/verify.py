@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from tensorfile._io.reader import read_header
+from tensorfile._io.headers import read_path_header
 from tensorfile.errors import (
     DigestMismatchError,
     FormatError,
@@ -441,8 +441,7 @@ def _check_extension(mf: ModelFile, signed: SafetensorsDigests) -> None:
     """The file matched its signed digest; check that tensorfile's extension
     names its header and tensors (the tensor digests are covered by the file's)."""
     try:
-        with open(mf.path, "rb") as f:
-            hdr, raw = read_header(f.fileno(), os.fstat(f.fileno()).st_size)
+        hdr, raw = read_path_header(mf.path)
         names = set(hdr.tensors)
     except (OSError, FormatError) as e:
         raise ManifestError(f"{mf.name}: signed with tensor digests but unreadable: {e}") from None

@@ -1,0 +1,65 @@
+"""Models split over several safetensors files, and files written one tensor at a time.
+
+Reading: :func:`open_sharded` opens a model folder (``model.safetensors.index.json``,
+the Hugging Face convention), its index, or one file as a single lazy mapping of
+tensor names; :func:`load_sharded` reads every tensor. Writing:
+:func:`save_sharded` splits tensors into ``model-0000i-of-0000N.safetensors``
+shards plus the index; :func:`save_file_iter` and :func:`save_sharded_iter`
+write tensors produced one at a time (a model bigger than memory).
+
+The index format is in :mod:`tensorfile.sharded.index`, the reader in
+:mod:`tensorfile.sharded.reader`, the writers in :mod:`tensorfile.sharded.writer`.
+"""
+
+from __future__ import annotations
+
+from tensorfile.sharded.index import (
+    INDEX_SUFFIX,
+    ShardIndex,
+    check_shard,
+    check_total_size,
+    find_index,
+    parse_index,
+    read_index,
+)
+from tensorfile.sharded.reader import (
+    LazyTensor,
+    ShardedOpen,
+    is_sharded_path,
+    load_sharded,
+    open_sharded,
+)
+from tensorfile.sharded.writer import (
+    as_dtype,
+    parse_size,
+    plan_shards,
+    save_file_iter,
+    save_sharded,
+    save_sharded_iter,
+    shard_name,
+)
+from tensorfile.sharded.writer import (
+    write_order as write_order,
+)
+
+__all__ = [
+    "INDEX_SUFFIX",
+    "LazyTensor",
+    "ShardIndex",
+    "ShardedOpen",
+    "as_dtype",
+    "check_shard",
+    "check_total_size",
+    "find_index",
+    "is_sharded_path",
+    "load_sharded",
+    "open_sharded",
+    "parse_index",
+    "parse_size",
+    "plan_shards",
+    "read_index",
+    "save_file_iter",
+    "save_sharded",
+    "save_sharded_iter",
+    "shard_name",
+]
