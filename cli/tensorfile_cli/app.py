@@ -454,7 +454,8 @@ def hash_(
     """
     out = Output("hash", json_out=json_out, quiet=quiet, debug=debug)
     with guarded(out, path), out.progress("hashing") as progress:
-        from tensorfile.integrity import default_signature_path, hash_model
+        from tensorfile.integrity import hash_model
+        from tensorfile.integrity.sign import default_signature_path
 
         manifest = hash_model(
             path,

@@ -21,8 +21,9 @@ from tensorfile.errors import (
     SignatureError,
     VerificationError,
 )
-from tensorfile.integrity import TrustPolicy, load_verifier, sign
+from tensorfile.integrity import TrustPolicy, sign
 from tensorfile.integrity.keys import load_public_key
+from tensorfile.integrity.onload import load_verifier
 
 SHARD = "model-00001-of-00002.safetensors"
 
@@ -321,3 +322,14 @@ def test_whole_file_verified_load_hashes_each_byte_once(
     flip_tensor(path, "layer.2.weight")
     with pytest.raises(DigestMismatchError, match=r"layer\.2\.weight"):
         tensorfile.load_file(path, framework, verify=p256.public)
+
+
+def test_moved_names_warn_where_they_went() -> None:
+    """Names the docs gave under tensorfile.integrity still resolve, with a warning."""
+    import tensorfile.integrity as integrity
+    from tensorfile.integrity import onload
+
+    with pytest.warns(DeprecationWarning, match="tensorfile.integrity.onload"):
+        assert integrity.LoadVerifier is onload.LoadVerifier
+    with pytest.raises(AttributeError):
+        integrity.no_such_name  # noqa: B018

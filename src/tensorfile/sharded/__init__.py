@@ -13,15 +13,7 @@ The index format is in :mod:`tensorfile.sharded.index`, the reader in
 
 from __future__ import annotations
 
-from tensorfile.sharded.index import (
-    INDEX_SUFFIX,
-    ShardIndex,
-    check_shard,
-    check_total_size,
-    find_index,
-    parse_index,
-    read_index,
-)
+from tensorfile.sharded.index import ShardIndex, read_index
 from tensorfile.sharded.reader import (
     LazyTensor,
     ShardedOpen,
@@ -30,36 +22,24 @@ from tensorfile.sharded.reader import (
     open_sharded,
 )
 from tensorfile.sharded.writer import (
-    as_dtype,
     parse_size,
-    plan_shards,
     save_file_iter,
     save_sharded,
     save_sharded_iter,
-    shard_name,
-)
-from tensorfile.sharded.writer import (
-    write_order as write_order,
+    write_order,
 )
 
 __all__ = [
-    "INDEX_SUFFIX",
     "LazyTensor",
     "ShardIndex",
     "ShardedOpen",
-    "as_dtype",
-    "check_shard",
-    "check_total_size",
-    "find_index",
     "is_sharded_path",
     "load_sharded",
     "open_sharded",
-    "parse_index",
     "parse_size",
-    "plan_shards",
     "read_index",
     "save_file_iter",
     "save_sharded",
     "save_sharded_iter",
-    "shard_name",
+    "write_order",
 ]
