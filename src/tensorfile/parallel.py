@@ -36,14 +36,20 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
 from tensorfile._format.header import TensorInfo
 from tensorfile._verifying import verifier_of
 from tensorfile.errors import DigestMismatchError, NotSignedError, PartitionError
-from tensorfile.integrity.hashing import FileDigest, ModelFile, hash_file
+from tensorfile.integrity.hashing import (
+    DEFAULT_HASH_OPTIONS,
+    FileDigest,
+    HashOptions,
+    ModelFile,
+    hash_file,
+)
 from tensorfile.sharded.blocks import DEFAULT_STAGING_BYTES, Block
 from tensorfile.sharded.reader import ShardedOpen, load_blocks, open_sharded
 
@@ -189,37 +195,32 @@ def load_partition_distributed(
 # --------------------------------------------------------------------------
 
 
-def _hash_one(file: ModelFile, tensors: bool) -> FileDigest:
-    return hash_file(file, tensors=tensors)
-
-
 def hash_files_processes(
-    files: Sequence[ModelFile], *, workers: int | None = None, tensors: bool = True
+    files: Sequence[ModelFile], options: HashOptions = DEFAULT_HASH_OPTIONS
 ) -> list[FileDigest]:
     """:func:`tensorfile.integrity.hashing.hash_file` of each file, spread over processes.
 
-    One process per core by default (``workers=1`` hashes in this process);
+    One process per core by default (``options.workers=1`` hashes in this process);
     biggest files first so the workers finish together. The result is in the
     order of ``files``.
     """
-    n = max(1, min(workers or os.cpu_count() or 1, len(files)))
+    n = max(1, min(options.workers or os.cpu_count() or 1, len(files)))
     if n == 1:
-        return [hash_file(f, tensors=tensors) for f in files]
+        return [hash_file(f, options) for f in files]
     order = sorted(range(len(files)), key=lambda i: -files[i].size)
     import multiprocessing
 
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     with ProcessPoolExecutor(n, mp_context=ctx) as pool:
-        futures = {i: pool.submit(_hash_one, files[i], tensors) for i in order}
+        futures = {i: pool.submit(hash_file, files[i], options) for i in order}
         return [futures[i].result() for i in range(len(files))]
 
 
 def verify_shards(
     path: PathLike,
     expected: Mapping[str, str],
-    *,
-    workers: int | None = None,
+    options: HashOptions = DEFAULT_HASH_OPTIONS,
 ) -> list[FileDigest]:
     """Check every shard of the model at ``path`` against ``expected`` SHA-256 digests.
 
@@ -235,7 +236,7 @@ def verify_shards(
     for f in files:
         if f.name not in expected:
             raise NotSignedError(f"{f.name}: no trusted digest for this shard")
-    digests = hash_files_processes(files, workers=workers, tensors=False)
+    digests = hash_files_processes(files, replace(options, tensors=False))
     for d in digests:
         if d.digest != expected[d.name]:
             raise DigestMismatchError(f"{d.name}: shard differs from its trusted digest")

@@ -17,7 +17,13 @@ from hypothesis import strategies as st
 from tensorfile._format.header import parse
 from tensorfile.errors import FormatError, ModelPathError
 from tensorfile.integrity import Manifest, hash_model
-from tensorfile.integrity.hashing import ModelFile, hash_file, hash_files, list_model_files
+from tensorfile.integrity.hashing import (
+    HashOptions,
+    ModelFile,
+    hash_file,
+    hash_files,
+    list_model_files,
+)
 from tensorfile.numpy import save_file
 
 
@@ -61,7 +67,7 @@ def test_one_big_file_blake3_digest_spread_over_threads(
 
     monkeypatch.setattr(hashing, "PARALLEL_DIGEST_BYTES", 64)
     (mf,) = list_model_files(single)
-    got = hash_file(mf, chunk_size=100, file_algorithm="blake3", tensors=False)
+    got = hash_file(mf, HashOptions(chunk_size=100, file_algorithm="blake3", tensors=False))
     assert got.digest == part("blake3", single.read_bytes())
 
 
@@ -111,8 +117,8 @@ def test_chunking_never_changes_digests(
     p = d / "x.safetensors"
     save_file(tensors, p)
     mf = ModelFile(".", p, p.stat().st_size)
-    small = hash_file(mf, chunk_size=chunk, tensor_algorithm=algorithm)
-    big = hash_file(mf, tensor_algorithm=algorithm)
+    small = hash_file(mf, HashOptions(chunk_size=chunk, tensor_algorithm=algorithm))
+    big = hash_file(mf, HashOptions(tensor_algorithm=algorithm))
     assert small == big
     assert big.digest == sha(p.read_bytes())
     assert big.safetensors is not None
@@ -138,7 +144,7 @@ def test_big_blake3_digest_spread_over_threads_is_the_same_digest(
     monkeypatch.setattr(blake3, "blake3", spy)
     spy.AUTO = real_blake3.AUTO  # type: ignore[attr-defined]
     (mf,) = list_model_files(single)
-    got = hash_file(mf, chunk_size=100, tensor_algorithm="blake3").safetensors
+    got = hash_file(mf, HashOptions(chunk_size=100, tensor_algorithm="blake3")).safetensors
     assert got is not None
     assert real_blake3.AUTO in threads and 1 in threads  # big spans threaded, small ones not
     data = single.read_bytes()
@@ -186,8 +192,8 @@ def test_a_manifest_mixing_tensor_algorithms_is_refused(model: Path) -> None:
 def test_parallel_equals_serial_and_progress(model: Path) -> None:
     files = list_model_files(model)
     calls: list[tuple[int, int]] = []
-    parallel = hash_files(files, workers=4, chunk_size=64, progress=lambda d, t: calls.append((d, t)))
-    serial = hash_files(files, workers=1)
+    parallel = hash_files(files, HashOptions(workers=4, chunk_size=64), lambda d, t: calls.append((d, t)))
+    serial = hash_files(files, HashOptions(workers=1))
     assert parallel == serial
     total = sum(f.size for f in files)
     assert calls[-1] == (total, total)
@@ -308,8 +314,8 @@ def test_file_and_tensor_digests_split_across_threads(single: Path) -> None:
     """Fewer files than threads: the file digest and tensor digests run as two jobs."""
     files = list_model_files(single)
     calls: list[tuple[int, int]] = []
-    split = hash_files(files, workers=2, chunk_size=128, progress=lambda d, t: calls.append((d, t)))
-    one_pass = hash_files(files, workers=1)
+    split = hash_files(files, HashOptions(workers=2, chunk_size=128), lambda d, t: calls.append((d, t)))
+    one_pass = hash_files(files, HashOptions(workers=1))
     assert split == one_pass
     assert split[0].digest == sha(single.read_bytes()) and split[0].safetensors is not None
     size = single.stat().st_size
@@ -351,7 +357,7 @@ def test_tensor_digests_in_jobs_equal_one_pass(
     hashing.PART_JOB_BYTES = job_bytes
     try:
         (got,) = hashing.hash_contents(
-            [mf], whole=[False], tensors=[True], workers=workers, chunk_size=97,
+            [mf], whole=[False], tensors=[True], options=HashOptions(workers=workers, chunk_size=97),
             progress=lambda done, total: calls.append((done, total)),
         )
     finally:
@@ -386,7 +392,7 @@ def test_one_file_s_tensor_digests_spread_over_threads(single: Path, monkeypatch
 
     monkeypatch.setattr(hashing, "_hash_spans", spy)
     (mf,) = list_model_files(single)
-    (got,) = hashing.hash_contents([mf], whole=[False], tensors=[True], workers=2)
+    (got,) = hashing.hash_contents([mf], whole=[False], tensors=[True], options=HashOptions(workers=2))
     assert got.safetensors is not None
     assert len(seen) == 1 + len(got.safetensors.tensors)  # the header and each tensor
     assert len({name for name, _, _ in seen}) == 2  # both threads took jobs

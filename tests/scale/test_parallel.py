@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import tensorfile
 from tensorfile.errors import DigestMismatchError, NotSignedError, PartitionError
-from tensorfile.integrity.hashing import ModelFile, hash_files
+from tensorfile.integrity.hashing import HashOptions, ModelFile, hash_files
 from tensorfile.parallel import (
     PartitionPlan,
     block_for,
@@ -393,20 +393,20 @@ def test_hash_files_processes_matches_threads(tmp_path: Path) -> None:
     tensors = _model()
     save_sharded(tensors, tmp_path, max_shard_size=3000)
     files = [ModelFile(p.name, p, p.stat().st_size) for p in sorted(tmp_path.iterdir())]
-    assert hash_files_processes(files, workers=2) == hash_files(files, workers=1)
-    assert hash_files_processes(files, workers=1) == hash_files(files, workers=1)
+    assert hash_files_processes(files, HashOptions(workers=2)) == hash_files(files, HashOptions(workers=1))
+    assert hash_files_processes(files, HashOptions(workers=1)) == hash_files(files, HashOptions(workers=1))
 
 
 def test_verify_shards(tmp_path: Path) -> None:
     tensors = _model()
     index = save_sharded(tensors, tmp_path, max_shard_size=3000)
     files = [ModelFile(s, tmp_path / s, (tmp_path / s).stat().st_size) for s in index.shard_files]
-    expected = {d.name: d.digest for d in hash_files(files, tensors=False)}
-    assert [d.name for d in verify_shards(tmp_path, expected, workers=2)] == index.shard_files
+    expected = {d.name: d.digest for d in hash_files(files, HashOptions(tensors=False))}
+    assert [d.name for d in verify_shards(tmp_path, expected, HashOptions(workers=2))] == index.shard_files
     with pytest.raises(NotSignedError):
-        verify_shards(tmp_path, dict(list(expected.items())[1:]), workers=2)
+        verify_shards(tmp_path, dict(list(expected.items())[1:]), HashOptions(workers=2))
     with tensorfile.safe_open(tmp_path / index.shard_files[-1]) as f:
         start, _ = f.byte_range(f.keys()[0])
     _flip_byte(tmp_path / index.shard_files[-1], start)
     with pytest.raises(DigestMismatchError, match=index.shard_files[-1]):
-        verify_shards(tmp_path, expected, workers=2)
+        verify_shards(tmp_path, expected, HashOptions(workers=2))

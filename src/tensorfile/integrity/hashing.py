@@ -108,6 +108,28 @@ def resource_sort_key(name: str) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
+class HashOptions:
+    """How files are hashed, passed down as one object (as model-signing passes
+    its hashing config): what is digested, with which algorithms, on how many
+    threads, in what chunks."""
+
+    #: Header and per-tensor digests of ``.safetensors`` files, besides the file digest.
+    tensors: bool = True
+    #: One of :data:`ALGORITHMS`, for header and tensor digests.
+    tensor_algorithm: str = DEFAULT_TENSOR_ALGORITHM
+    #: One of :data:`ALGORITHMS`, for file digests (the OMS ``hash_type``).
+    file_algorithm: str = DEFAULT_FILE_ALGORITHM
+    #: Threads (or processes) hashing at once; None: one per core.
+    workers: int | None = None
+    #: Bytes handed to one hash update.
+    chunk_size: int = CHUNK_SIZE
+
+
+#: The defaults: tensor digests with BLAKE3, file digests with SHA-256, one thread per core.
+DEFAULT_HASH_OPTIONS = HashOptions()
+
+
+@dataclass(frozen=True)
 class ModelFile:
     """One file to hash: its resource name and where its bytes are."""
 
@@ -383,12 +405,8 @@ def is_safetensors(file: ModelFile) -> bool:
 
 def hash_file(
     file: ModelFile,
-    *,
-    tensors: bool = True,
-    chunk_size: int = CHUNK_SIZE,
+    options: HashOptions = DEFAULT_HASH_OPTIONS,
     progress: Callable[[int], None] | None = None,
-    tensor_algorithm: str = DEFAULT_TENSOR_ALGORITHM,
-    file_algorithm: str = DEFAULT_FILE_ALGORITHM,
 ) -> FileDigest:
     """Hash one file in a single pass over its bytes.
 
@@ -400,16 +418,16 @@ def hash_file(
     names: list[str] = []
     spans: list[tuple[int, int]] = []
     size = file.size
-    if tensors and is_safetensors(file):
+    if options.tensors and is_safetensors(file):
         names, spans, size = _layout(file)
     digest, parts = _hash_spans(
-        file, size, whole=True, spans=spans, chunk_size=chunk_size, progress=progress,
-        algorithm=tensor_algorithm, file_algorithm=file_algorithm,
+        file, size, whole=True, spans=spans, chunk_size=options.chunk_size, progress=progress,
+        algorithm=options.tensor_algorithm, file_algorithm=options.file_algorithm,
     )
     assert digest is not None
     return FileDigest(
-        file.name, digest, size, _parts(names, parts, tensor_algorithm) if spans else None,
-        file_algorithm,
+        file.name, digest, size,
+        _parts(names, parts, options.tensor_algorithm) if spans else None, options.file_algorithm,
     )
 
 
@@ -468,17 +486,15 @@ def hash_contents(
     *,
     whole: Sequence[bool],
     tensors: Sequence[bool],
-    workers: int | None = None,
-    chunk_size: int = CHUNK_SIZE,
+    options: HashOptions = DEFAULT_HASH_OPTIONS,
     progress: ProgressCallback | None = None,
-    tensor_algorithm: str = DEFAULT_TENSOR_ALGORITHM,
-    file_algorithm: str = DEFAULT_FILE_ALGORITHM,
 ) -> list[Contents]:
-    """Hash ``files`` on ``workers`` threads (default: one per core).
+    """Hash ``files`` on ``options.workers`` threads (default: one per core).
 
-    For each file, compute its digest (``file_algorithm``) if ``whole[i]``,
-    and its header and tensor digests (``tensor_algorithm``) if ``tensors[i]``
-    (only for safetensors files). One SHA-256 is sequential, so:
+    For each file, compute its digest (``options.file_algorithm``) if
+    ``whole[i]``, and its header and tensor digests
+    (``options.tensor_algorithm``) if ``tensors[i]`` (only for safetensors
+    files; ``options.tensors`` is not consulted). One SHA-256 is sequential, so:
 
     * a file digest is one job, and the jobs of different files run on
       different threads, largest first so they finish together;
@@ -491,11 +507,11 @@ def hash_contents(
     The result is in the order of ``files``. The first error cancels the rest
     and is raised.
     """
-    check_algorithm(tensor_algorithm, "tensor digest")
-    check_algorithm(file_algorithm, "file digest")
+    tensor_algorithm = check_algorithm(options.tensor_algorithm, "tensor digest")
+    file_algorithm = check_algorithm(options.file_algorithm, "file digest")
     if not files:
         return []
-    n = max(1, workers or os.cpu_count() or 1)
+    n = max(1, options.workers or os.cpu_count() or 1)
     layouts: dict[int, tuple[list[str], list[tuple[int, int]]]] = {}
     sizes: dict[int, int] = {}
     # (file index, file digest?, first span, end span): spans index layouts[i].
@@ -528,7 +544,7 @@ def hash_contents(
     def run(job: tuple[int, bool, int, int]) -> tuple[str | None, list[str]]:
         i, w, a, b = job
         spans = layouts[i][1][a:b] if i in layouts else []
-        return _hash_spans(files[i], sizes[i], whole=w, spans=spans, chunk_size=chunk_size,
+        return _hash_spans(files[i], sizes[i], whole=w, spans=spans, chunk_size=options.chunk_size,
                            progress=add, algorithm=tensor_algorithm, file_algorithm=file_algorithm)
 
     results = _run_jobs(run, jobs, n)
@@ -588,23 +604,17 @@ def _run_jobs(run: Callable[[_J], _T], jobs: Sequence[_J], workers: int) -> list
 
 def hash_files(
     files: Sequence[ModelFile],
-    *,
-    tensors: bool = True,
-    workers: int | None = None,
-    chunk_size: int = CHUNK_SIZE,
+    options: HashOptions = DEFAULT_HASH_OPTIONS,
     progress: ProgressCallback | None = None,
-    tensor_algorithm: str = DEFAULT_TENSOR_ALGORITHM,
-    file_algorithm: str = DEFAULT_FILE_ALGORITHM,
 ) -> list[FileDigest]:
-    """The digest of each of ``files`` and, if ``tensors``, the header and
-    tensor digests of each safetensors file (:func:`hash_contents`)."""
+    """The digest of each of ``files`` and, if ``options.tensors``, the header
+    and tensor digests of each safetensors file (:func:`hash_contents`)."""
     got = hash_contents(
-        files, whole=[True] * len(files), tensors=[tensors] * len(files), workers=workers,
-        chunk_size=chunk_size, progress=progress, tensor_algorithm=tensor_algorithm,
-        file_algorithm=file_algorithm,
+        files, whole=[True] * len(files), tensors=[options.tensors] * len(files),
+        options=options, progress=progress,
     )
     out = []
     for f, c in zip(files, got, strict=True):
         assert c.digest is not None
-        out.append(FileDigest(f.name, c.digest, c.size, c.safetensors, file_algorithm))
+        out.append(FileDigest(f.name, c.digest, c.size, c.safetensors, options.file_algorithm))
     return out

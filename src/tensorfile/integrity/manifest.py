@@ -29,6 +29,7 @@ from tensorfile.integrity.hashing import (
     DEFAULT_TENSOR_ALGORITHM,
     SINGLE_FILE_NAME,
     FileDigest,
+    HashOptions,
     ProgressCallback,
     SafetensorsDigests,
     hash_files,
@@ -302,8 +303,9 @@ def hash_model(
         if rel is not None:
             ignored.add(rel)
     files = list_model_files(root, ignore_paths=ignored, allow_symlinks=allow_symlinks)
-    digests = hash_files(files, tensors=tensors, workers=workers, progress=progress,
-                         tensor_algorithm=tensor_algorithm, file_algorithm=file_algorithm)
+    options = HashOptions(tensors=tensors, tensor_algorithm=tensor_algorithm,
+                          file_algorithm=file_algorithm, workers=workers)
+    digests = hash_files(files, options, progress)
     return Manifest(
         model_name_of(root),
         tuple(digests),

@@ -40,6 +40,7 @@ from tensorfile.integrity.hashing import (
     READ_SIZE,
     SINGLE_FILE_NAME,
     FileDigest,
+    HashOptions,
     ModelFile,
     SafetensorsDigests,
     digest_hex,
@@ -249,8 +250,8 @@ class LoadVerifier:
             done[0] = n
 
         digest = hash_files(
-            [ModelFile(resource, real, os.stat(real).st_size)], tensors=True, progress=count,
-            file_algorithm=signed.algorithm,
+            [ModelFile(resource, real, os.stat(real).st_size)],
+            HashOptions(file_algorithm=signed.algorithm), progress=count,
         )[0]
         self._count(done[0])
         if digest.digest != signed.digest:
