@@ -329,7 +329,18 @@ def test_moved_names_warn_where_they_went() -> None:
     import tensorfile.integrity as integrity
     from tensorfile.integrity import onload
 
-    with pytest.warns(DeprecationWarning, match="tensorfile.integrity.onload"):
+    with pytest.warns(DeprecationWarning, match=r"tensorfile\.integrity\.onload"):
         assert integrity.LoadVerifier is onload.LoadVerifier
     with pytest.raises(AttributeError):
         integrity.no_such_name  # noqa: B018
+
+
+def test_safe_open_class_takes_only_a_verifier(tmp_path: Path) -> None:
+    """The reader below the public layer knows no keys: a key handed to the class
+    itself is refused with a pointer to safe_open, never silently unverified."""
+    from tensorfile import SafeOpen
+
+    path = tmp_path / "m.safetensors"
+    tensorfile.save_file({"a": np.zeros(3, np.float32)}, path)
+    with pytest.raises(TypeError, match=r"tensorfile\.safe_open"):
+        SafeOpen(path, verify=b"-----BEGIN PUBLIC KEY-----")  # type: ignore[arg-type]

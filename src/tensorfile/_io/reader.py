@@ -176,6 +176,11 @@ class SafeOpen:
             #: Verified tensor bytes by name, released when the handle closes.
             self._verified: dict[str, Any] = {}
             if verify is not None:
+                if not isinstance(verify, Verifier):
+                    raise TypeError(
+                        "SafeOpen(verify=...) takes a Verifier; pass keys, certificates, "
+                        "trust policies or pins to tensorfile.safe_open(verify=...)"
+                    )
                 self._verifier = verify.for_file(self._path)
                 self._verifier.check_header(raw_header)
                 # Verified bytes must be the bytes handed out: read them into
