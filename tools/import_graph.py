@@ -176,7 +176,11 @@ def main() -> int:
           f"{[n for n, s in sizes.items() if s > 800] or 'none'}):")
     for name, size in sorted(sizes.items(), key=lambda kv: -kv[1]):
         print(f"  {size:6d}  {name}  ({len(public[name])} public)")
-    print(f"public names: {sum(len(v) for v in public.values())}")
+    print(f"public names: {sum(len(v) for v in public.values())} over every module (a name a "
+          "package re-exports counts again)")
+    surface = {n: v for n, v in public.items() if not any(p.startswith("_") for p in n.split("."))}
+    print(f"public surface: {sum(len(v) for v in surface.values())} names in {len(surface)} modules "
+          "whose dotted path has no _private part")
     return 1 if found else 0
 
 

@@ -17,7 +17,7 @@ from typing import IO, TYPE_CHECKING, Any
 from tensorfile._io.reader import SafeOpen, _norm_framework, load_bytes
 from tensorfile._verifying import verifier_of
 from tensorfile.errors import NotSignedError
-from tensorfile.sharded.reader import is_sharded_path, load_sharded
+from tensorfile.sharded._reader import is_sharded_path, load_sharded
 
 if TYPE_CHECKING:
     from tensorfile.integrity.onload import VerifyWith

@@ -50,8 +50,8 @@ from tensorfile.integrity.hashing import (
     ModelFile,
     hash_file,
 )
-from tensorfile.sharded.blocks import DEFAULT_STAGING_BYTES, Block
-from tensorfile.sharded.reader import ShardedOpen, load_blocks, open_sharded
+from tensorfile.sharded._blocks import DEFAULT_STAGING_BYTES, Block
+from tensorfile.sharded._reader import ShardedOpen, load_blocks, open_sharded
 
 if TYPE_CHECKING:
     from tensorfile.integrity.onload import VerifyWith

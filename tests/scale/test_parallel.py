@@ -259,7 +259,7 @@ def test_composes_with_integrity_signatures(tmp_path: Path) -> None:
 def test_staged_copy_chunks_reassemble(tmp_path_factory: pytest.TempPathFactory, staging: int, world: int, rank_seed: int) -> None:
     """The pinned-buffer pipeline's chunking, run on the cpu with tiny buffers."""
     torch = pytest.importorskip("torch")
-    from tensorfile.sharded.blocks import BlockSource, Staging, to_device
+    from tensorfile.sharded._blocks import BlockSource, Staging, to_device
 
     tensors = _model()
     path = tmp_path_factory.mktemp("s") / "m.safetensors"

@@ -7,21 +7,21 @@ tensor names; :func:`load_sharded` reads every tensor. Writing:
 shards plus the index; :func:`save_file_iter` and :func:`save_sharded_iter`
 write tensors produced one at a time (a model bigger than memory).
 
-The index format is in :mod:`tensorfile.sharded.index`, the reader in
-:mod:`tensorfile.sharded.reader`, the writers in :mod:`tensorfile.sharded.writer`.
+The index format is in :mod:`tensorfile.sharded._index`, the reader in
+:mod:`tensorfile.sharded._reader`, the writers in :mod:`tensorfile.sharded._writer`.
 """
 
 from __future__ import annotations
 
-from tensorfile.sharded.index import ShardIndex, read_index
-from tensorfile.sharded.reader import (
+from tensorfile.sharded._index import ShardIndex, read_index
+from tensorfile.sharded._reader import (
     LazyTensor,
     ShardedOpen,
     is_sharded_path,
     load_sharded,
     open_sharded,
 )
-from tensorfile.sharded.writer import (
+from tensorfile.sharded._writer import (
     parse_size,
     save_file_iter,
     save_sharded,

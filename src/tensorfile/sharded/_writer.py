@@ -30,7 +30,7 @@ from tensorfile._io import writer
 from tensorfile._io.atomic import atomic_write
 from tensorfile._storage import shared_groups
 from tensorfile.errors import FormatError, SerializationError
-from tensorfile.sharded.index import (
+from tensorfile.sharded._index import (
     DEFAULT_MAX_SHARD_SIZE,
     DEFAULT_PREFIX,
     INDEX_SUFFIX,

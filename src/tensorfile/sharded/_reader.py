@@ -31,7 +31,7 @@ from tensorfile.errors import (
     ShardIndexError,
     TensorNotFoundError,
 )
-from tensorfile.sharded.blocks import (
+from tensorfile.sharded._blocks import (
     DEFAULT_STAGING_BYTES,
     Block,
     BlockSource,
@@ -40,7 +40,7 @@ from tensorfile.sharded.blocks import (
     to_device,
     whole_block,
 )
-from tensorfile.sharded.index import (
+from tensorfile.sharded._index import (
     DEFAULT_PREFIX,
     INDEX_SUFFIX,
     SAFETENSORS_SUFFIX,
