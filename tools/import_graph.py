@@ -44,43 +44,44 @@ def _is_type_checking(test: ast.expr) -> bool:
     )
 
 
+def imports_of(name: str, path: Path, modules: dict[str, Path]) -> dict[str, bool]:
+    """The package modules ``name`` imports -> True if only inside functions."""
+    found: dict[str, bool] = {}
+
+    def visit(node: ast.AST, lazy: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and _is_type_checking(child.test):
+                # Read by type checkers only: never imported at run time.
+                for other in child.orelse:
+                    visit(other, lazy)
+                continue
+            inner = lazy or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+            targets: list[str] = []
+            if isinstance(child, ast.Import):
+                targets = [alias.name for alias in child.names]
+            elif isinstance(child, ast.ImportFrom):
+                base = resolve(name, path.name == "__init__.py", child)
+                # `from pkg import sub` imports the module pkg.sub (pkg itself is
+                # imported by every import of anything inside it: not an edge).
+                targets = [
+                    f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
+                    for alias in child.names
+                ]
+            for target in targets:
+                # `from mod import func` names the module.
+                while target and target not in modules:
+                    target = target.rpartition(".")[0]
+                if target and target != name:
+                    found[target] = found.get(target, True) and lazy
+            visit(child, inner)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")), False)
+    return found
+
+
 def collect(modules: dict[str, Path]) -> dict[str, dict[str, bool]]:
     """module -> {imported module: True if only imported inside a function}."""
-    edges: dict[str, dict[str, bool]] = {}
-    for name, path in modules.items():
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        found: dict[str, bool] = {}
-
-        def visit(node: ast.AST, lazy: bool) -> None:
-            for child in ast.iter_child_nodes(node):
-                if isinstance(child, ast.If) and _is_type_checking(child.test):
-                    # Read by type checkers only: never imported at run time.
-                    for other in child.orelse:
-                        visit(other, lazy)
-                    continue
-                inner = lazy or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
-                targets: list[str] = []
-                if isinstance(child, ast.Import):
-                    targets = [alias.name for alias in child.names]
-                elif isinstance(child, ast.ImportFrom):
-                    base = resolve(name, path.name == "__init__.py", child)
-                    # `from pkg import sub` imports the module pkg.sub (pkg itself is
-                    # imported by every import of anything inside it: not an edge).
-                    targets = [
-                        f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
-                        for alias in child.names
-                    ]
-                for target in targets:
-                    # `from pkg import sub` names a submodule; `from mod import func` names the module.
-                    while target and target not in modules:
-                        target = target.rpartition(".")[0]
-                    if target and target != name:
-                        found[target] = found.get(target, True) and lazy
-                visit(child, inner)
-
-        visit(tree, False)
-        edges[name] = found
-    return edges
+    return {name: imports_of(name, path, modules) for name, path in modules.items()}
 
 
 def cycles(edges: dict[str, dict[str, bool]]) -> list[list[str]]:
