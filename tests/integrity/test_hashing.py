@@ -43,7 +43,7 @@ ALGORITHMS = pytest.mark.parametrize("algorithm", ["blake3", "sha256"])
 def test_file_digests_in_either_algorithm(model: Path, algorithm: str) -> None:
     """file_algorithm picks the file digests (the OMS hash_type); the root
     digest is SHA-256 over them either way."""
-    m = hash_model(model, file_algorithm=algorithm)
+    m = hash_model(model, HashOptions(file_algorithm=algorithm))
     assert m.serialization.hash_type == algorithm
     for f in m.files:
         assert f.algorithm == algorithm and f.digest == part(algorithm, (model / f.name).read_bytes())
@@ -73,7 +73,7 @@ def test_one_big_file_blake3_digest_spread_over_threads(
 
 @ALGORITHMS
 def test_digests_match_hashlib(model: Path, algorithm: str) -> None:
-    m = hash_model(model, tensor_algorithm=algorithm)
+    m = hash_model(model, HashOptions(tensor_algorithm=algorithm))
     assert [f.name for f in m.files] == [
         "config.json",
         "model-00001-of-00002.safetensors",
@@ -172,7 +172,7 @@ def test_unknown_tensor_algorithm_is_refused_before_hashing(model: Path) -> None
     from tensorfile.errors import UnsupportedAlgorithmError
 
     with pytest.raises(UnsupportedAlgorithmError, match=r"'md5'.*blake3, sha256"):
-        hash_model(model, tensor_algorithm="md5")
+        hash_model(model, HashOptions(tensor_algorithm="md5"))
 
 
 def test_a_manifest_mixing_tensor_algorithms_is_refused(model: Path) -> None:
@@ -180,7 +180,7 @@ def test_a_manifest_mixing_tensor_algorithms_is_refused(model: Path) -> None:
 
     from tensorfile.errors import ManifestError
 
-    m = hash_model(model, tensor_algorithm="blake3")
+    m = hash_model(model, HashOptions(tensor_algorithm="blake3"))
     st = m.files[1].safetensors
     assert st is not None
     mixed = replace(m, files=(m.files[0], replace(m.files[1], safetensors=replace(st, algorithm="sha256")),
@@ -202,7 +202,7 @@ def test_parallel_equals_serial_and_progress(model: Path) -> None:
 
 
 def test_tensors_off_skips_tensor_digests(model: Path) -> None:
-    assert all(f.safetensors is None for f in hash_model(model, tensors=False).files)
+    assert all(f.safetensors is None for f in hash_model(model, HashOptions(tensors=False)).files)
 
 
 def test_order_is_path_component_order(tmp_path: Path) -> None:
@@ -225,7 +225,7 @@ def test_ignored_paths(model: Path) -> None:
     (model / "tokenizer" / ".git").mkdir()  # only top-level VCS folders are ignored
     (model / "tokenizer" / ".git" / "x").write_text("x")
     (model / "README.md").write_text("x")
-    m = hash_model(model, ignore_paths=["README.md"], signature=model / "model.sig")
+    m = hash_model(model, HashOptions(ignore_paths=["README.md"]), signature=model / "model.sig")
     names = [f.name for f in m.files]
     assert "tokenizer/.git/x" in names
     assert not any(n.startswith((".git", "model.sig", "README")) for n in names)
@@ -237,21 +237,21 @@ def test_symlinks(model: Path, tmp_path: Path) -> None:
     (model / "alias.json").symlink_to(model / "config.json")
     with pytest.raises(ModelPathError, match="symlink"):
         hash_model(model)
-    m = hash_model(model, allow_symlinks=True)
+    m = hash_model(model, HashOptions(allow_symlinks=True))
     assert m.by_name["alias.json"].digest == m.by_name["config.json"].digest
     assert m.serialization.allow_symlinks
     (model / "alias.json").unlink()
     (model / "dirlink").symlink_to(model / "tokenizer")
     with pytest.raises(ModelPathError, match="not a regular file"):
-        hash_model(model, allow_symlinks=True)
+        hash_model(model, HashOptions(allow_symlinks=True))
     (model / "dirlink").unlink()
     (model / "escape").symlink_to(tmp_path)
     with pytest.raises(ModelPathError, match="outside the model folder"):
-        hash_model(model, allow_symlinks=True)
+        hash_model(model, HashOptions(allow_symlinks=True))
     (model / "escape").unlink()
     (model / "dangling").symlink_to(model / "nope")
     with pytest.raises(ModelPathError):
-        hash_model(model, allow_symlinks=True)
+        hash_model(model, HashOptions(allow_symlinks=True))
 
 
 def test_symlinked_model_file_needs_permission(single: Path, tmp_path: Path) -> None:
@@ -259,7 +259,7 @@ def test_symlinked_model_file_needs_permission(single: Path, tmp_path: Path) -> 
     link.symlink_to(single)
     with pytest.raises(ModelPathError, match="symlink"):
         hash_model(link)
-    assert hash_model(link, allow_symlinks=True).files[0].digest == sha(single.read_bytes())
+    assert hash_model(link, HashOptions(allow_symlinks=True)).files[0].digest == sha(single.read_bytes())
 
 
 def test_special_files_are_refused(model: Path) -> None:
@@ -287,7 +287,7 @@ def test_corrupt_safetensors_refused_when_signing_tensors(model: Path) -> None:
     (model / "broken.safetensors").write_bytes(b"\xff" * 16)
     with pytest.raises(FormatError, match=r"broken\.safetensors"):
         hash_model(model)
-    assert hash_model(model, tensors=False).by_name["broken.safetensors"].size == 16
+    assert hash_model(model, HashOptions(tensors=False)).by_name["broken.safetensors"].size == 16
 
 
 def test_empty_file_and_empty_folder(tmp_path: Path) -> None:
@@ -300,7 +300,7 @@ def test_empty_file_and_empty_folder(tmp_path: Path) -> None:
 
 @ALGORITHMS
 def test_statement_round_trip(model: Path, algorithm: str) -> None:
-    m = hash_model(model, tensor_algorithm=algorithm)
+    m = hash_model(model, HashOptions(tensor_algorithm=algorithm))
     back = Manifest.from_statement(m.to_statement())
     assert back.root_digest == m.root_digest
     assert [(f.name, f.digest, f.safetensors) for f in back.files] == [

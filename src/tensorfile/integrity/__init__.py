@@ -7,7 +7,7 @@ model folder or file against a public key, root certificates
 (:class:`SigstoreTrust`) or a :class:`TrustPolicy`, and returns a
 :class:`VerificationReport` naming the :class:`SignerIdentity`. Pins
 (:class:`Pins`, :func:`parse_pins`, :func:`verify_pins`) are trusted digests
-without a signature. :func:`hash_model` computes the :class:`Manifest` a
+without a signature. :func:`hash_model` computes, as :class:`HashOptions` say, the :class:`Manifest` a
 signature covers. Every loading function's ``verify=`` takes the same trust
 (``safe_open(path, verify=...)``).
 
@@ -27,7 +27,7 @@ sign), :mod:`.sign`, :mod:`.verify`, :mod:`.pins`, and :mod:`.onload`
 from typing import Any
 
 from tensorfile.integrity.certs import CertificateIdentity, CertificateTrust
-from tensorfile.integrity.hashing import ALGORITHMS
+from tensorfile.integrity.hashing import ALGORITHMS, HashOptions
 from tensorfile.integrity.keyless import SigstoreTrust
 from tensorfile.integrity.keys import KeyPair, generate_key, load_private_key, load_public_key
 from tensorfile.integrity.manifest import Manifest, hash_model
@@ -39,6 +39,7 @@ __all__ = [
     "ALGORITHMS",
     "CertificateIdentity",
     "CertificateTrust",
+    "HashOptions",
     "KeyPair",
     "Manifest",
     "Pins",

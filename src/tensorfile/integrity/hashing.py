@@ -109,9 +109,16 @@ def resource_sort_key(name: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class HashOptions:
-    """How files are hashed, passed down as one object (as model-signing passes
-    its hashing config): what is digested, with which algorithms, on how many
-    threads, in what chunks."""
+    """How a model is hashed, passed down as one object (as model-signing passes
+    its hashing config): which files are listed, what is digested, with which
+    algorithms, on how many threads, in what chunks."""
+
+    #: Paths left out of a model folder (relative to it, ``/``-separated), besides the git files.
+    ignore_paths: tuple[str, ...] = ()
+    #: Leave out ``.git``, ``.gitattributes``, ``.github`` and ``.gitignore`` (model-signing's default).
+    ignore_git_paths: bool = True
+    #: Follow symlinks that stay inside the model (or into its Hugging Face cache blobs).
+    allow_symlinks: bool = False
 
     #: Header and per-tensor digests of ``.safetensors`` files, besides the file digest.
     tensors: bool = True
@@ -123,6 +130,10 @@ class HashOptions:
     workers: int | None = None
     #: Bytes handed to one hash update.
     chunk_size: int = CHUNK_SIZE
+
+    def __post_init__(self) -> None:
+        # A list is accepted (and copied): the options stay frozen and hashable.
+        object.__setattr__(self, "ignore_paths", tuple(self.ignore_paths))
 
 
 #: The defaults: tensor digests with BLAKE3, file digests with SHA-256, one thread per core.
