@@ -112,7 +112,7 @@ def bench_partition(folder: Path, size_mib: int, repeat: int) -> dict[str, float
 
 
 def bench_verify(folder: Path, shards: int, shard_mib: int, repeat: int) -> dict[str, float]:
-    from tensorfile.integrity.hashing import ModelFile, hash_files
+    from tensorfile.integrity.hashing import HashOptions, ModelFile, hash_files
     from tensorfile.parallel import hash_files_processes
     from tensorfile.sharded import save_sharded_iter
 
@@ -127,10 +127,10 @@ def bench_verify(folder: Path, shards: int, shard_mib: int, repeat: int) -> dict
     paths = sorted(folder.glob("*.safetensors"))
     files = [ModelFile(p.name, p, p.stat().st_size) for p in paths]
     before = lambda: warm(paths)  # noqa: E731
-    t2, t1 = pair(lambda: hash_files_processes(files, workers=2, tensors=False),
-                  lambda: hash_files_processes(files, workers=1, tensors=False), repeat, before)
-    th2, th1 = pair(lambda: hash_files(files, workers=2, tensors=False),
-                    lambda: hash_files(files, workers=1, tensors=False), repeat, before)
+    t2, t1 = pair(lambda: hash_files_processes(files, HashOptions(workers=2, tensors=False)),
+                  lambda: hash_files_processes(files, HashOptions(workers=1, tensors=False)), repeat, before)
+    th2, th1 = pair(lambda: hash_files(files, HashOptions(workers=2, tensors=False)),
+                    lambda: hash_files(files, HashOptions(workers=1, tensors=False)), repeat, before)
     # What this machine gives two processes right now: the same SHA-256 work
     # on bytes already in memory, no files. Other load on the machine shows here.
     jobs = [shard_mib << 20] * shards

@@ -48,7 +48,8 @@ from _timing import best_of
 
 import tensorfile
 from tensorfile._format.header import parse
-from tensorfile.integrity import generate_key, load_verifier, sign, verify
+from tensorfile.integrity import generate_key, sign, verify
+from tensorfile.integrity.onload import load_verifier
 from tensorfile.numpy import save_file
 
 MIB = 1 << 20

@@ -44,7 +44,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 with fuzzlib.instrumented(__name__ == "__main__"):
     from tensorfile import safe_open, save
     from tensorfile.errors import TensorfileError
-    from tensorfile.integrity import Bundle, TrustPolicy, sign, verify
+    from tensorfile.integrity import TrustPolicy, sign, verify
+    from tensorfile.integrity.bundle import Bundle
 
 #: Fixed test keys: seeds hold bundles they signed, so they must not change.
 TRUSTED = ec.derive_private_key(0x7E57_F11E_5EED_0001, ec.SECP256R1())

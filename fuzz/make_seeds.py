@@ -231,7 +231,8 @@ def verify_seeds() -> dict[str, bytes]:
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from tensorfile.integrity import Bundle, sign
+    from tensorfile.integrity import sign
+    from tensorfile.integrity.bundle import Bundle
 
     fx = fv.Fixture()
     genuine = Bundle.from_json(fx.bundle)

@@ -454,18 +454,19 @@ def hash_(
     """
     out = Output("hash", json_out=json_out, quiet=quiet, debug=debug)
     with guarded(out, path), out.progress("hashing") as progress:
-        from tensorfile.integrity import default_signature_path, hash_model
+        from tensorfile.integrity import HashOptions, hash_model
+        from tensorfile.integrity.sign import default_signature_path
 
-        manifest = hash_model(
-            path,
-            signature=signature or default_signature_path(path),
+        options = HashOptions(
             tensors=tensors,
             tensor_algorithm=tensor_algorithm.value,
             file_algorithm=file_algorithm.value,
             allow_symlinks=allow_symlinks,
-            ignore_paths=_ignored(path, ignore_paths),
+            ignore_paths=tuple(_ignored(path, ignore_paths)),
             ignore_git_paths=ignore_git_paths,
-            progress=progress,
+        )
+        manifest = hash_model(
+            path, options, signature=signature or default_signature_path(path), progress=progress
         )
     from tensorfile_cli import _render
 

@@ -31,8 +31,9 @@ from tensorfile.errors import (
 )
 
 if TYPE_CHECKING:
+    from tensorfile._api import load, load_file, safe_open
     from tensorfile._frameworks import TensorSpec
-    from tensorfile._io.reader import SafeOpen, TensorSlice, load, load_file, safe_open
+    from tensorfile._io.reader import SafeOpen, TensorSlice
     from tensorfile._io.writer import save, save_file
     from tensorfile._raw import _safe_open_handle as _safe_open_handle
     from tensorfile._raw import deserialize, serialize, serialize_file
@@ -42,9 +43,9 @@ if TYPE_CHECKING:
 _LAZY = {
     "SafeOpen": "tensorfile._io.reader",
     "TensorSlice": "tensorfile._io.reader",
-    "load": "tensorfile._io.reader",
-    "load_file": "tensorfile._io.reader",
-    "safe_open": "tensorfile._io.reader",
+    "load": "tensorfile._api",
+    "load_file": "tensorfile._api",
+    "safe_open": "tensorfile._api",
     "save": "tensorfile._io.writer",
     "save_file": "tensorfile._io.writer",
     "TensorSpec": "tensorfile._frameworks",

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
+from tensorfile import _api
 from tensorfile._format import header as hdr
 from tensorfile._frameworks import TensorSpec
 from tensorfile._io import reader, writer
 from tensorfile.errors import NotATensorError
+
+if TYPE_CHECKING:
+    from tensorfile.integrity.onload import VerifyWith
 
 
 def _specs(tensor_dict: Mapping[str, TensorSpec]) -> Mapping[str, TensorSpec]:
@@ -68,7 +72,7 @@ def deserialize(bytes: bytes | bytearray | memoryview) -> list[tuple[str, dict[s
 
 
 def _safe_open_handle(
-    f: IO[Any], framework: str, device: str = "cpu", *, verify: object = None
+    f: IO[Any], framework: str, device: str = "cpu", *, verify: VerifyWith | None = None
 ) -> reader.SafeOpen:
     """``safe_open`` on an open file object (``safetensors._safe_open_handle``)."""
-    return reader.safe_open(f, framework, device, verify=verify)
+    return _api.safe_open(f, framework, device, verify=verify)

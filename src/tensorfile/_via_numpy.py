@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from tensorfile import _api
 from tensorfile._frameworks import from_numpy, import_framework, to_numpy
-from tensorfile._io import reader, writer
+from tensorfile._io import writer
 from tensorfile.errors import SerializationError
+
+if TYPE_CHECKING:
+    from tensorfile.integrity.onload import VerifyWith
 
 
 def require(framework: str, module: str) -> None:
@@ -48,11 +52,11 @@ def save_file(
     writer.save_file(arrays(framework, tensors), filename, metadata)
 
 
-def load(framework: str, data: bytes, verify: object, device: str = "cpu") -> dict[str, Any]:
+def load(framework: str, data: bytes, verify: VerifyWith | None, device: str = "cpu") -> dict[str, Any]:
     import_framework(framework)  # fail before reading anything
     return {
         k: from_numpy(framework, v, device)
-        for k, v in reader.load(data, "np", verify=verify).items()
+        for k, v in _api.load(data, "np", verify=verify).items()
     }
 
 
@@ -60,11 +64,11 @@ def load_file(
     framework: str,
     filename: str | os.PathLike[str],
     backend: str,
-    verify: object,
+    verify: VerifyWith | None,
     device: str = "cpu",
 ) -> dict[str, Any]:
     import_framework(framework)
     return {
         k: from_numpy(framework, v, device)
-        for k, v in reader.load_file(filename, "np", backend=backend, verify=verify).items()
+        for k, v in _api.load_file(filename, "np", backend=backend, verify=verify).items()
     }

@@ -37,7 +37,10 @@ import inspect
 import sys
 import types
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tensorfile.integrity.onload import VerifyWith
 
 #: safetensors module name -> the tensorfile module with its API.
 MODULES = {
@@ -58,7 +61,7 @@ _EXTRA = ("_safe_open_handle", "safe_open", "TensorSpec", "serialize", "serializ
           "deserialize")
 
 
-def _with_default_verify(func: Any, verify: object) -> Any:
+def _with_default_verify(func: Any, verify: VerifyWith | None) -> Any:
     """``func`` with ``verify`` as the default of its ``verify=`` keyword."""
 
     @functools.wraps(func)
@@ -79,7 +82,7 @@ def _takes_verify(value: object) -> bool:
 
 
 class _AliasLoader(importlib.abc.Loader):
-    def __init__(self, target: str, verify: object) -> None:
+    def __init__(self, target: str, verify: VerifyWith | None) -> None:
         self._target = target
         self._verify = verify
 
@@ -109,7 +112,7 @@ class _AliasLoader(importlib.abc.Loader):
 
 
 class _Finder(importlib.abc.MetaPathFinder):
-    def __init__(self, verify: object) -> None:
+    def __init__(self, verify: VerifyWith | None) -> None:
         self.verify = verify
 
     def find_spec(
@@ -138,7 +141,7 @@ def _drop_safetensors_modules() -> dict[str, types.ModuleType]:
     return dropped
 
 
-def install(*, verify: object = None) -> None:
+def install(*, verify: VerifyWith | None = None) -> None:
     """Make ``import safetensors`` (and its submodules) import tensorfile.
 
     ``verify`` (a public key, root certificates or a

@@ -14,9 +14,12 @@ Saving reads each array's host buffer (``numpy.asarray``, no copy on the cpu).
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tensorfile import _via_numpy
+
+if TYPE_CHECKING:
+    from tensorfile.integrity.onload import VerifyWith
 
 _FW = "jax"
 _via_numpy.require(_FW, __name__)
@@ -36,13 +39,13 @@ def save_file(
     _via_numpy.save_file(_FW, tensors, filename, metadata)
 
 
-def load(data: bytes, *, verify: object = None) -> dict[str, Any]:
+def load(data: bytes, *, verify: VerifyWith | None = None) -> dict[str, Any]:
     """jax arrays from safetensors bytes."""
     return _via_numpy.load(_FW, data, verify)
 
 
 def load_file(
-    filename: str | os.PathLike[str], *, backend: str = "mmap", verify: object = None
+    filename: str | os.PathLike[str], *, backend: str = "mmap", verify: VerifyWith | None = None
 ) -> dict[str, Any]:
     """jax arrays from a file (sharing its map where jax can, see above)."""
     return _via_numpy.load_file(_FW, filename, backend, verify)

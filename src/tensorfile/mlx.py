@@ -10,9 +10,12 @@ through the buffer protocol (``numpy.asarray``).
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tensorfile import _via_numpy
+
+if TYPE_CHECKING:
+    from tensorfile.integrity.onload import VerifyWith
 
 _FW = "mlx"
 _via_numpy.require(_FW, __name__)
@@ -32,13 +35,13 @@ def save_file(
     _via_numpy.save_file(_FW, tensors, filename, metadata)
 
 
-def load(data: bytes, *, verify: object = None) -> dict[str, Any]:
+def load(data: bytes, *, verify: VerifyWith | None = None) -> dict[str, Any]:
     """mlx arrays from safetensors bytes."""
     return _via_numpy.load(_FW, data, verify)
 
 
 def load_file(
-    filename: str | os.PathLike[str], *, backend: str = "mmap", verify: object = None
+    filename: str | os.PathLike[str], *, backend: str = "mmap", verify: VerifyWith | None = None
 ) -> dict[str, Any]:
     """mlx arrays from a file (copies, see above)."""
     return _via_numpy.load_file(_FW, filename, backend, verify)

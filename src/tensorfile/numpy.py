@@ -14,16 +14,20 @@ signature before it is returned.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tensorfile import _api
+from tensorfile._api import safe_open as safe_open
 from tensorfile._frameworks import TensorSpec as TensorSpec
-from tensorfile._io import reader, writer
-from tensorfile._io.reader import safe_open as safe_open
+from tensorfile._io import writer
 from tensorfile._raw import deserialize as deserialize
 from tensorfile._raw import serialize as serialize
 from tensorfile._raw import serialize_file as serialize_file
+
+if TYPE_CHECKING:
+    from tensorfile.integrity.onload import VerifyWith
 
 
 def save(tensor_dict: dict[str, np.ndarray[Any, Any]], metadata: dict[str, str] | None = None) -> bytes:
@@ -40,20 +44,20 @@ def save_file(
     writer.save_file(tensor_dict, filename, metadata)
 
 
-def load(data: bytes, *, verify: object = None) -> dict[str, np.ndarray[Any, Any]]:
+def load(data: bytes, *, verify: VerifyWith | None = None) -> dict[str, np.ndarray[Any, Any]]:
     """Arrays from safetensors bytes (``verify``: see :func:`tensorfile.torch.load`)."""
-    return reader.load(data, "np", verify=verify)
+    return _api.load(data, "np", verify=verify)
 
 
 def load_file(
-    filename: str | os.PathLike[str], *, backend: str = "mmap", verify: object = None
+    filename: str | os.PathLike[str], *, backend: str = "mmap", verify: VerifyWith | None = None
 ) -> dict[str, np.ndarray[Any, Any]]:
     """Arrays from a file: read-only views of its map (``backend="pread"``: private copies).
 
     With ``verify`` each array is read into private memory and checked against
     the signature first.
     """
-    return reader.load_file(filename, "np", backend=backend, verify=verify)
+    return _api.load_file(filename, "np", backend=backend, verify=verify)
 
 
 __all__ = ["load", "load_file", "save", "save_file"]

@@ -10,9 +10,12 @@ reads each tensor on the cpu (``.numpy()``; bf16 keeps its type).
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tensorfile import _via_numpy
+
+if TYPE_CHECKING:
+    from tensorfile.integrity.onload import VerifyWith
 
 _FW = "paddle"
 _via_numpy.require(_FW, __name__)
@@ -32,7 +35,7 @@ def save_file(
     _via_numpy.save_file(_FW, tensors, filename, metadata)
 
 
-def load(data: bytes, device: str = "cpu", *, verify: object = None) -> dict[str, Any]:
+def load(data: bytes, device: str = "cpu", *, verify: VerifyWith | None = None) -> dict[str, Any]:
     """paddle tensors from safetensors bytes, on ``device``."""
     return _via_numpy.load(_FW, data, verify, device)
 
@@ -42,7 +45,7 @@ def load_file(
     device: str = "cpu",
     *,
     backend: str = "mmap",
-    verify: object = None,
+    verify: VerifyWith | None = None,
 ) -> dict[str, Any]:
     """paddle tensors from a file, on ``device`` (copies, see above)."""
     return _via_numpy.load_file(_FW, filename, backend, verify, device)

@@ -9,9 +9,12 @@ so each tensor ``load_file`` returns is a copy of the bytes in the file's map
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tensorfile import _via_numpy
+
+if TYPE_CHECKING:
+    from tensorfile.integrity.onload import VerifyWith
 
 _FW = "tensorflow"
 _via_numpy.require(_FW, __name__)
@@ -31,13 +34,13 @@ def save_file(
     _via_numpy.save_file(_FW, tensors, filename, metadata)
 
 
-def load(data: bytes, *, verify: object = None) -> dict[str, Any]:
+def load(data: bytes, *, verify: VerifyWith | None = None) -> dict[str, Any]:
     """TensorFlow tensors from safetensors bytes."""
     return _via_numpy.load(_FW, data, verify)
 
 
 def load_file(
-    filename: str | os.PathLike[str], *, backend: str = "mmap", verify: object = None
+    filename: str | os.PathLike[str], *, backend: str = "mmap", verify: VerifyWith | None = None
 ) -> dict[str, Any]:
     """TensorFlow tensors from a file (copies, see above)."""
     return _via_numpy.load_file(_FW, filename, backend, verify)

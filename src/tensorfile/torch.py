@@ -26,92 +26,34 @@ follow numpy's indexing rules (see spec/FORMAT.md, "Drop-in differences").
 from __future__ import annotations
 
 import os
-from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
+from tensorfile import _api
+from tensorfile._api import safe_open as safe_open
+from tensorfile._format.dtypes import DTYPES
 from tensorfile._frameworks import TensorSpec as TensorSpec
-from tensorfile._io import reader, writer
-from tensorfile._io.reader import safe_open as safe_open
+from tensorfile._frameworks import import_torch
+from tensorfile._io import writer
 from tensorfile._raw import deserialize as deserialize
 from tensorfile._raw import serialize as serialize
 from tensorfile._raw import serialize_file as serialize_file
+from tensorfile._storage import _end_ptr as _end_ptr
+from tensorfile._storage import _find_shared_tensors as _find_shared_tensors
+from tensorfile._storage import _is_complete as _is_complete
+from tensorfile._storage import shared_groups as shared_groups
+from tensorfile._storage import storage_ptr as storage_ptr
+from tensorfile._storage import storage_size as storage_size
 from tensorfile.errors import NotATensorError, SerializationError, SharedTensorsError
 
 if TYPE_CHECKING:
     import torch
 
+    from tensorfile.integrity.onload import VerifyWith
+
 
 # --------------------------------------------------------------------------
 # Storage helpers (names and results as safetensors.torch's)
 # --------------------------------------------------------------------------
-
-
-def storage_ptr(tensor: torch.Tensor) -> int:
-    """Address of the tensor's storage (0 for a meta tensor)."""
-    try:
-        return int(tensor.untyped_storage().data_ptr())
-    except (NotImplementedError, RuntimeError):
-        return 0
-
-
-def storage_size(tensor: torch.Tensor) -> int:
-    """Bytes of the tensor's storage."""
-    try:
-        return int(tensor.untyped_storage().nbytes())
-    except (NotImplementedError, RuntimeError):
-        return int(tensor.nelement() * tensor.element_size())
-
-
-def _end_ptr(tensor: torch.Tensor) -> int:
-    """One past the last byte any element reaches, whatever the strides."""
-    start = int(tensor.data_ptr())
-    if not tensor.nelement():
-        return start
-    last = sum((s - 1) * st for s, st in zip(tensor.shape, tensor.stride(), strict=True))
-    return start + (last + 1) * tensor.element_size()
-
-
-def _is_complete(tensor: torch.Tensor) -> bool:
-    """Whether the tensor starts at its storage and covers all of it."""
-    return bool(
-        tensor.data_ptr() == storage_ptr(tensor)
-        and tensor.nelement() * tensor.element_size() == storage_size(tensor)
-    )
-
-
-def _find_shared_tensors(state_dict: dict[str, torch.Tensor]) -> list[set[str]]:
-    """Names grouped by overlapping memory, one set per group (sets of one included).
-
-    Groups come in the order their storage is first seen, then by address;
-    meta tensors and empty storages share nothing. Two views of one storage
-    are in one group when their byte ranges overlap (directly or through a
-    third tensor that overlaps both).
-    """
-    by_storage: dict[Any, list[str]] = defaultdict(list)
-    for name, t in state_dict.items():
-        if t.device.type == "meta":
-            continue
-        ptr, size = storage_ptr(t), storage_size(t)
-        if ptr != 0 and size != 0:
-            by_storage[(t.device, ptr, size)].append(name)
-    groups: list[set[str]] = []
-    for names in by_storage.values():
-        spans = sorted((int(state_dict[n].data_ptr()), _end_ptr(state_dict[n]), n) for n in names)
-        current, reach = {spans[0][2]}, spans[0][1]
-        for start, stop, name in spans[1:]:
-            if start < reach:
-                current.add(name)
-                reach = max(reach, stop)
-            else:
-                groups.append(current)
-                current, reach = {name}, stop
-        groups.append(current)
-    return groups
-
-
-def shared_groups(state_dict: dict[str, torch.Tensor]) -> list[list[str]]:
-    """Names whose tensors overlap in memory, grouped (groups of one omitted)."""
-    return [sorted(g) for g in _find_shared_tensors(state_dict) if len(g) > 1]
 
 
 def _remove_duplicate_names(
@@ -167,9 +109,6 @@ def __getattr__(name: str) -> Any:
     # _SIZE and _TYPES are torch dtype tables: built on first use so that
     # importing this module does not import torch.
     if name in ("_SIZE", "_TYPES"):
-        from tensorfile._format.dtypes import DTYPES
-        from tensorfile._frameworks import import_torch
-
         torch = import_torch()
         types = {
             d.name: getattr(torch, d.torch_name)
@@ -195,8 +134,6 @@ def _getdtype(dtype_str: str) -> torch.dtype:
 
 def _check_tensors(tensors: object) -> None:
     """The reference's checks before a write, with its exception types and wording."""
-    from tensorfile._frameworks import import_torch
-
     torch = import_torch()
     if not isinstance(tensors, dict):
         raise SerializationError(
@@ -240,14 +177,14 @@ def save_file(
     writer.save_file(tensors, filename, metadata)
 
 
-def load(data: bytes, *, verify: object = None) -> dict[str, torch.Tensor]:
+def load(data: bytes, *, verify: VerifyWith | None = None) -> dict[str, torch.Tensor]:
     """Tensors from safetensors bytes (on the cpu, copies).
 
     With ``verify`` the bytes are checked as the file a single-file signature
     covers; ``verify`` must then be a ``TrustPolicy`` naming its ``signature``
     (bytes have no folder to find ``model.sig`` in).
     """
-    return reader.load(data, "pt", verify=verify)
+    return _api.load(data, "pt", verify=verify)
 
 
 def load_file(
@@ -255,7 +192,7 @@ def load_file(
     device: str | int = "cpu",
     *,
     backend: str = "mmap",
-    verify: object = None,
+    verify: VerifyWith | None = None,
 ) -> dict[str, torch.Tensor]:
     """Tensors from a file, views of a private copy-on-write map (no copy on cpu).
 
@@ -263,7 +200,7 @@ def load_file(
     against the signature first (see :func:`tensorfile.safe_open`).
     """
     dev = f"cuda:{device}" if isinstance(device, int) else device
-    return reader.load_file(filename, "pt", dev, backend=backend, verify=verify)
+    return _api.load_file(filename, "pt", dev, backend=backend, verify=verify)
 
 
 def save_model(
@@ -297,7 +234,7 @@ def load_model(
     device: str | int = "cpu",
     *,
     backend: str = "mmap",
-    verify: object = None,
+    verify: VerifyWith | None = None,
 ) -> tuple[list[str], list[str]]:
     """Load a file saved by ``save_model`` (or any state dict) into ``model``.
 

@@ -292,14 +292,14 @@ def write_keyless(model: Path, out: Path, email: str = "signer@example.com",
                   **hash_kw: Any) -> tuple[Path, Path, Authority]:
     """Sign ``model`` keylessly with a local authority (at ``when``, default now):
     the bundle and trusted_root.json paths, and the authority."""
-    from tensorfile.integrity import hash_model
+    from tensorfile.integrity import HashOptions, hash_model
     from tensorfile.integrity.sign import encode_statement
 
     now = when or datetime.datetime.now(datetime.timezone.utc)
     auth = authority or Authority.new(now)
     out.mkdir(parents=True, exist_ok=True)
     sig = out / "model.sig"
-    statement = encode_statement(hash_model(model, signature=sig, **hash_kw))
+    statement = encode_statement(hash_model(model, HashOptions(**hash_kw), signature=sig))
     sig.write_text(json.dumps(auth.sign_statement(statement, email, issuer, now)))
     root = out / "trusted_root.json"
     root.write_text(json.dumps(auth.trusted_root(now)))

@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tensorfile.errors import IntegrityError
-from tensorfile.integrity import Bundle, read_bundle, sign, verify
-from tensorfile.integrity.bundle import pae
+from tensorfile.integrity import sign, verify
+from tensorfile.integrity.bundle import Bundle, pae, read_bundle
 
 
 def test_pae_matches_dsse_spec() -> None:

@@ -17,7 +17,13 @@ from hypothesis import strategies as st
 from tensorfile._format.header import parse
 from tensorfile.errors import FormatError, ModelPathError
 from tensorfile.integrity import Manifest, hash_model
-from tensorfile.integrity.hashing import ModelFile, hash_file, hash_files, list_model_files
+from tensorfile.integrity.hashing import (
+    HashOptions,
+    ModelFile,
+    hash_file,
+    hash_files,
+    list_model_files,
+)
 from tensorfile.numpy import save_file
 
 
@@ -37,7 +43,7 @@ ALGORITHMS = pytest.mark.parametrize("algorithm", ["blake3", "sha256"])
 def test_file_digests_in_either_algorithm(model: Path, algorithm: str) -> None:
     """file_algorithm picks the file digests (the OMS hash_type); the root
     digest is SHA-256 over them either way."""
-    m = hash_model(model, file_algorithm=algorithm)
+    m = hash_model(model, HashOptions(file_algorithm=algorithm))
     assert m.serialization.hash_type == algorithm
     for f in m.files:
         assert f.algorithm == algorithm and f.digest == part(algorithm, (model / f.name).read_bytes())
@@ -61,13 +67,13 @@ def test_one_big_file_blake3_digest_spread_over_threads(
 
     monkeypatch.setattr(hashing, "PARALLEL_DIGEST_BYTES", 64)
     (mf,) = list_model_files(single)
-    got = hash_file(mf, chunk_size=100, file_algorithm="blake3", tensors=False)
+    got = hash_file(mf, HashOptions(chunk_size=100, file_algorithm="blake3", tensors=False))
     assert got.digest == part("blake3", single.read_bytes())
 
 
 @ALGORITHMS
 def test_digests_match_hashlib(model: Path, algorithm: str) -> None:
-    m = hash_model(model, tensor_algorithm=algorithm)
+    m = hash_model(model, HashOptions(tensor_algorithm=algorithm))
     assert [f.name for f in m.files] == [
         "config.json",
         "model-00001-of-00002.safetensors",
@@ -111,8 +117,8 @@ def test_chunking_never_changes_digests(
     p = d / "x.safetensors"
     save_file(tensors, p)
     mf = ModelFile(".", p, p.stat().st_size)
-    small = hash_file(mf, chunk_size=chunk, tensor_algorithm=algorithm)
-    big = hash_file(mf, tensor_algorithm=algorithm)
+    small = hash_file(mf, HashOptions(chunk_size=chunk, tensor_algorithm=algorithm))
+    big = hash_file(mf, HashOptions(tensor_algorithm=algorithm))
     assert small == big
     assert big.digest == sha(p.read_bytes())
     assert big.safetensors is not None
@@ -138,7 +144,7 @@ def test_big_blake3_digest_spread_over_threads_is_the_same_digest(
     monkeypatch.setattr(blake3, "blake3", spy)
     spy.AUTO = real_blake3.AUTO  # type: ignore[attr-defined]
     (mf,) = list_model_files(single)
-    got = hash_file(mf, chunk_size=100, tensor_algorithm="blake3").safetensors
+    got = hash_file(mf, HashOptions(chunk_size=100, tensor_algorithm="blake3")).safetensors
     assert got is not None
     assert real_blake3.AUTO in threads and 1 in threads  # big spans threaded, small ones not
     data = single.read_bytes()
@@ -166,7 +172,7 @@ def test_unknown_tensor_algorithm_is_refused_before_hashing(model: Path) -> None
     from tensorfile.errors import UnsupportedAlgorithmError
 
     with pytest.raises(UnsupportedAlgorithmError, match=r"'md5'.*blake3, sha256"):
-        hash_model(model, tensor_algorithm="md5")
+        hash_model(model, HashOptions(tensor_algorithm="md5"))
 
 
 def test_a_manifest_mixing_tensor_algorithms_is_refused(model: Path) -> None:
@@ -174,7 +180,7 @@ def test_a_manifest_mixing_tensor_algorithms_is_refused(model: Path) -> None:
 
     from tensorfile.errors import ManifestError
 
-    m = hash_model(model, tensor_algorithm="blake3")
+    m = hash_model(model, HashOptions(tensor_algorithm="blake3"))
     st = m.files[1].safetensors
     assert st is not None
     mixed = replace(m, files=(m.files[0], replace(m.files[1], safetensors=replace(st, algorithm="sha256")),
@@ -186,8 +192,8 @@ def test_a_manifest_mixing_tensor_algorithms_is_refused(model: Path) -> None:
 def test_parallel_equals_serial_and_progress(model: Path) -> None:
     files = list_model_files(model)
     calls: list[tuple[int, int]] = []
-    parallel = hash_files(files, workers=4, chunk_size=64, progress=lambda d, t: calls.append((d, t)))
-    serial = hash_files(files, workers=1)
+    parallel = hash_files(files, HashOptions(workers=4, chunk_size=64), lambda d, t: calls.append((d, t)))
+    serial = hash_files(files, HashOptions(workers=1))
     assert parallel == serial
     total = sum(f.size for f in files)
     assert calls[-1] == (total, total)
@@ -196,7 +202,7 @@ def test_parallel_equals_serial_and_progress(model: Path) -> None:
 
 
 def test_tensors_off_skips_tensor_digests(model: Path) -> None:
-    assert all(f.safetensors is None for f in hash_model(model, tensors=False).files)
+    assert all(f.safetensors is None for f in hash_model(model, HashOptions(tensors=False)).files)
 
 
 def test_order_is_path_component_order(tmp_path: Path) -> None:
@@ -219,7 +225,7 @@ def test_ignored_paths(model: Path) -> None:
     (model / "tokenizer" / ".git").mkdir()  # only top-level VCS folders are ignored
     (model / "tokenizer" / ".git" / "x").write_text("x")
     (model / "README.md").write_text("x")
-    m = hash_model(model, ignore_paths=["README.md"], signature=model / "model.sig")
+    m = hash_model(model, HashOptions(ignore_paths=["README.md"]), signature=model / "model.sig")
     names = [f.name for f in m.files]
     assert "tokenizer/.git/x" in names
     assert not any(n.startswith((".git", "model.sig", "README")) for n in names)
@@ -231,21 +237,21 @@ def test_symlinks(model: Path, tmp_path: Path) -> None:
     (model / "alias.json").symlink_to(model / "config.json")
     with pytest.raises(ModelPathError, match="symlink"):
         hash_model(model)
-    m = hash_model(model, allow_symlinks=True)
+    m = hash_model(model, HashOptions(allow_symlinks=True))
     assert m.by_name["alias.json"].digest == m.by_name["config.json"].digest
     assert m.serialization.allow_symlinks
     (model / "alias.json").unlink()
     (model / "dirlink").symlink_to(model / "tokenizer")
     with pytest.raises(ModelPathError, match="not a regular file"):
-        hash_model(model, allow_symlinks=True)
+        hash_model(model, HashOptions(allow_symlinks=True))
     (model / "dirlink").unlink()
     (model / "escape").symlink_to(tmp_path)
     with pytest.raises(ModelPathError, match="outside the model folder"):
-        hash_model(model, allow_symlinks=True)
+        hash_model(model, HashOptions(allow_symlinks=True))
     (model / "escape").unlink()
     (model / "dangling").symlink_to(model / "nope")
     with pytest.raises(ModelPathError):
-        hash_model(model, allow_symlinks=True)
+        hash_model(model, HashOptions(allow_symlinks=True))
 
 
 def test_symlinked_model_file_needs_permission(single: Path, tmp_path: Path) -> None:
@@ -253,7 +259,7 @@ def test_symlinked_model_file_needs_permission(single: Path, tmp_path: Path) -> 
     link.symlink_to(single)
     with pytest.raises(ModelPathError, match="symlink"):
         hash_model(link)
-    assert hash_model(link, allow_symlinks=True).files[0].digest == sha(single.read_bytes())
+    assert hash_model(link, HashOptions(allow_symlinks=True)).files[0].digest == sha(single.read_bytes())
 
 
 def test_special_files_are_refused(model: Path) -> None:
@@ -281,7 +287,7 @@ def test_corrupt_safetensors_refused_when_signing_tensors(model: Path) -> None:
     (model / "broken.safetensors").write_bytes(b"\xff" * 16)
     with pytest.raises(FormatError, match=r"broken\.safetensors"):
         hash_model(model)
-    assert hash_model(model, tensors=False).by_name["broken.safetensors"].size == 16
+    assert hash_model(model, HashOptions(tensors=False)).by_name["broken.safetensors"].size == 16
 
 
 def test_empty_file_and_empty_folder(tmp_path: Path) -> None:
@@ -294,7 +300,7 @@ def test_empty_file_and_empty_folder(tmp_path: Path) -> None:
 
 @ALGORITHMS
 def test_statement_round_trip(model: Path, algorithm: str) -> None:
-    m = hash_model(model, tensor_algorithm=algorithm)
+    m = hash_model(model, HashOptions(tensor_algorithm=algorithm))
     back = Manifest.from_statement(m.to_statement())
     assert back.root_digest == m.root_digest
     assert [(f.name, f.digest, f.safetensors) for f in back.files] == [
@@ -308,8 +314,8 @@ def test_file_and_tensor_digests_split_across_threads(single: Path) -> None:
     """Fewer files than threads: the file digest and tensor digests run as two jobs."""
     files = list_model_files(single)
     calls: list[tuple[int, int]] = []
-    split = hash_files(files, workers=2, chunk_size=128, progress=lambda d, t: calls.append((d, t)))
-    one_pass = hash_files(files, workers=1)
+    split = hash_files(files, HashOptions(workers=2, chunk_size=128), lambda d, t: calls.append((d, t)))
+    one_pass = hash_files(files, HashOptions(workers=1))
     assert split == one_pass
     assert split[0].digest == sha(single.read_bytes()) and split[0].safetensors is not None
     size = single.stat().st_size
@@ -351,7 +357,7 @@ def test_tensor_digests_in_jobs_equal_one_pass(
     hashing.PART_JOB_BYTES = job_bytes
     try:
         (got,) = hashing.hash_contents(
-            [mf], whole=[False], tensors=[True], workers=workers, chunk_size=97,
+            [mf], whole=[False], tensors=[True], options=HashOptions(workers=workers, chunk_size=97),
             progress=lambda done, total: calls.append((done, total)),
         )
     finally:
@@ -386,7 +392,7 @@ def test_one_file_s_tensor_digests_spread_over_threads(single: Path, monkeypatch
 
     monkeypatch.setattr(hashing, "_hash_spans", spy)
     (mf,) = list_model_files(single)
-    (got,) = hashing.hash_contents([mf], whole=[False], tensors=[True], workers=2)
+    (got,) = hashing.hash_contents([mf], whole=[False], tensors=[True], options=HashOptions(workers=2))
     assert got.safetensors is not None
     assert len(seen) == 1 + len(got.safetensors.tensors)  # the header and each tensor
     assert len({name for name, _, _ in seen}) == 2  # both threads took jobs

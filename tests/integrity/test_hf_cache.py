@@ -22,7 +22,7 @@ import pytest
 import tensorfile
 from tensorfile.errors import DigestMismatchError, ModelPathError, ShardIndexError
 from tensorfile.integrity import TrustPolicy, hash_model, sign, verify
-from tensorfile.integrity.hashing import hf_cache_blobs, list_model_files
+from tensorfile.integrity.hashing import HashOptions, hf_cache_blobs, list_model_files
 
 REV = "0123456789abcdef0123456789abcdef01234567"
 
@@ -87,7 +87,7 @@ def test_snapshot_files_are_links_named_by_link_path(snapshot: Path, model: Path
     ]
     assert all(f.path.parent.name == "blobs" for f in files)
     # The same manifest as the real folder: names are link paths, digests the targets'.
-    assert hash_model(snapshot, allow_symlinks=True).to_dict()["files"] == hash_model(
+    assert hash_model(snapshot, HashOptions(allow_symlinks=True)).to_dict()["files"] == hash_model(
         model).to_dict()["files"]
 
 
@@ -202,13 +202,13 @@ def test_links_that_leave_the_cache_repo_are_refused(
     link = snapshot / "extra.txt"
     link.symlink_to(outside)
     with pytest.raises(ModelPathError, match=r"symlink points outside the model folder or .*blobs"):
-        hash_model(snapshot, allow_symlinks=True)
+        hash_model(snapshot, HashOptions(allow_symlinks=True))
     link.unlink()
     # a blob of another repository of the same cache is not this model's
     other = make_snapshot(tmp_path / "hub", snapshot / "tokenizer", repo="models--org--other")
     link.symlink_to(os.path.relpath((other / "vocab.txt").resolve(), snapshot))
     with pytest.raises(ModelPathError, match="outside"):
-        hash_model(snapshot, allow_symlinks=True)
+        hash_model(snapshot, HashOptions(allow_symlinks=True))
     link.unlink()
     # a folder below blobs/ (not a blob) is refused, as are links to folders
     sub = snapshot.parents[1] / "blobs" / "sub"
@@ -216,11 +216,11 @@ def test_links_that_leave_the_cache_repo_are_refused(
     (sub / "f").write_text("y")
     link.symlink_to(sub / "f")
     with pytest.raises(ModelPathError, match="outside"):
-        hash_model(snapshot, allow_symlinks=True)
+        hash_model(snapshot, HashOptions(allow_symlinks=True))
     link.unlink()
     link.symlink_to(sub)
     with pytest.raises(ModelPathError, match="not a regular file"):
-        hash_model(snapshot, allow_symlinks=True)
+        hash_model(snapshot, HashOptions(allow_symlinks=True))
     link.unlink()
     assert verify(snapshot, p256.public, signature=sign(
         snapshot, p256.private, tmp_path / "s.sig", allow_symlinks=True), allow_symlinks=True)
@@ -233,7 +233,7 @@ def test_blobs_only_count_inside_a_snapshot(model: Path, tmp_path: Path) -> None
     (fake / "b").write_text("z")
     (model / "z.txt").symlink_to(fake / "b")
     with pytest.raises(ModelPathError, match="outside"):
-        hash_model(model, allow_symlinks=True)
+        hash_model(model, HashOptions(allow_symlinks=True))
     # a snapshot whose blobs/ is itself a symlink is not trusted as a cache
     snap = make_snapshot(tmp_path / "hub2", model / "tokenizer")
     blobs = snap.parents[1] / "blobs"
@@ -241,7 +241,7 @@ def test_blobs_only_count_inside_a_snapshot(model: Path, tmp_path: Path) -> None
     blobs.symlink_to(real)
     assert hf_cache_blobs(snap) is None
     with pytest.raises(ModelPathError, match="outside"):
-        hash_model(snap, allow_symlinks=True)
+        hash_model(snap, HashOptions(allow_symlinks=True))
 
 
 def test_single_file_link_in_snapshot(snapshot: Path, tmp_path: Path, p256: Any) -> None:
@@ -252,4 +252,4 @@ def test_single_file_link_in_snapshot(snapshot: Path, tmp_path: Path, p256: Any)
     shutil.copy(shard, tmp_path / "copy.safetensors")
     rogue.symlink_to(tmp_path / "copy.safetensors")
     with pytest.raises(ModelPathError, match="outside"):
-        hash_model(rogue, allow_symlinks=True)
+        hash_model(rogue, HashOptions(allow_symlinks=True))

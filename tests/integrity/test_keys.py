@@ -14,13 +14,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from tensorfile.errors import KeyLoadError, SignatureError
 from tensorfile.integrity import (
     generate_key,
-    key_hint,
     load_private_key,
     load_public_key,
     sign,
     verify,
 )
-from tensorfile.integrity.keys import key_algorithm, sign_bytes, verify_bytes
+from tensorfile.integrity.keys import key_algorithm, key_hint, sign_bytes, verify_bytes
 
 
 @pytest.mark.parametrize(

@@ -21,8 +21,9 @@ from tensorfile.errors import (
     SignatureError,
     VerificationError,
 )
-from tensorfile.integrity import TrustPolicy, load_verifier, sign
+from tensorfile.integrity import TrustPolicy, sign
 from tensorfile.integrity.keys import load_public_key
+from tensorfile.integrity.onload import load_verifier
 
 SHARD = "model-00001-of-00002.safetensors"
 
@@ -321,3 +322,25 @@ def test_whole_file_verified_load_hashes_each_byte_once(
     flip_tensor(path, "layer.2.weight")
     with pytest.raises(DigestMismatchError, match=r"layer\.2\.weight"):
         tensorfile.load_file(path, framework, verify=p256.public)
+
+
+def test_moved_names_warn_where_they_went() -> None:
+    """Names the docs gave under tensorfile.integrity still resolve, with a warning."""
+    import tensorfile.integrity as integrity
+    from tensorfile.integrity import onload
+
+    with pytest.warns(DeprecationWarning, match=r"tensorfile\.integrity\.onload"):
+        assert integrity.LoadVerifier is onload.LoadVerifier
+    with pytest.raises(AttributeError):
+        integrity.no_such_name  # noqa: B018
+
+
+def test_safe_open_class_takes_only_a_verifier(tmp_path: Path) -> None:
+    """The reader below the public layer knows no keys: a key handed to the class
+    itself is refused with a pointer to safe_open, never silently unverified."""
+    from tensorfile import SafeOpen
+
+    path = tmp_path / "m.safetensors"
+    tensorfile.save_file({"a": np.zeros(3, np.float32)}, path)
+    with pytest.raises(TypeError, match=r"tensorfile\.safe_open"):
+        SafeOpen(path, verify=b"-----BEGIN PUBLIC KEY-----")  # type: ignore[arg-type]

@@ -26,8 +26,8 @@ from tensorfile.errors import (
     UnexpectedFileError,
     UnsupportedAlgorithmError,
 )
-from tensorfile.integrity import Bundle, hash_model, sign, verify
-from tensorfile.integrity.bundle import pae
+from tensorfile.integrity import hash_model, sign, verify
+from tensorfile.integrity.bundle import Bundle, pae
 from tensorfile.integrity.keys import key_hint, load_private_key, sign_bytes
 
 SHARD = "model-00001-of-00002.safetensors"

@@ -16,9 +16,8 @@ from hypothesis import strategies as st
 
 import tensorfile
 from tensorfile.errors import DigestMismatchError, NotSignedError, PartitionError
-from tensorfile.integrity.hashing import ModelFile, hash_files
+from tensorfile.integrity.hashing import HashOptions, ModelFile, hash_files
 from tensorfile.parallel import (
-    ChunkDigests,
     PartitionPlan,
     block_for,
     hash_files_processes,
@@ -165,53 +164,68 @@ def _flip_byte(path: Path, offset: int) -> None:
         f.write(bytes([b[0] ^ 0xFF]))
 
 
-def test_chunk_digests_verify_only_what_a_rank_reads(tmp_path: Path) -> None:
+def test_signed_partition_reads_whole_tensors_and_refuses_tampering(tmp_path: Path) -> None:
+    """A signature covers whole tensors: a verifying rank reads each tensor it needs
+    a part of whole, checks it, and keeps its block; a tampered byte anywhere in
+    the tensor is refused by every rank (chunk digests, which nothing signed,
+    used to let a rank check only its own part)."""
+    from tensorfile.integrity import generate_key, sign
+
     rng = np.random.default_rng(1)
-    big = rng.standard_normal((256, 64)).astype(np.float32)  # 64 KiB, 16 chunks of 4 KiB
-    path = tmp_path / "m.safetensors"
+    big = rng.standard_normal((256, 64)).astype(np.float32)  # 64 KiB
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    path = model_dir / "m.safetensors"
     tensorfile.save_file({"w.q.weight": big}, path)
-    chunk = 4096
-    digests = ChunkDigests.compute(path, chunk_size=chunk)
-    assert ChunkDigests.from_json(json.loads(json.dumps(digests.to_json()))) == digests
+    keys = generate_key(tmp_path / "key.pem")
+    sign(model_dir, keys.private_key)
     plan = plan_from_patterns(PLAN)
     for rank in range(2):
         with open_sharded(path, "np", backend="pread") as model:
-            part = load_partition(model, plan, rank, 2, verify=digests)
-            own = _own_bytes(model, plan, rank, 2)
-            assert own <= model.bytes_read <= own + 2 * chunk
+            part = load_partition(model, plan, rank, 2, verify=keys.public_key)
+            assert _own_bytes(model, plan, rank, 2) < model.bytes_read == big.nbytes
         np.testing.assert_array_equal(part["w.q.weight"], big[rank * 128 : (rank + 1) * 128])
-    # Tamper one byte in rank 1's half: rank 1 refuses, rank 0 never reads it and loads.
+    # Tamper one byte in rank 1's half: both ranks refuse (the digest covers the tensor).
     with tensorfile.safe_open(path) as f:
         start, end = f.byte_range("w.q.weight")
     _flip_byte(path, start + (end - start) * 3 // 4)
-    with pytest.raises(DigestMismatchError, match="recorded chunk"):
-        load_partition(path, plan, 1, 2, framework="np", verify=digests)
-    part0 = load_partition(path, plan, 0, 2, framework="np", verify=digests)
-    np.testing.assert_array_equal(part0["w.q.weight"], big[:128])
+    for rank in range(2):
+        with pytest.raises(DigestMismatchError, match="differs from the signed bytes"):
+            load_partition(path, plan, rank, 2, framework="np", verify=keys.public_key)
     # Without verification the tampered byte would have been handed out.
     part1 = load_partition(path, plan, 1, 2, framework="np")
     assert not np.array_equal(part1["w.q.weight"], big[128:])
 
 
-def test_chunk_digests_check_the_header(tmp_path: Path) -> None:
+def test_signed_partition_checks_the_header(tmp_path: Path) -> None:
+    from tensorfile.integrity import generate_key, sign
+
     tensors = _model()
-    save_sharded(tensors, tmp_path, max_shard_size=8000)
-    digests = ChunkDigests.compute(tmp_path, chunk_size=512)
-    shard = sorted(digests.files)[0]
-    with tensorfile.safe_open(tmp_path / shard) as f:
+    model_dir = tmp_path / "model"
+    save_sharded(tensors, model_dir, max_shard_size=8000)
+    keys = generate_key(tmp_path / "key.pem")
+    sign(model_dir, keys.private_key)
+    shard = open_sharded(model_dir).index.shard_files[0]
+    with tensorfile.safe_open(model_dir / shard) as f:
         meta_free = {k: f.get_tensor(k).copy() for k in f.keys()}
-    tensorfile.save_file(meta_free, tmp_path / shard, metadata={"changed": "yes"})
+    tensorfile.save_file(meta_free, model_dir / shard, metadata={"changed": "yes"})
     with pytest.raises(DigestMismatchError, match="header"):
-        load_partition(tmp_path, plan_from_patterns(PLAN), 0, 2, framework="np", verify=digests)
+        load_partition(model_dir, plan_from_patterns(PLAN), 0, 2, framework="np", verify=keys.public_key)
 
 
-def test_unrecorded_file_is_not_signed(tmp_path: Path) -> None:
+def test_unsigned_file_is_not_signed(tmp_path: Path) -> None:
+    from tensorfile.integrity import generate_key, sign
+
     tensors = _model()
-    tensorfile.save_file(tensors, tmp_path / "a.safetensors")
-    digests = ChunkDigests.compute(tmp_path / "a.safetensors", chunk_size=512)
-    tensorfile.save_file(tensors, tmp_path / "b.safetensors")
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    tensorfile.save_file(tensors, model_dir / "a.safetensors")
+    keys = generate_key(tmp_path / "key.pem")
+    sign(model_dir, keys.private_key)
+    tensorfile.save_file(tensors, model_dir / "b.safetensors")
     with pytest.raises(NotSignedError):
-        load_partition(tmp_path / "b.safetensors", PartitionPlan(), 0, 1, framework="np", verify=digests)
+        load_partition(model_dir / "b.safetensors", PartitionPlan(), 0, 1, framework="np",
+                       verify=keys.public_key)
 
 
 def test_composes_with_integrity_signatures(tmp_path: Path) -> None:
@@ -245,19 +259,19 @@ def test_composes_with_integrity_signatures(tmp_path: Path) -> None:
 def test_staged_copy_chunks_reassemble(tmp_path_factory: pytest.TempPathFactory, staging: int, world: int, rank_seed: int) -> None:
     """The pinned-buffer pipeline's chunking, run on the cpu with tiny buffers."""
     torch = pytest.importorskip("torch")
-    from tensorfile.parallel import _Source, _Staging, _to_device
+    from tensorfile.sharded._blocks import BlockSource, Staging, to_device
 
     tensors = _model()
     path = tmp_path_factory.mktemp("s") / "m.safetensors"
     tensorfile.save_file(tensors, path)
     plan = plan_from_patterns(PLAN)
     rank = rank_seed % world
-    stage = _Staging(torch.device("cpu"), staging)
+    stage = Staging(torch.device("cpu"), staging)
     with open_sharded(path, "pt", backend="pread") as model:
         expected = load_partition(model, plan, rank, world)
         for name in model.keys():
             block = block_for(model[name].info, plan, rank, world)
-            got = _to_device(stage, _Source(model.shard(model[name].shard), None), block)
+            got = to_device(stage, BlockSource(model.shard(model[name].shard), None), block)
             assert torch.equal(got, expected[name]), name
 
 
@@ -379,20 +393,20 @@ def test_hash_files_processes_matches_threads(tmp_path: Path) -> None:
     tensors = _model()
     save_sharded(tensors, tmp_path, max_shard_size=3000)
     files = [ModelFile(p.name, p, p.stat().st_size) for p in sorted(tmp_path.iterdir())]
-    assert hash_files_processes(files, workers=2) == hash_files(files, workers=1)
-    assert hash_files_processes(files, workers=1) == hash_files(files, workers=1)
+    assert hash_files_processes(files, HashOptions(workers=2)) == hash_files(files, HashOptions(workers=1))
+    assert hash_files_processes(files, HashOptions(workers=1)) == hash_files(files, HashOptions(workers=1))
 
 
 def test_verify_shards(tmp_path: Path) -> None:
     tensors = _model()
     index = save_sharded(tensors, tmp_path, max_shard_size=3000)
     files = [ModelFile(s, tmp_path / s, (tmp_path / s).stat().st_size) for s in index.shard_files]
-    expected = {d.name: d.digest for d in hash_files(files, tensors=False)}
-    assert [d.name for d in verify_shards(tmp_path, expected, workers=2)] == index.shard_files
+    expected = {d.name: d.digest for d in hash_files(files, HashOptions(tensors=False))}
+    assert [d.name for d in verify_shards(tmp_path, expected, HashOptions(workers=2))] == index.shard_files
     with pytest.raises(NotSignedError):
-        verify_shards(tmp_path, dict(list(expected.items())[1:]), workers=2)
+        verify_shards(tmp_path, dict(list(expected.items())[1:]), HashOptions(workers=2))
     with tensorfile.safe_open(tmp_path / index.shard_files[-1]) as f:
         start, _ = f.byte_range(f.keys()[0])
     _flip_byte(tmp_path / index.shard_files[-1], start)
     with pytest.raises(DigestMismatchError, match=index.shard_files[-1]):
-        verify_shards(tmp_path, expected, workers=2)
+        verify_shards(tmp_path, expected, HashOptions(workers=2))

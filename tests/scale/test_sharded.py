@@ -17,16 +17,16 @@ from tensorfile._format.dtypes import DTYPES, numpy_dtype
 from tensorfile._format.header import Entry, canonical_order
 from tensorfile.errors import SerializationError, ShardIndexError, TensorNotFoundError
 from tensorfile.sharded import (
-    INDEX_SUFFIX,
     open_sharded,
     parse_size,
-    plan_shards,
     read_index,
     save_file_iter,
     save_sharded,
     save_sharded_iter,
     write_order,
 )
+from tensorfile.sharded._index import INDEX_SUFFIX
+from tensorfile.sharded._writer import plan_shards
 
 SHARD_RE = re.compile(r"model-(\d{5})-of-(\d{5})\.safetensors")
 
@@ -67,7 +67,7 @@ def test_sharded_layout_and_index(tmp_path: Path) -> None:
     # Tensors go to shards in canonical order, never split, each shard within the limit
     # unless it holds a single bigger tensor.
     order = [e.name for e in canonical_order(
-        Entry(k, tensorfile.sharded.as_dtype(v.dtype), v.shape) for k, v in tensors.items())]
+        Entry(k, tensorfile.sharded._writer.as_dtype(v.dtype), v.shape) for k, v in tensors.items())]
     assert [doc["weight_map"][k] for k in order] == sorted(doc["weight_map"][k] for k in order)
     for shard in shards:
         with tensorfile.safe_open(tmp_path / shard) as f:

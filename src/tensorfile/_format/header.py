@@ -25,9 +25,9 @@ from operator import attrgetter, mul, sub
 from typing import Annotated, Any, Literal, NamedTuple
 
 from tensorfile._format.dtypes import DTYPES, DType, dtype_from_name
+from tensorfile._format.strict_json import loads_strict
 from tensorfile.errors import (
     DuplicateKeyError,
-    FormatError,
     HeaderTooLargeError,
     InvalidHeaderError,
     InvalidMetadataError,
@@ -141,21 +141,6 @@ def read_length(prefix: bytes, file_size: int) -> int:
     return int(n)
 
 
-def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    d = dict(pairs)
-    if len(d) != len(pairs):
-        seen: set[str] = set()
-        for k, _ in pairs:
-            if k in seen:
-                raise DuplicateKeyError(f"header names {k!r} more than once")
-            seen.add(k)
-    return d
-
-
-def _reject_constant(name: str) -> Any:
-    raise InvalidHeaderError(f"header contains {name}, which is not valid JSON")
-
-
 def _has_surrogates(s: str) -> bool:
     try:
         s.encode("utf-8")
@@ -176,33 +161,16 @@ def decode_json(raw: bytes) -> dict[str, Any]:
     Strict UTF-8, standard JSON only (no NaN/Infinity), no duplicate keys, no
     lone surrogate escapes, and the top level must be an object.
     """
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise InvalidHeaderError(f"header is not valid UTF-8 (byte {8 + e.start})") from None
-    try:
-        obj = json.loads(
-            text,
-            object_pairs_hook=_unique_pairs,
-            parse_constant=_reject_constant,
-            # A Python call per integer is only worth it when a "-0" may be there.
-            parse_int=_parse_int if "-0" in text else None,
-        )
-    except json.JSONDecodeError as e:
-        # e.pos counts characters; report the byte offset in the file.
-        byte = 8 + len(text[: e.pos].encode("utf-8"))
-        raise InvalidHeaderError(f"header is not valid JSON at byte {byte}: {e.msg}") from None
-    except RecursionError:
-        raise InvalidHeaderError("header JSON is nested too deeply") from None
-    except FormatError:
-        raise
-    except ValueError as e:  # int() refuses integers of more than 4300 digits
-        raise InvalidHeaderError(f"header has a number out of range: {e}") from None
+    # A Python call per integer is only worth it when a "-0" may be there.
+    obj = loads_strict(
+        raw, "header", InvalidHeaderError, duplicate=DuplicateKeyError, offset=8,
+        parse_int=_parse_int if b"-0" in raw else None,
+    )
     if not isinstance(obj, dict):
         raise InvalidHeaderError(f"header must be a JSON object, not {type(obj).__name__}")
     # Lone surrogates (\ud800) decode in Python but are not text; the reference
     # rejects them. Only scan when an escape that could produce one is present.
-    if "\\ud" in text or "\\uD" in text:
+    if b"\\ud" in raw or b"\\uD" in raw:
         for k, v in obj.items():
             if _has_surrogates(k) or (
                 k == METADATA_KEY

@@ -30,18 +30,21 @@ from typing import IO, Any
 import numpy as np
 
 from tensorfile._format import header as hdr
-from tensorfile._format.dtypes import DType
+from tensorfile._format.dtypes import DType, numpy_dtype
 from tensorfile._format.header import Header, TensorInfo
 from tensorfile._frameworks import (
     VIA_NUMPY,
     carrier_view,
     from_numpy,
     import_framework,
+    import_torch,
     numpy_view,
     torch_from_carrier,
     torch_view,
 )
 from tensorfile._io.files import open_file_object, open_regular, pread_exact
+from tensorfile._io.headers import read_header
+from tensorfile._io.verifier import FileVerifier, Verifier
 from tensorfile.errors import (
     ClosedFileError,
     FrameworkError,
@@ -61,14 +64,6 @@ def _norm_framework(framework: str) -> str:
             f"unknown framework {framework!r}; use 'np', 'pt', 'flax', 'tf', 'paddle' or 'mlx'"
         )
     return fw
-
-
-def read_header(fd: int, file_size: int) -> tuple[Header, bytes]:
-    """Read and validate the header of an open file; also return its raw bytes."""
-    prefix = pread_exact(fd, min(8, file_size), 0) if file_size else b""
-    n = hdr.read_length(bytes(prefix), file_size)
-    raw = bytes(prefix) + bytes(pread_exact(fd, n, 8))
-    return hdr.parse_json(raw[8:], file_size - 8 - n, n), raw
 
 
 def row_window(index: Any, shape: tuple[int, ...]) -> tuple[int, int, Any] | None:
@@ -140,7 +135,7 @@ class SafeOpen:
         device: str = "cpu",
         *,
         backend: str = "mmap",
-        verify: object = None,
+        verify: Verifier | None = None,
     ) -> None:
         #: jax, tensorflow, paddle or mlx: read as numpy, then converted.
         self._convert = VIA_NUMPY.get(framework)
@@ -153,8 +148,6 @@ class SafeOpen:
         if self._device != "cpu" and self._convert is None:
             if self._framework == "np":
                 raise FrameworkError(f"numpy arrays live on the cpu; device {device!r} needs framework='pt'")
-            from tensorfile._frameworks import import_torch
-
             import_torch().device(self._device)  # validates the device string
         self._mode = backend
         self._lock = threading.Lock()
@@ -179,19 +172,22 @@ class SafeOpen:
         self._closed = False
         try:
             self._header, raw_header = read_header(self._fd, self._size)
-            self._verifier: Any = None
+            self._verifier: FileVerifier | None = None
             #: Verified tensor bytes by name, released when the handle closes.
             self._verified: dict[str, Any] = {}
             if verify is not None:
-                from tensorfile.integrity.onload import load_verifier
-
-                self._verifier = load_verifier(verify, self._path)
+                if not isinstance(verify, Verifier):
+                    raise TypeError(
+                        "SafeOpen(verify=...) takes a Verifier; pass keys, certificates, "
+                        "trust policies or pins to tensorfile.safe_open(verify=...)"
+                    )
+                self._verifier = verify.for_file(self._path)
                 self._verifier.check_header(raw_header)
                 # Verified bytes must be the bytes handed out: read them into
                 # private memory rather than through a map that another
                 # process could change between the check and the use.
                 self._mode = "pread"
-                if getattr(self._verifier, "eager", False):
+                if self._verifier.eager:
                     for info in self._header.tensors.values():
                         self._tensor_bytes(info)
         except BaseException:
@@ -326,8 +322,9 @@ class SafeOpen:
         # numpy's allocator asks for transparent huge pages for big arrays:
         # far fewer page faults on first touch than a bytearray.
         buf = np.empty(info.nbytes, dtype=np.uint8) if into is None else into
+        assert self._verifier is not None
         check = self._verifier.tensor_check(info.name, info.nbytes)
-        step = max(1, int(getattr(check, "chunk_size", info.nbytes)))
+        step = max(1, check.chunk_size)
         base = self._header.data_offset + info.start
         with memoryview(buf.data) as view:
             for a in range(0, info.nbytes, step):
@@ -411,8 +408,6 @@ class SafeOpen:
                 f"range ({e})"
             ) from None
         if self._framework == "np":
-            from tensorfile._format.dtypes import numpy_dtype
-
             return self._out(picked.view(numpy_dtype(info.dtype)))
         t = torch_from_carrier(picked, info.dtype, picked.shape)
         return t if self._device == "cpu" else t.to(self._device)
@@ -456,75 +451,9 @@ class SafeOpen:
                 for info in todo}
 
 
-def safe_open(
-    filename: str | os.PathLike[str] | IO[Any],
-    framework: str = "np",
-    device: str = "cpu",
-    *,
-    backend: str = "mmap",
-    verify: object = None,
-) -> SafeOpen:
-    """Open a safetensors file for lazy, zero-copy reading.
-
-    ``filename`` may also be an open file object: one backed by a file is
-    read through its descriptor (from byte 0), any other (``io.BytesIO``, an
-    fsspec file) is read once into memory.
-
-    ``framework`` is ``"np"`` (numpy arrays, read-only views of the file map)
-    or ``"pt"`` (torch tensors, views of a private copy-on-write map); also
-    ``"flax"``, ``"tf"``, ``"paddle"`` or ``"mlx"`` (read as numpy, then
-    converted as :mod:`tensorfile.flax` and its siblings say).
-    ``backend="pread"`` reads each tensor into private memory instead of mapping.
-    ``verify`` (a public key, or a trust policy from :mod:`tensorfile.integrity`)
-    checks the file's signature and header digest at open, and each tensor's
-    digest the first time it is read; a tampered tensor is never returned.
-    """
-    return SafeOpen(filename, framework, device, backend=backend, verify=verify)
-
-
-def load_file(
-    filename: str | os.PathLike[str],
-    framework: str = "np",
-    device: str = "cpu",
-    *,
-    backend: str = "mmap",
-    verify: object = None,
-) -> dict[str, Any]:
-    """Every tensor of a file, keyed by name.
-
-    A folder (or a ``*.safetensors.index.json``) is read as a sharded model:
-    see :func:`tensorfile.sharded.load_sharded`.
-    """
-    from tensorfile.sharded import is_sharded_path, load_sharded
-
-    if is_sharded_path(filename):
-        return load_sharded(filename, framework, device, backend=backend, verify=verify)
-    with safe_open(filename, framework, device, backend=backend, verify=verify) as f:
-        return f.tensors()
-
-
-def load(
-    data: bytes | bytearray | memoryview, framework: str = "np", *, verify: object = None
-) -> dict[str, Any]:
-    """Every tensor of in-memory safetensors bytes (copies out of ``data``).
-
-    ``verify`` checks the bytes as the file a single-file signature covers; it
-    must be a ``TrustPolicy`` naming its ``signature`` (bytes have no folder in
-    which to look for ``model.sig``).
-    """
+def load_bytes(data: bytes | bytearray | memoryview, framework: str = "np") -> dict[str, Any]:
+    """Every tensor of in-memory safetensors bytes, unverified (copies out of ``data``)."""
     fw = _norm_framework(framework)
-    if verify is not None:
-        if getattr(verify, "signature", None) is None:
-            from tensorfile.errors import NotSignedError
-
-            raise NotSignedError(
-                "verifying bytes needs verify=TrustPolicy(signature=...): bytes have no "
-                "folder in which to look for model.sig"
-            )
-        import io
-
-        with SafeOpen(io.BytesIO(data), fw, verify=verify) as f:
-            return f.tensors()
     buf = bytearray(data)  # private, writable: the arrays own their memory
     header = hdr.parse(buf)
     out: dict[str, Any] = {}

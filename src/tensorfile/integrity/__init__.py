@@ -1,82 +1,78 @@
-"""Hash manifests, OMS v1.0 signatures and verification (spec/SIGNING.md).
+"""Signing and verifying models: what a user calls (spec/SIGNING.md).
 
-Layers, bottom up: :mod:`.hashing` (files and tensors to digests),
-:mod:`.manifest` (digests to an in-toto statement), :mod:`.bundle` (the
-statement in a DSSE envelope inside a Sigstore bundle), :mod:`.keys` and
-:mod:`.certs` (who may sign), :mod:`.sign` and :mod:`.verify`, :mod:`.pins`
-(verification against trusted digests, without a key), and :mod:`.onload`
-for ``safe_open(path, verify=...)``.
+Keys: :func:`generate_key`, :func:`load_private_key`, :func:`load_public_key`.
+Signing: :func:`sign` writes ``model.sig``. Verifying: :func:`verify` checks a
+model folder or file against a public key, root certificates
+(:class:`CertificateTrust`, :class:`CertificateIdentity`), Sigstore
+(:class:`SigstoreTrust`) or a :class:`TrustPolicy`, and returns a
+:class:`VerificationReport` naming the :class:`SignerIdentity`. Pins
+(:class:`Pins`, :func:`parse_pins`, :func:`verify_pins`) are trusted digests
+without a signature. :func:`hash_model` computes, as :class:`HashOptions` say, the :class:`Manifest` a
+signature covers. Every loading function's ``verify=`` takes the same trust
+(``safe_open(path, verify=...)``).
 
 Signatures are interoperable with OpenSSF model-signing 1.1.1 for ECDSA
 P-256/P-384/P-521 keys and certificates; tensorfile adds header and
 per-tensor digests (BLAKE3 by default, or SHA-256) in a predicate field that
 model-signing ignores.
+
+The layers underneath, bottom up, for those who build on them:
+:mod:`.hashing` (files and tensors to digests), :mod:`.manifest` (digests to
+an in-toto statement), :mod:`.bundle` (the statement in a DSSE envelope inside
+a Sigstore bundle), :mod:`.keys`, :mod:`.certs` and :mod:`.keyless` (who may
+sign), :mod:`.sign`, :mod:`.verify`, :mod:`.pins`, and :mod:`.onload`
+(verify-on-load).
 """
 
-from tensorfile.integrity.bundle import DEFAULT_SIGNATURE_NAME, Bundle, read_bundle
+from typing import Any
+
 from tensorfile.integrity.certs import CertificateIdentity, CertificateTrust
-from tensorfile.integrity.hashing import (
-    ALGORITHMS,
-    DEFAULT_FILE_ALGORITHM,
-    DEFAULT_TENSOR_ALGORITHM,
-    FileDigest,
-    ProgressCallback,
-    SafetensorsDigests,
-)
+from tensorfile.integrity.hashing import ALGORITHMS, HashOptions
 from tensorfile.integrity.keyless import SigstoreTrust
-from tensorfile.integrity.keys import (
-    KEY_TYPES,
-    KeyPair,
-    generate_key,
-    key_hint,
-    load_private_key,
-    load_public_key,
-)
-from tensorfile.integrity.manifest import Manifest, Serialization, hash_model
-from tensorfile.integrity.onload import LoadVerifier, load_verifier
+from tensorfile.integrity.keys import KeyPair, generate_key, load_private_key, load_public_key
+from tensorfile.integrity.manifest import Manifest, hash_model
 from tensorfile.integrity.pins import Pins, parse_pins, verify_pins
-from tensorfile.integrity.sign import default_signature_path, sign, sign_manifest
-from tensorfile.integrity.verify import (
-    SignerIdentity,
-    TrustPolicy,
-    VerificationReport,
-    verify,
-    verify_bundle,
-)
+from tensorfile.integrity.sign import sign
+from tensorfile.integrity.verify import SignerIdentity, TrustPolicy, VerificationReport, verify
 
 __all__ = [
     "ALGORITHMS",
-    "DEFAULT_FILE_ALGORITHM",
-    "DEFAULT_SIGNATURE_NAME",
-    "DEFAULT_TENSOR_ALGORITHM",
-    "KEY_TYPES",
-    "Bundle",
     "CertificateIdentity",
     "CertificateTrust",
-    "FileDigest",
+    "HashOptions",
     "KeyPair",
-    "LoadVerifier",
     "Manifest",
     "Pins",
-    "ProgressCallback",
-    "SafetensorsDigests",
-    "Serialization",
     "SignerIdentity",
     "SigstoreTrust",
     "TrustPolicy",
     "VerificationReport",
-    "default_signature_path",
     "generate_key",
     "hash_model",
-    "key_hint",
     "load_private_key",
     "load_public_key",
-    "load_verifier",
     "parse_pins",
-    "read_bundle",
     "sign",
-    "sign_manifest",
     "verify",
-    "verify_bundle",
     "verify_pins",
 ]
+
+
+#: Names that left this package's surface but that the docs named here: they
+#: still resolve, with a DeprecationWarning pointing at their module.
+_MOVED = {"LoadVerifier": "tensorfile.integrity.onload"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MOVED.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+    import warnings
+
+    warnings.warn(
+        f"tensorfile.integrity.{name} is deprecated; import it from {module}",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return getattr(importlib.import_module(module), name)

@@ -32,7 +32,9 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from tensorfile._io.files import hf_cache_blobs, open_regular, pread_into
-from tensorfile._io.reader import read_header
+from tensorfile._io.headers import read_header
+from tensorfile._progress import Progress
+from tensorfile._progress import ProgressCallback as ProgressCallback
 from tensorfile.errors import FormatError, ModelPathError, UnsupportedAlgorithmError
 
 #: Ignored in every model folder, as model-signing does (the signature file is added).
@@ -43,8 +45,6 @@ SINGLE_FILE_NAME = "."
 CHUNK_SIZE = 16 << 20
 SAFETENSORS_SUFFIX = ".safetensors"
 
-#: ``progress(bytes_done, bytes_total)``; called from worker threads, one call at a time.
-ProgressCallback = Callable[[int, int], None]
 
 
 #: Digest algorithms, for file digests (the OMS ``hash_type``) and for the
@@ -105,6 +105,39 @@ def resource_sort_key(name: str) -> tuple[str, ...]:
     """Order resources as model-signing does (``PurePosixPath`` comparison:
     by path components), so both tools compute the same root digest."""
     return tuple(name.split("/"))
+
+
+@dataclass(frozen=True)
+class HashOptions:
+    """How a model is hashed, passed down as one object (as model-signing passes
+    its hashing config): which files are listed, what is digested, with which
+    algorithms, on how many threads, in what chunks."""
+
+    #: Paths left out of a model folder (relative to it, ``/``-separated), besides the git files.
+    ignore_paths: tuple[str, ...] = ()
+    #: Leave out ``.git``, ``.gitattributes``, ``.github`` and ``.gitignore`` (model-signing's default).
+    ignore_git_paths: bool = True
+    #: Follow symlinks that stay inside the model (or into its Hugging Face cache blobs).
+    allow_symlinks: bool = False
+
+    #: Header and per-tensor digests of ``.safetensors`` files, besides the file digest.
+    tensors: bool = True
+    #: One of :data:`ALGORITHMS`, for header and tensor digests.
+    tensor_algorithm: str = DEFAULT_TENSOR_ALGORITHM
+    #: One of :data:`ALGORITHMS`, for file digests (the OMS ``hash_type``).
+    file_algorithm: str = DEFAULT_FILE_ALGORITHM
+    #: Threads (or processes) hashing at once; None: one per core.
+    workers: int | None = None
+    #: Bytes handed to one hash update.
+    chunk_size: int = CHUNK_SIZE
+
+    def __post_init__(self) -> None:
+        # A list is accepted (and copied): the options stay frozen and hashable.
+        object.__setattr__(self, "ignore_paths", tuple(self.ignore_paths))
+
+
+#: The defaults: tensor digests with BLAKE3, file digests with SHA-256, one thread per core.
+DEFAULT_HASH_OPTIONS = HashOptions()
 
 
 @dataclass(frozen=True)
@@ -250,23 +283,6 @@ def list_model_files(
     return files
 
 
-class _Progress:
-    """Thread-safe byte counter that forwards to the caller's callback."""
-
-    def __init__(self, total: int, callback: ProgressCallback | None) -> None:
-        self.total = total
-        self.done = 0
-        self._callback = callback
-        self._lock = threading.Lock()
-
-    def add(self, n: int) -> None:
-        if self._callback is None:
-            return
-        with self._lock:
-            self.done += n
-            self._callback(self.done, self.total)
-
-
 def _safetensors_layout(fd: int, size: int, where: Path) -> tuple[list[str], list[tuple[int, int]]]:
     """Tensor names in file order, and the absolute byte ranges of the header
     followed by each tensor's bytes (together they cover the whole file)."""
@@ -400,12 +416,8 @@ def is_safetensors(file: ModelFile) -> bool:
 
 def hash_file(
     file: ModelFile,
-    *,
-    tensors: bool = True,
-    chunk_size: int = CHUNK_SIZE,
+    options: HashOptions = DEFAULT_HASH_OPTIONS,
     progress: Callable[[int], None] | None = None,
-    tensor_algorithm: str = DEFAULT_TENSOR_ALGORITHM,
-    file_algorithm: str = DEFAULT_FILE_ALGORITHM,
 ) -> FileDigest:
     """Hash one file in a single pass over its bytes.
 
@@ -417,16 +429,16 @@ def hash_file(
     names: list[str] = []
     spans: list[tuple[int, int]] = []
     size = file.size
-    if tensors and is_safetensors(file):
+    if options.tensors and is_safetensors(file):
         names, spans, size = _layout(file)
     digest, parts = _hash_spans(
-        file, size, whole=True, spans=spans, chunk_size=chunk_size, progress=progress,
-        algorithm=tensor_algorithm, file_algorithm=file_algorithm,
+        file, size, whole=True, spans=spans, chunk_size=options.chunk_size, progress=progress,
+        algorithm=options.tensor_algorithm, file_algorithm=options.file_algorithm,
     )
     assert digest is not None
     return FileDigest(
-        file.name, digest, size, _parts(names, parts, tensor_algorithm) if spans else None,
-        file_algorithm,
+        file.name, digest, size,
+        _parts(names, parts, options.tensor_algorithm) if spans else None, options.file_algorithm,
     )
 
 
@@ -485,17 +497,15 @@ def hash_contents(
     *,
     whole: Sequence[bool],
     tensors: Sequence[bool],
-    workers: int | None = None,
-    chunk_size: int = CHUNK_SIZE,
+    options: HashOptions = DEFAULT_HASH_OPTIONS,
     progress: ProgressCallback | None = None,
-    tensor_algorithm: str = DEFAULT_TENSOR_ALGORITHM,
-    file_algorithm: str = DEFAULT_FILE_ALGORITHM,
 ) -> list[Contents]:
-    """Hash ``files`` on ``workers`` threads (default: one per core).
+    """Hash ``files`` on ``options.workers`` threads (default: one per core).
 
-    For each file, compute its digest (``file_algorithm``) if ``whole[i]``,
-    and its header and tensor digests (``tensor_algorithm``) if ``tensors[i]``
-    (only for safetensors files). One SHA-256 is sequential, so:
+    For each file, compute its digest (``options.file_algorithm``) if
+    ``whole[i]``, and its header and tensor digests
+    (``options.tensor_algorithm``) if ``tensors[i]`` (only for safetensors
+    files; ``options.tensors`` is not consulted). One SHA-256 is sequential, so:
 
     * a file digest is one job, and the jobs of different files run on
       different threads, largest first so they finish together;
@@ -508,11 +518,11 @@ def hash_contents(
     The result is in the order of ``files``. The first error cancels the rest
     and is raised.
     """
-    check_algorithm(tensor_algorithm, "tensor digest")
-    check_algorithm(file_algorithm, "file digest")
+    tensor_algorithm = check_algorithm(options.tensor_algorithm, "tensor digest")
+    file_algorithm = check_algorithm(options.file_algorithm, "file digest")
     if not files:
         return []
-    n = max(1, workers or os.cpu_count() or 1)
+    n = max(1, options.workers or os.cpu_count() or 1)
     layouts: dict[int, tuple[list[str], list[tuple[int, int]]]] = {}
     sizes: dict[int, int] = {}
     # (file index, file digest?, first span, end span): spans index layouts[i].
@@ -539,13 +549,13 @@ def hash_contents(
         return sizes[i] if w else sum(e - s for s, e in layouts[i][1][a:b])
 
     jobs.sort(key=lambda j: -job_bytes(j))
-    counter = _Progress(sum(map(job_bytes, jobs)), progress)
+    counter = Progress(sum(map(job_bytes, jobs)), progress)
     add = counter.add if progress is not None else None
 
     def run(job: tuple[int, bool, int, int]) -> tuple[str | None, list[str]]:
         i, w, a, b = job
         spans = layouts[i][1][a:b] if i in layouts else []
-        return _hash_spans(files[i], sizes[i], whole=w, spans=spans, chunk_size=chunk_size,
+        return _hash_spans(files[i], sizes[i], whole=w, spans=spans, chunk_size=options.chunk_size,
                            progress=add, algorithm=tensor_algorithm, file_algorithm=file_algorithm)
 
     results = _run_jobs(run, jobs, n)
@@ -605,23 +615,17 @@ def _run_jobs(run: Callable[[_J], _T], jobs: Sequence[_J], workers: int) -> list
 
 def hash_files(
     files: Sequence[ModelFile],
-    *,
-    tensors: bool = True,
-    workers: int | None = None,
-    chunk_size: int = CHUNK_SIZE,
+    options: HashOptions = DEFAULT_HASH_OPTIONS,
     progress: ProgressCallback | None = None,
-    tensor_algorithm: str = DEFAULT_TENSOR_ALGORITHM,
-    file_algorithm: str = DEFAULT_FILE_ALGORITHM,
 ) -> list[FileDigest]:
-    """The digest of each of ``files`` and, if ``tensors``, the header and
-    tensor digests of each safetensors file (:func:`hash_contents`)."""
+    """The digest of each of ``files`` and, if ``options.tensors``, the header
+    and tensor digests of each safetensors file (:func:`hash_contents`)."""
     got = hash_contents(
-        files, whole=[True] * len(files), tensors=[tensors] * len(files), workers=workers,
-        chunk_size=chunk_size, progress=progress, tensor_algorithm=tensor_algorithm,
-        file_algorithm=file_algorithm,
+        files, whole=[True] * len(files), tensors=[options.tensors] * len(files),
+        options=options, progress=progress,
     )
     out = []
     for f, c in zip(files, got, strict=True):
         assert c.digest is not None
-        out.append(FileDigest(f.name, c.digest, c.size, c.safetensors, file_algorithm))
+        out.append(FileDigest(f.name, c.digest, c.size, c.safetensors, options.file_algorithm))
     return out

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -25,10 +25,11 @@ from tensorfile.integrity._json import hex64, json_list, json_obj, json_str
 from tensorfile.integrity.hashing import (
     ALGORITHMS,
     DEFAULT_FILE_ALGORITHM,
+    DEFAULT_HASH_OPTIONS,
     DEFAULT_IGNORED,
-    DEFAULT_TENSOR_ALGORITHM,
     SINGLE_FILE_NAME,
     FileDigest,
+    HashOptions,
     ProgressCallback,
     SafetensorsDigests,
     hash_files,
@@ -270,44 +271,37 @@ def model_name_of(path: Path) -> str:
 
 def hash_model(
     path: str | os.PathLike[str],
+    options: HashOptions = DEFAULT_HASH_OPTIONS,
     *,
-    ignore_paths: Iterable[str] = (),
-    ignore_git_paths: bool = True,
     signature: str | os.PathLike[str] | None = None,
-    allow_symlinks: bool = False,
-    tensors: bool = True,
-    tensor_algorithm: str = DEFAULT_TENSOR_ALGORITHM,
-    file_algorithm: str = DEFAULT_FILE_ALGORITHM,
-    workers: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> Manifest:
     """Hash the model at ``path`` (a file or a folder) into a :class:`Manifest`.
 
     ``.git``, ``.gitattributes``, ``.github`` and ``.gitignore`` are ignored
-    (unless ``ignore_git_paths`` is false, as model-signing's
-    ``--no-ignore-git-paths``), plus ``ignore_paths`` (relative to the folder)
-    and ``signature`` when it lies inside the folder; all of them are recorded
-    in the manifest's ``ignore_paths``. ``tensors`` adds header and per-tensor
-    digests (``tensor_algorithm``: ``"blake3"`` or ``"sha256"``) for every
-    ``.safetensors`` file, in the same pass over its bytes. ``file_algorithm``
-    (``"sha256"``, or ``"blake3"``, which OMS verifiers other than
-    model-signing may not know) hashes the files themselves.
+    (unless ``options.ignore_git_paths`` is false, as model-signing's
+    ``--no-ignore-git-paths``), plus ``options.ignore_paths`` (relative to the
+    folder) and ``signature`` when it lies inside the folder; all of them are
+    recorded in the manifest's ``ignore_paths``. ``options.tensors`` adds
+    header and per-tensor digests (``options.tensor_algorithm``: ``"blake3"``
+    or ``"sha256"``) for every ``.safetensors`` file, in the same pass over its
+    bytes. ``options.file_algorithm`` (``"sha256"``, or ``"blake3"``, which OMS
+    verifiers other than model-signing may not know) hashes the files themselves.
     """
     root = Path(path)
-    ignored = (set(DEFAULT_IGNORED) if ignore_git_paths else set()) | {
-        check_ignore_path(p) for p in ignore_paths
+    ignored = (set(DEFAULT_IGNORED) if options.ignore_git_paths else set()) | {
+        check_ignore_path(p) for p in options.ignore_paths
     }
     if signature is not None and root.is_dir():
         rel = relative_inside(Path(signature), root)
         if rel is not None:
             ignored.add(rel)
-    files = list_model_files(root, ignore_paths=ignored, allow_symlinks=allow_symlinks)
-    digests = hash_files(files, tensors=tensors, workers=workers, progress=progress,
-                         tensor_algorithm=tensor_algorithm, file_algorithm=file_algorithm)
+    files = list_model_files(root, ignore_paths=ignored, allow_symlinks=options.allow_symlinks)
+    digests = hash_files(files, options, progress)
     return Manifest(
         model_name_of(root),
         tuple(digests),
-        Serialization(hash_type=file_algorithm, allow_symlinks=allow_symlinks,
+        Serialization(hash_type=options.file_algorithm, allow_symlinks=options.allow_symlinks,
                       ignore_paths=tuple(sorted(ignored))),
     )
 

@@ -19,11 +19,14 @@ import hashlib
 import os
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeAlias
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from tensorfile._io.verifier import Verifier
 from tensorfile.errors import (
     DigestMismatchError,
     KeyLoadError,
@@ -37,6 +40,7 @@ from tensorfile.integrity.hashing import (
     READ_SIZE,
     SINGLE_FILE_NAME,
     FileDigest,
+    HashOptions,
     ModelFile,
     SafetensorsDigests,
     digest_hex,
@@ -49,6 +53,35 @@ from tensorfile.integrity.keys import check_supported, key_hint, read_pem
 from tensorfile.integrity.manifest import Manifest, Serialization, relative_inside
 from tensorfile.integrity.pins import Pins
 from tensorfile.integrity.verify import SignerIdentity, Trust, TrustPolicy, verify_signature_file
+
+#: What every ``verify=`` of the public API takes: a public key (PEM path, PEM
+#: bytes or key object), trusted root certificates (PEM path or bytes, a
+#: certificate, a :class:`CertificateTrust`), Sigstore trust, a
+#: :class:`TrustPolicy`, :class:`Pins`, or a ready :class:`Verifier`.
+VerifyWith: TypeAlias = (
+    TrustPolicy | Pins | SigstoreTrust | CertificateTrust | x509.Certificate
+    | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+    | str | bytes | os.PathLike[str] | Verifier
+)
+
+
+@dataclass(frozen=True)
+class _TrustVerifier:
+    """A :class:`Verifier` over a trust policy or pins: one :class:`LoadVerifier` per file."""
+
+    trust: TrustPolicy | Pins
+
+    def for_file(self, path: Path) -> LoadVerifier:
+        return load_verifier(self.trust, path)
+
+
+def as_verifier(verify: VerifyWith) -> Verifier:
+    """The :class:`Verifier` for what a user passed as ``verify=`` (see :data:`VerifyWith`)."""
+    if isinstance(verify, Pins | TrustPolicy):
+        return _TrustVerifier(verify)
+    if isinstance(verify, Verifier):
+        return verify
+    return _TrustVerifier(_policy(verify))
 
 
 def _policy(verify: object) -> TrustPolicy:
@@ -117,7 +150,7 @@ def verified_bundle(signature: Path, trust: Trust) -> tuple[Manifest, SignerIden
     return result
 
 
-def load_verifier(verify: object, path: Path) -> LoadVerifier:
+def load_verifier(verify: VerifyWith, path: Path) -> LoadVerifier:
     """Build the verifier for opening ``path`` with ``safe_open(..., verify=verify)``.
 
     ``verify`` is a public key (PEM path, PEM bytes or key object), trusted root
@@ -217,8 +250,8 @@ class LoadVerifier:
             done[0] = n
 
         digest = hash_files(
-            [ModelFile(resource, real, os.stat(real).st_size)], tensors=True, progress=count,
-            file_algorithm=signed.algorithm,
+            [ModelFile(resource, real, os.stat(real).st_size)],
+            HashOptions(file_algorithm=signed.algorithm), progress=count,
         )[0]
         self._count(done[0])
         if digest.digest != signed.digest:

@@ -17,6 +17,7 @@ from tensorfile.integrity.certs import as_list, load_certificates
 from tensorfile.integrity.hashing import (
     DEFAULT_FILE_ALGORITHM,
     DEFAULT_TENSOR_ALGORITHM,
+    HashOptions,
     ProgressCallback,
 )
 from tensorfile.integrity.keys import (
@@ -108,18 +109,12 @@ def sign(
     """
     priv = load_private_key(key, password)
     sig_path = Path(signature) if signature is not None else default_signature_path(model)
-    manifest = hash_model(
-        model,
-        ignore_paths=ignore_paths,
-        ignore_git_paths=ignore_git_paths,
-        signature=sig_path,
-        allow_symlinks=allow_symlinks,
-        tensors=tensors,
-        tensor_algorithm=tensor_algorithm,
-        file_algorithm=file_algorithm,
-        workers=workers,
-        progress=progress,
+    options = HashOptions(
+        ignore_paths=tuple(ignore_paths), ignore_git_paths=ignore_git_paths,
+        allow_symlinks=allow_symlinks, tensors=tensors, tensor_algorithm=tensor_algorithm,
+        file_algorithm=file_algorithm, workers=workers,
     )
+    manifest = hash_model(model, options, signature=sig_path, progress=progress)
     leftovers = [f.name for f in manifest.files if looks_like_temp_file(f.name.rsplit("/", 1)[-1])]
     if leftovers:
         # A save, convert or sign killed before its rename left these behind

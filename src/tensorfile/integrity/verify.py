@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from tensorfile._io.reader import read_header
+from tensorfile._io.headers import read_path_header
 from tensorfile.errors import (
     DigestMismatchError,
     FormatError,
@@ -31,6 +31,7 @@ from tensorfile.integrity.hashing import (
     DEFAULT_IGNORED,
     DEFAULT_TENSOR_ALGORITHM,
     FileDigest,
+    HashOptions,
     ModelFile,
     ProgressCallback,
     SafetensorsDigests,
@@ -360,10 +361,12 @@ def check_model(
             whole=[deep or not p for p in by_parts],
             # Without signed tensor digests there is nothing to compare them with.
             tensors=by_parts,
-            workers=workers,
+            options=HashOptions(
+                tensor_algorithm=manifest.tensor_algorithm or DEFAULT_TENSOR_ALGORITHM,
+                file_algorithm=manifest.serialization.hash_type,
+                workers=workers,
+            ),
             progress=progress,
-            tensor_algorithm=manifest.tensor_algorithm or DEFAULT_TENSOR_ALGORITHM,
-            file_algorithm=manifest.serialization.hash_type,
         )
     except FormatError as e:  # the header parsed when it was signed
         raise DigestMismatchError(
@@ -380,7 +383,7 @@ def check_model(
                 # Tampered bytes, or a signer that recorded wrong tensor
                 # digests? Only the file digest can tell (failure path only).
                 if got.digest is None and hash_file(
-                    mf, tensors=False, file_algorithm=want.algorithm
+                    mf, HashOptions(tensors=False, file_algorithm=want.algorithm)
                 ).digest != want.digest:
                     bad.append(mf)
                     continue
@@ -441,8 +444,7 @@ def _check_extension(mf: ModelFile, signed: SafetensorsDigests) -> None:
     """The file matched its signed digest; check that tensorfile's extension
     names its header and tensors (the tensor digests are covered by the file's)."""
     try:
-        with open(mf.path, "rb") as f:
-            hdr, raw = read_header(f.fileno(), os.fstat(f.fileno()).st_size)
+        hdr, raw = read_path_header(mf.path)
         names = set(hdr.tensors)
     except (OSError, FormatError) as e:
         raise ManifestError(f"{mf.name}: signed with tensor digests but unreadable: {e}") from None
@@ -457,8 +459,8 @@ def _explain(mf: ModelFile, signed: FileDigest) -> str:
     if signed.safetensors is None:
         return f"{mf.name!r} ({signed.algorithm} differs)"
     try:
-        now = hash_file(mf, tensors=True, tensor_algorithm=signed.safetensors.algorithm,
-                        file_algorithm=signed.algorithm).safetensors
+        now = hash_file(mf, HashOptions(tensor_algorithm=signed.safetensors.algorithm,
+                                        file_algorithm=signed.algorithm)).safetensors
     except FormatError as e:  # a file that no longer parses is explained by the parse error
         return f"{mf.name!r} ({signed.algorithm} differs; {e})"
     if now is None:

@@ -13,6 +13,7 @@ import os
 import struct
 
 from tensorfile._io.files import open_regular, pread_exact
+from tensorfile.errors import FormatError
 
 #: The format core's own limit, repeated so that sniffing needs no import.
 _MAX_HEADER_SIZE = 100_000_000
@@ -33,13 +34,11 @@ def check_safetensors(path: os.PathLike[str] | str, named: bool) -> str | None:
         n = struct.unpack("<Q", prefix[:8])[0] if len(prefix) >= 8 else -1
         if not named and not (2 <= n <= _MAX_HEADER_SIZE and prefix[8:9] == b"{"):
             return None
-        from tensorfile._format.header import parse
-        from tensorfile.errors import FormatError
+        # The format core (and numpy) loads only when a safetensors file turns up.
+        from tensorfile._io.headers import read_header
 
-        want = 8 + n if 0 <= n <= _MAX_HEADER_SIZE else 8
-        buf = bytes(pread_exact(fd, min(want, size), 0))
         try:
-            parse(buf, size)
+            read_header(fd, size)
         except FormatError as exc:
             return f"{type(exc).__name__}: {exc}"
         return ""
