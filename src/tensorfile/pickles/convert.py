@@ -70,13 +70,13 @@ from __future__ import annotations
 
 import mmap
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tensorfile._format.header import Entry, canonical_order
 from tensorfile._io.writer import KERNEL_COPY, FileSpan, save_stream
+from tensorfile._progress import Progress, ProgressCallback
 from tensorfile.errors import (
     ConversionError,
     MalformedCheckpointError,
@@ -103,8 +103,6 @@ from tensorfile.pickles._folders import (
 from tensorfile.sharded import save_sharded_iter, write_order
 
 PathLike = str | os.PathLike[str]
-#: ``progress(bytes_done, bytes_total)`` over the tensor bytes written.
-ProgressCallback = Callable[[int, int], None]
 
 
 # ---------------------------------------------------------------------------
@@ -181,16 +179,6 @@ def _release(buf: mmap.mmap, start: int, stop: int) -> None:
         pass
 
 
-class _Progress:
-    def __init__(self, total: int, callback: ProgressCallback | None) -> None:
-        self.total, self.done, self.callback = total, 0, callback
-
-    def add(self, n: int) -> None:
-        self.done += n
-        if self.callback is not None:
-            self.callback(self.done, self.total)
-
-
 class _Copier:
     """Hands the writer one tensor's bytes at a time, straight from the records.
 
@@ -207,7 +195,7 @@ class _Copier:
     """
 
     def __init__(self, tensors: dict[str, TensorView], sources: list[Source],
-                 progress: _Progress) -> None:
+                 progress: Progress) -> None:
         self._tensors = tensors
         # Which open file each map shows (the map starts at the file's byte 0).
         self._files = {id(src.buf): src.fileno() for src in sources} if KERNEL_COPY else {}
@@ -237,7 +225,7 @@ def _entries(tensors: dict[str, TensorView]) -> list[Entry]:
     return [Entry(n, v.dtype, v.header_shape) for n, v in tensors.items()]
 
 
-def _write(plan: Plan, dst: Path, progress: _Progress) -> list[str]:
+def _write(plan: Plan, dst: Path, progress: Progress) -> list[str]:
     """Write one output file atomically, tensor by tensor; returns the names in file order."""
     entries = _entries(plan.tensors)
     order = [e.name for e in canonical_order(entries)]
@@ -289,7 +277,7 @@ def _convert_file(src: Path, dst: Path | None, mode: Mode,
         report = ConversionReport(str(src), ck.format, salvage=mode.salvage)
         out.parent.mkdir(parents=True, exist_ok=True)
         hash_in_background([ck.source])
-        order = _write(plan, out, _Progress(plan.nbytes, progress))
+        order = _write(plan, out, Progress(plan.nbytes, progress))
         _report(report, [plan], [out], order)
         return report
     finally:
@@ -324,7 +312,7 @@ def _convert_folder(src: Path, dst: Path | None, mode: Mode,
         out.mkdir(parents=True, exist_ok=True)
         report = ConversionReport(str(src), "folder", salvage=mode.salvage)
         hash_in_background([ck.source for ck in checkpoints])
-        copier = _Copier(tensors, [ck.source for ck in checkpoints], _Progress(total, progress))
+        copier = _Copier(tensors, [ck.source for ck in checkpoints], Progress(total, progress))
         entries = _entries(tensors)
         # Shards no bigger than the largest input shard (so about as many); one file
         # for one input.
