@@ -9,10 +9,22 @@ where it and the real unpickler disagree, and it gives up on input the real
 unpickler executes happily up to the point of failure. The rules kept here are
 the C unpickler's, which ``torch.load`` and ``pickle.load`` use:
 
-* The stream is flat. ``FRAME n`` only checks that ``n`` more bytes exist
-  (``load_frame`` reads them and rewinds); opcodes may straddle frame
-  boundaries, a new ``FRAME`` may start inside a frame, and a frame length past
-  the end of the data (or above ``PY_SSIZE_T_MAX``) stops the stream there.
+* ``FRAME n`` checks that ``n`` more bytes exist (``load_frame`` reads them
+  and rewinds); a frame length past the end of the data (or above
+  ``PY_SSIZE_T_MAX``) stops the stream there. Within a frame the stream is
+  read flat, as ``pickle.loads`` reads it. But when the unpickler reads from a
+  file (``torch.load``: a ``BytesIO`` of ``data.pkl``, the legacy file,
+  ``numpy.load``), ``load_frame`` pulls the whole frame out of the file with
+  one ``read(n)`` (for a ``BytesIO``, for a frame of 128 KiB or more, or one
+  larger than what a buffered file happens to hold), and an opcode that
+  needs more than the frame has left is read from *after* the frame: the
+  frame's last bytes are skipped, and a following pickle starts at the frame's
+  end, not after STOP. Which reading applies depends on the file object and
+  its buffer, so a stream whose frames do not line up with its opcodes has
+  two readings and is refused (:class:`AmbiguousPickleError`): an opcode or
+  text line that starts inside a frame and ends past it, a ``FRAME`` inside an
+  unfinished frame, a frame that runs on past STOP. ``pickle``'s writers never
+  produce any of these (a frame ends at an opcode boundary, the last at STOP).
 * Text arguments (protocol 0) end at the next ``\\n``; a missing newline ends
   the stream. ``GLOBAL``/``INST`` names are UTF-8, ``PERSID`` is ASCII.
 * Every declared length is compared with the bytes that remain *before*
@@ -49,6 +61,10 @@ DEFAULT_MAX_TEXT: Final = 1 << 20
 #: The highest protocol CPython 3.8+ understands; PROTO above it stops the stream.
 HIGHEST_PROTOCOL: Final = 5
 _SSIZE_MAX: Final = (1 << 63) - 1
+
+
+class AmbiguousPickleError(MalformedPickleError):
+    """The stream's frames do not line up with its opcodes: loaders disagree on it."""
 
 
 class Opaque(FrozenRecord):
@@ -237,6 +253,8 @@ class OpcodeReader:
         self.pos = start
         self.end = len(buf) if end is None else min(end, len(buf))
         self.max_text = max_text
+        #: Where the current frame ends (at or before ``pos``: no frame is open).
+        self.frame_end = start
 
     # -- low-level reads, each checked against the bytes that remain ---------
     def _need(self, n: int, what: str, at: int) -> int:
@@ -283,16 +301,31 @@ class OpcodeReader:
             self.pos = at + 1
             name, kind = entry
             if not kind:
+                if code == 0x2E and at + 1 < self.frame_end:  # STOP
+                    raise AmbiguousPickleError(
+                        f"the FRAME holding STOP runs {self.frame_end - at - 1} bytes past it "
+                        "(loaders that read frames whole start the next pickle at the "
+                        "frame's end)", at)
                 yield Op(name, code, at)
-                if code == 0x2E:  # STOP
+                if code == 0x2E:
                     return
             elif kind == "u1" and code != 0x80:  # BININT1 BINPUT BINGET EXT1: the hot path
                 if at + 1 >= end:
                     raise MalformedPickleError(f"{name} needs 1 bytes but 0 remain", at)
                 self.pos = at + 2
+                if at + 2 > self.frame_end > at:
+                    self._straddles(name, at)
                 yield Op(name, code, at, buf[at + 1])
             else:
-                yield Op(name, code, at, self._arg(name, kind, at))
+                arg = self._arg(name, kind, at)
+                if self.pos > self.frame_end > at and code != 0x95:
+                    self._straddles(name, at)
+                yield Op(name, code, at, arg)
+
+    def _straddles(self, name: str, at: int) -> None:
+        raise AmbiguousPickleError(
+            f"{name} starts inside a FRAME that ends at byte {self.frame_end} and ends past it "
+            "(loaders that read frames whole read other bytes here)", at)
 
     def _arg(self, name: str, kind: str, at: int) -> object:
         fixed = _FIXED.get(kind)
@@ -303,8 +336,13 @@ class OpcodeReader:
             if name == "FRAME":
                 if value > _SSIZE_MAX:
                     raise MalformedPickleError("FRAME length exceeds PY_SSIZE_T_MAX", at)
+                if at < self.frame_end:
+                    raise AmbiguousPickleError(
+                        f"FRAME inside a frame that ends at byte {self.frame_end} (loaders "
+                        "that read frames whole skip the rest of the outer frame)", at)
                 self._need(value, "FRAME", at)  # load_frame reads the frame, then rewinds
                 self.pos -= value
+                self.frame_end = self.pos + value
             elif name == "PROTO" and value > HIGHEST_PROTOCOL:
                 raise MalformedPickleError(f"unsupported pickle protocol {value}", at)
             return value
