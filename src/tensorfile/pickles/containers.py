@@ -38,6 +38,7 @@ from tensorfile.errors import ScanError, ScanLimitError, UnsupportedContainerErr
 from tensorfile.pickles.machine import Call, Limits, StreamResult, run_stream
 from tensorfile.pickles.opcodes import (
     OPCODE_BYTES,
+    AmbiguousPickleError,
     BigText,
     Buffer,
     BytesRef,
@@ -376,43 +377,117 @@ _MAX_PROBLEMS: Final = 8
 _MAX_EXTRA_EOCD: Final = 8
 
 
+class TarMember(NamedTuple):
+    """A member as :mod:`tarfile` lists it (offsets in the scanned buffer)."""
+
+    name: str
+    #: 'file' (tarfile hands out its bytes), 'link', 'symlink', 'sparse' or 'other'.
+    kind: str
+    data: int
+    size: int
+    linkname: str
+    index: int
+
+
+#: The most one tarfile read may ask for (a pax or GNU long-name header).
+_MAX_TAR_READ: Final = 16 << 20
+
+
+class _Window:
+    """``buf[start:end]`` as the seekable file :mod:`tarfile` reads (no copy of the whole)."""
+
+    def __init__(self, buf: Buffer, start: int, end: int) -> None:
+        self.buf, self.start, self.end, self.pos = buf, start, end, start
+
+    def read(self, n: int | None = -1) -> bytes:
+        if n is None or n < 0:
+            n = self.end - self.pos
+        if n > _MAX_TAR_READ:
+            raise ScanLimitError(f"tar header asks to read {n} bytes at once")
+        stop = min(self.end, self.pos + n)
+        data = bytes(self.buf[self.pos:stop])
+        self.pos = stop
+        return data
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        base = (self.start, self.pos, self.end)[whence]
+        self.pos = max(self.start, base + pos)
+        return self.pos - self.start
+
+    def tell(self) -> int:
+        return self.pos - self.start
+
+
+def tar_checksum_ok(head: bytes) -> bool:
+    """Whether ``tarfile`` takes this first block for a header (``TarInfo.frombuf``).
+
+    Only the checksum is checked (no ``ustar`` magic): torch tries ``tarfile``
+    on every file that does not start like a zip.
+    """
+    import tarfile
+
+    if len(head) < 512 or head[:512].count(0) == 512:
+        return False
+    try:
+        return tarfile.nti(head[148:156]) in tarfile.calc_chksums(head[:512])
+    except tarfile.HeaderError:
+        return False
+
+
+def tar_listing(buf: Buffer, start: int, end: int, max_entries: int) -> list[TarMember] | None:
+    """Members of ``buf[start:end]`` exactly as Python's :mod:`tarfile` lists them.
+
+    ``None`` when ``tarfile.open`` or the listing raises ``TarError``: torch's
+    legacy loader then falls back to reading the file as pickles. The listing
+    stops, as ``tarfile``'s does, at the first header after the first that is
+    not valid. tarfile only parses headers here; nothing is extracted.
+    """
+    import tarfile
+
+    try:
+        with tarfile.open(fileobj=_Window(buf, start, end), mode="r:") as tf:  # type: ignore[call-overload]
+            members = []
+            for index, info in enumerate(tf):
+                if index >= max_entries:
+                    raise ScanLimitError(f"tar archive has more than {max_entries} members")
+                kind = ("sparse" if info.issparse() else "file" if info.isreg()
+                        or info.type not in tarfile.SUPPORTED_TYPES else "link" if info.islnk()
+                        else "symlink" if info.issym() else "other")
+                members.append(TarMember(info.name, kind, start + info.offset_data, info.size,
+                                         info.linkname, index))
+            return members
+    except tarfile.TarError:
+        return None
+    except ScanError:
+        raise
+    except Exception as exc:  # tarfile's own failure outside TarError: torch.load fails too
+        raise UnsupportedContainerError(f"tar header cannot be read ({type(exc).__name__})"
+                                        ) from None
+
+
 def tar_members(buf: Buffer, start: int, end: int, max_entries: int
                 ) -> Iterator[tuple[str, int, int]]:
-    """(name, data start, size) of each regular member of a ustar/GNU tar."""
-    pos = start
-    long_name: str | None = None
-    for _ in range(max_entries):
-        if pos + 512 > end:
-            return
-        header = bytes(buf[pos:pos + 512])
-        if header == bytes(512):
-            return
-        size = _tar_number(header[124:136])
-        data = pos + 512
-        if size < 0 or data + size > end:
-            raise UnsupportedContainerError(f"tar member at byte {pos} runs past the end")
-        kind = header[156:157]
-        prefix = header[345:500].rstrip(b"\0") if header[257:262] == b"ustar" else b""
-        raw = header[:100].rstrip(b"\0")
-        name = long_name or (prefix + b"/" + raw if prefix else raw).decode("utf-8", "replace")
-        long_name = None
-        if kind == b"L":
-            long_name = bytes(buf[data:data + min(size, 4096)]).rstrip(b"\0").decode(
-                "utf-8", "replace")
-        elif kind in (b"0", b"\0", b"7"):
-            yield name, data, size
-        pos = data + (size + 511) // 512 * 512
-    raise ScanLimitError(f"tar archive has more than {max_entries} members")
+    """(name, data start, size) of each member whose bytes tarfile hands out as a file."""
+    members = tar_listing(buf, start, end, max_entries)
+    if members is None:
+        raise UnsupportedContainerError("tarfile does not read it as a tar archive")
+    for m in members:
+        if m.kind == "file":
+            yield m.name, m.data, m.size
 
 
-def _tar_number(field_: bytes) -> int:
-    if field_[:1] in (b"\x80", b"\xff"):  # GNU base-256
-        return int.from_bytes(field_[1:], "big", signed=field_[:1] == b"\xff")
-    text = field_.rstrip(b"\0 ").lstrip(b" ")
-    try:
-        return int(text or b"0", 8)
-    except ValueError:
-        return -1
+def _tar_target(members: list[TarMember], member: TarMember) -> TarMember | None:
+    """What tarfile reads for ``member``: a hard link's target (``_find_link_target``:
+    the last member before it with that name), anything else itself."""
+    seen = 0
+    while member.kind == "link" and seen < 64:
+        seen += 1
+        name = os.path.normpath(member.linkname)
+        found = [m for m in members[:member.index] if os.path.normpath(m.name) == name]
+        if not found:
+            return None
+        member = found[-1]
+    return member
 
 
 def npy_header(buf: Buffer, start: int, end: int) -> tuple[dict[str, object], int]:
@@ -458,14 +533,25 @@ def _is_object_descr(descr: object, depth: int = 0) -> bool:
     return False
 
 
+def _zip_at_end(buf: Buffer, start: int, end: int) -> bool:
+    """An end record near the end whose directory is really there (zipfile's reading)."""
+    at = _zipfile_eocd(buf, start, end)
+    if at < 0:
+        return False
+    cd_size, cd_ofs = _u("<II", buf, at + 12)
+    cd = at - cd_size
+    return ((start <= cd < at and buf[cd:cd + 4] == _CDH)
+            or buf[start + cd_ofs:start + cd_ofs + 4] == _CDH)
+
+
 def sniff(head: bytes) -> str | None:
     """What ``head`` (the first bytes of something) is: 'zip', 'npy', 'tar', an archive name."""
     if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
         return "zip"
+    if tar_checksum_ok(head):  # torch tries tar before anything but zip
+        return "tar"
     if head.startswith(b"\x93NUMPY"):
         return "npy"
-    if head[257:262] == b"ustar":
-        return "tar"
     for magic, name in _ARCHIVE_MAGIC.items():
         if head.startswith(magic):
             return name
@@ -525,6 +611,9 @@ class _Walker:
         if result.error is not None:
             verdict = Verdict.worst([verdict], Verdict.ERROR)
         findings = list(policy.findings)
+        if isinstance(result.error, AmbiguousPickleError):  # a finding: never "not a pickle"
+            findings.append(Finding(Verdict.ERROR, f"two readings: {result.error}", "FRAME",
+                                    result.error.offset))
         if policy.dropped:
             findings.append(Finding(verdict, f"{policy.dropped} further findings not listed"))
         self.streams.append(StreamReport(
@@ -541,9 +630,9 @@ class _Walker:
     def nested(self, payload: object, location: str, offset: int, depth: int) -> None:
         """Scan a ``_load_from_bytes`` argument as the torch.load input it is."""
         if isinstance(payload, bytes):
-            self.blob(payload, 0, len(payload), location, depth, "top")
+            self.blob(payload, 0, len(payload), location, depth, "nested")
         elif isinstance(payload, BytesRef):
-            self.blob(payload.buf, payload.start, payload.stop, location, depth, "top")
+            self.blob(payload.buf, payload.start, payload.stop, location, depth, "nested")
         elif isinstance(payload, Call) and call_of(payload, "_codecs.encode"):
             assert isinstance(payload.args, tuple)
             text = payload.args[0]
@@ -557,7 +646,7 @@ class _Walker:
             except UnicodeEncodeError:
                 self.fail(location, offset, "nested stream is not latin-1 text")
                 return
-            self.blob(data, 0, len(data), location, depth, "top")
+            self.blob(data, 0, len(data), location, depth, "nested")
         else:
             self.fail(location, offset, "nested stream is not literal bytes")
 
@@ -573,9 +662,16 @@ class _Walker:
             return "nested"
         head = bytes(buf[start:min(end, start + _SNIFF)])
         kind = sniff(head)
-        if kind is None and role == "top" and find_eocd(buf, start, end) >= 0:
-            # Data before the archive: zip readers find it from the end, but
-            # torch.load sees no PK header and unpickles from byte 0.
+        if role == "nested":
+            # torch.load(io.BytesIO(b)): a zip by its first four bytes, else pickles
+            # (a BytesIO is never tried as tar, numpy never reads it).
+            kind = "zip" if head[:4] == b"PK\x03\x04" else None
+            role = "top"
+        elif kind is None and role == "top" and _zip_at_end(buf, start, end):
+            # Data before the archive: zip readers that search from the end find
+            # it, but torch.load and numpy.load see no PK header and unpickle from byte 0.
+            self.fail(location, start, "data before a zip archive: zipfile reads the archive, "
+                      "torch.load and numpy.load read the file as a pickle")
             if head[:1] and head[0] in OPCODE_BYTES:
                 self.pickles(buf, start, end, location, depth)
             kind = "zip"
@@ -585,7 +681,18 @@ class _Walker:
             if kind == "npy":
                 return self.npy(buf, start, end, location, depth)
             if kind == "tar":
-                return self.tar(buf, start, end, location, depth)
+                got = self.tar(buf, start, end, location, depth)
+                if got is None:  # tarfile refuses it: torch reads pickles
+                    kind = None
+                else:
+                    if role == "top" and head.startswith(b"\x93NUMPY"):
+                        self.fail(location, start, "ambiguous: a tar archive to torch.load and "
+                                  "an .npy array to numpy.load")
+                        self.npy(buf, start, end, location, depth)
+                    if role == "top" and head[0] in OPCODE_BYTES:
+                        # legacy_load falls back to pickles when a member fails to extract.
+                        self.pickles(buf, start, end, location, depth, tentative=True)
+                    return got
         except ScanError as exc:
             self.fail(location, start, f"{kind}: {exc}")
             return str(kind)
@@ -758,19 +865,47 @@ class _Walker:
             self.pickles(buf, data, end, location, depth)
         return "npy"
 
-    def tar(self, buf: Buffer, start: int, end: int, location: str, depth: int) -> str:
-        kind = "tar"
-        for name, data, size in tar_members(buf, start, end, self.limits.max_entries):
+    def tar(self, buf: Buffer, start: int, end: int, location: str, depth: int) -> str | None:
+        """torch < 0.4's tar, read as ``torch.serialization.legacy_load`` reads it.
+
+        None when tarfile refuses it (torch then reads the file as pickles).
+        """
+        members = tar_listing(buf, start, end, self.limits.max_entries)
+        if members is None:
+            return None
+        last = {m.name: m for m in members}  # tarfile's getmember: the last occurrence
+        torch_reads = ("storages", "tensors", "pickle")
+        for name in torch_reads:
+            if sum(m.name == name for m in members) > 1:
+                self.fail(_inside(location, name), start, f"ambiguous tar archive: {name!r} "
+                          "appears more than once (tarfile takes the last, other readers the first)")
+        for m in members:  # what torch never reads is only sniffed
+            if m.kind == "file" and (m.name not in torch_reads or last[m.name] is not m):
+                self.blob(buf, m.data, min(end, m.data + m.size), _inside(location, m.name),
+                          depth + 1, "record")
+        for name in torch_reads:
+            member = last.get(name)
+            if member is None:
+                continue
             loc = _inside(location, name)
-            if name in ("storages", "tensors"):
-                kind = "torch-tar"
-                self.tar_records(buf, data, data + size, loc, depth, name == "storages")
-            elif name in ("sys_info", "pickle"):
-                kind = "torch-tar" if name == "pickle" else kind
-                self.pickles(buf, data, data + size, loc, depth, key_pids=True)
+            target = _tar_target(members, member)
+            if target is None or target.kind not in ("file", "link"):
+                what = target.kind if target is not None else "a link to nothing"
+                self.fail(loc, start, f"tar member {name!r} is {what}: torch would read "
+                          "something the scanner cannot see")
+                continue
+            if target is not member:
+                loc += f" (hard link to {target.name!r})"
+            data, stop = target.data, target.data + target.size
+            if stop > end:
+                self.fail(loc, data, "tar member runs past the end (torch then reads the file "
+                          "as pickles)")
+                continue
+            if name == "pickle":
+                self.pickles(buf, data, stop, loc, depth, key_pids=True)
             else:
-                self.blob(buf, data, data + size, loc, depth + 1, "record")
-        return kind
+                self.tar_records(buf, data, stop, loc, depth, name == "storages")
+        return "torch-tar" if "pickle" in last else "tar"
 
     def tar_records(self, buf: Buffer, pos: int, end: int, location: str, depth: int,
                     storages: bool) -> None:

@@ -625,6 +625,8 @@ def run_stream(
                 break
     except ScanError as exc:
         error = exc
+    if error is None and reader.ambiguity is not None:  # frames with two readings
+        error = reader.ambiguity
     return StreamResult(start, reader.pos, machine.root if error is None else None,
                         machine.proto, count, error)
 

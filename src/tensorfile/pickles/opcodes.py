@@ -21,7 +21,9 @@ the C unpickler's, which ``torch.load`` and ``pickle.load`` use:
   frame's last bytes are skipped, and a following pickle starts at the frame's
   end, not after STOP. Which reading applies depends on the file object and
   its buffer, so a stream whose frames do not line up with its opcodes has
-  two readings and is refused (:class:`AmbiguousPickleError`): an opcode or
+  two readings and is refused: the reader goes on flat (so a payload after it
+  is still seen) and keeps an :class:`AmbiguousPickleError` in ``ambiguity``,
+  which :func:`~.machine.run_stream` returns as the stream's error: an opcode or
   text line that starts inside a frame and ends past it, a ``FRAME`` inside an
   unfinished frame, a frame that runs on past STOP. ``pickle``'s writers never
   produce any of these (a frame ends at an opcode boundary, the last at STOP).
@@ -255,6 +257,8 @@ class OpcodeReader:
         self.max_text = max_text
         #: Where the current frame ends (at or before ``pos``: no frame is open).
         self.frame_end = start
+        #: The first place where frames and opcodes do not line up (reading goes on).
+        self.ambiguity: AmbiguousPickleError | None = None
 
     # -- low-level reads, each checked against the bytes that remain ---------
     def _need(self, n: int, what: str, at: int) -> int:
@@ -302,7 +306,7 @@ class OpcodeReader:
             name, kind = entry
             if not kind:
                 if code == 0x2E and at + 1 < self.frame_end:  # STOP
-                    raise AmbiguousPickleError(
+                    self._ambiguous(
                         f"the FRAME holding STOP runs {self.frame_end - at - 1} bytes past it "
                         "(loaders that read frames whole start the next pickle at the "
                         "frame's end)", at)
@@ -323,9 +327,15 @@ class OpcodeReader:
                 yield Op(name, code, at, arg)
 
     def _straddles(self, name: str, at: int) -> None:
-        raise AmbiguousPickleError(
+        self._ambiguous(
             f"{name} starts inside a FRAME that ends at byte {self.frame_end} and ends past it "
             "(loaders that read frames whole read other bytes here)", at)
+
+    def _ambiguous(self, message: str, at: int) -> None:
+        # Read on flat (as pickle.loads does) so what follows is still reported;
+        # the stream ends as an error either way (run_stream).
+        if self.ambiguity is None:
+            self.ambiguity = AmbiguousPickleError(message, at)
 
     def _arg(self, name: str, kind: str, at: int) -> object:
         fixed = _FIXED.get(kind)
@@ -337,7 +347,7 @@ class OpcodeReader:
                 if value > _SSIZE_MAX:
                     raise MalformedPickleError("FRAME length exceeds PY_SSIZE_T_MAX", at)
                 if at < self.frame_end:
-                    raise AmbiguousPickleError(
+                    self._ambiguous(
                         f"FRAME inside a frame that ends at byte {self.frame_end} (loaders "
                         "that read frames whole skip the rest of the outer frame)", at)
                 self._need(value, "FRAME", at)  # load_frame reads the frame, then rewinds
