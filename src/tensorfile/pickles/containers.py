@@ -575,6 +575,15 @@ def _worth_parsing(head: bytes, role: str) -> bool:
     return bool(head) and head[0] in OPCODE_BYTES
 
 
+def _fatal(error: ScanError | None) -> bool:
+    """Whether a stream's error ends the reading of what follows it.
+
+    A frame ambiguity does not: the stream was read on flat, and the next one
+    is read from there (as a buffered file reads it) so nothing after it is missed.
+    """
+    return error is not None and not isinstance(error, AmbiguousPickleError)
+
+
 def _inside(location: str, member: str) -> str:
     """Location of ``member`` inside ``location`` (``outer.zip!inner.pt!data.pkl``)."""
     return f"{location}!{member}" if location else member
@@ -726,7 +735,7 @@ class _Walker:
             name = location if index == 0 else _part(location, f"#{index + 1}")
             ran = self.stream(buf, pos, end, name, depth, tentative=tentative,
                               key_pids=key_pids)
-            if ran is None or ran[0].error is not None:
+            if ran is None or _fatal(ran[0].error):
                 return kind
             result = ran[0]
             pos, index = result.end, index + 1
@@ -743,7 +752,7 @@ class _Walker:
                 return "torch-legacy"
             ran = self.stream(buf, pos, end, _part(location, f"({part})"), depth)
             assert ran is not None
-            if ran[0].error is not None:
+            if _fatal(ran[0].error):
                 return "torch-legacy"
             runs.append(ran)
             pos = ran[0].end

@@ -627,7 +627,8 @@ def run_stream(
         error = exc
     if error is None and reader.ambiguity is not None:  # frames with two readings
         error = reader.ambiguity
-    return StreamResult(start, reader.pos, machine.root if error is None else None,
+    return StreamResult(start, reader.pos,
+                        machine.root if error is None or error is reader.ambiguity else None,
                         machine.proto, count, error)
 
 
