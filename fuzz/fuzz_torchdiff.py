@@ -157,7 +157,7 @@ def write_zip(entries: list[ZEntry], ch: Choices) -> bytes:
                                (len(data) + e.local_size_delta) & M32, len(e.data))
         e._written = (method, crc, len(data), flags)  # type: ignore[attr-defined]
     cd = len(out)
-    for e, off in zip(entries, headers):
+    for e, off in zip(entries, headers, strict=True):
         method, crc, csize, flags = e._written  # type: ignore[attr-defined]
         usize = len(e.data) + (e.size_delta if e.deflate else 0)
         out += struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 20, 20, flags, method, 0, 0,

@@ -25,6 +25,7 @@ only compressed zip entries are decompressed, within a budget (zip bombs).
 
 from __future__ import annotations
 
+import itertools
 import mmap
 import os
 import struct
@@ -149,6 +150,11 @@ def zip_entries(buf: Buffer, start: int, end: int, max_entries: int) -> list[Zip
     layout = zip_layout(buf, start, end, max_entries)
     if layout.problems:
         raise UnsupportedContainerError(f"ambiguous zip archive: {layout.problems[0]}")
+    for entry in layout.entries:
+        if entry.data_start < 0:
+            raise UnsupportedContainerError(
+                f"zip entry {entry.name!r}: no local header at byte {entry.header}, or its "
+                "data runs past the end")
     return layout.entries
 
 
@@ -177,7 +183,10 @@ def _read_zip(buf: Buffer, s: int, end: int, eocd: int, max_entries: int,
         problems.append(f"two end-of-central-directory records (bytes {eocd} and {theirs}): "
                         "torch's miniz and Python's zipfile pick different ones")
     disk, cd_disk, on_disk, total, cd_size, cd_ofs, comment = _u("<HHHHIIH", buf, eocd + 4)
-    if eocd + 22 + comment != end:
+    if eocd + 22 + comment > end:
+        problems.append(f"the end record's comment runs {eocd + 22 + comment - end} bytes "
+                        "past the end of the file")
+    elif eocd + 22 + comment < end:
         problems.append(f"{end - eocd - 22 - comment} bytes follow the end record and its "
                         "comment (trailing data)")
     record = eocd  # the end record the central directory should sit right before
@@ -309,11 +318,13 @@ def _local(buf: Buffer, base: int, end: int, loff: int, raw: bytes, flags: int, 
     name = _zip_name(raw, flags)
     at = base + loff
     if at + 30 > end or buf[at:at + 4] != _LFH:
-        raise UnsupportedContainerError(f"zip entry {name!r}: no local header at byte {at}")
+        # Readers look at a local header only when they extract the entry: an
+        # entry without one cannot be read (the walker reports it), the others can.
+        return ZipEntry(name, name, flags, method, -1, csize, usize, at, raw)
     lflags, lmethod, _, _, _, lcsize, lusize, nlen, xlen = _u("<HHHHIIIHH", buf, at + 6)
     data = at + 30 + nlen + xlen
     if data + csize > end:
-        raise UnsupportedContainerError(f"zip entry {name!r} runs past the end of the archive")
+        return ZipEntry(name, name, flags, method, -1, csize, usize, at, raw)
     local_raw = bytes(buf[at + 30:at + 30 + nlen])
     if local_raw != raw:
         problems.append(f"zip entry {raw!r}: its local header names it {local_raw!r}")
@@ -343,10 +354,11 @@ def _sizes(buf: Buffer, at: int, fmt: str, end: int) -> tuple[int, int] | None:
 
 def _check_spans(entries: list[ZipEntry], cd: int, cd_end: int, problems: list[str]) -> None:
     """Entries must not share bytes with each other or with the central directory."""
-    spans = sorted((e.header, e.data_start + e.comp_size, e.raw_name) for e in entries)
+    spans = [(e.header, e.data_start + e.comp_size, e.raw_name) for e in entries
+             if e.data_start >= 0]
     spans.append((cd, cd_end, b"<central directory>"))
     spans.sort()
-    for (a0, a1, an), (b0, _, bn) in zip(spans, spans[1:]):
+    for (_, a1, an), (b0, _, bn) in itertools.pairwise(spans):
         if b0 < a1:
             problems.append(f"zip entries {an!r} and {bn!r} overlap (bytes {b0}-{a1})")
             return
@@ -371,6 +383,8 @@ def _other_directories(entries: list[ZipEntry], buf: Buffer, s: int, end: int, e
                 break
 
 
+#: Frame ambiguities per file whose second reading (from the frame's end) is scanned too.
+_MAX_ALTERNATIVES: Final = 8
 #: Ambiguities of one archive listed one by one (the rest are counted).
 _MAX_PROBLEMS: Final = 8
 #: How many earlier end-of-central-directory candidates are checked.
@@ -386,7 +400,8 @@ class TarMember(NamedTuple):
     data: int
     size: int
     linkname: str
-    index: int
+    #: Its place in the listing (a hard link names an earlier member).
+    position: int
 
 
 #: The most one tarfile read may ask for (a pax or GNU long-name header).
@@ -429,7 +444,9 @@ def tar_checksum_ok(head: bytes) -> bool:
     if len(head) < 512 or head[:512].count(0) == 512:
         return False
     try:
-        return tarfile.nti(head[148:156]) in tarfile.calc_chksums(head[:512])
+        # tarfile's own header helpers (untyped in typeshed), so the rule is exactly its rule.
+        chksum = tarfile.nti(head[148:156])  # type: ignore[attr-defined]
+        return chksum in tarfile.calc_chksums(head[:512])  # type: ignore[attr-defined]
     except tarfile.HeaderError:
         return False
 
@@ -483,7 +500,7 @@ def _tar_target(members: list[TarMember], member: TarMember) -> TarMember | None
     while member.kind == "link" and seen < 64:
         seen += 1
         name = os.path.normpath(member.linkname)
-        found = [m for m in members[:member.index] if os.path.normpath(m.name) == name]
+        found = [m for m in members[:member.position] if os.path.normpath(m.name) == name]
         if not found:
             return None
         member = found[-1]
@@ -601,6 +618,7 @@ class _Walker:
         self.limits = limits
         self.streams: list[StreamReport] = []
         self.inflated = 0
+        self.alternatives = 0
 
     def fail(self, location: str, offset: int, message: str) -> None:
         self.streams.append(StreamReport(location, offset, Verdict.ERROR, error=message))
@@ -620,14 +638,21 @@ class _Walker:
         if result.error is not None:
             verdict = Verdict.worst([verdict], Verdict.ERROR)
         findings = list(policy.findings)
+        resume = None
         if isinstance(result.error, AmbiguousPickleError):  # a finding: never "not a pickle"
             findings.append(Finding(Verdict.ERROR, f"two readings: {result.error}", "FRAME",
                                     result.error.offset))
+            resume = result.error.frame_end
         if policy.dropped:
             findings.append(Finding(verdict, f"{policy.dropped} further findings not listed"))
         self.streams.append(StreamReport(
             location, start, verdict, findings, list(policy.globals),
             None if result.error is None else str(result.error)))
+        if resume is not None and self.alternatives < _MAX_ALTERNATIVES:
+            # The other reading: the next pickle starts where the frame ends.
+            self.alternatives += 1
+            self.pickles(buf, resume, end, _part(location, f"@ {resume} (after its FRAME)"),
+                         depth, tentative=True)
         seen: set[int] = set()
         for offset, payload in policy.nested:
             if id(payload) not in seen:  # one memoized payload called many times
@@ -824,6 +849,10 @@ class _Walker:
     def entry(self, buf: Buffer, entry: ZipEntry, loc: str, depth: int, role: str) -> str:
         """Scan one zip entry; records that do not look like anything are skipped."""
         start, stop = entry.data_start, entry.data_start + entry.comp_size
+        if start < 0:
+            self.fail(loc, entry.header, "no local header where the central directory points, "
+                      "or its data runs past the end: unreadable")
+            return "unreadable"
         if entry.method not in (0, 8):
             self.fail(loc, start, f"compression method {entry.method} is not supported")
             return "unsupported"

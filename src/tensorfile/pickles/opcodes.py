@@ -66,7 +66,15 @@ _SSIZE_MAX: Final = (1 << 63) - 1
 
 
 class AmbiguousPickleError(MalformedPickleError):
-    """The stream's frames do not line up with its opcodes: loaders disagree on it."""
+    """The stream's frames do not line up with its opcodes: loaders disagree on it.
+
+    ``frame_end`` is set when a frame runs past STOP: where loaders that read
+    frames whole start the next pickle.
+    """
+
+    def __init__(self, message: str, offset: int, frame_end: int | None = None) -> None:
+        super().__init__(message, offset)
+        self.frame_end = frame_end
 
 
 class Opaque(FrozenRecord):
@@ -309,7 +317,7 @@ class OpcodeReader:
                     self._ambiguous(
                         f"the FRAME holding STOP runs {self.frame_end - at - 1} bytes past it "
                         "(loaders that read frames whole start the next pickle at the "
-                        "frame's end)", at)
+                        "frame's end)", at, self.frame_end)
                 yield Op(name, code, at)
                 if code == 0x2E:
                     return
@@ -331,11 +339,11 @@ class OpcodeReader:
             f"{name} starts inside a FRAME that ends at byte {self.frame_end} and ends past it "
             "(loaders that read frames whole read other bytes here)", at)
 
-    def _ambiguous(self, message: str, at: int) -> None:
+    def _ambiguous(self, message: str, at: int, frame_end: int | None = None) -> None:
         # Read on flat (as pickle.loads does) so what follows is still reported;
         # the stream ends as an error either way (run_stream).
-        if self.ambiguity is None:
-            self.ambiguity = AmbiguousPickleError(message, at)
+        if self.ambiguity is None or frame_end is not None:
+            self.ambiguity = AmbiguousPickleError(message, at, frame_end)
 
     def _arg(self, name: str, kind: str, at: int) -> object:
         fixed = _FIXED.get(kind)
