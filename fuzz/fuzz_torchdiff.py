@@ -141,6 +141,14 @@ def write_zip(entries: list[ZEntry], ch: Choices) -> bytes:
     before = ch.pick([b"", b"", b"", payload("before"), b"junk" * 4])
     out = bytearray(before)  # type: ignore[arg-type]
     base = len(out) if ch.int(4) == 1 else 0  # offsets absolute (miniz) or relative (zipfile)
+    dual = ch.int(5) == 1
+    hide = dual and ch.int(2) == 0
+    if dual:
+        # Room before the entries, so offsets relative to the second directory
+        # (the first's size less) stay positive: an entry no directory lists.
+        room = sum(46 + len(e.name) + len(e.central_extra) for e in entries)
+        out += struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, 0, 0, 0,
+                           zlib.crc32(bytes(room)), room, room, 11, 0) + b"archive/pad" + bytes(room)
     headers = []
     for e in entries:
         data = zlib.compress(e.data)[2:-4] if e.deflate else e.data
@@ -156,11 +164,14 @@ def write_zip(entries: list[ZEntry], ch: Choices) -> bytes:
             out += struct.pack("<4sIII", b"PK\x07\x08", crc,
                                (len(data) + e.local_size_delta) & M32, len(e.data))
         e._written = (method, crc, len(data), flags)  # type: ignore[attr-defined]
-    def directory(shift: int, swap: bool) -> bytes:
-        # swap: "data.pkl" describes the payload entry's body (a second directory).
+    def directory(shift: int, swap: bool, hide: bool = False) -> bytes:
+        # swap: "data.pkl" describes the payload entry's body (a second directory);
+        # hide: the payload entry itself is listed by neither directory.
         by_name = {e.name: (e, off) for e, off in zip(entries, headers, strict=True)}
         cd = bytearray()
         for e, off in zip(entries, headers, strict=True):
+            if hide and e.name == b"archive/xdata.bin":
+                continue
             body, at = e, off
             if swap and e.name == b"archive/data.pkl" and b"archive/xdata.bin" in by_name:
                 body, at = by_name[b"archive/xdata.bin"]
@@ -173,18 +184,21 @@ def write_zip(entries: list[ZEntry], ch: Choices) -> bytes:
         return bytes(cd)
 
     stated = len(out)
-    if ch.int(5) == 1:
+    if dual:
         # Two directories: the end record states the first (miniz reads it, and
         # it lists the payload as data.pkl); the second ends right before the
         # end record, with offsets relative to it (Python's zipfile reads that one).
-        first = directory(0, swap=True)
+        first = directory(0, swap=True, hide=hide)
         out += first
-        out += directory(-len(first), swap=False)
+        second = directory(-len(first), swap=False, hide=hide)
+        out += second
+        cd_size = len(second)
+        listed = len(entries) - (hide and any(e.name == b"archive/xdata.bin" for e in entries))
     else:
         out += directory(0, swap=False)
-    cd = len(out) - len(directory(0, swap=False))
-    cd_size = len(out) - cd
-    count = len(entries) + (ch.pick([0, 0, 0, -1, 1]) if ch.flag() else 0)  # type: ignore[operator]
+        cd_size = len(out) - stated
+        listed = len(entries)
+    count = listed + (ch.pick([0, 0, 0, -1, 1]) if ch.flag() else 0)  # type: ignore[operator]
     cd_ofs = stated - base + (ch.delta() if ch.int(6) == 1 else 0)
     size_field = cd_size + (ch.delta() if ch.int(8) == 1 else 0)
     if ch.int(4) == 1:  # zip64 end record and locator, as torch writes them
