@@ -202,6 +202,32 @@ def torch_reads(path: str | os.PathLike[str]) -> Reading:
     return reading
 
 
+def numpy_reads(path: str | os.PathLike[str]) -> Reading:
+    """``numpy.load(path, allow_pickle=True)`` with numpy's ``pickle`` swapped for the
+    recording, inert module (numpy's own header reading decides what is unpickled)."""
+    import numpy as np
+
+    try:
+        from numpy.lib import _format_impl as npformat
+    except ImportError:  # numpy 1.x
+        from numpy.lib import format as npformat  # type: ignore[no-redef]
+    reading = Reading()
+    _State.current = reading
+    saved = npformat.pickle
+    npformat.pickle = RecordingPickleModule  # type: ignore[assignment]
+    try:
+        result = np.load(path, allow_pickle=True)
+        if hasattr(result, "files"):  # .npz: read every member
+            for name in result.files:
+                result[name]
+    except Exception as exc:
+        reading.error = f"{type(exc).__name__}: {str(exc)[:200]}"
+    finally:
+        npformat.pickle = saved
+        _State.current = None
+    return reading
+
+
 def torch_reads_bytes(data: bytes, folder: str | os.PathLike[str]) -> Reading:
     """:func:`torch_reads` on ``data`` written to a file in ``folder`` (torch tries
     tar only on a real file, so the bytes must be a file, not a BytesIO)."""
@@ -211,4 +237,4 @@ def torch_reads_bytes(data: bytes, folder: str | os.PathLike[str]) -> Reading:
     return torch_reads(path)
 
 
-__all__ = ["Reading", "RecordingPickleModule", "torch_reads", "torch_reads_bytes"]
+__all__ = ["Reading", "RecordingPickleModule", "numpy_reads", "torch_reads", "torch_reads_bytes"]

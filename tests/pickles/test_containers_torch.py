@@ -23,7 +23,7 @@ from tensorfile.pickles import Verdict, scan
 from tensorfile.pickles.report import FileReport
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "fuzz"))
-from torch_oracle import Reading, torch_reads
+from torch_oracle import Reading, numpy_reads, torch_reads
 
 pytest.importorskip("torch")
 
@@ -286,3 +286,36 @@ def test_nested_stream_is_never_read_as_tar(tmp_path: Path) -> None:
     outer = (proto(2) + b"}" + text("n") + glob("torch.storage", "_load_from_bytes")
              + b"(B" + struct.pack("<I", len(inner)) + inner + b"tRs.")
     check(tmp_path, outer, "nested_tar")
+
+
+# -- npy, with numpy as the oracle ----------------------------------------------------
+
+
+def _npy(descr: str, body: bytes) -> bytes:
+    header = repr({"descr": descr, "fortran_order": False, "shape": (1,)}).encode()
+    header += b" " * (-(10 + len(header) + 1) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + body
+
+
+@pytest.mark.parametrize("descr", ["O", "object", "object_", "b1,O", "=O", "O8"])
+def test_npy_object_dtype_as_numpy_decides_it(tmp_path: Path, descr: str) -> None:
+    """``dtype.hasobject`` is numpy's test: 'object' and 'b1,O' are object arrays too."""
+    path = tmp_path / "a.npy"
+    path.write_bytes(_npy(descr, payload("npy_object")))
+    reading = numpy_reads(path)
+    assert "fuzzpayload.npy_object" in reading.globals, reading
+    (file,) = scan(path).files
+    assert file.verdict is not Verdict.SAFE
+    assert "fuzzpayload.npy_object" in {g for s in file.streams for g in s.globals}
+
+
+def test_npy_python2_long_header_is_read(tmp_path: Path) -> None:
+    """numpy re-reads a version 1/2 header with Python 2 longs ('3L') after dropping the L."""
+    header = b"{'descr': '|O', 'fortran_order': False, 'shape': (1L,), }"
+    header += b" " * (-(10 + len(header) + 1) % 64) + b"\n"
+    path = tmp_path / "py2.npy"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header
+                     + payload("py2_header"))
+    assert "fuzzpayload.py2_header" in numpy_reads(path).globals
+    (file,) = scan(path).files
+    assert "fuzzpayload.py2_header" in {g for s in file.streams for g in s.globals}

@@ -507,47 +507,38 @@ def _tar_target(members: list[TarMember], member: TarMember) -> TarMember | None
     return member
 
 
-def npy_header(buf: Buffer, start: int, end: int) -> tuple[dict[str, object], int]:
-    """Parse an ``.npy`` header: (header dict, offset where the data starts)."""
-    import ast
+def npy_pickle_start(buf: Buffer, start: int, end: int) -> int | None:
+    """Where ``numpy.load(allow_pickle=True)`` would start unpickling this ``.npy``, or None.
 
-    if end - start < 10:
-        raise UnsupportedContainerError("npy file too short")
-    major = buf[start + 6]
-    if major == 1:
-        (hlen,) = _u("<H", buf, start + 8)
-        hstart = start + 10
-    elif major in (2, 3):
-        if end - start < 12:
-            raise UnsupportedContainerError("npy file too short")
-        (hlen,) = _u("<I", buf, start + 8)
-        hstart = start + 12
-    else:
-        raise UnsupportedContainerError(f"npy format version {major} is not supported")
-    if hlen > 1 << 20 or hstart + hlen > end:
-        raise UnsupportedContainerError("npy header length is out of range")
-    text = bytes(buf[hstart:hstart + hlen]).decode("latin-1")
+    The header is read by numpy's own reader (``read_magic``, ``_check_version``,
+    ``_read_array_header``, as ``numpy.lib.format.read_array`` calls them: the
+    version's length field and encoding, ``ast.literal_eval`` with the Python 2
+    ``L`` filter, the key check, ``descr_to_dtype``), so "object array" means
+    what it means to numpy: ``dtype.hasobject`` (``'object'``, ``'b1,O'``,
+    ``[('a', 'O')]``, ...). Reads are bounded (one read of at most 16 MiB).
+    """
+    import warnings
+
     try:
-        header = ast.literal_eval(text)  # literals only: no names, calls or attributes
-    except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError) as exc:
-        # Only the exception type: ast's messages quote object addresses, and
-        # the same file must always give the same report.
+        from numpy.lib import _format_impl as npformat  # numpy >= 2
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.lib import format as npformat  # type: ignore[no-redef]
+    window = _Window(buf, start, end)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            version = npformat.read_magic(window)
+            npformat._check_version(version)  # type: ignore[attr-defined]
+            _, _, dtype = npformat._read_array_header(  # type: ignore[attr-defined]
+                window, version, max_header_size=2**64)
+    except ScanError:
+        raise
+    except Exception as exc:  # numpy refuses the header: it unpickles nothing
+        # Only the exception type: messages quote object addresses and the
+        # same file must always give the same report.
         raise UnsupportedContainerError(
-            f"npy header is not a literal dict ({type(exc).__name__})") from None
-    if not isinstance(header, dict):
-        raise UnsupportedContainerError("npy header is not a dict")
-    return header, hstart + hlen
-
-
-def _is_object_descr(descr: object, depth: int = 0) -> bool:
-    if depth > 32:
-        return True
-    if isinstance(descr, str):
-        return descr.lstrip("<>|=").startswith("O")
-    if isinstance(descr, (list, tuple)):
-        return any(_is_object_descr(d, depth + 1) for d in descr
-                   if not isinstance(d, (str, int)) or (isinstance(d, str) and d[:1] in "<>|=O"))
-    return False
+            f"npy header is not a literal dict numpy accepts ({type(exc).__name__})") from None
+    return window.pos if dtype.hasobject else None
 
 
 def _zip_at_end(buf: Buffer, start: int, end: int) -> bool:
@@ -898,8 +889,8 @@ class _Walker:
 
     # -- numpy and tar ---------------------------------------------------------------
     def npy(self, buf: Buffer, start: int, end: int, location: str, depth: int) -> str:
-        header, data = npy_header(buf, start, end)
-        if _is_object_descr(header.get("descr")):
+        data = npy_pickle_start(buf, start, end)
+        if data is not None:
             self.pickles(buf, data, end, location, depth)
         return "npy"
 
