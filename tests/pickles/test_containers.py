@@ -9,6 +9,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pickle_kit import (
     EMPTY_DICT,
     STOP,
@@ -26,7 +28,7 @@ from pickle_kit import (
 )
 
 from tensorfile.pickles import Verdict, scan
-from tensorfile.pickles.containers import zip_entries
+from tensorfile.pickles.containers import tar_checksum_ok, zip_entries
 
 
 def _scan_bytes(tmp_path: Path, data: bytes, name: str = "f.bin") -> tuple[Verdict, str, list]:
@@ -220,3 +222,26 @@ def test_hidden_earlier_zip_directory_is_scanned_too(tmp_path: Path) -> None:
     assert (verdict, fmt) == (Verdict.DANGEROUS, "torch-zip")
     assert {s.location for s in streams if s.error is None} == {"b/data.pkl", "m/data.pkl"}
     assert any("second end-of-central-directory" in (s.error or "") for s in streams)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(min_size=512, max_size=512), st.integers(0, 7), st.booleans())
+def test_tar_checksum_test_is_tarfiles(block: bytes, kind: int, fix: bool) -> None:
+    """The scanner's header test (no tarfile import) says what tarfile.frombuf says."""
+    import tarfile
+
+    raw = bytearray(block)
+    if fix:  # a valid checksum (unsigned or signed sum, octal or base-256), or a near miss
+        raw[148:156] = b" " * 8
+        unsigned = sum(raw)
+        signed = unsigned - 256 * sum(b >= 128 for b in raw)
+        value = (unsigned, signed, unsigned + 1)[kind % 3]
+        raw[148:156] = (b"%06o\0 " % value if kind < 4
+                        else b"\x80" + (value % 256**7).to_bytes(7, "big"))
+    data = bytes(raw)
+    try:
+        expected = tarfile.nti(data[148:156]) in tarfile.calc_chksums(data)  # type: ignore[attr-defined]
+    except tarfile.HeaderError:
+        expected = False
+    expected = expected and data.count(0) != 512
+    assert tar_checksum_ok(data) is expected
