@@ -374,7 +374,7 @@ def _other_directories(entries: list[ZipEntry], buf: Buffer, s: int, end: int, e
         if at < 0 or at + 22 > end:
             return
         total, cd_size, cd_ofs = _u("<HII", buf, at + 10)
-        for base in {s, at - cd_size - cd_ofs}:
+        for base in dict.fromkeys((s, at - cd_size - cd_ofs)):
             cd = base + cd_ofs
             if total and base >= s and cd + cd_size <= at and buf[cd:cd + 4] == _CDH:
                 problems.append(f"a second end-of-central-directory record at byte {at} "

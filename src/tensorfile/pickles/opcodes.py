@@ -302,6 +302,7 @@ class OpcodeReader:
     # -- decoding -------------------------------------------------------------
     def __iter__(self) -> Iterator[Op]:
         buf, table, end = self.buf, _TABLE, self.end
+        fend = self.frame_end  # a local: checked on every opcode
         while True:
             at = self.pos
             if at >= end:
@@ -313,7 +314,7 @@ class OpcodeReader:
             self.pos = at + 1
             name, kind = entry
             if not kind:
-                if code == 0x2E and at + 1 < self.frame_end:  # STOP
+                if code == 0x2E and at + 1 < fend:  # STOP
                     self._ambiguous(
                         f"the FRAME holding STOP runs {self.frame_end - at - 1} bytes past it "
                         "(loaders that read frames whole start the next pickle at the "
@@ -325,12 +326,14 @@ class OpcodeReader:
                 if at + 1 >= end:
                     raise MalformedPickleError(f"{name} needs 1 bytes but 0 remain", at)
                 self.pos = at + 2
-                if at + 2 > self.frame_end > at:
+                if at + 2 > fend > at:
                     self._straddles(name, at)
                 yield Op(name, code, at, buf[at + 1])
             else:
                 arg = self._arg(name, kind, at)
-                if self.pos > self.frame_end > at and code != 0x95:
+                if code == 0x95:
+                    fend = self.frame_end
+                elif self.pos > fend > at:
                     self._straddles(name, at)
                 yield Op(name, code, at, arg)
 
