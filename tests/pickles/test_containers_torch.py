@@ -10,6 +10,7 @@ reaches, through the inert recording unpickler of ``fuzz/torch_oracle.py``
 from __future__ import annotations
 
 import io
+import pickle
 import struct
 import sys
 import tarfile
@@ -187,15 +188,20 @@ def test_zip64_locator_must_point_before_itself(tmp_path: Path) -> None:
 
 def test_frame_straddling_in_data_pkl_is_refused(tmp_path: Path) -> None:
     """torch reads data.pkl from a BytesIO: frames are read whole, so an opcode
-    that straddles a frame's end reads other bytes than pickle.loads reads."""
-    body = glob("fuzzpayload", "straddle")[1:]  # text after the GLOBAL opcode
-    stream = b"\x80\x04\x95" + struct.pack("<Q", 3) + b"c" + body + b")R."
+    that straddles a frame's end reads other bytes than pickle.loads reads.
+    Here the flat reading sees one long text (no import), the frame-by-frame
+    reading skips the frame's last bytes and reaches a GLOBAL."""
+    hidden = glob("fuzzpayload", "straddle") + b")R0"
+    hidden += b"N0" * ((99 - len(hidden)) // 2)  # 99 bytes, starting with "c" (99)
+    assert len(hidden) == 99 and hidden[0] == 99
+    # FRAME(2) holds "M" and one byte of its 2-byte argument. Flat, "M" takes
+    # "a\0" and SHORT_BINBYTES ("C", length 99 = the "c") swallows the GLOBAL;
+    # frame by frame, "M" takes "\0C" and the GLOBAL at "c" runs.
+    stream = b"\x80\x04\x95" + struct.pack("<Q", 2) + b"Ma" + b"\x00C" + hidden + b"N."
+    assert pickle.loads(stream) == hidden[1:] + b"N"
     data = _zip([("archive/data.pkl", stream), ("archive/version", b"3\n")])
-    path = tmp_path / "f.pt"
-    path.write_bytes(data)
-    (file,) = scan(path).files
-    assert file.verdict is not Verdict.SAFE
-    assert any("FRAME" in (s.error or "") for s in file.streams)
+    file, _ = check(tmp_path, data, "straddle", problem="ends past it")
+    assert any("frame by frame" in s.location for s in file.streams)
 
 
 # -- tar -------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from tensorfile.pickles.opcodes import (
     BigText,
     BytesRef,
     OpcodeReader,
+    frame_by_frame,
     looks_like_binary_pickle,
 )
 from tensorfile.pickles.policy import StreamPolicy
@@ -207,3 +208,34 @@ def test_sniffing_binary_pickles() -> None:
     assert looks_like_binary_pickle(pickle.dumps([1], protocol=2))
     assert not looks_like_binary_pickle(b"\x80\x07K")
     assert not looks_like_binary_pickle(b"PK\x03\x04")
+
+
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20) | st.binary(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner,
+                                                                max_size=4),
+    max_leaves=12)
+
+
+def _outcome(load: Any) -> object:
+    try:
+        return ("ok", load())
+    except Exception as exc:  # the C unpickler's failure, by type
+        return ("error", type(exc).__name__)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_VALUES, st.integers(0, 200), st.integers(-3, 40), st.sampled_from([2, 4, 5]))
+def test_frame_by_frame_reads_what_pickle_load_reads_from_a_bytesio(
+        value: object, cut: int, extra: int, protocol: int) -> None:
+    """``frame_by_frame`` replays _pickle.c reading a BytesIO: a FRAME of any length
+    placed anywhere gives the opcodes pickle.load(BytesIO) acts on."""
+    body = pickle.dumps(value, protocol=protocol)[2:]
+    cut = min(cut, len(body))
+    length = max(0, len(body) - cut + extra)
+    data = b"\x80\x04" + body[:cut] + b"\x95" + struct.pack("<Q", length) + body[cut:]
+    flat = frame_by_frame(data, 0, len(data), 1 << 20)
+    expected = _outcome(lambda: pickle.load(io.BytesIO(data)))
+    got = _outcome(lambda: pickle.loads(flat)) if flat else ("error", "nothing read")
+    if expected[0] == "ok":  # where the real unpickler fails, there is nothing to compare
+        assert got == expected

@@ -43,6 +43,7 @@ from tensorfile.pickles.opcodes import (
     BigText,
     Buffer,
     BytesRef,
+    frame_by_frame,
     looks_like_binary_pickle,
 )
 from tensorfile.pickles.policy import STORAGE_TYPES, StreamPolicy, call_of
@@ -644,15 +645,23 @@ class _Walker:
             verdict = Verdict.worst([verdict], Verdict.ERROR)
         findings = list(policy.findings)
         resume = None
+        other = None
         if isinstance(result.error, AmbiguousPickleError):  # a finding: never "not a pickle"
             findings.append(Finding(Verdict.ERROR, f"two readings: {result.error}", "FRAME",
                                     result.error.offset))
             resume = result.error.frame_end
+            if self.alternatives < _MAX_ALTERNATIVES:
+                # The second reading of the stream itself: frames read whole.
+                self.alternatives += 1
+                other = frame_by_frame(buf, start, end, self.limits.max_inflate)
         if policy.dropped:
             findings.append(Finding(verdict, f"{policy.dropped} further findings not listed"))
         self.streams.append(StreamReport(
             location, start, verdict, findings, list(policy.globals),
             None if result.error is None else str(result.error)))
+        if other is not None:
+            self.stream(other, 0, len(other), _part(location, "(read frame by frame)"), depth,
+                        tentative=True, key_pids=key_pids)
         if resume is not None and self.alternatives < _MAX_ALTERNATIVES:
             # The other reading: the next pickle starts where the frame ends.
             self.alternatives += 1

@@ -499,3 +499,97 @@ _TEXT_DECODERS: Final = {
 def iter_ops(buf: Buffer, start: int = 0, end: int | None = None) -> Iterator[Op]:
     """Convenience wrapper: the opcodes of the stream starting at ``start``."""
     return iter(OpcodeReader(buf, start, end))
+
+
+_WIDTHS: Final = {"1": 1, "2": 2, "4": 4, "8": 8}
+
+
+def frame_by_frame(buf: Buffer, start: int, end: int, limit: int) -> bytes | None:
+    """The opcodes an unpickler reading frames whole from a file sees, as a flat stream.
+
+    ``_pickle.c`` reading a file without ``peek`` (a ``BytesIO``) or a large
+    frame: ``load_frame`` reads the whole frame, and an opcode (or text line)
+    that needs more than the frame has left is read from after the frame, the
+    frame's last bytes skipped. This replays that on ``buf[start:end]`` and
+    returns the opcodes so read, FRAMEs dropped (they do nothing else), so
+    the flat reader can scan this second reading. Stops at STOP, at the first
+    opcode that cannot be read, or after ``limit`` bytes (None: nothing read).
+    """
+    out = bytearray()
+    pos = have = start  # next byte to read; end of what the last read brought in
+
+    def take(n: int) -> int | None:
+        nonlocal pos, have
+        if n <= have - pos:
+            at = pos
+        elif have + n > end:
+            return None
+        else:  # a new read: from where the last one ended, the rest skipped
+            at, have = have, have + n
+        pos = at + n
+        return at
+
+    def line() -> int | None:
+        nonlocal pos, have
+        nl = buf.find(b"\n", pos, have)
+        if nl < 0:
+            nl = buf.find(b"\n", have, end)
+            if nl < 0:
+                return None
+            pos = have
+            have = nl + 1
+        at, pos = pos, nl + 1
+        return at
+
+    while len(out) < limit:
+        at = take(1)
+        if at is None:
+            break
+        code = buf[at]
+        entry = _TABLE.get(code)
+        if entry is None:
+            break
+        name, kind = entry
+        spans: list[tuple[int, int]] = []
+        if kind in _FIXED:
+            size = _FIXED[kind][1]
+            arg = take(size)
+            if arg is None:
+                break
+            if name == "FRAME":
+                (length,) = struct.unpack_from("<Q", buf, arg)
+                if length > _SSIZE_MAX:
+                    break
+                if length > have - pos:  # read the frame whole, then rewind to its start
+                    frame = take(length)
+                    if frame is None:
+                        break
+                    pos = frame
+                continue
+            spans.append((arg, arg + size))
+        elif kind == "line2" or kind in _TEXT_DECODERS:
+            arg = line()
+            if arg is None:
+                break
+            spans.append((arg, pos))
+            if kind == "line2":
+                arg = line()
+                if arg is None:
+                    break
+                spans.append((arg, pos))
+        elif kind:  # counted: a length, then that many bytes
+            width = _WIDTHS[kind[1]]
+            arg = take(width)
+            if arg is None:
+                break
+            n = int.from_bytes(buf[arg:arg + width], "little", signed=kind in ("s4", "l4"))
+            data = take(n) if 0 <= n <= limit - len(out) else None
+            if data is None:
+                break
+            spans += [(arg, arg + width), (data, data + n)]
+        out.append(code)
+        for lo, hi in spans:
+            out += buf[lo:hi]
+        if code == 0x2E:
+            break
+    return bytes(out) if out else None
