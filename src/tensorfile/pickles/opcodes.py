@@ -22,7 +22,8 @@ the C unpickler's, which ``torch.load`` and ``pickle.load`` use:
   end, not after STOP. Which reading applies depends on the file object and
   its buffer, so a stream whose frames do not line up with its opcodes has
   two readings and is refused: the reader goes on flat (so a payload after it
-  is still seen) and keeps an :class:`AmbiguousPickleError` in ``ambiguity``,
+  is still seen; :func:`frame_by_frame` gives the other reading, which the
+  containers scan too) and keeps an :class:`AmbiguousPickleError` in ``ambiguity``,
   which :func:`~.machine.run_stream` returns as the stream's error: an opcode or
   text line that starts inside a frame and ends past it, a ``FRAME`` inside an
   unfinished frame, a frame that runs on past STOP. ``pickle``'s writers never
