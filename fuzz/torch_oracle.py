@@ -216,10 +216,12 @@ def numpy_reads(path: str | os.PathLike[str]) -> Reading:
     saved = npformat.pickle
     npformat.pickle = RecordingPickleModule  # type: ignore[assignment]
     try:
-        result = np.load(path, allow_pickle=True)
-        if hasattr(result, "files"):  # .npz: read every member
-            for name in result.files:
-                result[name]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # numpy warns about Python 2 headers
+            result = np.load(path, allow_pickle=True)
+            if hasattr(result, "files"):  # .npz: read every member
+                for name in result.files:
+                    result[name]
     except Exception as exc:
         reading.error = f"{type(exc).__name__}: {str(exc)[:200]}"
     finally:
