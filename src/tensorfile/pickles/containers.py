@@ -340,7 +340,8 @@ def _local(buf: Buffer, base: int, end: int, loff: int, raw: bytes, flags: int, 
     if flags & 8:
         d = data + csize
         d += 4 if buf[d:d + 4] == _DESCRIPTOR else 0
-        if (csize, usize) not in (_sizes(buf, d + 4, "<II", end), _sizes(buf, d + 4, "<QQ", end)):
+        sizes = (csize, usize)
+        if sizes != _sizes(buf, d + 4, "<II", end) and sizes != _sizes(buf, d + 4, "<QQ", end):
             problems.append(f"zip entry {raw!r}: its data descriptor disagrees with the "
                             f"central directory's sizes {csize}/{usize}")
     return ZipEntry(name, _zip_name(local_raw, lflags), flags, method, data, csize, usize, at, raw)
