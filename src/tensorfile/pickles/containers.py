@@ -1,19 +1,25 @@
-"""Find every pickle stream in a file, by content, and scan each one.
+"""Find every pickle stream a loader would unpickle from a file, and scan each one.
 
-Containers are recognised by their bytes, never by file name:
+Containers are recognised by their bytes, never by file name, and each is
+read the way the loader that accepts it reads it (``torch.load`` of torch
+2.13, ``numpy.load``); where two readers can read a file differently, the
+file is an ``error`` naming the ambiguity and every reading is scanned
+(spec/SCANNING.md, "Containers", has each rule beside the loader code):
 
 * raw pickles, several back to back (a payload after STOP still counts);
 * the legacy torch format (magic, protocol, sys_info, object and storage-key
   pickles, then one record per storage: an 8-byte element count and raw bytes,
-  stepped over by length, never read);
+  stepped over by length, never read), with ``_pickle.c``'s framing;
 * zip archives (torch's format, ``.npz``, a zip inside a zip), read with the
-  small reader below rather than :mod:`zipfile`, because torch reads archives
-  :mod:`zipfile` refuses: encryption/flag bits 0x1, 0x20, 0x40 are ignored,
-  CRCs are not checked, the central directory decides which entries exist and
-  the local header where their data starts;
-* the tar format of torch < 0.4 (``sys_info``, ``storages``, ``tensors``, ``pickle``);
-* numpy ``.npy`` (object arrays are pickles);
-* nested ``torch.storage._load_from_bytes`` payloads found by the policy.
+  reader below as torch's miniz reads them (the central directory where the
+  end record says, names matched ignoring case, data after the local header)
+  and compared with :mod:`zipfile`'s reading;
+* tar (torch < 0.4: ``storages``, ``tensors``, ``pickle``) whenever
+  :mod:`tarfile` accepts the first header (a valid checksum, no ``ustar``
+  magic needed), with tarfile's own member list;
+* numpy ``.npy`` (object arrays are pickles: numpy's own header reader decides);
+* nested ``torch.storage._load_from_bytes`` payloads found by the policy, read
+  as ``torch.load(io.BytesIO(b))`` reads them (zip or pickles, never tar).
 
 7z, gzip and other archives torch cannot read give ``error`` (never safe), as
 does anything that cannot be read to the end. Storage records and other
