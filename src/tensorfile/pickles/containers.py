@@ -740,7 +740,7 @@ class _Walker:
                 if got is None:  # tarfile refuses it: torch reads pickles
                     kind = None
                 else:
-                    if role == "top" and head.startswith(b"\x93NUMPY"):
+                    if head.startswith(b"\x93NUMPY"):  # numpy reads it as .npy
                         self.fail(location, start, "ambiguous: a tar archive to torch.load and "
                                   "an .npy array to numpy.load")
                         self.npy(buf, start, end, location, depth)
