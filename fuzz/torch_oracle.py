@@ -22,10 +22,12 @@ the library (which must not call ``torch.load`` on untrusted input).
 from __future__ import annotations
 
 import _pickle
+import contextlib
 import hashlib
 import io
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -182,6 +184,39 @@ class RecordingPickleModule:
         return RecordingUnpickler(file, **kwargs).load()
 
 
+#: Address space the oracle may add while torch.load runs (see :func:`_memory_cap`).
+ORACLE_HEADROOM = 1 << 30
+
+
+@contextlib.contextmanager
+def _memory_cap() -> Iterator[None]:
+    """Cap this process's address space while the real unpickler runs.
+
+    The C unpickler trusts a hostile pickle's numbers: ``LONG_BINPUT`` with
+    index 2**30 makes it allocate and zero a memo of 2**31 pointers (16 GiB).
+    That is torch's and pickle's behaviour, not a scanner finding, so the
+    oracle lets such an allocation fail (MemoryError, recorded as torch's
+    error) instead of taking the machine down. The soft limit is restored after.
+    """
+    try:
+        import resource
+
+        with open("/proc/self/status") as status:
+            vm = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        cap = vm + ORACLE_HEADROOM
+        if hard != resource.RLIM_INFINITY:
+            cap = min(cap, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    except (ImportError, OSError, StopIteration, ValueError):  # not Linux: no cap
+        yield
+        return
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
 def torch_reads(path: str | os.PathLike[str]) -> Reading:
     """Load ``path`` with the real torch.load and the recording, inert unpickler."""
     import torch
@@ -189,7 +224,7 @@ def torch_reads(path: str | os.PathLike[str]) -> Reading:
     reading = Reading()
     _State.current = reading
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _memory_cap():
             warnings.simplefilter("ignore")
             torch.load(path, weights_only=False, map_location="cpu",
                        pickle_module=RecordingPickleModule)  # type: ignore[arg-type]
@@ -216,7 +251,7 @@ def numpy_reads(path: str | os.PathLike[str]) -> Reading:
     saved = npformat.pickle
     npformat.pickle = RecordingPickleModule  # type: ignore[assignment]
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _memory_cap():
             warnings.simplefilter("ignore")  # numpy warns about Python 2 headers
             result = np.load(path, allow_pickle=True)
             if hasattr(result, "files"):  # .npz: read every member
