@@ -9,6 +9,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pickle_kit import (
     EMPTY_DICT,
     STOP,
@@ -27,7 +29,7 @@ from pickle_kit import (
 )
 
 from tensorfile.pickles import Verdict, scan
-from tensorfile.pickles.containers import zip_entries
+from tensorfile.pickles.containers import tar_checksum_ok, zip_entries
 
 
 def _scan_bytes(tmp_path: Path, data: bytes, name: str = "f.bin") -> tuple[Verdict, str, list]:
@@ -48,11 +50,19 @@ def test_zip_reader_agrees_with_zipfile_on_normal_archives() -> None:
 
 
 @pytest.mark.parametrize("flags", [0x1, 0x20, 0x40])
-def test_flag_bits_zipfile_refuses_are_read_like_torch(tmp_path: Path, flags: int) -> None:
+def test_flag_bits_readers_refuse_are_still_read(tmp_path: Path, flags: int) -> None:
+    """zipfile and torch 2.13's miniz refuse entries flagged encrypted (0x1, 0x40) or
+    patched (0x20); older readers did not, so the scanner reads the bytes as stored."""
     # No tensors: records carrying the flag would not sniff as plain data.
     data = make_zip([("m/data.pkl", state_dict())], flags=flags)
     with pytest.raises((RuntimeError, NotImplementedError, zipfile.BadZipFile)):
         zipfile.ZipFile(io.BytesIO(data)).read("m/data.pkl")
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "flags.pt"
+    path.write_bytes(make_zip([("m/data.pkl", state_dict("w")), ("m/version", b"3\n")],
+                              flags=flags))
+    with pytest.raises(RuntimeError, match="unsupported"):
+        torch.load(path, weights_only=True)
     verdict, fmt, _ = _scan_bytes(tmp_path, data)
     assert (verdict, fmt) == (Verdict.SAFE, "torch-zip")
 
@@ -225,4 +235,28 @@ def test_hidden_earlier_zip_directory_is_scanned_too(tmp_path: Path) -> None:
     assert zipfile.ZipFile(io.BytesIO(hostile + benign)).namelist() == ["b/data.pkl"]
     verdict, fmt, streams = _scan_bytes(tmp_path, hostile + benign)
     assert (verdict, fmt) == (Verdict.DANGEROUS, "torch-zip")
-    assert {s.location for s in streams} == {"b/data.pkl", "m/data.pkl"}
+    assert {s.location for s in streams if s.error is None} == {"b/data.pkl", "m/data.pkl"}
+    assert any("second end-of-central-directory" in (s.error or "") for s in streams)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(min_size=512, max_size=512), st.integers(0, 7), st.booleans())
+def test_tar_checksum_test_is_tarfiles(block: bytes, kind: int, fix: bool) -> None:
+    """The scanner's header test (no tarfile import) says what tarfile.frombuf says."""
+    import tarfile
+
+    raw = bytearray(block)
+    if fix:  # a valid checksum (unsigned or signed sum, octal or base-256), or a near miss
+        raw[148:156] = b" " * 8
+        unsigned = sum(raw)
+        signed = unsigned - 256 * sum(b >= 128 for b in raw)
+        value = (unsigned, signed, unsigned + 1)[kind % 3]
+        raw[148:156] = (b"%06o\0 " % value if kind < 4
+                        else b"\x80" + (value % 256**7).to_bytes(7, "big"))
+    data = bytes(raw)
+    try:
+        expected = tarfile.nti(data[148:156]) in tarfile.calc_chksums(data)  # type: ignore[attr-defined]
+    except tarfile.HeaderError:
+        expected = False
+    expected = expected and data.count(0) != 512
+    assert tar_checksum_ok(data) is expected

@@ -119,7 +119,8 @@ def test_weights_are_never_read(tmp_path: Path) -> None:
 
 
 def test_overlapping_zip_entries_are_scanned_once(tmp_path: Path) -> None:
-    """Many central entries sharing one body cost one scan (overlap zip bombs)."""
+    """Many central entries sharing one body cost one scan (overlap zip bombs), and
+    the archive is an error: the same name twice is two readings."""
     body = state_dict(*[f"w{i}" for i in range(200)])
     data = make_zip([("a/data.pkl", body), *records("a", 200)])
     cd = data.index(b"PK\x01\x02")
@@ -134,5 +135,7 @@ def test_overlapping_zip_entries_are_scanned_once(tmp_path: Path) -> None:
     started = time.perf_counter()
     report = scan(path)
     assert time.perf_counter() - started < MAX_SECONDS
-    assert report.verdict is Verdict.SAFE
-    assert len(report.files[0].streams) == 1
+    assert report.verdict is Verdict.ERROR
+    pickles = [s for s in report.files[0].streams if s.error is None]
+    assert len(pickles) == 1
+    assert any("appears twice" in (s.error or "") for s in report.files[0].streams)

@@ -9,6 +9,7 @@ those samples hold only plain data, so ``pickle.loads`` may check them.
 
 from __future__ import annotations
 
+import io
 import pickle
 import pickletools
 import struct
@@ -28,7 +29,14 @@ from tensorfile.pickles.machine import (
     materialize,
     run_stream,
 )
-from tensorfile.pickles.opcodes import BigText, BytesRef, OpcodeReader, looks_like_binary_pickle
+from tensorfile.pickles.opcodes import (
+    AmbiguousPickleError,
+    BigText,
+    BytesRef,
+    OpcodeReader,
+    frame_by_frame,
+    looks_like_binary_pickle,
+)
 from tensorfile.pickles.policy import StreamPolicy
 
 
@@ -107,14 +115,30 @@ def test_large_arguments_are_windows_not_copies() -> None:
     assert any(isinstance(op.arg, BigText) for op in ops)
 
 
-def test_frame_is_checked_then_ignored_like_load_frame() -> None:
-    # An opcode straddling the frame end is read on (C rewinds after the check).
-    data = proto(4) + frame(3) + b"\x8c\x05hello\x8c\x02hi\x86."
-    assert pickle.loads(data) == ("hello", "hi")
-    assert _load(data) == ("hello", "hi")
-    # A frame inside a frame is fine for C as well.
+def test_frames_that_do_not_line_up_have_two_readings_and_are_refused() -> None:
+    """pickle.loads reads a stream flat; pickle.load from a file reads each frame
+    whole and continues after it, so an opcode straddling the frame's end reads
+    differently (here: fails). Such a stream is refused, not read one way."""
+    straddle = proto(4) + frame(3) + b"\x8c\x05hello\x8c\x02hi\x86."
+    assert pickle.loads(straddle) == ("hello", "hi")
+    with pytest.raises((pickle.UnpicklingError, UnicodeDecodeError)):
+        pickle.load(io.BytesIO(straddle))  # reads "\x8c\x02hi" as the text's length
     nested = proto(4) + frame(12) + frame(3) + b"K\x07."
-    assert pickle.loads(nested) == 7 == _load(nested)
+    assert pickle.loads(nested) == 7
+    past_stop = proto(4) + frame(6) + b"K\x07." + b"K\x08."
+    stream = io.BytesIO(past_stop + b"K\x09.")
+    assert pickle.load(stream) == 7
+    assert pickle.load(stream) == 9  # the next pickle starts where the frame ends
+    for data, where in ((straddle, 11), (nested, 11), (past_stop, 13)):
+        result = run_stream(data, 0, StreamPolicy())
+        assert isinstance(result.error, AmbiguousPickleError), (data, result.error)
+        assert result.error.offset == where
+
+
+def test_frames_as_pickle_writes_them_are_read() -> None:
+    for obj in ({"a": list(range(30000)), "b": b"x" * 200_000, "c": "y" * 70_000}, [1.5, "z"]):
+        for protocol in (4, 5):
+            assert _load(pickle.dumps(obj, protocol=protocol)) == obj
 
 
 @pytest.mark.parametrize("length", [100, (1 << 63) - 1, (1 << 63), (1 << 64) - 1])
@@ -184,3 +208,34 @@ def test_sniffing_binary_pickles() -> None:
     assert looks_like_binary_pickle(pickle.dumps([1], protocol=2))
     assert not looks_like_binary_pickle(b"\x80\x07K")
     assert not looks_like_binary_pickle(b"PK\x03\x04")
+
+
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20) | st.binary(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner,
+                                                                max_size=4),
+    max_leaves=12)
+
+
+def _outcome(load: Any) -> object:
+    try:
+        return ("ok", load())
+    except Exception as exc:  # the C unpickler's failure, by type
+        return ("error", type(exc).__name__)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_VALUES, st.integers(0, 200), st.integers(-3, 40), st.sampled_from([2, 4, 5]))
+def test_frame_by_frame_reads_what_pickle_load_reads_from_a_bytesio(
+        value: object, cut: int, extra: int, protocol: int) -> None:
+    """``frame_by_frame`` replays _pickle.c reading a BytesIO: a FRAME of any length
+    placed anywhere gives the opcodes pickle.load(BytesIO) acts on."""
+    body = pickle.dumps(value, protocol=protocol)[2:]
+    cut = min(cut, len(body))
+    length = max(0, len(body) - cut + extra)
+    data = b"\x80\x04" + body[:cut] + b"\x95" + struct.pack("<Q", length) + body[cut:]
+    flat = frame_by_frame(data, 0, len(data), 1 << 20)
+    expected = _outcome(lambda: pickle.load(io.BytesIO(data)))
+    got = _outcome(lambda: pickle.loads(flat)) if flat else ("error", "nothing read")
+    if expected[0] == "ok":  # where the real unpickler fails, there is nothing to compare
+        assert got == expected

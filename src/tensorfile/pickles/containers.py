@@ -1,19 +1,25 @@
-"""Find every pickle stream in a file, by content, and scan each one.
+"""Find every pickle stream a loader would unpickle from a file, and scan each one.
 
-Containers are recognised by their bytes, never by file name:
+Containers are recognised by their bytes, never by file name, and each is
+read the way the loader that accepts it reads it (``torch.load`` of torch
+2.13, ``numpy.load``); where two readers can read a file differently, the
+file is an ``error`` naming the ambiguity and every reading is scanned
+(spec/SCANNING.md, "Containers", has each rule beside the loader code):
 
 * raw pickles, several back to back (a payload after STOP still counts);
 * the legacy torch format (magic, protocol, sys_info, object and storage-key
   pickles, then one record per storage: an 8-byte element count and raw bytes,
-  stepped over by length, never read);
+  stepped over by length, never read), with ``_pickle.c``'s framing;
 * zip archives (torch's format, ``.npz``, a zip inside a zip), read with the
-  small reader below rather than :mod:`zipfile`, because torch reads archives
-  :mod:`zipfile` refuses: encryption/flag bits 0x1, 0x20, 0x40 are ignored,
-  CRCs are not checked, the central directory decides which entries exist and
-  the local header where their data starts;
-* the tar format of torch < 0.4 (``sys_info``, ``storages``, ``tensors``, ``pickle``);
-* numpy ``.npy`` (object arrays are pickles);
-* nested ``torch.storage._load_from_bytes`` payloads found by the policy.
+  reader below as torch's miniz reads them (the central directory where the
+  end record says, names matched ignoring case, data after the local header)
+  and compared with :mod:`zipfile`'s reading;
+* tar (torch < 0.4: ``storages``, ``tensors``, ``pickle``) whenever
+  :mod:`tarfile` accepts the first header (a valid checksum, no ``ustar``
+  magic needed), with tarfile's own member list;
+* numpy ``.npy`` (object arrays are pickles: numpy's own header reader decides);
+* nested ``torch.storage._load_from_bytes`` payloads found by the policy, read
+  as ``torch.load(io.BytesIO(b))`` reads them (zip or pickles, never tar).
 
 7z, gzip and other archives torch cannot read give ``error`` (never safe), as
 does anything that cannot be read to the end. Storage records and other
@@ -25,6 +31,7 @@ only compressed zip entries are decompressed, within a budget (zip bombs).
 
 from __future__ import annotations
 
+import itertools
 import mmap
 import os
 import struct
@@ -38,9 +45,11 @@ from tensorfile.errors import ScanError, ScanLimitError, UnsupportedContainerErr
 from tensorfile.pickles.machine import Call, Limits, StreamResult, run_stream
 from tensorfile.pickles.opcodes import (
     OPCODE_BYTES,
+    AmbiguousPickleError,
     BigText,
     Buffer,
     BytesRef,
+    frame_by_frame,
     looks_like_binary_pickle,
 )
 from tensorfile.pickles.policy import STORAGE_TYPES, StreamPolicy, call_of
@@ -79,7 +88,7 @@ class ScanLimits(NamedTuple):
 # ---------------------------------------------------------------------------
 
 class ZipEntry(NamedTuple):
-    """One central-directory entry and where its data lies."""
+    """One central-directory entry and where its data lies (offsets in the buffer)."""
 
     name: str
     local_name: str
@@ -88,6 +97,27 @@ class ZipEntry(NamedTuple):
     data_start: int
     comp_size: int
     size: int
+    #: Where the entry's local header starts, and its name as raw bytes.
+    header: int = 0
+    raw_name: bytes = b""
+
+
+class ZipLayout(NamedTuple):
+    """A zip archive as torch's miniz reads it, plus every way other readers disagree.
+
+    ``entries`` are miniz's (offsets from the archive's first byte, the central
+    directory where the end record says it is); entries only Python's
+    :mod:`zipfile` would see are appended. ``problems`` names each ambiguity: a
+    file with any is never ``safe``.
+    """
+
+    entries: list[ZipEntry]
+    problems: list[str]
+
+
+_EOCD, _CDH, _LFH = b"PK\x05\x06", b"PK\x01\x02", b"PK\x03\x04"
+_Z64_REC, _Z64_LOC, _DESCRIPTOR = b"PK\x06\x06", b"PK\x06\x07", b"PK\x07\x08"
+_U32: Final = 0xFFFFFFFF
 
 
 def _u(fmt: str, buf: Buffer, at: int) -> tuple[int, ...]:
@@ -95,84 +125,177 @@ def _u(fmt: str, buf: Buffer, at: int) -> tuple[int, ...]:
 
 
 def find_eocd(buf: Buffer, start: int, end: int) -> int:
-    """Offset of the end-of-central-directory record, or -1."""
-    return buf.rfind(b"PK\x05\x06", max(start, end - 65557), max(start, end - 18))
+    """The end-of-central-directory record miniz (torch) uses, or -1.
+
+    ``mz_zip_reader_locate_header_sig``: the last signature with 22 bytes after
+    it, searched backwards in 4 KiB blocks (overlapping by 3 bytes) until a
+    block reaching 65,557 bytes before the end has been searched.
+    """
+    size = end - start
+    if size < 22:
+        return -1
+    cur = max(size - 4096, 0)
+    while cur and size - cur < 65557:
+        cur = max(cur - 4093, 0)
+    return buf.rfind(_EOCD, start + cur, end - 18)
+
+
+def _zipfile_eocd(buf: Buffer, start: int, end: int) -> int:
+    """The end record :mod:`zipfile` (``_EndRecData``) uses, or -1 where it gives up."""
+    if end - start >= 22 and buf[end - 22:end - 18] == _EOCD and buf[end - 2:end] == b"\0\0":
+        return end - 22
+    at = buf.rfind(_EOCD, max(end - 65536 - 22, start), end)
+    return at if at >= 0 and end - at >= 22 else -1
 
 
 def zip_entries(buf: Buffer, start: int, end: int, max_entries: int) -> list[ZipEntry]:
-    """Read the central directory of the zip in ``buf[start:end]`` (zip64 aware).
+    """The entries of the zip in ``buf[start:end]`` as torch reads them.
 
-    The directory readers use (the last end-of-central-directory record, as
-    zipfile and torch's miniz pick it) decides; Raises
-    :class:`UnsupportedContainerError` when it is broken. Entries of further
-    end records hidden before it (say, in the archive comment, where another
-    reader might look first) are appended when they parse.
+    Raises :class:`UnsupportedContainerError` when miniz would refuse the
+    archive or when readers disagree about it (see :func:`zip_layout`).
+    """
+    layout = zip_layout(buf, start, end, max_entries)
+    if layout.problems:
+        raise UnsupportedContainerError(f"ambiguous zip archive: {layout.problems[0]}")
+    for entry in layout.entries:
+        if entry.data_start < 0:
+            raise UnsupportedContainerError(
+                f"zip entry {entry.name!r}: no local header at byte {entry.header}, or its "
+                "data runs past the end")
+    return layout.entries
+
+
+def zip_layout(buf: Buffer, start: int, end: int, max_entries: int) -> ZipLayout:
+    """Read the zip in ``buf[start:end]`` with miniz's rules and list every disagreement.
+
+    Raises :class:`UnsupportedContainerError` where miniz itself refuses the
+    archive (torch then reads nothing) or a record is cut off.
     """
     eocd = find_eocd(buf, start, end)
     if eocd < 0:
         raise UnsupportedContainerError("zip archive without an end-of-central-directory record")
+    problems: list[str] = []
     try:
-        entries = _zip_entries(buf, start, end, eocd, max_entries)
+        entries = _read_zip(buf, start, end, eocd, max_entries, problems)
     except struct.error as exc:  # a record cut off by the end of the data
         raise UnsupportedContainerError(f"truncated zip record: {exc}") from None
-    for _ in range(_MAX_EXTRA_EOCD):
-        eocd = buf.rfind(b"PK\x05\x06", max(start, end - 65557), eocd)
-        if eocd < 0:
-            break
-        try:
-            entries += _zip_entries(buf, start, end, eocd, max_entries - len(entries))
-        except (ScanError, struct.error):
-            continue  # the signature bytes occurred in data: not a directory
-    return entries
+    return ZipLayout(entries, problems)
 
 
-#: How many earlier end-of-central-directory candidates are also tried.
-_MAX_EXTRA_EOCD: Final = 8
-
-
-def _zip_entries(buf: Buffer, start: int, end: int, eocd: int, max_entries: int
-                 ) -> list[ZipEntry]:
-    total, cd_size, cd_offset = _u("<HII", buf, eocd + 10)
-    cd_end = eocd
+def _read_zip(buf: Buffer, s: int, end: int, eocd: int, max_entries: int,
+              problems: list[str]) -> list[ZipEntry]:
+    size = end - s
+    theirs = _zipfile_eocd(buf, s, end)
+    if theirs not in (-1, eocd):
+        problems.append(f"two end-of-central-directory records (bytes {eocd} and {theirs}): "
+                        "torch's miniz and Python's zipfile pick different ones")
+    disk, cd_disk, on_disk, total, cd_size, cd_ofs, comment = _u("<HHHHIIH", buf, eocd + 4)
+    if eocd + 22 + comment > end:
+        problems.append(f"the end record's comment runs {eocd + 22 + comment - end} bytes "
+                        "past the end of the file")
+    elif eocd + 22 + comment < end:
+        problems.append(f"{end - eocd - 22 - comment} bytes follow the end record and its "
+                        "comment (trailing data)")
+    record = eocd  # the end record the central directory should sit right before
+    zf_record = eocd
     loc = eocd - 20
-    if loc >= start and buf[loc:loc + 4] == b"PK\x06\x07":  # zip64 (torch always writes it)
-        (eocd64_rel,) = _u("<Q", buf, loc + 8)
-        eocd64 = _find_sig(buf, start, loc, b"PK\x06\x06", eocd64_rel)
-        total, cd_size, cd_offset = _u("<QQQ", buf, eocd64 + 32)
-        cd_end = eocd64
-    elif 0xFFFF == total or 0xFFFFFFFF in (cd_size, cd_offset):
+    if eocd - s >= 76 and buf[loc:loc + 4] == _Z64_LOC:
+        _, rel, disks = _u("<IQI", buf, loc + 4)
+        if rel > size - 56:
+            raise UnsupportedContainerError("zip64 end record offset lies past the end")
+        at = s + rel
+        if buf[at:at + 4] == _Z64_REC:
+            rsize, _, _, disk, cd_disk, on_disk, total, cd_size, cd_ofs = _u(
+                "<QHHIIQQQQ", buf, at + 4)
+            if rsize < 44 or disks != 1:
+                raise UnsupportedContainerError("zip64 end record is malformed or multi-disk")
+            if total > _U32 or cd_size > _U32:
+                raise UnsupportedContainerError("zip64 central directory too large for torch")
+            record = at
+        if buf[loc - 56:loc - 52] == _Z64_REC:
+            zf_record = loc - 56  # zipfile reads the zip64 record right before the locator
+        if zf_record != record:
+            problems.append(f"the zip64 locator points at byte {at}, but the zip64 end record "
+                            f"Python's zipfile reads sits right before the locator (byte {loc - 56})")
+    elif total == 0xFFFF or _U32 in (cd_size, cd_ofs):
         raise UnsupportedContainerError("zip64 archive without a zip64 locator")
-    base = cd_end - cd_size - cd_offset  # the archive's first byte (data may precede it)
-    cd = cd_end - cd_size
-    if base < start or cd < start:
+    if total != on_disk or ((disk | cd_disk) and (disk, cd_disk) != (1, 1)):
+        raise UnsupportedContainerError("multi-disk zip archive")
+    if cd_size < total * 46 or cd_ofs + cd_size > size:
         raise UnsupportedContainerError("zip central directory lies outside the file")
     if total > max_entries:
         raise ScanLimitError(f"zip archive lists {total} entries (limit {max_entries})")
-    entries = []
-    pos = cd
-    for _ in range(total):
-        if pos + 46 > cd_end or buf[pos:pos + 4] != b"PK\x01\x02":
-            raise UnsupportedContainerError(f"broken zip central directory at byte {pos}")
-        flags, method = _u("<HH", buf, pos + 8)
-        csize, usize, nlen, xlen, clen = _u("<IIHHH", buf, pos + 20)
-        (loff,) = _u("<I", buf, pos + 42)
-        name_raw = bytes(buf[pos + 46:pos + 46 + nlen])
-        extra = bytes(buf[pos + 46 + nlen:pos + 46 + nlen + xlen])
-        usize, csize, loff = _zip64_extra(extra, usize, csize, loff)
-        pos += 46 + nlen + xlen + clen
-        entries.append(_local(buf, base, end, loff, _zip_name(name_raw, flags), flags, method,
-                              csize, usize))
+    cd = s + cd_ofs
+    if cd + cd_size != record:
+        problems.append(
+            f"the end record puts the central directory at byte {cd}, but it would end "
+            f"{record - cd - cd_size} bytes before the end record; Python's zipfile reads it "
+            f"at byte {record - cd_size} (relative offsets)")
+    try:
+        entries, used = _directory(buf, s, end, cd, cd_size, total, disk, problems)
+        if used != cd_size:
+            problems.append(f"the central directory holds {cd_size - used} bytes beyond its "
+                            f"{total} entries (Python's zipfile reads entries until its size "
+                            "is used)")
+        _check_spans(entries, cd, cd + cd_size, problems)
+    except UnsupportedContainerError as exc:
+        problems.append(f"torch's miniz reader refuses it ({exc}), other readers may not")
+        entries = []
+    shift = record - cd - cd_size
+    if shift and zf_record == record and s + shift >= s:
+        # Python's zipfile: offsets relative to where the directory really ends.
+        _add_directory(entries, buf, s + shift, end, record - cd_size, cd_size, max_entries)
+    _other_directories(entries, buf, s, end, eocd, max_entries, problems)
     return entries
 
 
-def _find_sig(buf: Buffer, start: int, limit: int, sig: bytes, rel: int) -> int:
-    at = start + rel
-    if start <= at <= limit - 56 and buf[at:at + 4] == sig:
-        return at
-    found = buf.rfind(sig, start, max(start, limit - 52))  # data before the archive; 56 bytes
-    if found < 0:
-        raise UnsupportedContainerError("zip64 end-of-central-directory record not found")
-    return found
+def _add_directory(entries: list[ZipEntry], buf: Buffer, base: int, end: int, cd: int,
+                   cd_size: int, max_entries: int) -> None:
+    """Append the entries another reader would see there (best effort: scanned too)."""
+    try:
+        extra, _ = _directory(buf, base, end, cd, cd_size, max_entries, 0, [], by_size=True)
+    except (ScanError, struct.error):
+        return
+    seen = {e.data_start for e in entries}
+    entries += [e for e in extra if e.data_start not in seen]
+
+
+def _directory(buf: Buffer, base: int, end: int, cd: int, cd_size: int, total: int,
+               disk: int, problems: list[str], *, by_size: bool = False
+               ) -> tuple[list[ZipEntry], int]:
+    """``total`` central entries from ``cd`` (miniz) or all within ``cd_size`` (zipfile)."""
+    entries = []
+    pos, cd_end = cd, cd + cd_size
+    seen: dict[bytes, bytes] = {}
+    for _ in range(total):
+        if by_size and pos >= cd_end:
+            break
+        if pos + 46 > cd_end or buf[pos:pos + 4] != _CDH:
+            raise UnsupportedContainerError(f"broken zip central directory at byte {pos}")
+        flags, method = _u("<HH", buf, pos + 8)
+        csize, usize, nlen, xlen, clen, disk_start = _u("<IIHHHH", buf, pos + 20)
+        (loff,) = _u("<I", buf, pos + 42)
+        if pos + 46 + nlen + xlen + clen > cd_end:
+            raise UnsupportedContainerError(f"zip central entry at byte {pos} runs past the directory")
+        raw = bytes(buf[pos + 46:pos + 46 + nlen])
+        extra = bytes(buf[pos + 46 + nlen:pos + 46 + nlen + xlen])
+        if _U32 in (csize, usize, loff):
+            usize, csize, loff = _zip64_extra(extra, usize, csize, loff)
+        if csize != _U32 and usize != _U32 and ((method == 0 and usize != csize)
+                                                or (usize and not csize)):
+            raise UnsupportedContainerError(f"zip entry {raw!r}: sizes are inconsistent")
+        if not by_size and (disk_start == 0xFFFF or disk_start not in (disk, 1)):
+            raise UnsupportedContainerError("multi-disk zip archive")
+        if flags & 0x2000:
+            raise UnsupportedContainerError("zip central directory is encrypted")
+        pos += 46 + nlen + xlen + clen
+        key = raw.lower()  # miniz looks names up ignoring ASCII case
+        if key in seen:
+            what = "appears twice" if seen[key] == raw else f"collides with {seen[key]!r} when case is ignored"
+            problems.append(f"zip entry {raw!r} {what} (readers pick different ones)")
+        seen[key] = raw
+        entries.append(_local(buf, base, end, loff, raw, flags, method, csize, usize, problems))
+    return entries, pos - cd
 
 
 def _zip64_extra(extra: bytes, usize: int, csize: int, loff: int) -> tuple[int, int, int]:
@@ -182,12 +305,13 @@ def _zip64_extra(extra: bytes, usize: int, csize: int, loff: int) -> tuple[int, 
         body = extra[at + 4:at + 4 + size]
         if tag == 1:
             vals = [struct.unpack_from("<Q", body, i)[0] for i in range(0, len(body) - 7, 8)]
-            if usize == 0xFFFFFFFF and vals:
+            if usize == _U32 and vals:
                 usize = vals.pop(0)
-            if csize == 0xFFFFFFFF and vals:
+            if csize == _U32 and vals:
                 csize = vals.pop(0)
-            if loff == 0xFFFFFFFF and vals:
+            if loff == _U32 and vals:
                 loff = vals.pop(0)
+            break
         at += 4 + size
     return usize, csize, loff
 
@@ -196,109 +320,268 @@ def _zip_name(raw: bytes, flags: int) -> str:
     return raw.decode("utf-8" if flags & 0x800 else "cp437", "replace")
 
 
-def _local(buf: Buffer, base: int, end: int, loff: int, name: str, flags: int, method: int,
-           csize: int, usize: int) -> ZipEntry:
+def _local(buf: Buffer, base: int, end: int, loff: int, raw: bytes, flags: int, method: int,
+           csize: int, usize: int, problems: list[str]) -> ZipEntry:
+    name = _zip_name(raw, flags)
     at = base + loff
-    if at + 30 > end or buf[at:at + 4] != b"PK\x03\x04":
-        raise UnsupportedContainerError(f"zip entry {name!r}: no local header at byte {at}")
-    nlen, xlen = _u("<HH", buf, at + 26)
+    if at + 30 > end or buf[at:at + 4] != _LFH:
+        # Readers look at a local header only when they extract the entry: an
+        # entry without one cannot be read (the walker reports it), the others can.
+        return ZipEntry(name, name, flags, method, -1, csize, usize, at, raw)
+    lflags, lmethod, _, _, _, lcsize, lusize, nlen, xlen = _u("<HHHHIIIHH", buf, at + 6)
     data = at + 30 + nlen + xlen
     if data + csize > end:
-        raise UnsupportedContainerError(f"zip entry {name!r} runs past the end of the archive")
-    local_name = _zip_name(bytes(buf[at + 30:at + 30 + nlen]), flags)
-    return ZipEntry(name, local_name, flags, method, data, csize, usize)
+        return ZipEntry(name, name, flags, method, -1, csize, usize, at, raw)
+    local_raw = bytes(buf[at + 30:at + 30 + nlen])
+    if local_raw != raw:
+        problems.append(f"zip entry {raw!r}: its local header names it {local_raw!r}")
+    if lmethod != method:
+        problems.append(f"zip entry {raw!r}: local header says method {lmethod}, "
+                        f"central directory {method}")
+    if _U32 in (lcsize, lusize):
+        lusize, lcsize, _ = _zip64_extra(bytes(buf[at + 30 + nlen:data]), lusize, lcsize, 0)
+    if (not lflags & 8 or (lcsize, lusize) != (0, 0)) and (lcsize, lusize) != (csize, usize):
+        problems.append(f"zip entry {raw!r}: sizes disagree (central directory {csize}/{usize}, "
+                        f"local header {lcsize}/{lusize})")
+    if flags & 8:
+        d = data + csize
+        d += 4 if buf[d:d + 4] == _DESCRIPTOR else 0
+        sizes = (csize, usize)
+        if sizes != _sizes(buf, d + 4, "<II", end) and sizes != _sizes(buf, d + 4, "<QQ", end):
+            problems.append(f"zip entry {raw!r}: its data descriptor disagrees with the "
+                            f"central directory's sizes {csize}/{usize}")
+    return ZipEntry(name, _zip_name(local_raw, lflags), flags, method, data, csize, usize, at, raw)
+
+
+def _sizes(buf: Buffer, at: int, fmt: str, end: int) -> tuple[int, int] | None:
+    if at + struct.calcsize(fmt) > end:
+        return None
+    c, u = _u(fmt, buf, at)
+    return c, u
+
+
+def _check_spans(entries: list[ZipEntry], cd: int, cd_end: int, problems: list[str]) -> None:
+    """Entries must not share bytes with each other or with the central directory."""
+    spans = [(e.header, e.data_start + e.comp_size, e.raw_name) for e in entries
+             if e.data_start >= 0]
+    spans.append((cd, cd_end, b"<central directory>"))
+    spans.sort()
+    for (_, a1, an), (b0, _, bn) in itertools.pairwise(spans):
+        if b0 < a1:
+            problems.append(f"zip entries {an!r} and {bn!r} overlap (bytes {b0}-{a1})")
+            return
+
+
+def _other_directories(entries: list[ZipEntry], buf: Buffer, s: int, end: int, eocd: int,
+                       max_entries: int, problems: list[str]) -> None:
+    """Another end record before the one used that points at a directory: a second
+    reading (say, an archive hidden in the comment). Its entries are scanned too."""
+    at = eocd
+    for _ in range(_MAX_EXTRA_EOCD):
+        at = buf.rfind(_EOCD, max(s, end - 65557 - 4096), at)
+        if at < 0 or at + 22 > end:
+            return
+        total, cd_size, cd_ofs = _u("<HII", buf, at + 10)
+        for base in dict.fromkeys((s, at - cd_size - cd_ofs)):
+            cd = base + cd_ofs
+            if total and base >= s and cd + cd_size <= at and buf[cd:cd + 4] == _CDH:
+                problems.append(f"a second end-of-central-directory record at byte {at} "
+                                "describes another central directory")
+                _add_directory(entries, buf, base, end, cd, cd_size, max_entries)
+                break
+
+
+#: Frame ambiguities per file whose second reading (from the frame's end) is scanned too.
+_MAX_ALTERNATIVES: Final = 8
+#: Ambiguities of one archive listed one by one (the rest are counted).
+_MAX_PROBLEMS: Final = 8
+#: How many earlier end-of-central-directory candidates are checked.
+_MAX_EXTRA_EOCD: Final = 8
+
+
+class TarMember(NamedTuple):
+    """A member as :mod:`tarfile` lists it (offsets in the scanned buffer)."""
+
+    name: str
+    #: 'file' (tarfile hands out its bytes), 'link', 'symlink', 'sparse' or 'other'.
+    kind: str
+    data: int
+    size: int
+    linkname: str
+    #: Its place in the listing (a hard link names an earlier member).
+    position: int
+
+
+#: The most one tarfile read may ask for (a pax or GNU long-name header).
+_MAX_TAR_READ: Final = 16 << 20
+
+
+class _Window:
+    """``buf[start:end]`` as the seekable file :mod:`tarfile` reads (no copy of the whole)."""
+
+    def __init__(self, buf: Buffer, start: int, end: int) -> None:
+        self.buf, self.start, self.end, self.pos = buf, start, end, start
+
+    def read(self, n: int | None = -1) -> bytes:
+        if n is None or n < 0:
+            n = self.end - self.pos
+        if n > _MAX_TAR_READ:
+            raise ScanLimitError(f"tar header asks to read {n} bytes at once")
+        stop = min(self.end, self.pos + n)
+        data = bytes(self.buf[self.pos:stop])
+        self.pos = stop
+        return data
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        base = (self.start, self.pos, self.end)[whence]
+        self.pos = max(self.start, base + pos)
+        return self.pos - self.start
+
+    def tell(self) -> int:
+        return self.pos - self.start
+
+
+def tar_checksum_ok(head: bytes) -> bool:
+    """Whether ``tarfile`` takes this first block for a header (``TarInfo.frombuf``).
+
+    Only the checksum is checked (no ``ustar`` magic): torch tries ``tarfile``
+    on every file that does not start like a zip. This is ``frombuf``'s test
+    (``nti(buf[148:156]) in calc_chksums(buf)``) without importing
+    :mod:`tarfile` (8 ms of every scan's start-up); a test holds it to
+    tarfile's own functions.
+    """
+    block = head[:512]
+    if len(block) < 512 or block.count(0) == 512:
+        return False
+    field = block[148:156]
+    if field[0] in (0o200, 0o377):  # base-256
+        stated = int.from_bytes(field[1:], "big")
+        if field[0] == 0o377:
+            stated -= 256 ** 7
+    else:
+        try:  # nts(): up to the first NUL, ASCII; then int(s.strip() or "0", 8)
+            text = field.split(b"\0", 1)[0].decode("ascii")
+            stated = int(text.strip() or "0", 8)
+        except ValueError:
+            return False
+    unsigned = 256 + sum(block[:148]) + sum(block[156:])
+    high = len(block[:148].translate(None, _LOW_BYTES)) + len(
+        block[156:].translate(None, _LOW_BYTES))
+    return stated in (unsigned, unsigned - 256 * high)
+
+
+_LOW_BYTES: Final = bytes(range(128))
+
+
+def tar_listing(buf: Buffer, start: int, end: int, max_entries: int) -> list[TarMember] | None:
+    """Members of ``buf[start:end]`` exactly as Python's :mod:`tarfile` lists them.
+
+    ``None`` when ``tarfile.open`` or the listing raises ``TarError``: torch's
+    legacy loader then falls back to reading the file as pickles. The listing
+    stops, as ``tarfile``'s does, at the first header after the first that is
+    not valid. tarfile only parses headers here; nothing is extracted.
+    """
+    import tarfile
+
+    try:
+        with tarfile.open(fileobj=_Window(buf, start, end), mode="r:") as tf:  # type: ignore[call-overload]
+            members = []
+            for index, info in enumerate(tf):
+                if index >= max_entries:
+                    raise ScanLimitError(f"tar archive has more than {max_entries} members")
+                kind = ("sparse" if info.issparse() else "file" if info.isreg()
+                        or info.type not in tarfile.SUPPORTED_TYPES else "link" if info.islnk()
+                        else "symlink" if info.issym() else "other")
+                members.append(TarMember(info.name, kind, start + info.offset_data, info.size,
+                                         info.linkname, index))
+            return members
+    except tarfile.TarError:
+        return None
+    except ScanError:
+        raise
+    except Exception as exc:  # tarfile's own failure outside TarError: torch.load fails too
+        raise UnsupportedContainerError(f"tar header cannot be read ({type(exc).__name__})"
+                                        ) from None
 
 
 def tar_members(buf: Buffer, start: int, end: int, max_entries: int
                 ) -> Iterator[tuple[str, int, int]]:
-    """(name, data start, size) of each regular member of a ustar/GNU tar."""
-    pos = start
-    long_name: str | None = None
-    for _ in range(max_entries):
-        if pos + 512 > end:
-            return
-        header = bytes(buf[pos:pos + 512])
-        if header == bytes(512):
-            return
-        size = _tar_number(header[124:136])
-        data = pos + 512
-        if size < 0 or data + size > end:
-            raise UnsupportedContainerError(f"tar member at byte {pos} runs past the end")
-        kind = header[156:157]
-        prefix = header[345:500].rstrip(b"\0") if header[257:262] == b"ustar" else b""
-        raw = header[:100].rstrip(b"\0")
-        name = long_name or (prefix + b"/" + raw if prefix else raw).decode("utf-8", "replace")
-        long_name = None
-        if kind == b"L":
-            long_name = bytes(buf[data:data + min(size, 4096)]).rstrip(b"\0").decode(
-                "utf-8", "replace")
-        elif kind in (b"0", b"\0", b"7"):
-            yield name, data, size
-        pos = data + (size + 511) // 512 * 512
-    raise ScanLimitError(f"tar archive has more than {max_entries} members")
+    """(name, data start, size) of each member whose bytes tarfile hands out as a file."""
+    members = tar_listing(buf, start, end, max_entries)
+    if members is None:
+        raise UnsupportedContainerError("tarfile does not read it as a tar archive")
+    for m in members:
+        if m.kind == "file":
+            yield m.name, m.data, m.size
 
 
-def _tar_number(field_: bytes) -> int:
-    if field_[:1] in (b"\x80", b"\xff"):  # GNU base-256
-        return int.from_bytes(field_[1:], "big", signed=field_[:1] == b"\xff")
-    text = field_.rstrip(b"\0 ").lstrip(b" ")
+def _tar_target(members: list[TarMember], member: TarMember) -> TarMember | None:
+    """What tarfile reads for ``member``: a hard link's target (``_find_link_target``:
+    the last member before it with that name), anything else itself."""
+    seen = 0
+    while member.kind == "link" and seen < 64:
+        seen += 1
+        name = os.path.normpath(member.linkname)
+        found = [m for m in members[:member.position] if os.path.normpath(m.name) == name]
+        if not found:
+            return None
+        member = found[-1]
+    return member
+
+
+def npy_pickle_start(buf: Buffer, start: int, end: int) -> int | None:
+    """Where ``numpy.load(allow_pickle=True)`` would start unpickling this ``.npy``, or None.
+
+    The header is read by numpy's own reader (``read_magic``, ``_check_version``,
+    ``_read_array_header``, as ``numpy.lib.format.read_array`` calls them: the
+    version's length field and encoding, ``ast.literal_eval`` with the Python 2
+    ``L`` filter, the key check, ``descr_to_dtype``), so "object array" means
+    what it means to numpy: ``dtype.hasobject`` (``'object'``, ``'b1,O'``,
+    ``[('a', 'O')]``, ...). Reads are bounded (one read of at most 16 MiB).
+    """
+    import warnings
+
     try:
-        return int(text or b"0", 8)
-    except ValueError:
-        return -1
-
-
-def npy_header(buf: Buffer, start: int, end: int) -> tuple[dict[str, object], int]:
-    """Parse an ``.npy`` header: (header dict, offset where the data starts)."""
-    import ast
-
-    if end - start < 10:
-        raise UnsupportedContainerError("npy file too short")
-    major = buf[start + 6]
-    if major == 1:
-        (hlen,) = _u("<H", buf, start + 8)
-        hstart = start + 10
-    elif major in (2, 3):
-        if end - start < 12:
-            raise UnsupportedContainerError("npy file too short")
-        (hlen,) = _u("<I", buf, start + 8)
-        hstart = start + 12
-    else:
-        raise UnsupportedContainerError(f"npy format version {major} is not supported")
-    if hlen > 1 << 20 or hstart + hlen > end:
-        raise UnsupportedContainerError("npy header length is out of range")
-    text = bytes(buf[hstart:hstart + hlen]).decode("latin-1")
+        from numpy.lib import _format_impl as npformat  # numpy >= 2
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.lib import format as npformat  # type: ignore[no-redef]
+    window = _Window(buf, start, end)
     try:
-        header = ast.literal_eval(text)  # literals only: no names, calls or attributes
-    except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError) as exc:
-        # Only the exception type: ast's messages quote object addresses, and
-        # the same file must always give the same report.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            version = npformat.read_magic(window)
+            npformat._check_version(version)  # type: ignore[attr-defined]
+            _, _, dtype = npformat._read_array_header(  # type: ignore[attr-defined]
+                window, version, max_header_size=2**64)
+    except ScanError:
+        raise
+    except Exception as exc:  # numpy refuses the header: it unpickles nothing
+        # Only the exception type: messages quote object addresses and the
+        # same file must always give the same report.
         raise UnsupportedContainerError(
-            f"npy header is not a literal dict ({type(exc).__name__})") from None
-    if not isinstance(header, dict):
-        raise UnsupportedContainerError("npy header is not a dict")
-    return header, hstart + hlen
+            f"npy header is not a literal dict numpy accepts ({type(exc).__name__})") from None
+    return window.pos if dtype.hasobject else None
 
 
-def _is_object_descr(descr: object, depth: int = 0) -> bool:
-    if depth > 32:
-        return True
-    if isinstance(descr, str):
-        return descr.lstrip("<>|=").startswith("O")
-    if isinstance(descr, (list, tuple)):
-        return any(_is_object_descr(d, depth + 1) for d in descr
-                   if not isinstance(d, (str, int)) or (isinstance(d, str) and d[:1] in "<>|=O"))
-    return False
+def _zip_at_end(buf: Buffer, start: int, end: int) -> bool:
+    """An end record near the end whose directory is really there (zipfile's reading)."""
+    at = _zipfile_eocd(buf, start, end)
+    if at < 0:
+        return False
+    cd_size, cd_ofs = _u("<II", buf, at + 12)
+    cd = at - cd_size
+    return ((start <= cd < at and buf[cd:cd + 4] == _CDH)
+            or buf[start + cd_ofs:start + cd_ofs + 4] == _CDH)
 
 
 def sniff(head: bytes) -> str | None:
     """What ``head`` (the first bytes of something) is: 'zip', 'npy', 'tar', an archive name."""
     if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
         return "zip"
+    if tar_checksum_ok(head):  # torch tries tar before anything but zip
+        return "tar"
     if head.startswith(b"\x93NUMPY"):
         return "npy"
-    if head[257:262] == b"ustar":
-        return "tar"
     for magic, name in _ARCHIVE_MAGIC.items():
         if head.startswith(magic):
             return name
@@ -320,6 +603,15 @@ def _worth_parsing(head: bytes, role: str) -> bool:
     if role == "storage":
         return looks_like_binary_pickle(head)
     return bool(head) and head[0] in OPCODE_BYTES
+
+
+def _fatal(error: ScanError | None) -> bool:
+    """Whether a stream's error ends the reading of what follows it.
+
+    A frame ambiguity does not: the stream was read on flat, and the next one
+    is read from there (as a buffered file reads it) so nothing after it is missed.
+    """
+    return error is not None and not isinstance(error, AmbiguousPickleError)
 
 
 def _inside(location: str, member: str) -> str:
@@ -345,6 +637,7 @@ class _Walker:
         # Storage sizes each stream's persistent ids declare, in stream order
         # (zip checkpoints compare them with their data records).
         self.claims: list[dict[str, tuple[int, int, str]]] = []
+        self.alternatives = 0
 
     def fail(self, location: str, offset: int, message: str) -> None:
         self.streams.append(StreamReport(location, offset, Verdict.ERROR, error=message))
@@ -366,11 +659,29 @@ class _Walker:
         if result.error is not None:
             verdict = Verdict.worst([verdict], Verdict.ERROR)
         findings = list(policy.findings)
+        resume = None
+        other = None
+        if isinstance(result.error, AmbiguousPickleError):  # a finding: never "not a pickle"
+            findings.append(Finding(Verdict.ERROR, f"two readings: {result.error}", "FRAME",
+                                    result.error.offset))
+            resume = result.error.frame_end
+            if self.alternatives < _MAX_ALTERNATIVES:
+                # The second reading of the stream itself: frames read whole.
+                self.alternatives += 1
+                other = frame_by_frame(buf, start, end, self.limits.max_inflate)
         if policy.dropped:
             findings.append(Finding(verdict, f"{policy.dropped} further findings not listed"))
         self.streams.append(StreamReport(
             location, start, verdict, findings, list(policy.globals),
             None if result.error is None else str(result.error)))
+        if other is not None:
+            self.stream(other, 0, len(other), _part(location, "(read frame by frame)"), depth,
+                        tentative=True, key_pids=key_pids)
+        if resume is not None and self.alternatives < _MAX_ALTERNATIVES:
+            # The other reading: the next pickle starts where the frame ends.
+            self.alternatives += 1
+            self.pickles(buf, resume, end, _part(location, f"@ {resume} (after its FRAME)"),
+                         depth, tentative=True)
         seen: set[int] = set()
         for offset, payload in policy.nested:
             if id(payload) not in seen:  # one memoized payload called many times
@@ -382,9 +693,9 @@ class _Walker:
     def nested(self, payload: object, location: str, offset: int, depth: int) -> None:
         """Scan a ``_load_from_bytes`` argument as the torch.load input it is."""
         if isinstance(payload, bytes):
-            self.blob(payload, 0, len(payload), location, depth, "top")
+            self.blob(payload, 0, len(payload), location, depth, "nested")
         elif isinstance(payload, BytesRef):
-            self.blob(payload.buf, payload.start, payload.stop, location, depth, "top")
+            self.blob(payload.buf, payload.start, payload.stop, location, depth, "nested")
         elif isinstance(payload, Call) and call_of(payload, "_codecs.encode"):
             assert isinstance(payload.args, tuple)
             text = payload.args[0]
@@ -398,7 +709,7 @@ class _Walker:
             except UnicodeEncodeError:
                 self.fail(location, offset, "nested stream is not latin-1 text")
                 return
-            self.blob(data, 0, len(data), location, depth, "top")
+            self.blob(data, 0, len(data), location, depth, "nested")
         else:
             self.fail(location, offset, "nested stream is not literal bytes")
 
@@ -414,9 +725,16 @@ class _Walker:
             return "nested"
         head = bytes(buf[start:min(end, start + _SNIFF)])
         kind = sniff(head)
-        if kind is None and role == "top" and find_eocd(buf, start, end) >= 0:
-            # Data before the archive: zip readers find it from the end, but
-            # torch.load sees no PK header and unpickles from byte 0.
+        if role == "nested":
+            # torch.load(io.BytesIO(b)): a zip by its first four bytes, else pickles
+            # (a BytesIO is never tried as tar, numpy never reads it).
+            kind = "zip" if head[:4] == b"PK\x03\x04" else None
+            role = "top"
+        elif kind is None and role == "top" and _zip_at_end(buf, start, end):
+            # Data before the archive: zip readers that search from the end find
+            # it, but torch.load and numpy.load see no PK header and unpickle from byte 0.
+            self.fail(location, start, "data before a zip archive: zipfile reads the archive, "
+                      "torch.load and numpy.load read the file as a pickle")
             if head[:1] and head[0] in OPCODE_BYTES:
                 self.pickles(buf, start, end, location, depth)
             kind = "zip"
@@ -426,7 +744,18 @@ class _Walker:
             if kind == "npy":
                 return self.npy(buf, start, end, location, depth)
             if kind == "tar":
-                return self.tar(buf, start, end, location, depth)
+                got = self.tar(buf, start, end, location, depth)
+                if got is None:  # tarfile refuses it: torch reads pickles
+                    kind = None
+                else:
+                    if head.startswith(b"\x93NUMPY"):  # numpy reads it as .npy
+                        self.fail(location, start, "ambiguous: a tar archive to torch.load and "
+                                  "an .npy array to numpy.load")
+                        self.npy(buf, start, end, location, depth)
+                    if role == "top" and head[0] in OPCODE_BYTES:
+                        # legacy_load falls back to pickles when a member fails to extract.
+                        self.pickles(buf, start, end, location, depth, tentative=True)
+                    return got
         except ScanError as exc:
             self.fail(location, start, f"{kind}: {exc}")
             return str(kind)
@@ -460,7 +789,7 @@ class _Walker:
             name = location if index == 0 else _part(location, f"#{index + 1}")
             ran = self.stream(buf, pos, end, name, depth, tentative=tentative,
                               key_pids=key_pids)
-            if ran is None or ran[0].error is not None:
+            if ran is None or _fatal(ran[0].error):
                 return kind
             result = ran[0]
             pos, index = result.end, index + 1
@@ -477,7 +806,7 @@ class _Walker:
                 return "torch-legacy"
             ran = self.stream(buf, pos, end, _part(location, f"({part})"), depth)
             assert ran is not None
-            if ran[0].error is not None:
+            if _fatal(ran[0].error):
                 return "torch-legacy"
             runs.append(ran)
             pos = ran[0].end
@@ -500,7 +829,13 @@ class _Walker:
 
     # -- zip ----------------------------------------------------------------------
     def zip(self, buf: Buffer, start: int, end: int, location: str, depth: int) -> str:
-        entries = zip_entries(buf, start, end, self.limits.max_entries)
+        layout = zip_layout(buf, start, end, self.limits.max_entries)
+        for problem in layout.problems[:_MAX_PROBLEMS]:
+            self.fail(location, start, f"ambiguous zip archive: {problem}")
+        if len(layout.problems) > _MAX_PROBLEMS:
+            more = len(layout.problems) - _MAX_PROBLEMS
+            self.fail(location, start, f"ambiguous zip archive: {more} more disagreements")
+        entries = layout.entries
         kind = "zip"
         before = len(self.streams)
         readable = 0
@@ -508,16 +843,23 @@ class _Walker:
         pickles: list[tuple[ZipEntry, str, dict[str, tuple[int, int, str]]]] = []
         for entry in entries:
             span = (entry.data_start, entry.comp_size, entry.method)
-            if span in seen:  # several central entries sharing one body (a zip-bomb trick)
+            if span in seen:  # several central entries sharing one body (reported above)
                 continue
             seen.add(span)
             loc = _inside(location, entry.name)
             if entry.local_name != entry.name:
                 loc += f" (local header says {entry.local_name!r})"
-            must_pickle = any(n.endswith(".pkl") for n in (entry.name, entry.local_name))
-            if entry.name.endswith("data.pkl"):
+            # miniz finds names ignoring ASCII case: archive/DATA.PKL is data.pkl to torch.
+            must_pickle = any(n.lower().endswith(".pkl") for n in (entry.name, entry.local_name))
+            lower = entry.name.lower()
+            if lower.endswith("/data.pkl"):
                 kind = "torch-zip"
-            parts = entry.name.split("/")
+            if lower.endswith("/constants.pkl"):
+                self.streams.append(StreamReport(
+                    loc, entry.data_start, Verdict.UNKNOWN, [Finding(
+                        Verdict.UNKNOWN, "TorchScript archive (constants.pkl): torch.load hands "
+                        "it to torch.jit.load, which compiles its code; not read by the scanner")]))
+            parts = lower.split("/")
             role = ("pickle" if must_pickle else
                     "storage" if len(parts) > 2 and parts[-2] == "data" else "record")
             try:
@@ -558,6 +900,10 @@ class _Walker:
     def entry(self, buf: Buffer, entry: ZipEntry, loc: str, depth: int, role: str) -> str:
         """Scan one zip entry; records that do not look like anything are skipped."""
         start, stop = entry.data_start, entry.data_start + entry.comp_size
+        if start < 0:
+            self.fail(loc, entry.header, "no local header where the central directory points, "
+                      "or its data runs past the end: unreadable")
+            return "unreadable"
         if entry.method not in (0, 8):
             self.fail(loc, start, f"compression method {entry.method} is not supported")
             return "unsupported"
@@ -603,24 +949,52 @@ class _Walker:
 
     # -- numpy and tar ---------------------------------------------------------------
     def npy(self, buf: Buffer, start: int, end: int, location: str, depth: int) -> str:
-        header, data = npy_header(buf, start, end)
-        if _is_object_descr(header.get("descr")):
+        data = npy_pickle_start(buf, start, end)
+        if data is not None:
             self.pickles(buf, data, end, location, depth)
         return "npy"
 
-    def tar(self, buf: Buffer, start: int, end: int, location: str, depth: int) -> str:
-        kind = "tar"
-        for name, data, size in tar_members(buf, start, end, self.limits.max_entries):
+    def tar(self, buf: Buffer, start: int, end: int, location: str, depth: int) -> str | None:
+        """torch < 0.4's tar, read as ``torch.serialization.legacy_load`` reads it.
+
+        None when tarfile refuses it (torch then reads the file as pickles).
+        """
+        members = tar_listing(buf, start, end, self.limits.max_entries)
+        if members is None:
+            return None
+        last = {m.name: m for m in members}  # tarfile's getmember: the last occurrence
+        torch_reads = ("storages", "tensors", "pickle")
+        for name in torch_reads:
+            if sum(m.name == name for m in members) > 1:
+                self.fail(_inside(location, name), start, f"ambiguous tar archive: {name!r} "
+                          "appears more than once (tarfile takes the last, other readers the first)")
+        for m in members:  # what torch never reads is only sniffed
+            if m.kind == "file" and (m.name not in torch_reads or last[m.name] is not m):
+                self.blob(buf, m.data, min(end, m.data + m.size), _inside(location, m.name),
+                          depth + 1, "record")
+        for name in torch_reads:
+            member = last.get(name)
+            if member is None:
+                continue
             loc = _inside(location, name)
-            if name in ("storages", "tensors"):
-                kind = "torch-tar"
-                self.tar_records(buf, data, data + size, loc, depth, name == "storages")
-            elif name in ("sys_info", "pickle"):
-                kind = "torch-tar" if name == "pickle" else kind
-                self.pickles(buf, data, data + size, loc, depth, key_pids=True)
+            target = _tar_target(members, member)
+            if target is None or target.kind not in ("file", "link"):
+                what = target.kind if target is not None else "a link to nothing"
+                self.fail(loc, start, f"tar member {name!r} is {what}: torch would read "
+                          "something the scanner cannot see")
+                continue
+            if target is not member:
+                loc += f" (hard link to {target.name!r})"
+            data, stop = target.data, target.data + target.size
+            if stop > end:
+                self.fail(loc, data, "tar member runs past the end (torch then reads the file "
+                          "as pickles)")
+                continue
+            if name == "pickle":
+                self.pickles(buf, data, stop, loc, depth, key_pids=True)
             else:
-                self.blob(buf, data, data + size, loc, depth + 1, "record")
-        return kind
+                self.tar_records(buf, data, stop, loc, depth, name == "storages")
+        return "torch-tar" if "pickle" in last else "tar"
 
     def tar_records(self, buf: Buffer, pos: int, end: int, location: str, depth: int,
                     storages: bool) -> None:

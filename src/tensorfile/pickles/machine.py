@@ -628,7 +628,10 @@ def run_stream(
                 break
     except ScanError as exc:
         error = exc
-    return StreamResult(start, reader.pos, machine.root if error is None else None,
+    if error is None and reader.ambiguity is not None:  # frames with two readings
+        error = reader.ambiguity
+    return StreamResult(start, reader.pos,
+                        machine.root if error is None or error is reader.ambiguity else None,
                         machine.proto, count, error)
 
 

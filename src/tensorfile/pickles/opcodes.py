@@ -9,10 +9,25 @@ where it and the real unpickler disagree, and it gives up on input the real
 unpickler executes happily up to the point of failure. The rules kept here are
 the C unpickler's, which ``torch.load`` and ``pickle.load`` use:
 
-* The stream is flat. ``FRAME n`` only checks that ``n`` more bytes exist
-  (``load_frame`` reads them and rewinds); opcodes may straddle frame
-  boundaries, a new ``FRAME`` may start inside a frame, and a frame length past
-  the end of the data (or above ``PY_SSIZE_T_MAX``) stops the stream there.
+* ``FRAME n`` checks that ``n`` more bytes exist (``load_frame`` reads them
+  and rewinds); a frame length past the end of the data (or above
+  ``PY_SSIZE_T_MAX``) stops the stream there. Within a frame the stream is
+  read flat, as ``pickle.loads`` reads it. But when the unpickler reads from a
+  file (``torch.load``: a ``BytesIO`` of ``data.pkl``, the legacy file,
+  ``numpy.load``), ``load_frame`` pulls the whole frame out of the file with
+  one ``read(n)`` (for a ``BytesIO``, for a frame of 128 KiB or more, or one
+  larger than what a buffered file happens to hold), and an opcode that
+  needs more than the frame has left is read from *after* the frame: the
+  frame's last bytes are skipped, and a following pickle starts at the frame's
+  end, not after STOP. Which reading applies depends on the file object and
+  its buffer, so a stream whose frames do not line up with its opcodes has
+  two readings and is refused: the reader goes on flat (so a payload after it
+  is still seen; :func:`frame_by_frame` gives the other reading, which the
+  containers scan too) and keeps an :class:`AmbiguousPickleError` in ``ambiguity``,
+  which :func:`~.machine.run_stream` returns as the stream's error: an opcode or
+  text line that starts inside a frame and ends past it, a ``FRAME`` inside an
+  unfinished frame, a frame that runs on past STOP. ``pickle``'s writers never
+  produce any of these (a frame ends at an opcode boundary, the last at STOP).
 * Text arguments (protocol 0) end at the next ``\\n``; a missing newline ends
   the stream. ``GLOBAL``/``INST`` names are UTF-8, ``PERSID`` is ASCII.
 * Every declared length is compared with the bytes that remain *before*
@@ -49,6 +64,18 @@ DEFAULT_MAX_TEXT: Final = 1 << 20
 #: The highest protocol CPython 3.8+ understands; PROTO above it stops the stream.
 HIGHEST_PROTOCOL: Final = 5
 _SSIZE_MAX: Final = (1 << 63) - 1
+
+
+class AmbiguousPickleError(MalformedPickleError):
+    """The stream's frames do not line up with its opcodes: loaders disagree on it.
+
+    ``frame_end`` is set when a frame runs past STOP: where loaders that read
+    frames whole start the next pickle.
+    """
+
+    def __init__(self, message: str, offset: int, frame_end: int | None = None) -> None:
+        super().__init__(message, offset)
+        self.frame_end = frame_end
 
 
 class Opaque(FrozenRecord):
@@ -237,6 +264,10 @@ class OpcodeReader:
         self.pos = start
         self.end = len(buf) if end is None else min(end, len(buf))
         self.max_text = max_text
+        #: Where the current frame ends (at or before ``pos``: no frame is open).
+        self.frame_end = start
+        #: The first place where frames and opcodes do not line up (reading goes on).
+        self.ambiguity: AmbiguousPickleError | None = None
 
     # -- low-level reads, each checked against the bytes that remain ---------
     def _need(self, n: int, what: str, at: int) -> int:
@@ -272,6 +303,7 @@ class OpcodeReader:
     # -- decoding -------------------------------------------------------------
     def __iter__(self) -> Iterator[Op]:
         buf, table, end = self.buf, _TABLE, self.end
+        fend = self.frame_end  # a local: checked on every opcode
         while True:
             at = self.pos
             if at >= end:
@@ -283,16 +315,39 @@ class OpcodeReader:
             self.pos = at + 1
             name, kind = entry
             if not kind:
+                if code == 0x2E and at + 1 < fend:  # STOP
+                    self._ambiguous(
+                        f"the FRAME holding STOP runs {self.frame_end - at - 1} bytes past it "
+                        "(loaders that read frames whole start the next pickle at the "
+                        "frame's end)", at, self.frame_end)
                 yield Op(name, code, at)
-                if code == 0x2E:  # STOP
+                if code == 0x2E:
                     return
             elif kind == "u1" and code != 0x80:  # BININT1 BINPUT BINGET EXT1: the hot path
                 if at + 1 >= end:
                     raise MalformedPickleError(f"{name} needs 1 bytes but 0 remain", at)
                 self.pos = at + 2
+                if at + 2 > fend > at:
+                    self._straddles(name, at)
                 yield Op(name, code, at, buf[at + 1])
             else:
-                yield Op(name, code, at, self._arg(name, kind, at))
+                arg = self._arg(name, kind, at)
+                if code == 0x95:
+                    fend = self.frame_end
+                elif self.pos > fend > at:
+                    self._straddles(name, at)
+                yield Op(name, code, at, arg)
+
+    def _straddles(self, name: str, at: int) -> None:
+        self._ambiguous(
+            f"{name} starts inside a FRAME that ends at byte {self.frame_end} and ends past it "
+            "(loaders that read frames whole read other bytes here)", at)
+
+    def _ambiguous(self, message: str, at: int, frame_end: int | None = None) -> None:
+        # Read on flat (as pickle.loads does) so what follows is still reported;
+        # the stream ends as an error either way (run_stream).
+        if self.ambiguity is None or frame_end is not None:
+            self.ambiguity = AmbiguousPickleError(message, at, frame_end)
 
     def _arg(self, name: str, kind: str, at: int) -> object:
         fixed = _FIXED.get(kind)
@@ -303,8 +358,13 @@ class OpcodeReader:
             if name == "FRAME":
                 if value > _SSIZE_MAX:
                     raise MalformedPickleError("FRAME length exceeds PY_SSIZE_T_MAX", at)
+                if at < self.frame_end:
+                    self._ambiguous(
+                        f"FRAME inside a frame that ends at byte {self.frame_end} (loaders "
+                        "that read frames whole skip the rest of the outer frame)", at)
                 self._need(value, "FRAME", at)  # load_frame reads the frame, then rewinds
                 self.pos -= value
+                self.frame_end = self.pos + value
             elif name == "PROTO" and value > HIGHEST_PROTOCOL:
                 raise MalformedPickleError(f"unsupported pickle protocol {value}", at)
             return value
@@ -440,3 +500,97 @@ _TEXT_DECODERS: Final = {
 def iter_ops(buf: Buffer, start: int = 0, end: int | None = None) -> Iterator[Op]:
     """Convenience wrapper: the opcodes of the stream starting at ``start``."""
     return iter(OpcodeReader(buf, start, end))
+
+
+_WIDTHS: Final = {"1": 1, "2": 2, "4": 4, "8": 8}
+
+
+def frame_by_frame(buf: Buffer, start: int, end: int, limit: int) -> bytes | None:
+    """The opcodes an unpickler reading frames whole from a file sees, as a flat stream.
+
+    ``_pickle.c`` reading a file without ``peek`` (a ``BytesIO``) or a large
+    frame: ``load_frame`` reads the whole frame, and an opcode (or text line)
+    that needs more than the frame has left is read from after the frame, the
+    frame's last bytes skipped. This replays that on ``buf[start:end]`` and
+    returns the opcodes so read, FRAMEs dropped (they do nothing else), so
+    the flat reader can scan this second reading. Stops at STOP, at the first
+    opcode that cannot be read, or after ``limit`` bytes (None: nothing read).
+    """
+    out = bytearray()
+    pos = have = start  # next byte to read; end of what the last read brought in
+
+    def take(n: int) -> int | None:
+        nonlocal pos, have
+        if n <= have - pos:
+            at = pos
+        elif have + n > end:
+            return None
+        else:  # a new read: from where the last one ended, the rest skipped
+            at, have = have, have + n
+        pos = at + n
+        return at
+
+    def line() -> int | None:
+        nonlocal pos, have
+        nl = buf.find(b"\n", pos, have)
+        if nl < 0:
+            nl = buf.find(b"\n", have, end)
+            if nl < 0:
+                return None
+            pos = have
+            have = nl + 1
+        at, pos = pos, nl + 1
+        return at
+
+    while len(out) < limit:
+        at = take(1)
+        if at is None:
+            break
+        code = buf[at]
+        entry = _TABLE.get(code)
+        if entry is None:
+            break
+        name, kind = entry
+        spans: list[tuple[int, int]] = []
+        if kind in _FIXED:
+            size = _FIXED[kind][1]
+            arg = take(size)
+            if arg is None:
+                break
+            if name == "FRAME":
+                (length,) = struct.unpack_from("<Q", buf, arg)
+                if length > _SSIZE_MAX:
+                    break
+                if length > have - pos:  # read the frame whole, then rewind to its start
+                    frame = take(length)
+                    if frame is None:
+                        break
+                    pos = frame
+                continue
+            spans.append((arg, arg + size))
+        elif kind == "line2" or kind in _TEXT_DECODERS:
+            arg = line()
+            if arg is None:
+                break
+            spans.append((arg, pos))
+            if kind == "line2":
+                arg = line()
+                if arg is None:
+                    break
+                spans.append((arg, pos))
+        elif kind:  # counted: a length, then that many bytes
+            width = _WIDTHS[kind[1]]
+            arg = take(width)
+            if arg is None:
+                break
+            n = int.from_bytes(buf[arg:arg + width], "little", signed=kind in ("s4", "l4"))
+            data = take(n) if 0 <= n <= limit - len(out) else None
+            if data is None:
+                break
+            spans += [(arg, arg + width), (data, data + n)]
+        out.append(code)
+        for lo, hi in spans:
+            out += buf[lo:hi]
+        if code == 0x2E:
+            break
+    return bytes(out) if out else None
