@@ -29,7 +29,8 @@ from pickle_kit import (
 )
 
 from tensorfile.pickles import Verdict, scan
-from tensorfile.pickles.containers import tar_checksum_ok, zip_entries
+from tensorfile.pickles._tar import tar_checksum_ok
+from tensorfile.pickles._zip import zip_entries
 
 
 def _scan_bytes(tmp_path: Path, data: bytes, name: str = "f.bin") -> tuple[Verdict, str, list]:
