@@ -78,7 +78,7 @@ def test_shard_index(fifo: Path) -> None:
     index = fifo.with_name("model.safetensors.index.json")
     fifo.rename(index)
     err = _outcome(lambda: read_index(index))
-    assert isinstance(err, ShardIndexError) and "cannot open index" in str(err)
+    assert isinstance(err, ShardIndexError) and "cannot read index" in str(err)
 
 
 def test_signature_and_key_files(tmp_path: Path, fifo: Path) -> None:

@@ -123,6 +123,21 @@ def read_small(path: str | os.PathLike[str], limit: int) -> bytes:
         os.close(fd)
 
 
+def read_bounded(
+    path: str | os.PathLike[str], limit: int, error: type[Exception], what: str
+) -> bytes:
+    """The whole of a small file the caller must trust (a key, an index, pins,
+    a trusted root): at most ``limit`` bytes, or ``error`` saying which file
+    could not be read or was too big."""
+    try:
+        data = read_small(path, limit)
+    except OSError as e:
+        raise error(f"{path}: cannot read {what}: {e.strerror or e}") from None
+    if len(data) > limit:
+        raise error(f"{path}: {what} is over the {limit:,}-byte limit")
+    return data
+
+
 def pread_exact(fd: int, size: int, offset: int, into: Any = None) -> Any:
     """Read exactly ``size`` bytes at ``offset`` (into a new or given buffer)."""
     buf = bytearray(size) if into is None else into

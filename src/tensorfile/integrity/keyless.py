@@ -30,7 +30,7 @@ from typing import Any
 
 from cryptography import x509
 
-from tensorfile._io.files import read_small
+from tensorfile._io.files import read_bounded
 from tensorfile.errors import (
     BundleError,
     CertificateError,
@@ -83,12 +83,7 @@ class KeylessResult:
 
 def _trusted_root_json(path: str | os.PathLike[str]) -> bytes:
     """The ``trusted_root.json`` bytes at ``path`` (unwrapped from a client trust config)."""
-    try:
-        data = read_small(path, MAX_TRUSTED_ROOT_BYTES)
-    except OSError as e:
-        raise KeyLoadError(f"{path}: cannot read trusted root: {e.strerror or e}") from None
-    if len(data) > MAX_TRUSTED_ROOT_BYTES:
-        raise KeyLoadError(f"{path}: trusted root is over {MAX_TRUSTED_ROOT_BYTES >> 20} MiB")
+    data = read_bounded(path, MAX_TRUSTED_ROOT_BYTES, KeyLoadError, "trusted root")
     try:
         doc = json_obj(loads_strict(data, str(path)), "trusted root")
     except BundleError as e:

@@ -27,7 +27,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from tensorfile._io.files import read_small
+from tensorfile._io.files import read_bounded
 from tensorfile.errors import KeyLoadError, SignatureError
 
 PublicKey: TypeAlias = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
@@ -53,13 +53,7 @@ _MAX_KEY_FILE = 1 << 20
 def read_pem(source: PathOrPem, what: str) -> bytes:
     if isinstance(source, bytes):
         return source
-    try:
-        data = read_small(source, _MAX_KEY_FILE)
-    except OSError as e:
-        raise KeyLoadError(f"{source}: cannot read {what}: {e.strerror}") from None
-    if len(data) > _MAX_KEY_FILE:
-        raise KeyLoadError(f"{source}: {what} file is too large")
-    return data
+    return read_bounded(source, _MAX_KEY_FILE, KeyLoadError, what)
 
 
 def check_supported(key: object) -> PublicKey:

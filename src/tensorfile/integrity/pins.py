@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from tensorfile._io.files import read_small
+from tensorfile._io.files import read_bounded
 from tensorfile.errors import BundleError, NotSignedError, PinsError
 from tensorfile.integrity._json import loads_strict
 from tensorfile.integrity.hashing import (
@@ -95,12 +95,7 @@ class Pins:
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], **kw: Any) -> Pins:
         """Read and parse a pins file (any of the formats in the module doc)."""
-        try:
-            data = read_small(path, MAX_PINS_BYTES)
-        except OSError as e:
-            raise PinsError(f"{path}: cannot read pins: {e.strerror or e}") from None
-        if len(data) > MAX_PINS_BYTES:
-            raise PinsError(f"{path}: pins file is over {MAX_PINS_BYTES >> 20} MiB")
+        data = read_bounded(path, MAX_PINS_BYTES, PinsError, "pins")
         return parse_pins(data, str(path), **kw)
 
     def with_root(self, model_root: str | os.PathLike[str]) -> Pins:

@@ -23,7 +23,7 @@ from typing import Any
 
 from tensorfile._format.header import MAX_HEADER_SIZE, Header
 from tensorfile._format.strict_json import loads_strict
-from tensorfile._io.files import hf_cache_blobs, read_small
+from tensorfile._io.files import hf_cache_blobs, read_bounded
 from tensorfile._io.headers import read_path_header
 from tensorfile.errors import ShardIndexError
 
@@ -160,12 +160,7 @@ def read_index(path: PathLike, *, allow_external_symlinks: bool = False) -> Shar
     index_path = find_index(p) if p.is_dir() else p
     if index_path is None:
         raise ShardIndexError(f"{p} has no *{INDEX_SUFFIX}")
-    try:
-        raw = read_small(index_path, MAX_HEADER_SIZE)
-    except OSError as e:
-        raise ShardIndexError(f"{index_path}: cannot open index: {e.strerror}") from None
-    if len(raw) > MAX_HEADER_SIZE:
-        raise ShardIndexError(f"{index_path}: index is over the {MAX_HEADER_SIZE}-byte limit")
+    raw = read_bounded(index_path, MAX_HEADER_SIZE, ShardIndexError, "index")
     idx = parse_index(
         raw, index_path.parent, allow_external_symlinks=allow_external_symlinks, where=str(index_path)
     )
