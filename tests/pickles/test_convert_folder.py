@@ -241,3 +241,22 @@ def test_trainer_side_files_convert_on_their_own(tmp_path: Path) -> None:
     rng = convert(src / "rng_state.pth", tmp_path / "rng.safetensors")
     assert rng.tensors == ["cpu"]
     assert {d.name for d in rng.dropped} == {"numpy.1"}  # the array alone, not all of "numpy"
+
+
+def test_an_index_naming_a_tensor_twice_is_refused(tmp_path: Path) -> None:
+    """Two readings of which shard holds a tensor: refused, not resolved."""
+    from tensorfile.errors import MalformedCheckpointError
+
+    model = tmp_path / "model"
+    _hf_sharded(model)
+    index = model / "pytorch_model.bin.index.json"
+    doc = json.loads(index.read_text())
+    first = next(iter(doc["weight_map"]))
+    shards = sorted(set(doc["weight_map"].values()))
+    # The same key again, pointing at the other shard, as raw JSON text.
+    text = index.read_text().replace('"weight_map": {', f'"weight_map": {{"{first}": "{shards[-1]}", ', 1)
+    assert text != index.read_text()
+    index.write_text(text)
+    with pytest.raises(MalformedCheckpointError, match="more than once"):
+        convert(model, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -10,12 +10,14 @@ files are the weights to convert.
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from tensorfile._format.header import MAX_HEADER_SIZE
+from tensorfile._format.strict_json import loads_strict
+from tensorfile._io.files import read_bounded
 from tensorfile.errors import ConversionError, MalformedCheckpointError
 from tensorfile.pickles.containers import scan_file, sniff
 
@@ -51,11 +53,14 @@ def folder_inputs(folder: Path) -> tuple[list[str], Path | None]:
     """The shard files of a Hugging Face folder (from its index), or the single weights file."""
     index = folder / PT_INDEX
     if index.is_file():
+        # Strict: a repeated weight_map key is two readings of which shard
+        # holds a tensor, so it is refused, not resolved.
+        raw = read_bounded(index, MAX_HEADER_SIZE, MalformedCheckpointError, "weight index")
+        doc = loads_strict(raw, str(index), MalformedCheckpointError)
         try:
-            doc = json.loads(index.read_text(encoding="utf-8"))
             weight_map = doc["weight_map"]
             shards = sorted(set(weight_map.values()))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (KeyError, TypeError, AttributeError) as exc:
             raise MalformedCheckpointError(f"{index}: not a weight index: {exc}") from None
         for shard in shards:
             if not isinstance(shard, str) or "/" in shard or "\\" in shard or shard in (".", ".."):
