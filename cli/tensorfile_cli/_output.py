@@ -32,13 +32,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
+from tensorfile._progress import ProgressCallback
 from tensorfile_cli._exit import ExitCode, classify
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-#: ``progress(bytes_done, bytes_total)``, as the library's long operations take it.
-ProgressCallback = Callable[[int, int], None]
 
 
 def colour_enabled(stream: IO[str]) -> bool:

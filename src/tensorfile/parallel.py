@@ -41,6 +41,7 @@ from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
 from tensorfile._format.header import TensorInfo
+from tensorfile._io.files import PathLike
 from tensorfile._verifying import verifier_of
 from tensorfile.errors import DigestMismatchError, NotSignedError, PartitionError
 from tensorfile.integrity.hashing import (
@@ -56,7 +57,6 @@ from tensorfile.sharded._reader import ShardedOpen, load_blocks, open_sharded
 if TYPE_CHECKING:
     from tensorfile.integrity.onload import VerifyWith
 
-PathLike = str | os.PathLike[str]
 
 
 # --------------------------------------------------------------------------

@@ -20,6 +20,9 @@ from typing import Any
 
 from tensorfile.errors import TruncatedFileError
 
+#: A path argument as the public functions take it.
+PathLike = str | os.PathLike[str]
+
 _FLAGS = (
     os.O_RDONLY
     | getattr(os, "O_BINARY", 0)

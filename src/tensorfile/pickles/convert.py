@@ -69,12 +69,12 @@ under it).
 from __future__ import annotations
 
 import mmap
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tensorfile._format.header import Entry, canonical_order
+from tensorfile._io.files import PathLike
 from tensorfile._io.writer import KERNEL_COPY, FileSpan, save_stream
 from tensorfile._progress import Progress, ProgressCallback
 from tensorfile.errors import (
@@ -101,9 +101,6 @@ from tensorfile.pickles._folders import (
     other_files,
 )
 from tensorfile.sharded import save_sharded_iter, write_order
-
-PathLike = str | os.PathLike[str]
-
 
 # ---------------------------------------------------------------------------
 # The report

@@ -13,11 +13,10 @@ import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from tensorfile._io.files import PathLike
 from tensorfile.pickles._safetensors import check_safetensors
 from tensorfile.pickles.containers import ScanLimits, scan_file
 from tensorfile.pickles.report import FileReport, ScanReport, Skipped, Verdict
-
-PathLike = str | os.PathLike[str]
 
 
 def scan(paths: PathLike | Iterable[PathLike], *, limits: ScanLimits | None = None,

@@ -23,7 +23,7 @@ from typing import Any
 
 from tensorfile._format.header import MAX_HEADER_SIZE, Header
 from tensorfile._format.strict_json import loads_strict
-from tensorfile._io.files import hf_cache_blobs, read_bounded
+from tensorfile._io.files import PathLike, hf_cache_blobs, read_bounded
 from tensorfile._io.headers import read_path_header
 from tensorfile.errors import ShardIndexError
 
@@ -33,7 +33,6 @@ DEFAULT_PREFIX = "model"
 #: transformers' default ``max_shard_size``.
 DEFAULT_MAX_SHARD_SIZE = "5GB"
 
-PathLike = str | os.PathLike[str]
 
 
 @dataclass(frozen=True)

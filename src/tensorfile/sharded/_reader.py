@@ -20,6 +20,7 @@ import numpy as np
 from tensorfile._format.dtypes import DType
 from tensorfile._format.header import TensorInfo
 from tensorfile._frameworks import import_torch, numpy_view, torch_view
+from tensorfile._io.files import PathLike
 from tensorfile._io.headers import read_path_header
 from tensorfile._io.reader import SafeOpen, TensorSlice
 from tensorfile._io.verifier import FileVerifier, Verifier
@@ -44,7 +45,6 @@ from tensorfile.sharded._index import (
     DEFAULT_PREFIX,
     INDEX_SUFFIX,
     SAFETENSORS_SUFFIX,
-    PathLike,
     ShardIndex,
     check_shard,
     check_total_size,

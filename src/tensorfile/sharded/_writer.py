@@ -28,6 +28,7 @@ from tensorfile._format.header import Entry, canonical_order
 from tensorfile._frameworks import is_torch_tensor, tensor_entry, torch_dtype_table
 from tensorfile._io import writer
 from tensorfile._io.atomic import atomic_write
+from tensorfile._io.files import PathLike
 from tensorfile._storage import shared_groups
 from tensorfile.errors import FormatError, SerializationError
 from tensorfile.sharded._index import (
@@ -35,7 +36,6 @@ from tensorfile.sharded._index import (
     DEFAULT_PREFIX,
     INDEX_SUFFIX,
     SAFETENSORS_SUFFIX,
-    PathLike,
     ShardIndex,
 )
 
