@@ -35,14 +35,15 @@ from typing import Final
 
 from tensorfile.pickles.report import Finding, Verdict
 
-#: Attributes that are a known way to code or to the file system. (As bare
-#: names they could only be the template's own variables: Jinja defines none.)
+#: Attributes that are a known way to code (as bare names they could only be
+#: the template's own variables: Jinja defines none). Words that are also
+#: ordinary keys of a template's data (``ns.system``, ``x.open``) are left
+#: out: reaching a module at all needs a dunder or a global flagged below.
 _GADGETS: Final = frozenset({
-    "os", "sys", "subprocess", "builtins", "importlib", "popen", "system", "spawn", "eval",
-    "exec", "execfile", "compile", "open", "import_module", "globals", "locals", "getattr",
-    "setattr", "delattr", "vars", "mro", "subclasses", "func_globals", "func_code",
-    "f_globals", "f_locals", "f_back", "gi_frame", "gi_code", "cr_frame", "ag_frame",
-    "tb_frame", "co_code", "im_func", "check_output", "getoutput", "run_path",
+    "os", "subprocess", "builtins", "importlib", "popen", "eval", "exec", "execfile",
+    "import_module", "mro", "subclasses", "func_globals", "func_code", "f_globals",
+    "f_locals", "f_back", "gi_frame", "gi_code", "cr_frame", "ag_frame", "tb_frame",
+    "co_code", "im_func", "check_output", "getoutput", "run_path",
 })
 #: Globals of Jinja's default environment (and of Flask's) that a plain
 #: template does not use: each holds functions whose module globals are a

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-from tensorfile.errors import MalformedModelError
+from tensorfile.errors import MalformedModelError, ScanLimitError
 from tensorfile.pickles.report import Finding, StreamReport, Verdict
 from tensorfile.scan._base import Buf, FormatLimits, mapped, part
 from tensorfile.scan._protobuf import (
@@ -119,7 +119,7 @@ class _Model:
 
     def deeper(self, depth: int) -> None:
         if depth > self.limits.max_depth:
-            raise MalformedModelError(f"ONNX: graphs nest deeper than {self.limits.max_depth}")
+            raise ScanLimitError(f"ONNX: graphs nest deeper than {self.limits.max_depth}")
 
     def each(self, f: Field, number: int, visit: Callable[[Field, int], None], depth: int,
              what: str) -> None:
