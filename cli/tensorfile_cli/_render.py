@@ -170,6 +170,7 @@ def verify(out: Output, result: dict[str, Any]) -> None:
 _VERDICT_STYLE = {
     "safe": ("green",),
     "incomplete": ("yellow",),
+    "not-assessed": ("yellow",),
     "skipped": ("yellow",),
     "unknown": ("yellow",),
     "error": ("yellow",),

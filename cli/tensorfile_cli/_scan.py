@@ -28,7 +28,7 @@ from tensorfile_cli._output import Output, guarded
 
 #: The options of ``tensorfile scan`` (besides --help), by the parameter they set.
 FLAGS = {"--json": "json_out", "--quiet": "quiet", "-q": "quiet", "--debug": "debug",
-         "--follow-symlinks": "follow_symlinks"}
+         "--follow-symlinks": "follow_symlinks", "--allow-not-assessed": "allow_not_assessed"}
 
 #: Set by a shell asking Typer to complete a command line (``_TENSORFILE_COMPLETE``).
 _COMPLETE_VAR = "_TENSORFILE_COMPLETE"
@@ -42,11 +42,15 @@ class ScanArgs(NamedTuple):
     quiet: bool = False
     debug: bool = False
     follow_symlinks: bool = False
+    allow_not_assessed: bool = False
 
 
 def run(paths: Sequence[Path], *, json_out: bool, quiet: bool, debug: bool,
-        follow_symlinks: bool = False) -> NoReturn:
-    """Scan ``paths``, print the report (text or JSON) and exit 0, 1 or 2."""
+        follow_symlinks: bool = False, allow_not_assessed: bool = False) -> NoReturn:
+    """Scan ``paths``, print the report (text or JSON) and exit 0, 1 or 2.
+
+    ``allow_not_assessed``: files of a format the scanner does not read
+    (``not-assessed``) do not fail the scan by themselves."""
     out = Output("scan", json_out=json_out, quiet=quiet, debug=debug)
     with guarded(out, *paths):
         from tensorfile.pickles import scan as scan_paths
@@ -54,7 +58,10 @@ def run(paths: Sequence[Path], *, json_out: bool, quiet: bool, debug: bool,
         report = scan_paths(paths, follow_symlinks=follow_symlinks)
     from tensorfile_cli import _render
 
-    out.finish(report.to_dict(), _render.scan, ExitCode(report.exit_code))
+    code = report.exit_code_allowing(not_assessed=allow_not_assessed)
+    result = report.to_dict()
+    result["exit_code"] = code
+    out.finish(result, _render.scan, ExitCode(code))
 
 
 def fast_args(argv: Sequence[str]) -> ScanArgs | None:
@@ -87,7 +94,7 @@ def run_standalone(args: ScanArgs) -> NoReturn:
     """
     try:
         run(args.paths, json_out=args.json_out, quiet=args.quiet, debug=args.debug,
-            follow_symlinks=args.follow_symlinks)
+            follow_symlinks=args.follow_symlinks, allow_not_assessed=args.allow_not_assessed)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
     except BrokenPipeError:

@@ -327,6 +327,14 @@ def scan(
             help="Scan symlinked folders inside the folders given (skipped otherwise).",
         ),
     ] = False,
+    allow_not_assessed: Annotated[
+        bool,
+        typer.Option(
+            "--allow-not-assessed",
+            help="Exit 0 although some model files are `not-assessed` (a format "
+            "the scanner does not read).",
+        ),
+    ] = False,
 ) -> None:
     """Check pickle checkpoints (.bin .pt .pth .ckpt .pkl .npy, any name) without loading them.
 
@@ -336,13 +344,17 @@ def scan(
     file or network gadget. `unknown`: something outside the allowlist, named.
     `error`: malformed, ambiguous or not readable to the end. `incomplete`
     (whole scan only): a path was skipped (symlinked folder, FIFO/device).
-    Nothing is ever imported or executed. Exit 0 everything read and safe;
-    1 something dangerous or unknown; 2 an error or a skipped path.
+    GGUF, ONNX, Keras, SavedModel files and chat templates are read too;
+    `not-assessed`: a model format whose loader can run code and which the
+    scanner does not read. Nothing is ever imported or executed. Exit 0
+    everything read and safe; 1 something dangerous or unknown; 2 an error,
+    a skipped path or a not-assessed file.
     """
     from tensorfile_cli import _scan
 
     _scan.run(
-        paths, json_out=json_out, quiet=quiet, debug=debug, follow_symlinks=follow_symlinks
+        paths, json_out=json_out, quiet=quiet, debug=debug, follow_symlinks=follow_symlinks,
+        allow_not_assessed=allow_not_assessed,
     )
 
 

@@ -164,6 +164,10 @@ class UnsupportedContainerError(ScanError):
     """The file is an archive or encoding the scanner cannot read (7z, encrypted data, ...)."""
 
 
+class MalformedModelError(ScanError):
+    """A model file of another format (GGUF, ONNX, Keras, SavedModel) breaks its own structure."""
+
+
 class ConversionError(PickleError):
     """A checkpoint could not be converted; nothing was written."""
 

@@ -119,7 +119,9 @@ def test_scan_help_documents_exit_codes_and_the_option(cli: Any) -> None:
     r = cli(["scan", "--help"])
     flat = " ".join(r.stdout.split())
     assert "--follow-symlinks" in flat
-    assert "Exit 0 everything read and safe; 1 something dangerous or unknown; 2 an error or a skipped path" in flat
+    assert "--allow-not-assessed" in flat
+    assert ("Exit 0 everything read and safe; 1 something dangerous or unknown; 2 an error, "
+            "a skipped path or a not-assessed file") in flat
 
 
 def test_convert_refusal_says_what_was_found(runner: Any, json_of: Any, tmp_path: Path) -> None:

@@ -4,7 +4,10 @@ Everything here is plain data so the CLI can render it and ``to_dict()`` gives
 the JSON form. The classes are written out rather than made with
 ``@dataclass``, which generates and compiles methods at import time, a cost
 every ``tensorfile scan`` start-up paid. Verdicts combine by severity:
-``safe`` < ``incomplete`` < ``unknown`` < ``error`` < ``dangerous``.
+``safe`` < ``not-assessed`` < ``incomplete`` < ``unknown`` < ``error`` <
+``dangerous``. ``not-assessed`` is a model file whose loader can run code
+or read other files and which the scanner does not read (spec/SCANNING.md,
+"Other model formats").
 ``error`` outranks ``unknown`` because a part that could not be read might
 hide anything; ``dangerous`` outranks everything because it is a proven
 problem. ``incomplete`` is only ever the verdict of a whole scan: every file
@@ -24,6 +27,7 @@ class Verdict(str, enum.Enum):
     """How loading the input would behave, as far as the scanner can prove."""
 
     SAFE = "safe"
+    NOT_ASSESSED = "not-assessed"
     INCOMPLETE = "incomplete"
     UNKNOWN = "unknown"
     ERROR = "error"
@@ -44,8 +48,8 @@ class Verdict(str, enum.Enum):
         return result
 
 
-_SEVERITY = {Verdict.SAFE: 0, Verdict.INCOMPLETE: 1, Verdict.UNKNOWN: 2, Verdict.ERROR: 3,
-             Verdict.DANGEROUS: 4}
+_SEVERITY = {Verdict.SAFE: 0, Verdict.NOT_ASSESSED: 1, Verdict.INCOMPLETE: 2,
+             Verdict.UNKNOWN: 3, Verdict.ERROR: 4, Verdict.DANGEROUS: 5}
 
 
 class Finding(NamedTuple):
@@ -182,14 +186,23 @@ class ScanReport(Record):
         if not self.files and not self.skipped:
             return Verdict.ERROR
         worst = Verdict.worst((f.verdict for f in self.files), Verdict.SAFE)
-        return Verdict.INCOMPLETE if worst is Verdict.SAFE and self.skipped else worst
+        incomplete = self.skipped and worst.severity < Verdict.INCOMPLETE.severity
+        return Verdict.INCOMPLETE if incomplete else worst
 
     @property
     def exit_code(self) -> int:
         """CLI convention: 0 everything in scope was read and is safe; 1 something
         is dangerous or unknown; 2 otherwise not everything could be read (an
-        ``error``, or a skipped path: ``incomplete``)."""
-        if self.verdict is Verdict.SAFE:
+        ``error``, a skipped path: ``incomplete``, a ``not-assessed`` file)."""
+        return self.exit_code_allowing(not_assessed=False)
+
+    def exit_code_allowing(self, *, not_assessed: bool) -> int:
+        """:attr:`exit_code`, with ``not-assessed`` files counted as safe when
+        ``not_assessed`` (``tensorfile scan --allow-not-assessed``)."""
+        verdict = self.verdict
+        if not_assessed and verdict is Verdict.NOT_ASSESSED:
+            verdict = Verdict.SAFE
+        if verdict is Verdict.SAFE:
             return 0
         if any(f.verdict in (Verdict.DANGEROUS, Verdict.UNKNOWN) for f in self.files):
             return 1

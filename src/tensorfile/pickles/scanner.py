@@ -55,7 +55,15 @@ def scan(paths: PathLike | Iterable[PathLike], *, limits: ScanLimits | None = No
 
 
 def scan_one(path: Path, limits: ScanLimits | None = None) -> FileReport:
-    """Scan one regular file: pickle containers, then the safetensors check."""
+    """Scan one regular file: pickle containers, the safetensors check, then the
+    format assessor (GGUF, ONNX, Keras, SavedModel, chat templates) that claims it."""
+    # Function-local: tensorfile.scan builds on this package's report types.
+    from tensorfile.scan.loaders import judge
+
+    return judge(path, _scan_pickles(path, limits))
+
+
+def _scan_pickles(path: Path, limits: ScanLimits | None) -> FileReport:
     report = scan_file(path, limits, named=False)
     if report.format == "not-pickle" and _starts_with_proto(path):
         # It declares itself a binary pickle: broken, not "not a pickle".

@@ -1,0 +1,115 @@
+"""The one interface every format assessor implements, its limits, and small shared helpers.
+
+An assessor answers for one model format: :meth:`Assessor.detect` says from
+a file's first bytes (and its name, for formats whose loader goes by name)
+whether the file is one of its own; :meth:`Assessor.assess` reads it within
+:class:`FormatLimits` and returns its parts as the pickle scanner's
+:class:`~tensorfile.pickles.report.StreamReport` (a part: a template, a
+config, the graph, a tensor's external data), each with its verdict and
+findings. Structural breakage raises a :class:`~tensorfile.errors.ScanError`
+(``MalformedModelError``, ``ScanLimitError``); :mod:`.loaders` turns that
+into an ``error`` verdict.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import NamedTuple, Protocol
+
+from tensorfile._io.files import open_regular
+from tensorfile.errors import ScanLimitError
+from tensorfile.pickles.report import Finding, StreamReport, Verdict
+
+#: A file's bytes as the parsers take them: slicing gives ``bytes``.
+Buf = bytes | mmap.mmap
+
+#: How many bytes :meth:`Assessor.detect` sees.
+HEAD_SIZE = 4096
+
+
+class FormatLimits(NamedTuple):
+    """Bounds on the work one format assessor does on one file (exceeded: ``error``).
+
+    A ``NamedTuple`` like the scanner's other records (no dataclass start-up cost).
+    """
+
+    #: GGUF metadata key/values and tensors.
+    max_kv: int = 1 << 16
+    max_tensors: int = 1 << 20
+    #: Items of one GGUF array, and how deep arrays may nest.
+    max_array: int = 1 << 24
+    max_array_depth: int = 4
+    #: A GGUF key or tensor name, and a chat template (bytes).
+    max_name: int = 1 << 16
+    max_template: int = 1 << 20
+    #: A JSON document read whole (Keras config, tokenizer config).
+    max_json: int = 64 << 20
+    #: Protobuf: message nesting, and fields visited in one file.
+    max_depth: int = 64
+    max_fields: int = 1 << 24
+    #: Distinct external-data files of one ONNX model.
+    max_external: int = 1 << 16
+
+
+class Assessor(Protocol):
+    """One model format: recognise it, then read it statically."""
+
+    #: The ``FileReport.format`` of the files it reads (``gguf``, ``onnx``...).
+    format: str
+
+    def detect(self, head: bytes, name: str) -> bool:
+        """Whether a file starting with ``head`` (at most :data:`HEAD_SIZE`
+        bytes) and called ``name`` is this format. By content first; a name
+        only ever adds files (the format's loader goes by it), never removes one."""
+        ...
+
+    def assess(self, path: Path, limits: FormatLimits) -> list[StreamReport]:
+        """The file's parts with their verdicts. An empty list: nothing of
+        this format to judge after all (the pickle scanner's report stands)."""
+        ...
+
+
+def part(location: str, findings: list[Finding], *, notes: list[str] | None = None,
+         offset: int = 0) -> StreamReport:
+    """A part whose verdict is the worst of its findings (``safe`` with none).
+
+    ``notes`` go where a pickle stream lists its imports: names the part uses
+    that change nothing in the verdict (an ONNX custom-op domain)."""
+    verdict = Verdict.worst((f.verdict for f in findings), Verdict.SAFE)
+    return StreamReport(location, offset, verdict, findings, notes)
+
+
+def not_assessed(location: str, why: str) -> StreamReport:
+    """A part the scanner does not read, and why: never ``safe``."""
+    return StreamReport(location, 0, Verdict.NOT_ASSESSED,
+                        [Finding(Verdict.NOT_ASSESSED, why)])
+
+
+@contextmanager
+def mapped(path: Path) -> Iterator[Buf]:
+    """The file's bytes, memory-mapped read-only (an empty file: empty bytes).
+
+    Slices of either are ``bytes`` copies, so nothing holds the map open."""
+    fd, size = open_regular(path)
+    try:
+        if size == 0:
+            yield b""
+            return
+        with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as m:
+            yield m
+    finally:
+        os.close(fd)
+
+
+def read_capped(path: Path, cap: int, what: str) -> bytes:
+    """The whole file, refusing one over ``cap`` bytes (a document read whole)."""
+    fd, _ = open_regular(path)
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(cap + 1)
+    if len(data) > cap:
+        raise ScanLimitError(f"{what} is over the {cap:,}-byte limit for a document read whole")
+    return data
