@@ -606,6 +606,14 @@ def verify(
             "--cert-chain", help="Trusted root certificate(s) (PEM) for a certificate-signed model."
         ),
     ] = None,
+    allow_ca_signer: Annotated[
+        bool,
+        typer.Option(
+            "--allow-ca-signer",
+            help="With --cert-chain: accept a signing certificate that is a CA allowed to issue "
+            "certificates, as model-signing does.",
+        ),
+    ] = False,
     trusted_root: Annotated[
         Path | None,
         typer.Option(
@@ -700,7 +708,12 @@ def verify(
                 sigstore=SigstoreTrust(trusted_root, identity, identity_provider), **options,
             )
         else:
-            report = verify_model(path, key, cert_chain, signature=signature, **options)
+            roots: Any = cert_chain
+            if cert_chain is not None and allow_ca_signer:
+                from tensorfile.integrity import CertificateTrust
+
+                roots = CertificateTrust.from_pem(cert_chain, allow_ca_signer=True)
+            report = verify_model(path, key, roots, signature=signature, **options)
     from tensorfile_cli import _render
 
     out.finish(report.to_dict(), _render.verify)

@@ -38,8 +38,12 @@ from tensorfile.integrity.hashing import (
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
-#: The pre-1.0 predicate model-signing 0.2 wrote; recognised only to say so.
+#: The pre-1.0 predicate model-signing 0.2 wrote (one subject per file, no
+#: root digest), accepted only in 0.2's own signature encoding.
 PREDICATE_TYPE_V0 = "https://model_signing/Digests/v0.1"
+#: What model-signing 0.2 recorded as a file digest's algorithm (its sharded
+#: forms are not read).
+_V0_FILE_ALGORITHM = "file-sha256"
 #: Key of tensorfile's extension inside the predicate (OMS verifiers ignore it).
 EXTENSION_KEY = "tensorfile"
 EXTENSION_VERSION = 1
@@ -147,18 +151,30 @@ class Manifest:
         }
 
     @classmethod
-    def from_statement(cls, obj: object) -> Manifest:
+    def from_statement(cls, obj: object, *, v02: bool = False) -> Manifest:
         """Parse and check a statement. Raises :class:`BundleError` for a
         malformed one, :class:`UnsupportedAlgorithmError` for one tensorfile
-        cannot check, :class:`ManifestError` when the digests disagree."""
+        cannot check, :class:`ManifestError` when the digests disagree.
+
+        ``v02``: the signature verified in model-signing 0.2.0's encoding
+        (:func:`~tensorfile.integrity.bundle.pae_v02`); then, and only then,
+        the statement is read as 0.2's ``Digests/v0.1`` predicate."""
         st = json_obj(obj, "statement")
         if st.get("_type") != STATEMENT_TYPE:
             raise BundleError(f"statement _type is {st.get('_type')!r}, expected {STATEMENT_TYPE!r}")
         ptype = st.get("predicateType")
-        if ptype == PREDICATE_TYPE_V0:
-            raise UnsupportedAlgorithmError(
-                f"predicate {PREDICATE_TYPE_V0} (model-signing 0.2) is not supported; re-sign"
+        if v02 and ptype != PREDICATE_TYPE_V0:
+            raise BundleError(
+                f"predicate {ptype!r:.80} signed in the wrong DSSE encoding: model-signing 0.2's "
+                f"encoding goes only with its predicate {PREDICATE_TYPE_V0}"
             )
+        if ptype == PREDICATE_TYPE_V0:
+            if not v02:
+                raise UnsupportedAlgorithmError(
+                    f"predicate {PREDICATE_TYPE_V0} (model-signing 0.2) is read only as 0.2 "
+                    "signed it, in its own DSSE encoding; this one is in the standard encoding"
+                )
+            return _from_v01(st)
         if ptype != PREDICATE_TYPE:
             raise UnsupportedAlgorithmError(f"unknown predicateType {ptype!r}")
         subjects = json_list(st.get("subject"), "subject")
@@ -198,6 +214,36 @@ class Manifest:
                 f"but the subject's root digest is {root}"
             )
         return manifest
+
+
+def _from_v01(st: dict[str, Any]) -> Manifest:
+    """model-signing 0.2's statement: one subject per file with its SHA-256,
+    no model name, no root digest, no serialization (files, SHA-256, no
+    symlinks: what 0.2 signed and what model-signing reads it as)."""
+    digests: dict[str, str] = {}
+    for i, item in enumerate(json_list(st.get("subject"), "subject")):
+        sub = json_obj(item, f"subject[{i}]")
+        name = _resource_name(sub.get("name"), i)
+        ann = sub.get("annotations", {})
+        alg = json_obj(ann, f"subject[{i}] annotations").get(
+            "actual_hash_algorithm", _V0_FILE_ALGORITHM
+        )
+        if alg != _V0_FILE_ALGORITHM:
+            raise UnsupportedAlgorithmError(
+                f"model-signing 0.2 subject {name!r}: hash {alg!r:.40} is not supported "
+                f"(only {_V0_FILE_ALGORITHM!r})"
+            )
+        if name in digests:
+            raise BundleError(f"subject {name!r} is listed twice")
+        digests[name] = hex64(json_obj(sub.get("digest"), f"subject[{i}] digest").get("sha256"),
+                              f"subject {name!r} sha256 digest")
+    if not digests:
+        raise BundleError("model-signing 0.2 statement has no subjects")
+    if SINGLE_FILE_NAME in digests and len(digests) != 1:
+        raise BundleError("subject '.' (a single-file model) must be the only subject")
+    # 0.2 listed files sorted by name; the root digest is recomputed in this order.
+    files = tuple(FileDigest(n, d, None, None, "sha256") for n, d in digests.items())
+    return Manifest("", files, Serialization(ignore_paths=()))
 
 
 def _extension_entry(d: SafetensorsDigests) -> dict[str, Any]:
