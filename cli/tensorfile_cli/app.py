@@ -539,7 +539,18 @@ def keygen(
 @app.command(epilog="Example: tensorfile sign ./my-model --key signing-key.pem")
 def sign(
     path: Annotated[Path, typer.Argument(help="The model file or folder to sign.")],
-    key: Annotated[Path, typer.Option("--key", "-k", help="Private key (PEM).")],
+    key: Annotated[
+        Path | None, typer.Option("--key", "-k", help="Private key (PEM); or give --signer.")
+    ] = None,
+    signer_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--signer",
+            help="A key held elsewhere instead of --key: a PKCS#11 URI (pkcs11:token=T;object=K"
+            "?module-path=LIB, PIN in pin-value, pin-source or TENSORFILE_PKCS11_PIN) or an AWS "
+            "KMS key (awskms:///KEY-ID-OR-ARN, awskms://HOST:PORT/KEY for another endpoint).",
+        ),
+    ] = None,
     signature: SignatureOpt = None,
     certificate: Annotated[
         list[Path] | None,
@@ -564,15 +575,18 @@ def sign(
     `model_signing verify key` accepts the result; tensorfile also records a
     digest per tensor for verify-on-load.
     """
+    if (key is None) == (signer_uri is None):
+        raise typer.BadParameter("give --key or --signer (exactly one)", param_hint="'--key'")
     out = Output("sign", json_out=json_out, quiet=quiet, debug=debug)
     with guarded(out, path, key, signature), out.progress("hashing") as progress:
         from tensorfile.integrity import sign as sign_model
+        from tensorfile.integrity.sign import open_signer
 
         written = sign_model(
             path,
-            key,
+            key if key is not None else open_signer(str(signer_uri)),
             signature,
-            password=_password(password_file),
+            password=_password(password_file) if key is not None else None,
             certificate_chain=[str(c) for c in certificate] if certificate else None,
             tensor_algorithm=tensor_algorithm.value,
             file_algorithm=file_algorithm.value,
