@@ -43,6 +43,10 @@ def open_signer(uri: str) -> Signer:
         from tensorfile.integrity.pkcs11_signer import Pkcs11Signer
 
         return Pkcs11Signer(uri)
+    if uri.startswith("awskms://"):
+        from tensorfile.integrity.aws_kms import AwsKmsSigner
+
+        return AwsKmsSigner.from_uri(uri)
     raise KeyLoadError(f"signer {uri!r:.80}: give a pkcs11: URI or an awskms:// URI")
 
 
