@@ -15,6 +15,7 @@ the body of :func:`scan` below, directly.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from enum import Enum
@@ -561,6 +562,14 @@ def sign(
         ),
     ] = None,
     password_file: PasswordFileOpt = None,
+    update: Annotated[
+        bool,
+        typer.Option(
+            "--update",
+            help="Re-sign, hashing only files whose size, times or inode changed since "
+            "the current signature (which must verify with this key).",
+        ),
+    ] = False,
     tensor_algorithm: TensorAlgorithmOpt = DigestAlgorithm.blake3,
     file_algorithm: FileAlgorithmOpt = DigestAlgorithm.sha256,
     allow_symlinks: SymlinksOpt = False,
@@ -578,26 +587,34 @@ def sign(
     if (key is None) == (signer_uri is None):
         raise typer.BadParameter("give --key or --signer (exactly one)", param_hint="'--key'")
     out = Output("sign", json_out=json_out, quiet=quiet, debug=debug)
-    with guarded(out, path, key, signature), out.progress("hashing") as progress:
+    with guarded(out, path, key, signature), out.progress("hashing") as progress, \
+            contextlib.ExitStack() as held:
+        from tensorfile.integrity import resign
         from tensorfile.integrity import sign as sign_model
-        from tensorfile.integrity.sign import open_signer
+        from tensorfile.integrity.sign import opened_signer
 
-        written = sign_model(
-            path,
-            key if key is not None else open_signer(str(signer_uri)),
-            signature,
-            password=_password(password_file) if key is not None else None,
-            certificate_chain=[str(c) for c in certificate] if certificate else None,
-            tensor_algorithm=tensor_algorithm.value,
-            file_algorithm=file_algorithm.value,
-            allow_symlinks=allow_symlinks,
-            ignore_paths=_ignored(path, ignore_paths),
-            ignore_git_paths=ignore_git_paths,
-            progress=progress,
-        )
+        options: dict[str, Any] = {
+            "password": _password(password_file) if key is not None else None,
+            "certificate_chain": [str(c) for c in certificate] if certificate else None,
+            "tensor_algorithm": tensor_algorithm.value,
+            "file_algorithm": file_algorithm.value,
+            "allow_symlinks": allow_symlinks,
+            "ignore_paths": _ignored(path, ignore_paths),
+            "ignore_git_paths": ignore_git_paths,
+            "progress": progress,
+        }
+        # A token session is closed here, not whenever the signer is collected:
+        # a second login while it lingers fails (CKR_USER_ALREADY_LOGGED_IN).
+        who = key if key is not None else held.enter_context(opened_signer(str(signer_uri)))
+        updated = resign(path, who, signature, **options) if update else None
+        written = updated.signature if updated else sign_model(path, who, signature, **options)
     from tensorfile_cli import _render
 
-    result = {"model": str(path), "signature": str(written), "certificate": bool(certificate)}
+    result: dict[str, Any] = {
+        "model": str(path), "signature": str(written), "certificate": bool(certificate)
+    }
+    if updated is not None:
+        result["update"] = updated.to_dict()
     out.finish(result, _render.sign)
 
 

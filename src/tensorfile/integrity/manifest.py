@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -30,9 +31,11 @@ from tensorfile.integrity.hashing import (
     SINGLE_FILE_NAME,
     FileDigest,
     HashOptions,
+    ModelFile,
     ProgressCallback,
     SafetensorsDigests,
     hash_files,
+    is_safetensors,
     list_model_files,
 )
 
@@ -47,6 +50,34 @@ _V0_FILE_ALGORITHM = "file-sha256"
 #: Key of tensorfile's extension inside the predicate (OMS verifiers ignore it).
 EXTENSION_KEY = "tensorfile"
 EXTENSION_VERSION = 1
+#: Key of the re-signing hints inside the predicate (OMS verifiers ignore it):
+#: each file's size and modification time when it was hashed, so that
+#: ``sign --update`` re-hashes only files that changed since.
+HINTS_KEY = "tensorfile_hints"
+
+
+#: A file modified less than this long before it was stat'ed gets no hint:
+#: a write later in the same timestamp tick (2 s on FAT, a kernel tick on
+#: ext4) would leave its size and times unchanged ("racy git").
+RACY_NS = 2_000_000_000
+
+
+@dataclass(frozen=True)
+class FileHint:
+    """A file's size, modification and status-change times (ns) and inode
+    number when it was hashed. Only a hint for re-signing: never used to
+    decide that a model verifies. The status-change time cannot be set back
+    by a program (unlike the modification time), and the inode changes when a
+    file is replaced by a rename, as every atomic writer does."""
+
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+
+    def to_json(self) -> dict[str, int]:
+        return {"size": self.size, "mtime_ns": self.mtime_ns, "ctime_ns": self.ctime_ns,
+                "inode": self.inode}
 
 
 @dataclass(frozen=True)
@@ -75,6 +106,8 @@ class Manifest:
     model_name: str
     files: tuple[FileDigest, ...]
     serialization: Serialization = field(default_factory=Serialization)
+    #: Re-signing hints by file name (:class:`FileHint`); signed, but only hints.
+    hints: Mapping[str, FileHint] = field(default_factory=dict, compare=False)
 
     @cached_property
     def by_name(self) -> Mapping[str, FileDigest]:
@@ -143,6 +176,11 @@ class Manifest:
                 "algorithm": self.tensor_algorithm,
                 "files": ext,
             }
+        if self.hints:
+            predicate[HINTS_KEY] = {
+                "version": EXTENSION_VERSION,
+                "files": {n: h.to_json() for n, h in self.hints.items()},
+            }
         return {
             "_type": STATEMENT_TYPE,
             "subject": [{"name": self.model_name, "digest": {"sha256": self.root_digest}}],
@@ -207,7 +245,7 @@ class Manifest:
         ext = _extension(predicate.get(EXTENSION_KEY), digests)
         files = tuple(FileDigest(n, d, None, ext.get(n), serialization.hash_type)
                       for n, d in digests.items())
-        manifest = cls(name, files, serialization)
+        manifest = cls(name, files, serialization, _hints(predicate.get(HINTS_KEY), digests))
         if manifest.root_digest != root:
             raise ManifestError(
                 f"signed payload is inconsistent: its resources hash to {manifest.root_digest} "
@@ -307,6 +345,30 @@ def _extension(x: object, digests: Mapping[str, str]) -> dict[str, SafetensorsDi
     return out
 
 
+def _hints(x: object, digests: Mapping[str, str]) -> dict[str, FileHint]:
+    """The re-signing hints, read as strictly as the rest (a tensorfile signer
+    writes them well-formed); names must be signed resources."""
+    if x is None:
+        return {}
+    obj = json_obj(x, f"predicate {HINTS_KEY}")
+    if obj.get("version") != EXTENSION_VERSION:
+        raise UnsupportedAlgorithmError(f"{HINTS_KEY} version {obj.get('version')!r:.20}")
+    out: dict[str, FileHint] = {}
+    for name, entry in json_obj(obj.get("files"), f"{HINTS_KEY} files").items():
+        if name not in digests:
+            raise ManifestError(f"{HINTS_KEY} names {name!r}, not a signed resource")
+        e = json_obj(entry, f"{HINTS_KEY} entry for {name!r}")
+        fields = ("size", "mtime_ns", "ctime_ns", "inode")
+        values = [e.get(k) for k in fields]
+        if set(e) != set(fields) or any(type(v) is not int or v < 0 for v in values):
+            raise BundleError(
+                f"{HINTS_KEY} entry for {name!r} needs exactly the non-negative integers "
+                f"{', '.join(fields)}"
+            )
+        out[name] = FileHint(*(v for v in values if isinstance(v, int)))
+    return out
+
+
 # ---------------------------------------------------------------- building a manifest
 
 
@@ -333,7 +395,31 @@ def hash_model(
     or ``"sha256"``) for every ``.safetensors`` file, in the same pass over its
     bytes. ``options.file_algorithm`` (``"sha256"``, or ``"blake3"``, which OMS
     verifiers other than model-signing may not know) hashes the files themselves.
+
+    Each file's size, times and inode, taken before it is hashed, are
+    recorded as re-signing hints (:func:`hash_model_update`).
     """
+    return hash_model_update(path, None, options, signature=signature, progress=progress)[0]
+
+
+def hash_model_update(
+    path: str | os.PathLike[str],
+    previous: Manifest | None,
+    options: HashOptions = DEFAULT_HASH_OPTIONS,
+    *,
+    signature: str | os.PathLike[str] | None = None,
+    progress: ProgressCallback | None = None,
+) -> tuple[Manifest, tuple[str, ...]]:
+    """:func:`hash_model`, reusing ``previous``'s digests (a manifest whose
+    signature the caller verified) for every file whose size, times and
+    inode equal its hint there, when they are of the kind ``options`` asks
+    for (same file algorithm; same tensor digests). Returns the manifest and
+    the names of the files that were hashed.
+
+    A hint is not proof: a file changed in place with its size and both times
+    kept (which needs the clock set back) keeps its old digest, and the new
+    signature then fails to verify on it. A hint can never make a signature
+    cover bytes that were not hashed with this manifest's options."""
     root = Path(path)
     ignored = (set(DEFAULT_IGNORED) if options.ignore_git_paths else set()) | {
         check_ignore_path(p) for p in options.ignore_paths
@@ -343,13 +429,53 @@ def hash_model(
         if rel is not None:
             ignored.add(rel)
     files = list_model_files(root, ignore_paths=ignored, allow_symlinks=options.allow_symlinks)
-    digests = hash_files(files, options, progress)
-    return Manifest(
+    # Stat before hashing: a file written while it is hashed then has a newer
+    # mtime than its hint, so the next update hashes it again.
+    now = time.time_ns()
+    hints = {f.name: _stat_hint(f, now) for f in files}
+    reused = {f.name: d for f in files
+              if (d := _reusable(previous, f, hints[f.name], options)) is not None}
+    todo = [f for f in files if f.name not in reused]
+    hashed = {d.name: d for d in hash_files(todo, options, progress)}
+    manifest = Manifest(
         model_name_of(root),
-        tuple(digests),
+        tuple(reused.get(f.name) or hashed[f.name] for f in files),
         Serialization(hash_type=options.file_algorithm, allow_symlinks=options.allow_symlinks,
                       ignore_paths=tuple(sorted(ignored))),
+        {n: h for n, h in hints.items() if h is not None},
     )
+    return manifest, tuple(f.name for f in todo)
+
+
+def _stat_hint(f: ModelFile, now: int) -> FileHint | None:
+    """``f``'s hint, or None if it cannot be stat'ed (hashing reports why) or
+    was modified too recently to be told apart from a later write."""
+    try:
+        st = os.stat(f.path)
+    except OSError:
+        return None
+    # A later write sets the modification time to its own time: unseen only
+    # if that falls in the tick of the recorded one, so only recent ones are racy.
+    if st.st_mtime_ns > now - RACY_NS:
+        return None
+    return FileHint(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+def _reusable(previous: Manifest | None, f: ModelFile, hint: FileHint | None,
+              options: HashOptions) -> FileDigest | None:
+    """``previous``'s digest of ``f`` if the file has not changed by its hint
+    and the digest is of the kind ``options`` asks for."""
+    if previous is None or hint is None or previous.hints.get(f.name) != hint:
+        return None
+    old = previous.by_name.get(f.name)
+    if old is None or old.algorithm != options.file_algorithm:
+        return None
+    if options.tensors and is_safetensors(f) and (
+        old.safetensors is None or old.safetensors.algorithm != options.tensor_algorithm
+    ):
+        return None
+    return FileDigest(f.name, old.digest, hint.size,
+                      old.safetensors if options.tensors else None, old.algorithm)
 
 
 def check_ignore_path(path: str) -> str:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,31 @@ def open_signer(uri: str) -> Signer:
 
         return AwsKmsSigner.from_uri(uri)
     raise KeyLoadError(f"signer {uri!r:.80}: give a pkcs11: URI or an awskms:// URI")
+
+
+@contextmanager
+def opened_signer(uri: str) -> Iterator[Signer]:
+    """:func:`open_signer`, closed on exit (a token's session logged out)."""
+    signer = open_signer(uri)
+    try:
+        yield signer
+    finally:
+        close = getattr(signer, "close", None)
+        if callable(close):
+            close()
+
+
+def check_no_leftovers(model: str | os.PathLike[str], manifest: Manifest) -> None:
+    """Refuse to sign tensorfile's temporary files: a save, convert or sign
+    killed before its rename left them behind (or one is still running);
+    signed, they would become part of the model, and removing them later
+    would fail verification."""
+    leftovers = [f.name for f in manifest.files if looks_like_temp_file(f.name.rsplit("/", 1)[-1])]
+    if leftovers:
+        raise ModelPathError(
+            f"{model}: temporary files of an interrupted or running tensorfile write: "
+            f"{', '.join(leftovers[:5])}; remove them (or pass them in ignore_paths) and sign again"
+        )
 
 
 def encode_statement(manifest: Manifest) -> bytes:
@@ -127,14 +153,6 @@ def sign(
         file_algorithm=file_algorithm, workers=workers,
     )
     manifest = hash_model(model, options, signature=sig_path, progress=progress)
-    leftovers = [f.name for f in manifest.files if looks_like_temp_file(f.name.rsplit("/", 1)[-1])]
-    if leftovers:
-        # A save, convert or sign killed before its rename left these behind
-        # (or one is still running): signing them would make them part of the
-        # model, and removing them later would fail verification.
-        raise ModelPathError(
-            f"{model}: temporary files of an interrupted or running tensorfile write: "
-            f"{', '.join(leftovers[:5])}; remove them (or pass them in ignore_paths) and sign again"
-        )
+    check_no_leftovers(model, manifest)
     bundle = sign_manifest(manifest, signer)
     return write_bundle(sig_path, bundle)
