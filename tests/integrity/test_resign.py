@@ -18,7 +18,7 @@ import pytest
 from tensorfile.errors import ManifestError, NotSignedError, SignatureError, VerificationError
 from tensorfile.integrity import resign, sign, verify
 from tensorfile.integrity.bundle import read_bundle, write_bundle
-from tensorfile.integrity.hashing import HashOptions
+from tensorfile.integrity.hashing import SINGLE_FILE_NAME, HashOptions
 from tensorfile.integrity.manifest import HINTS_KEY, FileHint, hash_model
 from tensorfile.integrity.sign import sign_manifest
 from tensorfile.numpy import save_file
@@ -231,3 +231,14 @@ def test_hints_are_signed_and_parsed_back(large: Path, p256: Any) -> None:
     assert parsed.hints["README.md"] == FileHint(st.st_size, st.st_mtime_ns, st.st_ctime_ns,
                                                  st.st_ino)
     assert time.time_ns() - st.st_mtime_ns > HOUR_NS // 2
+
+
+def test_single_file_model(single: Path, p256: Any) -> None:
+    age(single.parent)
+    sign(single, p256.private)
+    assert resign(single, p256.private).rehashed == ()
+    with open(single, "r+b") as f:  # same size, new bytes: an in-place edit
+        f.seek(-4, os.SEEK_END)
+        f.write(b"\x00\x00\x80\x7f")
+    assert resign(single, p256.private).rehashed == (SINGLE_FILE_NAME,)
+    verify(single, p256.public)
