@@ -537,7 +537,15 @@ def keygen(
 
 
 # -- sign -------------------------------------------------------------------------------
-@app.command(epilog="Example: tensorfile sign ./my-model --key signing-key.pem")
+@app.command(
+    epilog=(
+        "Example: tensorfile sign ./my-model --key signing-key.pem  "
+        "Keys held elsewhere (--signer): a PKCS#11 token or HSM, "
+        "pkcs11:token=T;object=K?module-path=LIB with the PIN in pin-value, pin-source "
+        "or TENSORFILE_PKCS11_PIN; an AWS KMS key, awskms:///KEY-ID (or "
+        "awskms://HOST:PORT/KEY-ID for another endpoint)."
+    )
+)
 def sign(
     path: Annotated[Path, typer.Argument(help="The model file or folder to sign.")],
     key: Annotated[
@@ -547,9 +555,8 @@ def sign(
         str | None,
         typer.Option(
             "--signer",
-            help="A key held elsewhere instead of --key: a PKCS#11 URI (pkcs11:token=T;object=K"
-            "?module-path=LIB, PIN in pin-value, pin-source or TENSORFILE_PKCS11_PIN) or an AWS "
-            "KMS key (awskms:///KEY-ID-OR-ARN, awskms://HOST:PORT/KEY for another endpoint).",
+            help="A key held elsewhere instead of --key: a PKCS#11 URI (pkcs11:...) or an "
+            "AWS KMS key (awskms://...); forms below.",
         ),
     ] = None,
     signature: SignatureOpt = None,
