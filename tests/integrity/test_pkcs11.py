@@ -128,6 +128,19 @@ def test_tensorfile_signs_in_the_token_model_signing_verifies(
         verify(model, hsm.public)
 
 
+def test_resign_in_the_token(signer: Pkcs11Signer, hsm: Hsm, model: Path) -> None:
+    """sign --update with a token key: the previous signature is checked with
+    the token's public key, only the edited file is hashed again."""
+    from tensorfile.integrity import resign
+
+    for f in model.rglob("*"):  # written long ago: fresh files get no hint
+        st = f.stat()
+        os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns - 3600 * 10**9))
+    sig = sign(model, signer)
+    (model / "config.json").write_text('{"hidden_size": 32}\n')
+    assert resign(model, signer).rehashed == ("config.json",)
+    ms_verify_key(model, sig, hsm.public)
+
 def test_model_signing_signs_in_the_token_tensorfile_verifies(
     hsm: Hsm, model: Path, tmp_path: Path
 ) -> None:
