@@ -122,6 +122,10 @@ def keygen(out: Output, result: dict[str, Any]) -> None:
 def sign(out: Output, result: dict[str, Any]) -> None:
     kind = "certificate" if result["certificate"] else "key"
     out.line(f"signed {result['model']} with a {kind}: {result['signature']}")
+    update = result.get("update")
+    if update is not None:
+        out.line(f"updated: re-hashed {len(update['rehashed'])} of {update['files']} files "
+                 f"({update['bytes_hashed']:,} bytes), reused {update['reused']}")
 
 
 def verify(out: Output, result: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ the body of :func:`scan` below, directly.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from enum import Enum
@@ -548,10 +549,28 @@ def keygen(
 
 
 # -- sign -------------------------------------------------------------------------------
-@app.command(epilog="Example: tensorfile sign ./my-model --key signing-key.pem")
+@app.command(
+    epilog=(
+        "Example: tensorfile sign ./my-model --key signing-key.pem  "
+        "Keys held elsewhere (--signer): a PKCS#11 token or HSM, "
+        "pkcs11:token=T;object=K?module-path=LIB with the PIN in pin-value, pin-source "
+        "or TENSORFILE_PKCS11_PIN; an AWS KMS key, awskms:///KEY-ID (or "
+        "awskms://HOST:PORT/KEY-ID for another endpoint)."
+    )
+)
 def sign(
     path: Annotated[Path, typer.Argument(help="The model file or folder to sign.")],
-    key: Annotated[Path, typer.Option("--key", "-k", help="Private key (PEM).")],
+    key: Annotated[
+        Path | None, typer.Option("--key", "-k", help="Private key (PEM); or give --signer.")
+    ] = None,
+    signer_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--signer",
+            help="A key held elsewhere instead of --key: a PKCS#11 URI (pkcs11:...) or an "
+            "AWS KMS key (awskms://...); forms below.",
+        ),
+    ] = None,
     signature: SignatureOpt = None,
     certificate: Annotated[
         list[Path] | None,
@@ -562,6 +581,14 @@ def sign(
         ),
     ] = None,
     password_file: PasswordFileOpt = None,
+    update: Annotated[
+        bool,
+        typer.Option(
+            "--update",
+            help="Re-sign, hashing only files whose size, times or inode changed since "
+            "the current signature (which must verify with this key).",
+        ),
+    ] = False,
     tensor_algorithm: TensorAlgorithmOpt = DigestAlgorithm.blake3,
     file_algorithm: FileAlgorithmOpt = DigestAlgorithm.sha256,
     allow_symlinks: SymlinksOpt = False,
@@ -576,26 +603,37 @@ def sign(
     `model_signing verify key` accepts the result; tensorfile also records a
     digest per tensor for verify-on-load.
     """
+    if (key is None) == (signer_uri is None):
+        raise typer.BadParameter("give --key or --signer (exactly one)", param_hint="'--key'")
     out = Output("sign", json_out=json_out, quiet=quiet, debug=debug)
-    with guarded(out, path, key, signature), out.progress("hashing") as progress:
+    with guarded(out, path, key, signature), out.progress("hashing") as progress, \
+            contextlib.ExitStack() as held:
+        from tensorfile.integrity import resign
         from tensorfile.integrity import sign as sign_model
+        from tensorfile.integrity.sign import opened_signer
 
-        written = sign_model(
-            path,
-            key,
-            signature,
-            password=_password(password_file),
-            certificate_chain=[str(c) for c in certificate] if certificate else None,
-            tensor_algorithm=tensor_algorithm.value,
-            file_algorithm=file_algorithm.value,
-            allow_symlinks=allow_symlinks,
-            ignore_paths=_ignored(path, ignore_paths),
-            ignore_git_paths=ignore_git_paths,
-            progress=progress,
-        )
+        options: dict[str, Any] = {
+            "password": _password(password_file) if key is not None else None,
+            "certificate_chain": [str(c) for c in certificate] if certificate else None,
+            "tensor_algorithm": tensor_algorithm.value,
+            "file_algorithm": file_algorithm.value,
+            "allow_symlinks": allow_symlinks,
+            "ignore_paths": _ignored(path, ignore_paths),
+            "ignore_git_paths": ignore_git_paths,
+            "progress": progress,
+        }
+        # A token session is closed here, not whenever the signer is collected:
+        # a second login while it lingers fails (CKR_USER_ALREADY_LOGGED_IN).
+        who = key if key is not None else held.enter_context(opened_signer(str(signer_uri)))
+        updated = resign(path, who, signature, **options) if update else None
+        written = updated.signature if updated else sign_model(path, who, signature, **options)
     from tensorfile_cli import _render
 
-    result = {"model": str(path), "signature": str(written), "certificate": bool(certificate)}
+    result: dict[str, Any] = {
+        "model": str(path), "signature": str(written), "certificate": bool(certificate)
+    }
+    if updated is not None:
+        result["update"] = updated.to_dict()
     out.finish(result, _render.sign)
 
 
@@ -618,6 +656,14 @@ def verify(
             "--cert-chain", help="Trusted root certificate(s) (PEM) for a certificate-signed model."
         ),
     ] = None,
+    allow_ca_signer: Annotated[
+        bool,
+        typer.Option(
+            "--allow-ca-signer",
+            help="With --cert-chain: accept a signing certificate that is a CA allowed to issue "
+            "certificates, as model-signing does.",
+        ),
+    ] = False,
     trusted_root: Annotated[
         Path | None,
         typer.Option(
@@ -712,7 +758,12 @@ def verify(
                 sigstore=SigstoreTrust(trusted_root, identity, identity_provider), **options,
             )
         else:
-            report = verify_model(path, key, cert_chain, signature=signature, **options)
+            roots: Any = cert_chain
+            if cert_chain is not None and allow_ca_signer:
+                from tensorfile.integrity import CertificateTrust
+
+                roots = CertificateTrust.from_pem(cert_chain, allow_ca_signer=True)
+            report = verify_model(path, key, roots, signature=signature, **options)
     from tensorfile_cli import _render
 
     out.finish(report.to_dict(), _render.verify)

@@ -265,6 +265,35 @@ def test_sign_with_a_missing_key(cli: Any, model: Path, tmp_path: Path, json_of:
     assert err["type"] == "KeyLoadError" and not (model / "model.sig").exists()
 
 
+
+def test_sign_update_rehashes_only_what_changed(
+    cli: Any, model: Path, keys: tuple[Path, Path], json_of: Any, error_line: Any
+) -> None:
+    import os
+
+    priv, pub = keys
+    for f in model.iterdir():  # written long ago: files modified just now get no hint
+        st = f.stat()
+        os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns - 3600 * 10**9))
+    missing = cli(["sign", str(model), "--key", str(priv), "--update"])
+    assert missing.code == 1 and "no signature file" in error_line(missing, "sign")
+    json_of(cli(["sign", str(model), "--key", str(priv), "--json"]), "sign", 0)
+    (model / "config.json").write_text('{"hidden": 8, "layers": 2}')
+    res = json_of(cli(["sign", str(model), "--key", str(priv), "--update", "--json"]), "sign", 0)
+    size = (model / "config.json").stat().st_size
+    assert res["update"]["rehashed"] == ["config.json"] and res["update"]["bytes_hashed"] == size
+    assert res["update"]["files"] == 3 and res["update"]["reused"] == 2
+    assert res["update"]["root_digest"] != res["update"]["previous_root_digest"]
+    human = cli(["sign", str(model), "--key", str(priv), "--update"])
+    assert human.code == 0 and "re-hashed 1 of 3 files" in human.stdout
+    json_of(cli(["verify", str(model), "--key", str(pub), "--json"]), "verify", 0)
+    other = keys[0].parent / "other.pem"
+    from tensorfile.integrity import generate_key
+
+    generate_key(other)
+    refused = cli(["sign", str(model), "--key", str(other), "--update"])
+    assert refused.code == 1 and "different key" in error_line(refused, "sign")
+
 # -- certificates ----------------------------------------------------------------------------
 def _chain(tmp_path: Path) -> tuple[Path, Path, Path]:
     """A root CA and a code-signing leaf: (leaf key, leaf cert, root cert) as PEM files."""

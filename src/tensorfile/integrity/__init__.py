@@ -1,7 +1,9 @@
 """Signing and verifying models: what a user calls (spec/SIGNING.md).
 
 Keys: :func:`generate_key`, :func:`load_private_key`, :func:`load_public_key`.
-Signing: :func:`sign` writes ``model.sig``. Verifying: :func:`verify` checks a
+Signing: :func:`sign` writes ``model.sig``, with a private key or any
+:class:`Signer` (PKCS#11, AWS KMS, your own: :mod:`.signers`); :func:`resign`
+signs again hashing only the files changed since (``sign --update``). Verifying: :func:`verify` checks a
 model folder or file against a public key, root certificates
 (:class:`CertificateTrust`, :class:`CertificateIdentity`), Sigstore
 (:class:`SigstoreTrust`) or a :class:`TrustPolicy`, and returns a
@@ -32,7 +34,9 @@ from tensorfile.integrity.keyless import SigstoreTrust
 from tensorfile.integrity.keys import KeyPair, generate_key, load_private_key, load_public_key
 from tensorfile.integrity.manifest import Manifest, hash_model
 from tensorfile.integrity.pins import Pins, parse_pins, verify_pins
+from tensorfile.integrity.resign import ResignReport, resign
 from tensorfile.integrity.sign import sign
+from tensorfile.integrity.signers import Signer
 from tensorfile.integrity.verify import SignerIdentity, TrustPolicy, VerificationReport, verify
 
 __all__ = [
@@ -43,6 +47,8 @@ __all__ = [
     "KeyPair",
     "Manifest",
     "Pins",
+    "ResignReport",
+    "Signer",
     "SignerIdentity",
     "SigstoreTrust",
     "TrustPolicy",
@@ -52,6 +58,7 @@ __all__ = [
     "load_private_key",
     "load_public_key",
     "parse_pins",
+    "resign",
     "sign",
     "verify",
     "verify_pins",

@@ -18,9 +18,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from tensorfile._io.files import read_small
-from tensorfile.errors import BundleError, NotSignedError, UnsupportedAlgorithmError
+from tensorfile.errors import (
+    BundleError,
+    NotSignedError,
+    SignatureError,
+    UnsupportedAlgorithmError,
+)
 from tensorfile.integrity._json import json_list, json_obj, json_str, loads_strict
+from tensorfile.integrity.keys import PublicKey, verify_bytes
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 #: Older media types sigstore-python and model-signing wrote; same JSON shape.
@@ -40,6 +50,27 @@ def pae(payload: bytes, payload_type: str = PAYLOAD_TYPE) -> bytes:
     """DSSE v1 pre-authentication encoding: the bytes that are actually signed."""
     t = payload_type.encode("utf-8")
     return b"DSSEv1 %d %s %d %s" % (len(t), t, len(payload), payload)
+
+
+def pae_v02(payload: bytes, payload_type: str = PAYLOAD_TYPE) -> bytes:
+    """The pre-authentication encoding model-signing 0.2.0 signed by mistake:
+    ``DSSEV1`` (capital V) and the payload as Python's ``repr`` of bytes
+    (``b'...'`` with escapes). Its verifiers still accept it (``pae_compat``);
+    it is never written. ``repr`` is injective, and the capital ``V`` keeps it
+    apart from every real PAE."""
+    t = payload_type
+    return f"DSSEV1 {len(t)} {t} {len(payload)} {payload!r}".encode()
+
+
+def load_bundle_document(data: bytes, what: str = "signature bundle") -> dict[str, Any]:
+    """The one reading of a signature file's bytes, for every kind of bundle
+    (key, certificate, keyless): size limit, strict JSON (duplicate keys, NaN
+    and invalid UTF-8 refused), a JSON object. Keyless bundles then go to
+    sigstore's parser, which would keep the last of two duplicate keys, so
+    refusing them here is what makes both readings the same."""
+    if len(data) > MAX_BUNDLE_SIZE:
+        raise BundleError(f"signature file is {len(data)} bytes, over {MAX_BUNDLE_SIZE}")
+    return json_obj(loads_strict(data, what), "bundle")
 
 
 @dataclass(frozen=True)
@@ -80,9 +111,7 @@ class Bundle:
 
     @classmethod
     def from_json(cls, data: bytes) -> Bundle:
-        if len(data) > MAX_BUNDLE_SIZE:
-            raise BundleError(f"signature file is {len(data)} bytes, over {MAX_BUNDLE_SIZE}")
-        doc = json_obj(loads_strict(data, "signature bundle"), "bundle")
+        doc = load_bundle_document(data)
         media = doc.get("mediaType")
         if media not in _ACCEPTED_MEDIA_TYPES:
             raise UnsupportedAlgorithmError(
@@ -131,6 +160,27 @@ class Bundle:
         else:
             raise BundleError("verificationMaterial has no publicKey or certificate chain")
         return cls(payload, sig, hint, certs, payload_type)
+
+    def check_signature(self, key: PublicKey) -> bool:
+        """Raise :class:`SignatureError` unless the DSSE signature is ``key``'s
+        over this payload. Returns True when it verified only in model-signing
+        0.2.0's encoding (:func:`pae_v02`, ECDSA with SHA-256 whatever the
+        curve, as 0.2.0 signed): the payload must then be a 0.2 statement
+        (:meth:`Manifest.from_statement`, ``v02=True``)."""
+        try:
+            verify_bytes(key, self.signature, pae(self.payload, self.payload_type))
+            return False
+        except SignatureError:
+            if not isinstance(key, ec.EllipticCurvePublicKey):
+                raise
+            try:
+                key.verify(self.signature, pae_v02(self.payload, self.payload_type),
+                           ec.ECDSA(hashes.SHA256()))
+            except InvalidSignature:
+                pass
+            else:
+                return True
+            raise
 
     def statement(self) -> object:
         """The payload parsed as JSON (not yet trusted: verify the signature first)."""

@@ -10,8 +10,18 @@ certificate of the path, root included:
   ``notBefore`` and so accepts expired certificates;
 * issuers are CAs (basic constraints ``cA=true``), may sign certificates
   (key usage ``keyCertSign`` when present) and respect ``pathLenConstraint``;
-* the leaf is not a CA and may sign (key usage ``digitalSignature``, or no key
-  usage and extended key usage ``codeSigning``, as model-signing accepts);
+* the leaf may sign: key usage ``digitalSignature`` when key usage is present,
+  extended key usage ``codeSigning`` (or ``anyExtendedKeyUsage``) when extended
+  key usage is present, and at least one of the two present;
+* the leaf is not a CA that may issue certificates: a leaf with ``cA=true``
+  is accepted only when its key usage is present and lacks ``keyCertSign``
+  (such a key cannot sign certificates, so the flag grants nothing; this is
+  the leaf model-signing's own test PKI issues, and OpenSSL, which
+  model-signing verifies with, accepts it). ``allow_ca_signer`` accepts any
+  CA certificate as the signer, as model-signing does;
+* the leaf is not a Sigstore keyless (Fulcio) certificate: its identity is
+  only meaningful with its transparency log entry and the OIDC identity and
+  issuer checked, which only keyless trust does (:mod:`.keyless`);
 * no critical extension tensorfile does not understand.
 """
 
@@ -44,6 +54,11 @@ _UNDERSTOOD = frozenset(
         ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
     }
 )
+#: The arc of Fulcio's certificate extensions (OIDC issuer, workflow claims):
+#: every certificate Fulcio issues carries at least its OIDC issuer (``.1.1``
+#: or ``.1.8``), and no other CA uses Sigstore's private arc.
+FULCIO_EXTENSION_ARC = "1.3.6.1.4.1.57264.1."
+_ANY_EKU = x509.ObjectIdentifier("2.5.29.37.0")
 
 def load_certificates(sources: Iterable[Any]) -> list[x509.Certificate]:
     """Certificates from PEM files or PEM bytes (several per file allowed) or objects."""
@@ -74,16 +89,23 @@ class CertificateTrust:
     roots: tuple[x509.Certificate, ...]
     #: When validity periods are checked; None means the moment of verification.
     at_time: datetime.datetime | None = None
+    #: Accept a signing certificate that is a CA allowed to issue certificates
+    #: (``cA=true`` with ``keyCertSign``, or without key usage), as model-signing
+    #: does. Off by default: a key that issues certificates should not also sign
+    #: models. A ``cA=true`` leaf whose key usage lacks ``keyCertSign`` (what
+    #: model-signing's test PKI issues) is accepted either way.
+    allow_ca_signer: bool = False
 
     @classmethod
     def from_pem(
-        cls, roots: Any, at_time: datetime.datetime | None = None
+        cls, roots: Any, at_time: datetime.datetime | None = None, *,
+        allow_ca_signer: bool = False,
     ) -> CertificateTrust:
         """From a PEM path, PEM bytes, a certificate, or a list of these."""
         certs = load_certificates(as_list(roots))
         if not certs:
             raise KeyLoadError("no trusted root certificate given")
-        return cls(tuple(certs), at_time)
+        return cls(tuple(certs), at_time, allow_ca_signer)
 
 
 @dataclass(frozen=True)
@@ -158,22 +180,45 @@ def _check_issuer(ca: x509.Certificate, below: int) -> None:
         raise CertificateError(f"certificate {_name(ca)} may not sign certificates (key usage)")
 
 
-def _check_leaf(leaf: x509.Certificate) -> None:
+def is_fulcio_certificate(c: x509.Certificate) -> bool:
+    """Whether ``c`` carries Fulcio's extensions: a Sigstore keyless certificate."""
+    return any(e.oid.dotted_string.startswith(FULCIO_EXTENSION_ARC) for e in c.extensions)
+
+
+def _check_leaf(leaf: x509.Certificate, allow_ca_signer: bool) -> None:
+    if is_fulcio_certificate(leaf):
+        # Anyone can get a Fulcio certificate for their own identity: its chain
+        # alone proves nothing about who signed. Only the keyless path checks
+        # the identity, the OIDC issuer and the transparency log entry.
+        raise CertificateError(
+            f"signing certificate {_name(leaf)} (SAN {', '.join(_san(leaf)) or 'none'}) is a "
+            "Sigstore keyless (Fulcio) certificate: verify it with keyless trust, which checks "
+            "its identity, issuer and transparency log entry (--trusted-root with --identity "
+            "and --identity-provider; sigstore=SigstoreTrust(...)), not with --cert-chain"
+        )
     bc = _ext(leaf, x509.BasicConstraints)
-    if bc is not None and bc.ca:
-        raise CertificateError(f"signing certificate {_name(leaf)} is a CA certificate")
     ku = _ext(leaf, x509.KeyUsage)
-    if ku is not None:
-        if not ku.digital_signature:
-            raise CertificateError(
-                f"signing certificate {_name(leaf)} may not make signatures (key usage)"
-            )
-        return
     eku = _ext(leaf, x509.ExtendedKeyUsage)
-    if eku is None or ExtendedKeyUsageOID.CODE_SIGNING not in eku:
+    if bc is not None and bc.ca and not allow_ca_signer and (ku is None or ku.key_cert_sign):
+        raise CertificateError(
+            f"signing certificate {_name(leaf)} is a CA certificate that may issue certificates "
+            "(cA=true with key usage keyCertSign, or without key usage); accept it with "
+            "allow_ca_signer (--allow-ca-signer)"
+        )
+    if ku is None and eku is None:
         raise CertificateError(
             f"signing certificate {_name(leaf)} has neither key usage digitalSignature "
             "nor extended key usage codeSigning"
+        )
+    if ku is not None and not ku.digital_signature:
+        raise CertificateError(
+            f"signing certificate {_name(leaf)} may not make signatures (key usage)"
+        )
+    if eku is not None and ExtendedKeyUsageOID.CODE_SIGNING not in eku and _ANY_EKU not in eku:
+        uses = ", ".join(getattr(o, "_name", None) or o.dotted_string for o in eku)
+        raise CertificateError(
+            f"signing certificate {_name(leaf)} is not for code signing: its extended key "
+            f"usage is {uses}, without codeSigning"
         )
 
 
@@ -211,7 +256,7 @@ def verify_chain(chain_der: Sequence[bytes], trust: CertificateTrust) -> Certifi
         public_key = check_supported(leaf.public_key())
     except (KeyLoadError, UnsupportedAlgorithm) as e:
         raise CertificateError(f"signing certificate {_name(leaf)}: {e}") from None
-    _check_leaf(leaf)
+    _check_leaf(leaf, trust.allow_ca_signer)
     roots = {r.public_bytes(serialization.Encoding.DER): r for r in trust.roots}
 
     current = leaf

@@ -23,6 +23,7 @@ Only then is the payload parsed as an OMS statement.
 from __future__ import annotations
 
 import datetime
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,7 @@ from tensorfile.errors import (
     UnsupportedAlgorithmError,
 )
 from tensorfile.integrity._json import json_obj, loads_strict
-from tensorfile.integrity.bundle import PAYLOAD_TYPE
+from tensorfile.integrity.bundle import PAYLOAD_TYPE, load_bundle_document
 from tensorfile.integrity.certs import CertificateIdentity, identity_of
 from tensorfile.integrity.keys import check_supported
 from tensorfile.integrity.manifest import Manifest
@@ -81,6 +82,16 @@ class KeylessResult:
     details: dict[str, Any]
 
 
+def proto_field(doc: dict[str, Any], camel: str, snake: str, where: object) -> Any:
+    """A field of a protobuf JSON message under either of its names: its
+    ``lowerCamelCase`` JSON name or its original ``snake_case`` name (protobuf's
+    JSON parsers accept both, and so do sigstore's and model-signing's). Both
+    at once is ambiguous and refused, as protobuf refuses it."""
+    if camel in doc and snake in doc:
+        raise KeyLoadError(f"{where}: both {camel!r} and {snake!r} are given (one field, two names)")
+    return doc.get(camel, doc.get(snake))
+
+
 def _trusted_root_json(path: str | os.PathLike[str]) -> bytes:
     """The ``trusted_root.json`` bytes at ``path`` (unwrapped from a client trust config)."""
     data = read_bounded(path, MAX_TRUSTED_ROOT_BYTES, KeyLoadError, "trusted root")
@@ -88,14 +99,22 @@ def _trusted_root_json(path: str | os.PathLike[str]) -> bytes:
         doc = json_obj(loads_strict(data, str(path)), "trusted root")
     except BundleError as e:
         raise KeyLoadError(f"{path}: {e}") from None
-    kind = doc.get("mediaType")
+    kind = proto_field(doc, "mediaType", "media_type", path)
     if kind == CLIENT_TRUST_CONFIG_TYPE:
-        import json
-
-        return json.dumps(doc.get("trustedRoot")).encode()
+        inner = proto_field(doc, "trustedRoot", "trusted_root", path)
+        if type(inner) is not dict:
+            raise KeyLoadError(f"{path}: a Sigstore trust config without a trustedRoot object")
+        kind = proto_field(inner, "mediaType", "media_type", f"{path}: trustedRoot")
+        if kind != TRUSTED_ROOT_TYPE:
+            raise KeyLoadError(
+                f"{path}: its trustedRoot is not a Sigstore trusted root "
+                f"(mediaType {kind!r:.80}, expected {TRUSTED_ROOT_TYPE!r})"
+            )
+        return json.dumps(inner).encode()
     if kind != TRUSTED_ROOT_TYPE:
         raise KeyLoadError(
-            f"{path}: not a Sigstore trusted root (mediaType {kind!r}, expected {TRUSTED_ROOT_TYPE!r})"
+            f"{path}: not a Sigstore trusted root or trust config (mediaType {kind!r:.80}, "
+            f"expected {TRUSTED_ROOT_TYPE!r} or {CLIENT_TRUST_CONFIG_TYPE!r})"
         )
     return data
 
@@ -120,6 +139,12 @@ def verify_keyless(data: bytes, where: str | os.PathLike[str], trust: SigstoreTr
             f"{where}: verifying Sigstore keyless bundles needs the sigstore package "
             "(pip install 'tensorfile[sigstore]')"
         ) from None
+    # The same strict reading as every other bundle (duplicate keys refused),
+    # before sigstore's own parser, which would keep the last of two.
+    try:
+        load_bundle_document(data)
+    except BundleError as e:
+        raise type(e)(f"{where}: {e}") from None
     raw_root = _trusted_root_json(trust.trusted_root)
     try:
         root = TrustedRoot(TrustedRootMessage.from_json(raw_root))

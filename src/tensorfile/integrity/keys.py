@@ -142,6 +142,15 @@ def key_algorithm(key: PublicKey) -> str:
     return f"ecdsa-p{key.curve.key_size}-{h.name}"
 
 
+def signature_hash(key: PublicKey) -> hashes.HashAlgorithm:
+    """The hash an ECDSA signature by ``key`` is made over (SHA-256 for P-256,
+    SHA-384 for P-384, SHA-512 for P-521, as model-signing signs); signers
+    that sign a digest (HSM, KMS) hash with it. Ed25519 signs the data itself."""
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise KeyLoadError(f"{key_algorithm(key)} keys sign the data itself, not a digest")
+    return _CURVES[key.curve.name][1]()
+
+
 def sign_bytes(key: PrivateKey, data: bytes) -> bytes:
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return key.sign(data)

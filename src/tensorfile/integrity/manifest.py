@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -30,19 +31,53 @@ from tensorfile.integrity.hashing import (
     SINGLE_FILE_NAME,
     FileDigest,
     HashOptions,
+    ModelFile,
     ProgressCallback,
     SafetensorsDigests,
     hash_files,
+    is_safetensors,
     list_model_files,
 )
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
-#: The pre-1.0 predicate model-signing 0.2 wrote; recognised only to say so.
+#: The pre-1.0 predicate model-signing 0.2 wrote (one subject per file, no
+#: root digest), accepted only in 0.2's own signature encoding.
 PREDICATE_TYPE_V0 = "https://model_signing/Digests/v0.1"
+#: What model-signing 0.2 recorded as a file digest's algorithm (its sharded
+#: forms are not read).
+_V0_FILE_ALGORITHM = "file-sha256"
 #: Key of tensorfile's extension inside the predicate (OMS verifiers ignore it).
 EXTENSION_KEY = "tensorfile"
 EXTENSION_VERSION = 1
+#: Key of the re-signing hints inside the predicate (OMS verifiers ignore it):
+#: each file's size and modification time when it was hashed, so that
+#: ``sign --update`` re-hashes only files that changed since.
+HINTS_KEY = "tensorfile_hints"
+
+
+#: A file modified less than this long before it was stat'ed gets no hint:
+#: a write later in the same timestamp tick (2 s on FAT, a kernel tick on
+#: ext4) would leave its size and times unchanged ("racy git").
+RACY_NS = 2_000_000_000
+
+
+@dataclass(frozen=True)
+class FileHint:
+    """A file's size, modification and status-change times (ns) and inode
+    number when it was hashed. Only a hint for re-signing: never used to
+    decide that a model verifies. The status-change time cannot be set back
+    by a program (unlike the modification time), and the inode changes when a
+    file is replaced by a rename, as every atomic writer does."""
+
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+
+    def to_json(self) -> dict[str, int]:
+        return {"size": self.size, "mtime_ns": self.mtime_ns, "ctime_ns": self.ctime_ns,
+                "inode": self.inode}
 
 
 @dataclass(frozen=True)
@@ -71,6 +106,8 @@ class Manifest:
     model_name: str
     files: tuple[FileDigest, ...]
     serialization: Serialization = field(default_factory=Serialization)
+    #: Re-signing hints by file name (:class:`FileHint`); signed, but only hints.
+    hints: Mapping[str, FileHint] = field(default_factory=dict, compare=False)
 
     @cached_property
     def by_name(self) -> Mapping[str, FileDigest]:
@@ -139,6 +176,11 @@ class Manifest:
                 "algorithm": self.tensor_algorithm,
                 "files": ext,
             }
+        if self.hints:
+            predicate[HINTS_KEY] = {
+                "version": EXTENSION_VERSION,
+                "files": {n: h.to_json() for n, h in self.hints.items()},
+            }
         return {
             "_type": STATEMENT_TYPE,
             "subject": [{"name": self.model_name, "digest": {"sha256": self.root_digest}}],
@@ -147,18 +189,30 @@ class Manifest:
         }
 
     @classmethod
-    def from_statement(cls, obj: object) -> Manifest:
+    def from_statement(cls, obj: object, *, v02: bool = False) -> Manifest:
         """Parse and check a statement. Raises :class:`BundleError` for a
         malformed one, :class:`UnsupportedAlgorithmError` for one tensorfile
-        cannot check, :class:`ManifestError` when the digests disagree."""
+        cannot check, :class:`ManifestError` when the digests disagree.
+
+        ``v02``: the signature verified in model-signing 0.2.0's encoding
+        (:func:`~tensorfile.integrity.bundle.pae_v02`); then, and only then,
+        the statement is read as 0.2's ``Digests/v0.1`` predicate."""
         st = json_obj(obj, "statement")
         if st.get("_type") != STATEMENT_TYPE:
             raise BundleError(f"statement _type is {st.get('_type')!r}, expected {STATEMENT_TYPE!r}")
         ptype = st.get("predicateType")
-        if ptype == PREDICATE_TYPE_V0:
-            raise UnsupportedAlgorithmError(
-                f"predicate {PREDICATE_TYPE_V0} (model-signing 0.2) is not supported; re-sign"
+        if v02 and ptype != PREDICATE_TYPE_V0:
+            raise BundleError(
+                f"predicate {ptype!r:.80} signed in the wrong DSSE encoding: model-signing 0.2's "
+                f"encoding goes only with its predicate {PREDICATE_TYPE_V0}"
             )
+        if ptype == PREDICATE_TYPE_V0:
+            if not v02:
+                raise UnsupportedAlgorithmError(
+                    f"predicate {PREDICATE_TYPE_V0} (model-signing 0.2) is read only as 0.2 "
+                    "signed it, in its own DSSE encoding; this one is in the standard encoding"
+                )
+            return _from_v01(st)
         if ptype != PREDICATE_TYPE:
             raise UnsupportedAlgorithmError(f"unknown predicateType {ptype!r}")
         subjects = json_list(st.get("subject"), "subject")
@@ -191,13 +245,43 @@ class Manifest:
         ext = _extension(predicate.get(EXTENSION_KEY), digests)
         files = tuple(FileDigest(n, d, None, ext.get(n), serialization.hash_type)
                       for n, d in digests.items())
-        manifest = cls(name, files, serialization)
+        manifest = cls(name, files, serialization, _hints(predicate.get(HINTS_KEY), digests))
         if manifest.root_digest != root:
             raise ManifestError(
                 f"signed payload is inconsistent: its resources hash to {manifest.root_digest} "
                 f"but the subject's root digest is {root}"
             )
         return manifest
+
+
+def _from_v01(st: dict[str, Any]) -> Manifest:
+    """model-signing 0.2's statement: one subject per file with its SHA-256,
+    no model name, no root digest, no serialization (files, SHA-256, no
+    symlinks: what 0.2 signed and what model-signing reads it as)."""
+    digests: dict[str, str] = {}
+    for i, item in enumerate(json_list(st.get("subject"), "subject")):
+        sub = json_obj(item, f"subject[{i}]")
+        name = _resource_name(sub.get("name"), i)
+        ann = sub.get("annotations", {})
+        alg = json_obj(ann, f"subject[{i}] annotations").get(
+            "actual_hash_algorithm", _V0_FILE_ALGORITHM
+        )
+        if alg != _V0_FILE_ALGORITHM:
+            raise UnsupportedAlgorithmError(
+                f"model-signing 0.2 subject {name!r}: hash {alg!r:.40} is not supported "
+                f"(only {_V0_FILE_ALGORITHM!r})"
+            )
+        if name in digests:
+            raise BundleError(f"subject {name!r} is listed twice")
+        digests[name] = hex64(json_obj(sub.get("digest"), f"subject[{i}] digest").get("sha256"),
+                              f"subject {name!r} sha256 digest")
+    if not digests:
+        raise BundleError("model-signing 0.2 statement has no subjects")
+    if SINGLE_FILE_NAME in digests and len(digests) != 1:
+        raise BundleError("subject '.' (a single-file model) must be the only subject")
+    # 0.2 listed files sorted by name; the root digest is recomputed in this order.
+    files = tuple(FileDigest(n, d, None, None, "sha256") for n, d in digests.items())
+    return Manifest("", files, Serialization(ignore_paths=()))
 
 
 def _extension_entry(d: SafetensorsDigests) -> dict[str, Any]:
@@ -261,6 +345,30 @@ def _extension(x: object, digests: Mapping[str, str]) -> dict[str, SafetensorsDi
     return out
 
 
+def _hints(x: object, digests: Mapping[str, str]) -> dict[str, FileHint]:
+    """The re-signing hints, read as strictly as the rest (a tensorfile signer
+    writes them well-formed); names must be signed resources."""
+    if x is None:
+        return {}
+    obj = json_obj(x, f"predicate {HINTS_KEY}")
+    if obj.get("version") != EXTENSION_VERSION:
+        raise UnsupportedAlgorithmError(f"{HINTS_KEY} version {obj.get('version')!r:.20}")
+    out: dict[str, FileHint] = {}
+    for name, entry in json_obj(obj.get("files"), f"{HINTS_KEY} files").items():
+        if name not in digests:
+            raise ManifestError(f"{HINTS_KEY} names {name!r}, not a signed resource")
+        e = json_obj(entry, f"{HINTS_KEY} entry for {name!r}")
+        fields = ("size", "mtime_ns", "ctime_ns", "inode")
+        values = [e.get(k) for k in fields]
+        if set(e) != set(fields) or any(type(v) is not int or v < 0 for v in values):
+            raise BundleError(
+                f"{HINTS_KEY} entry for {name!r} needs exactly the non-negative integers "
+                f"{', '.join(fields)}"
+            )
+        out[name] = FileHint(*(v for v in values if isinstance(v, int)))
+    return out
+
+
 # ---------------------------------------------------------------- building a manifest
 
 
@@ -287,7 +395,31 @@ def hash_model(
     or ``"sha256"``) for every ``.safetensors`` file, in the same pass over its
     bytes. ``options.file_algorithm`` (``"sha256"``, or ``"blake3"``, which OMS
     verifiers other than model-signing may not know) hashes the files themselves.
+
+    Each file's size, times and inode, taken before it is hashed, are
+    recorded as re-signing hints (:func:`hash_model_update`).
     """
+    return hash_model_update(path, None, options, signature=signature, progress=progress)[0]
+
+
+def hash_model_update(
+    path: str | os.PathLike[str],
+    previous: Manifest | None,
+    options: HashOptions = DEFAULT_HASH_OPTIONS,
+    *,
+    signature: str | os.PathLike[str] | None = None,
+    progress: ProgressCallback | None = None,
+) -> tuple[Manifest, tuple[str, ...]]:
+    """:func:`hash_model`, reusing ``previous``'s digests (a manifest whose
+    signature the caller verified) for every file whose size, times and
+    inode equal its hint there, when they are of the kind ``options`` asks
+    for (same file algorithm; same tensor digests). Returns the manifest and
+    the names of the files that were hashed.
+
+    A hint is not proof: a file changed in place with its size and both times
+    kept (which needs the clock set back) keeps its old digest, and the new
+    signature then fails to verify on it. A hint can never make a signature
+    cover bytes that were not hashed with this manifest's options."""
     root = Path(path)
     ignored = (set(DEFAULT_IGNORED) if options.ignore_git_paths else set()) | {
         check_ignore_path(p) for p in options.ignore_paths
@@ -297,13 +429,53 @@ def hash_model(
         if rel is not None:
             ignored.add(rel)
     files = list_model_files(root, ignore_paths=ignored, allow_symlinks=options.allow_symlinks)
-    digests = hash_files(files, options, progress)
-    return Manifest(
+    # Stat before hashing: a file written while it is hashed then has a newer
+    # mtime than its hint, so the next update hashes it again.
+    now = time.time_ns()
+    hints = {f.name: _stat_hint(f, now) for f in files}
+    reused = {f.name: d for f in files
+              if (d := _reusable(previous, f, hints[f.name], options)) is not None}
+    todo = [f for f in files if f.name not in reused]
+    hashed = {d.name: d for d in hash_files(todo, options, progress)}
+    manifest = Manifest(
         model_name_of(root),
-        tuple(digests),
+        tuple(reused.get(f.name) or hashed[f.name] for f in files),
         Serialization(hash_type=options.file_algorithm, allow_symlinks=options.allow_symlinks,
                       ignore_paths=tuple(sorted(ignored))),
+        {n: h for n, h in hints.items() if h is not None},
     )
+    return manifest, tuple(f.name for f in todo)
+
+
+def _stat_hint(f: ModelFile, now: int) -> FileHint | None:
+    """``f``'s hint, or None if it cannot be stat'ed (hashing reports why) or
+    was modified too recently to be told apart from a later write."""
+    try:
+        st = os.stat(f.path)
+    except OSError:
+        return None
+    # A later write sets the modification time to its own time: unseen only
+    # if that falls in the tick of the recorded one, so only recent ones are racy.
+    if st.st_mtime_ns > now - RACY_NS:
+        return None
+    return FileHint(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+def _reusable(previous: Manifest | None, f: ModelFile, hint: FileHint | None,
+              options: HashOptions) -> FileDigest | None:
+    """``previous``'s digest of ``f`` if the file has not changed by its hint
+    and the digest is of the kind ``options`` asks for."""
+    if previous is None or hint is None or previous.hints.get(f.name) != hint:
+        return None
+    old = previous.by_name.get(f.name)
+    if old is None or old.algorithm != options.file_algorithm:
+        return None
+    if options.tensors and is_safetensors(f) and (
+        old.safetensors is None or old.safetensors.algorithm != options.tensor_algorithm
+    ):
+        return None
+    return FileDigest(f.name, old.digest, hint.size,
+                      old.safetensors if options.tensors else None, old.algorithm)
 
 
 def check_ignore_path(path: str) -> str:

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
 from tensorfile._io.atomic import looks_like_temp_file
-from tensorfile.errors import KeyLoadError, ModelPathError
+from tensorfile.errors import KeyLoadError, ModelPathError, SignatureError
 from tensorfile.integrity.bundle import DEFAULT_SIGNATURE_NAME, Bundle, pae, write_bundle
-from tensorfile.integrity.certs import as_list, load_certificates
 from tensorfile.integrity.hashing import (
     DEFAULT_FILE_ALGORITHM,
     DEFAULT_TENSOR_ALGORITHM,
@@ -23,18 +23,57 @@ from tensorfile.integrity.hashing import (
 from tensorfile.integrity.keys import (
     PathOrPem,
     PrivateKey,
+    check_supported,
     key_hint,
-    load_private_key,
-    public_pem,
-    sign_bytes,
+    verify_bytes,
 )
 from tensorfile.integrity.manifest import Manifest, hash_model
+from tensorfile.integrity.signers import Signer, as_signer
 
 
 def default_signature_path(model: str | os.PathLike[str]) -> Path:
     """``model.sig`` inside a model folder, or next to a single-file model."""
     p = Path(model)
     return p / DEFAULT_SIGNATURE_NAME if p.is_dir() else p.parent / DEFAULT_SIGNATURE_NAME
+
+
+def open_signer(uri: str) -> Signer:
+    """A signer named by a URI (``tensorfile sign --signer``): ``pkcs11:...``
+    (RFC 7512, as model-signing takes it) or ``awskms://[host:port]/KEY``."""
+    if uri.startswith("pkcs11:"):
+        from tensorfile.integrity.pkcs11_signer import Pkcs11Signer
+
+        return Pkcs11Signer(uri)
+    if uri.startswith("awskms://"):
+        from tensorfile.integrity.aws_kms import AwsKmsSigner
+
+        return AwsKmsSigner.from_uri(uri)
+    raise KeyLoadError(f"signer {uri!r:.80}: give a pkcs11: URI or an awskms:// URI")
+
+
+@contextmanager
+def opened_signer(uri: str) -> Iterator[Signer]:
+    """:func:`open_signer`, closed on exit (a token's session logged out)."""
+    signer = open_signer(uri)
+    try:
+        yield signer
+    finally:
+        close = getattr(signer, "close", None)
+        if callable(close):
+            close()
+
+
+def check_no_leftovers(model: str | os.PathLike[str], manifest: Manifest) -> None:
+    """Refuse to sign tensorfile's temporary files: a save, convert or sign
+    killed before its rename left them behind (or one is still running);
+    signed, they would become part of the model, and removing them later
+    would fail verification."""
+    leftovers = [f.name for f in manifest.files if looks_like_temp_file(f.name.rsplit("/", 1)[-1])]
+    if leftovers:
+        raise ModelPathError(
+            f"{model}: temporary files of an interrupted or running tensorfile write: "
+            f"{', '.join(leftovers[:5])}; remove them (or pass them in ignore_paths) and sign again"
+        )
 
 
 def encode_statement(manifest: Manifest) -> bytes:
@@ -44,34 +83,32 @@ def encode_statement(manifest: Manifest) -> bytes:
 
 def sign_manifest(
     manifest: Manifest,
-    key: PathOrPem | PrivateKey,
+    key: PathOrPem | PrivateKey | Signer,
     *,
     password: str | bytes | None = None,
     certificate_chain: Any = None,
 ) -> Bundle:
     """Sign ``manifest`` and return the bundle (nothing is written).
 
+    ``key`` is a private key (PEM path, PEM bytes or key object) or any
+    :class:`~tensorfile.integrity.signers.Signer` (PKCS#11, KMS, your own).
     ``certificate_chain`` (PEM paths/bytes or certificates, leaf first) makes a
-    certificate-based bundle; its leaf must hold ``key``'s public key.
+    certificate-based bundle; its leaf must hold the signer's public key. The
+    signature is verified with the signer's public key before it is returned.
     """
-    priv = load_private_key(key, password)
-    pub = priv.public_key()
-    certs: tuple[bytes, ...] = ()
-    if certificate_chain is not None:
-        chain = load_certificates(as_list(certificate_chain))
-        if not chain:
-            raise KeyLoadError("certificate chain is empty")
-        if public_pem(pub) != chain[0].public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        ):
-            raise KeyLoadError(
-                "the first certificate of the chain does not hold the signing key's public key"
-            )
-        certs = tuple(c.public_bytes(serialization.Encoding.DER) for c in chain)
+    signer = as_signer(key, password, certificate_chain)
+    pub = check_supported(signer.public_key())
     payload = encode_statement(manifest)
+    data = pae(payload)
+    signature = signer.sign(data)
+    try:
+        verify_bytes(pub, signature, data)
+    except SignatureError as e:
+        raise KeyLoadError(f"the signer returned a signature its public key does not verify: {e}") from None
+    certs = tuple(c.public_bytes(serialization.Encoding.DER) for c in signer.certificate_chain())
     return Bundle(
         payload=payload,
-        signature=sign_bytes(priv, pae(payload)),
+        signature=signature,
         key_hint=None if certs else key_hint(pub),
         certificates=certs,
     )
@@ -79,7 +116,7 @@ def sign_manifest(
 
 def sign(
     model: str | os.PathLike[str],
-    key: PathOrPem | PrivateKey,
+    key: PathOrPem | PrivateKey | Signer,
     signature: str | os.PathLike[str] | None = None,
     *,
     password: str | bytes | None = None,
@@ -107,7 +144,8 @@ def sign(
     recorded as left out (:func:`~tensorfile.integrity.hash_model`). The key is loaded (and the password checked) before any
     hashing starts.
     """
-    priv = load_private_key(key, password)
+    # The key is loaded (and the password or PIN checked) before any hashing.
+    signer = as_signer(key, password, certificate_chain)
     sig_path = Path(signature) if signature is not None else default_signature_path(model)
     options = HashOptions(
         ignore_paths=tuple(ignore_paths), ignore_git_paths=ignore_git_paths,
@@ -115,14 +153,6 @@ def sign(
         file_algorithm=file_algorithm, workers=workers,
     )
     manifest = hash_model(model, options, signature=sig_path, progress=progress)
-    leftovers = [f.name for f in manifest.files if looks_like_temp_file(f.name.rsplit("/", 1)[-1])]
-    if leftovers:
-        # A save, convert or sign killed before its rename left these behind
-        # (or one is still running): signing them would make them part of the
-        # model, and removing them later would fail verification.
-        raise ModelPathError(
-            f"{model}: temporary files of an interrupted or running tensorfile write: "
-            f"{', '.join(leftovers[:5])}; remove them (or pass them in ignore_paths) and sign again"
-        )
-    bundle = sign_manifest(manifest, priv, certificate_chain=certificate_chain)
+    check_no_leftovers(model, manifest)
+    bundle = sign_manifest(manifest, signer)
     return write_bundle(sig_path, bundle)

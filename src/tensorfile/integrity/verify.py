@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -25,7 +25,7 @@ from tensorfile.errors import (
     SignatureError,
     UnexpectedFileError,
 )
-from tensorfile.integrity.bundle import Bundle, pae, parse_bundle, read_bundle_bytes
+from tensorfile.integrity.bundle import Bundle, parse_bundle, read_bundle_bytes
 from tensorfile.integrity.certs import CertificateIdentity, CertificateTrust, verify_chain
 from tensorfile.integrity.hashing import (
     DEFAULT_IGNORED,
@@ -48,7 +48,6 @@ from tensorfile.integrity.keys import (
     key_algorithm,
     key_hint,
     load_public_key,
-    verify_bytes,
 )
 from tensorfile.integrity.manifest import Manifest, check_ignore_path, relative_inside
 from tensorfile.integrity.sign import default_signature_path
@@ -98,7 +97,7 @@ def resolve_trust(
     if key is not None:
         return load_public_key(key)
     if isinstance(cert_roots, CertificateTrust):
-        return cert_roots if at_time is None else CertificateTrust(cert_roots.roots, at_time)
+        return cert_roots if at_time is None else replace(cert_roots, at_time=at_time)
     return CertificateTrust.from_pem(cert_roots, at_time)
 
 
@@ -164,8 +163,9 @@ def verify_bundle(bundle: Bundle, trust: Trust) -> tuple[Manifest, SignerIdentit
                 f"signed by a different key (bundle names key {bundle.key_hint[:16]}…, "
                 f"trusted key is {key_hint(key)[:16]}…)"
             )
-    verify_bytes(key, bundle.signature, pae(bundle.payload, bundle.payload_type))
-    manifest = Manifest.from_statement(bundle.statement())
+    # model-signing 0.2.0's own encoding verifies only 0.2's statement form.
+    v02 = bundle.check_signature(key)
+    manifest = Manifest.from_statement(bundle.statement(), v02=v02)
     kind = "certificate" if cert is not None else "key"
     return manifest, SignerIdentity(kind, key_algorithm(key), key_hint(key), cert)
 
