@@ -51,6 +51,21 @@ def import_torch() -> Any:
     return torch
 
 
+def device_name(device: object) -> str:
+    """The device string a reader puts tensors on, from what a caller passed.
+
+    As the reference: ``None`` is the cpu (huggingface_hub up to 1.28 passes
+    it) and an int is that cuda index. Beyond it, anything ``str()`` makes a
+    torch device string (a ``torch.device``, ``"cpu:0"``, ``"meta"``) is
+    taken too; ``SafeOpen`` checks it with torch.
+    """
+    if device is None:
+        return "cpu"
+    if isinstance(device, int) and not isinstance(device, bool):
+        return f"cuda:{device}"
+    return str(device)
+
+
 # --------------------------------------------------------------------------
 # Writing: array -> (Entry, bytes)
 # --------------------------------------------------------------------------

@@ -103,6 +103,11 @@ class NotATensorError(SerializationError, TypeError):
     (``safetensors`` raises ``ValueError`` or ``TypeError`` here; this is both)."""
 
 
+class MetadataTypeError(SerializationError, TypeError):
+    """Metadata handed to a writer is not a dict of str to str (``safetensors``
+    raises ``TypeError`` here; this is also one)."""
+
+
 class SharedTensorsError(SerializationError, RuntimeError):
     """Tensors share memory, so writing each would lose (or duplicate) the
     sharing; or no name of a shared group covers the whole storage

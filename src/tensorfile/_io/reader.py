@@ -35,6 +35,7 @@ from tensorfile._format.header import Header, TensorInfo
 from tensorfile._frameworks import (
     VIA_NUMPY,
     carrier_view,
+    device_name,
     from_numpy,
     import_framework,
     import_torch,
@@ -132,7 +133,7 @@ class SafeOpen:
         self,
         filename: str | os.PathLike[str] | IO[Any],
         framework: str = "np",
-        device: str = "cpu",
+        device: str | int | None = "cpu",
         *,
         backend: str = "mmap",
         verify: Verifier | None = None,
@@ -144,7 +145,7 @@ class SafeOpen:
         self._framework = "np" if self._convert else _norm_framework(framework)
         if backend not in BACKENDS:
             raise FrameworkError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
-        self._device = str(device)
+        self._device = device_name(device)
         if self._device != "cpu" and self._convert is None:
             if self._framework == "np":
                 raise FrameworkError(f"numpy arrays live on the cpu; device {device!r} needs framework='pt'")
