@@ -35,10 +35,10 @@ from tensorfile._format.header import Header, TensorInfo
 from tensorfile._frameworks import (
     VIA_NUMPY,
     carrier_view,
+    check_device,
     device_name,
     from_numpy,
     import_framework,
-    import_torch,
     numpy_view,
     torch_from_carrier,
     torch_view,
@@ -50,6 +50,7 @@ from tensorfile.errors import (
     ClosedFileError,
     FrameworkError,
     SliceIndexError,
+    TensorNameTypeError,
     TensorNotFoundError,
     TruncatedFileError,
 )
@@ -149,7 +150,7 @@ class SafeOpen:
         if self._device != "cpu" and self._convert is None:
             if self._framework == "np":
                 raise FrameworkError(f"numpy arrays live on the cpu; device {device!r} needs framework='pt'")
-            import_torch().device(self._device)  # validates the device string
+            check_device(self._device)
         self._mode = backend
         self._lock = threading.Lock()
         # Closed until the descriptor exists, so a failed open leaves nothing
@@ -262,6 +263,10 @@ class SafeOpen:
         try:
             return self._header.tensors[name]
         except KeyError:
+            if not isinstance(name, str):
+                raise TensorNameTypeError(
+                    f"tensor names are str, got {type(name).__name__} {name!r}"
+                ) from None
             raise TensorNotFoundError(f"no tensor named {name!r} in {self._path}") from None
 
     def byte_range(self, name: str) -> tuple[int, int]:
