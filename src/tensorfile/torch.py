@@ -175,8 +175,8 @@ def _to_ndarray(tensor: torch.Tensor) -> tuple[np.ndarray[Any, Any], Any]:
     A cpu tensor that is already contiguous is viewed, not copied. Unlike the
     reference (which reads ``numel`` bytes from the first element's address),
     a non-contiguous tensor gives its values in C order (spec/FORMAT.md P1).
-    A tensor without memory (empty, or on ``meta``) gives ``(np.empty(0), 0)``
-    as the reference does.
+    An empty tensor gives ``(np.empty(0), 0)`` and a ``meta`` one torch's
+    ``NotImplementedError`` (it has no bytes to copy), as in the reference.
     """
     if tensor.device.type != "cpu":
         tensor = tensor.to("cpu")

@@ -395,6 +395,9 @@ def test_to_ndarray_gives_the_reference_bytes() -> None:
     assert tt._to_ndarray(base.transpose(0, 2))[0].tobytes() == (
         base.transpose(0, 2).contiguous().numpy().tobytes()
     )
+    for m in (tt, st):  # a meta tensor has no bytes: torch's error, in both
+        with pytest.raises(NotImplementedError):
+            m._to_ndarray(torch.zeros(3, device="meta"))
 
 
 def test_writer_type_errors_are_type_errors() -> None:
