@@ -14,6 +14,7 @@ import io
 import os
 from typing import IO, TYPE_CHECKING, Any
 
+from tensorfile._frameworks import device_name
 from tensorfile._io.reader import SafeOpen, _norm_framework, load_bytes
 from tensorfile._verifying import verifier_of
 from tensorfile.errors import NotSignedError
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 def safe_open(
     filename: str | os.PathLike[str] | IO[Any],
     framework: str = "np",
-    device: str = "cpu",
+    device: str | int | None = "cpu",
     *,
     backend: str = "mmap",
     verify: VerifyWith | None = None,
@@ -52,7 +53,7 @@ def safe_open(
 def load_file(
     filename: str | os.PathLike[str],
     framework: str = "np",
-    device: str = "cpu",
+    device: str | int | None = "cpu",
     *,
     backend: str = "mmap",
     verify: VerifyWith | None = None,
@@ -63,6 +64,7 @@ def load_file(
     see :func:`tensorfile.sharded.load_sharded`.
     """
     verifier = verifier_of(verify)
+    device = device_name(device)
     if is_sharded_path(filename):
         return load_sharded(filename, framework, device, backend=backend, verify=verifier)
     with SafeOpen(filename, framework, device, backend=backend, verify=verifier) as f:

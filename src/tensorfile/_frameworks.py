@@ -16,6 +16,7 @@ import numpy as np
 from tensorfile._format.dtypes import DTYPES, DType, dtype_from_numpy, is_ml_dtype, numpy_dtype
 from tensorfile._format.header import Entry
 from tensorfile.errors import (
+    DeviceUnavailableError,
     FrameworkError,
     MetaTensorError,
     NotATensorError,
@@ -49,6 +50,41 @@ def import_torch() -> Any:
             "framework 'pt' needs torch, which is not installed (pip install torch)"
         ) from None
     return torch
+
+
+def device_name(device: object) -> str:
+    """The device string a reader puts tensors on, from what a caller passed.
+
+    As the reference: ``None`` is the cpu (huggingface_hub up to 1.28 passes
+    it) and an int is that cuda index. Beyond it, anything ``str()`` makes a
+    torch device string (a ``torch.device``, ``"cpu:0"``, ``"meta"``) is
+    taken too; ``SafeOpen`` checks it with torch.
+    """
+    if device is None:
+        return "cpu"
+    if isinstance(device, int) and not isinstance(device, bool):
+        return f"cuda:{device}"
+    return str(device)
+
+
+def check_device(device: str) -> None:
+    """Refuse, when a file is opened, a device torch cannot reach here.
+
+    A malformed string is torch's own ``RuntimeError``; a device of a kind this
+    torch build or machine lacks (``cuda`` without CUDA) is a
+    :class:`DeviceUnavailableError`, a ``RuntimeError`` as the reference's
+    (which raises it at the first read, and torch's ``.to`` an
+    ``AssertionError``).
+    """
+    torch = import_torch()
+    dev = torch.device(device)
+    if dev.type in ("cpu", "meta"):
+        return
+    is_available = getattr(getattr(torch, dev.type, None), "is_available", None)
+    if callable(is_available) and not is_available():
+        raise DeviceUnavailableError(
+            f"device {device!r}: this torch ({torch.__version__}) has no {dev.type} device here"
+        )
 
 
 # --------------------------------------------------------------------------

@@ -86,12 +86,21 @@ class TensorNotFoundError(TensorfileError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class TensorNameTypeError(TensorNotFoundError, TypeError):
+    """A tensor name that is not a ``str`` (``safetensors`` raises ``TypeError``)."""
+
+
 class ClosedFileError(TensorfileError, ValueError):
     """The handle was used after it was closed."""
 
 
 class FrameworkError(TensorfileError, ValueError):
     """An unknown framework or device was asked for, or the framework is not installed."""
+
+
+class DeviceUnavailableError(FrameworkError, RuntimeError):
+    """A device torch knows but cannot reach here (a CUDA device on a build or
+    machine without one): a ``RuntimeError``, as ``safetensors`` raises."""
 
 
 class SerializationError(TensorfileError, ValueError):
@@ -101,6 +110,11 @@ class SerializationError(TensorfileError, ValueError):
 class NotATensorError(SerializationError, TypeError):
     """A value handed to a writer is not a tensor, an array or a ``TensorSpec``
     (``safetensors`` raises ``ValueError`` or ``TypeError`` here; this is both)."""
+
+
+class MetadataTypeError(SerializationError, TypeError):
+    """Metadata handed to a writer is not a dict of str to str (``safetensors``
+    raises ``TypeError`` here; this is also one)."""
 
 
 class SharedTensorsError(SerializationError, RuntimeError):

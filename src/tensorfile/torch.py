@@ -26,13 +26,16 @@ follow numpy's indexing rules (see spec/FORMAT.md, "Drop-in differences").
 from __future__ import annotations
 
 import os
+from collections import defaultdict
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from tensorfile import _api
 from tensorfile._api import safe_open as safe_open
 from tensorfile._format.dtypes import DTYPES
 from tensorfile._frameworks import TensorSpec as TensorSpec
-from tensorfile._frameworks import import_torch
+from tensorfile._frameworks import import_torch, torch_entry
 from tensorfile._io import writer
 from tensorfile._raw import deserialize as deserialize
 from tensorfile._raw import serialize as serialize
@@ -61,9 +64,10 @@ def _remove_duplicate_names(
     *,
     preferred_names: Any = None,
     discard_names: Any = None,
-) -> dict[str, list[str]]:
+) -> defaultdict[str, list[str]]:
     """``{kept: [aliases...]}`` for every group of :func:`_find_shared_tensors`:
-    the one name per storage that ``safetensors``' ``save_model`` stores.
+    the one name per storage that ``safetensors``' ``save_model`` stores (a
+    ``defaultdict(list)``, as the reference's: callers index it by any name).
 
     The kept name covers the whole storage: the first (sorted) of
     ``preferred_names`` that does, else the first not in ``discard_names``,
@@ -71,7 +75,8 @@ def _remove_duplicate_names(
     of one tensor that is a view of a larger storage, raises
     :class:`SharedTensorsError` (a ``RuntimeError``).
     """
-    return _kept_names(state_dict, _find_shared_tensors(state_dict), preferred_names, discard_names)
+    groups = _find_shared_tensors(state_dict)
+    return defaultdict(list, _kept_names(state_dict, groups, preferred_names, discard_names))
 
 
 def _kept_names(
@@ -161,6 +166,27 @@ def _check_tensors(tensors: object) -> None:
         )
 
 
+def _to_ndarray(tensor: torch.Tensor) -> tuple[np.ndarray[Any, Any], Any]:
+    """``(bytes, owner)``: the tensor's little-endian C-order bytes as a uint8
+    array and the cpu tensor that owns them (keep it alive while the array is
+    used), as ``safetensors.torch._to_ndarray``; diffusers' remote-VAE helpers
+    send ``_to_ndarray(t)[0].tobytes()``.
+
+    A cpu tensor that is already contiguous is viewed, not copied. Unlike the
+    reference (which reads ``numel`` bytes from the first element's address),
+    a non-contiguous tensor gives its values in C order (spec/FORMAT.md P1).
+    An empty tensor gives ``(np.empty(0), 0)`` and a ``meta`` one torch's
+    ``NotImplementedError`` (it has no bytes to copy), as in the reference.
+    """
+    if tensor.device.type != "cpu":
+        tensor = tensor.to("cpu")
+    if tensor.data_ptr() == 0:
+        return np.empty(0), 0
+    tensor = tensor.detach().contiguous()
+    _, raw = torch_entry("tensor", tensor)
+    return np.frombuffer(raw, dtype=np.uint8), tensor
+
+
 def save(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
     """Serialize torch tensors to safetensors bytes."""
     _check_tensors(tensors)
@@ -189,18 +215,18 @@ def load(data: bytes, *, verify: VerifyWith | None = None) -> dict[str, torch.Te
 
 def load_file(
     filename: str | os.PathLike[str],
-    device: str | int = "cpu",
+    device: str | int | None = "cpu",
     *,
     backend: str = "mmap",
     verify: VerifyWith | None = None,
 ) -> dict[str, torch.Tensor]:
     """Tensors from a file, views of a private copy-on-write map (no copy on cpu).
 
-    With ``verify`` each tensor is read into private memory and checked
-    against the signature first (see :func:`tensorfile.safe_open`).
+    ``device``: an int is that cuda index and ``None`` the cpu, as the
+    reference. With ``verify`` each tensor is read into private memory and
+    checked against the signature first (see :func:`tensorfile.safe_open`).
     """
-    dev = f"cuda:{device}" if isinstance(device, int) else device
-    return _api.load_file(filename, "pt", dev, backend=backend, verify=verify)
+    return _api.load_file(filename, "pt", device, backend=backend, verify=verify)
 
 
 def save_model(
@@ -231,15 +257,17 @@ def load_model(
     model: torch.nn.Module,
     filename: str | os.PathLike[str],
     strict: bool = True,
-    device: str | int = "cpu",
+    device: str | int | None = "cpu",
     *,
     backend: str = "mmap",
     verify: VerifyWith | None = None,
-) -> tuple[list[str], list[str]]:
+) -> tuple[set[str], list[str]]:
     """Load a file saved by ``save_model`` (or any state dict) into ``model``.
 
-    Returns ``(missing, unexpected)`` names; with ``strict`` either being
-    non-empty raises ``RuntimeError`` as ``torch`` and the reference do.
+    Returns ``(missing, unexpected)`` names, a set and a list as the
+    reference returns them (whatever its annotation says); with ``strict``
+    either being non-empty raises ``RuntimeError`` as ``torch`` and the
+    reference do.
     """
     state_dict = load_file(filename, device, backend=backend, verify=verify)
     drop = _aliases(model.state_dict(), preferred=state_dict.keys())
@@ -261,7 +289,7 @@ def load_model(
                 f'"{k}"' for k in sorted(unexpected)
             )
         raise RuntimeError(msg)
-    return sorted(missing), unexpected
+    return missing, unexpected
 
 
 __all__ = [

@@ -59,7 +59,7 @@ def test_every_reference_name_exists_with_its_parameters(module: str) -> None:
     # What safetensors' Rust core and Python modules hold, minus helpers no
     # one outside imports (their code-path twins here have other names).
     internal = {"_safetensors_rust", "_flatten", "_flatten_as_ptr", "_filter_shared_not_shared",
-                "_evaluate_tensors_for_save", "_to_ndarray", "_view2torch", "_view2np",
+                "_evaluate_tensors_for_save", "_view2torch", "_view2np",
                 "_is_little_endian", "_float8_e4m3fn", "_float8_e4m3fnuz", "_float8_e5m2",
                 "_float8_e5m2fnuz", "_float8_e8m0", "_float4_e2m1_x2", "_TYPES", "_getdtype",
                 "__version__"}
@@ -261,7 +261,7 @@ def test_torch_load_file_load_model_verify(signed: tuple[Path, Path], tmp_path: 
     shard = "model-00001-of-00002.safetensors"
     w = tt.load_file(model / shard, verify=pub)["weight"]
     lin = torch.nn.Linear(4, 4, bias=False)
-    assert tt.load_model(lin, model / shard, verify=pub) == ([], [])
+    assert tt.load_model(lin, model / shard, verify=pub) == (set(), [])
     torch.testing.assert_close(lin.weight.detach(), w)
     bad = _tampered(model, tmp_path, shard) / shard
     with pytest.raises(DigestMismatchError):
@@ -349,3 +349,87 @@ def test_overlap_is_grouped_through_a_third_view() -> None:
     assert st._find_shared_tensors(views) == [{"a", "b"}, {"c"}]
     with pytest.raises(RuntimeError):
         tt.save(views)
+
+
+# ------------------------------------------------------------------ gaps real libraries hit
+
+
+def test_device_none_is_the_cpu_as_in_the_reference(tmp_path: Path) -> None:
+    """huggingface_hub up to 1.28 passes ``device=None`` (load_state_dict_from_file)."""
+    torch = pytest.importorskip("torch")
+    import safetensors.torch as st
+
+    import tensorfile.torch as tt
+
+    path = tmp_path / "a.safetensors"
+    tt.save_file({"a": torch.arange(3.0)}, path)
+    for loaded in (tt.load_file(path, device=None), st.load_file(path, device=None)):
+        assert loaded["a"].device.type == "cpu"
+    with tensorfile.safe_open(path, "pt", device=None) as f:  # type: ignore[arg-type]
+        assert f.get_tensor("a").device.type == "cpu"
+    lin = torch.nn.Linear(3, 1, bias=False)
+    tt.save_file({"weight": torch.ones(1, 3)}, path)
+    assert tt.load_model(lin, path, device=None) == st.load_model(lin, path, device=None)
+    # Beyond the reference (spec/FORMAT.md P7): torch.device and "cpu:0" and "meta".
+    assert tt.load_file(path, device=torch.device("cpu"))["weight"].device.type == "cpu"  # type: ignore[arg-type]
+    assert tt.load_file(path, device="cpu:0")["weight"].device.type == "cpu"
+    assert tt.load_file(path, device="meta")["weight"].device.type == "meta"
+
+
+def test_to_ndarray_gives_the_reference_bytes() -> None:
+    """diffusers' prepare_encode/prepare_decode send ``_to_ndarray(t)[0].tobytes()``."""
+    torch = pytest.importorskip("torch")
+    import safetensors.torch as st
+
+    import tensorfile.torch as tt
+
+    base = torch.arange(24, dtype=torch.float32).reshape(2, 3, 4)
+    for t in (base, base.to(torch.bfloat16), base[0], torch.tensor(7, dtype=torch.int64),
+              torch.zeros(0, 3), torch.zeros(4, dtype=torch.bool)):
+        ours, theirs = tt._to_ndarray(t), st._to_ndarray(t)
+        assert ours[0].tobytes() == theirs[0].tobytes()
+        assert ours[0].dtype == theirs[0].dtype and type(ours[1]) is type(theirs[1])
+    arr, owner = tt._to_ndarray(base)
+    assert arr.ctypes.data == base.data_ptr() and owner is not None  # a view, not a copy
+    # A non-contiguous tensor gives its values (the reference reads raw memory).
+    assert tt._to_ndarray(base.transpose(0, 2))[0].tobytes() == (
+        base.transpose(0, 2).contiguous().numpy().tobytes()
+    )
+    for m in (tt, st):  # a meta tensor has no bytes: torch's error, in both
+        with pytest.raises(NotImplementedError):
+            m._to_ndarray(torch.zeros(3, device="meta"))
+
+
+def test_writer_type_errors_are_type_errors() -> None:
+    torch = pytest.importorskip("torch")
+    import safetensors.torch as st
+
+    import tensorfile.torch as tt
+
+    for bad in ({"k": 1}, {1: "v"}, {"k": None}, "k=v"):
+        with pytest.raises(TypeError):
+            st.save({"a": torch.zeros(1)}, metadata=bad)  # type: ignore[arg-type]
+        with pytest.raises(TypeError) as e:
+            tt.save({"a": torch.zeros(1)}, metadata=bad)  # type: ignore[arg-type]
+        assert isinstance(e.value, TensorfileError)
+        with pytest.raises(TypeError):
+            tnp.save({"a": np.zeros(1)}, metadata=bad)  # type: ignore[arg-type]
+
+
+def test_load_model_and_remove_duplicate_names_return_the_reference_types(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    import safetensors.torch as st
+
+    import tensorfile.torch as tt
+
+    path = tmp_path / "w.safetensors"
+    tt.save_file({"weight": torch.ones(2, 3), "extra": torch.zeros(1)}, path)
+    for mod in (st, tt):
+        missing, unexpected = mod.load_model(torch.nn.Linear(3, 2), path, strict=False)
+        assert (type(missing), type(unexpected)) == (set, list)
+        assert (missing, unexpected) == ({"bias"}, ["extra"])
+    emb = torch.nn.Embedding(4, 2)
+    tied = {"a.weight": emb.weight, "b.weight": emb.weight, "c": torch.zeros(1)}
+    ours, theirs = tt._remove_duplicate_names(tied), st._remove_duplicate_names(tied)
+    assert type(ours) is type(theirs) and ours == theirs == {"a.weight": ["b.weight"]}
+    assert ours["not there"] == []  # a defaultdict(list), as callers rely on

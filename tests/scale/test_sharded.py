@@ -174,7 +174,7 @@ def test_torch_roundtrip_and_load_model(tmp_path: Path) -> None:
     assert len(read_index(tmp_path).shard_files) >= 2
     fresh = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
     missing, unexpected = tft.load_model(fresh, tmp_path)
-    assert missing == [] and unexpected == []
+    assert missing == set() and unexpected == []
     for k, v in fresh.state_dict().items():
         assert torch.equal(v, sd[k])
     loaded = tft.load_file(tmp_path)

@@ -33,6 +33,7 @@ from tensorfile.errors import (
     InvalidMetadataError,
     InvalidOffsetsError,
     InvalidShapeError,
+    MetadataTypeError,
     SerializationError,
     TruncatedFileError,
 )
@@ -458,10 +459,14 @@ def encode(
     ordered = canonical_order(entries)
     doc: dict[str, Any] = {}
     if metadata is not None:
+        if not isinstance(metadata, Mapping):
+            raise MetadataTypeError(
+                f"metadata must be a dict of str to str, got {type(metadata).__name__}"
+            )
         meta = dict(metadata)
         for k, v in meta.items():
             if not isinstance(k, str) or not isinstance(v, str):
-                raise SerializationError(
+                raise MetadataTypeError(
                     f"metadata must map str to str, got {k!r}: {type(v).__name__}"
                 )
         # The reference serializes a hash map, so its key order is random; sorted

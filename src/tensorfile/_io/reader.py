@@ -35,9 +35,10 @@ from tensorfile._format.header import Header, TensorInfo
 from tensorfile._frameworks import (
     VIA_NUMPY,
     carrier_view,
+    check_device,
+    device_name,
     from_numpy,
     import_framework,
-    import_torch,
     numpy_view,
     torch_from_carrier,
     torch_view,
@@ -49,6 +50,7 @@ from tensorfile.errors import (
     ClosedFileError,
     FrameworkError,
     SliceIndexError,
+    TensorNameTypeError,
     TensorNotFoundError,
     TruncatedFileError,
 )
@@ -132,7 +134,7 @@ class SafeOpen:
         self,
         filename: str | os.PathLike[str] | IO[Any],
         framework: str = "np",
-        device: str = "cpu",
+        device: str | int | None = "cpu",
         *,
         backend: str = "mmap",
         verify: Verifier | None = None,
@@ -144,11 +146,11 @@ class SafeOpen:
         self._framework = "np" if self._convert else _norm_framework(framework)
         if backend not in BACKENDS:
             raise FrameworkError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
-        self._device = str(device)
+        self._device = device_name(device)
         if self._device != "cpu" and self._convert is None:
             if self._framework == "np":
                 raise FrameworkError(f"numpy arrays live on the cpu; device {device!r} needs framework='pt'")
-            import_torch().device(self._device)  # validates the device string
+            check_device(self._device)
         self._mode = backend
         self._lock = threading.Lock()
         # Closed until the descriptor exists, so a failed open leaves nothing
@@ -261,6 +263,10 @@ class SafeOpen:
         try:
             return self._header.tensors[name]
         except KeyError:
+            if not isinstance(name, str):
+                raise TensorNameTypeError(
+                    f"tensor names are str, got {type(name).__name__} {name!r}"
+                ) from None
             raise TensorNotFoundError(f"no tensor named {name!r} in {self._path}") from None
 
     def byte_range(self, name: str) -> tuple[int, int]:

@@ -1,0 +1,260 @@
+"""Every ``safetensors`` name that libraries importing it really use, with where.
+
+Made by ``tests/compat/scan_used_names.py`` (do not edit by hand; rerun it)
+over: transformers 5.25.0, huggingface_hub 2.4.0 and torch 2.13.0 as
+installed by the ``test`` extra (torch's uses are
+``torch.distributed.checkpoint``'s Hugging Face storage and
+``torch.serialization``); huggingface_hub 1.28.0, diffusers 0.42.1,
+accelerate 1.15.0, peft 0.21.2, timm 1.0.31, sentence-transformers 6.3.0,
+vllm 0.33.0 and mlx-lm 0.32.2 from their PyPI wheels (``pip download
+--no-deps``, unpacked); text-generation-inference at commit db931fcf
+(v3.3.7-1, ``server/`` and ``backends/gaudi/server/``). mlx-lm reads
+safetensors through ``mlx.core.load`` and imports nothing of ``safetensors``.
+
+``test_used_names.py`` checks each name against the reference by name,
+signature, return type and raised exception types.
+"""
+
+from __future__ import annotations
+
+#: (library, version, file under the scanned root)
+Source = tuple[str, str, str]
+
+#: (library, version) of every source scanned, with or without uses.
+SCANNED: tuple[tuple[str, str], ...] = (
+    ("transformers", "5.25.0"),
+    ("huggingface_hub", "2.4.0"),
+    ("huggingface_hub", "1.28.0"),
+    ("diffusers", "0.42.1"),
+    ("accelerate", "1.15.0"),
+    ("peft", "0.21.2"),
+    ("timm", "1.0.31"),
+    ("sentence-transformers", "6.3.0"),
+    ("torch", "2.13.0"),
+    ("vllm", "0.33.0"),
+    ("text-generation-inference", "3.3.7-1-gdb931fcf"),
+    ("mlx-lm", "0.32.2"),
+)
+
+#: Every name used -> where: (library, version, file under its package root).
+USED: dict[str, tuple[Source, ...]] = {
+    "safetensors.SafetensorError": (
+        ("diffusers", "0.42.1", "loaders/lora_base.py"),
+        ("peft", "0.21.2", "utils/loftq_utils.py"),
+    ),
+    "safetensors.__version__": (
+        ("diffusers", "0.42.1", "commands/env.py"),
+        ("huggingface_hub", "1.28.0", "hub_mixin.py"),
+        ("huggingface_hub", "2.4.0", "hub_mixin.py"),
+        ("transformers", "5.25.0", "cli/system.py"),
+    ),
+    "safetensors.safe_open": (
+        ("accelerate", "1.15.0", "utils/modeling.py"),
+        ("accelerate", "1.15.0", "utils/offload.py"),
+        ("diffusers", "0.42.1", "loaders/ip_adapter.py"),
+        ("diffusers", "0.42.1", "models/model_loading_utils.py"),
+        ("diffusers", "0.42.1", "models/modeling_utils.py"),
+        ("diffusers", "0.42.1", "pipelines/stable_diffusion/convert_from_ckpt.py"),
+        ("diffusers", "0.42.1", "quantizers/torchao/torchao_quantizer.py"),
+        ("huggingface_hub", "1.28.0", "serialization/_torch.py"),
+        ("huggingface_hub", "2.4.0", "serialization/_torch.py"),
+        ("peft", "0.21.2", "peft_model.py"),
+        ("peft", "0.21.2", "utils/loftq_utils.py"),
+        ("text-generation-inference", "3.3.7-1-gdb931fcf", "backends/gaudi/server/text_generation_server/layers/medusa.py"),
+        ("text-generation-inference", "3.3.7-1-gdb931fcf", "backends/gaudi/server/text_generation_server/layers/mlp.py"),
+        ("text-generation-inference", "3.3.7-1-gdb931fcf", "backends/gaudi/server/text_generation_server/utils/weights.py"),
+        ("text-generation-inference", "3.3.7-1-gdb931fcf", "server/text_generation_server/layers/medusa.py"),
+        ("text-generation-inference", "3.3.7-1-gdb931fcf", "server/text_generation_server/layers/mlp.py"),
+        ("text-generation-inference", "3.3.7-1-gdb931fcf", "server/text_generation_server/utils/weights.py"),
+        ("torch", "2.13.0", "distributed/checkpoint/hf_storage.py"),
+        ("torch", "2.13.0", "distributed/checkpoint/quantized_hf_storage.py"),
+        ("transformers", "5.25.0", "integrations/accelerate.py"),
+        ("transformers", "5.25.0", "modeling_layers.py"),
+        ("transformers", "5.25.0", "modeling_utils.py"),
+        ("transformers", "5.25.0", "quantizers/quantizer_torchao.py"),
+        ("vllm", "0.33.0", "lora/lora_model.py"),
+    ),
+    "safetensors.safe_open().get_slice": (
+        ("diffusers", "0.42.1", "models/model_loading_utils.py"),
+        ("torch", "2.13.0", "distributed/checkpoint/hf_storage.py"),
+        ("transformers", "5.25.0", "modeling_layers.py"),
+        ("transformers", "5.25.0", "modeling_utils.py"),
+    ),
+    "safetensors.safe_open().get_slice().__getitem__": (
+        ("diffusers", "0.42.1", "models/model_loading_utils.py"),
+    ),
+    "safetensors.safe_open().get_slice().get_dtype": (
+        ("torch", "2.13.0", "distributed/checkpoint/hf_storage.py"),
+        ("transformers", "5.25.0", "modeling_utils.py"),
+    ),
+    "safetensors.safe_open().get_slice().get_shape": (
+        ("diffusers", "0.42.1", "models/model_loading_utils.py"),
+        ("torch", "2.13.0", "distributed/checkpoint/hf_storage.py"),
+        ("transformers", "5.25.0", "modeling_utils.py"),
+    ),
+    "safetensors.safe_open().get_tensor": (
+        ("accelerate", "1.15.0", "utils/modeling.py"),
+        ("accelerate", "1.15.0", "utils/offload.py"),
+        ("diffusers", "0.42.1", "loaders/ip_adapter.py"),
+        ("diffusers", "0.42.1", "pipelines/stable_diffusion/convert_from_ckpt.py"),
+        ("peft", "0.21.2", "peft_model.py"),
+        ("peft", "0.21.2", "utils/loftq_utils.py"),
+        ("torch", "2.13.0", "distributed/checkpoint/quantized_hf_storage.py"),
+        ("transformers", "5.25.0", "modeling_utils.py"),
+        ("vllm", "0.33.0", "lora/lora_model.py"),
+        ("vllm", "0.33.0", "model_executor/model_loader/sharded_state_loader.py"),
+        ("vllm", "0.33.0", "model_executor/model_loader/weight_utils.py"),
+    ),
+    "safetensors.safe_open().keys": (
+        ("accelerate", "1.15.0", "utils/modeling.py"),
+        ("diffusers", "0.42.1", "loaders/ip_adapter.py"),
+        ("diffusers", "0.42.1", "models/model_loading_utils.py"),
+        ("diffusers", "0.42.1", "models/modeling_utils.py"),
+        ("diffusers", "0.42.1", "pipelines/stable_diffusion/convert_from_ckpt.py"),
+        ("peft", "0.21.2", "peft_model.py"),
+        ("text-generation-inference", "3.3.7-1-gdb931fcf", "backends/gaudi/server/text_generation_server/layers/medusa.py"),
+        ("text-generation-inference", "3.3.7-1-gdb931fcf", "backends/gaudi/server/text_generation_server/layers/mlp.py"),
+        ("text-generation-inference", "3.3.7-1-gdb931fcf", "backends/gaudi/server/text_generation_server/utils/weights.py"),
+        ("text-generation-inference", "3.3.7-1-gdb931fcf", "server/text_generation_server/layers/medusa.py"),
+        ("text-generation-inference", "3.3.7-1-gdb931fcf", "server/text_generation_server/layers/mlp.py"),
+        ("text-generation-inference", "3.3.7-1-gdb931fcf", "server/text_generation_server/utils/weights.py"),
+        ("torch", "2.13.0", "distributed/checkpoint/hf_storage.py"),
+        ("transformers", "5.25.0", "integrations/accelerate.py"),
+        ("transformers", "5.25.0", "modeling_layers.py"),
+        ("transformers", "5.25.0", "modeling_utils.py"),
+        ("vllm", "0.33.0", "lora/lora_model.py"),
+        ("vllm", "0.33.0", "model_executor/model_loader/sharded_state_loader.py"),
+        ("vllm", "0.33.0", "model_executor/model_loader/weight_utils.py"),
+    ),
+    "safetensors.safe_open().metadata": (
+        ("accelerate", "1.15.0", "utils/modeling.py"),
+        ("diffusers", "0.42.1", "quantizers/torchao/torchao_quantizer.py"),
+        ("diffusers", "0.42.1", "utils/state_dict_utils.py"),
+        ("huggingface_hub", "1.28.0", "serialization/_torch.py"),
+        ("huggingface_hub", "2.4.0", "serialization/_torch.py"),
+        ("peft", "0.21.2", "peft_model.py"),
+        ("torch", "2.13.0", "distributed/checkpoint/hf_storage.py"),
+        ("transformers", "5.25.0", "quantizers/quantizer_torchao.py"),
+        ("vllm", "0.33.0", "model_executor/model_loader/weight_utils.py"),
+    ),
+    "safetensors.safe_open().read": (
+        ("diffusers", "0.42.1", "pipelines/stable_diffusion/convert_from_ckpt.py"),
+    ),
+    "safetensors.torch._TYPES": (
+        ("vllm", "0.33.0", "model_executor/layers/quantization/auto_awq.py"),
+        ("vllm", "0.33.0", "model_executor/layers/quantization/auto_gptq.py"),
+        ("vllm", "0.33.0", "transformers_utils/config.py"),
+        ("vllm", "0.33.0", "transformers_utils/model_arch_config_convertor.py"),
+    ),
+    "safetensors.torch._find_shared_tensors": (
+        ("text-generation-inference", "3.3.7-1-gdb931fcf", "backends/gaudi/server/text_generation_server/utils/convert.py"),
+        ("text-generation-inference", "3.3.7-1-gdb931fcf", "server/text_generation_server/utils/convert.py"),
+    ),
+    "safetensors.torch._getdtype": (
+        ("torch", "2.13.0", "distributed/checkpoint/_consolidate_hf_safetensors.py"),
+        ("torch", "2.13.0", "distributed/checkpoint/hf_storage.py"),
+    ),
+    "safetensors.torch._is_complete": (
+        ("text-generation-inference", "3.3.7-1-gdb931fcf", "backends/gaudi/server/text_generation_server/utils/convert.py"),
+        ("text-generation-inference", "3.3.7-1-gdb931fcf", "server/text_generation_server/utils/convert.py"),
+    ),
+    "safetensors.torch._to_ndarray": (
+        ("diffusers", "0.42.1", "utils/remote_utils.py"),
+    ),
+    "safetensors.torch.load": (
+        ("diffusers", "0.42.1", "models/model_loading_utils.py"),
+        ("transformers", "5.25.0", "modeling_utils.py"),
+        ("vllm", "0.33.0", "model_executor/model_loader/weight_utils.py"),
+        ("vllm", "0.33.0", "model_executor/models/adapters.py"),
+        ("vllm", "0.33.0", "model_executor/models/jina.py"),
+    ),
+    "safetensors.torch.load_file": (
+        ("accelerate", "1.15.0", "test_utils/scripts/test_merge_weights.py"),
+        ("accelerate", "1.15.0", "utils/modeling.py"),
+        ("diffusers", "0.42.1", "hooks/group_offloading.py"),
+        ("diffusers", "0.42.1", "loaders/lora_base.py"),
+        ("diffusers", "0.42.1", "loaders/textual_inversion.py"),
+        ("diffusers", "0.42.1", "loaders/unet.py"),
+        ("diffusers", "0.42.1", "models/model_loading_utils.py"),
+        ("diffusers", "0.42.1", "pipelines/kandinsky3/convert_kandinsky3_unet.py"),
+        ("diffusers", "0.42.1", "pipelines/stable_diffusion/convert_from_ckpt.py"),
+        ("huggingface_hub", "1.28.0", "serialization/_torch.py"),
+        ("huggingface_hub", "2.4.0", "serialization/_torch.py"),
+        ("peft", "0.21.2", "tuners/multitask_prompt_tuning/model.py"),
+        ("peft", "0.21.2", "tuners/shadow/model.py"),
+        ("peft", "0.21.2", "utils/save_and_load.py"),
+        ("sentence-transformers", "6.3.0", "base/modules/module.py"),
+        ("sentence-transformers", "6.3.0", "sentence_transformer/losses/embed_distill.py"),
+        ("text-generation-inference", "3.3.7-1-gdb931fcf", "backends/gaudi/server/text_generation_server/utils/adapter.py"),
+        ("text-generation-inference", "3.3.7-1-gdb931fcf", "backends/gaudi/server/text_generation_server/utils/convert.py"),
+        ("text-generation-inference", "3.3.7-1-gdb931fcf", "server/text_generation_server/utils/adapter.py"),
+        ("text-generation-inference", "3.3.7-1-gdb931fcf", "server/text_generation_server/utils/convert.py"),
+        ("timm", "1.0.31", "models/_helpers.py"),
+        ("timm", "1.0.31", "models/_hub.py"),
+        ("torch", "2.13.0", "serialization.py"),
+        ("transformers", "5.25.0", "models/wav2vec2/modeling_wav2vec2.py"),
+        ("transformers", "5.25.0", "testing_utils.py"),
+        ("transformers", "5.25.0", "trainer.py"),
+        ("transformers", "5.25.0", "trainer_utils.py"),
+        ("vllm", "0.33.0", "distributed/ec_transfer/ec_connector/example_connector.py"),
+        ("vllm", "0.33.0", "distributed/kv_transfer/kv_connector/v1/example_connector.py"),
+        ("vllm", "0.33.0", "distributed/kv_transfer/kv_connector/v1/example_hidden_states_connector.py"),
+        ("vllm", "0.33.0", "model_executor/model_loader/weight_utils.py"),
+        ("vllm", "0.33.0", "model_executor/models/mimo_audio.py"),
+    ),
+    "safetensors.torch.load_model": (
+        ("accelerate", "1.15.0", "checkpointing.py"),
+        ("huggingface_hub", "1.28.0", "hub_mixin.py"),
+        ("huggingface_hub", "2.4.0", "hub_mixin.py"),
+        ("sentence-transformers", "6.3.0", "base/modules/module.py"),
+    ),
+    "safetensors.torch.safe_open": (
+        ("diffusers", "0.42.1", "utils/state_dict_utils.py"),
+        ("vllm", "0.33.0", "model_executor/model_loader/sharded_state_loader.py"),
+        ("vllm", "0.33.0", "model_executor/model_loader/weight_utils.py"),
+    ),
+    "safetensors.torch.save": (
+        ("torch", "2.13.0", "distributed/checkpoint/filesystem.py"),
+    ),
+    "safetensors.torch.save_file": (
+        ("accelerate", "1.15.0", "utils/other.py"),
+        ("diffusers", "0.42.1", "hooks/group_offloading.py"),
+        ("diffusers", "0.42.1", "loaders/lora_base.py"),
+        ("diffusers", "0.42.1", "loaders/peft.py"),
+        ("diffusers", "0.42.1", "loaders/unet.py"),
+        ("diffusers", "0.42.1", "models/modeling_utils.py"),
+        ("huggingface_hub", "1.28.0", "serialization/_torch.py"),
+        ("huggingface_hub", "2.4.0", "serialization/_torch.py"),
+        ("peft", "0.21.2", "peft_model.py"),
+        ("peft", "0.21.2", "tuners/cartridge/utils.py"),
+        ("peft", "0.21.2", "tuners/lora/conversion.py"),
+        ("sentence-transformers", "6.3.0", "sentence_transformer/modules/static_embedding.py"),
+        ("text-generation-inference", "3.3.7-1-gdb931fcf", "backends/gaudi/server/text_generation_server/layers/gptq/quantize.py"),
+        ("text-generation-inference", "3.3.7-1-gdb931fcf", "backends/gaudi/server/text_generation_server/utils/convert.py"),
+        ("text-generation-inference", "3.3.7-1-gdb931fcf", "server/text_generation_server/layers/gptq/quantize.py"),
+        ("text-generation-inference", "3.3.7-1-gdb931fcf", "server/text_generation_server/utils/convert.py"),
+        ("timm", "1.0.31", "models/_hub.py"),
+        ("transformers", "5.25.0", "integrations/accelerate.py"),
+        ("transformers", "5.25.0", "model_debugging_utils.py"),
+        ("transformers", "5.25.0", "modeling_utils.py"),
+        ("transformers", "5.25.0", "trainer.py"),
+        ("vllm", "0.33.0", "distributed/ec_transfer/ec_connector/example_connector.py"),
+        ("vllm", "0.33.0", "distributed/kv_transfer/kv_connector/v1/example_connector.py"),
+        ("vllm", "0.33.0", "distributed/kv_transfer/kv_connector/v1/example_hidden_states_connector.py"),
+        ("vllm", "0.33.0", "model_executor/model_loader/sharded_state_loader.py"),
+    ),
+    "safetensors.torch.save_model": (
+        ("huggingface_hub", "1.28.0", "hub_mixin.py"),
+        ("huggingface_hub", "2.4.0", "hub_mixin.py"),
+        ("sentence-transformers", "6.3.0", "base/modules/module.py"),
+        ("sentence-transformers", "6.3.0", "sentence_transformer/losses/embed_distill.py"),
+    ),
+    "safetensors.torch.storage_ptr": (
+        ("peft", "0.21.2", "utils/other.py"),
+        ("transformers", "5.25.0", "pytorch_utils.py"),
+    ),
+    "safetensors.torch.storage_size": (
+        ("peft", "0.21.2", "utils/other.py"),
+        ("transformers", "5.25.0", "pytorch_utils.py"),
+    ),
+}
