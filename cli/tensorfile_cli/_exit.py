@@ -39,6 +39,25 @@ class ErrorClass(NamedTuple):
 # are attributes of tensorfile.errors (resolved lazily, see _library_errors).
 _TABLE: tuple[tuple[str, ErrorClass], ...] = (
     (
+        "InputNotFoundError",
+        ErrorClass(ExitCode.UNUSABLE, "check the path (a typo, or the wrong folder?)"),
+    ),
+    (
+        "OutputExistsError",
+        ErrorClass(
+            ExitCode.UNUSABLE,
+            "nothing was replaced: pass --overwrite to replace it, or choose another output",
+        ),
+    ),
+    (
+        "KeyPasswordError",
+        ErrorClass(
+            ExitCode.UNUSABLE,
+            "the key is encrypted: give its password with --password-file FILE or the "
+            "TENSORFILE_KEY_PASSWORD environment variable (on a terminal, tensorfile asks)",
+        ),
+    ),
+    (
         "UnsupportedAlgorithmError",
         ErrorClass(
             ExitCode.FINDING,
@@ -79,6 +98,13 @@ _TABLE: tuple[tuple[str, ErrorClass], ...] = (
         ErrorClass(
             ExitCode.FINDING,
             "the signature file is damaged or not a signature bundle: get a fresh one from the publisher",
+        ),
+    ),
+    (
+        "NotAPickleError",
+        ErrorClass(
+            ExitCode.UNUSABLE,
+            "nothing was written; `tensorfile inspect FILE` shows its tensors",
         ),
     ),
     (

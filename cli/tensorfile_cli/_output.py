@@ -164,7 +164,8 @@ class Output:
         message = _message(exc)
         given = [str(p) for p in paths if p is not None]
         where = given[0] if given else ""
-        if where and not any(p in message for p in given):
+        named = isinstance(exc, OSError) and exc.filename is not None  # names its own file
+        if where and not named and not any(p in message for p in given):
             message = f"{where}: {message}"
         if self.json:
             self._emit_json(

@@ -115,13 +115,19 @@ def keygen(out: Output, result: dict[str, Any]) -> None:
         f"{' (encrypted)' if result['encrypted'] else ''}, public {result['public_key']}"
     )
     out.line(f"fingerprint: {result['fingerprint']}")
-    out.line(f"sign with:   tensorfile sign MODEL --key {result['private_key']}")
+    if result["encrypted"]:
+        out.line(f"sign with:   tensorfile sign MODEL --key {result['private_key']} "
+                 "--password-file FILE")
+        out.line("             (or set TENSORFILE_KEY_PASSWORD; on a terminal sign asks for it)")
+    else:
+        out.line(f"sign with:   tensorfile sign MODEL --key {result['private_key']}")
     out.line(f"verify with: tensorfile verify MODEL --key {result['public_key']}")
 
 
 def sign(out: Output, result: dict[str, Any]) -> None:
     kind = "certificate" if result["certificate"] else "key"
-    out.line(f"signed {result['model']} with a {kind}: {result['signature']}")
+    out.line(f"signed {result['model']} with a {kind}: {result['signature']}"
+             f"{' (replaced the file that was there)' if result['replaced'] else ''}")
 
 
 def verify(out: Output, result: dict[str, Any]) -> None:
@@ -291,5 +297,7 @@ def convert(out: Output, result: dict[str, Any]) -> None:
                  f"({d['reason']})")
     for name, digest in result["source_sha256"].items():
         out.line(f"  source sha256 {digest}  {name}")
+    for name in result["replaced"]:
+        out.line(f"  {out.style('replaced', 'yellow')}: {name} (it existed; --overwrite)")
     if result["signature"]:
         out.line(f"signed: {result['signature']}")

@@ -142,6 +142,55 @@ def _password(password_file: Path | None, *, ask: bool = False, confirm: bool = 
     return None
 
 
+def _private_key(path: Path, password_file: Path | None) -> Any:
+    """The signing key, loaded (and its password checked) before any work starts.
+
+    An encrypted key without --password-file or the environment variable asks
+    for the password on a terminal (getpass); elsewhere the error names both.
+    """
+    from tensorfile.errors import KeyPasswordError
+    from tensorfile.integrity.keys import load_private_key
+
+    password = _password(password_file)
+    try:
+        return load_private_key(path, password)
+    except KeyPasswordError as exc:
+        if password is not None:
+            raise
+        if not sys.stdin.isatty():
+            raise KeyPasswordError(f"{exc}, and there is no terminal to ask on") from None
+    import getpass
+
+    return load_private_key(path, getpass.getpass(f"Password for {path}: "))
+
+
+def _one(values: list[Path] | None, option: str) -> Path | None:
+    """The one value of an option that must not be repeated (click keeps the last)."""
+    if values and len(values) > 1:
+        raise typer.BadParameter(
+            f"given {len(values)} times ({', '.join(map(str, values))}); give it once",
+            param_hint=f"'{option}'",
+        )
+    return values[0] if values else None
+
+
+def _exists(*paths: Path | str | None) -> None:
+    """Refuse an input path that is not there: "no such file or folder", exit 2."""
+    import errno
+
+    from tensorfile.errors import InputNotFoundError
+
+    for p in paths:
+        if p is not None and not os.path.lexists(p):
+            raise InputNotFoundError(errno.ENOENT, "no such file or folder", str(p))
+
+
+OverwriteOpt = Annotated[
+    bool,
+    typer.Option("--overwrite", help="Replace (or remove) existing output files; the report lists each."),
+]
+
+
 def _version(value: bool) -> None:
     if value:
         from tensorfile import __version__
@@ -193,6 +242,7 @@ def inspect(
     """
     out = Output("inspect", json_out=json_out, quiet=quiet, debug=debug)
     with guarded(out, file):
+        _exists(file)
         from tensorfile import safe_open
         from tensorfile.errors import FormatError
         from tensorfile.sharded import is_sharded_path
@@ -358,10 +408,12 @@ def convert(
         Path, typer.Argument(help="A .bin/.pt/.pth checkpoint, or a Hugging Face model folder.")
     ],
     dst: Annotated[
-        Path | None,
+        str | None,
         typer.Argument(
-            help="Output file or folder (default: model.safetensors for pytorch_model.bin, "
-            "else SRC with a .safetensors suffix; a folder converts in place)."
+            help="Output file, or folder (an existing one, or a name ending in /). Default: "
+            "model.safetensors for pytorch_model.bin, else SRC with a .safetensors suffix; "
+            "a folder converts in place.",
+            show_default=False,
         ),
     ] = None,
     key: Annotated[
@@ -387,10 +439,11 @@ def convert(
         ),
     ] = False,
     sign_key: Annotated[
-        Path | None,
-        typer.Option("--sign", help="Sign the result with this private key (PEM)."),
+        list[Path] | None,
+        typer.Option("--sign", help="Sign the result with this private key (PEM); model.sig."),
     ] = None,
     password_file: PasswordFileOpt = None,
+    overwrite: OverwriteOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -407,19 +460,23 @@ def convert(
     converts its model weights; the report says what was done with each
     other file (pickles such as optimizer.pt are never copied).
     """
+    signing = _one(sign_key, "--sign")
     out = Output("convert", json_out=json_out, quiet=quiet, debug=debug)
-    with guarded(out, src, dst, sign_key), out.progress("converting") as progress:
+    with guarded(out, src, dst, signing):
+        _exists(src, signing, password_file)
+        private = None if signing is None else _private_key(signing, password_file)
         from tensorfile.pickles.convert import convert as convert_checkpoint
 
-        report = convert_checkpoint(
-            src,
-            dst,
-            key=key,
-            salvage_tensors=salvage_tensors,
-            sign=sign_key,
-            password=_password(password_file),
-            progress=progress,
-        )
+        with out.progress("converting") as progress:
+            report = convert_checkpoint(
+                src,
+                dst,
+                key=key,
+                salvage_tensors=salvage_tensors,
+                sign=private,
+                progress=progress,
+                overwrite=overwrite,
+            )
     if report.tensors_left and not json_out:
         # Even with --quiet: a tensor missing from the output must not go unnoticed.
         sys.stderr.write(f"tensorfile convert: warning: {len(report.tensors_left)} tensor(s) "
@@ -454,6 +511,7 @@ def hash_(
     """
     out = Output("hash", json_out=json_out, quiet=quiet, debug=debug)
     with guarded(out, path), out.progress("hashing") as progress:
+        _exists(path)
         from tensorfile.integrity import HashOptions, hash_model
         from tensorfile.integrity.sign import default_signature_path
 
@@ -517,6 +575,7 @@ def keygen(
         )
     out = Output("keygen", json_out=json_out, quiet=quiet, debug=debug)
     with guarded(out, private_key, public_key, password_file):
+        _exists(password_file)
         from tensorfile.integrity import generate_key
 
         password = _password(password_file, ask=True, confirm=True) if encrypt or password_file else None
@@ -539,7 +598,7 @@ def keygen(
 @app.command(epilog="Example: tensorfile sign ./my-model --key signing-key.pem")
 def sign(
     path: Annotated[Path, typer.Argument(help="The model file or folder to sign.")],
-    key: Annotated[Path, typer.Option("--key", "-k", help="Private key (PEM).")],
+    key: Annotated[list[Path], typer.Option("--key", "-k", help="Private key (PEM).")],
     signature: SignatureOpt = None,
     certificate: Annotated[
         list[Path] | None,
@@ -555,6 +614,9 @@ def sign(
     allow_symlinks: SymlinksOpt = False,
     ignore_paths: IgnorePathsOpt = None,
     ignore_git_paths: IgnoreGitOpt = True,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing signature file.")
+    ] = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -562,17 +624,25 @@ def sign(
     """Sign a model file or folder: an OpenSSF model-signing (OMS v1.0) bundle.
 
     `model_signing verify key` accepts the result; tensorfile also records a
-    digest per tensor for verify-on-load.
+    digest per tensor for verify-on-load. An existing signature file is kept
+    (exit 2) unless --overwrite.
     """
+    signing = _one(key, "--key")
+    assert signing is not None  # a required option
     out = Output("sign", json_out=json_out, quiet=quiet, debug=debug)
-    with guarded(out, path, key, signature), out.progress("hashing") as progress:
+    with guarded(out, path, signing, signature), out.progress("hashing") as progress:
+        _exists(path, signing, password_file, *(certificate or ()))
+        private = _private_key(signing, password_file)
         from tensorfile.integrity import sign as sign_model
+        from tensorfile.integrity.sign import default_signature_path
 
+        target = signature if signature is not None else default_signature_path(path)
+        replaced = os.path.lexists(target)
         written = sign_model(
             path,
-            key,
+            private,
             signature,
-            password=_password(password_file),
+            overwrite=overwrite,
             certificate_chain=[str(c) for c in certificate] if certificate else None,
             tensor_algorithm=tensor_algorithm.value,
             file_algorithm=file_algorithm.value,
@@ -583,7 +653,8 @@ def sign(
         )
     from tensorfile_cli import _render
 
-    result = {"model": str(path), "signature": str(written), "certificate": bool(certificate)}
+    result = {"model": str(path), "signature": str(written), "certificate": bool(certificate),
+              "replaced": replaced}
     out.finish(result, _render.sign)
 
 
@@ -596,8 +667,8 @@ def sign(
 )
 def verify(
     path: Annotated[Path, typer.Argument(help="The model file or folder to check.")],
-    key: Annotated[
-        Path | None,
+    keys: Annotated[
+        list[Path] | None,
         typer.Option("--key", "-k", help="The signer's public key (PEM)."),
     ] = None,
     cert_chain: Annotated[
@@ -663,6 +734,7 @@ def verify(
     Give --key, --cert-chain, --trusted-root (keyless, with --identity and
     --identity-provider) or --pins: exactly one. Exit 0 only if everything matched.
     """
+    key = _one(keys, "--key")
     if sum(x is not None for x in (key, cert_chain, pins, trusted_root)) != 1:
         raise typer.BadParameter(
             "give --key, --cert-chain, --trusted-root or --pins (exactly one)", param_hint="'--key'"
@@ -680,6 +752,7 @@ def verify(
     with guarded(out, path, key, cert_chain, pins, trusted_root, signature), out.progress(
         "verifying"
     ) as progress:
+        _exists(path, key, cert_chain, pins, trusted_root, signature)
         from tensorfile.integrity import SigstoreTrust, verify_pins
         from tensorfile.integrity import verify as verify_model
 

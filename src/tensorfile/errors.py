@@ -19,6 +19,17 @@ class TensorfileError(Exception):
     """Base class of every error tensorfile raises on purpose."""
 
 
+class InputNotFoundError(TensorfileError, FileNotFoundError):
+    """A file or folder given as input does not exist (a ``FileNotFoundError``
+    too, as the reference raises). Build it as the builtin:
+    ``InputNotFoundError(errno.ENOENT, "no such file or folder", path)``."""
+
+
+class OutputExistsError(TensorfileError, FileExistsError):
+    """An output file already exists and replacing it was not asked for:
+    nothing was written (``OutputExistsError(errno.EEXIST, why, path)``)."""
+
+
 # --------------------------------------------------------------------------
 # Format: reading and writing safetensors files (spec/FORMAT.md)
 # --------------------------------------------------------------------------
@@ -182,6 +193,10 @@ class UnsupportedCheckpointError(ConversionError):
     (quantized or sparse tensors, complex128, compressed records, not a checkpoint)."""
 
 
+class NotAPickleError(UnsupportedCheckpointError):
+    """The file to convert is already safetensors (whatever its name): nothing to convert."""
+
+
 # --------------------------------------------------------------------------
 # Integrity: manifests, signatures, verification (spec/SIGNING.md)
 # --------------------------------------------------------------------------
@@ -193,6 +208,10 @@ class IntegrityError(TensorfileError):
 
 class KeyLoadError(IntegrityError):
     """A key or certificate could not be read, or is of an unsupported kind."""
+
+
+class KeyPasswordError(KeyLoadError):
+    """A private key is encrypted and no password was given, or the password is wrong."""
 
 
 class BundleError(IntegrityError):

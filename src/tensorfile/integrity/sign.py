@@ -11,6 +11,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 
 from tensorfile._io.atomic import looks_like_temp_file
+from tensorfile._io.files import refuse_existing
 from tensorfile.errors import KeyLoadError, ModelPathError
 from tensorfile.integrity.bundle import DEFAULT_SIGNATURE_NAME, Bundle, pae, write_bundle
 from tensorfile.integrity.certs import as_list, load_certificates
@@ -92,6 +93,7 @@ def sign(
     file_algorithm: str = DEFAULT_FILE_ALGORITHM,
     workers: int | None = None,
     progress: ProgressCallback | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Sign the model at ``model`` (file or folder); return the signature path.
 
@@ -105,10 +107,14 @@ def sign(
     CLI cannot sign it). ``ignore_paths`` (relative to the model folder) and,
     unless ``ignore_git_paths`` is false, the git files are left out and
     recorded as left out (:func:`~tensorfile.integrity.hash_model`). The key is loaded (and the password checked) before any
-    hashing starts.
+    hashing starts. An existing file at the signature path (another signer's
+    ``model.sig``, or a ``config.json`` named by mistake) is refused with
+    :class:`~tensorfile.errors.OutputExistsError` unless ``overwrite``.
     """
     priv = load_private_key(key, password)
     sig_path = Path(signature) if signature is not None else default_signature_path(model)
+    if not overwrite:
+        refuse_existing(sig_path)
     options = HashOptions(
         ignore_paths=tuple(ignore_paths), ignore_git_paths=ignore_git_paths,
         allow_symlinks=allow_symlinks, tensors=tensors, tensor_algorithm=tensor_algorithm,
