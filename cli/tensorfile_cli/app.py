@@ -23,16 +23,16 @@ from typing import Annotated, Any
 
 import typer
 
+from tensorfile_cli import _args
+from tensorfile_cli._args import PASSWORD_ENV
 from tensorfile_cli._exit import ExitCode
 from tensorfile_cli._output import Output, guarded
-
-#: Environment variable holding a private key's password (read by sign and keygen).
-PASSWORD_ENV = "TENSORFILE_KEY_PASSWORD"
 
 app = typer.Typer(
     name="tensorfile",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -56,6 +56,7 @@ SignatureOpt = Annotated[
         "--signature",
         "-s",
         help="Signature file (default: model.sig in the model folder, or next to the file).",
+        readable=False,
     ),
 ]
 SymlinksOpt = Annotated[
@@ -72,6 +73,7 @@ IgnorePathsOpt = Annotated[
         "--ignore-paths",
         help="Leave this file or folder out (repeat; a path as the shell sees it, inside the "
         "model folder), as model-signing's --ignore-paths.",
+        readable=False,
     ),
 ]
 IgnoreGitOpt = Annotated[
@@ -81,21 +83,6 @@ IgnoreGitOpt = Annotated[
         help="Leave out .git, .gitattributes, .github and .gitignore.",
     ),
 ]
-
-
-def _ignored(model: Path, paths: list[Path] | None) -> list[str]:
-    """``--ignore-paths`` relative to the model folder. As model-signing's CLI
-    reads them, they are paths from the current folder (or absolute); one
-    outside the model folder is an error rather than silently dropped."""
-    out = []
-    for p in paths or ():
-        rel = os.path.relpath(os.path.abspath(p), os.path.abspath(model))
-        if rel in (os.curdir, os.pardir) or rel.startswith(os.pardir + os.sep) or os.path.isabs(rel):
-            raise typer.BadParameter(
-                f"{p} is not inside the model folder {model}", param_hint="'--ignore-paths'"
-            )
-        out.append(rel.replace(os.sep, "/"))
-    return out
 
 
 class DigestAlgorithm(str, Enum):
@@ -126,63 +113,9 @@ PasswordFileOpt = Annotated[
     typer.Option(
         "--password-file",
         help=f"Read the private key's password from this file (or set {PASSWORD_ENV}).",
+        readable=False,
     ),
 ]
-
-
-def _password(password_file: Path | None, *, ask: bool = False, confirm: bool = False) -> str | None:
-    """The key password: from --password-file, the environment, or a prompt."""
-    if password_file is not None:
-        lines = password_file.read_text(encoding="utf-8").splitlines()
-        return lines[0] if lines else ""
-    if PASSWORD_ENV in os.environ:
-        return os.environ[PASSWORD_ENV]
-    if ask:
-        return str(typer.prompt("Key password", hide_input=True, confirmation_prompt=confirm))
-    return None
-
-
-def _private_key(path: Path, password_file: Path | None) -> Any:
-    """The signing key, loaded (and its password checked) before any work starts.
-
-    An encrypted key without --password-file or the environment variable asks
-    for the password on a terminal (getpass); elsewhere the error names both.
-    """
-    from tensorfile.errors import KeyPasswordError
-    from tensorfile.integrity.keys import load_private_key
-
-    password = _password(password_file)
-    try:
-        return load_private_key(path, password)
-    except KeyPasswordError as exc:
-        if password is not None:
-            raise
-        if not sys.stdin.isatty():
-            raise KeyPasswordError(f"{exc}, and there is no terminal to ask on") from None
-    import getpass
-
-    return load_private_key(path, getpass.getpass(f"Password for {path}: "))
-
-
-def _one(values: list[Path] | None, option: str) -> Path | None:
-    """The one value of an option that must not be repeated (click keeps the last)."""
-    if values and len(values) > 1:
-        raise typer.BadParameter(
-            f"given {len(values)} times ({', '.join(map(str, values))}); give it once",
-            param_hint=f"'{option}'",
-        )
-    return values[0] if values else None
-
-
-def _exists(*paths: Path | str | None) -> None:
-    """Refuse an input path that is not there: "no such file or folder", exit 2."""
-    import errno
-
-    from tensorfile.errors import InputNotFoundError
-
-    for p in paths:
-        if p is not None and not os.path.lexists(p):
-            raise InputNotFoundError(errno.ENOENT, "no such file or folder", str(p))
 
 
 OverwriteOpt = Annotated[
@@ -221,6 +154,7 @@ def _root(
 
 # -- inspect ------------------------------------------------------------------------
 @app.command(
+    short_help="Show the tensors, metadata and totals of a file or model.",
     epilog="Example: tensorfile inspect model.safetensors --json | jq '.result.totals'",
 )
 def inspect(
@@ -228,7 +162,8 @@ def inspect(
         Path,
         typer.Argument(
             help="A .safetensors file, a model folder or its model.safetensors.index.json "
-            "(every shard), or a pickle checkpoint."
+            "(every shard), or a pickle checkpoint.",
+            readable=False,
         ),
     ],
     json_out: JsonOpt = False,
@@ -242,7 +177,7 @@ def inspect(
     """
     out = Output("inspect", json_out=json_out, quiet=quiet, debug=debug)
     with guarded(out, file):
-        _exists(file)
+        _args.exists(file)
         from tensorfile import safe_open
         from tensorfile.errors import FormatError
         from tensorfile.sharded import is_sharded_path
@@ -361,11 +296,12 @@ def _totals(tensors: list[dict[str, Any]]) -> dict[str, Any]:
 
 # -- scan -------------------------------------------------------------------------------
 @app.command(
+    short_help="Check pickle checkpoints without loading them.",
     epilog="Example: tensorfile scan ./my-model/*  (exit 0 only if everything is safe)"
 )
 def scan(
     paths: Annotated[
-        list[Path], typer.Argument(help="Files or folders (scanned recursively) to check.")
+        list[Path], typer.Argument(help="Files or folders (scanned recursively) to check.", readable=False)
     ],
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -398,6 +334,7 @@ def scan(
 
 # -- convert ----------------------------------------------------------------------------
 @app.command(
+    short_help="Convert a pickle checkpoint to safetensors, running nothing.",
     epilog=(
         "Example: tensorfile convert pytorch_model.bin  (writes model.safetensors beside it; "
         "a Hugging Face folder converts in place)"
@@ -405,7 +342,7 @@ def scan(
 )
 def convert(
     src: Annotated[
-        Path, typer.Argument(help="A .bin/.pt/.pth checkpoint, or a Hugging Face model folder.")
+        Path, typer.Argument(help="A .bin/.pt/.pth checkpoint, or a Hugging Face model folder.", readable=False)
     ],
     dst: Annotated[
         str | None,
@@ -440,7 +377,7 @@ def convert(
     ] = False,
     sign_key: Annotated[
         list[Path] | None,
-        typer.Option("--sign", help="Sign the result with this private key (PEM); model.sig."),
+        typer.Option("--sign", help="Sign the result with this private key (PEM); model.sig.", readable=False),
     ] = None,
     password_file: PasswordFileOpt = None,
     overwrite: OverwriteOpt = False,
@@ -460,11 +397,11 @@ def convert(
     converts its model weights; the report says what was done with each
     other file (pickles such as optimizer.pt are never copied).
     """
-    signing = _one(sign_key, "--sign")
+    signing = _args.one(sign_key, "--sign")
     out = Output("convert", json_out=json_out, quiet=quiet, debug=debug)
     with guarded(out, src, dst, signing):
-        _exists(src, signing, password_file)
-        private = None if signing is None else _private_key(signing, password_file)
+        _args.exists(src, signing, password_file)
+        private = None if signing is None else _args.private_key(signing, password_file)
         from tensorfile.pickles.convert import convert as convert_checkpoint
 
         with out.progress("converting") as progress:
@@ -488,9 +425,13 @@ def convert(
 
 
 # -- hash -----------------------------------------------------------------------------
-@app.command("hash", epilog="Example: tensorfile hash ./my-model --json > manifest.json")
+@app.command(
+    "hash",
+    short_help="Print the digests `sign` would sign.",
+    epilog="Example: tensorfile hash ./my-model --json > manifest.json",
+)
 def hash_(
-    path: Annotated[Path, typer.Argument(help="A model file or folder.")],
+    path: Annotated[Path, typer.Argument(help="A model file or folder.", readable=False)],
     tensors: Annotated[
         bool,
         typer.Option("--tensors/--no-tensors", help="Also digest each safetensors header and tensor."),
@@ -511,7 +452,7 @@ def hash_(
     """
     out = Output("hash", json_out=json_out, quiet=quiet, debug=debug)
     with guarded(out, path), out.progress("hashing") as progress:
-        _exists(path)
+        _args.exists(path)
         from tensorfile.integrity import HashOptions, hash_model
         from tensorfile.integrity.sign import default_signature_path
 
@@ -520,7 +461,7 @@ def hash_(
             tensor_algorithm=tensor_algorithm.value,
             file_algorithm=file_algorithm.value,
             allow_symlinks=allow_symlinks,
-            ignore_paths=tuple(_ignored(path, ignore_paths)),
+            ignore_paths=tuple(_args.ignored(path, ignore_paths)),
             ignore_git_paths=ignore_git_paths,
         )
         manifest = hash_model(
@@ -540,15 +481,16 @@ class KeyType(str, Enum):
 
 
 @app.command(
+    short_help="Write a new signing key pair (PEM).",
     epilog="Example: tensorfile keygen signing-key.pem  (writes signing-key.pem and signing-key.pem.pub)"
 )
 def keygen(
     private_key: Annotated[
-        Path, typer.Argument(help="Where to write the private key (mode 0600).")
+        Path, typer.Argument(help="Where to write the private key (mode 0600).", readable=False)
     ] = Path("signing-key.pem"),
     public_key: Annotated[
         Path | None,
-        typer.Option("--public-key", "-p", help="Where to write the public key (default: PRIVATE_KEY.pub)."),
+        typer.Option("--public-key", "-p", help="Where to write the public key (default: PRIVATE_KEY.pub).", readable=False),
     ] = None,
     key_type: Annotated[
         KeyType,
@@ -575,10 +517,10 @@ def keygen(
         )
     out = Output("keygen", json_out=json_out, quiet=quiet, debug=debug)
     with guarded(out, private_key, public_key, password_file):
-        _exists(password_file)
+        _args.exists(password_file)
         from tensorfile.integrity import generate_key
 
-        password = _password(password_file, ask=True, confirm=True) if encrypt or password_file else None
+        password = _args.key_password(password_file, ask=True, confirm=True) if encrypt or password_file else None
         pair = generate_key(
             private_key, public_key, key_type=key_type.value, password=password, overwrite=overwrite
         )
@@ -595,10 +537,13 @@ def keygen(
 
 
 # -- sign -------------------------------------------------------------------------------
-@app.command(epilog="Example: tensorfile sign ./my-model --key signing-key.pem")
+@app.command(
+    short_help="Sign a model file or folder (OMS v1.0 bundle).",
+    epilog="Example: tensorfile sign ./my-model --key signing-key.pem",
+)
 def sign(
-    path: Annotated[Path, typer.Argument(help="The model file or folder to sign.")],
-    key: Annotated[list[Path], typer.Option("--key", "-k", help="Private key (PEM).")],
+    path: Annotated[Path, typer.Argument(help="The model file or folder to sign.", readable=False)],
+    key: Annotated[list[Path], typer.Option("--key", "-k", help="Private key (PEM).", readable=False)],
     signature: SignatureOpt = None,
     certificate: Annotated[
         list[Path] | None,
@@ -606,6 +551,7 @@ def sign(
             "--certificate",
             "-c",
             help="Sign with a certificate: the leaf holding KEY's public key, then any intermediates (repeat).",
+            readable=False,
         ),
     ] = None,
     password_file: PasswordFileOpt = None,
@@ -627,12 +573,12 @@ def sign(
     digest per tensor for verify-on-load. An existing signature file is kept
     (exit 2) unless --overwrite.
     """
-    signing = _one(key, "--key")
+    signing = _args.one(key, "--key")
     assert signing is not None  # a required option
     out = Output("sign", json_out=json_out, quiet=quiet, debug=debug)
     with guarded(out, path, signing, signature), out.progress("hashing") as progress:
-        _exists(path, signing, password_file, *(certificate or ()))
-        private = _private_key(signing, password_file)
+        _args.exists(path, signing, password_file, *(certificate or ()))
+        private = _args.private_key(signing, password_file)
         from tensorfile.integrity import sign as sign_model
         from tensorfile.integrity.sign import default_signature_path
 
@@ -647,7 +593,7 @@ def sign(
             tensor_algorithm=tensor_algorithm.value,
             file_algorithm=file_algorithm.value,
             allow_symlinks=allow_symlinks,
-            ignore_paths=_ignored(path, ignore_paths),
+            ignore_paths=_args.ignored(path, ignore_paths),
             ignore_git_paths=ignore_git_paths,
             progress=progress,
         )
@@ -660,21 +606,23 @@ def sign(
 
 # -- verify -----------------------------------------------------------------------------
 @app.command(
+    short_help="Check a model against its signature or pins.",
     epilog=(
         "Example: tensorfile verify ./my-model --key signing-key.pem.pub  "
         "(exit 1 if anything differs from what was signed)"
     )
 )
 def verify(
-    path: Annotated[Path, typer.Argument(help="The model file or folder to check.")],
+    path: Annotated[Path, typer.Argument(help="The model file or folder to check.", readable=False)],
     keys: Annotated[
         list[Path] | None,
-        typer.Option("--key", "-k", help="The signer's public key (PEM)."),
+        typer.Option("--key", "-k", help="The signer's public key (PEM).", readable=False),
     ] = None,
     cert_chain: Annotated[
         Path | None,
         typer.Option(
-            "--cert-chain", help="Trusted root certificate(s) (PEM) for a certificate-signed model."
+            "--cert-chain", help="Trusted root certificate(s) (PEM) for a certificate-signed model.",
+            readable=False,
         ),
     ] = None,
     trusted_root: Annotated[
@@ -685,6 +633,7 @@ def verify(
             help="Sigstore keyless bundle: the trusted_root.json (or model-signing --trust_config) "
             "to verify its certificate and transparency log entry against, offline. Needs "
             "--identity and --identity-provider.",
+            readable=False,
         ),
     ] = None,
     identity: Annotated[
@@ -704,6 +653,7 @@ def verify(
             "--pins",
             help="Check against trusted SHA-256s instead of a signature: `tensorfile hash --json` "
             "output, `sha256sum` lines, JSON {file: sha256}, the Hub's model info, or a Git LFS pointer.",
+            readable=False,
         ),
     ] = None,
     signature: SignatureOpt = None,
@@ -734,7 +684,7 @@ def verify(
     Give --key, --cert-chain, --trusted-root (keyless, with --identity and
     --identity-provider) or --pins: exactly one. Exit 0 only if everything matched.
     """
-    key = _one(keys, "--key")
+    key = _args.one(keys, "--key")
     if sum(x is not None for x in (key, cert_chain, pins, trusted_root)) != 1:
         raise typer.BadParameter(
             "give --key, --cert-chain, --trusted-root or --pins (exactly one)", param_hint="'--key'"
@@ -752,14 +702,14 @@ def verify(
     with guarded(out, path, key, cert_chain, pins, trusted_root, signature), out.progress(
         "verifying"
     ) as progress:
-        _exists(path, key, cert_chain, pins, trusted_root, signature)
+        _args.exists(path, key, cert_chain, pins, trusted_root, signature)
         from tensorfile.integrity import SigstoreTrust, verify_pins
         from tensorfile.integrity import verify as verify_model
 
         options: dict[str, Any] = {
             "allow_extra_files": allow_extra_files,
             "allow_symlinks": allow_symlinks,
-            "ignore_paths": _ignored(path, ignore_paths),
+            "ignore_paths": _args.ignored(path, ignore_paths),
             "ignore_git_paths": ignore_git_paths,
             "deep": deep,
             "progress": progress,

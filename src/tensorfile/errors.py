@@ -214,6 +214,11 @@ class KeyPasswordError(KeyLoadError):
     """A private key is encrypted and no password was given, or the password is wrong."""
 
 
+class TrustedRootError(KeyLoadError):
+    """A Sigstore trusted root (``trusted_root.json`` or a client trust config)
+    could not be read or is not one."""
+
+
 class BundleError(IntegrityError):
     """The signature bundle is malformed, truncated, or of an unknown kind."""
 
@@ -225,6 +230,12 @@ class VerificationError(IntegrityError):
 class ModelPathError(IntegrityError):
     """A model path cannot be hashed safely: a refused symlink, a special file,
     a path outside the model folder, a name that is not UTF-8, or a read error."""
+
+
+class EmptyModelError(ModelPathError):
+    """There is no model at the path: an empty file, an empty folder, or a
+    folder without weights (what an interrupted download leaves). Never
+    signed, verified or called safe."""
 
 
 class PinsError(IntegrityError):

@@ -28,14 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-
 from tensorfile._io.files import read_bounded
 from tensorfile.errors import (
     BundleError,
     CertificateError,
     KeyLoadError,
     SignatureError,
+    TrustedRootError,
     UnsupportedAlgorithmError,
 )
 from tensorfile.integrity._json import json_obj, loads_strict
@@ -83,18 +82,18 @@ class KeylessResult:
 
 def _trusted_root_json(path: str | os.PathLike[str]) -> bytes:
     """The ``trusted_root.json`` bytes at ``path`` (unwrapped from a client trust config)."""
-    data = read_bounded(path, MAX_TRUSTED_ROOT_BYTES, KeyLoadError, "trusted root")
+    data = read_bounded(path, MAX_TRUSTED_ROOT_BYTES, TrustedRootError, "trusted root")
     try:
         doc = json_obj(loads_strict(data, str(path)), "trusted root")
     except BundleError as e:
-        raise KeyLoadError(f"{path}: {e}") from None
+        raise TrustedRootError(f"{path}: {e}") from None
     kind = doc.get("mediaType")
     if kind == CLIENT_TRUST_CONFIG_TYPE:
         import json
 
         return json.dumps(doc.get("trustedRoot")).encode()
     if kind != TRUSTED_ROOT_TYPE:
-        raise KeyLoadError(
+        raise TrustedRootError(
             f"{path}: not a Sigstore trusted root (mediaType {kind!r}, expected {TRUSTED_ROOT_TYPE!r})"
         )
     return data
@@ -120,12 +119,14 @@ def verify_keyless(data: bytes, where: str | os.PathLike[str], trust: SigstoreTr
             f"{where}: verifying Sigstore keyless bundles needs the sigstore package "
             "(pip install 'tensorfile[sigstore]')"
         ) from None
+    from cryptography import x509  # here: only keyless bundles need X.509 (start-up time)
+
     raw_root = _trusted_root_json(trust.trusted_root)
     try:
         root = TrustedRoot(TrustedRootMessage.from_json(raw_root))
         verifier = Verifier(trusted_root=root)
     except (ValueError, SigstoreError) as e:
-        raise KeyLoadError(f"{trust.trusted_root}: not a usable trusted root: {e}") from None
+        raise TrustedRootError(f"{trust.trusted_root}: not a usable trusted root: {e}") from None
     try:
         bundle = Bundle.from_json(data)
     except (InvalidBundle, ValueError, TypeError, KeyError) as e:

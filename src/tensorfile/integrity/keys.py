@@ -28,7 +28,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from tensorfile._io.files import read_bounded
+from tensorfile._io.files import read_bounded, refuse_existing
 from tensorfile.errors import KeyLoadError, KeyPasswordError, OutputExistsError, SignatureError
 
 PublicKey: TypeAlias = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
@@ -241,8 +241,15 @@ def generate_key(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
     )
     pub = key.public_key()
+    if not overwrite:  # both checked first: never half a pair beside someone's file
+        refuse_existing(priv_path)
+        refuse_existing(pub_path)
     _write_new(priv_path, priv_pem, 0o600, overwrite)
-    _write_new(pub_path, public_pem(pub), 0o644, overwrite)
+    try:
+        _write_new(pub_path, public_pem(pub), 0o644, overwrite)
+    except BaseException:
+        os.unlink(priv_path)  # written just now: no private key without its public half
+        raise
     return KeyPair(priv_path, pub_path, key_algorithm(pub), key_hint(pub))
 
 
@@ -252,8 +259,8 @@ def _write_new(path: Path, data: bytes, mode: int, overwrite: bool) -> None:
         fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0), mode)
     except FileExistsError:
         raise OutputExistsError(errno.EEXIST, "already exists; nothing was written", str(path)) from None
-    except OSError as e:
-        raise KeyLoadError(f"{path}: cannot write key: {e.strerror}") from None
+    # Any other OSError (a full or read-only disk) propagates as itself: it is
+    # about where the key goes, not about a key.
     with os.fdopen(fd, "wb") as f:
         os.fchmod(fd, mode)  # O_CREAT's mode is masked by umask; an existing file keeps its own
         f.write(data)

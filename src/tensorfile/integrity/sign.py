@@ -12,9 +12,9 @@ from cryptography.hazmat.primitives import serialization
 
 from tensorfile._io.atomic import looks_like_temp_file
 from tensorfile._io.files import refuse_existing
+from tensorfile._weights import refuse_empty
 from tensorfile.errors import KeyLoadError, ModelPathError
 from tensorfile.integrity.bundle import DEFAULT_SIGNATURE_NAME, Bundle, pae, write_bundle
-from tensorfile.integrity.certs import as_list, load_certificates
 from tensorfile.integrity.hashing import (
     DEFAULT_FILE_ALGORITHM,
     DEFAULT_TENSOR_ALGORITHM,
@@ -59,6 +59,9 @@ def sign_manifest(
     pub = priv.public_key()
     certs: tuple[bytes, ...] = ()
     if certificate_chain is not None:
+        # Here: X.509 is imported only when a certificate is involved (start-up time).
+        from tensorfile.integrity.certs import as_list, load_certificates
+
         chain = load_certificates(as_list(certificate_chain))
         if not chain:
             raise KeyLoadError("certificate chain is empty")
@@ -120,7 +123,12 @@ def sign(
         allow_symlinks=allow_symlinks, tensors=tensors, tensor_algorithm=tensor_algorithm,
         file_algorithm=file_algorithm, workers=workers,
     )
+    single = not os.path.isdir(model)
+    if single and os.path.isfile(model):  # before hashing: a 0-byte .safetensors does not parse
+        refuse_empty(model, [("", os.path.getsize(model), True)], single=True, doing="sign")
     manifest = hash_model(model, options, signature=sig_path, progress=progress)
+    refuse_empty(model, ((f.name, f.size or 0, f.safetensors is not None) for f in manifest.files),
+                 single=single, doing="sign")
     leftovers = [f.name for f in manifest.files if looks_like_temp_file(f.name.rsplit("/", 1)[-1])]
     if leftovers:
         # A save, convert or sign killed before its rename left these behind
