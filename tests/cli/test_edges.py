@@ -258,7 +258,8 @@ def test_every_help_fits_80_columns(cli: Any) -> None:
 
     group: Any = typer.main.get_command(app)
     top = cli(["--help"], env={"COLUMNS": "80"})
-    assert all(len(ln) <= 80 for ln in top.stdout.splitlines()) and "..." not in top.stdout
+    assert all(len(ln) <= 80 for ln in top.stdout.splitlines())
+    assert not [ln for ln in top.stdout.splitlines()[1:] if ln.endswith("...")]  # no summary cut
     for name, command in group.commands.items():
         r = cli([name, "--help"], env={"COLUMNS": "80"})
         assert r.code == 0
