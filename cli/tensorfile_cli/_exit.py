@@ -128,7 +128,8 @@ _TABLE: tuple[tuple[str, ErrorClass], ...] = (
         "KeyLoadError",
         ErrorClass(
             ExitCode.UNUSABLE,
-            "check the key path and password: keys are PEM files, `tensorfile keygen` makes a pair",
+            "check the file: keys and certificates are PEM files (`tensorfile keygen` makes "
+            "a key pair)",
         ),
     ),
     (

@@ -450,6 +450,7 @@ def hash_(
 
     Nothing is signed or written; the signature file is left out, as `sign` leaves it out.
     """
+    ignored = _args.ignored(path, ignore_paths)  # a usage error, before any work
     out = Output("hash", json_out=json_out, quiet=quiet, debug=debug)
     with guarded(out, path), out.progress("hashing") as progress:
         _args.exists(path)
@@ -461,7 +462,7 @@ def hash_(
             tensor_algorithm=tensor_algorithm.value,
             file_algorithm=file_algorithm.value,
             allow_symlinks=allow_symlinks,
-            ignore_paths=tuple(_args.ignored(path, ignore_paths)),
+            ignore_paths=tuple(ignored),
             ignore_git_paths=ignore_git_paths,
         )
         manifest = hash_model(
@@ -575,6 +576,7 @@ def sign(
     """
     signing = _args.one(key, "--key")
     assert signing is not None  # a required option
+    ignored = _args.ignored(path, ignore_paths)  # a usage error, before any work
     out = Output("sign", json_out=json_out, quiet=quiet, debug=debug)
     with guarded(out, path, signing, signature), out.progress("hashing") as progress:
         _args.exists(path, signing, password_file, *(certificate or ()))
@@ -593,7 +595,7 @@ def sign(
             tensor_algorithm=tensor_algorithm.value,
             file_algorithm=file_algorithm.value,
             allow_symlinks=allow_symlinks,
-            ignore_paths=_args.ignored(path, ignore_paths),
+            ignore_paths=ignored,
             ignore_git_paths=ignore_git_paths,
             progress=progress,
         )
@@ -698,6 +700,7 @@ def verify(
         )
     if pins is not None and signature is not None:
         raise typer.BadParameter("--pins checks no signature", param_hint="'--signature'")
+    ignored = _args.ignored(path, ignore_paths)  # a usage error, before any work
     out = Output("verify", json_out=json_out, quiet=quiet, debug=debug)
     with guarded(out, path, key, cert_chain, pins, trusted_root, signature), out.progress(
         "verifying"
@@ -709,7 +712,7 @@ def verify(
         options: dict[str, Any] = {
             "allow_extra_files": allow_extra_files,
             "allow_symlinks": allow_symlinks,
-            "ignore_paths": _args.ignored(path, ignore_paths),
+            "ignore_paths": ignored,
             "ignore_git_paths": ignore_git_paths,
             "deep": deep,
             "progress": progress,

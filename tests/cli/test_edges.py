@@ -351,3 +351,14 @@ def test_sign_asks_for_the_password_on_a_terminal(tmp_path: Path) -> None:
     os.close(fd)
     assert os.waitstatus_to_exitcode(status) == 0, seen
     assert b"s3cret" not in seen and (model / "model.sig").exists()
+
+
+def test_an_ignore_path_outside_the_model_is_a_usage_error(cli: Any, tmp_path: Path,
+                                                            keys: tuple[Path, Path]) -> None:
+    model = tmp_path / "m"
+    _weights(model / "model.safetensors")
+    for args in (["hash", str(model)], ["sign", str(model), "--key", str(keys[0])],
+                 ["verify", str(model), "--key", str(keys[1])]):
+        r = cli([*args, "--ignore-paths", str(tmp_path)])
+        assert r.code == 2 and "is not inside the model folder" in r.stderr, r.stderr
+        assert "bug in tensorfile" not in r.stderr

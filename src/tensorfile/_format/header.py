@@ -134,6 +134,7 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\x93NUMPY", "a numpy .npy array, not safetensors"),
     (b"GGUF", "a GGUF model (llama.cpp), not safetensors"),
     (b"\x89HDF", "an HDF5 file (Keras .h5?), not safetensors"),
+    (b"{", "a JSON text file (a config?), not safetensors"),
     (b"version ", "a text file, perhaps a Git LFS pointer: the weights themselves were not "
                   "downloaded (`git lfs pull` fetches them)"),
 )
