@@ -143,11 +143,12 @@ class Output:
 
             lines = textwrap.wrap(text, width, subsequent_indent=indent + "    ",
                                   break_long_words=False, break_on_hyphens=False)
-        for word in styled:
+        for word in styled:  # the verdict follows ": " (a name may hold the word too)
             for i, ln in enumerate(lines):
-                if f" {word}" in ln or ln.startswith(word):
-                    styles = VERDICT_STYLES.get(word, ())
-                    lines[i] = ln.replace(word, self.style(word, *styles), 1)
+                at = ln.find(f": {word}") + 2
+                if at >= 2:
+                    coloured = self.style(word, *VERDICT_STYLES.get(word, ()))
+                    lines[i] = ln[:at] + coloured + ln[at + len(word):]
                     break
         sys.stdout.write("\n".join(lines) + "\n")
 

@@ -58,6 +58,11 @@ def test_scan_refuses_empty_things(cli: Any, tmp_path: Path, json_of: Any) -> No
     assert {f["verdict"] for f in res["files"] if f["path"] != str(configs)} == {"safe"}
     (tmp_path / "none").mkdir()
     json_of(cli(["scan", str(tmp_path / "none"), "--json"]), "scan", 2)
+    gguf = tmp_path / "gguf"  # weights the pickle scanner does not read are still weights
+    gguf.mkdir()
+    (gguf / "model.gguf").write_bytes(b"GGUF\3\0\0\0" + bytes(16))
+    res = cli(["scan", str(gguf), "--json"]).json()["result"]  # its own verdict aside
+    assert not [f for f in res["files"] if f["format"] == "folder"]
     # In a folder, a 0-byte file named like weights is an interrupted download.
     _weights(configs / "model.safetensors")
     (configs / "pytorch_model.bin").write_bytes(b"")

@@ -55,13 +55,15 @@ def scan(paths: PathLike | Iterable[PathLike], *, limits: ScanLimits | None = No
             else:
                 report.files.append(item)
         found = report.files[first:]
-        if found and all(f.format == "not-pickle" for f in found) and os.path.isdir(path):
+        if found and os.path.isdir(path) and not any(
+                f.format != "not-pickle" or is_weights_name(f.path) for f in found):
             # Configs and text only: the weights are missing (a failed or
             # partial download, or the wrong folder), which is not "safe".
             report.files.append(FileReport(
                 str(path), "folder", Verdict.ERROR,
-                error=f"no model files: {len(found)} file(s), none a pickle checkpoint or "
-                "safetensors file (a partial download, or the wrong folder?)"))
+                error=f"no model files: {len(found)} file(s), none a pickle checkpoint, a "
+                "safetensors file or named like weights (a partial download, or the wrong "
+                "folder?)"))
     return report
 
 
