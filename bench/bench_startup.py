@@ -14,6 +14,7 @@ start, imports, argument parsing, output. Rows:
   none, the shortest ``python -c`` that does the job with the reference
   library (safetensors' ``safe_open`` for inspect, ``torch.load`` +
   ``safetensors.torch.save_file`` for convert);
+* ``keygen`` beside ``openssl genpkey`` (EC P-256), when openssl is installed;
 * ``python -c pass``, the floor every Python command pays.
 
 Modules are byte-compiled first (as pip does on install). Runs alternate
@@ -28,6 +29,8 @@ from __future__ import annotations
 import argparse
 import compileall
 import json
+import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -69,8 +72,11 @@ def _rows(d: Path) -> dict[str, list[str]]:
             "import sys; from safetensors import safe_open\n"
             f"f = safe_open({st!r}, 'np'); print(list(f.keys()), f.metadata())")],
         "tensorfile hash": [tf, "hash", m, "--json"],
+        "tensorfile keygen": [tf, "keygen", str(d / "new.pem"), "--overwrite"],
+        "openssl genpkey (EC P-256)": ["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
+                                       "ec_paramgen_curve:P-256", "-out", str(d / "ossl.pem")],
         "tensorfile sign": [tf, "sign", m, "--key", str(d / "key.pem"),
-                            "--signature", str(d / "tf-again.sig")],
+                            "--signature", str(d / "tf-again.sig"), "--overwrite"],
         "model_signing sign key": [str(BIN / "model_signing"), "sign", "key", m, "--private_key",
                                    str(d / "key.pem"), "--signature", str(d / "ms-again.sig")],
         "tensorfile verify": [tf, "verify", m, "--key", str(d / "key.pem.pub"),
@@ -78,7 +84,8 @@ def _rows(d: Path) -> dict[str, list[str]]:
         "model_signing verify key": [str(BIN / "model_signing"), "verify", "key", m,
                                      "--public_key", str(d / "key.pem.pub"),
                                      "--signature", str(d / "ms.sig")],
-        "tensorfile convert": [tf, "convert", str(d / "tiny.pt"), str(d / "out.safetensors")],
+        "tensorfile convert": [tf, "convert", str(d / "tiny.pt"), str(d / "out.safetensors"),
+                               "--overwrite"],
         "torch.load + safetensors save_file (python -c)": [py, "-c", (
             "import torch; from safetensors.torch import save_file\n"
             f"save_file(torch.load({str(d / 'tiny.pt')!r}, weights_only=True), "
@@ -89,6 +96,7 @@ def _rows(d: Path) -> dict[str, list[str]]:
 
 
 ANCHOR = {
+    "tensorfile keygen": "openssl genpkey (EC P-256)",
     "tensorfile inspect": "safetensors safe_open (python -c)",
     "tensorfile sign": "model_signing sign key",
     "tensorfile verify": "model_signing verify key",
@@ -116,6 +124,8 @@ def main() -> None:
         d = Path(tmp)
         _make_inputs(d)
         rows = _rows(d)
+        if shutil.which("openssl") is None:
+            del rows["openssl genpkey (EC P-256)"], ANCHOR["tensorfile keygen"]
         for cmd in rows.values():  # warm the page cache and byte-compile everything once
             _time(cmd)
         times: dict[str, list[float]] = {name: [] for name in rows}
@@ -123,6 +133,8 @@ def main() -> None:
             for name, cmd in rows.items():
                 times[name].append(_time(cmd))
     result = {n: {"best": min(t), "median": statistics.median(t)} for n, t in times.items()}
+    load = os.getloadavg()[0]
+    print(f"load average {load:.1f}, {args.repeat} rounds")
     print(f"{'command':50} {'best':>8} {'median':>8}  ratio (best / median)")
     for name, r in result.items():
         ratio = ""
@@ -132,7 +144,8 @@ def main() -> None:
         flag = "  OVER BUDGET" if name.startswith("tensorfile") and r["median"] > BUDGET else ""
         print(f"{name:50} {r['best']:8.3f} {r['median']:8.3f}  {ratio}{flag}")
     OUT.mkdir(exist_ok=True)
-    (OUT / "startup.json").write_text(json.dumps({"repeat": args.repeat, "seconds": result}, indent=2))
+    (OUT / "startup.json").write_text(json.dumps({"repeat": args.repeat, "load_average": load,
+                                                      "seconds": result}, indent=2))
 
 
 if __name__ == "__main__":

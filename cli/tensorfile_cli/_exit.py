@@ -39,6 +39,25 @@ class ErrorClass(NamedTuple):
 # are attributes of tensorfile.errors (resolved lazily, see _library_errors).
 _TABLE: tuple[tuple[str, ErrorClass], ...] = (
     (
+        "InputNotFoundError",
+        ErrorClass(ExitCode.UNUSABLE, "check the path (a typo, or the wrong folder?)"),
+    ),
+    (
+        "OutputExistsError",
+        ErrorClass(
+            ExitCode.UNUSABLE,
+            "nothing was replaced: pass --overwrite to replace it, or choose another output",
+        ),
+    ),
+    (
+        "KeyPasswordError",
+        ErrorClass(
+            ExitCode.UNUSABLE,
+            "the key is encrypted: give its password with --password-file FILE or the "
+            "TENSORFILE_KEY_PASSWORD environment variable (on a terminal, tensorfile asks)",
+        ),
+    ),
+    (
         "UnsupportedAlgorithmError",
         ErrorClass(
             ExitCode.FINDING,
@@ -82,6 +101,13 @@ _TABLE: tuple[tuple[str, ErrorClass], ...] = (
         ),
     ),
     (
+        "NotAPickleError",
+        ErrorClass(
+            ExitCode.UNUSABLE,
+            "nothing was written; `tensorfile inspect FILE` shows its tensors",
+        ),
+    ),
+    (
         "UnsafePickleError",
         ErrorClass(
             ExitCode.FINDING,
@@ -91,10 +117,27 @@ _TABLE: tuple[tuple[str, ErrorClass], ...] = (
         ),
     ),
     (
+        "TrustedRootError",
+        ErrorClass(
+            ExitCode.UNUSABLE,
+            "--trusted-root takes a Sigstore trusted_root.json (or model-signing's --trust_config "
+            "file), not a key or certificate",
+        ),
+    ),
+    (
         "KeyLoadError",
         ErrorClass(
             ExitCode.UNUSABLE,
-            "check the key path and password: keys are PEM files, `tensorfile keygen` makes a pair",
+            "check the file: keys and certificates are PEM files (`tensorfile keygen` makes "
+            "a key pair)",
+        ),
+    ),
+    (
+        "EmptyModelError",
+        ErrorClass(
+            ExitCode.UNUSABLE,
+            "no model there, so nothing is called safe, signed or verified: check the path, "
+            "or download the model again",
         ),
     ),
     (
@@ -144,8 +187,17 @@ _OS_ERRORS: tuple[tuple[type[OSError], str], ...] = (
     (IsADirectoryError, "pass a file, not a folder"),
     (NotADirectoryError, "pass a folder, not a file"),
     (PermissionError, "check the file's permissions"),
-    (OSError, "check the path and that the disk is readable"),
 )
+
+#: Hints for OSErrors told apart only by errno (a full or read-only disk).
+_ERRNO_HINTS = {
+    "ENOSPC": "the disk is full: free some space, or choose an output on another disk; "
+    "no existing file was replaced",
+    "EDQUOT": "over the disk quota: free some space, or choose an output on another disk; "
+    "no existing file was replaced",
+    "EROFS": "the file system is read-only: choose an output on a writable disk",
+    "EIO": "the disk reported an input/output error: check the disk, then run again",
+}
 
 #: What a bug in tensorfile is reported as: it could not do the work.
 INTERNAL = ErrorClass(
@@ -164,6 +216,12 @@ def classify(exc: BaseException) -> ErrorClass:
     for os_type, hint in _OS_ERRORS:
         if isinstance(exc, os_type):
             return ErrorClass(ExitCode.UNUSABLE, hint)
+    if isinstance(exc, OSError):
+        import errno
+
+        name = errno.errorcode.get(exc.errno or 0, "")
+        return ErrorClass(ExitCode.UNUSABLE, _ERRNO_HINTS.get(
+            name, "the operating system refused to read or write a file: the message says which"))
     return INTERNAL
 
 

@@ -26,6 +26,7 @@ when JSON is printed, which keeps start-up fast for the common scripted cases.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -58,6 +59,48 @@ def _isatty(stream: IO[str]) -> bool:
 
 _SGR = {"red": "31", "green": "32", "yellow": "33", "bold": "1"}
 
+#: How each verdict is coloured in text output.
+VERDICT_STYLES: dict[str, tuple[str, ...]] = {
+    "safe": ("green",),
+    "incomplete": ("yellow",),
+    "not-assessed": ("yellow",),
+    "skipped": ("yellow",),
+    "unknown": ("yellow",),
+    "error": ("yellow",),
+    "dangerous": ("red", "bold"),
+}
+
+
+def terminal_width() -> int | None:
+    """Columns to fit text to: the terminal's (or ``COLUMNS``), None into a pipe."""
+    if not (_isatty(sys.stdout) or os.environ.get("COLUMNS")):
+        return None
+    import shutil
+
+    return max(shutil.get_terminal_size().columns, 40)
+
+
+def printable(text: str) -> str:
+    """``text`` with every character that is not printable (newlines, carriage
+    returns, escape sequences, Unicode line separators and direction overrides)
+    as its Python escape, so a name read from a file cannot forge lines,
+    colours or order in text output (issue 22, item 9)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in text)
+
+
+def printable_tree(value: Any) -> Any:
+    """:func:`printable` applied to every string (and key) of a result."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {printable_tree(k): printable_tree(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [printable_tree(v) for v in value]
+    return value
+
 
 class Output:
     """Presentation of one command run (see the module docstring)."""
@@ -87,6 +130,28 @@ class Output:
         if self.human:
             sys.stdout.write(text + "\n")
 
+    def para(self, text: str, indent: str = "", *, styled: tuple[str, ...] = ()) -> None:
+        """``text`` (plain) as one line, wrapped at whole words to the terminal's
+        width with ``indent`` before every line after the first; each word of
+        ``styled`` (verdicts) is then coloured once. Not wrapped into a pipe."""
+        if not self.human:
+            return
+        lines = [text]
+        width = terminal_width()
+        if width is not None and len(text) > width:
+            import textwrap
+
+            lines = textwrap.wrap(text, width, subsequent_indent=indent + "    ",
+                                  break_long_words=False, break_on_hyphens=False)
+        for word in styled:  # the verdict follows ": " (a name may hold the word too)
+            for i, ln in enumerate(lines):
+                at = ln.find(f": {word}") + 2
+                if at >= 2:
+                    coloured = self.style(word, *VERDICT_STYLES.get(word, ()))
+                    lines[i] = ln[:at] + coloured + ln[at + len(word):]
+                    break
+        sys.stdout.write("\n".join(lines) + "\n")
+
     # -- rich ---------------------------------------------------------------
     @property
     def console(self) -> Console:
@@ -94,13 +159,12 @@ class Output:
         if self._console is None:
             from rich.console import Console
 
-            tty = _isatty(sys.stdout)
             self._console = Console(
                 file=sys.stdout,
                 color_system="auto" if colour_enabled(sys.stdout) else None,
                 highlight=False,
                 # Pipes get long lines rather than names wrapped mid-word.
-                width=None if tty else 200,
+                width=terminal_width() or 200,
             )
         return self._console
 
@@ -151,7 +215,8 @@ class Output:
         if self.json:
             self._emit_json({"exit_code": int(code), "result": result})
         elif not self.quiet:
-            render(self, result)
+            # Names come from files and folders: escaped for people, raw in JSON.
+            render(self, printable_tree(result))
         raise SystemExit(int(code))
 
     def fail(self, exc: BaseException, *paths: object) -> NoReturn:
@@ -164,7 +229,11 @@ class Output:
         message = _message(exc)
         given = [str(p) for p in paths if p is not None]
         where = given[0] if given else ""
-        if where and not any(p in message for p in given):
+        named = isinstance(exc, OSError) and exc.filename is not None  # names its own file
+        if isinstance(exc, OSError) and not named and exc.errno in _WRITE_ERRNOS:
+            # A write failed somewhere under the outputs: not the input's fault.
+            named, message = True, f"{message} (while writing the output)"
+        if where and not named and not any(p in message for p in given):
             message = f"{where}: {message}"
         if self.json:
             self._emit_json(
@@ -183,7 +252,8 @@ class Output:
 
             traceback.print_exception(exc)
         prefix = self.style("error:", "red", "bold", stream=sys.stderr)
-        sys.stderr.write(f"tensorfile {self.command}: {prefix} {message} — {verdict.hint}\n")
+        sys.stderr.write(
+            f"tensorfile {self.command}: {prefix} {printable(message)} — {verdict.hint}\n")
         raise SystemExit(int(verdict.code))
 
     def _emit_json(self, body: dict[str, Any]) -> None:
@@ -195,13 +265,42 @@ class Output:
         sys.stdout.write(json.dumps(envelope, indent=2, ensure_ascii=False) + "\n")
 
 
+#: Errors only a write raises: the file the command was given is not to blame.
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
+
+
 def _message(exc: BaseException) -> str:
     """The exception's text on one line (a KeyError's text is not repr()'d)."""
     text = str(exc) if not isinstance(exc, KeyError) or not exc.args else str(exc.args[0])
     if isinstance(exc, OSError) and exc.strerror:
-        text = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+        text = f"{_destination(exc.filename)}: {exc.strerror}" if exc.filename else exc.strerror
     text = " ".join(text.split())
+    for library, cli in _CLI_WORDS:
+        text = text.replace(library, cli)
     return text or type(exc).__name__
+
+
+#: Library messages name the library's arguments; on the command line the
+#: advice is the option (the bundle's own field names are left alone).
+_CLI_WORDS = (
+    ("pass allow_symlinks", "pass --allow-symlinks"),
+    ("(allow_extra_files ignores them)", "(--allow-extra-files ignores them)"),
+    ("pass them in ignore_paths", "pass them with --ignore-paths"),
+)
+
+
+def _destination(filename: object) -> object:
+    """The file a write was for, when ``filename`` is its temporary file
+    (``DIR/.NAME.xxxxxxxx.tmp``, see :func:`tensorfile._io.atomic.atomic_write`):
+    users know the name they asked for, not the temporary one."""
+    from tensorfile._io.atomic import looks_like_temp_file
+
+    if not isinstance(filename, str):
+        return filename
+    folder, name = os.path.split(filename)
+    if not looks_like_temp_file(name):
+        return filename
+    return os.path.join(folder, name[1:-len(".xxxxxxxx.tmp")])
 
 
 @contextmanager

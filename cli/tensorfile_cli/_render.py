@@ -7,9 +7,10 @@ parse never disagree. Tables use rich, imported here and only here.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from tensorfile_cli._output import Output
+from tensorfile_cli._output import VERDICT_STYLES, Output, terminal_width
 
 
 def human_bytes(n: int) -> str:
@@ -33,8 +34,10 @@ def _kv_table(title: str, rows: dict[str, str]) -> Any:
     table = Table(title=title, title_justify="left", show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
-    for k, v in rows.items():
-        table.add_row(k, v)
+    from rich.text import Text
+
+    for k, v in rows.items():  # Text: a name from a file is never rich markup
+        table.add_row(Text(k), Text(v))
     return table
 
 
@@ -51,21 +54,31 @@ def inspect(out: Output, result: dict[str, Any]) -> None:
             f"{plural(totals['shards'], 'shard')}") if sharded else (
             f"safetensors, {plural(totals['tensors'], 'tensor')}")
     out.line(f"{result['path']}: {what}")
-    table = Table()
-    table.add_column("name", overflow="fold")
-    table.add_column("dtype")
-    table.add_column("shape")
-    table.add_column("bytes", justify="right")
-    table.add_column("shard" if sharded else "offset", justify="left" if sharded else "right")
-    for t in result["tensors"]:
-        table.add_row(
-            t["name"],
-            t["dtype"],
-            "[" + ", ".join(str(d) for d in t["shape"]) + "]",
-            f"{t['nbytes']:,}",
-            t["shard"] if sharded else f"{t['offset']:,}",
-        )
-    console.print(table)
+    cells = [(t["name"], t["dtype"], "[" + ", ".join(str(d) for d in t["shape"]) + "]",
+             f"{t['nbytes']:,}", t["shard"] if sharded else f"{t['offset']:,}")
+            for t in result["tensors"]]
+    heads = ("name", "dtype", "shape", "bytes", "shard" if sharded else "offset")
+    longest = [max([len(r[i]) for r in cells] + [len(h)]) for i, h in enumerate(heads)]
+    # A name is never split: the table only when each row fits on one line
+    # (borders and padding take 16 columns), else a name per line.
+    if sum(longest) + 16 <= console.width:
+        from rich.text import Text
+
+        table = Table()
+        table.add_column("name", no_wrap=True)
+        table.add_column("dtype", no_wrap=True)
+        table.add_column("shape", no_wrap=True)
+        table.add_column("bytes", justify="right", no_wrap=True)
+        table.add_column("shard" if sharded else "offset", justify="left" if sharded else "right",
+                         no_wrap=True)
+        for r in cells:
+            table.add_row(*(Text(c) for c in r))
+        console.print(table)
+    else:
+        for name, dtype, shape, nbytes, where in cells:
+            out.line(name)
+            out.line(f"    {dtype} {shape}, {nbytes} bytes, "
+                     f"{'in ' + where if sharded else 'at byte ' + where}")
     meta = result["metadata"]
     if meta:
         console.print(_kv_table("metadata", meta))
@@ -86,26 +99,29 @@ def inspect(out: Output, result: dict[str, Any]) -> None:
 
 
 def hash_manifest(out: Output, result: dict[str, Any]) -> None:
-    from rich.table import Table
-
     files = result["files"]
-    out.line(f"{result['model_name']}: {plural(len(files), 'file')}")
-    table = Table()
-    table.add_column("file", overflow="fold")
-    table.add_column("bytes", justify="right")
     algorithm = result["serialization"]["hash_type"]
-    table.add_column(algorithm, no_wrap=True)
-    table.add_column("tensors", justify="right")
-    for f in files:
-        size = f.get("size")
-        tensors = f.get("tensors")
-        table.add_row(
-            f["name"],
-            "" if size is None else f"{size:,}",
-            f[algorithm],
-            "" if tensors is None else f"{len(tensors):,}",
-        )
-    out.console.print(table)
+    out.line(f"{result['model_name']}: {plural(len(files), 'file')}")
+    rows = [(f["name"], "" if f.get("size") is None else f"{f['size']:,}", f[algorithm],
+             "" if f.get("tensors") is None else f"{len(f['tensors']):,}") for f in files]
+    widths = [max([len(r[i]) for r in rows] + [len(h)])
+              for i, h in enumerate(("file", "bytes", algorithm, "tensors"))]
+    if sum(widths) + 13 <= (terminal_width() or 200):  # borders and padding: 13 columns
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table()
+        table.add_column("file", no_wrap=True)
+        table.add_column("bytes", justify="right", no_wrap=True)
+        table.add_column(algorithm, no_wrap=True)
+        table.add_column("tensors", justify="right", no_wrap=True)
+        for r in rows:
+            table.add_row(*(Text(c) for c in r))
+        out.console.print(table)
+    else:
+        # What sha256sum prints (and `sha256sum -c` reads, from the model folder).
+        for name, _size, digest, _tensors in rows:
+            out.line(f"{digest}  {result['model_name'] if name == '.' else name}")
     out.line(f"root digest: {result['root_digest']}")
 
 
@@ -115,13 +131,19 @@ def keygen(out: Output, result: dict[str, Any]) -> None:
         f"{' (encrypted)' if result['encrypted'] else ''}, public {result['public_key']}"
     )
     out.line(f"fingerprint: {result['fingerprint']}")
-    out.line(f"sign with:   tensorfile sign MODEL --key {result['private_key']}")
+    if result["encrypted"]:
+        out.line(f"sign with:   tensorfile sign MODEL --key {result['private_key']} "
+                 "--password-file FILE")
+        out.line("             (or set TENSORFILE_KEY_PASSWORD; on a terminal sign asks for it)")
+    else:
+        out.line(f"sign with:   tensorfile sign MODEL --key {result['private_key']}")
     out.line(f"verify with: tensorfile verify MODEL --key {result['public_key']}")
 
 
 def sign(out: Output, result: dict[str, Any]) -> None:
     kind = "certificate" if result["certificate"] else "key"
-    out.line(f"signed {result['model']} with a {kind}: {result['signature']}")
+    out.line(f"signed {result['model']} with a {kind}: {result['signature']}"
+             f"{' (replaced the file that was there)' if result['replaced'] else ''}")
     update = result.get("update")
     if update is not None:
         out.line(f"updated: re-hashed {len(update['rehashed'])} of {update['files']} files "
@@ -156,50 +178,53 @@ def verify(out: Output, result: dict[str, Any]) -> None:
     if how:
         out.line(f"checked every byte: {'; '.join(how)}")
     out.line(who if signer["kind"] == "pins" else f"signed by {who}")
+    if result.get("part_of"):
+        out.line(f"one file of the model signed as the folder {result['part_of']}: "
+                 "verify the folder to check the others")
     if result["extra_files"]:
         out.line(f"not covered by the signature (ignored): {', '.join(result['extra_files'])}")
+    # Only what is there and was not checked is news to a reader; the JSON
+    # lists every path left out, present or not.
     present = set(result["ignored_present"])
-
-    def listed(paths: list[str]) -> str:
-        return ", ".join(p + (" (present, not checked)" if p in present else "") for p in paths)
-
-    if result["ignored_by_signature"]:
+    present.discard(os.path.relpath(result["signature"], result["model"]))  # itself, obviously
+    by_signature = [p for p in result["ignored_by_signature"] if p in present]
+    by_verifier = [p for p in result["ignored_by_verifier"] if p in present]
+    if by_signature:
         by = "pins" if signer["kind"] == "pins" else "signature"
-        out.line(f"left out by the {by}: {listed(result['ignored_by_signature'])}")
-    if result["ignored_by_verifier"]:
-        out.line(f"left out on this check: {listed(result['ignored_by_verifier'])}")
+        out.line(f"left out by the {by} (present, not checked): {', '.join(by_signature)}")
+    if by_verifier:
+        out.line(f"left out on this check (present, not checked): {', '.join(by_verifier)}")
 
 
 # -- scanner results --------------------------------------------------------------------
-_VERDICT_STYLE = {
-    "safe": ("green",),
-    "incomplete": ("yellow",),
-    "not-assessed": ("yellow",),
-    "skipped": ("yellow",),
-    "unknown": ("yellow",),
-    "error": ("yellow",),
-    "dangerous": ("red", "bold"),
-}
-
-
 def _verdict(out: Output, verdict: str) -> str:
-    return out.style(verdict, *_VERDICT_STYLE.get(verdict, ()))
+    return out.style(verdict, *VERDICT_STYLES.get(verdict, ()))
 
 
-def _finding_line(finding: dict[str, Any]) -> str:
-    """``os.system (GLOBAL at byte 12): reason`` from a finding's JSON form."""
-    where = []
-    if finding["opcode"]:
-        where.append(finding["opcode"])
-    if finding["offset"] is not None:
-        where.append(f"at byte {finding['offset']}")
-    subject = finding["global"] or ""
-    located = f" ({' '.join(where)})" if where else ""
-    return f"{subject}{located}: {finding['reason']}" if subject or located else finding["reason"]
+def _finding_lines(findings: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """``(verdict, "os.system (GLOBAL at byte 2, REDUCE at byte 24): reason")``
+    per global: the opcodes that import and call one global are one finding
+    to a reader (the JSON keeps each), with the first one's reason."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for i, f in enumerate(findings):
+        key = (f["verdict"], f["global"]) if f["global"] else (f["verdict"], f"#{i}")
+        groups.setdefault(key, []).append(f)
+    lines = []
+    for (verdict, _), group in groups.items():
+        where = ", ".join(" ".join(
+            ([f["opcode"]] if f["opcode"] else [])
+            + ([f"at byte {f['offset']}"] if f["offset"] is not None else [])) for f in group)
+        subject = group[0]["global"] or ""
+        located = f" ({where})" if where.strip(", ") else ""
+        reason = group[0]["reason"]
+        lines.append((verdict, f"{subject}{located}: {reason}" if subject or located else reason))
+    return lines
 
 
 #: How the scan line names formats that hold no pickle stream.
 _FORMAT_WORDS = {
+    "empty": "0 bytes",
+    "folder": "folder",
     "not-pickle": "not-pickle: unpickling it fails before importing or calling anything",
     "safetensors": "safetensors",
 }
@@ -209,15 +234,21 @@ def _file_lines(out: Output, f: dict[str, Any]) -> None:
     """One line per file, then one per finding or unreadable part."""
     streams = f["streams"]
     what = _FORMAT_WORDS.get(f["format"]) or f"{f['format']}, {plural(len(streams), 'pickle stream')}"
-    out.line(f"{f['path']}: {_verdict(out, f['verdict'])} ({what})")
+    out.para(f"{f['path']}: {f['verdict']} ({what})", styled=(f["verdict"],))
     if f["error"]:
-        out.line(f"  {f['error']}")
+        out.para(f"  {f['error']}", "  ")
+    _stream_lines(out, streams, "  ")
+
+
+def _stream_lines(out: Output, streams: list[dict[str, Any]], indent: str) -> None:
+    """A line per unreadable stream and per finding, wrapped at whole words."""
     for s in streams:
         where = f"{s['location']} @ {s['offset']}"
         if s["error"]:
-            out.line(f"  {where}: {_verdict(out, s['verdict'])}: {s['error']}")
-        for finding in s["findings"]:
-            out.line(f"  {where}: {_verdict(out, finding['verdict'])}: {_finding_line(finding)}")
+            out.para(f"{indent}{where}: {s['verdict']}: {s['error']}", indent,
+                     styled=(s["verdict"],))
+        for verdict, text in _finding_lines(s["findings"]):
+            out.para(f"{indent}{where}: {verdict}: {text}", indent, styled=(verdict,))
 
 
 def scan(out: Output, result: dict[str, Any]) -> None:
@@ -238,6 +269,7 @@ def scan(out: Output, result: dict[str, Any]) -> None:
 
 def _inspect_pickle(out: Output, f: dict[str, Any]) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     out.line(f"{f['path']}: {f['format']} checkpoint, read by the scanner (nothing was loaded)")
     table = Table()
@@ -248,19 +280,14 @@ def _inspect_pickle(out: Output, f: dict[str, Any]) -> None:
     styles = {"safe": "green", "unknown": "yellow", "error": "yellow", "dangerous": "bold red"}
     for s in f["streams"]:
         table.add_row(
-            s["location"],
+            Text(s["location"]),
             f"{s['offset']:,}",
-            f"[{styles.get(s['verdict'], '')}]{s['verdict']}[/]",
-            ", ".join(s["globals"]) or "-",
+            Text(s["verdict"], style=styles.get(s["verdict"], "")),
+            Text(", ".join(s["globals"]) or "-"),
             end_section=True,
         )
     out.console.print(table)
-    for s in f["streams"]:
-        where = f"{s['location']} @ {s['offset']}"
-        if s["error"]:
-            out.line(f"{where}: {_verdict(out, s['verdict'])}: {s['error']}")
-        for finding in s["findings"]:
-            out.line(f"{where}: {_verdict(out, finding['verdict'])}: {_finding_line(finding)}")
+    _stream_lines(out, f["streams"], "")
     out.line(f"verdict: {_verdict(out, f['verdict'])}")
 
 
@@ -296,5 +323,7 @@ def convert(out: Output, result: dict[str, Any]) -> None:
                  f"({d['reason']})")
     for name, digest in result["source_sha256"].items():
         out.line(f"  source sha256 {digest}  {name}")
+    for name in result["replaced"]:
+        out.line(f"  {out.style('replaced', 'yellow')}: {name} (it existed; --overwrite)")
     if result["signature"]:
         out.line(f"signed: {result['signature']}")

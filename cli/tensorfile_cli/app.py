@@ -24,16 +24,16 @@ from typing import Annotated, Any
 
 import typer
 
+from tensorfile_cli import _args
+from tensorfile_cli._args import PASSWORD_ENV
 from tensorfile_cli._exit import ExitCode
 from tensorfile_cli._output import Output, guarded
-
-#: Environment variable holding a private key's password (read by sign and keygen).
-PASSWORD_ENV = "TENSORFILE_KEY_PASSWORD"
 
 app = typer.Typer(
     name="tensorfile",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -57,6 +57,7 @@ SignatureOpt = Annotated[
         "--signature",
         "-s",
         help="Signature file (default: model.sig in the model folder, or next to the file).",
+        readable=False,
     ),
 ]
 SymlinksOpt = Annotated[
@@ -73,6 +74,7 @@ IgnorePathsOpt = Annotated[
         "--ignore-paths",
         help="Leave this file or folder out (repeat; a path as the shell sees it, inside the "
         "model folder), as model-signing's --ignore-paths.",
+        readable=False,
     ),
 ]
 IgnoreGitOpt = Annotated[
@@ -82,21 +84,6 @@ IgnoreGitOpt = Annotated[
         help="Leave out .git, .gitattributes, .github and .gitignore.",
     ),
 ]
-
-
-def _ignored(model: Path, paths: list[Path] | None) -> list[str]:
-    """``--ignore-paths`` relative to the model folder. As model-signing's CLI
-    reads them, they are paths from the current folder (or absolute); one
-    outside the model folder is an error rather than silently dropped."""
-    out = []
-    for p in paths or ():
-        rel = os.path.relpath(os.path.abspath(p), os.path.abspath(model))
-        if rel in (os.curdir, os.pardir) or rel.startswith(os.pardir + os.sep) or os.path.isabs(rel):
-            raise typer.BadParameter(
-                f"{p} is not inside the model folder {model}", param_hint="'--ignore-paths'"
-            )
-        out.append(rel.replace(os.sep, "/"))
-    return out
 
 
 class DigestAlgorithm(str, Enum):
@@ -127,20 +114,15 @@ PasswordFileOpt = Annotated[
     typer.Option(
         "--password-file",
         help=f"Read the private key's password from this file (or set {PASSWORD_ENV}).",
+        readable=False,
     ),
 ]
 
 
-def _password(password_file: Path | None, *, ask: bool = False, confirm: bool = False) -> str | None:
-    """The key password: from --password-file, the environment, or a prompt."""
-    if password_file is not None:
-        lines = password_file.read_text(encoding="utf-8").splitlines()
-        return lines[0] if lines else ""
-    if PASSWORD_ENV in os.environ:
-        return os.environ[PASSWORD_ENV]
-    if ask:
-        return str(typer.prompt("Key password", hide_input=True, confirmation_prompt=confirm))
-    return None
+OverwriteOpt = Annotated[
+    bool,
+    typer.Option("--overwrite", help="Replace (or remove) existing output files; the report lists each."),
+]
 
 
 def _version(value: bool) -> None:
@@ -173,6 +155,7 @@ def _root(
 
 # -- inspect ------------------------------------------------------------------------
 @app.command(
+    short_help="Show the tensors, metadata and totals of a file or model.",
     epilog="Example: tensorfile inspect model.safetensors --json | jq '.result.totals'",
 )
 def inspect(
@@ -180,7 +163,8 @@ def inspect(
         Path,
         typer.Argument(
             help="A .safetensors file, a model folder or its model.safetensors.index.json "
-            "(every shard), or a pickle checkpoint."
+            "(every shard), or a pickle checkpoint.",
+            readable=False,
         ),
     ],
     json_out: JsonOpt = False,
@@ -194,6 +178,7 @@ def inspect(
     """
     out = Output("inspect", json_out=json_out, quiet=quiet, debug=debug)
     with guarded(out, file):
+        _args.exists(file)
         from tensorfile import safe_open
         from tensorfile.errors import FormatError
         from tensorfile.sharded import is_sharded_path
@@ -312,11 +297,12 @@ def _totals(tensors: list[dict[str, Any]]) -> dict[str, Any]:
 
 # -- scan -------------------------------------------------------------------------------
 @app.command(
+    short_help="Check pickle checkpoints without loading them.",
     epilog="Example: tensorfile scan ./my-model/*  (exit 0 only if everything is safe)"
 )
 def scan(
     paths: Annotated[
-        list[Path], typer.Argument(help="Files or folders (scanned recursively) to check.")
+        list[Path], typer.Argument(help="Files or folders (scanned recursively) to check.", readable=False)
     ],
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -361,6 +347,7 @@ def scan(
 
 # -- convert ----------------------------------------------------------------------------
 @app.command(
+    short_help="Convert a pickle checkpoint to safetensors, running nothing.",
     epilog=(
         "Example: tensorfile convert pytorch_model.bin  (writes model.safetensors beside it; "
         "a Hugging Face folder converts in place)"
@@ -368,13 +355,15 @@ def scan(
 )
 def convert(
     src: Annotated[
-        Path, typer.Argument(help="A .bin/.pt/.pth checkpoint, or a Hugging Face model folder.")
+        Path, typer.Argument(help="A .bin/.pt/.pth checkpoint, or a Hugging Face model folder.", readable=False)
     ],
     dst: Annotated[
-        Path | None,
+        str | None,
         typer.Argument(
-            help="Output file or folder (default: model.safetensors for pytorch_model.bin, "
-            "else SRC with a .safetensors suffix; a folder converts in place)."
+            help="Output file, or folder (an existing one, or a name ending in /). Default: "
+            "model.safetensors for pytorch_model.bin, else SRC with a .safetensors suffix; "
+            "a folder converts in place.",
+            show_default=False,
         ),
     ] = None,
     key: Annotated[
@@ -400,10 +389,11 @@ def convert(
         ),
     ] = False,
     sign_key: Annotated[
-        Path | None,
-        typer.Option("--sign", help="Sign the result with this private key (PEM)."),
+        list[Path] | None,
+        typer.Option("--sign", help="Sign the result with this private key (PEM); model.sig.", readable=False),
     ] = None,
     password_file: PasswordFileOpt = None,
+    overwrite: OverwriteOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -420,19 +410,23 @@ def convert(
     converts its model weights; the report says what was done with each
     other file (pickles such as optimizer.pt are never copied).
     """
+    signing = _args.one(sign_key, "--sign")
     out = Output("convert", json_out=json_out, quiet=quiet, debug=debug)
-    with guarded(out, src, dst, sign_key), out.progress("converting") as progress:
+    with guarded(out, src, dst, signing):
+        _args.exists(src, signing, password_file)
+        private = None if signing is None else _args.private_key(signing, password_file)
         from tensorfile.pickles.convert import convert as convert_checkpoint
 
-        report = convert_checkpoint(
-            src,
-            dst,
-            key=key,
-            salvage_tensors=salvage_tensors,
-            sign=sign_key,
-            password=_password(password_file),
-            progress=progress,
-        )
+        with out.progress("converting") as progress:
+            report = convert_checkpoint(
+                src,
+                dst,
+                key=key,
+                salvage_tensors=salvage_tensors,
+                sign=private,
+                progress=progress,
+                overwrite=overwrite,
+            )
     if report.tensors_left and not json_out:
         # Even with --quiet: a tensor missing from the output must not go unnoticed.
         sys.stderr.write(f"tensorfile convert: warning: {len(report.tensors_left)} tensor(s) "
@@ -444,9 +438,13 @@ def convert(
 
 
 # -- hash -----------------------------------------------------------------------------
-@app.command("hash", epilog="Example: tensorfile hash ./my-model --json > manifest.json")
+@app.command(
+    "hash",
+    short_help="Print the digests `sign` would sign.",
+    epilog="Example: tensorfile hash ./my-model --json > manifest.json",
+)
 def hash_(
-    path: Annotated[Path, typer.Argument(help="A model file or folder.")],
+    path: Annotated[Path, typer.Argument(help="A model file or folder.", readable=False)],
     tensors: Annotated[
         bool,
         typer.Option("--tensors/--no-tensors", help="Also digest each safetensors header and tensor."),
@@ -465,8 +463,10 @@ def hash_(
 
     Nothing is signed or written; the signature file is left out, as `sign` leaves it out.
     """
+    ignored = _args.ignored(path, ignore_paths)  # a usage error, before any work
     out = Output("hash", json_out=json_out, quiet=quiet, debug=debug)
     with guarded(out, path), out.progress("hashing") as progress:
+        _args.exists(path)
         from tensorfile.integrity import HashOptions, hash_model
         from tensorfile.integrity.sign import default_signature_path
 
@@ -475,7 +475,7 @@ def hash_(
             tensor_algorithm=tensor_algorithm.value,
             file_algorithm=file_algorithm.value,
             allow_symlinks=allow_symlinks,
-            ignore_paths=tuple(_ignored(path, ignore_paths)),
+            ignore_paths=tuple(ignored),
             ignore_git_paths=ignore_git_paths,
         )
         manifest = hash_model(
@@ -495,15 +495,16 @@ class KeyType(str, Enum):
 
 
 @app.command(
+    short_help="Write a new signing key pair (PEM).",
     epilog="Example: tensorfile keygen signing-key.pem  (writes signing-key.pem and signing-key.pem.pub)"
 )
 def keygen(
     private_key: Annotated[
-        Path, typer.Argument(help="Where to write the private key (mode 0600).")
+        Path, typer.Argument(help="Where to write the private key (mode 0600).", readable=False)
     ] = Path("signing-key.pem"),
     public_key: Annotated[
         Path | None,
-        typer.Option("--public-key", "-p", help="Where to write the public key (default: PRIVATE_KEY.pub)."),
+        typer.Option("--public-key", "-p", help="Where to write the public key (default: PRIVATE_KEY.pub).", readable=False),
     ] = None,
     key_type: Annotated[
         KeyType,
@@ -530,9 +531,10 @@ def keygen(
         )
     out = Output("keygen", json_out=json_out, quiet=quiet, debug=debug)
     with guarded(out, private_key, public_key, password_file):
+        _args.exists(password_file)
         from tensorfile.integrity import generate_key
 
-        password = _password(password_file, ask=True, confirm=True) if encrypt or password_file else None
+        password = _args.key_password(password_file, ask=True, confirm=True) if encrypt or password_file else None
         pair = generate_key(
             private_key, public_key, key_type=key_type.value, password=password, overwrite=overwrite
         )
@@ -550,18 +552,20 @@ def keygen(
 
 # -- sign -------------------------------------------------------------------------------
 @app.command(
+    short_help="Sign a model file or folder (OMS v1.0 bundle).",
     epilog=(
         "Example: tensorfile sign ./my-model --key signing-key.pem  "
         "Keys held elsewhere (--signer): a PKCS#11 token or HSM, "
         "pkcs11:token=T;object=K?module-path=LIB with the PIN in pin-value, pin-source "
         "or TENSORFILE_PKCS11_PIN; an AWS KMS key, awskms:///KEY-ID (or "
         "awskms://HOST:PORT/KEY-ID for another endpoint)."
-    )
+    ),
 )
 def sign(
-    path: Annotated[Path, typer.Argument(help="The model file or folder to sign.")],
+    path: Annotated[Path, typer.Argument(help="The model file or folder to sign.", readable=False)],
     key: Annotated[
-        Path | None, typer.Option("--key", "-k", help="Private key (PEM); or give --signer.")
+        list[Path] | None,
+        typer.Option("--key", "-k", help="Private key (PEM); or give --signer.", readable=False),
     ] = None,
     signer_uri: Annotated[
         str | None,
@@ -578,6 +582,7 @@ def sign(
             "--certificate",
             "-c",
             help="Sign with a certificate: the leaf holding KEY's public key, then any intermediates (repeat).",
+            readable=False,
         ),
     ] = None,
     password_file: PasswordFileOpt = None,
@@ -594,6 +599,9 @@ def sign(
     allow_symlinks: SymlinksOpt = False,
     ignore_paths: IgnorePathsOpt = None,
     ignore_git_paths: IgnoreGitOpt = True,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing signature file.")
+    ] = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -601,37 +609,46 @@ def sign(
     """Sign a model file or folder: an OpenSSF model-signing (OMS v1.0) bundle.
 
     `model_signing verify key` accepts the result; tensorfile also records a
-    digest per tensor for verify-on-load.
+    digest per tensor for verify-on-load. An existing signature file is kept
+    (exit 2) unless --overwrite.
     """
-    if (key is None) == (signer_uri is None):
+    signing = _args.one(key, "--key")
+    if (signing is None) == (signer_uri is None):
         raise typer.BadParameter("give --key or --signer (exactly one)", param_hint="'--key'")
+    ignored = _args.ignored(path, ignore_paths)  # a usage error, before any work
     out = Output("sign", json_out=json_out, quiet=quiet, debug=debug)
-    with guarded(out, path, key, signature), out.progress("hashing") as progress, \
+    with guarded(out, path, signing, signature), out.progress("hashing") as progress, \
             contextlib.ExitStack() as held:
+        _args.exists(path, signing, password_file, *(certificate or ()))
         from tensorfile.integrity import resign
         from tensorfile.integrity import sign as sign_model
-        from tensorfile.integrity.sign import opened_signer
+        from tensorfile.integrity.sign import default_signature_path, opened_signer
 
+        # The key is loaded (its password checked, asked for on a terminal)
+        # before any hashing. A token session is closed here, not whenever the
+        # signer is collected: a second login while it lingers fails
+        # (CKR_USER_ALREADY_LOGGED_IN).
+        who = (_args.private_key(signing, password_file) if signing is not None
+               else held.enter_context(opened_signer(str(signer_uri))))
+        target = signature if signature is not None else default_signature_path(path)
+        replaced = os.path.lexists(target)
         options: dict[str, Any] = {
-            "password": _password(password_file) if key is not None else None,
             "certificate_chain": [str(c) for c in certificate] if certificate else None,
             "tensor_algorithm": tensor_algorithm.value,
             "file_algorithm": file_algorithm.value,
             "allow_symlinks": allow_symlinks,
-            "ignore_paths": _ignored(path, ignore_paths),
+            "ignore_paths": ignored,
             "ignore_git_paths": ignore_git_paths,
             "progress": progress,
         }
-        # A token session is closed here, not whenever the signer is collected:
-        # a second login while it lingers fails (CKR_USER_ALREADY_LOGGED_IN).
-        who = key if key is not None else held.enter_context(opened_signer(str(signer_uri)))
+        # --update replaces the signature it updates (asked for by the flag).
         updated = resign(path, who, signature, **options) if update else None
-        written = updated.signature if updated else sign_model(path, who, signature, **options)
+        written = (updated.signature if updated
+                   else sign_model(path, who, signature, overwrite=overwrite, **options))
     from tensorfile_cli import _render
 
-    result: dict[str, Any] = {
-        "model": str(path), "signature": str(written), "certificate": bool(certificate)
-    }
+    result: dict[str, Any] = {"model": str(path), "signature": str(written),
+                              "certificate": bool(certificate), "replaced": replaced}
     if updated is not None:
         result["update"] = updated.to_dict()
     out.finish(result, _render.sign)
@@ -639,21 +656,23 @@ def sign(
 
 # -- verify -----------------------------------------------------------------------------
 @app.command(
+    short_help="Check a model against its signature or pins.",
     epilog=(
         "Example: tensorfile verify ./my-model --key signing-key.pem.pub  "
         "(exit 1 if anything differs from what was signed)"
     )
 )
 def verify(
-    path: Annotated[Path, typer.Argument(help="The model file or folder to check.")],
-    key: Annotated[
-        Path | None,
-        typer.Option("--key", "-k", help="The signer's public key (PEM)."),
+    path: Annotated[Path, typer.Argument(help="The model file or folder to check.", readable=False)],
+    keys: Annotated[
+        list[Path] | None,
+        typer.Option("--key", "-k", help="The signer's public key (PEM).", readable=False),
     ] = None,
     cert_chain: Annotated[
         Path | None,
         typer.Option(
-            "--cert-chain", help="Trusted root certificate(s) (PEM) for a certificate-signed model."
+            "--cert-chain", help="Trusted root certificate(s) (PEM) for a certificate-signed model.",
+            readable=False,
         ),
     ] = None,
     allow_ca_signer: Annotated[
@@ -672,6 +691,7 @@ def verify(
             help="Sigstore keyless bundle: the trusted_root.json (or model-signing --trust_config) "
             "to verify its certificate and transparency log entry against, offline. Needs "
             "--identity and --identity-provider.",
+            readable=False,
         ),
     ] = None,
     identity: Annotated[
@@ -691,6 +711,7 @@ def verify(
             "--pins",
             help="Check against trusted SHA-256s instead of a signature: `tensorfile hash --json` "
             "output, `sha256sum` lines, JSON {file: sha256}, the Hub's model info, or a Git LFS pointer.",
+            readable=False,
         ),
     ] = None,
     signature: SignatureOpt = None,
@@ -721,6 +742,7 @@ def verify(
     Give --key, --cert-chain, --trusted-root (keyless, with --identity and
     --identity-provider) or --pins: exactly one. Exit 0 only if everything matched.
     """
+    key = _args.one(keys, "--key")
     if sum(x is not None for x in (key, cert_chain, pins, trusted_root)) != 1:
         raise typer.BadParameter(
             "give --key, --cert-chain, --trusted-root or --pins (exactly one)", param_hint="'--key'"
@@ -734,17 +756,19 @@ def verify(
         )
     if pins is not None and signature is not None:
         raise typer.BadParameter("--pins checks no signature", param_hint="'--signature'")
+    ignored = _args.ignored(path, ignore_paths)  # a usage error, before any work
     out = Output("verify", json_out=json_out, quiet=quiet, debug=debug)
     with guarded(out, path, key, cert_chain, pins, trusted_root, signature), out.progress(
         "verifying"
     ) as progress:
+        _args.exists(path, key, cert_chain, pins, trusted_root, signature)
         from tensorfile.integrity import SigstoreTrust, verify_pins
         from tensorfile.integrity import verify as verify_model
 
         options: dict[str, Any] = {
             "allow_extra_files": allow_extra_files,
             "allow_symlinks": allow_symlinks,
-            "ignore_paths": _ignored(path, ignore_paths),
+            "ignore_paths": ignored,
             "ignore_git_paths": ignore_git_paths,
             "deep": deep,
             "progress": progress,

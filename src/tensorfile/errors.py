@@ -19,6 +19,17 @@ class TensorfileError(Exception):
     """Base class of every error tensorfile raises on purpose."""
 
 
+class InputNotFoundError(TensorfileError, FileNotFoundError):
+    """A file or folder given as input does not exist (a ``FileNotFoundError``
+    too, as the reference raises). Build it as the builtin:
+    ``InputNotFoundError(errno.ENOENT, "no such file or folder", path)``."""
+
+
+class OutputExistsError(TensorfileError, FileExistsError):
+    """An output file already exists and replacing it was not asked for:
+    nothing was written (``OutputExistsError(errno.EEXIST, why, path)``)."""
+
+
 # --------------------------------------------------------------------------
 # Format: reading and writing safetensors files (spec/FORMAT.md)
 # --------------------------------------------------------------------------
@@ -200,6 +211,10 @@ class UnsupportedCheckpointError(ConversionError):
     (quantized or sparse tensors, complex128, compressed records, not a checkpoint)."""
 
 
+class NotAPickleError(UnsupportedCheckpointError):
+    """The file to convert is already safetensors (whatever its name): nothing to convert."""
+
+
 # --------------------------------------------------------------------------
 # Integrity: manifests, signatures, verification (spec/SIGNING.md)
 # --------------------------------------------------------------------------
@@ -213,6 +228,15 @@ class KeyLoadError(IntegrityError):
     """A key or certificate could not be read, or is of an unsupported kind."""
 
 
+class KeyPasswordError(KeyLoadError):
+    """A private key is encrypted and no password was given, or the password is wrong."""
+
+
+class TrustedRootError(KeyLoadError):
+    """A Sigstore trusted root (``trusted_root.json`` or a client trust config)
+    could not be read or is not one."""
+
+
 class BundleError(IntegrityError):
     """The signature bundle is malformed, truncated, or of an unknown kind."""
 
@@ -224,6 +248,12 @@ class VerificationError(IntegrityError):
 class ModelPathError(IntegrityError):
     """A model path cannot be hashed safely: a refused symlink, a special file,
     a path outside the model folder, a name that is not UTF-8, or a read error."""
+
+
+class EmptyModelError(ModelPathError):
+    """There is no model at the path: an empty file, an empty folder, or a
+    folder without weights (what an interrupted download leaves). Never
+    signed, verified or called safe."""
 
 
 class PinsError(IntegrityError):

@@ -103,7 +103,8 @@ def test_convert_key_of_a_lightning_checkpoint(cli: Any, lightning: Path, tmp_pa
     assert r.code == 0, r.stderr
     assert "left: hyper_parameters: argparse.Namespace (unknown" in r.stdout
     assert "left: epoch: int (outside --key state_dict)" in r.stdout
-    res = json_of(cli(["convert", str(lightning), str(dst), "--key", "state_dict", "--json"]),
+    res = json_of(cli(["convert", str(lightning), str(dst), "--key", "state_dict", "--json",
+                       "--overwrite"]),
                   "convert", 0)
     assert sorted(res["tensors"]) == ["bias", "weight"]
     assert {d["name"] for d in res["left"]} == {"epoch", "hyper_parameters"}
@@ -116,7 +117,8 @@ def test_convert_salvage_tensors(cli: Any, lightning: Path, tmp_path: Path,
     assert r.code == 0, r.stderr
     assert "salvaged" in r.stdout and "numbers only" in r.stdout
     assert "NEWOBJ argparse.Namespace" in r.stdout and "(at hyper_parameters)" in r.stdout
-    res = json_of(cli(["convert", str(lightning), str(dst), "--salvage-tensors", "--json"]),
+    res = json_of(cli(["convert", str(lightning), str(dst), "--salvage-tensors", "--json",
+                       "--overwrite"]),
                   "convert", 0)
     assert res["salvage"] is True and res["values"] == []
     assert sorted(res["tensors"]) == ["hyper_parameters.__state__.bias", "state_dict.bias",
@@ -131,8 +133,8 @@ def test_convert_warns_about_tensors_left(cli: Any, tmp_path: Path, json_of: Any
     r = cli(["convert", str(src), str(tmp_path / "out.safetensors"), "--quiet"])
     assert r.code == 0 and r.stdout == ""
     assert "warning: 1 tensor(s) not converted" in r.stderr and ": c" in r.stderr
-    res = json_of(cli(["convert", str(src), str(tmp_path / "out.safetensors"), "--json"]),
-                  "convert", 0)
+    res = json_of(cli(["convert", str(src), str(tmp_path / "out.safetensors"), "--json",
+                       "--overwrite"]), "convert", 0)
     assert res["tensors"] == ["w"] and [d["name"] for d in res["tensors_left"]] == ["c"]
 
 

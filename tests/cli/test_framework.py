@@ -119,7 +119,7 @@ def test_json_error_envelope(cli: Any, tmp_path: Path, json_of: Any, error_line:
     missing = tmp_path / "missing.safetensors"
     r = cli(["hash", str(missing), "--json"])
     err = json_of(r, "hash", 2)
-    assert err["type"] == "ModelPathError"
+    assert err["type"] == "InputNotFoundError"  # exit 2, "no such file or folder"
     assert err["path"] == str(missing)
     assert str(missing) in err["message"]
     json.loads(r.stdout)  # nothing but the one object on stdout

@@ -262,7 +262,8 @@ def test_verify_with_a_private_key_is_an_input_error(cli: Any, signed: Path, key
 
 def test_sign_with_a_missing_key(cli: Any, model: Path, tmp_path: Path, json_of: Any) -> None:
     err = json_of(cli(["sign", str(model), "--key", str(tmp_path / "none.pem"), "--json"]), "sign", 2)
-    assert err["type"] == "KeyLoadError" and not (model / "model.sig").exists()
+    assert err["type"] == "InputNotFoundError" and not (model / "model.sig").exists()
+    assert err["message"] == f"{tmp_path / 'none.pem'}: no such file or folder"
 
 
 

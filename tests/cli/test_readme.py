@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -51,6 +52,36 @@ def test_python_samples_run(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "safe 0" in proc.stdout
     assert (tmp_path / "model.sig").is_file() and (tmp_path / "model.safetensors").is_file()
+
+
+def test_python_samples_keep_the_signed_model() -> None:
+    """The snippets after the signing one write nothing over the signed model."""
+    code = "\n\n".join(blocks("python"))
+    signed_at = code.index("sign(")
+    assert 'convert("pytorch_model.bin")' not in code[signed_at:]  # would need overwrite=True
+
+
+def test_console_samples_run_in_order(tmp_path: Path) -> None:
+    """Every ```console block, line by line in order, in one empty folder: each exits 0.
+
+    ``python`` and ``tensorfile`` are this environment's (the venv's bin first on PATH).
+    """
+    pytest.importorskip("torch")
+    if shutil.which("jq") is None:
+        pytest.skip("jq is not installed")
+    lines = [line[2:] for block in blocks("console") for line in block.splitlines()
+             if line.startswith("$ ")]
+    assert any(line.startswith("tensorfile verify") for line in lines)
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+    env.pop("TENSORFILE_KEY_PASSWORD", None)
+    for line in lines:
+        proc = subprocess.run(["bash", "-o", "pipefail", "-c", line], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120,
+                              stdin=subprocess.DEVNULL)
+        assert proc.returncode == 0, (line, proc.stdout, proc.stderr)
+    assert (tmp_path / "my-model" / "model.sig").is_file()
+    assert (tmp_path / "converted" / "model.safetensors").is_file()
 
 
 def test_cli_reference_lists_every_command_and_its_options() -> None:

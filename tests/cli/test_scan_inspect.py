@@ -185,8 +185,8 @@ def test_inspect_missing_file(cli: Any, tmp_path: Path, error_line: Any, json_of
     gone = tmp_path / "gone.safetensors"
     r = cli(["inspect", str(gone), "--json"])
     err = json_of(r, "inspect", 2)
-    assert err["type"] == "FileNotFoundError" and err["path"] == str(gone)
-    assert "No such file" in error_line(r, "inspect")  # one line, no stray traceback
+    assert err["type"] == "InputNotFoundError" and err["path"] == str(gone)
+    assert "no such file or folder" in error_line(r, "inspect")  # one line, no stray traceback
 
 
 @pytest.fixture

@@ -281,7 +281,7 @@ def test_one_signature_is_verified_once_for_every_shard(
         for shard in shards:
             assert tensorfile.load_file(shard, verify=p256.public)
     assert len(calls) == 1
-    sign(signed, p256.private)  # new bytes (ECDSA signatures are randomized)
+    sign(signed, p256.private, overwrite=True)  # new bytes (ECDSA signatures are randomized)
     assert tensorfile.load_file(shards[0], verify=p256.public)
     assert len(calls) == 2
     sig = signed / "model.sig"
@@ -293,7 +293,7 @@ def test_one_signature_is_verified_once_for_every_shard(
     with pytest.raises(SignatureError):
         tensorfile.load_file(shards[0], verify=p256.public)
     assert len(calls) == 3
-    sign(signed, chain.key, certificate_chain=chain.chain)
+    sign(signed, chain.key, certificate_chain=chain.chain, overwrite=True)
     before = len(calls)
     for shard in shards:
         assert tensorfile.load_file(shard, verify=chain.root)

@@ -332,7 +332,7 @@ def test_bare_tensor_and_list_roots(tmp_path: Path) -> None:
         src = tmp_path / "root.pt"
         torch.save(root, src)
         out = tmp_path / "root.safetensors"
-        assert_matches_oracle(src, out, convert(src, out))
+        assert_matches_oracle(src, out, convert(src, out, overwrite=True))  # same name each round
 
 
 def test_progress_reports_bytes_and_digest(tmp_path: Path) -> None:
@@ -407,7 +407,7 @@ def test_random_views_round_trip(tmp_path_factory: pytest.TempPathFactory) -> No
         view = view.permute(*perm) if shape else view
         src, out = folder / "v.pt", folder / "v.safetensors"
         torch.save({"view": view, "base": base}, src)
-        report = convert(src, out)
+        report = convert(src, out, overwrite=True)  # same name each example
         assert_matches_oracle(src, out, report)
 
     check()

@@ -134,7 +134,7 @@ def test_converts_without_torch(tmp_path: Path) -> None:
 
 
 def test_api_errors_write_nothing(tmp_path: Path) -> None:
-    from tensorfile.errors import ConversionError, MalformedCheckpointError
+    from tensorfile.errors import ConversionError, InputNotFoundError
 
     src = tmp_path / "ck.pt"
     torch.save({"model_state": {"w": torch.ones(1)}, "step": 1}, src)
@@ -142,7 +142,7 @@ def test_api_errors_write_nothing(tmp_path: Path) -> None:
         convert(src, key="model")
     with pytest.raises(ConversionError, match="overwrite the source"):
         convert(src, src)
-    with pytest.raises(MalformedCheckpointError, match="no such file"):
+    with pytest.raises(InputNotFoundError, match="no such file"):
         convert(tmp_path / "missing.pt")
     with pytest.raises(ConversionError, match=r"pytorch_model\.bin"):
         convert(tmp_path)  # a folder without Hugging Face weights

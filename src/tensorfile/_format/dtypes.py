@@ -14,11 +14,14 @@ data holds ``numel * bits / 8`` bytes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from tensorfile.errors import InvalidDtypeError, SerializationError
+
+if TYPE_CHECKING:
+    # Imported where an array is made: reading a header, hashing or signing
+    # need the table, not numpy (about 0.1 s of every command's start-up).
+    import numpy as np
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +106,8 @@ _ML_DTYPES = frozenset(
 
 def numpy_dtype(dt: DType) -> np.dtype[Any]:
     """The little-endian numpy dtype that views this dtype's bytes."""
+    import numpy as np
+
     assert dt.numpy_name is not None
     if dt.numpy_name in _ML_DTYPES:
         import ml_dtypes

@@ -124,6 +124,31 @@ class Header(NamedTuple):
         return 8 + self.length
 
 
+#: First bytes of files people mistake for safetensors, and what to do.
+_CONVERT = "`tensorfile convert FILE` converts it to safetensors without running it"
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"PK\x03\x04", f"a zip archive (a PyTorch checkpoint from torch.save?): {_CONVERT}"),
+    (b"\x80\x02", f"a pickle (an old-format PyTorch checkpoint?): {_CONVERT}"),
+    (b"\x80\x03", f"a pickle checkpoint: {_CONVERT}"),
+    (b"\x80\x04", f"a pickle checkpoint: {_CONVERT}"),
+    (b"\x80\x05", f"a pickle checkpoint: {_CONVERT}"),
+    (b"\x93NUMPY", "a numpy .npy array, not safetensors"),
+    (b"GGUF", "a GGUF model (llama.cpp), not safetensors"),
+    (b"\x89HDF", "an HDF5 file (Keras .h5?), not safetensors"),
+    (b"{", "a JSON text file (a config?), not safetensors"),
+    (b"version ", "a text file, perhaps a Git LFS pointer: the weights themselves were not "
+                  "downloaded (`git lfs pull` fetches them)"),
+)
+
+
+def _other_format(prefix: bytes) -> str | None:
+    """``not a safetensors file: it is ...`` when the first bytes name another format."""
+    for magic, what in _MAGIC:
+        if prefix.startswith(magic):
+            return f"not a safetensors file: it is {what}"
+    return None
+
+
 def read_length(prefix: bytes, file_size: int) -> int:
     """Decode N from the first 8 bytes and check it against the file size."""
     if len(prefix) < 8 or file_size < 8:
@@ -132,9 +157,9 @@ def read_length(prefix: bytes, file_size: int) -> int:
         )
     (n,) = struct.unpack("<Q", prefix[:8])
     if n > MAX_HEADER_SIZE:
-        raise HeaderTooLargeError(
+        raise HeaderTooLargeError(_other_format(prefix) or (
             f"header length at offset 0 is {n} bytes, over the {MAX_HEADER_SIZE}-byte limit"
-        )
+        ))
     if 8 + n > file_size:
         raise TruncatedFileError(
             f"header length at offset 0 declares {n} bytes but only {file_size - 8} follow"

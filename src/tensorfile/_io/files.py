@@ -18,7 +18,7 @@ from pathlib import PurePath
 from types import ModuleType
 from typing import Any
 
-from tensorfile.errors import TruncatedFileError
+from tensorfile.errors import InputNotFoundError, OutputExistsError, TruncatedFileError
 
 #: A path argument as the public functions take it.
 PathLike = str | os.PathLike[str]
@@ -46,7 +46,11 @@ def open_regular(
         # Without a non-blocking open, a FIFO would block open() itself: look
         # first (a race with a swap is still caught by the fstat below).
         _refuse_special(path, os.stat(path, follow_symlinks=follow_symlinks).st_mode, folder_hint)
-    fd = os.open(path, flags)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        # A TensorfileError too, as every bad-input error (and still a FileNotFoundError).
+        raise InputNotFoundError(errno.ENOENT, "no such file or folder", os.fspath(path)) from None
     try:
         st = os.fstat(fd)
         _refuse_special(path, st.st_mode, folder_hint)
@@ -54,6 +58,14 @@ def open_regular(
     except BaseException:
         os.close(fd)
         raise
+
+
+def refuse_existing(path: PathLike) -> None:
+    """Raise :class:`OutputExistsError` if ``path`` exists (a dangling link
+    too): what a writer calls first when it was not asked to replace files."""
+    if os.path.lexists(path):
+        what = "is a folder" if os.path.isdir(path) else "already exists"
+        raise OutputExistsError(errno.EEXIST, f"{what}; nothing was written", os.fspath(path))
 
 
 def _refuse_special(path: str | os.PathLike[str], mode: int, folder_hint: str = "") -> None:

@@ -32,36 +32,58 @@ import hashlib
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
 from tensorfile.errors import CertificateError, KeyLoadError
 from tensorfile.integrity.keys import PublicKey, check_supported, key_algorithm, read_pem
 
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
 #: Longest chain walked (leaf, intermediates, root).
 MAX_CHAIN = 10
-_UNDERSTOOD = frozenset(
-    {
+#: Critical extensions this verifier understands (filled by _load_x509).
+_UNDERSTOOD: frozenset[Any] = frozenset()
+
+
+def _load_x509() -> None:
+    """Bind cryptography's X.509 module here on first use.
+
+    Importing it costs 0.05-0.1 s, and every verify and sign imports this
+    module (for its types), while only a certificate needs X.509: each
+    public function that touches a certificate calls this first.
+    """
+    global _UNDERSTOOD
+    if _UNDERSTOOD:
+        return
+    from cryptography import x509
+    from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
+
+    globals().update(x509=x509, ExtendedKeyUsageOID=ExtendedKeyUsageOID)
+    _UNDERSTOOD = frozenset({
         ExtensionOID.BASIC_CONSTRAINTS,
         ExtensionOID.KEY_USAGE,
         ExtensionOID.EXTENDED_KEY_USAGE,
         ExtensionOID.SUBJECT_ALTERNATIVE_NAME,
         ExtensionOID.SUBJECT_KEY_IDENTIFIER,
         ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
-    }
-)
+    })
+
+
 #: The arc of Fulcio's certificate extensions (OIDC issuer, workflow claims):
 #: every certificate Fulcio issues carries at least its OIDC issuer (``.1.1``
 #: or ``.1.8``), and no other CA uses Sigstore's private arc.
 FULCIO_EXTENSION_ARC = "1.3.6.1.4.1.57264.1."
-_ANY_EKU = x509.ObjectIdentifier("2.5.29.37.0")
+#: anyExtendedKeyUsage (RFC 5280 4.2.1.12), dotted: X.509 is imported lazily.
+_ANY_EKU = "2.5.29.37.0"
 
 def load_certificates(sources: Iterable[Any]) -> list[x509.Certificate]:
     """Certificates from PEM files or PEM bytes (several per file allowed) or objects."""
+    _load_x509()
     out: list[x509.Certificate] = []
     for src in sources:
         if isinstance(src, x509.Certificate):
@@ -77,6 +99,7 @@ def load_certificates(sources: Iterable[Any]) -> list[x509.Certificate]:
 
 
 def as_list(x: Any) -> list[Any]:
+    _load_x509()
     if isinstance(x, str | bytes | os.PathLike | x509.Certificate):
         return [x]
     return list(x)
@@ -214,7 +237,8 @@ def _check_leaf(leaf: x509.Certificate, allow_ca_signer: bool) -> None:
         raise CertificateError(
             f"signing certificate {_name(leaf)} may not make signatures (key usage)"
         )
-    if eku is not None and ExtendedKeyUsageOID.CODE_SIGNING not in eku and _ANY_EKU not in eku:
+    if eku is not None and ExtendedKeyUsageOID.CODE_SIGNING not in eku and not any(
+            u.dotted_string == _ANY_EKU for u in eku):
         uses = ", ".join(getattr(o, "_name", None) or o.dotted_string for o in eku)
         raise CertificateError(
             f"signing certificate {_name(leaf)} is not for code signing: its extended key "
@@ -242,6 +266,7 @@ def verify_chain(chain_der: Sequence[bytes], trust: CertificateTrust) -> Certifi
 
     Raises :class:`CertificateError` when the chain does not verify.
     """
+    _load_x509()
     if not chain_der:
         raise CertificateError("bundle has no certificates")
     if len(chain_der) > MAX_CHAIN:
@@ -294,6 +319,7 @@ def verify_chain(chain_der: Sequence[bytes], trust: CertificateTrust) -> Certifi
 
 def identity_of(leaf: x509.Certificate, public_key: PublicKey, chain_length: int) -> CertificateIdentity:
     """What a verified leaf certificate says about its holder."""
+    _load_x509()
     return CertificateIdentity(
         subject=_name(leaf),
         issuer=leaf.issuer.rfc4514_string(),

@@ -29,14 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-
 from tensorfile._io.files import read_bounded
 from tensorfile.errors import (
     BundleError,
     CertificateError,
     KeyLoadError,
     SignatureError,
+    TrustedRootError,
     UnsupportedAlgorithmError,
 )
 from tensorfile.integrity._json import json_obj, loads_strict
@@ -88,31 +87,31 @@ def proto_field(doc: dict[str, Any], camel: str, snake: str, where: object) -> A
     JSON parsers accept both, and so do sigstore's and model-signing's). Both
     at once is ambiguous and refused, as protobuf refuses it."""
     if camel in doc and snake in doc:
-        raise KeyLoadError(f"{where}: both {camel!r} and {snake!r} are given (one field, two names)")
+        raise TrustedRootError(f"{where}: both {camel!r} and {snake!r} are given (one field, two names)")
     return doc.get(camel, doc.get(snake))
 
 
 def _trusted_root_json(path: str | os.PathLike[str]) -> bytes:
     """The ``trusted_root.json`` bytes at ``path`` (unwrapped from a client trust config)."""
-    data = read_bounded(path, MAX_TRUSTED_ROOT_BYTES, KeyLoadError, "trusted root")
+    data = read_bounded(path, MAX_TRUSTED_ROOT_BYTES, TrustedRootError, "trusted root")
     try:
         doc = json_obj(loads_strict(data, str(path)), "trusted root")
     except BundleError as e:
-        raise KeyLoadError(f"{path}: {e}") from None
+        raise TrustedRootError(f"{path}: {e}") from None
     kind = proto_field(doc, "mediaType", "media_type", path)
     if kind == CLIENT_TRUST_CONFIG_TYPE:
         inner = proto_field(doc, "trustedRoot", "trusted_root", path)
         if type(inner) is not dict:
-            raise KeyLoadError(f"{path}: a Sigstore trust config without a trustedRoot object")
+            raise TrustedRootError(f"{path}: a Sigstore trust config without a trustedRoot object")
         kind = proto_field(inner, "mediaType", "media_type", f"{path}: trustedRoot")
         if kind != TRUSTED_ROOT_TYPE:
-            raise KeyLoadError(
+            raise TrustedRootError(
                 f"{path}: its trustedRoot is not a Sigstore trusted root "
                 f"(mediaType {kind!r:.80}, expected {TRUSTED_ROOT_TYPE!r})"
             )
         return json.dumps(inner).encode()
     if kind != TRUSTED_ROOT_TYPE:
-        raise KeyLoadError(
+        raise TrustedRootError(
             f"{path}: not a Sigstore trusted root or trust config (mediaType {kind!r:.80}, "
             f"expected {TRUSTED_ROOT_TYPE!r} or {CLIENT_TRUST_CONFIG_TYPE!r})"
         )
@@ -145,12 +144,14 @@ def verify_keyless(data: bytes, where: str | os.PathLike[str], trust: SigstoreTr
         load_bundle_document(data)
     except BundleError as e:
         raise type(e)(f"{where}: {e}") from None
+    from cryptography import x509  # here: only keyless bundles need X.509 (start-up time)
+
     raw_root = _trusted_root_json(trust.trusted_root)
     try:
         root = TrustedRoot(TrustedRootMessage.from_json(raw_root))
         verifier = Verifier(trusted_root=root)
     except (ValueError, SigstoreError) as e:
-        raise KeyLoadError(f"{trust.trusted_root}: not a usable trusted root: {e}") from None
+        raise TrustedRootError(f"{trust.trusted_root}: not a usable trusted root: {e}") from None
     try:
         bundle = Bundle.from_json(data)
     except (InvalidBundle, ValueError, TypeError, KeyError) as e:

@@ -17,6 +17,7 @@ ECDSA signatures are DER-encoded, as model-signing writes them. Keys are PEM
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from dataclasses import dataclass
@@ -27,8 +28,8 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from tensorfile._io.files import read_bounded
-from tensorfile.errors import KeyLoadError, SignatureError
+from tensorfile._io.files import read_bounded, refuse_existing
+from tensorfile.errors import KeyLoadError, KeyPasswordError, OutputExistsError, SignatureError
 
 PublicKey: TypeAlias = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 PrivateKey: TypeAlias = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
@@ -79,6 +80,9 @@ def load_public_key(source: PathOrPem | PublicKey) -> PublicKey:
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, TypeError, UnsupportedAlgorithm) as e:
+        foreign = _foreign_format(data, private=False)
+        if foreign:
+            raise KeyLoadError(f"{_where(source)}{foreign}") from None
         hint = (
             " (this is a private key; pass the public key)" if b"PRIVATE KEY" in data
             else " (this is a certificate; pass it as the trusted root instead)"
@@ -101,15 +105,21 @@ def load_private_key(
         check_supported(source.public_key())
         return source
     data = read_pem(source, "private key")
+    foreign = _foreign_format(data, private=True)
+    if foreign:
+        raise KeyLoadError(f"{_where(source)}{foreign}")
     pw = password.encode("utf-8") if isinstance(password, str) else password
+    encrypted = is_encrypted_pem(data)
+    if encrypted and pw is None:
+        raise KeyPasswordError(f"{_where(source)}the private key is encrypted and no password was given")
     try:
-        key = serialization.load_pem_private_key(data, pw)
-    except TypeError as e:  # password given for a plain key, or missing for an encrypted one
+        key = serialization.load_pem_private_key(data, pw if encrypted else None)
+    except TypeError as e:
         raise KeyLoadError(f"{_where(source)}{e}") from None
     except (ValueError, UnsupportedAlgorithm) as e:
-        raise KeyLoadError(
-            f"{_where(source)}not a PEM private key, or the password is wrong: {e}"
-        ) from None
+        if encrypted:
+            raise KeyPasswordError(f"{_where(source)}wrong password for the encrypted private key") from None
+        raise KeyLoadError(f"{_where(source)}not a PEM private key: {e}") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
         raise KeyLoadError(
             f"{_where(source)}{type(key).__name__} keys are not supported "
@@ -117,6 +127,32 @@ def load_private_key(
         )
     check_supported(key.public_key())
     return key
+
+
+def is_encrypted_pem(data: bytes) -> bool:
+    """Whether PEM ``data`` holds an encrypted private key (PKCS#8 or traditional)."""
+    return b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in data or b"Proc-Type: 4,ENCRYPTED" in data
+
+
+def _foreign_format(data: bytes, *, private: bool) -> str | None:
+    """What a key file in a format tensorfile does not read is, and how to
+    convert it; ``None`` for PEM of the right kind (or anything unrecognised)."""
+    head = data.lstrip()[:64]
+    if head.startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----"):
+        return ("an OpenSSH private key (ssh-keygen's own format), not PEM: convert a copy "
+                "with `ssh-keygen -p -m PKCS8 -f COPY` (it rewrites COPY in place), or make "
+                "a new pair with `tensorfile keygen`")
+    if head.startswith((b"ssh-ed25519 ", b"ecdsa-sha2-nistp", b"ssh-rsa ")):
+        return ("an OpenSSH public key line, not PEM: convert it with "
+                "`ssh-keygen -e -m PKCS8 -f KEY.pub > key.pem.pub`")
+    if head[:1] == b"\x30" and b"-----BEGIN" not in data:
+        return ("a binary (DER) file, such as a PKCS#12 bundle (.p12/.pfx), not PEM: "
+                "extract the key with `openssl pkcs12 -in FILE -nocerts -nodes -out key.pem`"
+                + (" (and its public key with `openssl pkey -in key.pem -pubout`)" if not private else ""))
+    if private and b"PRIVATE KEY-----" not in data and b"PUBLIC KEY-----" in data:
+        return ("a public key: signing needs the private key (the file without .pub, "
+                "from `tensorfile keygen`)")
+    return None
 
 
 def _where(source: object) -> str:
@@ -214,8 +250,15 @@ def generate_key(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
     )
     pub = key.public_key()
+    if not overwrite:  # both checked first: never half a pair beside someone's file
+        refuse_existing(priv_path)
+        refuse_existing(pub_path)
     _write_new(priv_path, priv_pem, 0o600, overwrite)
-    _write_new(pub_path, public_pem(pub), 0o644, overwrite)
+    try:
+        _write_new(pub_path, public_pem(pub), 0o644, overwrite)
+    except BaseException:
+        os.unlink(priv_path)  # written just now: no private key without its public half
+        raise
     return KeyPair(priv_path, pub_path, key_algorithm(pub), key_hint(pub))
 
 
@@ -224,9 +267,9 @@ def _write_new(path: Path, data: bytes, mode: int, overwrite: bool) -> None:
     try:
         fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0), mode)
     except FileExistsError:
-        raise KeyLoadError(f"{path}: already exists (pass overwrite to replace it)") from None
-    except OSError as e:
-        raise KeyLoadError(f"{path}: cannot write key: {e.strerror}") from None
+        raise OutputExistsError(errno.EEXIST, "already exists; nothing was written", str(path)) from None
+    # Any other OSError (a full or read-only disk) propagates as itself: it is
+    # about where the key goes, not about a key.
     with os.fdopen(fd, "wb") as f:
         os.fchmod(fd, mode)  # O_CREAT's mode is masked by umask; an existing file keeps its own
         f.write(data)

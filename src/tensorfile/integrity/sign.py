@@ -12,6 +12,8 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 
 from tensorfile._io.atomic import looks_like_temp_file
+from tensorfile._io.files import refuse_existing
+from tensorfile._weights import refuse_empty
 from tensorfile.errors import KeyLoadError, ModelPathError, SignatureError
 from tensorfile.integrity.bundle import DEFAULT_SIGNATURE_NAME, Bundle, pae, write_bundle
 from tensorfile.integrity.hashing import (
@@ -129,6 +131,7 @@ def sign(
     file_algorithm: str = DEFAULT_FILE_ALGORITHM,
     workers: int | None = None,
     progress: ProgressCallback | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Sign the model at ``model`` (file or folder); return the signature path.
 
@@ -142,17 +145,26 @@ def sign(
     CLI cannot sign it). ``ignore_paths`` (relative to the model folder) and,
     unless ``ignore_git_paths`` is false, the git files are left out and
     recorded as left out (:func:`~tensorfile.integrity.hash_model`). The key is loaded (and the password checked) before any
-    hashing starts.
+    hashing starts. An existing file at the signature path (another signer's
+    ``model.sig``, or a ``config.json`` named by mistake) is refused with
+    :class:`~tensorfile.errors.OutputExistsError` unless ``overwrite``.
     """
     # The key is loaded (and the password or PIN checked) before any hashing.
     signer = as_signer(key, password, certificate_chain)
     sig_path = Path(signature) if signature is not None else default_signature_path(model)
+    if not overwrite:
+        refuse_existing(sig_path)
     options = HashOptions(
         ignore_paths=tuple(ignore_paths), ignore_git_paths=ignore_git_paths,
         allow_symlinks=allow_symlinks, tensors=tensors, tensor_algorithm=tensor_algorithm,
         file_algorithm=file_algorithm, workers=workers,
     )
+    single = not os.path.isdir(model)
+    if single and os.path.isfile(model):  # before hashing: a 0-byte .safetensors does not parse
+        refuse_empty(model, [("", os.path.getsize(model), True)], single=True, doing="sign")
     manifest = hash_model(model, options, signature=sig_path, progress=progress)
+    refuse_empty(model, ((f.name, f.size or 0, f.safetensors is not None) for f in manifest.files),
+                 single=single, doing="sign")
     check_no_leftovers(model, manifest)
     bundle = sign_manifest(manifest, signer)
     return write_bundle(sig_path, bundle)

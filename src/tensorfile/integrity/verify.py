@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 from tensorfile._io.headers import read_path_header
+from tensorfile._weights import refuse_empty
 from tensorfile.errors import (
     DigestMismatchError,
     FormatError,
     KeyLoadError,
     ManifestError,
     MissingFileError,
+    NotSignedError,
     SignatureError,
     UnexpectedFileError,
 )
@@ -30,6 +32,7 @@ from tensorfile.integrity.certs import CertificateIdentity, CertificateTrust, ve
 from tensorfile.integrity.hashing import (
     DEFAULT_IGNORED,
     DEFAULT_TENSOR_ALGORITHM,
+    SINGLE_FILE_NAME,
     FileDigest,
     HashOptions,
     ModelFile,
@@ -206,6 +209,9 @@ class VerificationReport:
     ignored_by_verifier: tuple[str, ...] = field(default_factory=tuple)
     #: Of both, those that exist in the model folder: present, not checked.
     ignored_present: tuple[str, ...] = field(default_factory=tuple)
+    #: For one file of a model signed as a folder: that folder (the other
+    #: files were not checked); None otherwise.
+    part_of: str | None = None
 
     @property
     def verified(self) -> bool:
@@ -235,6 +241,7 @@ class VerificationReport:
             "ignored_by_signature": list(self.ignored_by_signature),
             "ignored_by_verifier": list(self.ignored_by_verifier),
             "ignored_present": list(self.ignored_present),
+            "part_of": self.part_of,
         }
 
 
@@ -285,10 +292,25 @@ def verify(
     manifest, signer = verify_signature_file(read_bundle_bytes(sig_path), sig_path, trust)
     return check_model(
         root, manifest, signer, str(sig_path), sig_path=sig_path,
+        member=_member(root, manifest, sig_path),
         allow_extra_files=allow_extra_files, allow_symlinks=allow_symlinks,
         ignore_paths=ignore_paths, ignore_git_paths=ignore_git_paths, deep=deep,
         workers=workers, progress=progress,
     )
+
+
+def _member(root: Path, manifest: Manifest, sig_path: Path) -> str | None:
+    """The name of the file ``root`` in a folder's signature, when ``root`` is one
+    file of a model signed as a folder (a shard next to ``model.sig``), as
+    verify-on-load checks it; None when ``root`` is the signed model itself."""
+    if SINGLE_FILE_NAME in manifest.by_name or not root.is_file():
+        return None
+    rel = relative_inside(root, sig_path.parent)
+    if rel is None or rel not in manifest.by_name:
+        raise NotSignedError(
+            f"{root}: {sig_path} signs the folder {sig_path.parent} "
+            f"({len(manifest.files)} files), and this file is not one of them")
+    return rel
 
 
 def check_model(
@@ -298,6 +320,7 @@ def check_model(
     source: str,
     *,
     sig_path: Path | None = None,
+    member: str | None = None,
     allow_extra_files: bool = False,
     allow_symlinks: bool = False,
     ignore_paths: Iterable[str] = (),
@@ -309,7 +332,8 @@ def check_model(
     """Check the model at ``root`` against a trusted ``manifest`` (from a
     verified signature, or pins): every signed file present and every byte
     matching. ``source`` names where the manifest came from in the report;
-    ``sig_path`` is left out of the folder's listing."""
+    ``sig_path`` is left out of the folder's listing. ``member``: ``root`` is
+    the file of that name in the signed folder, checked alone."""
     # Pins are checked like a signed manifest; messages say which one it is.
     signed_word, cover = ("pinned", "pins") if signer.kind == "pins" else ("signed", "signature")
     by_signature = set(manifest.serialization.ignore_paths)
@@ -326,10 +350,22 @@ def check_model(
     }
     by_verifier = {p for p in asked - by_signature if not holds_signed(p)}
     ignored = by_signature | by_verifier
-    present = {f.name: f for f in list_model_files(
-        root, ignore_paths=ignored, allow_symlinks=allow_symlinks
-    )}
-    missing = [n for n in manifest.by_name if n not in present]
+    if member is not None:
+        (file,) = list_model_files(root, allow_symlinks=allow_symlinks)
+        present = {member: ModelFile(member, file.path, file.size)}
+        names = [member]
+    else:
+        present = {f.name: f for f in list_model_files(
+            root, ignore_paths=ignored, allow_symlinks=allow_symlinks
+        )}
+        names = [f.name for f in manifest.files]
+    # What was signed decides (a signed model whose files are gone is "missing",
+    # below); a size the signature does not record is the file's.
+    refuse_empty(root, ((n, _signed_size(manifest.by_name[n], present.get(n)),
+                         manifest.by_name[n].safetensors is not None) for n in names),
+                 single=member is not None or SINGLE_FILE_NAME in manifest.by_name,
+                 doing="verify")
+    missing = [n for n in names if n not in present]
     extra = sorted(n for n in present if n not in manifest.by_name)
     if missing:
         also = f"; unsigned files present: {_names(extra)} (renamed?)" if extra else ""
@@ -339,7 +375,7 @@ def check_model(
             f"{root}: files not covered by the {cover}: {_names(extra)} "
             "(allow_extra_files ignores them)"
         )
-    to_check = [present[f.name] for f in manifest.files]
+    to_check = [present[n] for n in names]
     signed = [manifest.by_name[mf.name] for mf in to_check]
     # A known size (pins may give one) that differs fails before any hashing.
     resized = [f"{mf.name!r} (size {mf.size:,} bytes, {signed_word} {s.size:,})"
@@ -407,7 +443,7 @@ def check_model(
         root_digest=manifest.root_digest,
         serialization=manifest.serialization.to_dict(),
         signer=signer,
-        files=tuple(f.name for f in manifest.files),
+        files=tuple(names),
         bytes_hashed=sum(c.size * ((c.digest is not None) + (c.safetensors is not None))
                          for c in contents),
         tensors=tensors,
@@ -421,7 +457,14 @@ def check_model(
         ignored_present=tuple(sorted(
             p for p in ignored if root.is_dir() and os.path.lexists(root / p)
         )),
+        part_of=None if member is None or sig_path is None else str(sig_path.parent),
     )
+
+
+def _signed_size(signed: FileDigest, present: ModelFile | None) -> int:
+    if signed.size is not None:
+        return signed.size
+    return present.size if present is not None else -1  # unknown and gone: not "empty"
 
 
 def _same_parts(signed: SafetensorsDigests, computed: SafetensorsDigests) -> bool:

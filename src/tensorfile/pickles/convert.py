@@ -68,7 +68,10 @@ under it).
 
 from __future__ import annotations
 
+import errno
 import mmap
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,7 +82,10 @@ from tensorfile._io.writer import KERNEL_COPY, FileSpan, save_stream
 from tensorfile._progress import Progress, ProgressCallback
 from tensorfile.errors import (
     ConversionError,
+    InputNotFoundError,
     MalformedCheckpointError,
+    NotAPickleError,
+    OutputExistsError,
     SerializationError,
     UnsupportedCheckpointError,
 )
@@ -121,7 +127,8 @@ class ConversionReport:
     allowlist, ``not_listed`` counting those past the first 10,000; ``files``
     (folders) what was done with each top-level file. ``source_sha256`` is the
     digest of every source file read; ``outputs`` every file written (shards,
-    then the index).
+    then the index); ``replaced`` every file that existed before and was
+    replaced or removed (only with ``overwrite``), the signature included.
     """
 
     source: str
@@ -140,6 +147,7 @@ class ConversionReport:
     not_performed: list[dict[str, object]] = field(default_factory=list)
     not_listed: int = 0
     files: list[FileAction] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (what ``tensorfile convert --json`` prints)."""
@@ -160,6 +168,7 @@ class ConversionReport:
             "source_sha256": dict(self.source_sha256),
             "bytes_written": self.bytes_written,
             "signature": self.signature,
+            "replaced": list(self.replaced),
         }
 # ---------------------------------------------------------------------------
 # Writing
@@ -260,11 +269,8 @@ def _report(report: ConversionReport, plans: list[Plan], outputs: list[Path],
         report.source_sha256[str(src.path)] = src.sha256()
 
 
-def _convert_file(src: Path, dst: Path | None, mode: Mode,
+def _convert_file(src: Path, out: Path, mode: Mode,
                   progress: ProgressCallback | None) -> ConversionReport:
-    out = dst if dst is not None else _default_output(src)
-    if out.is_dir():
-        out = out / _default_output(src).name
     if out.resolve() == src.resolve():
         raise ConversionError(f"{src}: the output would overwrite the source")
     ck = load_checkpoint(src, mode)
@@ -333,6 +339,56 @@ def _convert_folder(src: Path, dst: Path | None, mode: Mode,
     return report, converted
 
 
+def _is_folder(dst: PathLike) -> bool:
+    """A destination is a folder when it is one, or is spelt as one (``out/``)."""
+    text = os.fspath(dst)
+    return text.endswith(("/", os.sep)) or Path(text).is_dir()
+
+
+def _file_output(src: Path, dst: PathLike | None) -> Path:
+    """Where converting the file ``src`` writes (``dst`` a folder: the default name in it)."""
+    if dst is None:
+        return _default_output(src)
+    return Path(dst) / _default_output(src).name if _is_folder(dst) else Path(dst)
+
+
+#: What a folder conversion may write or remove in its output folder (as the
+#: sharded writer names and sweeps them): ``model.safetensors``, its index, shards.
+_FOLDER_OUTPUT = re.compile(r"model(-\d{5,}-of-\d{5,})?\.safetensors(\.index\.json)?")
+
+
+def _existing_outputs(source: Path, target: PathLike | None, signature: Path | None) -> list[Path]:
+    """The files a conversion of ``source`` to ``target`` would replace or remove."""
+    if source.is_dir():
+        out = Path(target) if target is not None else source
+        found = sorted(p for p in out.iterdir() if _FOLDER_OUTPUT.fullmatch(p.name)) \
+            if out.is_dir() else []
+    else:
+        out_file = _file_output(source, target)
+        if out_file.resolve() == source.resolve():
+            raise ConversionError(f"{source}: the output would overwrite the source")
+        found = [out_file] if os.path.lexists(out_file) else []
+    if signature is not None and os.path.lexists(signature):
+        found.append(signature)
+    return found
+
+
+def _check_sources(source: Path) -> None:
+    """Refuse, before anything is read, a missing source or a file that is
+    already safetensors (saying so, rather than what the unpickler trips on)."""
+    if not os.path.lexists(source):
+        raise InputNotFoundError(errno.ENOENT, "no such file or folder", str(source))
+    if source.is_dir() or not source.exists():
+        return
+    from tensorfile.pickles._safetensors import check_safetensors
+
+    if check_safetensors(source, named=False) == "":
+        raise NotAPickleError(
+            f"{source}: already a safetensors file (whatever its name says), not a pickle: "
+            "there is nothing to convert; load it as it is, or rename it to .safetensors"
+        )
+
+
 def convert(
     src: PathLike,
     dst: PathLike | None = None,
@@ -342,6 +398,7 @@ def convert(
     sign: Any = None,
     password: str | bytes | None = None,
     progress: ProgressCallback | None = None,
+    overwrite: bool = False,
 ) -> ConversionReport:
     """Convert a torch checkpoint file or Hugging Face folder to safetensors, never running it.
 
@@ -362,32 +419,56 @@ def convert(
     PEM bytes or key object, see :func:`tensorfile.integrity.sign`) to sign the
     result with; ``progress(done, total)`` is called as tensor bytes are written.
 
+    A ``dst`` that is a folder, or ends with ``/``, is a folder: the output
+    goes inside it. Nothing that exists is replaced or removed unless
+    ``overwrite``: an existing output file (for a folder, a ``model.safetensors``,
+    its index or shards there) or signature raises
+    :class:`~tensorfile.errors.OutputExistsError` before anything is read;
+    with ``overwrite``, ``report.replaced`` lists each. The signing key (and
+    its password) is loaded before the conversion starts.
+
     Raises :class:`~tensorfile.errors.UnsafePickleError` when any pickle in the
     input is not provably safe (beyond what ``key`` and ``salvage_tensors`` allow), :class:`~tensorfile.errors.MalformedCheckpointError`
     or :class:`~tensorfile.errors.UnsupportedCheckpointError` when it cannot be
-    converted; in every such case nothing is written.
+    converted, :class:`~tensorfile.errors.InputNotFoundError` when ``src`` does
+    not exist; in every such case nothing is written.
     """
     source = Path(src)
     target = Path(dst) if dst is not None else None
     mode = Mode(key, salvage_tensors)
+    _check_sources(source)
+    signing_key, signature = None, None
+    if sign is not None:
+        # Loaded (password checked) first: a bad key must not cost a conversion.
+        # Lazy for cost: cryptography and the integrity package load only here.
+        from tensorfile.integrity.bundle import DEFAULT_SIGNATURE_NAME
+        from tensorfile.integrity.keys import load_private_key
+
+        signing_key = load_private_key(sign, password)
+        # Where sign's default puts it: in the output folder, or beside the file.
+        folder = (target if target is not None else source) if source.is_dir() \
+            else _file_output(source, dst).parent
+        signature = folder / DEFAULT_SIGNATURE_NAME
+    existing = _existing_outputs(source, dst, signature)
+    if existing and not overwrite:
+        also = f" (as do {', '.join(str(p) for p in existing[1:])})" if existing[1:] else ""
+        raise OutputExistsError(errno.EEXIST, f"already exists{also}; nothing was written",
+                                str(existing[0]))
     if source.is_dir():
         report, converted = _convert_folder(source, target, mode, progress)
         model = target if target is not None else source
         ignore = converted if model.resolve() == source.resolve() else []
     elif source.is_file():
-        report = _convert_file(source, target, mode, progress)
+        report = _convert_file(source, _file_output(source, dst), mode, progress)
         model, ignore = Path(report.outputs[0]), []
-    elif source.exists():
-        raise MalformedCheckpointError(f"{source}: not a regular file or folder (FIFO, socket or device)")
     else:
-        raise MalformedCheckpointError(f"{source}: no such file or folder")
-    if sign is not None:
-        # Lazy for cost: signing loads cryptography and the whole integrity
-        # package, which a conversion without ``sign`` never needs.
+        raise MalformedCheckpointError(f"{source}: not a regular file or folder (FIFO, socket or device)")
+    if signing_key is not None:
         from tensorfile.integrity import sign as sign_model
 
-        report.signature = str(sign_model(model, sign, password=password,
-                                          ignore_paths=ignore))
+        report.signature = str(sign_model(model, signing_key, ignore_paths=ignore,
+                                          overwrite=overwrite))
+    report.replaced = [str(p) for p in existing]
     return report
 
 

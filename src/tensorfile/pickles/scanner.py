@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from tensorfile._io.files import PathLike
+from tensorfile._weights import is_weights_name
 from tensorfile.pickles._safetensors import check_safetensors
 from tensorfile.pickles.containers import ScanLimits, scan_file
 from tensorfile.pickles.report import FileReport, ScanReport, Skipped, Verdict
@@ -44,14 +45,41 @@ def scan(paths: PathLike | Iterable[PathLike], *, limits: ScanLimits | None = No
         paths = [paths]
     report = ScanReport()
     for path in paths:
+        first = len(report.files)
         for item in _walk(Path(path), follow_symlinks):
             if isinstance(item, Path):
-                report.files.append(scan_one(item, limits))
+                named = item == Path(path)
+                report.files.append(_empty(item, named) or scan_one(item, limits))
             elif isinstance(item, Skipped):
                 report.skipped.append(item)
             else:
                 report.files.append(item)
+        found = report.files[first:]
+        if found and os.path.isdir(path) and not any(
+                f.format != "not-pickle" or is_weights_name(f.path) for f in found):
+            # Configs and text only: the weights are missing (a failed or
+            # partial download, or the wrong folder), which is not "safe".
+            report.files.append(FileReport(
+                str(path), "folder", Verdict.ERROR,
+                error=f"no model files: {len(found)} file(s), none a pickle checkpoint, a "
+                "safetensors file or named like weights (a partial download, or the wrong "
+                "folder?)"))
     return report
+
+
+def _empty(path: Path, named: bool) -> FileReport | None:
+    """The report of a 0-byte file named on the command line or named like
+    weights (an interrupted download passes for nothing), else None.
+    Other empty files in a folder (``__init__.py``) are ``not-pickle``."""
+    try:
+        if os.stat(path).st_size != 0:
+            return None
+    except OSError:
+        return None  # scan_one reports it
+    if not named and not is_weights_name(path.name):
+        return None
+    return FileReport(str(path), "empty", Verdict.ERROR,
+                      error="empty file (0 bytes): nothing to scan (an interrupted download?)")
 
 
 def scan_one(path: Path, limits: ScanLimits | None = None) -> FileReport:
