@@ -101,7 +101,7 @@ def inspect(out: Output, result: dict[str, Any]) -> None:
 def hash_manifest(out: Output, result: dict[str, Any]) -> None:
     files = result["files"]
     algorithm = result["serialization"]["hash_type"]
-    out.line(f"{result['model_name']}: {plural(len(files), 'file')}")
+    out.line(f"{result['model_name']}: {plural(len(files), 'file')} ({algorithm})")
     rows = [(f["name"], "" if f.get("size") is None else f"{f['size']:,}", f[algorithm],
              "" if f.get("tensors") is None else f"{len(f['tensors']):,}") for f in files]
     widths = [max([len(r[i]) for r in rows] + [len(h)])

@@ -1,9 +1,12 @@
 """What counts as a model's weights, and the refusal of a model that has none.
 
 An empty file, an empty folder, or a folder of configs without weights is
-what an interrupted download or a wrong path looks like. ``scan``, ``sign``
-and ``verify`` all refuse to call such a model safe, signed or verified
-(issue 21, "empty is not safe"); they share these names and this rule.
+what an interrupted download or a wrong path looks like (issue 21, "empty
+is not safe"). ``scan`` refuses to call a folder without weights safe (by
+these names). ``sign`` and ``verify`` refuse only a model with no content at
+all (no file, or only 0-byte files): a publisher may sign any files, and
+model-signing's own signed test models are two small files named
+``signme-1`` and ``signme-2``, which must verify.
 """
 
 from __future__ import annotations
@@ -28,25 +31,21 @@ def is_weights_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in WEIGHTS_SUFFIXES
 
 
-def refuse_empty(model: object, files: Iterable[tuple[str, int, bool]], *, single: bool,
-                 doing: str) -> None:
-    """Raise :class:`EmptyModelError` when there is no model to ``doing`` ("sign").
+def refuse_empty(model: object, sizes: Iterable[int], *, single: bool, doing: str) -> None:
+    """Raise :class:`EmptyModelError` when there is nothing to ``doing`` ("sign").
 
-    ``files``: ``(name, size, is_weights)`` per file of the model, where
-    ``is_weights`` is what the caller knows of its content (a parsed
-    safetensors header); ``single``: ``model`` is one file, which is then
-    the model whatever its name (refused only when it is 0 bytes).
+    ``sizes``: the size of each file of the model; ``single``: ``model`` is
+    one file, refused only when it is 0 bytes (whatever its name).
     """
-    listed = list(files)
+    listed = list(sizes)
     if single:
-        if listed and listed[0][1] == 0:
+        if listed and listed[0] == 0:
             raise EmptyModelError(f"{model}: an empty file (0 bytes): nothing to {doing} "
                                   "(an interrupted download?)")
         return
     if not listed:
         raise EmptyModelError(f"{model}: an empty folder: nothing to {doing}")
-    if not any(size != 0 and (known or is_weights_name(name)) for name, size, known in listed):
+    if not any(listed):
         raise EmptyModelError(
-            f"{model}: no model files: {len(listed)} file(s), none with weights "
-            f"(.safetensors, .bin, .pt, ... or a non-empty safetensors file): nothing to "
-            f"{doing} (a partial download, or the wrong folder?)")
+            f"{model}: no model files: {len(listed)} file(s), all of them empty (0 bytes): "
+            f"nothing to {doing} (a partial download, or the wrong folder?)")

@@ -46,8 +46,14 @@ def script_command() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "tensorfile_cli"]
 
 
+#: Inherited settings that would make a pipe look like a terminal: pytest-xdist
+#: exports COLUMNS=80 to its workers, and the CLI wraps text to COLUMNS.
+#: A test that wants them passes them in ``env``.
+_TERMINAL_ENV = ("NO_COLOR", "FORCE_COLOR", "COLUMNS", "LINES")
+
+
 def run_process(args: list[str], env: Mapping[str, str] | None = None) -> Run:
-    full_env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
+    full_env = {k: v for k, v in os.environ.items() if k not in _TERMINAL_ENV}
     full_env.update(env or {})
     p = subprocess.run(
         [*script_command(), *args],
@@ -65,7 +71,8 @@ def run_runner(args: list[str], env: Mapping[str, str] | None = None) -> Run:
 
     from tensorfile_cli.main import app
 
-    r = CliRunner().invoke(app, args, env=dict(env or {}), prog_name="tensorfile")
+    unset: dict[str, str | None] = dict.fromkeys(_TERMINAL_ENV[2:])
+    r = CliRunner().invoke(app, args, env={**unset, **(env or {})}, prog_name="tensorfile")
     if r.exception is not None and not isinstance(r.exception, SystemExit):
         raise r.exception
     return Run(r.exit_code, r.stdout, r.stderr)

@@ -197,7 +197,7 @@ def test_shell_completion(shell: Any) -> None:
     options = shell(
         [], env={"_TENSORFILE_COMPLETE": "complete_bash", "COMP_WORDS": "tensorfile verify --al", "COMP_CWORD": "2"}
     )
-    assert set(options.stdout.split()) == {"--allow-extra-files", "--allow-symlinks"}
+    assert set(options.stdout.split()) == {"--allow-ca-signer", "--allow-extra-files", "--allow-symlinks"}
 
 
 @pytest.mark.parametrize(

@@ -235,8 +235,10 @@ def test_closed_stdout_exits_1_quietly_as_typer_does(tmp_path: Path) -> None:
     many.write_bytes(b"\x80\x02" + b"".join(b"cfoo\nbar%d\n0" % i for i in range(1500)) + b"N.")
     results = []
     for prefix in (FAST, TYPER):
+        # Into a pipe (no COLUMNS, which pytest-xdist exports): one line per file.
+        env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
         p = subprocess.Popen([*prefix, "scan", str(many)], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)
         assert p.stdout is not None and p.stderr is not None
         first = p.stdout.readline()
         p.stdout.close()

@@ -161,10 +161,9 @@ def sign(
     )
     single = not os.path.isdir(model)
     if single and os.path.isfile(model):  # before hashing: a 0-byte .safetensors does not parse
-        refuse_empty(model, [("", os.path.getsize(model), True)], single=True, doing="sign")
+        refuse_empty(model, [os.path.getsize(model)], single=True, doing="sign")
     manifest = hash_model(model, options, signature=sig_path, progress=progress)
-    refuse_empty(model, ((f.name, f.size or 0, f.safetensors is not None) for f in manifest.files),
-                 single=single, doing="sign")
+    refuse_empty(model, (f.size or 0 for f in manifest.files), single=single, doing="sign")
     check_no_leftovers(model, manifest)
     bundle = sign_manifest(manifest, signer)
     return write_bundle(sig_path, bundle)

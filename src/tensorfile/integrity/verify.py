@@ -361,8 +361,7 @@ def check_model(
         names = [f.name for f in manifest.files]
     # What was signed decides (a signed model whose files are gone is "missing",
     # below); a size the signature does not record is the file's.
-    refuse_empty(root, ((n, _signed_size(manifest.by_name[n], present.get(n)),
-                         manifest.by_name[n].safetensors is not None) for n in names),
+    refuse_empty(root, (_signed_size(manifest.by_name[n], present.get(n)) for n in names),
                  single=member is not None or SINGLE_FILE_NAME in manifest.by_name,
                  doing="verify")
     missing = [n for n in names if n not in present]
