@@ -1,20 +1,29 @@
 """Atomic file replacement: temporary file in the same folder, fsync, rename.
 
 Every tensorfile command that writes a file (save, convert, sign) goes through
-:func:`atomic_write`, so a crash or an exception at any moment leaves the
-destination either untouched or complete, and never a stray temporary file
-when Python gets to run its cleanup.
+:func:`atomic_write` (or :class:`TempFile`, for a sharded save's shards), so a
+crash or an exception at any moment leaves the destination either untouched
+or complete, and never a stray temporary file when Python gets to run its
+cleanup. A process killed outright (SIGKILL, a signal with no handler) leaves
+its temporary file; every temporary file has one name pattern
+(:func:`looks_like_temp_file`) and is locked while its writer lives, so the
+next write into the folder removes the dead ones (:func:`sweep_temp_files`)
+and hashing leaves them out.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
+import secrets
+import shutil
 import stat
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -58,22 +67,6 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def _temp_prefix(dest: Path) -> str:
-    return f".{dest.name}."
-
-
-_TEMP_SUFFIX = ".tmp"
-#: mkstemp's random part: 8 characters of [a-z0-9_].
-_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
-
-
-def looks_like_temp_file(name: str) -> bool:
-    """Whether ``name`` (a file name, no folder) has the form of
-    :func:`atomic_write`'s temporary files: what a writer killed before its
-    rename leaves behind."""
-    return bool(_TEMP_NAME.match(name))
 
 
 def _sync_file_range() -> Callable[[int, int, int], None] | None:
@@ -132,31 +125,239 @@ class WriteBehindFile(io.FileIO):
             self._flushed = self._written
 
 
+# -- temporary files: the one naming pattern, a lock while alive, the sweep ---------
+
+TEMP_SUFFIX = ".tmp"
+#: Every temporary file tensorfile writes (a saved file, a shard, a signature,
+#: a copied config) is ``.{final name}.{8 characters of [a-z0-9_]}.tmp`` in
+#: the destination's folder: mkstemp's random part, or :func:`_random_part`'s.
+#: This one pattern is what the sweep removes and what hashing leaves out.
+_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$", re.DOTALL)
+#: Index files (``*.safetensors.index.json`` and the like) may name temporary
+#: files: a sharded save switches to its new shards by an index naming them
+#: under their temporary names first (see tensorfile.sharded._switch).
+_INDEX_SUFFIX = ".index.json"
+#: Index files bigger than this are not read by the sweep (their temporary
+#: files are then kept: the sweep errs on the side of keeping).
+_INDEX_READ_LIMIT = 100_000_000
+
+
+def looks_like_temp_file(name: str) -> bool:
+    """Whether ``name`` (a file name, no folder) has the form of tensorfile's
+    temporary files: what a writer killed before its rename leaves behind."""
+    return bool(_TEMP_NAME.match(name))
+
+
+def _random_part() -> str:
+    return secrets.token_hex(4)  # 8 characters of [0-9a-f], inside the pattern
+
+
+if sys.platform != "win32":
+    import fcntl
+
+    def _flock(fd: int, *, wait: bool) -> bool | None:
+        """Lock ``fd`` exclusively: True when locked, False when another open
+        file holds the lock (only without ``wait``), None when this file
+        system cannot lock (then nothing is ever swept from it)."""
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        except OSError:
+            return None
+        return True
+else:  # pragma: no cover - Windows has no flock: temporary files are never swept there
+
+    def _flock(fd: int, *, wait: bool) -> bool | None:
+        return None
+
+
+class TempFile:
+    """A temporary file beside ``dest``, locked for as long as this process has it open.
+
+    The lock (``flock``, released by the kernel when the process dies, however
+    it dies) is how :func:`sweep_temp_files` tells a live writer's file from
+    the leftover of a killed one: it removes only files it can lock.
+    """
+
+    def __init__(self, dest: Path, *, durable: bool) -> None:
+        self.dest = dest
+        self.folder = dest.parent if str(dest.parent) else Path(".")
+        self.mode = _final_mode(dest)
+        self.durable = durable
+        while True:
+            fd, name = tempfile.mkstemp(dir=self.folder, prefix=f".{dest.name}.", suffix=TEMP_SUFFIX)
+            # A sweep may have locked and removed the file between mkstemp and
+            # this lock (it was not locked yet): then make another.
+            if _flock(fd, wait=True) is not True or os.fstat(fd).st_nlink > 0:
+                break
+            os.close(fd)
+        self.path = Path(name)
+        self.file: BinaryIO = (WriteBehindFile(fd) if durable  # type: ignore[assignment]
+                               else io.FileIO(fd, "wb", closefd=True))
+
+    def sync(self) -> None:
+        """Flush the data to the disk (the size included: fdatasync is enough)."""
+        getattr(os, "fdatasync", os.fsync)(self.file.fileno())
+
+    def commit(self, dest: Path | None = None) -> None:
+        """Give the file its final mode and rename it to ``dest`` (its
+        destination by default), then close it."""
+        os.fchmod(self.file.fileno(), self.mode)
+        if sys.platform == "win32":  # pragma: no cover - an open file cannot be renamed there
+            self.file.close()
+        os.replace(self.path, dest if dest is not None else self.dest)
+        self.file.close()  # after the rename: unlocked, it could be swept
+
+    def link_as(self, dest: Path) -> None:
+        """Make ``dest`` name this file's bytes too, replacing ``dest`` atomically;
+        this file keeps its name. A hard link where the file system has them,
+        otherwise a copy (synced when durable)."""
+        while True:
+            tmp = dest.with_name(f".{dest.name}.{_random_part()}{TEMP_SUFFIX}")
+            try:
+                os.link(self.path, tmp)
+            except FileExistsError:
+                continue
+            except OSError:
+                break  # no hard links here (FAT, some FUSE and network file systems)
+            os.chmod(tmp, self.mode)
+            try:
+                os.replace(tmp, dest)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                raise
+            return
+        copy = TempFile(dest, durable=self.durable)
+        try:
+            shutil.copyfile(self.path, copy.path)
+            if self.durable:
+                copy.sync()
+            copy.commit()
+        except BaseException:
+            copy.discard()
+            raise
+
+    def discard(self) -> None:
+        """Remove the file and close it (what every failure does)."""
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+        with contextlib.suppress(OSError):
+            self.file.close()
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make the folder's entries (a rename, a new file) durable."""
+    _fsync_dir(folder)
+
+
+def _named_by_indexes(folder: Path, names: list[str]) -> set[str]:
+    """Those of ``names`` that an index file in ``folder`` mentions."""
+    named: set[str] = set()
+    try:
+        indexes = [e for e in os.scandir(folder)
+                   if e.name.endswith(_INDEX_SUFFIX) and e.is_file(follow_symlinks=False)]
+    except OSError:
+        return set(names)
+    for entry in indexes:
+        try:
+            if entry.stat(follow_symlinks=False).st_size > _INDEX_READ_LIMIT:
+                return set(names)
+            data = Path(entry.path).read_bytes()
+        except OSError:
+            return set(names)
+        named.update(n for n in names
+                     if n.encode("utf-8", "surrogateescape") in data or json.dumps(n).encode() in data)
+    return named
+
+
+def _remove_if_dead(path: Path) -> bool:
+    """Remove ``path`` if no process holds it open locked (its writer is gone)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or _flock(fd, wait=False) is not True:
+            return False
+        now = os.lstat(path)
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            return False
+        path.unlink()
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def sweep_temp_files(folder: str | os.PathLike[str]) -> list[str]:
+    """Remove the temporary files that killed tensorfile writers left in ``folder``.
+
+    A file is removed only if its name has the temporary pattern
+    (:func:`looks_like_temp_file`), no live process holds it (its writer's
+    lock is gone), and no index file in the folder names it (the switch of a
+    sharded save interrupted after its first index). Returns the names removed.
+    """
+    where = Path(folder)
+    try:
+        names = [e.name for e in os.scandir(where)
+                 if looks_like_temp_file(e.name) and e.is_file(follow_symlinks=False)]
+    except OSError:
+        return []
+    if not names:
+        return []
+    keep = _named_by_indexes(where, names)
+    return [n for n in names if n not in keep and _remove_if_dead(where / n)]
+
+
+_swept: set[tuple[int, int]] = set()
+_swept_lock = threading.Lock()
+
+
+def sweep_once(folder: Path) -> None:
+    """:func:`sweep_temp_files` the first time this process writes into ``folder``.
+
+    Leftovers come from earlier, killed processes, so once per process is
+    enough, and a loop of saves into a big folder lists it only once.
+    """
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return
+    key = (st.st_dev, st.st_ino)
+    with _swept_lock:
+        if key in _swept:
+            return
+        _swept.add(key)
+    sweep_temp_files(folder)
+
+
 @contextlib.contextmanager
 def atomic_write(dest: str | os.PathLike[str], *, durable: bool = True) -> Iterator[BinaryIO]:
     """Open a temporary file beside ``dest``; on success move it into place.
 
-    If the body raises, the temporary file is removed and ``dest`` is left as
-    it was. ``durable`` fsyncs the data and the folder entry (on by default:
-    the cost is small next to writing model weights, and a power cut must
-    never leave a renamed but empty file).
+    If the body raises (an exception, Ctrl-C, a signal turned into one), the
+    temporary file is removed and ``dest`` is left as it was; a process killed
+    outright leaves it, and the next tensorfile write into the folder removes
+    it (:func:`sweep_once`). ``durable`` syncs the data and the folder entry
+    (on by default: a power cut must never leave a renamed but empty file);
+    ``durable=False`` keeps the all-or-nothing rename and skips the syncs,
+    for scratch files and for callers that sync once themselves.
     """
     dest = Path(dest)
     folder = dest.parent if str(dest.parent) else Path(".")
-    mode = _final_mode(dest)
-    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=_temp_prefix(dest), suffix=_TEMP_SUFFIX)
-    tmp = Path(tmp_name)
+    sweep_once(folder)
+    tmp = TempFile(dest, durable=durable)
     try:
-        with WriteBehindFile(fd) if durable else os.fdopen(fd, "wb", buffering=0) as raw:
-            f: BinaryIO = raw  # type: ignore[assignment]
-            yield f
-            if durable:
-                os.fsync(raw.fileno())
-            os.fchmod(raw.fileno(), mode)
-        os.replace(tmp, dest)
+        yield tmp.file
+        if durable:
+            tmp.sync()
+        tmp.commit()
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        tmp.discard()
         raise
     if durable:
         _fsync_dir(folder)
