@@ -98,10 +98,10 @@ def test_interrupted_after_the_switch_is_the_new_model_and_the_next_save_finishe
     """State after step 2 of the switch (index names the temporary files): the
     new model loads; a sweep keeps the files the index names; the next save
     leaves a clean folder."""
+    from tensorfile._format.dtypes import DTYPES
+    from tensorfile._format.header import Entry
     from tensorfile._io.atomic import TempFile
     from tensorfile._io.writer import write_stream
-    from tensorfile._format.header import Entry
-    from tensorfile._format.dtypes import DTYPES
     from tensorfile.sharded._switch import write_index
 
     folder = tmp_path / "m"
@@ -291,7 +291,8 @@ def _close_trials(folder: Path, failures: list[str]) -> None:
         errors: list[BaseException] = []
         start = threading.Barrier(9)
 
-        def read(seed: int, model: object = model) -> None:
+        def read(seed: int, model: object = model, start: threading.Barrier = start,
+                 errors: list[BaseException] = errors) -> None:
             names = sorted(model.keys())  # type: ignore[attr-defined]
             random.Random(seed).shuffle(names)
             start.wait()
@@ -300,8 +301,8 @@ def _close_trials(folder: Path, failures: list[str]) -> None:
                     model[name].load()  # type: ignore[index]
                 except ClosedFileError:
                     return
-                except BaseException as e:  # noqa: BLE001 - collected, then asserted
-                    errors.append(e)
+                except BaseException as exc:  # collected, then asserted
+                    errors.append(exc)
                     return
 
         threads = [threading.Thread(target=read, args=(trial * 8 + k,)) for k in range(8)]
