@@ -123,6 +123,68 @@ def test_interrupted_after_the_switch_is_the_new_model_and_the_next_save_finishe
     assert _one_version(folder) == 3 and _temps(folder) == []
 
 
+@pytest.mark.parametrize("index_write", [1, 2])
+@pytest.mark.parametrize("shards", [5, 1])
+def test_ctrl_c_during_the_switch_takes_effect_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, index_write: int, shards: int
+) -> None:
+    """A Ctrl-C that lands just after an index write of the switch (the one
+    naming the temporary files, or the final one) is raised once the switch
+    is over: the new model, complete, and no temporary file. Before the fix
+    the first left an index naming removed files (no model at all), the
+    second left the temporary names of every shard behind."""
+    import signal
+
+    from tensorfile.sharded import _switch
+
+    folder = tmp_path / "m"
+    save_sharded(_version(1), folder, max_shard_size=1024)
+    real = _switch.write_index
+    calls = []
+
+    def write_then_ctrl_c(*args: object, **kwargs: object) -> None:
+        real(*args, **kwargs)  # type: ignore[arg-type]
+        calls.append(1)
+        if len(calls) == index_write:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(_switch, "write_index", write_then_ctrl_c)
+    if shards == 1 and index_write == 2:
+        # A one-file model has no final index: no second write, no signal.
+        save_sharded(_version(2, shards), folder, max_shard_size=1024)
+        assert calls == [1]
+    else:
+        with pytest.raises(KeyboardInterrupt):
+            save_sharded(_version(2, shards), folder, max_shard_size=1024)
+    assert _one_version(folder) == 2
+    assert _temps(folder) == []
+
+
+def test_signals_deferred_holds_ctrl_c_until_the_block_ends() -> None:
+    """Ctrl-C inside the block (even while a thread runs) raises at its end."""
+    import signal
+    import time
+
+    from tensorfile._io.atomic import signals_deferred
+
+    stop = threading.Event()
+    busy = threading.Thread(target=stop.wait)
+    busy.start()
+    reached = False
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with signals_deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+                for _ in range(1000):
+                    time.sleep(0)
+                reached = True
+        assert reached
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        stop.set()
+        busy.join()
+
+
 def test_dead_temporary_files_are_swept_by_the_next_write_live_ones_are_not(tmp_path: Path) -> None:
     """A killed writer's file (no lock) goes at the next write into the
     folder; a live writer's file (locked) and names outside the pattern stay."""

@@ -20,40 +20,30 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import stat
 import sys
-import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 
-def _current_umask() -> int:
-    # Linux reports the umask without changing it; elsewhere it can only be
-    # read by setting it, which briefly affects other threads.
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+def _existing_mode(dest: Path) -> int | None:
+    """The permissions of ``dest`` if it exists, which its replacement keeps.
 
-
-def _final_mode(dest: Path) -> int:
-    """The mode the destination should end up with.
-
-    An existing file keeps its permissions; a new one gets what ``open()``
-    would have given it (0666 less the umask), not mkstemp's private 0600.
+    A new file needs nothing: its temporary file is created as ``open()``
+    creates any file (0666 less the umask), not with a private 0600.
     """
     try:
         return stat.S_IMODE(os.stat(dest).st_mode)
     except FileNotFoundError:
-        return 0o666 & ~_current_umask()
+        return None
+
+
+#: How a temporary file is created: a new name only, never through a link.
+_CREATE = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+           | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -130,7 +120,8 @@ class WriteBehindFile(io.FileIO):
 TEMP_SUFFIX = ".tmp"
 #: Every temporary file tensorfile writes (a saved file, a shard, a signature,
 #: a copied config) is ``.{final name}.{8 characters of [a-z0-9_]}.tmp`` in
-#: the destination's folder: mkstemp's random part, or :func:`_random_part`'s.
+#: the destination's folder (the random part is :func:`_random_part`'s;
+#: earlier versions used mkstemp's, of the same form).
 #: This one pattern is what the sweep removes and what hashing leaves out.
 _TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$", re.DOTALL)
 #: Index files (``*.safetensors.index.json`` and the like) may name temporary
@@ -172,6 +163,54 @@ else:  # pragma: no cover - Windows has no flock: temporary files are never swep
         return None
 
 
+#: Signals whose Python handlers unwind the program (KeyboardInterrupt, or an
+#: exception a handler such as the CLI's raises): one must not land between
+#: creating a temporary file and the code that removes it on failure.
+_DEFERRED = tuple(int(getattr(signal, n)) for n in ("SIGINT", "SIGTERM", "SIGHUP")
+                  if hasattr(signal, n))
+#: The C functions themselves (the ``_signal`` module ``signal`` wraps):
+#: ``signal``'s wrappers convert to and from enums, 30 times the cost, and
+#: every save goes through here.
+_handlers: Any = sys.modules.get("_signal", signal)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT, SIGTERM and SIGHUP until the block ends, then run their
+    handlers (a Ctrl-C inside the block raises as it ends).
+
+    Creating a temporary file and handing it to its owner, or switching a
+    model's index and recording that it switched, are several steps; an
+    exception from a signal between two of them would leave a file nobody
+    removes. Python runs signal handlers in the main thread only, so the
+    block swaps the main thread's handlers for one that records the signal
+    (a signal mask would not do: another thread could take the signal).
+    Signals left at their default action kill the process with no cleanup
+    anyway, as SIGKILL does, and are not touched.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # handlers only ever run in the main thread
+        return
+    held: list[tuple[int, Any]] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        held.append((signum, frame))
+
+    saved: dict[int, Any] = {}
+    for sig in _DEFERRED:
+        handler = _handlers.getsignal(sig)
+        if callable(handler):
+            saved[sig] = handler
+            _handlers.signal(sig, hold)
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            _handlers.signal(sig, handler)
+        for signum, frame in held:
+            saved[signum](signum, frame)
+
+
 class TempFile:
     """A temporary file beside ``dest``, locked for as long as this process has it open.
 
@@ -183,18 +222,31 @@ class TempFile:
     def __init__(self, dest: Path, *, durable: bool) -> None:
         self.dest = dest
         self.folder = dest.parent if str(dest.parent) else Path(".")
-        self.mode = _final_mode(dest)
+        self.mode = _existing_mode(dest)
         self.durable = durable
-        while True:
-            fd, name = tempfile.mkstemp(dir=self.folder, prefix=f".{dest.name}.", suffix=TEMP_SUFFIX)
-            # A sweep may have locked and removed the file between mkstemp and
-            # this lock (it was not locked yet): then make another.
-            if _flock(fd, wait=True) is not True or os.fstat(fd).st_nlink > 0:
-                break
-            os.close(fd)
-        self.path = Path(name)
-        self.file: BinaryIO = (WriteBehindFile(fd) if durable  # type: ignore[assignment]
-                               else io.FileIO(fd, "wb", closefd=True))
+        self.renamed = False
+        try:
+            with signals_deferred():
+                while True:
+                    name = self.folder / f".{dest.name}.{_random_part()}{TEMP_SUFFIX}"
+                    try:
+                        fd = os.open(name, _CREATE, 0o666)
+                    except FileExistsError:
+                        continue
+                    # A sweep may have locked and removed the file between
+                    # its creation and this lock (it was not locked yet): another.
+                    if _flock(fd, wait=True) is not True or os.fstat(fd).st_nlink > 0:
+                        break
+                    os.close(fd)
+                self.path = Path(name)
+                self.file: BinaryIO = (WriteBehindFile(fd) if durable  # type: ignore[assignment]
+                                       else io.FileIO(fd, "wb", closefd=True))
+        except BaseException:
+            # A signal held above is handled as the block ends: the file is
+            # made, and nobody else knows of it.
+            if hasattr(self, "file"):
+                self.discard()
+            raise
 
     def sync(self) -> None:
         """Flush the data to the disk (the size included: fdatasync is enough)."""
@@ -203,10 +255,12 @@ class TempFile:
     def commit(self, dest: Path | None = None) -> None:
         """Give the file its final mode and rename it to ``dest`` (its
         destination by default), then close it."""
-        os.fchmod(self.file.fileno(), self.mode)
+        if self.mode is not None:
+            os.fchmod(self.file.fileno(), self.mode)
         if sys.platform == "win32":  # pragma: no cover - an open file cannot be renamed there
             self.file.close()
         os.replace(self.path, dest if dest is not None else self.dest)
+        self.renamed = True
         self.file.close()  # after the rename: unlocked, it could be swept
 
     def link_as(self, dest: Path) -> None:
@@ -215,36 +269,62 @@ class TempFile:
         otherwise a copy (synced when durable)."""
         while True:
             tmp = dest.with_name(f".{dest.name}.{_random_part()}{TEMP_SUFFIX}")
-            try:
-                os.link(self.path, tmp)
-            except FileExistsError:
-                continue
-            except OSError:
-                break  # no hard links here (FAT, some FUSE and network file systems)
-            os.chmod(tmp, self.mode)
-            try:
-                os.replace(tmp, dest)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
-                raise
+            with signals_deferred():
+                try:
+                    os.link(self.path, tmp)
+                except FileExistsError:
+                    continue
+                except OSError:
+                    break  # no hard links here (FAT, some FUSE and network file systems)
+                try:
+                    if self.mode is not None:
+                        os.chmod(tmp, self.mode)
+                    os.replace(tmp, dest)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        tmp.unlink()
+                    raise
             return
-        copy = TempFile(dest, durable=self.durable)
+        copy: TempFile | None = None
         try:
+            with signals_deferred():
+                copy = TempFile(dest, durable=self.durable)
             shutil.copyfile(self.path, copy.path)
             if self.durable:
                 copy.sync()
-            copy.commit()
+            with signals_deferred():
+                copy.commit()
         except BaseException:
-            copy.discard()
+            if copy is not None:
+                copy.discard()
             raise
 
     def discard(self) -> None:
         """Remove the file and close it (what every failure does)."""
-        with contextlib.suppress(OSError):
-            self.path.unlink()
+        if not self.renamed:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
         with contextlib.suppress(OSError):
             self.file.close()
+
+
+def sync_all(files: Iterable[TempFile]) -> None:
+    """Sync the data of several temporary files at once (a sharded save's shards).
+
+    The syncs run concurrently: journaling file systems (ext4, xfs) commit
+    concurrent syncs together, where one after another each would wait for a
+    journal commit of its own.
+    """
+    todo = list(files)
+    if len(todo) <= 1:
+        for tmp in todo:
+            tmp.sync()
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(len(todo), 16)) as pool:
+        for _ in pool.map(TempFile.sync, todo):
+            pass
 
 
 def fsync_dir(folder: Path) -> None:
@@ -350,14 +430,19 @@ def atomic_write(dest: str | os.PathLike[str], *, durable: bool = True) -> Itera
     dest = Path(dest)
     folder = dest.parent if str(dest.parent) else Path(".")
     sweep_once(folder)
-    tmp = TempFile(dest, durable=durable)
+    tmp: TempFile | None = None
     try:
+        # Held signals are raised as each block ends: inside this try, with
+        # ``tmp`` known, so the temporary file is removed.
+        with signals_deferred():
+            tmp = TempFile(dest, durable=durable)
         yield tmp.file
         if durable:
             tmp.sync()
         tmp.commit()
     except BaseException:
-        tmp.discard()
+        if tmp is not None:
+            tmp.discard()
         raise
     if durable:
         _fsync_dir(folder)

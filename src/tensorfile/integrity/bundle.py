@@ -13,11 +13,11 @@ import base64
 import binascii
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tensorfile._io.atomic import atomic_write
 from tensorfile._io.files import read_small
 from tensorfile.errors import BundleError, NotSignedError, UnsupportedAlgorithmError
 from tensorfile.integrity._json import json_list, json_obj, json_str, loads_strict
@@ -165,20 +165,8 @@ def read_bundle(path: str | os.PathLike[str]) -> Bundle:
 def write_bundle(path: str | os.PathLike[str], bundle: Bundle) -> Path:
     """Write atomically (temporary file, then rename) so a crash leaves no half signature."""
     p = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(bundle.to_json())
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_write(p) as f:
+        f.write(bundle.to_json())
     return p
 
 

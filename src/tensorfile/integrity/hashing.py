@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+from tensorfile._io.atomic import looks_like_temp_file
 from tensorfile._io.files import hf_cache_blobs, open_regular, pread_into
 from tensorfile._io.headers import read_header
 from tensorfile._progress import Progress
@@ -262,8 +263,8 @@ def list_model_files(
             rel = prefix + entry.name
             full = folder / entry.name
             _check_name(entry.name, full)
-            if _is_ignored(rel, ignored):
-                continue
+            if _is_ignored(rel, ignored) or looks_like_temp_file(entry.name):
+                continue  # a temporary file is a write in progress or a dead one's leftover
             if entry.is_symlink():
                 if not allow_symlinks:
                     raise ModelPathError(

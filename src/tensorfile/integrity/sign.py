@@ -10,8 +10,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
-from tensorfile._io.atomic import looks_like_temp_file
-from tensorfile.errors import KeyLoadError, ModelPathError
+from tensorfile._io.atomic import sweep_temp_files
+from tensorfile.errors import KeyLoadError
 from tensorfile.integrity.bundle import DEFAULT_SIGNATURE_NAME, Bundle, pae, write_bundle
 from tensorfile.integrity.certs import as_list, load_certificates
 from tensorfile.integrity.hashing import (
@@ -114,15 +114,12 @@ def sign(
         allow_symlinks=allow_symlinks, tensors=tensors, tensor_algorithm=tensor_algorithm,
         file_algorithm=file_algorithm, workers=workers,
     )
+    if os.path.isdir(model):
+        # Leftovers of killed writes are removed (hashing leaves out any
+        # temporary file: a live write's, or one an index still names).
+        for folder, subfolders, _ in os.walk(model):
+            subfolders[:] = [d for d in subfolders if d != ".git"]
+            sweep_temp_files(folder)
     manifest = hash_model(model, options, signature=sig_path, progress=progress)
-    leftovers = [f.name for f in manifest.files if looks_like_temp_file(f.name.rsplit("/", 1)[-1])]
-    if leftovers:
-        # A save, convert or sign killed before its rename left these behind
-        # (or one is still running): signing them would make them part of the
-        # model, and removing them later would fail verification.
-        raise ModelPathError(
-            f"{model}: temporary files of an interrupted or running tensorfile write: "
-            f"{', '.join(leftovers[:5])}; remove them (or pass them in ignore_paths) and sign again"
-        )
     bundle = sign_manifest(manifest, priv, certificate_chain=certificate_chain)
     return write_bundle(sig_path, bundle)

@@ -31,7 +31,14 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from tensorfile._io.atomic import TempFile, atomic_write, fsync_dir, sweep_temp_files
+from tensorfile._io.atomic import (
+    TempFile,
+    atomic_write,
+    fsync_dir,
+    signals_deferred,
+    sweep_temp_files,
+    sync_all,
+)
 from tensorfile.sharded._index import INDEX_SUFFIX, SAFETENSORS_SUFFIX
 
 
@@ -56,8 +63,9 @@ def remove_stale(folder: Path, prefix: str, keep: set[str]) -> None:
 class Publisher:
     """Steps 2-4 of the module docstring for shards already written to ``staged``.
 
-    ``live`` turns true at the switch (step 2): from then on the temporary
-    files are part of the model on disk and must not be removed on failure.
+    ``live`` is true while an index names the temporary files (from step 2 to
+    the final index of step 4): they are then the model on disk and must not
+    be removed on failure. ``done`` turns true once nothing is left to undo.
     """
 
     def __init__(self, folder: Path, prefix: str, staged: Mapping[str, TempFile],
@@ -69,16 +77,25 @@ class Publisher:
         self.total = total
         self.durable = durable
         self.live = False
+        self.done = False
 
     def publish(self) -> Path | None:
         """Switch to the new model; return the index path (None for one file)."""
-        index = self.folder / (self.prefix + INDEX_SUFFIX)
-        single = len(self.staged) == 1 and self.prefix + SAFETENSORS_SUFFIX in self.staged
         if self.durable:
             # The data before any name that points at it: one pass at the end.
-            for tmp in self.staged.values():
-                tmp.sync()
+            sync_all(self.staged.values())
             fsync_dir(self.folder)
+        # From the first rename to the last removal the switch is not
+        # interrupted by Ctrl-C or a handled SIGTERM: they take effect after
+        # it (a few renames and small files), so ``live`` always tells the
+        # truth and no temporary file is left unnamed. A kill needs no care:
+        # see the module docstring.
+        with signals_deferred():
+            return self._switch()
+
+    def _switch(self) -> Path | None:
+        index = self.folder / (self.prefix + INDEX_SUFFIX)
+        single = len(self.staged) == 1 and self.prefix + SAFETENSORS_SUFFIX in self.staged
         if single and not index.exists():
             # No index to switch: the one file replaces the old one by a rename.
             (name, tmp), = self.staged.items()
@@ -104,6 +121,9 @@ class Publisher:
         return None if single else index
 
     def _finish(self) -> None:
+        # No index names the temporary names any more: they go.
+        self.live = False
+        self.done = True
         for tmp in self.staged.values():
             tmp.discard()
         # The temporary names of an earlier save interrupted after its switch
@@ -115,6 +135,8 @@ class Publisher:
     def abandon(self) -> None:
         """After a failure: remove the temporary files unless the switch happened
         (then they are the model on disk; the next save removes them)."""
+        if self.done:
+            return
         for tmp in self.staged.values():
             if self.live:
                 tmp.file.close()

@@ -27,7 +27,7 @@ from tensorfile._format.dtypes import DType, dtype_from_name, dtype_from_numpy
 from tensorfile._format.header import Entry, canonical_order
 from tensorfile._frameworks import is_torch_tensor, tensor_entry, torch_dtype_table
 from tensorfile._io import writer
-from tensorfile._io.atomic import TempFile, sweep_once
+from tensorfile._io.atomic import TempFile, signals_deferred, sweep_once
 from tensorfile._io.files import PathLike
 from tensorfile._storage import shared_groups
 from tensorfile.errors import FormatError, SerializationError
@@ -201,7 +201,8 @@ def save_sharded_iter(
     try:
         for i, group in enumerate(shards or [[]], 1):
             name = prefix + SAFETENSORS_SUFFIX if single else shard_name(prefix, i, len(shards))
-            tmp = staged[name] = TempFile(out / name, durable=durable)
+            with signals_deferred():  # a Ctrl-C now raises with the file in ``staged``
+                tmp = staged[name] = TempFile(out / name, durable=durable)
             writer.write_stream(tmp.file, group, pairs, metadata)
             weight_map.update((e.name, name) for e in group)
         leftover = next(pairs, None)
