@@ -394,6 +394,9 @@ def sweep_temp_files(folder: str | os.PathLike[str]) -> list[str]:
 
 
 _swept: set[tuple[int, int]] = set()
+#: Folders by name already swept (a folder later replaced under the same name
+#: is not swept again by this process: its leftovers wait for the next one).
+_swept_names: set[str] = set()
 _swept_lock = threading.Lock()
 
 
@@ -403,12 +406,16 @@ def sweep_once(folder: Path) -> None:
     Leftovers come from earlier, killed processes, so once per process is
     enough, and a loop of saves into a big folder lists it only once.
     """
+    name = os.path.abspath(folder)
+    if name in _swept_names:  # no system call for a folder written into before
+        return
     try:
         st = os.stat(folder)
     except OSError:
         return
     key = (st.st_dev, st.st_ino)
     with _swept_lock:
+        _swept_names.add(name)
         if key in _swept:
             return
         _swept.add(key)

@@ -102,7 +102,7 @@ class Publisher:
             tmp.commit()
             self.live = True
             remove_stale(self.folder, self.prefix, {name})
-            self._finish()
+            self._finish(sync_folder=True)
             return None
         temporary = {t: self.staged[s].path.name for t, s in self.weight_map.items()}
         write_index(index, temporary, self.total, durable=self.durable)
@@ -117,10 +117,13 @@ class Publisher:
         else:
             write_index(index, self.weight_map, self.total, durable=self.durable)
             remove_stale(self.folder, self.prefix, {*self.staged, index.name})
-        self._finish()
+        # With a final index, its own write made the switch durable; what
+        # follows is clean-up a power cut may undo (the next save's sweep
+        # then removes the temporary names again).
+        self._finish(sync_folder=single)
         return None if single else index
 
-    def _finish(self) -> None:
+    def _finish(self, *, sync_folder: bool) -> None:
         # No index names the temporary names any more: they go.
         self.live = False
         self.done = True
@@ -129,7 +132,7 @@ class Publisher:
         # The temporary names of an earlier save interrupted after its switch
         # are no longer named by any index now: remove them too.
         sweep_temp_files(self.folder)
-        if self.durable:
+        if self.durable and sync_folder:
             fsync_dir(self.folder)
 
     def abandon(self) -> None:
