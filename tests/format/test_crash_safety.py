@@ -112,7 +112,7 @@ def _version_bytes(version: int) -> bytes:
 
 
 _ZYGOTE = r"""
-import json, os, sys
+import json, os, signal, sys, time
 import numpy as np
 import tensorfile
 import tensorfile.integrity  # what the writers use, imported once, not per fork
@@ -122,6 +122,10 @@ for line in sys.stdin:
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
+        # Ctrl-C raises and SIGTERM kills, whatever this process inherited (a
+        # shell starts background jobs with SIGINT ignored).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.close(r)
         os.write(w, b"1")
         os.close(w)
@@ -136,8 +140,18 @@ for line in sys.stdin:
     os.close(r)
     print(pid, flush=True)
     sys.stdin.readline()
-    _, status = os.waitpid(pid, 0)
-    print(os.WTERMSIG(status) if os.WIFSIGNALED(status) else -1, flush=True)
+    deadline = time.monotonic() + float(sys.argv[1])
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            print(os.WTERMSIG(status) if os.WIFSIGNALED(status) else -1, flush=True)
+            break
+        if time.monotonic() > deadline:  # it outlived its signal: a bound, not a hang
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            print(-2, flush=True)
+            break
+        time.sleep(0.001)
 """
 
 
@@ -146,7 +160,7 @@ class Zygote:
 
     def __init__(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", _ZYGOTE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", _ZYGOTE, str(EVENT_TIMEOUT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
 
     def start(self, code: str, namespace: dict[str, Any]) -> int:
@@ -165,6 +179,7 @@ class Zygote:
         self.proc.stdin.write("reap\n")
         self.proc.stdin.flush()
         died_of = int(self.proc.stdout.readline())
+        assert died_of != -2, f"the writer outlived signal {sig} by {EVENT_TIMEOUT:.0f} s"
         if sig == signal.SIGKILL:
             assert died_of == signal.SIGKILL, "the writer stopped by itself before the kill"
         else:
