@@ -18,7 +18,6 @@ import io
 import json
 import os
 import re
-import secrets
 import shutil
 import signal
 import stat
@@ -46,7 +45,7 @@ _CREATE = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
            | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
 
 
-def _fsync_dir(folder: Path) -> None:
+def _fsync_dir(folder: str | os.PathLike[str]) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:  # not every platform can open a directory
@@ -140,7 +139,7 @@ def looks_like_temp_file(name: str) -> bool:
 
 
 def _random_part() -> str:
-    return secrets.token_hex(4)  # 8 characters of [0-9a-f], inside the pattern
+    return os.urandom(4).hex()  # 8 characters of [0-9a-f], inside the pattern
 
 
 if sys.platform != "win32":
@@ -216,37 +215,38 @@ class TempFile:
 
     The lock (``flock``, released by the kernel when the process dies, however
     it dies) is how :func:`sweep_temp_files` tells a live writer's file from
-    the leftover of a killed one: it removes only files it can lock.
+    the leftover of a killed one: it removes only files it can lock. Create
+    one inside :func:`signals_deferred`, together with the code that takes
+    charge of it (a ``try`` that discards it on failure), so that a Ctrl-C
+    cannot fall between the two.
     """
 
     def __init__(self, dest: Path, *, durable: bool) -> None:
         self.dest = dest
-        self.folder = dest.parent if str(dest.parent) else Path(".")
         self.mode = _existing_mode(dest)
         self.durable = durable
         self.renamed = False
-        try:
-            with signals_deferred():
-                while True:
-                    name = self.folder / f".{dest.name}.{_random_part()}{TEMP_SUFFIX}"
-                    try:
-                        fd = os.open(name, _CREATE, 0o666)
-                    except FileExistsError:
-                        continue
-                    # A sweep may have locked and removed the file between
-                    # its creation and this lock (it was not locked yet): another.
-                    if _flock(fd, wait=True) is not True or os.fstat(fd).st_nlink > 0:
-                        break
-                    os.close(fd)
-                self.path = Path(name)
-                self.file: BinaryIO = (WriteBehindFile(fd) if durable  # type: ignore[assignment]
-                                       else io.FileIO(fd, "wb", closefd=True))
-        except BaseException:
-            # A signal held above is handled as the block ends: the file is
-            # made, and nobody else knows of it.
-            if hasattr(self, "file"):
-                self.discard()
-            raise
+        head = os.path.join(os.path.dirname(dest), f".{dest.name}.")
+        while True:
+            name = f"{head}{_random_part()}{TEMP_SUFFIX}"
+            try:
+                fd = os.open(name, _CREATE, 0o666)
+            except FileExistsError:
+                continue
+            try:
+                # A sweep may have locked and removed the file between its
+                # creation and this lock (it was not locked yet): another.
+                if _flock(fd, wait=True) is not True or os.fstat(fd).st_nlink > 0:
+                    break
+            except BaseException:
+                os.close(fd)
+                with contextlib.suppress(OSError):
+                    os.unlink(name)
+                raise
+            os.close(fd)
+        self.path = Path(name)
+        self.file: BinaryIO = (WriteBehindFile(fd) if durable  # type: ignore[assignment]
+                               else io.FileIO(fd, "wb", closefd=True))
 
     def sync(self) -> None:
         """Flush the data to the disk (the size included: fdatasync is enough)."""
@@ -327,7 +327,7 @@ def sync_all(files: Iterable[TempFile]) -> None:
             pass
 
 
-def fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: str | os.PathLike[str]) -> None:
     """Make the folder's entries (a rename, a new file) durable."""
     _fsync_dir(folder)
 
@@ -400,7 +400,7 @@ _swept_names: set[str] = set()
 _swept_lock = threading.Lock()
 
 
-def sweep_once(folder: Path) -> None:
+def sweep_once(folder: str | os.PathLike[str]) -> None:
     """:func:`sweep_temp_files` the first time this process writes into ``folder``.
 
     Leftovers come from earlier, killed processes, so once per process is
@@ -435,7 +435,7 @@ def atomic_write(dest: str | os.PathLike[str], *, durable: bool = True) -> Itera
     for scratch files and for callers that sync once themselves.
     """
     dest = Path(dest)
-    folder = dest.parent if str(dest.parent) else Path(".")
+    folder = os.path.dirname(dest) or "."
     sweep_once(folder)
     tmp: TempFile | None = None
     try:
