@@ -160,6 +160,29 @@ def test_ctrl_c_during_the_switch_takes_effect_after_it(
     assert _temps(folder) == []
 
 
+@pytest.mark.parametrize("links", [True, False])
+def test_saves_with_and_without_hard_links(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           links: bool) -> None:
+    """Final names are hard links to the temporary files (a new name: one
+    link; an old one: a link and a rename over it); where the file system has
+    no hard links (FAT, some FUSE and network ones), copies. Either way a
+    first save, a re-save of the same layout and one of another are whole."""
+    import errno
+
+    if not links:
+        def no_links(*args: object, **kwargs: object) -> None:
+            raise OSError(errno.EPERM, "Operation not permitted")
+
+        monkeypatch.setattr(os, "link", no_links)
+    folder = tmp_path / "m"
+    for v, shards in ((1, 5), (2, 5), (3, 3), (4, 1), (5, 4)):
+        save_sharded(_version(v, shards), folder, max_shard_size=1024)
+        assert _one_version(folder) == v and _temps(folder) == []
+        assert len(load_sharded(folder)) == shards
+        names = sorted(n for n in os.listdir(folder) if n.endswith(".safetensors"))
+        assert len(names) == shards, names
+
+
 def test_signals_deferred_holds_ctrl_c_until_the_block_ends() -> None:
     """Ctrl-C inside the block (even while a thread runs) raises at its end."""
     import signal

@@ -267,6 +267,12 @@ class TempFile:
         """Make ``dest`` name this file's bytes too, replacing ``dest`` atomically;
         this file keeps its name. A hard link where the file system has them,
         otherwise a copy (synced when durable)."""
+        try:
+            with signals_deferred():
+                os.link(self.path, dest)  # a new name: one link, nothing to replace
+            return
+        except OSError:
+            pass  # an old file to replace (or no hard links here: the loop finds out)
         while True:
             tmp = dest.with_name(f".{dest.name}.{_random_part()}{TEMP_SUFFIX}")
             with signals_deferred():
