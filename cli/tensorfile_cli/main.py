@@ -19,9 +19,27 @@ import sys
 from typing import Any
 
 
+def exit_on_termination() -> None:
+    """Make SIGTERM and SIGHUP unwind the program as Ctrl-C does (a
+    ``SystemExit`` with status 128 + the signal's number), so that a write
+    in progress removes its temporary file. Only where the signal still has
+    its default action (an embedding program's own handler is kept)."""
+    import signal
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None and signal.getsignal(sig) is signal.SIG_DFL:
+            signal.signal(sig, stop)
+
+
 def main() -> None:
     """Console-script entry point (``tensorfile``)."""
     from tensorfile_cli import _scan
+
+    exit_on_termination()
 
     fast = _scan.fast_args(sys.argv[1:])
     if fast is not None:

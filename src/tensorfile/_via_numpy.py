@@ -48,8 +48,9 @@ def save_file(
     tensors: Mapping[str, Any],
     filename: str | os.PathLike[str],
     metadata: Mapping[str, str] | None,
+    durable: bool = True,
 ) -> None:
-    writer.save_file(arrays(framework, tensors), filename, metadata)
+    writer.save_file(arrays(framework, tensors), filename, metadata, durable=durable)
 
 
 def load(framework: str, data: bytes, verify: VerifyWith | None, device: str = "cpu") -> dict[str, Any]:

@@ -30,9 +30,12 @@ def save_file(
     tensors: dict[str, Any],
     filename: str | os.PathLike[str],
     metadata: dict[str, str] | None = None,
+    *,
+    durable: bool = True,
 ) -> None:
-    """Write mlx arrays to ``filename`` atomically."""
-    _via_numpy.save_file(_FW, tensors, filename, metadata)
+    """Write mlx arrays to ``filename`` atomically; ``durable=False`` skips the syncs (see
+    :func:`tensorfile.save_file`)."""
+    _via_numpy.save_file(_FW, tensors, filename, metadata, durable)
 
 
 def load(data: bytes, *, verify: VerifyWith | None = None) -> dict[str, Any]:

@@ -39,9 +39,12 @@ def save_file(
     tensor_dict: dict[str, np.ndarray[Any, Any]],
     filename: str | os.PathLike[str],
     metadata: dict[str, str] | None = None,
+    *,
+    durable: bool = True,
 ) -> None:
-    """Write numpy arrays to ``filename`` atomically."""
-    writer.save_file(tensor_dict, filename, metadata)
+    """Write numpy arrays to ``filename`` atomically; ``durable=False`` skips the syncs (see
+    :func:`tensorfile.save_file`)."""
+    writer.save_file(tensor_dict, filename, metadata, durable=durable)
 
 
 def load(data: bytes, *, verify: VerifyWith | None = None) -> dict[str, np.ndarray[Any, Any]]:

@@ -197,10 +197,13 @@ def save_file(
     tensors: dict[str, torch.Tensor],
     filename: str | os.PathLike[str],
     metadata: dict[str, str] | None = None,
+    *,
+    durable: bool = True,
 ) -> None:
-    """Write torch tensors to ``filename`` atomically."""
+    """Write torch tensors to ``filename`` atomically; ``durable=False`` skips the syncs (see
+    :func:`tensorfile.save_file`)."""
     _check_tensors(tensors)
-    writer.save_file(tensors, filename, metadata)
+    writer.save_file(tensors, filename, metadata, durable=durable)
 
 
 def load(data: bytes, *, verify: VerifyWith | None = None) -> dict[str, torch.Tensor]:
@@ -234,8 +237,11 @@ def save_model(
     filename: str | os.PathLike[str],
     metadata: dict[str, str] | None = None,
     force_contiguous: bool = True,
+    *,
+    durable: bool = True,
 ) -> None:
-    """Save a model's state dict, storing tied weights once.
+    """Save a model's state dict, storing tied weights once (``durable``: see
+    :func:`save_file`).
 
     Each dropped alias is recorded in the metadata as ``{alias: kept_name}``
     (user metadata under the same key wins). ``force_contiguous`` is accepted
@@ -250,7 +256,8 @@ def save_model(
             del state_dict[alias]
     if force_contiguous:
         state_dict = {k: v.contiguous() for k, v in state_dict.items()}
-    writer.save_file(state_dict, filename, meta if (meta or metadata is not None) else None)
+    writer.save_file(state_dict, filename, meta if (meta or metadata is not None) else None,
+                     durable=durable)
 
 
 def load_model(

@@ -20,7 +20,13 @@ def _listing(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
 
-def test_failed_write_leaves_old_file_and_no_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("size", [100, 600_000])
+def test_failed_write_leaves_old_file_and_no_temp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    """A full disk mid-write: small files go out in one gathered write
+    (``os.writev``), big ones a tensor at a time (``write_all``); either way
+    the old file stays and no temporary file is left."""
     path = tmp_path / "m.safetensors"
     tensorfile.save_file({"a": np.arange(10, dtype=np.float32)}, path)
     before = path.read_bytes()
@@ -34,11 +40,31 @@ def test_failed_write_leaves_old_file_and_no_temp(tmp_path: Path, monkeypatch: p
             raise OSError(28, "No space left on device")
         return real(f, data)
 
+    def full(fd: int, buffers: object) -> int:
+        raise OSError(28, "No space left on device")
+
     monkeypatch.setattr(writer, "write_all", failing)
+    monkeypatch.setattr(os, "writev", full)
     with pytest.raises(OSError, match="No space"):
-        tensorfile.save_file({"x": np.ones(100), "y": np.ones(100, dtype=np.float32)}, path)
+        tensorfile.save_file({"x": np.ones(size), "y": np.ones(size, dtype=np.float32)}, path)
     assert path.read_bytes() == before
     assert _listing(tmp_path) == ["m.safetensors"]
+
+
+def test_gathered_write_survives_partial_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``writev`` may write fewer bytes than asked (a signal, a pipe, a
+    nearly full quota): the rest follows, in order, and the file is the same."""
+    tensors = {f"t{i}": np.arange(i * 7 + 1, dtype=np.float32) for i in range(40)}
+    real = os.writev
+
+    def stingy(fd: int, buffers: list[memoryview]) -> int:
+        first = buffers[0]
+        return real(fd, [first[: max(1, len(first) // 3)]])
+
+    monkeypatch.setattr(os, "writev", stingy)
+    tensorfile.save_file(tensors, tmp_path / "a.safetensors")
+    monkeypatch.undo()
+    assert (tmp_path / "a.safetensors").read_bytes() == tensorfile.save(tensors)
 
 
 def test_refused_input_writes_nothing(tmp_path: Path) -> None:

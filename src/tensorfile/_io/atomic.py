@@ -1,53 +1,51 @@
 """Atomic file replacement: temporary file in the same folder, fsync, rename.
 
 Every tensorfile command that writes a file (save, convert, sign) goes through
-:func:`atomic_write`, so a crash or an exception at any moment leaves the
-destination either untouched or complete, and never a stray temporary file
-when Python gets to run its cleanup.
+:func:`atomic_write` (or :class:`TempFile`, for a sharded save's shards), so a
+crash or an exception at any moment leaves the destination either untouched
+or complete, and never a stray temporary file when Python gets to run its
+cleanup. A process killed outright (SIGKILL, a signal with no handler) leaves
+its temporary file; every temporary file has one name pattern
+(:func:`looks_like_temp_file`) and is locked while its writer lives, so the
+next write into the folder removes the dead ones (:func:`sweep_temp_files`)
+and hashing leaves them out.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
+import shutil
+import signal
 import stat
 import sys
-import tempfile
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 
-def _current_umask() -> int:
-    # Linux reports the umask without changing it; elsewhere it can only be
-    # read by setting it, which briefly affects other threads.
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+def _existing_mode(dest: Path) -> int | None:
+    """The permissions of ``dest`` if it exists, which its replacement keeps.
 
-
-def _final_mode(dest: Path) -> int:
-    """The mode the destination should end up with.
-
-    An existing file keeps its permissions; a new one gets what ``open()``
-    would have given it (0666 less the umask), not mkstemp's private 0600.
+    A new file needs nothing: its temporary file is created as ``open()``
+    creates any file (0666 less the umask), not with a private 0600.
     """
     try:
         return stat.S_IMODE(os.stat(dest).st_mode)
     except FileNotFoundError:
-        return 0o666 & ~_current_umask()
+        return None
 
 
-def _fsync_dir(folder: Path) -> None:
+#: How a temporary file is created: a new name only, never through a link.
+_CREATE = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+           | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
+
+
+def _fsync_dir(folder: str | os.PathLike[str]) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:  # not every platform can open a directory
@@ -58,22 +56,6 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def _temp_prefix(dest: Path) -> str:
-    return f".{dest.name}."
-
-
-_TEMP_SUFFIX = ".tmp"
-#: mkstemp's random part: 8 characters of [a-z0-9_].
-_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
-
-
-def looks_like_temp_file(name: str) -> bool:
-    """Whether ``name`` (a file name, no folder) has the form of
-    :func:`atomic_write`'s temporary files: what a writer killed before its
-    rename leaves behind."""
-    return bool(_TEMP_NAME.match(name))
 
 
 def _sync_file_range() -> Callable[[int, int, int], None] | None:
@@ -132,31 +114,348 @@ class WriteBehindFile(io.FileIO):
             self._flushed = self._written
 
 
+# -- temporary files: the one naming pattern, a lock while alive, the sweep ---------
+
+TEMP_SUFFIX = ".tmp"
+#: Every temporary file tensorfile writes (a saved file, a shard, a signature,
+#: a copied config) is ``.{final name}.{8 characters of [a-z0-9_]}.tmp`` in
+#: the destination's folder (the random part is :func:`_random_part`'s;
+#: earlier versions used mkstemp's, of the same form).
+#: This one pattern is what the sweep removes and what hashing leaves out.
+_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$", re.DOTALL)
+#: Index files (``*.safetensors.index.json`` and the like) may name temporary
+#: files: a sharded save switches to its new shards by an index naming them
+#: under their temporary names first (see tensorfile.sharded._switch).
+_INDEX_SUFFIX = ".index.json"
+#: Index files bigger than this are not read by the sweep (their temporary
+#: files are then kept: the sweep errs on the side of keeping).
+_INDEX_READ_LIMIT = 100_000_000
+
+
+def looks_like_temp_file(name: str) -> bool:
+    """Whether ``name`` (a file name, no folder) has the form of tensorfile's
+    temporary files: what a writer killed before its rename leaves behind."""
+    return bool(_TEMP_NAME.match(name))
+
+
+def _random_part() -> str:
+    return os.urandom(4).hex()  # 8 characters of [0-9a-f], inside the pattern
+
+
+if sys.platform != "win32":
+    import fcntl
+
+    def _flock(fd: int, *, wait: bool) -> bool | None:
+        """Lock ``fd`` exclusively: True when locked, False when another open
+        file holds the lock (only without ``wait``), None when this file
+        system cannot lock (then nothing is ever swept from it)."""
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        except OSError:
+            return None
+        return True
+else:  # pragma: no cover - Windows has no flock: temporary files are never swept there
+
+    def _flock(fd: int, *, wait: bool) -> bool | None:
+        return None
+
+
+#: Signals whose Python handlers unwind the program (KeyboardInterrupt, or an
+#: exception a handler such as the CLI's raises): one must not land between
+#: creating a temporary file and the code that removes it on failure.
+_DEFERRED = tuple(int(getattr(signal, n)) for n in ("SIGINT", "SIGTERM", "SIGHUP")
+                  if hasattr(signal, n))
+#: The C functions themselves (the ``_signal`` module ``signal`` wraps):
+#: ``signal``'s wrappers convert to and from enums, 30 times the cost, and
+#: every save goes through here.
+_handlers: Any = sys.modules.get("_signal", signal)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT, SIGTERM and SIGHUP until the block ends, then run their
+    handlers (a Ctrl-C inside the block raises as it ends).
+
+    Creating a temporary file and handing it to its owner, or switching a
+    model's index and recording that it switched, are several steps; an
+    exception from a signal between two of them would leave a file nobody
+    removes. Python runs signal handlers in the main thread only, so the
+    block swaps the main thread's handlers for one that records the signal
+    (a signal mask would not do: another thread could take the signal).
+    Signals left at their default action kill the process with no cleanup
+    anyway, as SIGKILL does, and are not touched.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # handlers only ever run in the main thread
+        return
+    held: list[tuple[int, Any]] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        held.append((signum, frame))
+
+    saved: dict[int, Any] = {}
+    for sig in _DEFERRED:
+        handler = _handlers.getsignal(sig)
+        if callable(handler):
+            saved[sig] = handler
+            _handlers.signal(sig, hold)
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            _handlers.signal(sig, handler)
+        for signum, frame in held:
+            saved[signum](signum, frame)
+
+
+class TempFile:
+    """A temporary file beside ``dest``, locked for as long as this process has it open.
+
+    The lock (``flock``, released by the kernel when the process dies, however
+    it dies) is how :func:`sweep_temp_files` tells a live writer's file from
+    the leftover of a killed one: it removes only files it can lock. Create
+    one inside :func:`signals_deferred`, together with the code that takes
+    charge of it (a ``try`` that discards it on failure), so that a Ctrl-C
+    cannot fall between the two.
+    """
+
+    def __init__(self, dest: Path, *, durable: bool) -> None:
+        self.dest = dest
+        self.mode = _existing_mode(dest)
+        self.durable = durable
+        self.renamed = False
+        head = os.path.join(os.path.dirname(dest), f".{dest.name}.")
+        while True:
+            name = f"{head}{_random_part()}{TEMP_SUFFIX}"
+            try:
+                fd = os.open(name, _CREATE, 0o666)
+            except FileExistsError:
+                continue
+            try:
+                # A sweep may have locked and removed the file between its
+                # creation and this lock (it was not locked yet): another.
+                if _flock(fd, wait=True) is not True or os.fstat(fd).st_nlink > 0:
+                    break
+            except BaseException:
+                os.close(fd)
+                with contextlib.suppress(OSError):
+                    os.unlink(name)
+                raise
+            os.close(fd)
+        self.path = Path(name)
+        self.file: BinaryIO = (WriteBehindFile(fd) if durable  # type: ignore[assignment]
+                               else io.FileIO(fd, "wb", closefd=True))
+
+    def sync(self) -> None:
+        """Flush the data to the disk (the size included: fdatasync is enough)."""
+        getattr(os, "fdatasync", os.fsync)(self.file.fileno())
+
+    def commit(self, dest: Path | None = None) -> None:
+        """Give the file its final mode and rename it to ``dest`` (its
+        destination by default), then close it."""
+        if self.mode is not None:
+            os.fchmod(self.file.fileno(), self.mode)
+        if sys.platform == "win32":  # pragma: no cover - an open file cannot be renamed there
+            self.file.close()
+        os.replace(self.path, dest if dest is not None else self.dest)
+        self.renamed = True
+        self.file.close()  # after the rename: unlocked, it could be swept
+
+    def link_as(self, dest: Path) -> None:
+        """Make ``dest`` name this file's bytes too, replacing ``dest`` atomically;
+        this file keeps its name. A hard link where the file system has them,
+        otherwise a copy (synced when durable)."""
+        try:
+            with signals_deferred():
+                os.link(self.path, dest)  # a new name: one link, nothing to replace
+            return
+        except OSError:
+            pass  # an old file to replace (or no hard links here: the loop finds out)
+        while True:
+            tmp = dest.with_name(f".{dest.name}.{_random_part()}{TEMP_SUFFIX}")
+            with signals_deferred():
+                try:
+                    os.link(self.path, tmp)
+                except FileExistsError:
+                    continue
+                except OSError:
+                    break  # no hard links here (FAT, some FUSE and network file systems)
+                try:
+                    if self.mode is not None:
+                        os.chmod(tmp, self.mode)
+                    os.replace(tmp, dest)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        tmp.unlink()
+                    raise
+            return
+        copy: TempFile | None = None
+        try:
+            with signals_deferred():
+                copy = TempFile(dest, durable=self.durable)
+            shutil.copyfile(self.path, copy.path)
+            if self.durable:
+                copy.sync()
+            with signals_deferred():
+                copy.commit()
+        except BaseException:
+            if copy is not None:
+                copy.discard()
+            raise
+
+    def discard(self) -> None:
+        """Remove the file and close it (what every failure does)."""
+        if not self.renamed:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+        with contextlib.suppress(OSError):
+            self.file.close()
+
+
+def sync_all(files: Iterable[TempFile]) -> None:
+    """Sync the data of several temporary files at once (a sharded save's shards).
+
+    The syncs run concurrently: journaling file systems (ext4, xfs) commit
+    concurrent syncs together, where one after another each would wait for a
+    journal commit of its own.
+    """
+    todo = list(files)
+    if len(todo) <= 1:
+        for tmp in todo:
+            tmp.sync()
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(len(todo), 16)) as pool:
+        for _ in pool.map(TempFile.sync, todo):
+            pass
+
+
+def fsync_dir(folder: str | os.PathLike[str]) -> None:
+    """Make the folder's entries (a rename, a new file) durable."""
+    _fsync_dir(folder)
+
+
+def _named_by_indexes(folder: Path, names: list[str]) -> set[str]:
+    """Those of ``names`` that an index file in ``folder`` mentions."""
+    named: set[str] = set()
+    try:
+        indexes = [e for e in os.scandir(folder)
+                   if e.name.endswith(_INDEX_SUFFIX) and e.is_file(follow_symlinks=False)]
+    except OSError:
+        return set(names)
+    for entry in indexes:
+        try:
+            if entry.stat(follow_symlinks=False).st_size > _INDEX_READ_LIMIT:
+                return set(names)
+            data = Path(entry.path).read_bytes()
+        except OSError:
+            return set(names)
+        named.update(n for n in names
+                     if n.encode("utf-8", "surrogateescape") in data or json.dumps(n).encode() in data)
+    return named
+
+
+def _remove_if_dead(path: Path) -> bool:
+    """Remove ``path`` if no process holds it open locked (its writer is gone)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or _flock(fd, wait=False) is not True:
+            return False
+        now = os.lstat(path)
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            return False
+        path.unlink()
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def sweep_temp_files(folder: str | os.PathLike[str]) -> list[str]:
+    """Remove the temporary files that killed tensorfile writers left in ``folder``.
+
+    A file is removed only if its name has the temporary pattern
+    (:func:`looks_like_temp_file`), no live process holds it (its writer's
+    lock is gone), and no index file in the folder names it (the switch of a
+    sharded save interrupted after its first index). Returns the names removed.
+    """
+    where = Path(folder)
+    try:
+        names = [e.name for e in os.scandir(where)
+                 if looks_like_temp_file(e.name) and e.is_file(follow_symlinks=False)]
+    except OSError:
+        return []
+    if not names:
+        return []
+    keep = _named_by_indexes(where, names)
+    return [n for n in names if n not in keep and _remove_if_dead(where / n)]
+
+
+_swept: set[tuple[int, int]] = set()
+#: Folders by name already swept (a folder later replaced under the same name
+#: is not swept again by this process: its leftovers wait for the next one).
+_swept_names: set[str] = set()
+_swept_lock = threading.Lock()
+
+
+def sweep_once(folder: str | os.PathLike[str]) -> None:
+    """:func:`sweep_temp_files` the first time this process writes into ``folder``.
+
+    Leftovers come from earlier, killed processes, so once per process is
+    enough, and a loop of saves into a big folder lists it only once.
+    """
+    name = os.path.abspath(folder)
+    if name in _swept_names:  # no system call for a folder written into before
+        return
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return
+    key = (st.st_dev, st.st_ino)
+    with _swept_lock:
+        _swept_names.add(name)
+        if key in _swept:
+            return
+        _swept.add(key)
+    sweep_temp_files(folder)
+
+
 @contextlib.contextmanager
 def atomic_write(dest: str | os.PathLike[str], *, durable: bool = True) -> Iterator[BinaryIO]:
     """Open a temporary file beside ``dest``; on success move it into place.
 
-    If the body raises, the temporary file is removed and ``dest`` is left as
-    it was. ``durable`` fsyncs the data and the folder entry (on by default:
-    the cost is small next to writing model weights, and a power cut must
-    never leave a renamed but empty file).
+    If the body raises (an exception, Ctrl-C, a signal turned into one), the
+    temporary file is removed and ``dest`` is left as it was; a process killed
+    outright leaves it, and the next tensorfile write into the folder removes
+    it (:func:`sweep_once`). ``durable`` syncs the data and the folder entry
+    (on by default: a power cut must never leave a renamed but empty file);
+    ``durable=False`` keeps the all-or-nothing rename and skips the syncs,
+    for scratch files and for callers that sync once themselves.
     """
     dest = Path(dest)
-    folder = dest.parent if str(dest.parent) else Path(".")
-    mode = _final_mode(dest)
-    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=_temp_prefix(dest), suffix=_TEMP_SUFFIX)
-    tmp = Path(tmp_name)
+    folder = os.path.dirname(dest) or "."
+    sweep_once(folder)
+    tmp: TempFile | None = None
     try:
-        with WriteBehindFile(fd) if durable else os.fdopen(fd, "wb", buffering=0) as raw:
-            f: BinaryIO = raw  # type: ignore[assignment]
-            yield f
-            if durable:
-                os.fsync(raw.fileno())
-            os.fchmod(raw.fileno(), mode)
-        os.replace(tmp, dest)
+        # Held signals are raised as each block ends: inside this try, with
+        # ``tmp`` known, so the temporary file is removed.
+        with signals_deferred():
+            tmp = TempFile(dest, durable=durable)
+        yield tmp.file
+        if durable:
+            tmp.sync()
+        tmp.commit()
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        if tmp is not None:
+            tmp.discard()
         raise
     if durable:
         _fsync_dir(folder)

@@ -13,7 +13,6 @@ import base64
 import binascii
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tensorfile._io.atomic import atomic_write
 from tensorfile._io.files import read_small
 from tensorfile.errors import (
     BundleError,
@@ -215,20 +215,8 @@ def read_bundle(path: str | os.PathLike[str]) -> Bundle:
 def write_bundle(path: str | os.PathLike[str], bundle: Bundle) -> Path:
     """Write atomically (temporary file, then rename) so a crash leaves no half signature."""
     p = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(bundle.to_json())
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_write(p) as f:
+        f.write(bundle.to_json())
     return p
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+from tensorfile._io.atomic import looks_like_temp_file
 from tensorfile._io.files import hf_cache_blobs, open_regular, pread_into
 from tensorfile._io.headers import read_header
 from tensorfile._progress import Progress
@@ -262,8 +263,8 @@ def list_model_files(
             rel = prefix + entry.name
             full = folder / entry.name
             _check_name(entry.name, full)
-            if _is_ignored(rel, ignored):
-                continue
+            if _is_ignored(rel, ignored) or looks_like_temp_file(entry.name):
+                continue  # a temporary file is a write in progress or a dead one's leftover
             if entry.is_symlink():
                 if not allow_symlinks:
                     raise ModelPathError(
@@ -387,26 +388,35 @@ def _read_chunks(fd: int, file: ModelFile, lo: int, hi: int, size: int) -> Itera
 @contextlib.contextmanager
 def _mapped_chunks(fd: int, size: int, lo: int, hi: int, chunk: int) -> Iterator[Iterator[tuple[int, memoryview]]]:
     """``(offset, bytes)`` for ``[lo, hi)`` of ``fd``, sliced from a read-only mapping."""
-    with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as mm:
-        view = memoryview(mm)
+    mm = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+    view = memoryview(mm)
 
-        def chunks() -> Iterator[tuple[int, memoryview]]:
-            for a in range(lo, hi, chunk):
-                b = min(a + chunk, hi)
-                yield a, view[a:b]
-                if hasattr(mmap, "MADV_DONTNEED"):
-                    # Drop the hashed pages from this process (they stay in the
-                    # page cache): resident memory stays one chunk, whatever the
-                    # file size. madvise wants a page-aligned start; a page shared
-                    # with the next chunk is simply read again from the cache.
-                    start = a - a % mmap.PAGESIZE
-                    with contextlib.suppress(OSError):
-                        mm.madvise(mmap.MADV_DONTNEED, start, b - start)
+    def chunks() -> Iterator[tuple[int, memoryview]]:
+        for a in range(lo, hi, chunk):
+            b = min(a + chunk, hi)
+            yield a, view[a:b]
+            if hasattr(mmap, "MADV_DONTNEED"):
+                # Drop the hashed pages from this process (they stay in the
+                # page cache): resident memory stays one chunk, whatever the
+                # file size. madvise wants a page-aligned start; a page shared
+                # with the next chunk is simply read again from the cache.
+                start = a - a % mmap.PAGESIZE
+                with contextlib.suppress(OSError):
+                    mm.madvise(mmap.MADV_DONTNEED, start, b - start)
 
-        try:
-            yield chunks()
-        finally:
+    try:
+        yield chunks()
+    except BaseException:
+        # A chunk may still be held by the traceback (a progress callback
+        # that raised to cancel): closing the map now would raise
+        # BufferError over the caller's own exception. The map is closed
+        # when its last view goes.
+        with contextlib.suppress(BufferError):
             view.release()
+            mm.close()
+        raise
+    view.release()
+    mm.close()
 
 
 def is_safetensors(file: ModelFile) -> bool:

@@ -41,7 +41,7 @@ from tensorfile.integrity.hashing import (
 )
 from tensorfile.integrity.keys import PathOrPem, PrivateKey
 from tensorfile.integrity.manifest import hash_model_update
-from tensorfile.integrity.sign import check_no_leftovers, default_signature_path, sign_manifest
+from tensorfile.integrity.sign import default_signature_path, sign_manifest, sweep_leftovers
 from tensorfile.integrity.signers import Signer, as_signer
 from tensorfile.integrity.verify import verify_bundle
 
@@ -114,10 +114,10 @@ def resign(
         if progress is not None:
             progress(done, total)
 
+    sweep_leftovers(model)
     manifest, rehashed = hash_model_update(
         model, previous, options, signature=sig_path, progress=count
     )
-    check_no_leftovers(model, manifest)
     written = write_bundle(sig_path, sign_manifest(manifest, signer))
     return ResignReport(
         signature=written,

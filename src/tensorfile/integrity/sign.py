@@ -11,10 +11,10 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
-from tensorfile._io.atomic import looks_like_temp_file
+from tensorfile._io.atomic import sweep_temp_files
 from tensorfile._io.files import refuse_existing
 from tensorfile._weights import refuse_empty
-from tensorfile.errors import KeyLoadError, ModelPathError, SignatureError
+from tensorfile.errors import KeyLoadError, SignatureError
 from tensorfile.integrity.bundle import DEFAULT_SIGNATURE_NAME, Bundle, pae, write_bundle
 from tensorfile.integrity.hashing import (
     DEFAULT_FILE_ALGORITHM,
@@ -65,17 +65,14 @@ def opened_signer(uri: str) -> Iterator[Signer]:
             close()
 
 
-def check_no_leftovers(model: str | os.PathLike[str], manifest: Manifest) -> None:
-    """Refuse to sign tensorfile's temporary files: a save, convert or sign
-    killed before its rename left them behind (or one is still running);
-    signed, they would become part of the model, and removing them later
-    would fail verification."""
-    leftovers = [f.name for f in manifest.files if looks_like_temp_file(f.name.rsplit("/", 1)[-1])]
-    if leftovers:
-        raise ModelPathError(
-            f"{model}: temporary files of an interrupted or running tensorfile write: "
-            f"{', '.join(leftovers[:5])}; remove them (or pass them in ignore_paths) and sign again"
-        )
+def sweep_leftovers(model: str | os.PathLike[str]) -> None:
+    """Remove the temporary files killed writes left in a model folder
+    (hashing leaves out any temporary file: a live write's, or one an index
+    still names), so that they neither block signing nor fail verification."""
+    if os.path.isdir(model):
+        for folder, subfolders, _ in os.walk(model):
+            subfolders[:] = [d for d in subfolders if d != ".git"]
+            sweep_temp_files(folder)
 
 
 def encode_statement(manifest: Manifest) -> bytes:
@@ -162,8 +159,8 @@ def sign(
     single = not os.path.isdir(model)
     if single and os.path.isfile(model):  # before hashing: a 0-byte .safetensors does not parse
         refuse_empty(model, [os.path.getsize(model)], single=True, doing="sign")
+    sweep_leftovers(model)
     manifest = hash_model(model, options, signature=sig_path, progress=progress)
     refuse_empty(model, (f.size or 0 for f in manifest.files), single=single, doing="sign")
-    check_no_leftovers(model, manifest)
     bundle = sign_manifest(manifest, signer)
     return write_bundle(sig_path, bundle)

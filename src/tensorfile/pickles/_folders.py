@@ -10,6 +10,7 @@ files are the weights to convert.
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Final
 
 from tensorfile._format.header import MAX_HEADER_SIZE
 from tensorfile._format.strict_json import loads_strict
+from tensorfile._io.atomic import atomic_write
 from tensorfile._io.files import read_bounded
 from tensorfile.errors import ConversionError, MalformedCheckpointError
 from tensorfile.pickles.containers import scan_file, sniff
@@ -117,6 +119,16 @@ def other_files(src: Path, out: Path, skip: set[str]) -> list[FileAction]:
         if target.exists():
             actions.append(FileAction(entry.name, "left", f"{target} exists; not overwritten"))
         else:
-            shutil.copy2(entry, target)
+            _copy_atomically(entry, target)
             actions.append(FileAction(entry.name, "copied", str(target)))
     return actions
+
+
+def _copy_atomically(src: Path, target: Path) -> None:
+    """Copy ``src`` (its bytes and times) to ``target`` through a temporary
+    file: a kill leaves no torn copy, only a temporary file the next write
+    into the folder removes."""
+    with atomic_write(target) as f, src.open("rb") as fh:
+        shutil.copyfileobj(fh, f)
+        st = os.fstat(fh.fileno())
+        os.utime(f.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))

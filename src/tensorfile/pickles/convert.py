@@ -68,6 +68,7 @@ under it).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import mmap
 import os
@@ -292,7 +293,8 @@ def _convert_folder(src: Path, dst: Path | None, mode: Mode,
     """Every input shard is checked, then all tensors are written through
     :func:`tensorfile.sharded.save_sharded_iter`: ``model.safetensors``, or
     ``model-0000i-of-0000n.safetensors`` shards no bigger than the largest
-    input shard and ``model.safetensors.index.json``, written last."""
+    input shard and ``model.safetensors.index.json``, all or nothing (a
+    failure or a kill leaves the destination's old model, or none)."""
     shards, index = folder_inputs(src)
     out = dst if dst is not None else src
     if out.exists() and not out.is_dir():
@@ -312,6 +314,7 @@ def _convert_folder(src: Path, dst: Path | None, mode: Mode,
                 tensors[name] = view
             metadata.update(plan.metadata())
         total = sum(p.nbytes for p in plans)
+        created = _new_folders(out)
         out.mkdir(parents=True, exist_ok=True)
         report = ConversionReport(str(src), "folder", salvage=mode.salvage)
         hash_in_background([ck.source for ck in checkpoints])
@@ -322,8 +325,16 @@ def _convert_folder(src: Path, dst: Path | None, mode: Mode,
         limit = max([p.nbytes for p in plans] if index is not None else [total]) or 1
         # What the writer refuses (a name or header safetensors cannot hold) is
         # unsupported, not malformed.
-        with errors_as(SerializationError, UnsupportedCheckpointError, out):
-            written = save_sharded_iter(entries, copier, out, limit, metadata)
+        try:
+            with errors_as(SerializationError, UnsupportedCheckpointError, out):
+                written = save_sharded_iter(entries, copier, out, limit, metadata)
+        except BaseException:
+            # All or nothing: the folders this convert created go too (the
+            # writer already removed its temporary files).
+            for folder in created:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+            raise
         copier.finish()
         files = [out / f for f in written.shard_files] or [out / ST_WEIGHTS]
         if written.path is not None:
@@ -387,6 +398,16 @@ def _check_sources(source: Path) -> None:
             f"{source}: already a safetensors file (whatever its name says), not a pickle: "
             "there is nothing to convert; load it as it is, or rename it to .safetensors"
         )
+
+
+def _new_folders(out: Path) -> list[Path]:
+    """The folders ``out.mkdir(parents=True)`` would create, deepest first."""
+    new = []
+    for folder in (out, *out.parents):
+        if folder.exists():
+            break
+        new.append(folder)
+    return new
 
 
 def convert(

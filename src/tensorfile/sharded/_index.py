@@ -23,9 +23,9 @@ from typing import Any
 
 from tensorfile._format.header import MAX_HEADER_SIZE, Header
 from tensorfile._format.strict_json import loads_strict
-from tensorfile._io.files import PathLike, hf_cache_blobs, read_bounded
-from tensorfile._io.headers import read_path_header
-from tensorfile.errors import ShardIndexError
+from tensorfile._io.files import PathLike, hf_cache_blobs, open_regular, read_bounded
+from tensorfile._io.headers import read_header
+from tensorfile.errors import FormatError, ShardIndexError
 
 INDEX_SUFFIX = ".safetensors.index.json"
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -166,9 +166,27 @@ def read_index(path: PathLike, *, allow_external_symlinks: bool = False) -> Shar
     return ShardIndex(idx.folder, idx.weight_map, idx.metadata, index_path)
 
 
-def read_shard_header(path: Path) -> Header:
-    """A shard's validated header (one small ``pread``; nothing is mapped)."""
-    return read_path_header(path)[0]
+#: What tells one version of a file from another: device, inode, size and
+#: modification time (nanoseconds), as ``fstat`` gives them.
+FileIdentity = tuple[int, int, int, int]
+
+
+def file_identity(st: os.stat_result) -> FileIdentity:
+    """The :data:`FileIdentity` of a ``stat`` result."""
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def read_shard_header(path: Path) -> tuple[Header, FileIdentity]:
+    """A shard's validated header (one small ``pread``; nothing is mapped) and
+    the identity of the file it was read from (the same descriptor's ``fstat``)."""
+    fd, size = open_regular(path)
+    try:
+        ident = file_identity(os.fstat(fd))
+        return read_header(fd, size)[0], ident
+    except FormatError as e:
+        raise type(e)(f"{os.fspath(path)}: {e}") from None
+    finally:
+        os.close(fd)
 
 
 def check_shard(index: ShardIndex, shard: str, header: Header) -> None:

@@ -4,12 +4,15 @@
 ``.safetensors`` file as one mapping of names to :class:`LazyTensor`. Every
 shard's header is read and cross-checked against the index at open (a small
 ``pread`` per shard; nothing is mapped); a shard is opened only when one of
-its tensors is touched.
+its tensors is touched. A shard whose file was replaced or changed since
+the model was opened is refused at read time; :meth:`ShardedOpen.close` is
+safe while other threads read.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
@@ -48,6 +51,7 @@ from tensorfile.sharded._index import (
     ShardIndex,
     check_shard,
     check_total_size,
+    file_identity,
     find_index,
     read_index,
     read_shard_header,
@@ -127,10 +131,15 @@ class ShardedOpen(Mapping[str, LazyTensor]):
         self._verify = verify
         self._open: dict[str, SafeOpen] = {}
         self._closed = False
+        # Opening a shard and close() take it: close() never meets a dict being
+        # filled, and no shard opens after close() returned.
+        self._lock = threading.Lock()
         index_path = p if p.name.endswith(INDEX_SUFFIX) else (find_index(p) if p.is_dir() else None)
         if index_path is not None:
             self.index = read_index(index_path, allow_external_symlinks=allow_external_symlinks)
-            headers = {s: read_shard_header(self.path_of(s)) for s in self.index.shard_files}
+            read = {s: read_shard_header(self.path_of(s)) for s in self.index.shard_files}
+            headers = {s: h for s, (h, _) in read.items()}
+            identities = {s: ident for s, (_, ident) in read.items()}
             for shard, header in headers.items():
                 check_shard(self.index, shard, header)
             check_total_size(self.index, headers)
@@ -144,12 +153,16 @@ class ShardedOpen(Mapping[str, LazyTensor]):
                         f"{len(candidates)} .safetensors files; expected an index or one file"
                     )
                 single = candidates[0]
-            header = read_shard_header(single)
+            header, ident = read_shard_header(single)
             self.index = ShardIndex(
                 single.parent, {n: single.name for n in header.tensors}, {}, None
             )
             headers = {single.name: header}
+            identities = {single.name: ident}
         self._headers = headers
+        #: Each shard's file as it was when its header was read: a shard
+        #: replaced or changed since is refused at read time (spec/FORMAT.md 6).
+        self._identities = identities
         self._handles = {
             name: LazyTensor(self, shard, info)
             for shard, h in headers.items()
@@ -200,30 +213,64 @@ class ShardedOpen(Mapping[str, LazyTensor]):
 
     # -- shards -------------------------------------------------------------------
     def shard(self, shard: str) -> SafeOpen:
-        """The open handle of one shard, opening (not yet mapping) it on first use."""
-        if self._closed:
-            raise ClosedFileError(f"{self.index.folder}: the model was closed; open it again to read")
-        f = self._open.get(shard)
-        if f is None:
-            f = SafeOpen(
-                self.path_of(shard), self._framework, self._device,
-                backend=self._backend, verify=self._verify,
-            )
-            if f.header.tensors != self._headers[shard].tensors:
-                f.close()
-                raise ShardIndexError(f"shard {shard} changed since the model was opened")
-            self._open[shard] = f
+        """The open handle of one shard, opening (not yet mapping) it on first use.
+
+        Raises :class:`ShardIndexError` if the shard's file was replaced or
+        changed since the model was opened (its identity: device, inode,
+        size, modification time), checked on every call.
+        """
+        with self._lock:
+            if self._closed:
+                raise ClosedFileError(
+                    f"{self.index.folder}: the model was closed; open it again to read"
+                )
+            f = self._open.get(shard)
+            if f is None:
+                self._check_unchanged(shard)
+                f = SafeOpen(
+                    self.path_of(shard), self._framework, self._device,
+                    backend=self._backend, verify=self._verify,
+                )
+                try:
+                    if f.header.tensors != self._headers[shard].tensors:
+                        raise ShardIndexError(f"shard {shard} changed since the model was opened")
+                    self._check_unchanged(shard)
+                except BaseException:
+                    f.close()
+                    raise
+                self._open[shard] = f
+                return f
+        self._check_unchanged(shard)
         return f
+
+    def _check_unchanged(self, shard: str) -> None:
+        try:
+            now = file_identity(os.stat(self.path_of(shard)))
+        except OSError as e:
+            raise ShardIndexError(
+                f"shard {shard} of {self.index.folder} is gone since the model was opened "
+                f"({e.strerror})"
+            ) from None
+        if now != self._identities[shard]:
+            raise ShardIndexError(
+                f"shard {shard} of {self.index.folder} was replaced or changed since the model "
+                "was opened (another save?); open the model again"
+            )
+
+    def _opened(self) -> list[SafeOpen]:
+        with self._lock:
+            return list(self._open.values())
 
     @property
     def opened_shards(self) -> list[str]:
         """Shards opened so far (each only when one of its tensors was touched)."""
-        return sorted(self._open)
+        with self._lock:
+            return sorted(self._open)
 
     @property
     def bytes_read(self) -> int:
         """Bytes copied out of the shards so far (see :attr:`SafeOpen.bytes_read`)."""
-        return sum(f.bytes_read for f in self._open.values())
+        return sum(f.bytes_read for f in self._opened())
 
     def get_tensor(self, name: str) -> Any:
         return self[name].load()
@@ -247,10 +294,12 @@ class ShardedOpen(Mapping[str, LazyTensor]):
     # -- lifetime -----------------------------------------------------------------
     def close(self) -> None:
         """Close every opened shard. Tensors already handed out stay valid."""
-        self._closed = True
-        for f in self._open.values():
+        with self._lock:
+            self._closed = True
+            opened = list(self._open.values())
+            self._open.clear()
+        for f in opened:
             f.close()
-        self._open.clear()
 
     def __enter__(self) -> ShardedOpen:
         return self

@@ -4,8 +4,9 @@
 bytes of tensor data (a bigger tensor gets a shard of its own; a tensor is
 never split), named ``model-00001-of-0000N.safetensors`` like transformers
 does, plus the index; a single ``model.safetensors`` and no index when
-everything fits. Every file is written atomically and the index last, so a
-reader never sees an index naming a shard that is not complete.
+everything fits. The whole save is atomic: the shards are written as
+temporary files and published by the index (:mod:`tensorfile.sharded._switch`),
+so a reader sees the old model or the new one, never a mix.
 
 :func:`save_file_iter` and :func:`save_sharded_iter` write tensors produced
 one at a time from announced names, dtypes and shapes, so a model bigger than
@@ -14,7 +15,6 @@ memory can be saved: peak memory is a constant plus the largest tensor.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -27,17 +27,17 @@ from tensorfile._format.dtypes import DType, dtype_from_name, dtype_from_numpy
 from tensorfile._format.header import Entry, canonical_order
 from tensorfile._frameworks import is_torch_tensor, tensor_entry, torch_dtype_table
 from tensorfile._io import writer
-from tensorfile._io.atomic import atomic_write
+from tensorfile._io.atomic import TempFile, signals_deferred, sweep_once
 from tensorfile._io.files import PathLike
 from tensorfile._storage import shared_groups
 from tensorfile.errors import FormatError, SerializationError
 from tensorfile.sharded._index import (
     DEFAULT_MAX_SHARD_SIZE,
     DEFAULT_PREFIX,
-    INDEX_SUFFIX,
     SAFETENSORS_SUFFIX,
     ShardIndex,
 )
+from tensorfile.sharded._switch import Publisher
 
 #: A dtype as a header name ("F32"), a :class:`DType`, a numpy or a torch dtype.
 DTypeLike = Any
@@ -127,6 +127,8 @@ def save_file_iter(
     produce: Producer,
     filename: PathLike,
     metadata: Mapping[str, str] | None = None,
+    *,
+    durable: bool = True,
 ) -> None:
     """Write one file from tensors produced one at a time (bigger than memory).
 
@@ -135,10 +137,11 @@ def save_file_iter(
     called in file order, or an iterable of ``(name, tensor)`` pairs in the
     order :func:`write_order` gives. Each tensor is written and released
     before the next is asked for: peak memory is a constant plus the largest
-    tensor. Atomic like :func:`tensorfile.save_file`; the bytes are identical.
+    tensor. Atomic (and ``durable``) like :func:`tensorfile.save_file`; the
+    bytes are identical.
     """
     ents = as_entries(entries)
-    writer.save_stream(ents, _pairs(ents, produce), filename, metadata)
+    writer.save_stream(ents, _pairs(ents, produce), filename, metadata, durable=durable)
 
 
 def plan_shards(entries: Iterable[Entry], max_bytes: int) -> list[list[Entry]]:
@@ -165,25 +168,6 @@ def shard_name(prefix: str, i: int, n: int) -> str:
     return f"{prefix}-{i:05d}-of-{n:05d}{SAFETENSORS_SUFFIX}"
 
 
-def _remove_stale(folder: Path, prefix: str, keep: set[str]) -> None:
-    """Remove files of an earlier save under ``prefix`` that the new one does not use."""
-    pattern = re.compile(re.escape(prefix) + r"-\d{5,}-of-\d{5,}" + re.escape(SAFETENSORS_SUFFIX))
-    for p in folder.iterdir():
-        stale = pattern.fullmatch(p.name) or p.name in (
-            prefix + SAFETENSORS_SUFFIX, prefix + INDEX_SUFFIX
-        )
-        if stale and p.name not in keep and p.is_file() and not p.is_symlink():
-            p.unlink()
-
-
-def _write_index(folder: Path, prefix: str, weight_map: dict[str, str], total: int) -> Path:
-    path = folder / (prefix + INDEX_SUFFIX)
-    doc = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
-    with atomic_write(path) as f:
-        f.write((json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
-    return path
-
-
 def save_sharded_iter(
     entries: EntriesLike,
     produce: Producer,
@@ -191,35 +175,47 @@ def save_sharded_iter(
     max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
     metadata: Mapping[str, str] | None = None,
     prefix: str = DEFAULT_PREFIX,
+    *,
+    durable: bool = True,
 ) -> ShardIndex:
     """Write a sharded model from tensors produced one at a time.
 
     Same shard layout as :func:`save_sharded`; ``entries`` and ``produce``
-    as in :func:`save_file_iter` (one tensor in memory at a time).
+    as in :func:`save_file_iter` (one tensor in memory at a time). All or
+    nothing: the folder holds the old model until the new one is complete
+    (see :mod:`tensorfile.sharded._switch`).
     """
     if not prefix or "/" in prefix or "\\" in prefix or prefix in (".", ".."):
         raise SerializationError(f"prefix must be a plain file name, got {prefix!r}")
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
+    sweep_once(out)
     ents = as_entries(entries)
     shards = plan_shards(ents, parse_size(max_shard_size))
     pairs = _pairs(ents, produce)
     single = len(shards) <= 1
     weight_map: dict[str, str] = {}
-    for i, group in enumerate(shards or [[]], 1):
-        name = prefix + SAFETENSORS_SUFFIX if single else shard_name(prefix, i, len(shards))
-        writer.save_stream(group, pairs, out / name, metadata)
-        weight_map.update((e.name, name) for e in group)
-    leftover = next(pairs, None)
-    if leftover is not None:
-        raise SerializationError(f"producer gave tensor {leftover[0]!r}, which was not announced")
-    if single:
-        name = prefix + SAFETENSORS_SUFFIX
-        _remove_stale(out, prefix, {name})
-        return ShardIndex(out, weight_map, {}, None)
+    staged: dict[str, TempFile] = {}
     total = sum(e.dtype.nbytes(math.prod(e.shape)) for e in ents)
-    index_path = _write_index(out, prefix, weight_map, total)
-    _remove_stale(out, prefix, set(weight_map.values()) | {index_path.name})
+    publisher = Publisher(out, prefix, staged, weight_map, total, durable=durable)
+    try:
+        for i, group in enumerate(shards or [[]], 1):
+            name = prefix + SAFETENSORS_SUFFIX if single else shard_name(prefix, i, len(shards))
+            with signals_deferred():  # a Ctrl-C now raises with the file in ``staged``
+                tmp = staged[name] = TempFile(out / name, durable=durable)
+            writer.write_stream(tmp.file, group, pairs, metadata)
+            weight_map.update((e.name, name) for e in group)
+        leftover = next(pairs, None)
+        if leftover is not None:
+            raise SerializationError(
+                f"producer gave tensor {leftover[0]!r}, which was not announced"
+            )
+        index_path = publisher.publish()
+    except BaseException:
+        publisher.abandon()
+        raise
+    if index_path is None:
+        return ShardIndex(out, weight_map, {}, None)
     return ShardIndex(out, weight_map, {"total_size": total}, index_path)
 
 
@@ -229,14 +225,21 @@ def save_sharded(
     max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
     metadata: Mapping[str, str] | None = None,
     prefix: str = DEFAULT_PREFIX,
+    *,
+    durable: bool = True,
 ) -> ShardIndex:
     """Save ``tensors`` (numpy arrays or torch tensors) as a sharded model in ``folder``.
 
     Shards hold at most ``max_shard_size`` bytes of tensor data (an int, or
     ``"5GB"``-style), tensors assigned in canonical order and never split;
     ``metadata`` goes into every shard. One ``{prefix}.safetensors`` and no
-    index when everything fits. Files of an earlier save under the same
-    prefix that this one does not use are removed after the index is written.
+    index when everything fits. All or nothing: a crash, a kill or an
+    exception leaves the folder's old model or the complete new one, never a
+    mix (:mod:`tensorfile.sharded._switch`); files of an earlier save under
+    the same prefix that this one does not use are removed after the switch.
+    ``durable`` syncs the shards once at the end, before the switch, and the
+    folder after it; ``durable=False`` skips the syncs (still all or nothing
+    against a crash, not against a power cut).
     Torch tensors that share memory are refused, as by ``save_file``.
     """
     if not isinstance(tensors, Mapping):
@@ -255,4 +258,5 @@ def save_sharded(
         if not isinstance(name, str):
             raise SerializationError(f"tensor names must be str, got {name!r}")
         entries.append(tensor_entry(name, value)[0])
-    return save_sharded_iter(entries, tensors.__getitem__, folder, max_shard_size, metadata, prefix)
+    return save_sharded_iter(entries, tensors.__getitem__, folder, max_shard_size, metadata, prefix,
+                             durable=durable)
