@@ -44,7 +44,7 @@ from tensorfile._frameworks import (
 )
 from tensorfile._io.files import open_file_object, open_regular, pread_exact
 from tensorfile._io.headers import read_header
-from tensorfile._io.verifier import FileVerifier, Verifier
+from tensorfile._io.verifier import FileVerifier, TensorCheck, Verifier
 from tensorfile.errors import (
     ClosedFileError,
     FrameworkError,
@@ -173,6 +173,8 @@ class SafeOpen:
         try:
             self._header, raw_header = read_header(self._fd, self._size)
             self._verifier: FileVerifier | None = None
+            #: The data section of a file signed only whole, copied and checked at open.
+            self._whole: np.ndarray[Any, Any] | None = None
             #: Verified tensor bytes by name, released when the handle closes.
             self._verified: dict[str, Any] = {}
             if verify is not None:
@@ -182,11 +184,14 @@ class SafeOpen:
                         "trust policies or pins to tensorfile.safe_open(verify=...)"
                     )
                 self._verifier = verify.for_file(self._path)
-                self._verifier.check_header(raw_header)
                 # Verified bytes must be the bytes handed out: read them into
-                # private memory rather than through a map that another
-                # process could change between the check and the use.
+                # private memory, through this descriptor, rather than through
+                # a map (or a second open of the path) that another process
+                # could change between the check and the use.
                 self._mode = "pread"
+                whole = self._verifier.check_open(raw_header, self._size)
+                if whole is not None:
+                    self._whole = self._read_whole(whole, raw_header)
                 if self._verifier.eager:
                     for info in self._header.tensors.values():
                         self._tensor_bytes(info)
@@ -209,6 +214,7 @@ class SafeOpen:
                 return
             self._closed = True
             self._verified = {}
+            self._whole = None
             # Arrays handed out keep the map alive through their buffer; the
             # map itself is unmapped when the last of them is collected.
             self._map = None
@@ -304,6 +310,8 @@ class SafeOpen:
             return self._mapping(), self._header.data_offset + info.start
         if self._verifier is None:
             return self._pread(info.nbytes, self._header.data_offset + info.start), 0
+        if self._whole is not None:
+            return self._whole, info.start
         # Verified bytes are kept and handed out again: reading the file a
         # second time would return bytes nobody checked (the file may have
         # changed since), and hashing them again would cost a full pass.
@@ -330,6 +338,22 @@ class SafeOpen:
             for a in range(0, info.nbytes, step):
                 chunk = view[a : a + step]
                 self._pread(len(chunk), base + a, chunk)
+                check.update(chunk)
+        check.finish()
+        return buf
+
+    def _read_whole(self, check: TensorCheck, raw_header: bytes) -> np.ndarray[Any, Any]:
+        """The data section, copied into private memory through this
+        descriptor, every byte hashed (after ``raw_header``, the header
+        parsed) as it is copied; raises unless the whole file matches."""
+        check.update(memoryview(raw_header))
+        n = self._size - len(raw_header)
+        buf = np.empty(n, dtype=np.uint8)
+        step = max(1, check.chunk_size)
+        with memoryview(buf.data) as view:
+            for a in range(0, n, step):
+                chunk = view[a : a + step]
+                self._pread(len(chunk), len(raw_header) + a, chunk)
                 check.update(chunk)
         check.finish()
         return buf
@@ -425,7 +449,7 @@ class SafeOpen:
         # Each name once: two reads of one tensor must not share an arena slot.
         wanted = list(self._header.tensors) if names is None else list(dict.fromkeys(names))
         if self._mode == "pread" and len(wanted) > 1:
-            slots = self._arena(wanted) if self._verifier is not None else {}
+            slots = self._arena(wanted) if self._verifier is not None and self._whole is None else {}
             workers = threads or min(8, os.cpu_count() or 1)
             with ThreadPoolExecutor(workers) as pool:
                 values = list(pool.map(lambda n: self._get(n, slots.get(n)), wanted))
