@@ -106,7 +106,8 @@ def test_duplicate_keys_never_take_the_fast_path(raw: bytes) -> None:
 # escapes and deep nesting can all be written.
 _texts = st.text(alphabet='ab:"\\[]{},é\n\ud800\udc00 0e', max_size=6)
 _numbers = st.sampled_from(
-    [b"0", b"-1", b"2.5", b"1e5", b"1E-5", b"-0", b"1e400", b"9" * 308, b"9" * 309, b"9" * 5000, b"0.25"]
+    [b"0", b"-1", b"2.5", b"1e5", b"1E-5", b"-0", b"1e400", b"9" * 308, b"9" * 309, b"9" * 5000, b"0.25",
+     b"9" * 199 + b"e99", b"9" * 199 + b".5e+99", b"1" + b"0" * 250 + b"e60", b"1e-400", b"1e307", b"2E+308"]
 )
 
 
@@ -167,6 +168,7 @@ def test_unknown_fields_fast_path_agrees_with_strict_path(
         b'"x":{}',
         b'"x":"a:b \\" [{ \\\\",  "y" : [1, -2.5, true, false, null, "\\u00e9"]',
         b'"x":' + b"[" * 125 + b"]" * 125,
+        b'"x":[1e5, 2.5E-30, 9e+99, true, false]',
     ],
 )
 def test_plain_unknown_fields_are_decided_by_the_fast_path(extra: bytes) -> None:

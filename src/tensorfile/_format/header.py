@@ -189,8 +189,14 @@ def _is_uint(x: object) -> bool:
     return type(x) is int and 0 <= x <= _U64_MAX
 
 
-def validate(obj: Mapping[str, Any], data_size: int, length: int = 0) -> Header:
-    """Check a decoded header against the data buffer's real size."""
+def validate(
+    obj: Mapping[str, Any], data_size: int, length: int = 0, *, unknown_fields_checked: bool = False
+) -> Header:
+    """Check a decoded header against the data buffer's real size.
+
+    ``unknown_fields_checked``: the caller found, in the bytes, nothing that
+    rules H4, H8 and H9 refuse in unknown fields, so they are not walked.
+    """
     metadata: dict[str, str] | None = None
     infos: list[TensorInfo] = []
     append = infos.append
@@ -206,7 +212,7 @@ def validate(obj: Mapping[str, Any], data_size: int, length: int = 0) -> Header:
             offsets = entry["data_offsets"]
         except KeyError as e:
             raise InvalidHeaderError(f"tensor {name!r}: missing field {e.args[0]!r}") from None
-        if len(entry) > 3:
+        if len(entry) > 3 and not unknown_fields_checked:
             _check_unknown_fields(name, entry)
         dtype = dtype_from_name(dtype_name) if type(dtype_name) is str else dtype_from_name(None)
         if type(shape) is not list or not all(_is_uint(d) for d in shape):
@@ -345,8 +351,8 @@ if msgspec is not None:
     # The keys of every entry (and of the metadata), values left unparsed.
     _ENTRY_KEYS = msgspec.json.Decoder(dict[str, dict[str, msgspec.Raw] | None])
 
-# Digits to "0", "e" and "E" to "e", the rest to " ": outside strings, "0e"
-# is an exponent (true and false have no digit before their e).
+# Digits to "0", "e" and "E" to "e", the rest to " ": outside strings an "e"
+# then digits is an exponent (or true/false before a number: strict path).
 _DIGITS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x65 if b in b"eE" else 0x20 for b in range(256))
 _BRACKET_STEP = np.zeros(256, np.int8)
 _BRACKET_STEP[list(b"[{")] = 1
@@ -464,12 +470,23 @@ def _plain_extras(raw: bytes) -> bool:
             raw.decode("utf-8")
         except UnicodeDecodeError:
             return False
+    outside = _outside_strings_if_harmless(raw)
+    # H7: one colon per decoded pair, so no duplicate and no key inside an
+    # unknown field.
+    return outside is not None and outside.count(b":") == pairs
+
+
+def _outside_strings_if_harmless(raw: bytes) -> bytes | None:
+    """The bytes of valid JSON ``raw`` outside its strings, or None if
+    anywhere in it rule H4 (a surrogate escape: the strict path pairs them),
+    H8 (nesting) or H9 (numbers of 10**308 and more) might apply.
+    """
     # With each escaped backslash, then each escaped quote, blanked out (same
     # length: only string contents change), every quote left opens or closes
     # a string.
     text = raw.replace(b"\\\\", b"  ").replace(b'\\"', b"  ") if b"\\" in raw else raw
-    if b"\\ud" in text or b"\\uD" in text:  # H4: let the strict path pair them
-        return False
+    if b"\\ud" in text or b"\\uD" in text:
+        return None
     # (In place where it can be: the peak stays a few times the header.)
     a = np.frombuffer(text, np.uint8)
     keep = a == 0x22
@@ -489,16 +506,16 @@ def _plain_extras(raw: bytes) -> bool:
         run = np.cumsum(_BRACKET_STEP[kept[i : i + _CHUNK]], dtype=np.int8)
         run += depth
         if run.min() < 0:
-            return False
+            return None
         depth = int(run[-1])
-    outside = kept.tobytes()
+    outside: bytes = kept.tobytes()
     del kept
-    # H7: one colon per decoded pair, so no duplicate and no key inside an
-    # unknown field; H9: no exponent and no long number.
-    if outside.count(b":") != pairs:
-        return False
+    # H9: a number can reach 10**308 only with a run of 200 digits or an
+    # exponent of three digits (signs and points read as spaces here).
     digits = outside.translate(_DIGITS)
-    return not (b"0e" in digits or b"0" * 300 in digits)
+    if b"0" * 200 in digits or b"e000" in digits or b"e 000" in digits:
+        return None
+    return outside
 
 
 def _contiguous(offsets: Sequence[int], data_size: int) -> bool:
@@ -514,7 +531,11 @@ def parse_json(raw: bytes, data_size: int, length: int) -> Header:
     fast = _fast_validate(raw, data_size, length)
     if fast is not None:
         return fast
-    return validate(decode_json(raw), data_size, length)
+    obj = decode_json(raw)
+    # Walking every value of the unknown fields costs a Python call each; a
+    # scan of the bytes that finds nothing those rules refuse makes it moot.
+    harmless = _outside_strings_if_harmless(raw) is not None
+    return validate(obj, data_size, length, unknown_fields_checked=harmless)
 
 
 def parse(buf: bytes | bytearray | memoryview, file_size: int | None = None) -> Header:
