@@ -25,7 +25,7 @@ import mmap
 import os
 import stat
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -370,7 +370,7 @@ def hash_open_file(
         if big and mapped:
             # A hasher that spreads each update over every core wants big
             # updates from memory it need not copy first: the mapping.
-            with _mapped_chunks(fd, size, lo, hi, chunk_size) as chunks:
+            with _mapped_chunks(fd, where, size, lo, hi, chunk_size) as chunks:
                 _feed(chunks, file_hasher, spans, hashers, progress)
         else:
             step = chunk_size if big else min(chunk_size, READ_SIZE)
@@ -408,15 +408,30 @@ def _read_chunks(fd: int, where: Path, lo: int, hi: int, size: int) -> Iterator[
 
 
 @contextlib.contextmanager
-def _mapped_chunks(fd: int, size: int, lo: int, hi: int, chunk: int) -> Iterator[Iterator[tuple[int, memoryview]]]:
+def _mapped_chunks(
+    fd: int, where: Path, size: int, lo: int, hi: int, chunk: int
+) -> Iterator[Iterator[tuple[int, memoryview]]]:
     """``(offset, bytes)`` for ``[lo, hi)`` of ``fd``, sliced from a read-only mapping."""
     with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as mm:
         view = memoryview(mm)
 
-        def chunks() -> Iterator[tuple[int, memoryview]]:
+        def chunks() -> Generator[tuple[int, memoryview], None, None]:
             for a in range(lo, hi, chunk):
                 b = min(a + chunk, hi)
-                yield a, view[a:b]
+                # A mapped page past the end of the file raises SIGBUS, which
+                # kills the process: a file cut short while hashed is an error
+                # at the next chunk. (A cut racing this check can still fault:
+                # the window is one chunk, not the whole file.)
+                if os.fstat(fd).st_size < b:
+                    raise ModelPathError(f"{where}: file changed size while it was hashed")
+                # Released as soon as the consumer is done with it (or fails):
+                # a slice still alive would make closing the map raise
+                # BufferError in place of the real error.
+                piece = view[a:b]
+                try:
+                    yield a, piece
+                finally:
+                    piece.release()
                 if hasattr(mmap, "MADV_DONTNEED"):
                     # Drop the hashed pages from this process (they stay in the
                     # page cache): resident memory stays one chunk, whatever the
@@ -426,9 +441,11 @@ def _mapped_chunks(fd: int, size: int, lo: int, hi: int, chunk: int) -> Iterator
                     with contextlib.suppress(OSError):
                         mm.madvise(mmap.MADV_DONTNEED, start, b - start)
 
+        gen = chunks()
         try:
-            yield chunks()
+            yield gen
         finally:
+            gen.close()
             view.release()
 
 
