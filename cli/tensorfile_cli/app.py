@@ -224,10 +224,10 @@ _NOT_A_CHECKPOINT = frozenset({"not-pickle", "unknown", "empty", "unreadable"})
 def _describe_safetensors(path: Path, f: Any) -> dict[str, Any]:
     """The ``inspect`` result for an open safetensors file (schemas/inspect.json)."""
     header = f.header
+    base = header.data_offset  # (f.byte_range, without a second look-up per tensor)
     tensors = []
     for name in f.offset_keys():
         info = f.info(name)
-        start, end = f.byte_range(name)
         tensors.append(
             {
                 "name": name,
@@ -235,8 +235,8 @@ def _describe_safetensors(path: Path, f: Any) -> dict[str, Any]:
                 "shape": list(info.shape),
                 "numel": info.numel,
                 "nbytes": info.nbytes,
-                "offset": start,
-                "end": end,
+                "offset": base + info.start,
+                "end": base + info.end,
             }
         )
     return {

@@ -90,6 +90,11 @@ class InvalidOffsetsError(FormatError):
     kind = "invalid_offsets"
 
 
+class FileReadError(TensorfileError, OSError):
+    """The file could not be read after it was opened (an I/O error such as
+    ``EIO``): the storage failed, not the format."""
+
+
 class TensorNotFoundError(TensorfileError, KeyError):
     """No tensor of that name in the file."""
 

@@ -142,6 +142,31 @@ def test_inspect_human(cli: Any, st_file: Path) -> None:
         assert text in r.stdout
 
 
+def test_inspect_many_tensors_prints_plain_rows(cli: Any, tmp_path: Path, json_of: Any) -> None:
+    """Past 2,000 tensors the table is plain aligned text, written at once (a
+    rich table of 143,000 rows took 15 minutes), names escaped; --json holds
+    every row."""
+    import numpy as np
+
+    from tensorfile.numpy import save_file
+
+    n = 3_000
+    tensors = {f"t{i:04d}": np.full(1, i % 256, np.uint8) for i in range(n)}
+    tensors["evil\nverified: all good"] = np.zeros(2, np.int16)
+    path = tmp_path / "many.safetensors"
+    save_file(tensors, path)
+    r = cli(["inspect", str(path)])
+    assert r.code == 0
+    lines = r.stdout.splitlines()
+    assert lines[1].split() == ["name", "dtype", "shape", "bytes", "offset"]
+    rows = [line.split() for line in lines[2 : 3 + n]]
+    assert rows[0][:4] == ["evil\\nverified:", "all", "good", "I16"]  # escaped, one line
+    assert ["t0007", "U8", "[1]", "1"] == rows[1 + 7][:4]
+    assert not any(line.startswith("verified") for line in lines)
+    res = json_of(cli(["inspect", str(path), "--json"]), "inspect", 0)
+    assert len(res["tensors"]) == n + 1
+
+
 def test_inspect_pickle_shows_the_scanner_view(cli: Any, checkpoint: Path, json_of: Any) -> None:
     res = json_of(cli(["inspect", str(checkpoint), "--json"]), "inspect", 0)
     assert res["format"] == "pickle" and res["scan"]["verdict"] == "safe"

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -39,6 +40,7 @@ from tensorfile.errors import (
     FrameworkError,
     HeaderTooLargeError,
     InvalidHeaderError,
+    InvalidOffsetsError,
     InvalidShapeError,
     TruncatedFileError,
 )
@@ -343,3 +345,105 @@ def test_a_twenty_megabyte_tensor_name(tmp_path: Path) -> None:
         assert f.keys() == [name]
         assert f.get_tensor(name).tolist() == [7]
     assert time.perf_counter() - start < 5
+
+
+# --------------------------------------------------------------------------
+# Cost follows the header's meaning (issue 22): ignored fields and refusals
+# --------------------------------------------------------------------------
+
+
+def _ignored_field_header(item: bytes, size: int) -> bytes:
+    """One tensor whose unknown field holds ``size`` bytes of ``item``s."""
+    head = b'{"t":{"dtype":"F32","shape":[1],"data_offsets":[0,4],"x":['
+    return head + b",".join([item] * (size // (len(item) + 1))) + b"]}}"
+
+
+@pytest.mark.parametrize("item", [b"[]", b"{}"], ids=["lists", "objects"])
+def test_ignored_fields_cost_a_few_passes_over_the_header(
+    tmp_path: Path, item: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bound: a 2 MB unknown field of 700,000 empty lists or objects (a 99 MB
+    one took 52-61 s and 5 GB, the reference 1.9 s) opens without building a
+    Python object per value: never through the strict decoder, with a peak
+    allocation under 8 times the header's size, in under 3 s."""
+    text = _ignored_field_header(item, 2_000_000)
+    path = _file(tmp_path / "ignored.safetensors", text, b"\0\0\x80\x3f")
+
+    def strict(*_: object, **__: object) -> None:
+        raise AssertionError("the strict decoder ran")
+
+    monkeypatch.setattr(hdr, "decode_json", strict)
+    start = time.perf_counter()
+    tracemalloc.start()
+    try:
+        with safe_open(path) as f:
+            assert f.keys() == ["t"] and float(f.get_tensor("t")[0]) == 1.0
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert time.perf_counter() - start < 3
+    assert peak < 8 * len(text), peak
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param(b"[" * 126 + b"]" * 126, id="nested-too-deep"),
+        pytest.param(b'[{"a":1,"a":2}]', id="duplicate-key"),
+        pytest.param(b"[1e400]", id="number-over-a-double"),
+        pytest.param(b"[" + b"9" * 400 + b"]", id="400-digits"),
+        pytest.param(b'["\\ud800"]', id="lone-surrogate"),
+        pytest.param(b'["\xff"]', id="not-utf8"),
+    ],
+)
+def test_ignored_fields_the_reference_refuses_are_refused(tmp_path: Path, value: bytes) -> None:
+    """The fast handling of unknown fields still refuses what the reference
+    refuses (and tensorfile's duplicate keys), after a megabyte of plain ones."""
+    plain = b",".join([b"[]"] * 300_000)
+    text = b'{"t":{"dtype":"U8","shape":[1],"data_offsets":[0,1],"x":[' + plain + b"," + value + b"]}}"
+    path = _file(tmp_path / "bad.safetensors", text, b"\x01")
+    with pytest.raises(InvalidHeaderError):
+        safe_open(path)
+
+
+def test_overlapping_tensors_are_refused_from_the_first_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """150,000 tensors all claiming bytes [0, 4) (1.5 million took 20-30 s to
+    refuse) are refused with the strict path's error without decoding the
+    header a second time."""
+    n = 150_000
+    text = b"{" + b",".join(
+        b'"t%d":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}' % i for i in range(n)
+    ) + b"}"
+    path = _file(tmp_path / "overlap.safetensors", text, b"\0" * 4)
+    expected = f"tensor 't1': data_offsets [0, 4] (file byte {8 + len(text)}) overlaps the previous tensor"
+
+    def strict(*_: object, **__: object) -> None:
+        raise AssertionError("the strict decoder ran")
+
+    monkeypatch.setattr(hdr, "decode_json", strict)
+    with pytest.raises(InvalidOffsetsError, match=re.escape(expected)):
+        safe_open(path)
+
+
+def test_keys_in_ignored_fields_are_not_walked_value_by_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Objects with keys in an unknown field need the strict decoder (for
+    duplicate keys), but not a Python walk over every value for the rules a
+    scan of the bytes already rules out (5 MB of them took 37 s)."""
+    text = _ignored_field_header(b'{"a":0,"b":[1e5]}', 1_000_000)
+
+    def walk(*_: object) -> None:
+        raise AssertionError("unknown fields walked")
+
+    monkeypatch.setattr(hdr, "_check_unknown_fields", walk)
+    path = _file(tmp_path / "keys.safetensors", text, b"\0\0\x80\x3f")
+    with safe_open(path) as f:
+        assert f.keys() == ["t"]
+    # A number the rules refuse is still found (by the walk).
+    monkeypatch.undo()
+    path = _file(tmp_path / "big.safetensors", text[:-3] + b',{"a":1e400}]}}', b"\0\0\x80\x3f")
+    with pytest.raises(InvalidHeaderError, match="out of range"):
+        safe_open(path)

@@ -16,10 +16,12 @@ from hypothesis import strategies as st
 import tensorfile
 from tensorfile.errors import (
     ClosedFileError,
+    FileReadError,
     FormatError,
     FrameworkError,
     TensorfileError,
     TensorNotFoundError,
+    TruncatedFileError,
 )
 
 
@@ -276,3 +278,107 @@ def test_failed_open_leaves_nothing_to_release(tmp_path: Path) -> None:
         sys.unraisablehook = old_hook
     assert seen == []
 
+
+
+# ------------------------------------------------------------ faults: never a signal, never a raw error
+
+
+def _cut_model(tmp_path: Path) -> tuple[Path, int]:
+    """A file of two tensors, and the offset where ``b``'s bytes start."""
+    path = tmp_path / "cut.safetensors"
+    tensorfile.save_file({"a": np.arange(4096, dtype=np.float32),
+                          "b": np.arange(8192, dtype=np.float32)}, path)
+    with tensorfile.safe_open(path, "np") as f:
+        return path, f.byte_range("b")[0]
+
+
+@pytest.mark.parametrize("framework", ["np", "pt"])
+def test_file_cut_short_before_the_first_read(tmp_path: Path, framework: str) -> None:
+    """A file truncated after open: the tensors it lost raise TruncatedFileError
+    (not numpy's plain ValueError), those it kept still read."""
+    if framework == "pt":
+        pytest.importorskip("torch")
+    path, b_start = _cut_model(tmp_path)
+    with tensorfile.safe_open(path, framework) as f:
+        import os
+
+        os.truncate(path, b_start + 100)
+        with pytest.raises(TruncatedFileError, match=r"cut short after it was opened"):
+            f.get_tensor("b")
+        np.testing.assert_array_equal(np.asarray(f.get_tensor("a")), np.arange(4096))
+        with pytest.raises(TruncatedFileError):
+            f.tensors()
+
+
+def test_file_cut_short_after_the_map_exists_is_refused_not_faulted(tmp_path: Path) -> None:
+    """Once the map exists, a tensor past the new end, a slice of it or a
+    partial read used to touch pages past the end of the file: SIGBUS, the
+    process gone. Each is now a TruncatedFileError (in a subprocess, so a
+    signal fails the test instead of killing it); a tensor read with the
+    pread backend before the cut stays valid."""
+    path, b_start = _cut_model(tmp_path)
+    script = textwrap.dedent(f"""
+        import os, numpy as np, tensorfile
+        from tensorfile.errors import TruncatedFileError
+        path = {str(path)!r}
+        safe = tensorfile.load_file(path, backend="pread")
+        f = tensorfile.safe_open(path, "np")
+        f.get_tensor("a")  # the map now covers the whole file
+        os.truncate(path, {b_start} + 100)
+        for read in (lambda: f.get_tensor("b"), lambda: f.get_slice("b")[4000:5000],
+                     lambda: f.read_into("b", 4096, bytearray(4096)), lambda: f.tensors()):
+            try:
+                read()
+            except TruncatedFileError:
+                continue
+            raise SystemExit("no error")
+        assert float(safe["b"][8191]) == 8191.0
+        print("ok")
+    """)
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and "ok" in res.stdout, (res.returncode, res.stderr[-2000:])
+
+
+def test_file_that_cannot_be_mapped_is_read_with_pread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FUSE direct_io (and some network file systems) refuse mmap with ENODEV:
+    reads fall back to pread instead of raising the raw OSError."""
+    import errno
+    import mmap
+
+    path, _ = _cut_model(tmp_path)
+    want = tensorfile.load_file(path, backend="pread")
+
+    def no_map(*args: object, **kw: object) -> mmap.mmap:
+        raise OSError(errno.ENODEV, "No such device")
+
+    monkeypatch.setattr(mmap, "mmap", no_map)
+    for framework in ("np", "pt"):
+        got = tensorfile.load_file(path, framework)
+        for k, v in want.items():
+            np.testing.assert_array_equal(np.asarray(got[k]), v)
+    with tensorfile.safe_open(path, "np") as f:
+        np.testing.assert_array_equal(f.get_tensor("b"), want["b"])
+
+
+def test_io_error_while_reading_is_a_tensorfile_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EIO from the storage after open: a FileReadError (a TensorfileError and
+    an OSError) naming the file and the bytes, not a bare OSError."""
+    import errno
+
+    import tensorfile._io.files as files
+
+    path, _ = _cut_model(tmp_path)
+    with tensorfile.safe_open(path, "np", backend="pread") as f:
+        def failing(fd: int, view: object, offset: int) -> int:
+            raise OSError(errno.EIO, "Input/output error")
+
+        monkeypatch.setattr(files, "pread_into", failing)
+        with pytest.raises(FileReadError, match=r"cut\.safetensors.*Input/output error"):
+            f.get_tensor("b")
+        with pytest.raises(FileReadError):
+            f.get_slice("b")[3]
+    assert issubclass(FileReadError, TensorfileError) and issubclass(FileReadError, OSError)

@@ -409,3 +409,64 @@ def test_a_file_that_changes_size_after_listing_is_an_error(model: Path) -> None
         f.write(" ")
     with pytest.raises(ModelPathError, match=r"config\.json: file changed size"):
         hash_files(files)
+
+
+_SHRINK_WHILE_MAPPED = r"""
+import sys
+from pathlib import Path
+import numpy as np
+from tensorfile.errors import ModelPathError
+from tensorfile.integrity import hashing
+from tensorfile.integrity.hashing import HashOptions, hash_file, list_model_files
+from tensorfile.numpy import save_file
+
+path = Path(sys.argv[1])
+save_file({"w": np.ones(4 << 20, np.uint8)}, path)
+hashing.PARALLEL_DIGEST_BYTES = 64  # the BLAKE3 path that hashes from a mapping
+(mf,) = list_model_files(path)
+
+def cut(_done):
+    if path.stat().st_size > 100:
+        path.write_bytes(b"x" * 100)  # truncates the same inode
+
+try:
+    hash_file(mf, HashOptions(chunk_size=1 << 20, tensor_algorithm="blake3"), progress=cut)
+except ModelPathError as e:
+    print("refused:", e)
+"""
+
+
+def test_a_file_cut_short_while_hashed_from_a_mapping_is_an_error(tmp_path: Path) -> None:
+    """Hashing from a mapping (multithreaded BLAKE3) touched pages past the new
+    end of a file cut short meanwhile: SIGBUS killed the process (issue 22).
+    Now the next chunk is checked first: a typed error."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", _SHRINK_WHILE_MAPPED, str(tmp_path / "m.safetensors")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-500:])
+    assert "refused:" in proc.stdout and "changed size while it was hashed" in proc.stdout
+
+
+def test_an_error_in_the_progress_callback_reaches_the_caller_as_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelling from a progress callback while hashing from a mapping raised
+    ``BufferError: cannot close exported pointers exist`` (issue 22)."""
+    from tensorfile.integrity import hashing
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel(_done: int) -> None:
+        raise Cancelled
+
+    path = tmp_path / "m.safetensors"
+    save_file({"w": np.ones(4 << 20, np.uint8)}, path)
+    monkeypatch.setattr(hashing, "PARALLEL_DIGEST_BYTES", 64)
+    (mf,) = list_model_files(path)
+    with pytest.raises(Cancelled):
+        hash_file(mf, HashOptions(chunk_size=1 << 20, tensor_algorithm="blake3"), progress=cancel)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,10 @@ from tensorfile.errors import (
     KeyLoadError,
     NotSignedError,
     SignatureError,
+    TensorfileError,
     VerificationError,
 )
-from tensorfile.integrity import TrustPolicy, sign
+from tensorfile.integrity import Pins, TrustPolicy, hash_model, sign
 from tensorfile.integrity.keys import load_public_key
 from tensorfile.integrity.onload import load_verifier
 
@@ -344,3 +346,147 @@ def test_safe_open_class_takes_only_a_verifier(tmp_path: Path) -> None:
     tensorfile.save_file({"a": np.zeros(3, np.float32)}, path)
     with pytest.raises(TypeError, match=r"tensorfile\.safe_open"):
         SafeOpen(path, verify=b"-----BEGIN PUBLIC KEY-----")  # type: ignore[arg-type]
+
+
+# ------------------------------------------------ every name, every trust, every change after open
+
+NAMES = ("model.safetensors", "model.bin", "weights")
+TRUSTS = ("key", "certificate", "keyless", "pins-sums", "pins-manifest", "model-signing")
+CHANGES = ("in-place", "replaced", "truncated")
+SIGNED_W = np.arange(4096, dtype=np.float32)
+SIGNED_B = np.arange(100, dtype=np.int64)
+
+
+def _trusted_file(tmp_path: Path, name: str, trust: str, p256: Any, chain: Any) -> tuple[Path, Any]:
+    """A one-file model folder holding ``name``, and what ``verify=`` takes to trust it."""
+    import hashlib
+    import sys
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    path = folder / name
+    tensorfile.save_file({"w": SIGNED_W, "b": SIGNED_B}, path)
+    if trust == "key":
+        sign(folder, p256.private)
+        return path, p256.public
+    if trust == "certificate":
+        sign(folder, chain.key, certificate_chain=chain.chain)
+        return path, str(chain.root)
+    if trust == "keyless":
+        sys.path.insert(0, str(Path(__file__).parent))
+        from local_sigstore import write_keyless
+
+        from tensorfile.integrity import SigstoreTrust
+
+        sig, root, _ = write_keyless(folder, tmp_path / "sig", "s@example.com", "https://oidc.local")
+        return path, TrustPolicy(sigstore=SigstoreTrust(root, "s@example.com", "https://oidc.local"),
+                                 signature=sig, model_root=folder)
+    if trust == "pins-sums":
+        sums = tmp_path / "SUMS"
+        sums.write_text(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {name}\n")
+        return path, Pins.from_file(sums, model_root=folder)
+    if trust == "pins-manifest":  # tensor digests too, where the name is .safetensors
+        pins = tmp_path / "manifest.json"
+        pins.write_text(json.dumps(hash_model(folder).to_dict()))
+        return path, Pins.from_file(pins, model_root=folder)
+    assert trust == "model-signing"
+    ms = pytest.importorskip("model_signing")
+    pytest.importorskip("OpenSSL")
+    ms.signing.Config().use_elliptic_key_signer(private_key=p256.private).sign(
+        folder, tmp_path / "ms.sig")
+    return path, TrustPolicy(key=p256.public, signature=tmp_path / "ms.sig", model_root=folder)
+
+
+def _change(path: Path, how: str) -> None:
+    """Change ``w``'s bytes after the reader opened the file: in place (same
+    inode), by an atomic replace (a new inode), or by cutting the file short."""
+    data = bytearray(path.read_bytes())
+    start, end = tensor_span(path, "w")
+    data[start:end] = np.full(len(SIGNED_W), 7.0, np.float32).tobytes()
+    if how == "in-place":
+        with open(path, "r+b") as f:
+            f.seek(start)
+            f.write(data[start:end])
+    elif how == "replaced":
+        tmp = path.with_name(".swap")
+        tmp.write_bytes(bytes(data))
+        os.replace(tmp, path)
+    else:
+        os.truncate(path, start + 8)
+
+
+def _signed_or_refused(read: Callable[[], Any], want: np.ndarray[Any, Any]) -> None:
+    """``read()`` returns the signed values or raises a TensorfileError; nothing else."""
+    try:
+        got = read()
+    except TensorfileError:
+        return
+    np.testing.assert_array_equal(np.asarray(got), want)
+
+
+@pytest.mark.parametrize("change", CHANGES)
+@pytest.mark.parametrize("trust", TRUSTS)
+@pytest.mark.parametrize("name", NAMES)
+def test_bytes_handed_out_are_the_signed_ones_whatever_the_name(
+    tmp_path: Path, p256: Any, chain: Any, name: str, trust: str, change: str
+) -> None:
+    """Opened with verify=, then changed: every read returns the signed bytes
+    or raises a TensorfileError, never the changed bytes, for every file name
+    (a file not named .safetensors was hashed through a second open and then
+    read unchecked), every kind of trust and every kind of change."""
+    path, verify = _trusted_file(tmp_path, name, trust, p256, chain)
+    with tensorfile.safe_open(path, "np", verify=verify) as f:
+        _change(path, change)
+        _signed_or_refused(lambda: f.get_tensor("w"), SIGNED_W)
+        _signed_or_refused(lambda: f.get_slice("w")[10:20], SIGNED_W[10:20])
+        _signed_or_refused(lambda: f.get_tensor("b"), SIGNED_B)
+    # Opened after the change: refused at open or on read, never the new bytes.
+    _signed_or_refused(lambda: tensorfile.load_file(path, verify=verify)["w"], SIGNED_W)
+
+
+@pytest.mark.parametrize("name", ["model.bin", "model.safetensors"])
+def test_whole_file_check_derives_tensor_digests_through_the_given_descriptor(
+    tmp_path: Path, p256: Any, name: str
+) -> None:
+    """check_header(raw, fd): a file signed only whole is hashed through the
+    caller's descriptor, and reads are checked against digests derived from
+    that pass, whatever the name (model.bin's reads went unchecked)."""
+    ms = pytest.importorskip("model_signing")
+    pytest.importorskip("OpenSSL")
+    path, policy = _trusted_file(tmp_path, name, "model-signing", p256, None)
+    v = load_verifier(policy, path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.replace(path, path.with_name(".old"))  # the path now names nothing: fd is used
+        v.check_header(raw_header(path.with_name(".old")), fd)
+    finally:
+        os.close(fd)
+    assert ms is not None and v.bytes_hashed >= path.with_name(".old").stat().st_size
+    start, end = tensor_span(path.with_name(".old"), "w")
+    v.check_tensor("w", memoryview(SIGNED_W.tobytes()))
+    with pytest.raises(DigestMismatchError, match="'w'"):
+        v.check_tensor("w", memoryview(bytes(end - start)))
+
+
+@pytest.mark.parametrize("trust", ["key", "pins-sums", "model-signing"])
+@pytest.mark.parametrize("name", NAMES)
+def test_file_swapped_between_open_and_check_is_refused(
+    tmp_path: Path, p256: Any, name: str, trust: str
+) -> None:
+    """An atomic replacer puts the signed file back between the reader's open
+    (of a changed file) and the signature check: the check must see the
+    reader's bytes, not the file now at the path."""
+    path, verify = _trusted_file(tmp_path, name, trust, p256, None)
+    signed = path.read_bytes()
+    _change(path, "replaced")
+    inner = onload.as_verifier(verify)
+
+    class PutBackFirst:
+        def for_file(self, p: Path) -> Any:
+            swap = p.with_name(".signed")
+            swap.write_bytes(signed)
+            os.replace(swap, p)
+            return inner.for_file(p)
+
+    with pytest.raises(DigestMismatchError):
+        tensorfile.load_file(path, verify=PutBackFirst())

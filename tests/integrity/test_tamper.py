@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import os
 import shutil
 from collections.abc import Callable
@@ -130,7 +131,7 @@ def _tamper_vocab(m: Path) -> None:
     [
         (_tamper_header, SHARD),
         (_tamper_tensor, "tensor data changed: 'layer.2.weight'"),
-        (_tamper_metadata, "header changed"),
+        (_tamper_metadata, "header does not hash to the signed"),
         (_tamper_config, "config.json"),
         (_rename_tensor, "renamed"),
         (_truncate, SHARD),
@@ -310,11 +311,13 @@ def test_signed_payload_with_wrong_root_fails(signed: Path, p256: Any) -> None:
         (lambda st: st["predicate"]["tensorfile"].update(version=2), UnsupportedAlgorithmError),
         (lambda st: st["predicate"]["tensorfile"].update(algorithm="md5"),
          UnsupportedAlgorithmError),
-        # The other algorithm's name over the same digests: the bytes match the
-        # signed file digests, so the signed extension is what is wrong.
+        # The other algorithm's name over the same digests: the headers no
+        # longer hash to the signed header digests, which verify compares
+        # before hashing any data (issue 22: a swapped 4 GiB file must not be
+        # hashed to find that out), so it cannot blame the signer instead.
         (lambda st: st["predicate"]["tensorfile"].update(
             algorithm={"blake3": "sha256", "sha256": "blake3"}[st["predicate"]["tensorfile"]["algorithm"]]),
-         ManifestError),
+         DigestMismatchError),
         (lambda st: st["predicate"]["resources"][0].update(name="../etc/passwd"), BundleError),
         (lambda st: st["predicate"]["resources"].append(st["predicate"]["resources"][0]),
          BundleError),
@@ -473,3 +476,27 @@ def test_temporary_files_of_an_interrupted_write_neither_block_sign_nor_fail_ver
     (model / leftover).write_bytes(b"half a signature")
     assert verify(model, p256.public).verified
     (model / leftover).unlink()
+
+
+def test_swapped_file_fails_before_its_data_is_hashed(
+    signed: Path, p256: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signed shard replaced by a valid 4 GiB sparse file (19.7 s to hash,
+    then again to explain) fails on its header digest, no data hashed."""
+    import importlib
+
+    verifying = importlib.import_module("tensorfile.integrity.verify")
+    text = json.dumps({"embed": {"dtype": "U8", "shape": [4 << 30], "data_offsets": [0, 4 << 30]}})
+    text += " " * (-len(text) % 8)
+    with open(signed / SHARD, "wb") as f:
+        f.write(len(text).to_bytes(8, "little") + text.encode())
+        f.truncate(8 + len(text) + (4 << 30))
+
+    def no_hashing(*_: object, **__: object) -> None:
+        raise AssertionError("tensor data was hashed")
+
+    monkeypatch.setattr(verifying, "hash_contents", no_hashing)
+    monkeypatch.setattr(verifying, "hash_file", no_hashing)
+    with pytest.raises(DigestMismatchError, match=rf"{re.escape(SHARD)}.*header does not hash") as e:
+        verify(signed, p256.public)
+    assert "renamed, added or removed" in str(e.value)  # the signed shard has more tensors

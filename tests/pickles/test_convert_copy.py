@@ -180,3 +180,42 @@ def test_a_span_past_the_end_of_its_file_is_an_error(tmp_path: Path) -> None:
         assert load_file(tmp_path / "ok.safetensors")["x"].tolist() == [4, 5, 6, 7, 8, 9]
     finally:
         os.close(fd)
+
+
+_CUT_WHILE_CONVERTED = r"""
+import sys
+from pathlib import Path
+from tensorfile.errors import FileReadError
+from tensorfile.pickles.convert import convert
+
+src, dst = Path(sys.argv[1]), Path(sys.argv[2])
+
+def cut(done, total):
+    if src.stat().st_size > 100:
+        with open(src, "r+b") as f:
+            f.truncate(100)
+
+try:
+    convert(src, dst, progress=cut)
+except FileReadError as e:
+    print("refused:", e)
+"""
+
+
+def test_a_checkpoint_cut_short_while_converted_is_an_error(tmp_path: Path) -> None:
+    """Tensors that are not one run of the file (here transposed) are read
+    through the map: a checkpoint cut short meanwhile killed the process with
+    SIGBUS (issue 22). Now: a FileReadError, and no output file."""
+    import subprocess
+    import sys
+
+    torch = pytest.importorskip("torch")
+    src = tmp_path / "model.pt"
+    torch.save({f"w{i}": torch.arange(1 << 18, dtype=torch.float32).reshape(512, 512).t()
+                for i in range(3)}, src)
+    dst = tmp_path / "model.safetensors"
+    proc = subprocess.run([sys.executable, "-c", _CUT_WHILE_CONVERTED, str(src), str(dst)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-500:])
+    assert "refused:" in proc.stdout and "cut short" in proc.stdout
+    assert not dst.exists()

@@ -24,6 +24,8 @@ from math import prod
 from operator import attrgetter, mul, sub
 from typing import Annotated, Any, Literal, NamedTuple
 
+import numpy as np
+
 from tensorfile._format.dtypes import DTYPES, DType, dtype_from_name
 from tensorfile._format.strict_json import loads_strict
 from tensorfile.errors import (
@@ -46,6 +48,7 @@ METADATA_KEY = "__metadata__"
 _FIELDS = frozenset({"dtype", "shape", "data_offsets"})
 #: serde_json, which parses the reference's header, refuses JSON nested this
 #: many levels deep (the header object and a tensor entry are two of them).
+#: (_plain_extras counts levels in int8, which wraps at exactly this depth.)
 _MAX_DEPTH = 128
 #: The reference refuses numbers that overflow a double; tensorfile draws the
 #: line just below so that it never accepts a number the reference refuses.
@@ -212,8 +215,14 @@ def _is_uint(x: object) -> bool:
     return type(x) is int and 0 <= x <= _U64_MAX
 
 
-def validate(obj: Mapping[str, Any], data_size: int, length: int = 0) -> Header:
-    """Check a decoded header against the data buffer's real size."""
+def validate(
+    obj: Mapping[str, Any], data_size: int, length: int = 0, *, unknown_fields_checked: bool = False
+) -> Header:
+    """Check a decoded header against the data buffer's real size.
+
+    ``unknown_fields_checked``: the caller found, in the bytes, nothing that
+    rules H4, H8 and H9 refuse in unknown fields, so they are not walked.
+    """
     metadata: dict[str, str] | None = None
     infos: list[TensorInfo] = []
     append = infos.append
@@ -229,7 +238,7 @@ def validate(obj: Mapping[str, Any], data_size: int, length: int = 0) -> Header:
             offsets = entry["data_offsets"]
         except KeyError as e:
             raise InvalidHeaderError(f"tensor {name!r}: missing field {e.args[0]!r}") from None
-        if len(entry) > 3:
+        if len(entry) > 3 and not unknown_fields_checked:
             _check_unknown_fields(name, entry)
         dtype = dtype_from_name(dtype_name) if type(dtype_name) is str else dtype_from_name(None)
         if type(shape) is not list or not all(_is_uint(d) for d in shape):
@@ -246,6 +255,13 @@ def validate(obj: Mapping[str, Any], data_size: int, length: int = 0) -> Header:
         append(TensorInfo(name, dtype, tuple(shape), offsets[0], offsets[1]))
 
     infos.sort(key=lambda t: (t.start, t.end))
+    _check_layout(infos, data_size, length)
+    return Header(TensorTable.of(infos), metadata, length)
+
+
+def _check_layout(infos: Iterable[TensorInfo], data_size: int, length: int) -> None:
+    """Rules T4-T7 and F1-F2 for tensors given in ``(start, end)`` order: they
+    tile the data buffer exactly, each spanning what its shape needs."""
     pos = 0
     base = 8 + length
     for t in infos:
@@ -283,7 +299,6 @@ def validate(obj: Mapping[str, Any], data_size: int, length: int = 0) -> Header:
             f"tensors cover {pos} bytes but the data buffer has {data_size}: "
             f"{data_size - pos} trailing bytes at file byte {base + pos}"
         )
-    return Header(TensorTable.of(infos), metadata, length)
 
 
 def _check_unknown_fields(name: str, entry: dict[str, Any]) -> None:
@@ -359,6 +374,16 @@ if msgspec is not None:
 
     _ENTRIES = msgspec.json.Decoder(dict[str, _FastEntry])
     _META = msgspec.json.Decoder(_FastMeta)
+    # The keys of every entry (and of the metadata), values left unparsed.
+    _ENTRY_KEYS = msgspec.json.Decoder(dict[str, dict[str, msgspec.Raw] | None])
+
+# Digits to "0", "e" and "E" to "e", the rest to " ": outside strings an "e"
+# then digits is an exponent (or true/false before a number: strict path).
+_DIGITS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x65 if b in b"eE" else 0x20 for b in range(256))
+_BRACKET_STEP = np.zeros(256, np.int8)
+_BRACKET_STEP[list(b"[{")] = 1
+_BRACKET_STEP[list(b"]}")] = -1
+_CHUNK = 1 << 22
 
 _get_dtype = attrgetter("dtype")
 _get_shape = attrgetter("shape")
@@ -371,12 +396,13 @@ def _fast_validate(raw: bytes, data_size: int, length: int) -> Header | None:
 
     The checks run column by column (``map`` over whole lists, compared as
     lists) rather than entry by entry: a 10,000-tensor header validates in a
-    few milliseconds, less than the reference takes.
+    few milliseconds, less than the reference takes. A header whose tensors
+    are all well-formed but do not tile the data buffer raises here, with the
+    strict path's error, rather than being decoded a second time.
     """
     # (A one-byte search is a memchr; the two-byte one runs only if it hits.)
-    if msgspec is None or (b"\\" in raw and b"\\u003" in raw) or (b"-" in raw and b"-0" in raw):
-        # \u003a is an escaped colon, which the duplicate-key count below
-        # cannot see; "-0" is a float to the reference, an int to msgspec.
+    if msgspec is None or (b"-" in raw and b"-0" in raw):
+        # "-0" is a float to the reference, an int to msgspec.
         return None
     try:
         entries = _ENTRIES.decode(raw)
@@ -389,41 +415,133 @@ def _fast_validate(raw: bytes, data_size: int, length: int) -> Header | None:
     try:
         # A missing field is None, which fails the lookup, the unpacking or
         # prod() with KeyError or TypeError: strict path.
-        bits = list(map(_BITS.__getitem__, map(_get_dtype, values)))
+        dtype_names: list[str] = list(map(_get_dtype, values))
+        bits = list(map(_BITS.__getitem__, dtype_names))
         # [start0, end0, start1, end1, ...]
         offsets = list(chain.from_iterable(map(_get_offsets, values)))
         shapes = list(map(_get_shape, values))
         numels = list(map(prod, shapes))
     except (KeyError, TypeError):
         return None
-    if not _contiguous(offsets, data_size):
+    order: list[int] | None = None
+    tiled = _contiguous(offsets, data_size)
+    if not tiled:
         order = sorted(range(len(names)), key=list(zip(offsets[::2], offsets[1::2], strict=True)).__getitem__)
-        names = [names[i] for i in order]
-        entries = {name: entries[name] for name in names}
-        if not _contiguous([x for i in order for x in offsets[2 * i : 2 * i + 2]], data_size):
-            return None
+        tiled = _contiguous([x for i in order for x in offsets[2 * i : 2 * i + 2]], data_size)
     # numel * bits == 8 * (end - start) also proves whole bytes, end >= start
     # and no u64 overflow (the span is within the file).
-    if list(map(mul, numels, bits)) != list(
+    tiled = tiled and list(map(mul, numels, bits)) == list(
         map(mul, map(sub, offsets[1::2], offsets[::2]), repeat(8))
+    )
+    # msgspec bounds integers below only; the strict path refuses a
+    # dimension or offset over 2**64 - 1 before it looks at the layout.
+    if (not tiled or 0 in numels) and (
+        max(offsets, default=0) > _U64_MAX or any(d > _U64_MAX for s in shapes for d in s)
     ):
         return None
-    if 0 in numels and any(
-        max(shape) > _U64_MAX for shape, n in zip(shapes, numels, strict=True) if n == 0
-    ):
+    if not _same_pairs(raw, names, metadata):
         return None
-    # Duplicate keys vanish in decoding. Every colon outside a string separates
-    # one key from its value, so the text must have exactly as many as the
-    # decoded document has pairs (plus colons inside decoded strings); any
-    # shortfall is a duplicate or an ignored unknown field: strict path.
-    pairs = len(names) * 4 + has_meta
-    colons = "".join(names).count(":")
-    if metadata is not None:
-        pairs += len(metadata)
-        colons += sum(k.count(":") + v.count(":") for k, v in metadata.items())
-    if raw.count(b":") != pairs + colons:
-        return None
+    if not tiled:
+        # Every entry passed the strict path's per-entry rules, so its error
+        # is the first layout rule broken in offset order.
+        in_order = range(len(names)) if order is None else order
+        _check_layout(
+            (TensorInfo(names[i], DTYPES[dtype_names[i]], shapes[i], offsets[2 * i], offsets[2 * i + 1])
+             for i in in_order),
+            data_size, length,
+        )
+        return None  # pragma: no cover - _check_layout raised
+    if order is not None:
+        entries = {names[i]: values[i] for i in order}
     return Header(TensorTable(entries), metadata, length)
+
+
+def _same_pairs(raw: bytes, names: list[str], metadata: dict[str, str] | None) -> bool:
+    """Whether ``raw`` holds no duplicate key and no unknown field the strict
+    path would refuse, given that msgspec decoded its tensors and metadata.
+
+    Duplicate keys vanish in decoding. Every colon outside a string separates
+    one key from its value, so the text must have exactly as many as the
+    decoded document has pairs (plus colons inside decoded strings).
+    """
+    pairs = len(names) * 4 + (metadata is not None)
+    if b"\\u003" not in raw:  # \u003a is an escaped colon, which this count cannot see
+        colons = "".join(names).count(":")
+        if metadata is not None:
+            pairs += len(metadata)
+            colons += sum(k.count(":") + v.count(":") for k, v in metadata.items())
+        if raw.count(b":") == pairs + colons:
+            return True
+    return _plain_extras(raw)
+
+
+def _plain_extras(raw: bytes) -> bool:
+    """The colon count of :func:`_same_pairs` made exact, with unknown fields.
+
+    Decided over the bytes, in C and numpy, without an object per JSON value:
+    a legal 99 MB header of ignored empty lists or objects costs a few passes
+    over its bytes, where decoding it would build 33 million containers. Only
+    the common case is accepted here (unknown fields of lists, empty objects,
+    strings, plain numbers and literals); anything else, such as keys inside
+    an unknown field, goes to the strict path.
+    """
+    try:
+        top = _ENTRY_KEYS.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return False
+    pairs = len(top) + sum(len(v) for v in top.values() if v is not None)
+    # H1: msgspec does not check the UTF-8 of strings it skips.
+    if not raw.isascii():
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+    outside = _outside_strings_if_harmless(raw)
+    # H7: one colon per decoded pair, so no duplicate and no key inside an
+    # unknown field.
+    return outside is not None and outside.count(b":") == pairs
+
+
+def _outside_strings_if_harmless(raw: bytes) -> bytes | None:
+    """The bytes of valid JSON ``raw`` outside its strings, or None if
+    anywhere in it rule H4 (a surrogate escape: the strict path pairs them),
+    H8 (nesting) or H9 (numbers of 10**308 and more) might apply.
+    """
+    # With each escaped backslash, then each escaped quote, blanked out (same
+    # length: only string contents change), every quote left opens or closes
+    # a string.
+    text = raw.replace(b"\\\\", b"  ").replace(b'\\"', b"  ") if b"\\" in raw else raw
+    if b"\\ud" in text or b"\\uD" in text:
+        return None
+    # (In place where it can be: the peak stays a few times the header.)
+    a = np.frombuffer(text, np.uint8)
+    keep = a == 0x22
+    # Parity of the quotes so far (uint8 wraps, its low bit does not).
+    inside = np.cumsum(keep, dtype=np.uint8)
+    inside &= 1
+    keep |= inside.view(np.bool_)
+    del inside
+    np.logical_not(keep, out=keep)
+    kept = a[keep]
+    del keep, a, text
+    # H8: the depth of brackets (the header object is level 1) stays below
+    # 128. Summed in int8 it wraps there, so the first refused level shows
+    # as a negative sum (true depths never are).
+    depth = 0
+    for i in range(0, len(kept), _CHUNK):
+        run = np.cumsum(_BRACKET_STEP[kept[i : i + _CHUNK]], dtype=np.int8)
+        run += depth
+        if run.min() < 0:
+            return None
+        depth = int(run[-1])
+    outside: bytes = kept.tobytes()
+    del kept
+    # H9: a number can reach 10**308 only with a run of 200 digits or an
+    # exponent of three digits (signs and points read as spaces here).
+    digits = outside.translate(_DIGITS)
+    if b"0" * 200 in digits or b"e000" in digits or b"e 000" in digits:
+        return None
+    return outside
 
 
 def _contiguous(offsets: Sequence[int], data_size: int) -> bool:
@@ -439,7 +557,11 @@ def parse_json(raw: bytes, data_size: int, length: int) -> Header:
     fast = _fast_validate(raw, data_size, length)
     if fast is not None:
         return fast
-    return validate(decode_json(raw), data_size, length)
+    obj = decode_json(raw)
+    # Walking every value of the unknown fields costs a Python call each; a
+    # scan of the bytes that finds nothing those rules refuse makes it moot.
+    harmless = _outside_strings_if_harmless(raw) is not None
+    return validate(obj, data_size, length, unknown_fields_checked=harmless)
 
 
 def parse(buf: bytes | bytearray | memoryview, file_size: int | None = None) -> Header:

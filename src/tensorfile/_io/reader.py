@@ -6,12 +6,20 @@ Backends
     numpy arrays are read-only views of a shared read-only map of the file;
     torch tensors are views of a private copy-on-write map (writing to one
     changes only this process's copy, never the file). Only pages touched are
-    read from disk.
+    read from disk. Only whole tensors on the cpu are handed out this way:
+    slices, :meth:`SafeOpen.read_into`, verified reads and device copies are
+    copies anyway and read with ``pread``, so the library itself does not
+    touch a mapped page that could fault (a conversion to jax, tf, ... may
+    copy from the map, after the same size check). Before a
+    view is handed out, the open file's size is checked against the tensor's
+    end; a file that cannot be mapped (``ENODEV``) is read with ``pread``.
 ``pread``
     Each tensor is read with ``os.pread`` into its own private buffer. Use it
     on network file systems where page faults are slow, or when the file may
-    change underneath the reader. ``load_file`` issues the reads from a thread
-    pool so several are in flight at once.
+    change underneath the reader (the SIGBUS-safe mode: a file cut short or
+    failing is a :class:`TruncatedFileError` or :class:`FileReadError`).
+    ``load_file`` issues the reads from a thread pool so several are in
+    flight at once.
 
 The header is always read with ``pread`` and validated against the file's
 real size before anything is mapped or allocated.
@@ -45,9 +53,10 @@ from tensorfile._frameworks import (
 )
 from tensorfile._io.files import open_file_object, open_regular, pread_exact
 from tensorfile._io.headers import read_header
-from tensorfile._io.verifier import FileVerifier, Verifier
+from tensorfile._io.verifier import FileVerifier, TensorCheck, Verifier
 from tensorfile.errors import (
     ClosedFileError,
+    FileReadError,
     FrameworkError,
     SliceIndexError,
     TensorNameTypeError,
@@ -151,7 +160,10 @@ class SafeOpen:
             if self._framework == "np":
                 raise FrameworkError(f"numpy arrays live on the cpu; device {device!r} needs framework='pt'")
             check_device(self._device)
-        self._mode = backend
+        # The map pays only where its pages are handed out as they are
+        # (jax may wrap an aligned view too): tensors moved to a device are
+        # copies anyway, and pread copies without a map that could fault.
+        self._mode = backend if self._device == "cpu" or self._convert is not None else "pread"
         self._lock = threading.Lock()
         # Closed until the descriptor exists, so a failed open leaves nothing
         # for __del__ to release.
@@ -175,6 +187,8 @@ class SafeOpen:
         try:
             self._header, raw_header = read_header(self._fd, self._size)
             self._verifier: FileVerifier | None = None
+            #: The data section of a file signed only whole, copied and checked at open.
+            self._whole: np.ndarray[Any, Any] | None = None
             #: Verified tensor bytes by name, released when the handle closes.
             self._verified: dict[str, Any] = {}
             if verify is not None:
@@ -184,11 +198,14 @@ class SafeOpen:
                         "trust policies or pins to tensorfile.safe_open(verify=...)"
                     )
                 self._verifier = verify.for_file(self._path)
-                self._verifier.check_header(raw_header)
                 # Verified bytes must be the bytes handed out: read them into
-                # private memory rather than through a map that another
-                # process could change between the check and the use.
+                # private memory, through this descriptor, rather than through
+                # a map (or a second open of the path) that another process
+                # could change between the check and the use.
                 self._mode = "pread"
+                whole = self._verifier.check_open(raw_header, self._size)
+                if whole is not None:
+                    self._whole = self._read_whole(whole, raw_header)
                 if self._verifier.eager:
                     for info in self._header.tensors.values():
                         self._tensor_bytes(info)
@@ -211,6 +228,7 @@ class SafeOpen:
                 return
             self._closed = True
             self._verified = {}
+            self._whole = None
             # Arrays handed out keep the map alive through their buffer; the
             # map itself is unmapped when the last of them is collected.
             self._map = None
@@ -276,18 +294,46 @@ class SafeOpen:
         return base + info.start, base + info.end
 
     # -- data -------------------------------------------------------------------
-    def _mapping(self) -> mmap.mmap:
+    def _mapping(self, info: TensorInfo | None = None, end: int = 0) -> mmap.mmap | None:
+        """The map, once the file is seen to still hold ``info``'s bytes; None
+        where the file cannot be mapped (FUSE ``direct_io``, some network file
+        systems: ``ENODEV``), and reads fall back to ``pread`` for good.
+
+        A page of a map that lies past the end of the file raises SIGBUS on
+        first touch, which kills the process: so the file's size is checked
+        before a view is handed out (:func:`_cut_short`: against ``info``'s
+        end, or an absolute ``end`` checked once for many tensors). A file cut short
+        *after* that, while a zero-copy array is held, can still fault: see
+        spec/FORMAT.md, "Reading a file that changes"."""
         with self._lock:
             self._check_open()
+            if info is not None:
+                self._cut_short(self._header.data_offset + info.end, f"tensor {info.name!r}")
+            elif end:
+                self._cut_short(end, "its last tensor")
             if self._map is None:
-                if self._size == 0:
-                    raise TruncatedFileError(f"{self._path} is empty")
                 # numpy views get a shared read-only map (a write raises);
                 # torch needs a writable buffer, so it gets a private
                 # copy-on-write map whose writes never reach the file.
                 access = mmap.ACCESS_READ if self._framework == "np" else mmap.ACCESS_COPY
-                self._map = mmap.mmap(self._fd, 0, access=access)
+                try:
+                    self._map = mmap.mmap(self._fd, 0, access=access)
+                except (OSError, ValueError):
+                    self._mode = "pread"
+                    return None
             return self._map
+
+    def _cut_short(self, end: int, what: str) -> None:
+        """Raise :class:`TruncatedFileError` if the open file now ends before byte ``end``."""
+        try:
+            now = os.fstat(self._fd).st_size
+        except OSError as e:
+            raise FileReadError(f"{self._path}: cannot stat the open file: {e.strerror or e}") from None
+        if now < end:
+            raise TruncatedFileError(
+                f"{self._path}: the file is now {now:,} bytes, but {what} ends at "
+                f"byte {end:,}: it was cut short after it was opened"
+            )
 
     def _pread(self, size: int, offset: int, into: Any = None) -> Any:
         with self._lock:
@@ -295,6 +341,12 @@ class SafeOpen:
             self._inflight += 1
         try:
             buf = pread_exact(self._fd, size, offset, into)
+        except TruncatedFileError as e:
+            raise TruncatedFileError(f"{self._path}: {e} (it was cut short after it was opened)") from None
+        except OSError as e:
+            raise FileReadError(
+                f"{self._path}: cannot read bytes [{offset:,}, {offset + size:,}): {e.strerror or e}"
+            ) from None
         finally:
             with self._lock:
                 self._inflight -= 1
@@ -304,12 +356,17 @@ class SafeOpen:
                     self._fd = -1
         return buf
 
-    def _tensor_bytes(self, info: TensorInfo, into: Any = None) -> tuple[Any, int]:
-        """A buffer holding the tensor and the tensor's offset in it."""
+    def _tensor_bytes(self, info: TensorInfo, into: Any = None, sized: bool = False) -> tuple[Any, int]:
+        """A buffer holding the tensor and the tensor's offset in it (``sized``:
+        the file was just seen to hold it: no second size check)."""
         if self._mode == "mmap":
-            return self._mapping(), self._header.data_offset + info.start
+            mapped = self._mapping(None if sized else info)
+            if mapped is not None:
+                return mapped, self._header.data_offset + info.start
         if self._verifier is None:
             return self._pread(info.nbytes, self._header.data_offset + info.start), 0
+        if self._whole is not None:
+            return self._whole, info.start
         # Verified bytes are kept and handed out again: reading the file a
         # second time would return bytes nobody checked (the file may have
         # changed since), and hashing them again would cost a full pass.
@@ -340,10 +397,26 @@ class SafeOpen:
         check.finish()
         return buf
 
+    def _read_whole(self, check: TensorCheck, raw_header: bytes) -> np.ndarray[Any, Any]:
+        """The data section, copied into private memory through this
+        descriptor, every byte hashed (after ``raw_header``, the header
+        parsed) as it is copied; raises unless the whole file matches."""
+        check.update(memoryview(raw_header))
+        n = self._size - len(raw_header)
+        buf = np.empty(n, dtype=np.uint8)
+        step = max(1, check.chunk_size)
+        with memoryview(buf.data) as view:
+            for a in range(0, n, step):
+                chunk = view[a : a + step]
+                self._pread(len(chunk), len(raw_header) + a, chunk)
+                check.update(chunk)
+        check.finish()
+        return buf
+
     def read_into(self, name: str, start: int, out: Any) -> None:
         """Copy bytes ``[start, start + len(out))`` of a tensor's data into ``out``.
 
-        Only those bytes are read (``pread``) or touched (``mmap``), for partial
+        Only those bytes are read (with ``pread``, whatever the backend), for partial
         loads such as tensor-parallel slices whose rows are strided; they are
         counted in :attr:`bytes_read`. With ``verify`` the whole tensor is read
         and checked first (its digest covers all of it).
@@ -356,23 +429,19 @@ class SafeOpen:
         if self._verifier is not None:
             buf, off = self._tensor_bytes(info)
             view[:] = memoryview(buf)[off + start : off + start + n]
-        elif self._mode == "pread":
+        else:
+            # A copy either way: pread makes it without touching the map, so
+            # a file cut short meanwhile is an error here, never a SIGBUS.
             self._pread(n, self._header.data_offset + info.start + start, view)
-        elif n:
-            with memoryview(self._mapping()) as mv:
-                a = self._header.data_offset + info.start + start
-                view[:] = mv[a : a + n]
-            with self._lock:
-                self.bytes_read += n
 
     def get_tensor(self, name: str) -> Any:
         """The whole tensor: a numpy array or a torch tensor, without copying in mmap mode."""
         return self._get(name)
 
-    def _get(self, name: str, into: Any = None) -> Any:
+    def _get(self, name: str, into: Any = None, sized: bool = False) -> Any:
         """:meth:`get_tensor`, verified bytes read into ``into`` if given."""
         info = self.info(name)
-        buf, off = self._tensor_bytes(info, into)
+        buf, off = self._tensor_bytes(info, into, sized)
         if self._framework == "np":
             return self._out(numpy_view(buf, off, info.dtype, info.shape))
         t = torch_view(buf, off, info.dtype, info.shape, info.nbytes)
@@ -390,8 +459,6 @@ class SafeOpen:
             # A slice of unverified bytes could be tampered: verify the whole
             # tensor once (its digest covers all of it), then slice the copy.
             buf, off = self._tensor_bytes(info)
-        elif self._mode == "mmap":
-            buf, off = self._mapping(), self._header.data_offset + info.start
         elif not info.dtype.sub_byte and (window := row_window(index, shape)) is not None:
             # Read only the rows the index reaches, then index within them.
             lo, hi, index = window
@@ -399,7 +466,8 @@ class SafeOpen:
             buf, off = self._pread((hi - lo) * row, self._header.data_offset + info.start + lo * row), 0
             shape = (hi - lo, *shape[1:])
         else:
-            buf, off = self._tensor_bytes(info)
+            # Copied out either way (never through the map: see read_into).
+            buf, off = self._pread(info.nbytes, self._header.data_offset + info.start), 0
         if info.dtype.sub_byte:
             arr = numpy_view(buf, off, info.dtype, info.shape)[index]
             if self._framework == "pt":
@@ -431,11 +499,16 @@ class SafeOpen:
         # Each name once: two reads of one tensor must not share an arena slot.
         wanted = list(self._header.tensors) if names is None else list(dict.fromkeys(names))
         if self._mode == "pread" and len(wanted) > 1:
-            slots = self._arena(wanted) if self._verifier is not None else {}
+            slots = self._arena(wanted) if self._verifier is not None and self._whole is None else {}
             workers = threads or min(8, os.cpu_count() or 1)
             with ThreadPoolExecutor(workers) as pool:
                 values = list(pool.map(lambda n: self._get(n, slots.get(n)), wanted))
             return dict(zip(wanted, values, strict=True))
+        if self._mode == "mmap" and wanted:
+            # One size check for all (an fstat per tiny tensor adds up).
+            last = max(self.info(n).end for n in wanted)
+            if self._mapping(end=self._header.data_offset + last) is not None:
+                return {n: self._get(n, sized=True) for n in wanted}
         return {n: self.get_tensor(n) for n in wanted}
 
     def _arena(self, names: list[str]) -> dict[str, Any]:

@@ -36,7 +36,22 @@ class FileVerifier(Protocol):
         """Read and check every tensor at open (rather than on first use)."""
         ...
 
-    def check_header(self, raw_header: bytes) -> None: ...
+    def check_open(self, raw_header: bytes, size: int) -> TensorCheck | None:
+        """Check the signature, ``size`` and the raw header the reader parsed.
+
+        None: each tensor is checked on read (:meth:`tensor_check`). Otherwise
+        the file is signed only whole: the reader feeds the returned check with
+        ``raw_header`` and then every later byte, in order, as it copies them
+        into private memory through its own descriptor, and hands out nothing
+        before :meth:`TensorCheck.finish` passes.
+        """
+        ...
+
+    def check_header(self, raw_header: bytes, fd: int | None = None) -> None:
+        """:meth:`check_open`, and for a file signed only whole, hash it now
+        through ``fd`` (the caller's descriptor), deriving the tensor digests
+        that :meth:`tensor_check` then checks reads against."""
+        ...
 
     def tensor_check(self, name: str, nbytes: int) -> TensorCheck: ...
 

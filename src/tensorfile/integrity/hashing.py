@@ -25,7 +25,7 @@ import mmap
 import os
 import stat
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -337,24 +337,47 @@ def _hash_spans(
     try:
         if now != size:
             raise ModelPathError(f"{file.path}: file changed size while it was hashed")
-        hashers = [new_hasher(algorithm, e - s) for s, e in spans]
-        file_hasher = new_hasher(file_algorithm, size) if whole else None
-        lo, hi = (0, size) if whole or not spans else (spans[0][0], spans[-1][1])
-        if hi > lo:
-            if any(spread(algorithm, e - s) for s, e in spans) or (
-                whole and spread(file_algorithm, size)
-            ):
-                # A hasher that spreads each update over every core wants big
-                # updates from memory it need not copy first: the mapping.
-                with _mapped_chunks(fd, size, lo, hi, chunk_size) as chunks:
-                    _feed(chunks, file_hasher, spans, hashers, progress)
-            else:
-                _feed(_read_chunks(fd, file, lo, hi, min(chunk_size, READ_SIZE)), file_hasher,
-                      spans, hashers, progress)
-        if os.fstat(fd).st_size != size:
-            raise ModelPathError(f"{file.path}: file changed size while it was hashed")
+        return hash_open_file(
+            fd, size, file.path, whole=whole, spans=spans, chunk_size=chunk_size,
+            progress=progress, algorithm=algorithm, file_algorithm=file_algorithm,
+        )
     finally:
         os.close(fd)
+
+
+def hash_open_file(
+    fd: int,
+    size: int,
+    where: Path,
+    *,
+    whole: bool,
+    spans: Sequence[tuple[int, int]],
+    chunk_size: int = CHUNK_SIZE,
+    progress: Callable[[int], None] | None = None,
+    algorithm: str = DEFAULT_TENSOR_ALGORITHM,
+    file_algorithm: str = DEFAULT_FILE_ALGORITHM,
+    mapped: bool = True,
+) -> tuple[str | None, list[str]]:
+    """:func:`_hash_spans` over a descriptor the caller holds (a reader's own,
+    so the bytes hashed are the bytes it reads). ``mapped=False`` reads with
+    ``pread`` only: a file truncated meanwhile is then an error, never a SIGBUS."""
+    hashers = [new_hasher(algorithm, e - s) for s, e in spans]
+    file_hasher = new_hasher(file_algorithm, size) if whole else None
+    lo, hi = (0, size) if whole or not spans else (spans[0][0], spans[-1][1])
+    if hi > lo:
+        big = any(spread(algorithm, e - s) for s, e in spans) or (
+            whole and spread(file_algorithm, size)
+        )
+        if big and mapped:
+            # A hasher that spreads each update over every core wants big
+            # updates from memory it need not copy first: the mapping.
+            with _mapped_chunks(fd, where, size, lo, hi, chunk_size) as chunks:
+                _feed(chunks, file_hasher, spans, hashers, progress)
+        else:
+            step = chunk_size if big else min(chunk_size, READ_SIZE)
+            _feed(_read_chunks(fd, where, lo, hi, step), file_hasher, spans, hashers, progress)
+    if os.fstat(fd).st_size != size:
+        raise ModelPathError(f"{where}: file changed size while it was hashed")
     return (file_hasher.hexdigest() if file_hasher else None), [h.hexdigest() for h in hashers]
 
 
@@ -366,7 +389,7 @@ READ_SIZE = 1 << 20
 _buffers = threading.local()
 
 
-def _read_chunks(fd: int, file: ModelFile, lo: int, hi: int, size: int) -> Iterator[tuple[int, memoryview]]:
+def _read_chunks(fd: int, where: Path, lo: int, hi: int, size: int) -> Iterator[tuple[int, memoryview]]:
     """``(offset, bytes)`` for ``[lo, hi)`` of ``fd``, read with ``pread`` into
     one buffer per thread (each chunk is overwritten by the next). A short
     read means the file shrank while hashed."""
@@ -379,22 +402,35 @@ def _read_chunks(fd: int, file: ModelFile, lo: int, hi: int, size: int) -> Itera
             want = min(size, hi - a)
             got = pread_into(fd, view[:want], a)
             if got != want:
-                raise ModelPathError(f"{file.path}: file changed size while it was hashed")
+                raise ModelPathError(f"{where}: file changed size while it was hashed")
             yield a, view[:want]
     finally:
         view.release()
 
 
 @contextlib.contextmanager
-def _mapped_chunks(fd: int, size: int, lo: int, hi: int, chunk: int) -> Iterator[Iterator[tuple[int, memoryview]]]:
+def _mapped_chunks(
+    fd: int, where: Path, size: int, lo: int, hi: int, chunk: int
+) -> Iterator[Iterator[tuple[int, memoryview]]]:
     """``(offset, bytes)`` for ``[lo, hi)`` of ``fd``, sliced from a read-only mapping."""
     mm = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
     view = memoryview(mm)
 
-    def chunks() -> Iterator[tuple[int, memoryview]]:
+    def chunks() -> Generator[tuple[int, memoryview], None, None]:
         for a in range(lo, hi, chunk):
             b = min(a + chunk, hi)
-            yield a, view[a:b]
+            # A mapped page past the end of the file raises SIGBUS, which
+            # kills the process: a file cut short while hashed is an error
+            # at the next chunk. (A cut racing this check can still fault:
+            # the window is one chunk, not the whole file.)
+            if os.fstat(fd).st_size < b:
+                raise ModelPathError(f"{where}: file changed size while it was hashed")
+            # Released as soon as the consumer is done with it (or fails).
+            piece = view[a:b]
+            try:
+                yield a, piece
+            finally:
+                piece.release()
             if hasattr(mmap, "MADV_DONTNEED"):
                 # Drop the hashed pages from this process (they stay in the
                 # page cache): resident memory stays one chunk, whatever the
@@ -404,17 +440,20 @@ def _mapped_chunks(fd: int, size: int, lo: int, hi: int, chunk: int) -> Iterator
                 with contextlib.suppress(OSError):
                     mm.madvise(mmap.MADV_DONTNEED, start, b - start)
 
+    gen = chunks()
     try:
-        yield chunks()
+        yield gen
     except BaseException:
         # A chunk may still be held by the traceback (a progress callback
         # that raised to cancel): closing the map now would raise
         # BufferError over the caller's own exception. The map is closed
         # when its last view goes.
         with contextlib.suppress(BufferError):
+            gen.close()
             view.release()
             mm.close()
         raise
+    gen.close()
     view.release()
     mm.close()
 

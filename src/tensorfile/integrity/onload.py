@@ -8,9 +8,14 @@ is read. Only the bytes of tensors actually read are hashed; a tensor whose
 bytes differ from the signed digest raises before it is returned.
 
 Files signed without tensorfile's per-tensor digests (for example by
-model-signing) are verified whole at open instead: the header check hashes
-the entire file against its signed SHA-256 and, in the same pass, derives the
-tensor digests that each read is then checked against.
+model-signing, or pinned) are verified whole at open instead, whatever they
+are called, and always through the reader's own descriptor (a second open of
+the path could see another file): :meth:`LoadVerifier.check_open` hands the
+reader a :class:`FileCheck`, which it feeds while copying the whole file into
+private memory, so every byte it hands out is a byte hashed; callers that read
+tensor by tensor (the sharded block reader) use :meth:`LoadVerifier.check_header`,
+which hashes the file through their descriptor and derives the tensor digests
+each later read is checked against.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from typing import TypeAlias
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from tensorfile._format.header import parse_json
+from tensorfile._io.files import open_regular
 from tensorfile._io.verifier import Verifier
 from tensorfile.errors import (
     DigestMismatchError,
@@ -37,14 +44,13 @@ from tensorfile.integrity.bundle import DEFAULT_SIGNATURE_NAME, read_bundle_byte
 from tensorfile.integrity.certs import CertificateTrust
 from tensorfile.integrity.hashing import (
     CHUNK_SIZE,
+    DEFAULT_TENSOR_ALGORITHM,
     READ_SIZE,
     SINGLE_FILE_NAME,
     FileDigest,
-    HashOptions,
-    ModelFile,
     SafetensorsDigests,
     digest_hex,
-    hash_files,
+    hash_open_file,
     new_hasher,
     spread,
 )
@@ -195,15 +201,46 @@ class LoadVerifier:
         self._trusted = trusted
         #: The header and tensor digests each read is checked against.
         self._parts: SafetensorsDigests | None = None
-        self._whole_file_verified = False
         self._lock = threading.Lock()
 
     def _count(self, n: int) -> None:
         with self._lock:
             self.bytes_hashed += n
 
-    def check_header(self, raw_header: bytes) -> None:
-        """Verify the bundle's signature and this file's header digest (once, at open)."""
+    def check_header(self, raw_header: bytes, fd: int | None = None) -> None:
+        """Verify the bundle's signature and this file's header digest (once, at open).
+
+        A file signed only whole (no tensor digests: model-signing, pins) is
+        hashed now, through ``fd`` (the reader's own descriptor; without one, a
+        new open of the path), and its tensor digests are derived in the same
+        pass from the header the reader parsed, whatever the file is called.
+        Each tensor read later is checked against them, so a file changed or
+        replaced after this check still fails on read, never passes unchecked.
+        """
+        own = fd is None
+        if own:
+            fd, size = open_regular(self.path)
+        else:
+            assert fd is not None
+            size = os.fstat(fd).st_size
+        try:
+            whole = self.check_open(raw_header, size)
+            if whole is not None:
+                self._derive_parts(whole, raw_header, fd, size)
+        finally:
+            if own:
+                os.close(fd)
+
+    def check_open(self, raw_header: bytes, size: int) -> FileCheck | None:
+        """Verify the signature, the file's ``size`` (where signed or pinned)
+        and the header digest, from the bytes the reader parsed.
+
+        Returns None when the signature has tensor digests (each tensor is then
+        checked by :meth:`tensor_check` when read); otherwise the running check
+        of the whole file, which the reader must feed, in order, with
+        ``raw_header`` and then every byte after it as it copies them into
+        private memory, and :meth:`FileCheck.finish` before handing any out.
+        """
         if self._trusted is not None:
             manifest, signer, resource = self._trusted
         elif self._trust is None:
@@ -215,17 +252,35 @@ class LoadVerifier:
         if entry is None:
             raise NotSignedError(f"{self.path}: {resource!r} is not a file the signature covers")
         self.manifest, self.signer, self.resource = manifest, signer, resource
-        if entry.size is not None and os.stat(self.path).st_size != entry.size:
+        what = "pinned" if self._trusted is not None else "signed"
+        if entry.size is not None and size != entry.size:
             # Only pins give sizes: a cheap early answer; the digests decide.
-            raise DigestMismatchError(
-                f"{self.path}: size {os.stat(self.path).st_size:,} bytes, pinned {entry.size:,}"
-            )
+            raise DigestMismatchError(f"{self.path}: size {size:,} bytes, {what} {entry.size:,}")
         if entry.safetensors is None:
-            self._check_whole_file(resource, entry, raw_header)
-            return
+            return FileCheck(self, entry, size, what)
         self._count(len(raw_header))
         self._use_parts(entry.safetensors, raw_header, "differs from the signed header (tensor "
                         "names, shapes, dtypes, offsets or metadata changed)")
+        return None
+
+    def _derive_parts(self, whole: FileCheck, raw_header: bytes, fd: int, size: int) -> None:
+        """Hash the file whole through ``fd`` against ``whole`` and derive
+        its header and tensor digests from the header the reader parsed."""
+        n = len(raw_header)
+        header = parse_json(raw_header[8:], size - n, n - 8)
+        spans = [(0, n)] + [(n + t.start, n + t.end) for t in header.tensors.values()]
+        # Derived digests are this process's own: BLAKE3, the fastest to check on read.
+        algorithm = DEFAULT_TENSOR_ALGORITHM
+        digest, parts = hash_open_file(
+            fd, size, self.path, whole=True, spans=spans, mapped=False,
+            algorithm=algorithm, file_algorithm=whole.algorithm,
+        )
+        self._count(size)
+        if digest != whole.expected:
+            raise DigestMismatchError(f"{self.path}: file differs from the {whole.what} bytes")
+        derived = SafetensorsDigests(parts[0], dict(zip(header.tensors, parts[1:], strict=True)),
+                                     algorithm)
+        self._use_parts(derived, raw_header, "changed while the file was verified")
 
     def _resource(self, manifest: Manifest) -> str:
         """This file's resource name in a signed manifest."""
@@ -238,46 +293,23 @@ class LoadVerifier:
             )
         return rel
 
-    def _check_whole_file(self, resource: str, signed: FileDigest, raw_header: bytes) -> None:
-        """No signed tensor digests (e.g. signed by model-signing): hash the whole file
-        now, and derive its tensor digests in the same pass. Once the file digest
-        matches, those digests are as good as signed ones, so each tensor's bytes
-        are still checked when read (the file could change after this check)."""
-        real = Path(os.path.realpath(self.path))
-        done = [0]
-
-        def count(n: int, _total: int) -> None:
-            done[0] = n
-
-        digest = hash_files(
-            [ModelFile(resource, real, os.stat(real).st_size)],
-            HashOptions(file_algorithm=signed.algorithm), progress=count,
-        )[0]
-        self._count(done[0])
-        if digest.digest != signed.digest:
-            what = "pinned" if self._trusted is not None else "signed"
-            raise DigestMismatchError(f"{self.path}: file differs from the {what} bytes")
-        if digest.safetensors is None:  # not named .safetensors: no tensor layout to derive
-            self._whole_file_verified = True
-            return
-        self._use_parts(digest.safetensors, raw_header, "changed after the file was verified")
-
     def _use_parts(self, parts: SafetensorsDigests, raw_header: bytes, mismatch: str) -> None:
         """Check the header the reader parsed against ``parts``; then check reads against them."""
         if digest_hex(parts.algorithm, raw_header) != parts.header:
             raise DigestMismatchError(f"{self.path}: header {mismatch}")
         self._parts = parts
 
-    def _expected(self, name: str) -> str | None:
-        """The signed digest of tensor ``name`` (None: the whole file was checked)."""
-        if self._whole_file_verified:
-            return None
+    def _expected(self, name: str) -> tuple[str, str]:
+        """The signed (or derived) digest of tensor ``name``, and its algorithm."""
         if self._parts is None:
-            raise VerificationError(f"{self.path}: check_header must pass before tensors are read")
+            raise VerificationError(
+                f"{self.path}: check_header must pass before tensors are read (a file "
+                "signed only whole is read through the FileCheck check_open returns)"
+            )
         expected = self._parts.tensors.get(name)
         if expected is None:
             raise NotSignedError(f"{self.path}: tensor {name!r} is not in the signed manifest")
-        return expected
+        return expected, self._parts.algorithm
 
     def check_tensor(self, name: str, data: memoryview) -> None:
         """Verify one tensor's bytes against its signed digest (first read of each tensor)."""
@@ -289,39 +321,42 @@ class LoadVerifier:
         """A running check of tensor ``name``'s ``nbytes`` bytes: feed them in
         order with :meth:`TensorCheck.update` as they are read (each chunk
         while it is still in the CPU cache), then :meth:`TensorCheck.finish`."""
-        expected = self._expected(name)
-        assert expected is None or self._parts is not None
-        return TensorCheck(self, name, nbytes, expected,
-                           self._parts.algorithm if self._parts is not None else "")
+        expected, algorithm = self._expected(name)
+        return TensorCheck(self, f"tensor {name!r}", nbytes, expected, algorithm)
 
 
 class TensorCheck:
-    """One tensor's digest, computed while the reader copies it in."""
+    """One digest (a tensor's, or a whole file's), computed while the reader copies the bytes in."""
 
     def __init__(
-        self, owner: LoadVerifier, name: str, nbytes: int, expected: str | None, algorithm: str
+        self, owner: LoadVerifier, what: str, nbytes: int, expected: str, algorithm: str,
+        differs: str = "differs from the signed bytes",
     ) -> None:
-        self._owner, self._name, self._nbytes, self._expected = owner, name, nbytes, expected
-        self._hasher = new_hasher(algorithm, nbytes) if expected is not None else None
+        self._owner, self._what, self._nbytes = owner, what, nbytes
+        self.expected, self.algorithm, self._differs = expected, algorithm, differs
+        self._hasher = new_hasher(algorithm, nbytes)
         self._fed = 0
         #: Bytes the reader should copy between two updates: small enough to
         #: stay in the core's cache (a single-threaded digest), or big enough
         #: to spread over every core (a BLAKE3 digest of a big tensor).
-        self.chunk_size = (
-            CHUNK_SIZE if expected is not None and spread(algorithm, nbytes) else READ_SIZE
-        )
+        self.chunk_size = CHUNK_SIZE if spread(algorithm, nbytes) else READ_SIZE
 
     def update(self, data: memoryview) -> None:
-        if self._hasher is not None:
-            self._hasher.update(data)
+        self._hasher.update(data)
         self._fed += len(data)
 
     def finish(self) -> None:
         """Raise :class:`DigestMismatchError` unless the bytes fed match the signed digest."""
-        if self._hasher is None:
-            return
         self._owner._count(self._fed)
-        if self._fed != self._nbytes or self._hasher.hexdigest() != self._expected:
-            raise DigestMismatchError(
-                f"{self._owner.path}: tensor {self._name!r} differs from the signed bytes"
-            )
+        if self._fed != self._nbytes or self._hasher.hexdigest() != self.expected:
+            raise DigestMismatchError(f"{self._owner.path}: {self._what} {self._differs}")
+
+
+class FileCheck(TensorCheck):
+    """The check of a file signed only whole: fed its header, then every byte after it."""
+
+    def __init__(self, owner: LoadVerifier, entry: FileDigest, size: int, what: str) -> None:
+        super().__init__(owner, "file", size, entry.digest, entry.algorithm,
+                         f"differs from the {what} bytes")
+        #: "signed" or "pinned", for messages.
+        self.what = what

@@ -390,6 +390,18 @@ def check_model(
     # file digest they hash in parallel. Other files by their file digest.
     by_parts = [s.safetensors is not None and is_safetensors(mf)
                 for mf, s in zip(to_check, signed, strict=True)]
+    # The signed header digests are compared before any data is hashed: a
+    # file swapped for another (a 4 GiB sparse one, say) fails after a read
+    # of its header. A header that matches fixes the file's size (its
+    # tensors tile the data to the end), so the hashing below covers it.
+    headers = [(mf, _header_differs(mf, s.safetensors))
+               for mf, s, parts in zip(to_check, signed, by_parts, strict=True)
+               if parts and s.safetensors is not None]
+    differ = [f"{mf.name!r} ({why})" for mf, why in headers if why]
+    if differ:
+        raise DigestMismatchError(
+            f"{root}: contents differ from the {signed_word} model: {'; '.join(differ)}"
+        )
     try:
         contents = hash_contents(
             to_check,
@@ -480,6 +492,26 @@ def _wrong_parts(signed: SafetensorsDigests, computed: SafetensorsDigests) -> st
     if wrong:
         parts.append(f"tensor digests {_names(wrong)}")
     return ", ".join(parts)
+
+
+def _header_differs(mf: ModelFile, signed: SafetensorsDigests) -> str | None:
+    """Why the header of ``mf`` cannot be the signed one, or None if it hashes
+    to the signed header digest (or cannot be read now: hashing reports that)."""
+    try:
+        hdr, raw = read_path_header(mf.path)
+    except FormatError as e:
+        return f"header no longer parses: {e}"
+    except OSError:
+        return None
+    if digest_hex(signed.algorithm, raw) == signed.header:
+        return None
+    # (Whether the file or the signer's header digest is wrong, only hashing
+    # the whole file could tell; either way it is not the signed model.)
+    why = f"its header does not hash to the signed {signed.algorithm} header digest"
+    named = set(hdr.tensors) ^ set(signed.tensors)
+    if named:
+        why += f"; tensors renamed, added or removed: {_names(sorted(named))}"
+    return why
 
 
 def _check_extension(mf: ModelFile, signed: SafetensorsDigests) -> None:

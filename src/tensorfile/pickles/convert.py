@@ -83,6 +83,7 @@ from tensorfile._io.writer import KERNEL_COPY, FileSpan, save_stream
 from tensorfile._progress import Progress, ProgressCallback
 from tensorfile.errors import (
     ConversionError,
+    FileReadError,
     InputNotFoundError,
     MalformedCheckpointError,
     NotAPickleError,
@@ -216,6 +217,12 @@ class _Copier:
         span = view.raw_span() if fd is not None else None
         if fd is not None and span is not None and span[1]:
             return FileSpan(fd, *span)
+        buf = view.storage.buf
+        # Read through the map: a page past the end of a file cut short since
+        # it was opened raises SIGBUS, which kills the process. mmap.size() is
+        # the file's size now (a cut racing this check can still fault).
+        if isinstance(buf, mmap.mmap) and buf.size() < view.byte_span()[1]:
+            raise FileReadError(f"{name!r}: the checkpoint was cut short while it was converted")
         return view.data()
 
     def finish(self) -> None:
