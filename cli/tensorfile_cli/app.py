@@ -23,6 +23,7 @@ from typing import Annotated, Any
 
 import typer
 
+from tensorfile_cli import _check
 from tensorfile_cli._exit import ExitCode
 from tensorfile_cli._output import Output, guarded
 
@@ -327,6 +328,7 @@ def scan(
             help="Scan symlinked folders inside the folders given (skipped otherwise).",
         ),
     ] = False,
+    output_format: _check.FormatOpt = _check.ReportFormat.text,
 ) -> None:
     """Check pickle checkpoints (.bin .pt .pth .ckpt .pkl .npy, any name) without loading them.
 
@@ -342,7 +344,8 @@ def scan(
     from tensorfile_cli import _scan
 
     _scan.run(
-        paths, json_out=json_out, quiet=quiet, debug=debug, follow_symlinks=follow_symlinks
+        paths, json_out=json_out, quiet=quiet, debug=debug, follow_symlinks=follow_symlinks,
+        output_format=output_format.value,
     )
 
 
@@ -705,3 +708,5 @@ def verify(
 
     out.finish(report.to_dict(), _render.verify)
 
+
+app.command(epilog=_check.EPILOG)(_check.check)  # tensorfile check (its own module)

@@ -1,0 +1,115 @@
+"""Findings as a SARIF 2.1.0 log (``--format sarif``), for code-scanning dashboards.
+
+One run, one result per :class:`~tensorfile.check.findings.CheckFinding`:
+
+* ``ruleId``/``ruleIndex`` into ``tool.driver.rules`` (every rule of
+  :data:`~tensorfile.check.findings.RULES`, in id order, so indexes are stable);
+* ``level``: ``error`` when the finding fails the run, ``note`` for a use
+  allowed by the policy, ``warning`` otherwise;
+* the location: the file, relative to the scanned root (``uriBaseId``
+  ``MODELROOT``, whose absolute URI is in ``originalUriBaseIds``), with
+  ``region.byteOffset`` when the offset counts from the file's first byte
+  (the file's own pickles, tar members, stored zip entries: what torch.save
+  writes). A finding in a member (a zip entry such as ``archive/data.pkl``)
+  also gets a related location in an artifact nested in the file
+  (``parentIndex``), with the offset there when it counts in the member's
+  content (a deflated entry, inflated). The primary location stays a path a
+  repository has.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from tensorfile.check.findings import RULES, CheckFinding, Rule
+
+SCHEMA_URI = "https://json.schemastore.org/sarif-2.1.0.json"
+BASE_ID = "MODELROOT"
+_RULE_IDS = sorted(RULES)
+
+
+def _uri(relative: str) -> str:
+    return quote(relative or ".", safe="/!:@")
+
+
+def to_sarif(findings: Iterable[CheckFinding], root: str | os.PathLike[str], *,
+             version: str, exit_code: int) -> dict[str, Any]:
+    """The SARIF log of ``findings`` (paths relative to the folder ``root``)."""
+    artifacts: list[dict[str, Any]] = []
+    index: dict[tuple[str, str | None], int] = {}
+
+    def artifact(file: str, member: str | None = None) -> int:
+        key = (file, member)
+        if key not in index:
+            if member is None:
+                entry: dict[str, Any] = {"location": {"uri": _uri(file), "uriBaseId": BASE_ID}}
+            else:
+                entry = {"location": {"uri": _uri(member)}, "parentIndex": artifact(file)}
+            index[key] = len(artifacts)
+            artifacts.append(entry)
+        return index[key]
+
+    results = []
+    for f in findings:
+        file_at = artifact(f.file)
+        physical: dict[str, Any] = {"artifactLocation": {"uri": _uri(f.file),
+                                                         "uriBaseId": BASE_ID, "index": file_at}}
+        result: dict[str, Any] = {
+            "ruleId": f.rule,
+            "ruleIndex": _RULE_IDS.index(f.rule),
+            "level": "error" if f.fails else "note" if f.kind == "allowed" else "warning",
+            "message": {"text": _message(f)},
+            "locations": [{"physicalLocation": physical}],
+            "properties": {"kind": f.kind, "fails": f.fails, "global": f.global_name},
+        }
+        if f.offset is not None and f.offset_in == "file":
+            physical["region"] = {"byteOffset": f.offset}
+        elif f.member is not None:
+            at = artifact(f.file, f.member)
+            nested: dict[str, Any] = {"artifactLocation": {"uri": _uri(f.member), "index": at}}
+            if f.offset is not None and f.offset_in == "member":
+                nested["region"] = {"byteOffset": f.offset}
+            result["relatedLocations"] = [{
+                "id": 1, "physicalLocation": nested,
+                "message": {"text": f"{f.member} inside {f.file}"}}]
+        results.append(result)
+    base = Path(os.path.abspath(root)).as_uri().rstrip("/") + "/"
+    return {
+        "$schema": SCHEMA_URI,
+        "version": "2.1.0",
+        "runs": [{
+            "tool": {"driver": {
+                "name": "tensorfile",
+                "version": version,
+                "rules": [_rule(RULES[r]) for r in _RULE_IDS],
+            }},
+            "originalUriBaseIds": {BASE_ID: {"uri": base}},
+            "artifacts": artifacts,
+            "results": results,
+            "invocations": [{"executionSuccessful": exit_code in (0, 1), "exitCode": exit_code}],
+        }],
+    }
+
+
+def _message(f: CheckFinding) -> str:
+    where = ""
+    if f.offset is not None and f.offset_in is not None:
+        where = f" (byte {f.offset} of {f.member if f.offset_in == 'member' else f.file})"
+    elif f.offset is not None:
+        where = f" (scanner offset {f.offset} in {f.member})"
+    name = f"{f.global_name}: " if f.global_name else ""
+    return f"{f.file or 'model'}: {f.kind}: {name}{f.message}{where}"
+
+
+def _rule(rule: Rule) -> dict[str, Any]:
+    return {
+        "id": rule.id,
+        "name": rule.name,
+        "shortDescription": {"text": rule.short},
+        "help": {"text": rule.help},
+        "defaultConfiguration": {"level": "note" if rule.id == "TF006" else "error"},
+    }
