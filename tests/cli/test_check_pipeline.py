@@ -1,0 +1,201 @@
+"""The pipeline glue of ``tensorfile check``: the pre-commit hooks and the GitHub Action.
+
+pre-commit: the real ``pre-commit`` runs the hooks of ``.pre-commit-hooks.yaml``
+in a temporary git repository. The published hooks are ``language: python``,
+for which pre-commit builds a virtualenv and pip-installs tensorfile and its
+dependencies from the index; tests have no network, so the test config is
+``repo: local`` with each published hook copied as it is (id, entry, files,
+pass_filenames, args) except ``language: system``, which runs the same entry
+from the test environment's ``tensorfile``. The manifest itself is checked by
+``pre-commit validate-manifest``.
+
+The action: ``action.yml`` is parsed and its ``run:`` steps are run with bash,
+as the runner would, with their ``env:`` expressions filled in. The install
+step really pip-installs a copy of this checkout, offline: into a fresh venv
+that sees the test environment's packages (a ``.pth`` file), with
+``PIP_NO_INDEX`` and no build isolation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import site
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+yaml = pytest.importorskip("yaml")
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+ONE_LINE = 'allow."argparse.Namespace" = "Lightning hparams"\n'
+OS_SYSTEM = b"\x80\x02cos\nsystem\nX\x04\x00\x00\x00trueq\x00\x85R."
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "PRE_COMMIT"))}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra)
+    return env
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
+                   env=_env(), timeout=60)
+
+
+@pytest.fixture
+def repo(tmp_path: Path, lightning_ckpt: Path, st_file: Path) -> Path:
+    """A git repository holding a model folder with a Lightning checkpoint."""
+    root = tmp_path / "project"
+    (root / "models").mkdir(parents=True)
+    shutil.copy(lightning_ckpt, root / "models" / "last.ckpt")
+    shutil.copy(st_file, root / "models" / "model.safetensors")
+    (root / "tensorfile.toml").write_text(ONE_LINE)
+    _git(root, "init", "-q")
+    return root
+
+
+def test_pre_commit_manifest_is_valid() -> None:
+    pytest.importorskip("pre_commit")
+    run = subprocess.run([sys.executable, "-m", "pre_commit", "validate-manifest",
+                          str(REPO / ".pre-commit-hooks.yaml")], capture_output=True, text=True,
+                         env=_env(), timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    hooks = {h["id"]: h for h in yaml.safe_load((REPO / ".pre-commit-hooks.yaml").read_text())}
+    assert set(hooks) == {"tensorfile-scan", "tensorfile-check"}
+    assert hooks["tensorfile-scan"]["entry"] == "tensorfile scan"
+    assert hooks["tensorfile-check"]["entry"] == "tensorfile check"
+
+
+def _pre_commit(repo: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    hooks = yaml.safe_load((REPO / ".pre-commit-hooks.yaml").read_text())
+    local = [{**h, "language": "system"} for h in hooks]
+    config = {"repos": [{"repo": "local", "hooks": local}]}
+    (repo / ".pre-commit-config.yaml").write_text(yaml.safe_dump(config))
+    _git(repo, "add", "-A")
+    return subprocess.run(
+        [sys.executable, "-m", "pre_commit", "run", "--color", "never", *args],
+        cwd=repo, capture_output=True, text=True, timeout=300,
+        env=_env(PRE_COMMIT_HOME=str(tmp_path / "pre-commit-home")))
+
+
+def test_pre_commit_hooks_run_in_a_temporary_repository(repo: Path, tmp_path: Path) -> None:
+    pytest.importorskip("pre_commit")
+    # The scan hook has no policy: the Namespace is unknown there, and the commit stops.
+    run = _pre_commit(repo, tmp_path, "tensorfile-scan", "--all-files")
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "last.ckpt: unknown" in run.stdout
+    # The check hook reads the repository's tensorfile.toml: allowed by policy.
+    run = _pre_commit(repo, tmp_path, "tensorfile-check", "--all-files")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "allowed by policy (Lightning hparams)" not in run.stdout  # pre-commit hides passes
+    assert re.search(r"tensorfile check\.+Passed", run.stdout)
+    (repo / "models" / "evil.pkl").write_bytes(OS_SYSTEM)
+    run = _pre_commit(repo, tmp_path, "tensorfile-check", "--all-files")
+    assert run.returncode == 1 and "evil.pkl: dangerous" in run.stdout
+    run = _pre_commit(repo, tmp_path, "tensorfile-scan", "--files", "models/evil.pkl")
+    assert run.returncode == 1 and "dangerous" in run.stdout
+    # A file the hooks do not match is not handed to them.
+    (repo / "models" / "evil.pkl").unlink()
+    (repo / "notes.txt").write_text("hello")
+    run = _pre_commit(repo, tmp_path, "tensorfile-scan", "--files", "notes.txt")
+    assert run.returncode == 0 and "no files to check" in run.stdout.lower()
+
+
+# -- the action ---------------------------------------------------------------------------
+_EXPR = re.compile(r"\$\{\{\s*([^}]*?)\s*\}\}")
+
+
+def _fill(value: str, context: dict[str, str]) -> str:
+    return _EXPR.sub(lambda m: context[m.group(1)], value)
+
+
+def _run_steps(action: dict[str, Any], inputs: dict[str, str], github: dict[str, str],
+               env: dict[str, str], workdir: Path, tmp_path: Path, *, install: bool = True
+               ) -> tuple[dict[str, str], int]:
+    """Run the composite action's bash steps in order (the install step only when
+    ``install``: later runs reuse it); the outputs and the last exit code."""
+    defaults = {k: str(v.get("default", "")) for k, v in action["inputs"].items()}
+    context = {f"inputs.{k}": v for k, v in {**defaults, **inputs}.items()}
+    context.update({f"github.{k}": v for k, v in github.items()})
+    outputs: dict[str, str] = {}
+    code = 0
+    for step in action["runs"]["steps"]:
+        if "run" not in step or (not install and step["name"].startswith("Install")):
+            continue
+        assert step["shell"] == "bash" and "${{" not in step["run"]  # inputs only through env
+        out_file = tmp_path / f"github-output-{step.get('id', 'x')}"
+        out_file.write_text("")
+        step_env = {k: _fill(str(v), context) for k, v in step.get("env", {}).items()}
+        run = subprocess.run(["bash", "-e", "-c", step["run"]], cwd=workdir, text=True,
+                             capture_output=True, timeout=600,
+                             env={**env, **step_env, "GITHUB_OUTPUT": str(out_file)})
+        code = run.returncode
+        if step.get("id"):
+            for line in out_file.read_text().splitlines():
+                key, _, value = line.partition("=")
+                context[f"steps.{step['id']}.outputs.{key}"] = value
+                outputs[f"{step['id']}.{key}"] = value
+        if step.get("name", "").startswith("Install"):
+            assert code == 0, run.stdout + run.stderr
+    return outputs, code
+
+
+def _offline_venv(tmp_path: Path) -> dict[str, str]:
+    """A fresh venv that sees the test environment's packages, and pip kept offline."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
+                   timeout=120)
+    purelib = subprocess.run([str(venv / "bin" / "python"), "-c",
+                              "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    Path(purelib, "test-environment.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update(PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}", PIP_NO_INDEX="1",
+               PIP_NO_BUILD_ISOLATION="0", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    return env
+
+
+def test_action_steps_run_on_a_model_folder(repo: Path, tmp_path: Path) -> None:
+    action = yaml.safe_load((REPO / "action.yml").read_text())
+    assert action["runs"]["using"] == "composite"
+    (upload,) = [s for s in action["runs"]["steps"]
+                 if str(s.get("uses", "")).startswith("github/codeql-action/upload-sarif@")]
+    assert upload["with"]["sarif_file"] == "${{ inputs.sarif-file }}"
+    # The action's own checkout, as the runner has it: a copy of this one.
+    checkout = tmp_path / "action"
+    shutil.copytree(REPO, checkout, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "*cache*", ".hypothesis", "build", "*.egg-info", "out"))
+    env = _offline_venv(tmp_path)
+    github = {"action_path": str(checkout)}
+    outputs, code = _run_steps(action, {"path": "models"}, github, env, repo, tmp_path)
+    assert code == 0 and outputs["check.exit-code"] == "0", outputs
+    assert outputs["check.sarif"] == "true"
+    installed = subprocess.run(["tensorfile", "--version"], env=env, capture_output=True,
+                               text=True, check=True).stdout
+    assert installed.startswith("tensorfile ")
+    where = subprocess.run(["python", "-c", "import tensorfile; print(tensorfile.__file__)"],
+                           env=env, capture_output=True, text=True, check=True).stdout
+    assert str(tmp_path / "venv") in where  # the action's install, not the test environment's
+    log = json.loads((repo / "tensorfile.sarif").read_text())
+    kinds = {r["properties"]["kind"] for r in log["runs"][0]["results"]}
+    assert kinds == {"allowed"}
+    # Without the policy entry the last step fails the job, after the SARIF is written.
+    (repo / "tensorfile.toml").write_text("# nothing allowed\n")
+    outputs, code = _run_steps(action, {"path": "models"}, github, env, repo, tmp_path,
+                               install=False)
+    assert code == 1 and outputs["check.exit-code"] == "1"
+    log = json.loads((repo / "tensorfile.sarif").read_text())
+    assert {r["ruleId"] for r in log["runs"][0]["results"]} == {"TF002"}
+    # An explicit policy file input.
+    (tmp_path / "release.toml").write_text(ONE_LINE)
+    outputs, code = _run_steps(action, {"path": "models", "policy": str(tmp_path / "release.toml")},
+                               github, env, repo, tmp_path, install=False)
+    assert code == 0 and outputs["check.exit-code"] == "0"
