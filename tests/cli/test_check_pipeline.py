@@ -199,3 +199,30 @@ def test_action_steps_run_on_a_model_folder(repo: Path, tmp_path: Path) -> None:
     outputs, code = _run_steps(action, {"path": "models", "policy": str(tmp_path / "release.toml")},
                                github, env, repo, tmp_path, install=False)
     assert code == 0 and outputs["check.exit-code"] == "0"
+
+
+# -- the README's pipeline ----------------------------------------------------------------
+def _readme_block(lang: str) -> str:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### In a pipeline"):readme.index("### Exit codes")]
+    (block,) = re.findall(rf"```{lang}\n(.*?)```", section, flags=re.S)
+    return block
+
+
+def test_readme_policy_parses(tmp_path: Path) -> None:
+    from tensorfile.check import load_policy
+
+    (tmp_path / "tensorfile.toml").write_text(_readme_block("toml"))
+    policy = load_policy(tmp_path / "tensorfile.toml")
+    assert policy.allow == {"argparse.Namespace": "hparams from save_hyperparameters()"}
+    assert policy.trust.keys == (tmp_path / "keys" / "release.pub",)
+
+
+def test_readme_workflow_uses_the_action_in_under_20_lines() -> None:
+    block = _readme_block("yaml")
+    assert len(block.strip().splitlines()) < 20
+    workflow = yaml.safe_load(block)
+    (step,) = [s for s in workflow["jobs"]["models"]["steps"] if "tensorfile" in s["uses"]]
+    action = yaml.safe_load((REPO / "action.yml").read_text())
+    assert set(step["with"]) <= set(action["inputs"])
+    assert workflow["permissions"]["security-events"] == "write"  # upload-sarif needs it

@@ -62,6 +62,11 @@ def test_scan_sarif_validates_and_points_at_the_bytes(cli: Any, model: Path) -> 
     log = json.loads(run.stdout)
     validate(log)
     assert log["runs"][0]["invocations"][0]["exitCode"] == 1
+    fingerprints = [r["partialFingerprints"]["tensorfile/v1"] for r in log["runs"][0]["results"]]
+    assert len(set(fingerprints)) == len(fingerprints)
+    again = json.loads(cli(["scan", "model", "--format", "sarif"]).stdout)
+    assert [r["partialFingerprints"] for r in again["runs"][0]["results"]] == [
+        r["partialFingerprints"] for r in log["runs"][0]["results"]]
     assert log["runs"][0]["originalUriBaseIds"]["MODELROOT"]["uri"] == model.parent.as_uri() + "/"
     # A raw pickle: the offset is the file's own.
     evil = _results(log, "model/evil.pkl")  # the import, and the call
@@ -76,7 +81,7 @@ def test_scan_sarif_validates_and_points_at_the_bytes(cli: Any, model: Path) -> 
     assert data[first:].startswith(b"cargparse\nNamespace\n")
     # Deflated: the offset is given in the member, an artifact nested in the file.
     deflated = _results(log, "model/deflated.ckpt")
-    assert deflated and all("region" not in r["locations"][0]["physicalLocation"]
+    assert deflated and all(r["locations"][0]["physicalLocation"]["region"] == {"startLine": 1}
                             for r in deflated)
     related = min((r["relatedLocations"][0]["physicalLocation"] for r in deflated),
                   key=lambda p: p["region"]["byteOffset"])

@@ -7,18 +7,21 @@ One run, one result per :class:`~tensorfile.check.findings.CheckFinding`:
 * ``level``: ``error`` when the finding fails the run, ``note`` for a use
   allowed by the policy, ``warning`` otherwise;
 * the location: the file, relative to the scanned root (``uriBaseId``
-  ``MODELROOT``, whose absolute URI is in ``originalUriBaseIds``), with
+  ``MODELROOT``, whose absolute URI is in ``originalUriBaseIds``), region
+  ``startLine`` 1 (code-scanning UIs want a line; a checkpoint has none) and
   ``region.byteOffset`` when the offset counts from the file's first byte
   (the file's own pickles, tar members, stored zip entries: what torch.save
   writes). A finding in a member (a zip entry such as ``archive/data.pkl``)
   also gets a related location in an artifact nested in the file
   (``parentIndex``), with the offset there when it counts in the member's
   content (a deflated entry, inflated). The primary location stays a path a
-  repository has.
+  repository has. ``partialFingerprints`` keep alerts stable across runs
+  (GitHub's upload would otherwise try to read lines out of the binary files).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -64,10 +67,14 @@ def to_sarif(findings: Iterable[CheckFinding], root: str | os.PathLike[str], *,
             "level": "error" if f.fails else "note" if f.kind == "allowed" else "warning",
             "message": {"text": _message(f)},
             "locations": [{"physicalLocation": physical}],
+            "partialFingerprints": {"tensorfile/v1": _fingerprint(f)},
             "properties": {"kind": f.kind, "fails": f.fails, "global": f.global_name},
         }
+        # Code-scanning UIs want a line (GitHub's upload flags results without one);
+        # a checkpoint has none, so the region is line 1 plus the byte offset.
+        physical["region"] = {"startLine": 1}
         if f.offset is not None and f.offset_in == "file":
-            physical["region"] = {"byteOffset": f.offset}
+            physical["region"]["byteOffset"] = f.offset
         elif f.member is not None:
             at = artifact(f.file, f.member)
             nested: dict[str, Any] = {"artifactLocation": {"uri": _uri(f.member), "index": at}}
@@ -93,6 +100,12 @@ def to_sarif(findings: Iterable[CheckFinding], root: str | os.PathLike[str], *,
             "invocations": [{"executionSuccessful": exit_code in (0, 1), "exitCode": exit_code}],
         }],
     }
+
+
+def _fingerprint(f: CheckFinding) -> str:
+    """Stable across runs for the same finding (GitHub matches alerts by it)."""
+    key = "\0".join(str(x) for x in (f.rule, f.file, f.member, f.offset, f.global_name, f.kind))
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def _message(f: CheckFinding) -> str:
