@@ -110,6 +110,8 @@ _STYLES = {"safe": ("green",), "allowed": ("green",), "ignored": (), "dangerous"
 
 def render(out: Output, result: dict[str, Any]) -> None:
     """The check report for people: files, failing findings, verification, verdict."""
+    from tensorfile_cli._render import plural
+
     source = result["policy"]["source"] or "the default policy (no policy file)"
     out.line(f"policy: {source}")
     for f in result["files"]:
@@ -142,5 +144,5 @@ def render(out: Output, result: dict[str, Any]) -> None:
     counts = ", ".join(f"{n} {k}" for k, n in sorted(s["by_status"].items()))
     verdict = (out.style("passed", "green", "bold") if result["passed"]
                else out.style("failed", "red", "bold"))
-    out.line(f"{s['files']} files ({counts or 'none'}); {s['failing']} failing finding(s): "
-             f"{verdict}")
+    out.line(f"{plural(s['files'], 'file')} ({counts or 'none'}); "
+             f"{plural(s['failing'], 'failing finding')}: {verdict}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -161,3 +162,30 @@ def test_find_policy_nearest_first(tmp_path: Path) -> None:
     assert find_policy(model, cwd) == tmp_path / "a" / "tensorfile.toml"  # before pyproject
     (model / "tensorfile.toml").write_text("")
     assert find_policy(model / "weights.bin", cwd) == model / "tensorfile.toml"
+
+
+def test_a_file_gone_after_listing_is_an_error_not_a_crash(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file deleted between the folder listing and its ``stat`` (a race with another
+    process) is reported as unreadable, and fails the run as an error (exit 2)."""
+    from tensorfile.check import runner
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    _write(folder, "a.pkl", NAMESPACE)
+    _write(folder, "b.pkl", NAMESPACE)
+    real_walk = runner._walk
+
+    def walk_losing_b(path: Path, follow: bool) -> Iterator[object]:
+        for item in real_walk(path, follow):
+            if isinstance(item, Path) and item.name == "b.pkl":
+                item.unlink()  # gone after _walk listed it and before check reads it
+            yield item
+
+    monkeypatch.setattr(runner, "_walk", walk_losing_b)
+    report = check(folder, Policy(allow=ALLOW))
+    by_path = {f.path: f.status for f in report.files}
+    assert by_path == {"a.pkl": "allowed", "b.pkl": "error"}
+    (gone,) = [f for f in report.findings if f.file == "b.pkl"]
+    assert (gone.rule, gone.kind, gone.fails) == ("TF003", "error", True)
+    assert "No such file" in gone.message and report.exit_code == 2

@@ -143,3 +143,19 @@ def test_rule_ids_are_stable() -> None:
         "TF001": "dangerous-pickle", "TF002": "unknown-pickle", "TF003": "unreadable",
         "TF004": "skipped-path", "TF005": "not-assessed", "TF006": "allowed-by-policy",
         "TF101": "verification-failed", "TF102": "bound-exceeded", "TF103": "invalid-index"}
+
+
+@RUNNER_ONLY
+def test_a_colon_in_a_file_name_is_no_uri_scheme(cli: Any, tmp_path: Path) -> None:
+    from urllib.parse import unquote, urlsplit
+
+    folder = tmp_path / "colon"
+    folder.mkdir()
+    (folder / "step:1.pkl").write_bytes(OS_SYSTEM)  # "step:1.pkl" would read as scheme "step"
+    run = cli(["check", str(folder), "--no-policy", "--format", "sarif"])
+    assert run.code == 1
+    log = json.loads(run.stdout)
+    validate(log)
+    uris = [loc["physicalLocation"]["artifactLocation"]["uri"]
+            for r in log["runs"][0]["results"] for loc in r["locations"]]
+    assert uris and all(urlsplit(u).scheme == "" and unquote(u) == "step:1.pkl" for u in uris)

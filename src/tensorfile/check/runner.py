@@ -172,7 +172,13 @@ def _in_scope(target: Path, root: Path, policy: Policy, files: list[FileStatus],
             findings.extend(file_findings(item, root, policy.fail_on))
             files.append(_status(item, root))
             continue
-        size = item.stat().st_size
+        try:
+            size = item.stat().st_size
+        except OSError as e:  # gone since the folder was listed
+            findings.append(CheckFinding("TF003", "error", rel, f"cannot read: {e.strerror or e}",
+                                         "error" in policy.fail_on))
+            files.append(FileStatus(rel, "error", "error", "unreadable"))
+            continue
         total += size
         if bounds.max_file_size is not None and size > bounds.max_file_size:
             findings.append(CheckFinding("TF102", "bound", rel, f"{size:,} bytes: over the "

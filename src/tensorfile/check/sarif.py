@@ -36,7 +36,8 @@ _RULE_IDS = sorted(RULES)
 
 
 def _uri(relative: str) -> str:
-    return quote(relative or ".", safe="/!:@")
+    # ":" is escaped: in a first segment it would read as a URI scheme.
+    return quote(relative or ".", safe="/!@")
 
 
 def to_sarif(findings: Iterable[CheckFinding], root: str | os.PathLike[str], *,
