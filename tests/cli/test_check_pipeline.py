@@ -1,13 +1,16 @@
 """The pipeline glue of ``tensorfile check``: the pre-commit hooks and the GitHub Action.
 
-pre-commit: the real ``pre-commit`` runs the hooks of ``.pre-commit-hooks.yaml``
-in a temporary git repository. The published hooks are ``language: python``,
-for which pre-commit builds a virtualenv and pip-installs tensorfile and its
-dependencies from the index; tests have no network, so the test config is
-``repo: local`` with each published hook copied as it is (id, entry, files,
-pass_filenames, args) except ``language: system``, which runs the same entry
-from the test environment's ``tensorfile``. The manifest itself is checked by
-``pre-commit validate-manifest``.
+pre-commit: the real ``pre-commit`` runs the published hooks of
+``.pre-commit-hooks.yaml`` (``language: python``) in a temporary git repository
+whose ``.pre-commit-config.yaml`` names a committed copy of this checkout as
+the hook repository, as a user's names the GitHub one. pre-commit clones it at
+its ``rev``, builds a virtualenv and pip-installs it there. Tests are offline,
+so pip gets ``PIP_NO_INDEX``, no build isolation (the virtualenv's seeded
+setuptools builds the wheel) and ``PIP_NO_DEPS``; the dependencies reach the
+hook through ``PYTHONPATH``, a folder of links to the test environment's
+packages without tensorfile's own, so the ``tensorfile`` that runs is the one
+pre-commit installed. The manifest is also checked by ``pre-commit
+validate-manifest``.
 
 The action: ``action.yml`` is parsed and its ``run:`` steps are run with bash,
 as the runner would, with their ``env:`` expressions filled in. The install
@@ -62,6 +65,21 @@ def repo(tmp_path: Path, lightning_ckpt: Path, st_file: Path) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def checkout(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A copy of this checkout's files, committed in a git repository of its own (what a
+    hook repository or an action's checkout is), and the commit."""
+    copy = tmp_path_factory.mktemp("tensorfile") / "tensorfile"
+    shutil.copytree(REPO, copy, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "*cache*", ".hypothesis", "build", "*.egg-info", "out"))
+    _git(copy, "init", "-q")
+    _git(copy, "add", "-A")
+    _git(copy, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "x")
+    sha = subprocess.run(["git", "-C", str(copy), "rev-parse", "HEAD"], check=True, text=True,
+                         capture_output=True, env=_env()).stdout.strip()
+    return copy, sha
+
+
 def test_pre_commit_manifest_is_valid() -> None:
     pytest.importorskip("pre_commit")
     run = subprocess.run([sys.executable, "-m", "pre_commit", "validate-manifest",
@@ -70,43 +88,73 @@ def test_pre_commit_manifest_is_valid() -> None:
     assert run.returncode == 0, run.stdout + run.stderr
     hooks = {h["id"]: h for h in yaml.safe_load((REPO / ".pre-commit-hooks.yaml").read_text())}
     assert set(hooks) == {"tensorfile-scan", "tensorfile-check"}
+    assert {h["language"] for h in hooks.values()} == {"python"}
     assert hooks["tensorfile-scan"]["entry"] == "tensorfile scan"
     assert hooks["tensorfile-check"]["entry"] == "tensorfile check"
 
 
-def _pre_commit(repo: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    hooks = yaml.safe_load((REPO / ".pre-commit-hooks.yaml").read_text())
-    local = [{**h, "language": "system"} for h in hooks]
-    config = {"repos": [{"repo": "local", "hooks": local}]}
+def _dependencies(folder: Path) -> Path:
+    """Links to the test environment's installed packages, tensorfile's own left out."""
+    folder.mkdir()
+    for site_dir in dict.fromkeys(site.getsitepackages()):
+        for entry in Path(site_dir).iterdir():
+            name = entry.name.lower()
+            if (name.startswith(("tensorfile", "__editable__")) or name.endswith(".pth")
+                    or (folder / entry.name).exists()):
+                continue
+            (folder / entry.name).symlink_to(entry)
+    return folder
+
+
+def _pre_commit(repo: Path, home: Path, hooks: tuple[Path, str], *args: str
+                ) -> subprocess.CompletedProcess[str]:
+    """``pre-commit run ARGS`` in ``repo``, with the hooks of the repository ``hooks``
+    (a path and commit, as ``repo:`` and ``rev:`` name them in a user's config)."""
+    config = {"repos": [{"repo": str(hooks[0]), "rev": hooks[1], "hooks": [
+        {"id": "tensorfile-scan"}, {"id": "tensorfile-check"}]}]}
     (repo / ".pre-commit-config.yaml").write_text(yaml.safe_dump(config))
     _git(repo, "add", "-A")
+    deps = home / "deps"
+    if not deps.exists():
+        _dependencies(deps)
+    env = {k: v for k, v in _env().items() if k not in ("VIRTUAL_ENV", "PYTHONHOME")}
+    env.update(PRE_COMMIT_HOME=str(home / "cache"), PYTHONPATH=str(deps), PIP_NO_INDEX="1",
+               PIP_NO_DEPS="1", PIP_NO_BUILD_ISOLATION="0", PIP_DISABLE_PIP_VERSION_CHECK="1")
     return subprocess.run(
         [sys.executable, "-m", "pre_commit", "run", "--color", "never", *args],
-        cwd=repo, capture_output=True, text=True, timeout=300,
-        env=_env(PRE_COMMIT_HOME=str(tmp_path / "pre-commit-home")))
+        cwd=repo, capture_output=True, text=True, timeout=300, env=env)
 
 
-def test_pre_commit_hooks_run_in_a_temporary_repository(repo: Path, tmp_path: Path) -> None:
+def test_pre_commit_hooks_run_in_a_temporary_repository(
+        repo: Path, tmp_path: Path, checkout: tuple[Path, str]) -> None:
     pytest.importorskip("pre_commit")
+    pytest.importorskip("virtualenv")
+    home = tmp_path / "pre-commit-home"
+    home.mkdir()
     # The scan hook has no policy: the Namespace is unknown there, and the commit stops.
-    run = _pre_commit(repo, tmp_path, "tensorfile-scan", "--all-files")
+    run = _pre_commit(repo, home, checkout, "tensorfile-scan", "--all-files")
     assert run.returncode == 1, run.stdout + run.stderr
-    assert "last.ckpt: unknown" in run.stdout
+    assert "models/last.ckpt: unknown" in run.stdout
+    # pre-commit built its own environment from the hook repository and ran that tensorfile.
+    (installed,) = (home / "cache").glob("repo*/py_env-*/lib/python*/site-packages/tensorfile")
+    assert (installed / "check" / "runner.py").is_file()
     # The check hook reads the repository's tensorfile.toml: allowed by policy.
-    run = _pre_commit(repo, tmp_path, "tensorfile-check", "--all-files")
+    run = _pre_commit(repo, home, checkout, "tensorfile-check", "--all-files")
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "allowed by policy (Lightning hparams)" not in run.stdout  # pre-commit hides passes
     assert re.search(r"tensorfile check\.+Passed", run.stdout)
     (repo / "models" / "evil.pkl").write_bytes(OS_SYSTEM)
-    run = _pre_commit(repo, tmp_path, "tensorfile-check", "--all-files")
-    assert run.returncode == 1 and "evil.pkl: dangerous" in run.stdout
-    run = _pre_commit(repo, tmp_path, "tensorfile-scan", "--files", "models/evil.pkl")
-    assert run.returncode == 1 and "dangerous" in run.stdout
-    # A file the hooks do not match is not handed to them.
+    run = _pre_commit(repo, home, checkout, "tensorfile-check", "--all-files")
+    assert run.returncode == 1 and "evil.pkl: dangerous" in run.stdout, run.stdout
+    assert re.search(r"tensorfile check\.+Failed", run.stdout)
+    run = _pre_commit(repo, home, checkout, "tensorfile-scan", "--files", "models/evil.pkl")
+    assert run.returncode == 1 and "models/evil.pkl: dangerous" in run.stdout
+    assert "last.ckpt" not in run.stdout  # only the files handed to it
+    # A file the hooks do not match is not handed to them: both skip.
     (repo / "models" / "evil.pkl").unlink()
     (repo / "notes.txt").write_text("hello")
-    run = _pre_commit(repo, tmp_path, "tensorfile-scan", "--files", "notes.txt")
-    assert run.returncode == 0 and "no files to check" in run.stdout.lower()
+    run = _pre_commit(repo, home, checkout, "--files", "notes.txt")
+    assert run.returncode == 0, run.stdout
+    assert len(re.findall(r"\(no files to check\)Skipped", run.stdout)) == 2, run.stdout
 
 
 # -- the action ---------------------------------------------------------------------------
@@ -163,18 +211,15 @@ def _offline_venv(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def test_action_steps_run_on_a_model_folder(repo: Path, tmp_path: Path) -> None:
+def test_action_steps_run_on_a_model_folder(repo: Path, tmp_path: Path,
+                                           checkout: tuple[Path, str]) -> None:
     action = yaml.safe_load((REPO / "action.yml").read_text())
     assert action["runs"]["using"] == "composite"
     (upload,) = [s for s in action["runs"]["steps"]
                  if str(s.get("uses", "")).startswith("github/codeql-action/upload-sarif@")]
     assert upload["with"]["sarif_file"] == "${{ inputs.sarif-file }}"
-    # The action's own checkout, as the runner has it: a copy of this one.
-    checkout = tmp_path / "action"
-    shutil.copytree(REPO, checkout, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "*cache*", ".hypothesis", "build", "*.egg-info", "out"))
     env = _offline_venv(tmp_path)
-    github = {"action_path": str(checkout)}
+    github = {"action_path": str(checkout[0])}  # the action's own checkout, as the runner has it
     outputs, code = _run_steps(action, {"path": "models"}, github, env, repo, tmp_path)
     assert code == 0 and outputs["check.exit-code"] == "0", outputs
     assert outputs["check.sarif"] == "true"
