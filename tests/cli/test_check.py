@@ -216,6 +216,26 @@ def test_a_broken_sharded_index_is_a_finding(cli: Any, tmp_path: Path, st_file: 
 
 
 @RUNNER_ONLY
+def test_an_invalid_safetensors_file_fails_validation(
+        cli: Any, model: Path, json_of: Callable[..., Any]) -> None:
+    """Format validation: a truncated safetensors file (its header promises more data than
+    the file holds) is an error that fails the check, though it holds no pickle."""
+    data = (model / "model.safetensors").read_bytes()
+    (model / "cut.safetensors").write_bytes(data[:-4])
+    (model / "tensorfile.toml").write_text(ONE_LINE)
+    result = json_of(cli(["check", str(model), "--json"]), "check", 2)
+    status = {f["path"]: f["status"] for f in result["files"]}
+    assert status["cut.safetensors"] == "error" and status["model.safetensors"] == "safe"
+    (failing,) = [f for f in result["findings"] if f["fails"]]
+    assert (failing["rule"], failing["file"]) == ("TF003", "cut.safetensors")
+    assert "TruncatedFileError" in failing["message"]
+    # An error the policy does not fail on is reported and the check passes.
+    (model / "tensorfile.toml").write_text(ONE_LINE + 'fail-on = ["dangerous", "unknown"]\n')
+    run = cli(["check", str(model)])
+    assert run.code == 0 and "warn TF003 cut.safetensors" in run.stdout
+
+
+@RUNNER_ONLY
 def test_help_fits_80_columns(cli: Any) -> None:
     run = cli(["check", "--help"], env={"COLUMNS": "80"})
     assert run.code == 0

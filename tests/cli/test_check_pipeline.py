@@ -244,6 +244,14 @@ def test_action_steps_run_on_a_model_folder(repo: Path, tmp_path: Path,
     outputs, code = _run_steps(action, {"path": "models", "policy": str(tmp_path / "release.toml")},
                                github, env, repo, tmp_path, install=False)
     assert code == 0 and outputs["check.exit-code"] == "0"
+    # A path that looks like an option is still the path checked (not --help's exit 0).
+    (repo / "--help").mkdir()
+    (repo / "--help" / "evil.pkl").write_bytes(OS_SYSTEM)
+    outputs, code = _run_steps(action, {"path": "--help", "sarif-file": "-x.sarif"},
+                               github, env, repo, tmp_path, install=False)
+    assert code == 1 and outputs["check.exit-code"] == "1"
+    log = json.loads((repo / "-x.sarif").read_text())
+    assert {r["ruleId"] for r in log["runs"][0]["results"]} == {"TF001"}
 
 
 # -- the README's pipeline ----------------------------------------------------------------
