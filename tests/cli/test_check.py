@@ -241,3 +241,21 @@ def test_help_fits_80_columns(cli: Any) -> None:
     assert run.code == 0
     assert all(len(line) <= 80 for line in run.stdout.splitlines())
     assert "--policy" in run.stdout and "sarif" in run.stdout
+
+
+@RUNNER_ONLY
+def test_git_files_at_the_top_are_left_out_as_verify_leaves_them(
+        cli: Any, model: Path, json_of: Callable[..., Any]) -> None:
+    """``check .`` in a repository (the pre-commit hook) does not scan .git, whose LFS
+    store holds second copies of the models, nor .github; a nested .git is scanned."""
+    (model / "tensorfile.toml").write_text(ONE_LINE)
+    for folder in (".git/lfs/objects/ab", ".github"):
+        (model / folder).mkdir(parents=True)
+        (model / folder / "evil.pkl").write_bytes(OS_SYSTEM)
+    result = json_of(cli(["check", str(model), "--json"]), "check", 0)
+    assert not [f["path"] for f in result["files"] if f["path"].startswith(".git")]
+    (model / "sub" / ".git").mkdir(parents=True)
+    (model / "sub" / ".git" / "evil.pkl").write_bytes(OS_SYSTEM)
+    result = json_of(cli(["check", str(model), "--json"]), "check", 1)
+    assert [f["path"] for f in result["files"] if f["status"] == "dangerous"] == [
+        "sub/.git/evil.pkl"]

@@ -2,7 +2,8 @@
 
 One call runs what a pipeline would otherwise wire up from three commands:
 
-1. every file in scope (the policy's ignore globs and size bounds applied) is
+1. every file in scope (the policy's ignore globs and size bounds applied; the
+   git files at the top of a folder left out, as verification leaves them) is
    scanned by :func:`tensorfile.pickles.scanner.scan_one`, with the policy's
    allowed globals; ``.safetensors`` files are validated by the format core
    on the way, and each ``*.safetensors.index.json`` against its shards;
@@ -37,6 +38,7 @@ from tensorfile.check.findings import (
 )
 from tensorfile.check.policy import Policy, Trust
 from tensorfile.errors import TensorfileError
+from tensorfile.integrity.hashing import DEFAULT_IGNORED
 from tensorfile.pickles.report import FileReport, Skipped, Verdict
 from tensorfile.pickles.scanner import _walk, scan_one
 
@@ -161,6 +163,10 @@ def _in_scope(target: Path, root: Path, policy: Policy, files: list[FileStatus],
     for item in _walk(target, policy.follow_symlinks):
         where = item.path if isinstance(item, (FileReport, Skipped)) else item
         rel = relative(where, root)
+        if target.is_dir() and rel.split("/", 1)[0] in DEFAULT_IGNORED:
+            # The git files at the top of the folder (.git with its LFS copies of
+            # the models, .github, ...) are not the model: verify leaves them out too.
+            continue
         if policy.ignores(rel):
             ignored.append(rel)
             files.append(FileStatus(rel, "ignored", "not-scanned", "ignored"))
