@@ -189,3 +189,33 @@ def test_a_file_gone_after_listing_is_an_error_not_a_crash(
     (gone,) = [f for f in report.findings if f.file == "b.pkl"]
     assert (gone.rule, gone.kind, gone.fails) == ("TF003", "error", True)
     assert "No such file" in gone.message and report.exit_code == 2
+
+
+# -- spec/CHECK.md documents what the code knows ----------------------------------------
+SPEC = Path(__file__).resolve().parents[2] / "spec" / "CHECK.md"
+
+
+def _table(heading: str) -> list[list[str]]:
+    """The rows of the first table under ``## heading`` (cells stripped, header and rule
+    lines left out)."""
+    text = SPEC.read_text(encoding="utf-8")
+    section = text[text.index(f"## {heading}\n"):]
+    section = section[:section.find("\n## ", 1)] if "\n## " in section[1:] else section
+    rows = [line for line in section.splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows[2:]]
+
+
+def test_spec_documents_exactly_the_policy_keys() -> None:
+    from tensorfile.check.policy import KEYS
+
+    documented = [row[0].strip("`") for row in _table("Policy keys")]
+    known = {f"{table}.{key}" if table else key for table, keys in KEYS.items() for key in keys}
+    assert len(documented) == len(set(documented))
+    assert set(documented) == known
+
+
+def test_spec_rule_table_is_the_rules() -> None:
+    from tensorfile.check import RULES
+
+    assert {row[0]: (row[1], row[2]) for row in _table("Rule ids")} == {
+        r.id: (r.name, r.short) for r in RULES.values()}

@@ -70,6 +70,17 @@ MAX_POLICY_BYTES = 1 << 20
 VERDICTS = frozenset({v.value for v in Verdict if v is not Verdict.SAFE} | {"not-assessed"})
 DEFAULT_FAIL_ON = VERDICTS
 
+#: Every key a policy may hold, by the table it is in ("" for the top level): the
+#: strict reader refuses any other, and spec/CHECK.md documents exactly these.
+KEYS: dict[str, frozenset[str]] = {
+    "": frozenset({"allow", "fail-on", "ignore", "follow-symlinks", "limits", "trust"}),
+    "limits": frozenset({"max-file-size", "max-total-size", "max-files", "max-depth",
+                         "max-streams", "max-entries", "max-inflate"}),
+    "trust": frozenset({"keys", "cert-roots", "trusted-root", "keyless", "pins", "signature",
+                        "allow-extra-files"}),
+    "trust.keyless": frozenset({"identity", "issuer"}),
+}
+
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
 _SIZE = re.compile(r"\s*(\d+)\s*([a-z]*)\s*", re.IGNORECASE)
@@ -165,15 +176,17 @@ def find_policy(target: PathLike, cwd: PathLike | None = None) -> Path | None:
 
 
 def _has_tool_table(path: Path) -> bool:
-    doc = _toml(path)
+    doc, _ = _toml(path)
     tool = doc.get("tool")
     return isinstance(tool, dict) and "tensorfile" in tool
 
 
-def _toml(path: Path) -> dict[str, Any]:
+def _toml(path: Path) -> tuple[dict[str, Any], str]:
+    """The parsed document and its text (read once, bounded)."""
     data = read_bounded(path, MAX_POLICY_BYTES, PolicyError, "the policy file")
     try:
-        return tomllib.loads(data.decode("utf-8"))
+        text = data.decode("utf-8")
+        return tomllib.loads(text), text
     except UnicodeDecodeError as e:
         raise PolicyError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except tomllib.TOMLDecodeError as e:
@@ -185,8 +198,7 @@ def load_policy(path: PathLike) -> Policy:
     """Parse a policy file: ``tensorfile.toml``, or a ``pyproject.toml``'s
     ``[tool.tensorfile]`` (any other name is read as a ``tensorfile.toml``)."""
     path = Path(path)
-    doc = _toml(path)
-    text = path.read_text(encoding="utf-8")
+    doc, text = _toml(path)
     if path.name == PYPROJECT:
         tool = doc.get("tool", {})
         if not isinstance(tool, dict) or not isinstance(tool.get("tensorfile"), dict):
@@ -220,14 +232,15 @@ class _Reader:
                 return number
         return None
 
-    def keys(self, table: Mapping[str, Any], known: set[str], where: str) -> None:
+    def keys(self, table: Mapping[str, Any], where: str) -> None:
+        known = KEYS[where]
         for key in table:
             if key not in known:
                 name = f"{where}.{key}" if where else key
                 raise self.fail(name, f"unknown key (known here: {', '.join(sorted(known))})")
 
     def policy(self, doc: Mapping[str, Any]) -> Policy:
-        self.keys(doc, {"allow", "fail-on", "ignore", "follow-symlinks", "limits", "trust"}, "")
+        self.keys(doc, "")
         fail_on = frozenset(self.strings(doc, "fail-on", list(DEFAULT_FAIL_ON)))
         for verdict in fail_on - VERDICTS:
             raise self.fail("fail-on", f"unknown verdict {verdict!r} (known: "
@@ -290,9 +303,7 @@ class _Reader:
 
     def bounds(self, raw: object) -> Bounds:
         table = self.table(raw, "limits")
-        own = {"max-file-size", "max-total-size", "max-files"}
-        scanner = {"max-depth", "max-streams", "max-entries", "max-inflate"}
-        self.keys(table, own | scanner, "limits")
+        self.keys(table, "limits")
         sizes = {key: self.size(table, key) for key in table}
         d = ScanLimits()
 
@@ -313,8 +324,7 @@ class _Reader:
 
     def trust(self, raw: object) -> Trust:
         table = self.table(raw, "trust")
-        self.keys(table, {"keys", "cert-roots", "trusted-root", "keyless", "pins", "signature",
-                          "allow-extra-files"}, "trust")
+        self.keys(table, "trust")
         keys = tuple(self.path_of(k, "trust.keys") for k in self.strings(table, "keys", []))
         roots = tuple(self.path_of(c, "trust.cert-roots")
                       for c in self.strings(table, "cert-roots", []))
@@ -324,7 +334,7 @@ class _Reader:
             raise self.fail("trust.keyless", "must be a list of {identity, issuer} tables")
         for entry in raw_keyless:
             entry = self.table(entry, "trust.keyless")
-            self.keys(entry, {"identity", "issuer"}, "trust.keyless")
+            self.keys(entry, "trust.keyless")
             identity, issuer = entry.get("identity"), entry.get("issuer")
             if not (isinstance(identity, str) and identity and isinstance(issuer, str) and issuer):
                 raise self.fail("trust.keyless", "each entry needs identity and issuer strings")
