@@ -84,7 +84,7 @@ def check(
         report = check(path, load_policy(chosen) if chosen is not None else Policy(),
                        progress=progress)
         code = ExitCode(report.exit_code)
-        sarif = _sarif(report, code)
+        sarif = _sarif(report, code) if sarif_file or fmt is ReportFormat.sarif else ""
         if sarif_file is not None:
             sarif_file.write_text(sarif, encoding="utf-8")
     if fmt is ReportFormat.sarif:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import pytest
 
@@ -21,7 +23,31 @@ ONE_LINE = 'allow."argparse.Namespace" = "Lightning hparams"\n'
 RUNNER_ONLY = pytest.mark.parametrize("cli", ["runner"], indirect=True)
 
 
+#: RFC 3986 characters of a URI reference (jsonschema checks "format": "uri" and
+#: "uri-reference" only when an optional package is installed: checked here instead).
+URI_CHARS = re.compile(r"(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})*")
+
+
+def _check_uris(node: Any, in_bases: bool = False) -> None:
+    """Every ``uri`` is an RFC 3986 reference; those with a ``uriBaseId`` are relative,
+    the bases themselves absolute and ending in ``/`` (as SARIF 2.1.0 says)."""
+    if isinstance(node, dict):
+        uri = node.get("uri")
+        if isinstance(uri, str):
+            assert URI_CHARS.fullmatch(uri), uri
+            if in_bases:
+                assert urlsplit(uri).scheme and uri.endswith("/"), uri
+            if "uriBaseId" in node:
+                assert urlsplit(uri).scheme == "", uri
+        for k, v in node.items():
+            _check_uris(v, in_bases or k == "originalUriBaseIds")
+    elif isinstance(node, list):
+        for v in node:
+            _check_uris(v, in_bases)
+
+
 def validate(log: dict[str, Any]) -> None:
+    _check_uris(log)
     jsonschema = pytest.importorskip("jsonschema")
     if not SCHEMA.is_file():
         pytest.skip(f"no SARIF schema at {SCHEMA}")
@@ -147,8 +173,6 @@ def test_rule_ids_are_stable() -> None:
 
 @RUNNER_ONLY
 def test_a_colon_in_a_file_name_is_no_uri_scheme(cli: Any, tmp_path: Path) -> None:
-    from urllib.parse import unquote, urlsplit
-
     folder = tmp_path / "colon"
     folder.mkdir()
     (folder / "step:1.pkl").write_bytes(OS_SYSTEM)  # "step:1.pkl" would read as scheme "step"
@@ -159,3 +183,29 @@ def test_a_colon_in_a_file_name_is_no_uri_scheme(cli: Any, tmp_path: Path) -> No
     uris = [loc["physicalLocation"]["artifactLocation"]["uri"]
             for r in log["runs"][0]["results"] for loc in r["locations"]]
     assert uris and all(urlsplit(u).scheme == "" and unquote(u) == "step:1.pkl" for u in uris)
+
+
+@RUNNER_ONLY
+def test_a_file_name_that_is_not_utf8(cli: Any, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Linux file names are bytes: one that is not UTF-8 is percent-encoded byte for byte
+    in the URI and shown with U+FFFD in messages; the log stays valid UTF-8."""
+    folder = tmp_path / "bytes"
+    folder.mkdir()
+    try:
+        Path(os.fsdecode(os.fsencode(folder) + b"/\xffbad #1.pkl")).write_bytes(OS_SYSTEM)
+    except (OSError, UnicodeError):
+        pytest.skip("this file system refuses a name that is not UTF-8")
+    out = tmp_path / "out.sarif"
+    run = cli(["check", str(folder), "--no-policy", "--sarif-file", str(out), "--quiet"])
+    assert run.code == 1, run.stderr
+    log = json.loads(out.read_bytes().decode("utf-8"))  # strict: no raw byte in the log
+    validate(log)
+    results = log["runs"][0]["results"]
+    assert {r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+            for r in results} == {"%FFbad%20%231.pkl"}
+    assert all(r["message"]["text"].startswith("\ufffdbad #1.pkl: dangerous") for r in results)
+    monkeypatch.chdir(tmp_path)
+    run = cli(["scan", "bytes", "--format", "sarif"])
+    assert run.code == 1
+    validate(json.loads(run.stdout))

@@ -36,8 +36,21 @@ _RULE_IDS = sorted(RULES)
 
 
 def _uri(relative: str) -> str:
-    # ":" is escaped: in a first segment it would read as a URI scheme.
-    return quote(relative or ".", safe="/!@")
+    # ":" is escaped: in a first segment it would read as a URI scheme. A file name's
+    # bytes that are not UTF-8 (surrogate escapes in Python) are percent-encoded as they are.
+    return quote(_raw(relative or "."), safe="/!@")
+
+
+def _raw(text: str) -> bytes:
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate no file name decodes to
+        return text.encode("utf-8", "surrogatepass")
+
+
+def _text(text: str) -> str:
+    """Valid Unicode for the log (UTF-8 JSON): undecodable bytes become U+FFFD."""
+    return _raw(text).decode("utf-8", "replace")
 
 
 def to_sarif(findings: Iterable[CheckFinding], root: str | os.PathLike[str], *,
@@ -66,10 +79,11 @@ def to_sarif(findings: Iterable[CheckFinding], root: str | os.PathLike[str], *,
             "ruleId": f.rule,
             "ruleIndex": _RULE_IDS.index(f.rule),
             "level": "error" if f.fails else "note" if f.kind == "allowed" else "warning",
-            "message": {"text": _message(f)},
+            "message": {"text": _text(_message(f))},
             "locations": [{"physicalLocation": physical}],
             "partialFingerprints": {"tensorfile/v1": _fingerprint(f)},
-            "properties": {"kind": f.kind, "fails": f.fails, "global": f.global_name},
+            "properties": {"kind": f.kind, "fails": f.fails,
+                           "global": None if f.global_name is None else _text(f.global_name)},
         }
         # Code-scanning UIs want a line (GitHub's upload flags results without one);
         # a checkpoint has none, so the region is line 1 plus the byte offset.
@@ -83,7 +97,7 @@ def to_sarif(findings: Iterable[CheckFinding], root: str | os.PathLike[str], *,
                 nested["region"] = {"byteOffset": f.offset}
             result["relatedLocations"] = [{
                 "id": 1, "physicalLocation": nested,
-                "message": {"text": f"{f.member} inside {f.file}"}}]
+                "message": {"text": _text(f"{f.member} inside {f.file}")}}]
         results.append(result)
     base = Path(os.path.abspath(root)).as_uri().rstrip("/") + "/"
     return {
