@@ -126,6 +126,11 @@ allow-extra-files = true
     ('[trust]\nkeyless = [{identity = "a", issuer = "b", url = 1}]\ntrusted-root = "t"\n',
      "trust.keyless.url: unknown key"),
     ("allow = [\n", "not valid TOML"),
+    # Hostile nesting: tomllib recurses into arrays and inline tables, the reader into
+    # dotted allow keys; both are errors, not a RecursionError.
+    ("a = " + "[" * 100_000 + "\n", "nested too deeply"),
+    ("a = " + "{b = " * 50_000 + "\n", "nested too deeply"),
+    ("allow." + ".".join(["a"] * 3000) + ' = "r"\n', "allow.a.a.a...: a global name has at most"),
 ])
 def test_strict_errors_name_file_line_and_key(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(PolicyError) as info:

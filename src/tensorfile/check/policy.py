@@ -63,6 +63,8 @@ POLICY_FILE = "tensorfile.toml"
 PYPROJECT = "pyproject.toml"
 #: Largest policy file read (they are a few lines).
 MAX_POLICY_BYTES = 1 << 20
+#: Most dotted parts of an allowed global (``allow.a.b.c`` nests tables in TOML).
+MAX_NAME_PARTS = 32
 
 #: Verdicts a policy may fail the run on. ``not-assessed`` is the scanner's
 #: verdict for formats it does not look into; it is listed here so that a
@@ -191,6 +193,8 @@ def _toml(path: Path) -> tuple[dict[str, Any], str]:
         raise PolicyError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except tomllib.TOMLDecodeError as e:
         raise PolicyError(f"{path}: not valid TOML: {e}") from None
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise PolicyError(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
 
 
 # -- reading it ----------------------------------------------------------------------------
@@ -278,6 +282,9 @@ class _Reader:
         for key, reason in table.items():
             name = f"{prefix[1:]}.{key}" if prefix else key
             if isinstance(reason, dict):
+                if name.count(".") >= MAX_NAME_PARTS:  # a hostile file: bound the recursion
+                    raise self.fail(f"allow.{'.'.join(name.split('.')[:3])}...",
+                                    f"a global name has at most {MAX_NAME_PARTS} parts")
                 out.update(self.allow(reason, f".{name}"))
                 continue
             if not isinstance(reason, str) or not reason.strip():
