@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,6 +54,31 @@ def test_extra_allowed_never_covers_gadgets_or_monkey_patching(tmp_path: Path) -
     computed = _write(tmp_path, "computed.pkl",
                       b"\x80\x04\x8c\x08argparse\x8c\x04Name\x8c\x05space\x93.")
     assert scan(computed, extra_allowed=ALLOW).files[0].verdict is not Verdict.SAFE
+
+
+def test_lightning_2_attribute_dict_hparams(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lightning 2.x keeps save_hyperparameters() as its AttributeDict (a dict subclass:
+    NEWOBJ then SETITEMS on the new object); one allow line covers it, as for Namespace.
+    Pickled here from a class of the same module, name and base as Lightning's."""
+    import pickle
+    import pickletools
+    import types
+
+    module = "lightning.fabric.utilities.data"
+    attribute_dict = type("AttributeDict", (dict,), {"__module__": module})
+    for name in ("lightning", "lightning.fabric", "lightning.fabric.utilities", module):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setattr(sys.modules[module], "AttributeDict", attribute_dict, raising=False)
+    data = pickle.dumps({"hyper_parameters": attribute_dict(lr=0.1, name="run")}, protocol=2)
+    ops = [op.name for op, _, _ in pickletools.genops(data)]
+    assert "NEWOBJ" in ops and "SETITEMS" in ops
+    path = _write(tmp_path, "hparams.pkl", data)
+    assert scan(path).files[0].verdict is Verdict.UNKNOWN
+    allow = {f"{module}.AttributeDict": "Lightning hparams"}
+    report = check(path, Policy(allow=allow))
+    assert report.exit_code == 0, [f.message for f in report.findings]
+    assert report.files[0].label == "allowed by policy (Lightning hparams)"
 
 
 def _policy(tmp_path: Path, text: str, name: str = "tensorfile.toml") -> Policy:
