@@ -59,7 +59,7 @@ def run(paths: Sequence[Path], *, json_out: bool, quiet: bool, debug: bool,
         from tensorfile.pickles import scan as scan_paths
 
         report = scan_paths(paths, follow_symlinks=follow_symlinks)
-        if output_format == "sarif":
+        if output_format == "sarif" and not json_out:  # --json wins, as in check
             _sarif(report, quiet)
     from tensorfile_cli import _render
 

@@ -160,6 +160,12 @@ def test_fail_on_ignore_and_size_bounds(cli: Any, model: Path, json_of: Callable
     assert [f["file"] for f in bound] == ["last.ckpt"]
     (model / "tensorfile.toml").write_text(ONE_LINE + '[limits]\nmax-total-size = 100\n')
     assert cli(["check", str(model)]).code == 1
+    # config.json, last.ckpt, model.safetensors, tensorfile.toml (name order): 2 are read.
+    (model / "tensorfile.toml").write_text(ONE_LINE + '[limits]\nmax-files = 2\n')
+    result = json_of(cli(["check", str(model), "--json"]), "check", 1)
+    assert [f["path"] for f in result["files"]] == ["config.json", "last.ckpt"]
+    (bound,) = [f for f in result["findings"] if f["rule"] == "TF102"]
+    assert bound["message"] == "4 files: over the policy's max-files of 2" and bound["fails"]
 
 
 @RUNNER_ONLY

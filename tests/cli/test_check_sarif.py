@@ -209,3 +209,12 @@ def test_a_file_name_that_is_not_utf8(cli: Any, tmp_path: Path,
     run = cli(["scan", "bytes", "--format", "sarif"])
     assert run.code == 1
     validate(json.loads(run.stdout))
+
+
+@RUNNER_ONLY
+@pytest.mark.parametrize("command", ["scan", "check"])
+def test_json_wins_over_format_sarif(cli: Any, model: Path, command: str,
+                                     json_of: Any) -> None:
+    """--json with --format sarif prints the JSON envelope, for scan as for check."""
+    run = cli([command, "model", "--json", "--format", "sarif"])
+    assert json_of(run, command, 1)

@@ -160,10 +160,11 @@ def _in_scope(target: Path, root: Path, policy: Policy, files: list[FileStatus],
     to_scan: list[Path] = []
     ignored: list[str] = []
     total = 0
+    folder = target.is_dir()
     for item in _walk(target, policy.follow_symlinks):
         where = item.path if isinstance(item, (FileReport, Skipped)) else item
         rel = relative(where, root)
-        if target.is_dir() and rel.split("/", 1)[0] in DEFAULT_IGNORED:
+        if folder and rel.split("/", 1)[0] in DEFAULT_IGNORED:
             # The git files at the top of the folder (.git with its LFS copies of
             # the models, .github, ...) are not the model: verify leaves them out too.
             continue
