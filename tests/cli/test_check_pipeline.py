@@ -255,27 +255,34 @@ def test_action_steps_run_on_a_model_folder(repo: Path, tmp_path: Path,
 
 
 # -- the README's pipeline ----------------------------------------------------------------
-def _readme_block(lang: str) -> str:
+def _readme_blocks(lang: str) -> list[str]:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     section = readme[readme.index("### In a pipeline"):readme.index("### Exit codes")]
-    (block,) = re.findall(rf"```{lang}\n(.*?)```", section, flags=re.S)
-    return block
+    return re.findall(rf"```{lang}\n(.*?)```", section, flags=re.S)
 
 
 def test_readme_policy_parses(tmp_path: Path) -> None:
     from tensorfile.check import load_policy
 
-    (tmp_path / "tensorfile.toml").write_text(_readme_block("toml"))
+    (block,) = _readme_blocks("toml")
+    (tmp_path / "tensorfile.toml").write_text(block)
     policy = load_policy(tmp_path / "tensorfile.toml")
     assert policy.allow == {"argparse.Namespace": "hparams from save_hyperparameters()"}
     assert policy.trust.keys == (tmp_path / "keys" / "release.pub",)
 
 
 def test_readme_workflow_uses_the_action_in_under_20_lines() -> None:
-    block = _readme_block("yaml")
+    (block,) = [b for b in _readme_blocks("yaml") if "jobs:" in b]
     assert len(block.strip().splitlines()) < 20
     workflow = yaml.safe_load(block)
     (step,) = [s for s in workflow["jobs"]["models"]["steps"] if "tensorfile" in s["uses"]]
     action = yaml.safe_load((REPO / "action.yml").read_text())
     assert set(step["with"]) <= set(action["inputs"])
     assert workflow["permissions"]["security-events"] == "write"  # upload-sarif needs it
+
+
+def test_readme_pre_commit_config_names_the_published_hooks() -> None:
+    (block,) = [b for b in _readme_blocks("yaml") if "repos:" in b]
+    (repo,) = yaml.safe_load(block)["repos"]
+    published = {h["id"] for h in yaml.safe_load((REPO / ".pre-commit-hooks.yaml").read_text())}
+    assert repo["rev"] and {h["id"] for h in repo["hooks"]} <= published
