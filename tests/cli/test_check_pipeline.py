@@ -118,7 +118,9 @@ def _pre_commit(repo: Path, home: Path, hooks: tuple[Path, str], *args: str
     if not deps.exists():
         _dependencies(deps)
     env = {k: v for k, v in _env().items() if k not in ("VIRTUAL_ENV", "PYTHONHOME")}
+    # virtualenv seeds setuptools from its own wheels (by default only below Python 3.12).
     env.update(PRE_COMMIT_HOME=str(home / "cache"), PYTHONPATH=str(deps), PIP_NO_INDEX="1",
+               VIRTUALENV_SETUPTOOLS="bundle",
                PIP_NO_DEPS="1", PIP_NO_BUILD_ISOLATION="0", PIP_DISABLE_PIP_VERSION_CHECK="1")
     return subprocess.run(
         [sys.executable, "-m", "pre_commit", "run", "--color", "never", *args],
