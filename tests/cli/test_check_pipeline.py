@@ -93,13 +93,20 @@ def test_pre_commit_manifest_is_valid() -> None:
     assert hooks["tensorfile-check"]["entry"] == "tensorfile check"
 
 
+#: Left out of the links: pre-commit's virtualenv has its own pip and setuptools, which
+#: install the hook repository as they would for a user.
+_BUILD_TOOLS = {"pip", "setuptools", "pkg_resources", "_distutils_hack", "wheel"}
+
+
 def _dependencies(folder: Path) -> Path:
-    """Links to the test environment's installed packages, tensorfile's own left out."""
+    """Links to the test environment's installed packages, tensorfile's own and the
+    build tools left out."""
     folder.mkdir()
     for site_dir in dict.fromkeys(site.getsitepackages()):
         for entry in Path(site_dir).iterdir():
             name = entry.name.lower()
             if (name.startswith(("tensorfile", "__editable__")) or name.endswith(".pth")
+                    or re.split(r"[-.]", name)[0] in _BUILD_TOOLS
                     or (folder / entry.name).exists()):
                 continue
             (folder / entry.name).symlink_to(entry)
