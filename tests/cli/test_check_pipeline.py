@@ -241,6 +241,9 @@ def test_action_steps_run_on_a_model_folder(repo: Path, tmp_path: Path,
     log = json.loads((repo / "tensorfile.sarif").read_text())
     kinds = {r["properties"]["kind"] for r in log["runs"][0]["results"]}
     assert kinds == {"allowed"}
+    # Code scanning reads URIs from the repository's root: models/last.ckpt, not last.ckpt.
+    assert {r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+            for r in log["runs"][0]["results"]} == {"models/last.ckpt"}
     # Without the policy entry the last step fails the job, after the SARIF is written.
     (repo / "tensorfile.toml").write_text("# nothing allowed\n")
     outputs, code = _run_steps(action, {"path": "models"}, github, env, repo, tmp_path,

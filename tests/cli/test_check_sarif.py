@@ -93,7 +93,7 @@ def test_scan_sarif_validates_and_points_at_the_bytes(cli: Any, model: Path) -> 
     again = json.loads(cli(["scan", "model", "--format", "sarif"]).stdout)
     assert [r["partialFingerprints"] for r in again["runs"][0]["results"]] == [
         r["partialFingerprints"] for r in log["runs"][0]["results"]]
-    assert log["runs"][0]["originalUriBaseIds"]["MODELROOT"]["uri"] == model.parent.as_uri() + "/"
+    assert log["runs"][0]["originalUriBaseIds"]["%SRCROOT%"]["uri"] == model.parent.as_uri() + "/"
     # A raw pickle: the offset is the file's own.
     evil = _results(log, "model/evil.pkl")  # the import, and the call
     assert [(r["ruleId"], r["level"]) for r in evil] == [("TF001", "error")] * 2
@@ -120,7 +120,8 @@ def test_scan_sarif_validates_and_points_at_the_bytes(cli: Any, model: Path) -> 
     assert content[related["region"]["byteOffset"]:].startswith(b"cargparse\nNamespace\n")
 
 
-def test_check_sarif_with_policy(cli: Any, model: Path, tmp_path: Path) -> None:
+def test_check_sarif_with_policy(cli: Any, model: Path, tmp_path: Path,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
     (model / "evil.pkl").unlink()
     (model / "tensorfile.toml").write_text(ONE_LINE)
     run = cli(["check", "model", "--format", "sarif"])
@@ -130,10 +131,22 @@ def test_check_sarif_with_policy(cli: Any, model: Path, tmp_path: Path) -> None:
     results = log["runs"][0]["results"]
     assert results and {r["ruleId"] for r in results} == {"TF006"}
     assert {r["level"] for r in results} == {"note"}
-    # Paths are relative to the model folder checked.
+    # Paths are relative to the working folder (a CI job's checkout: code scanning reads
+    # them from the repository's root), not to the model folder checked.
     assert {r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
-            for r in results} == {"last.ckpt", "deflated.ckpt"}
-    assert log["runs"][0]["originalUriBaseIds"]["MODELROOT"]["uri"] == model.as_uri() + "/"
+            for r in results} == {"model/last.ckpt", "model/deflated.ckpt"}
+    assert log["runs"][0]["originalUriBaseIds"]["%SRCROOT%"]["uri"] == tmp_path.as_uri() + "/"
+    # A model outside the working folder: absolute file: URIs, no base id.
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    monkeypatch.chdir(outside)
+    log = json.loads(cli(["check", str(model), "--format", "sarif"]).stdout)
+    validate(log)
+    locations = [r["locations"][0]["physicalLocation"]["artifactLocation"]
+                 for r in log["runs"][0]["results"]]
+    assert {loc["uri"] for loc in locations} == {(model / "last.ckpt").as_uri(),
+                                                (model / "deflated.ckpt").as_uri()}
+    assert not any("uriBaseId" in loc for loc in locations)
 
 
 @RUNNER_ONLY
@@ -158,7 +171,7 @@ def test_model_level_findings_and_skips_validate(cli: Any, model: Path, tmp_path
     validate(log)
     rules = {r["ruleId"]: r for r in log["runs"][0]["results"]}
     assert {"TF004", "TF102", "TF006"} <= set(rules)
-    assert rules["TF102"]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "."
+    assert rules["TF102"]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "model"
     assert run.code == 1
 
 
@@ -172,17 +185,20 @@ def test_rule_ids_are_stable() -> None:
 
 
 @RUNNER_ONLY
-def test_a_colon_in_a_file_name_is_no_uri_scheme(cli: Any, tmp_path: Path) -> None:
+def test_a_colon_in_a_file_name_is_no_uri_scheme(cli: Any, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
     folder = tmp_path / "colon"
     folder.mkdir()
     (folder / "step:1.pkl").write_bytes(OS_SYSTEM)  # "step:1.pkl" would read as scheme "step"
-    run = cli(["check", str(folder), "--no-policy", "--format", "sarif"])
+    run = cli(["check", "colon", "--no-policy", "--format", "sarif"])
     assert run.code == 1
     log = json.loads(run.stdout)
     validate(log)
     uris = [loc["physicalLocation"]["artifactLocation"]["uri"]
             for r in log["runs"][0]["results"] for loc in r["locations"]]
-    assert uris and all(urlsplit(u).scheme == "" and unquote(u) == "step:1.pkl" for u in uris)
+    assert uris and all(urlsplit(u).scheme == "" and unquote(u) == "colon/step:1.pkl"
+                        for u in uris)
 
 
 @RUNNER_ONLY
@@ -197,15 +213,15 @@ def test_a_file_name_that_is_not_utf8(cli: Any, tmp_path: Path,
     except (OSError, UnicodeError):
         pytest.skip("this file system refuses a name that is not UTF-8")
     out = tmp_path / "out.sarif"
-    run = cli(["check", str(folder), "--no-policy", "--sarif-file", str(out), "--quiet"])
+    monkeypatch.chdir(tmp_path)
+    run = cli(["check", "bytes", "--no-policy", "--sarif-file", str(out), "--quiet"])
     assert run.code == 1, run.stderr
     log = json.loads(out.read_bytes().decode("utf-8"))  # strict: no raw byte in the log
     validate(log)
     results = log["runs"][0]["results"]
     assert {r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
-            for r in results} == {"%FFbad%20%231.pkl"}
+            for r in results} == {"bytes/%FFbad%20%231.pkl"}
     assert all(r["message"]["text"].startswith("\ufffdbad #1.pkl: dangerous") for r in results)
-    monkeypatch.chdir(tmp_path)
     run = cli(["scan", "bytes", "--format", "sarif"])
     assert run.code == 1
     validate(json.loads(run.stdout))

@@ -6,8 +6,11 @@ One run, one result per :class:`~tensorfile.check.findings.CheckFinding`:
   :data:`~tensorfile.check.findings.RULES`, in id order, so indexes are stable);
 * ``level``: ``error`` when the finding fails the run, ``note`` for a use
   allowed by the policy, ``warning`` otherwise;
-* the location: the file, relative to the scanned root (``uriBaseId``
-  ``MODELROOT``, whose absolute URI is in ``originalUriBaseIds``), region
+* the location: the file, relative to ``base`` (the working folder: a CI
+  job's checkout, so that code scanning, which reads URIs from the
+  repository's root, finds ``models/last.ckpt``), with ``uriBaseId``
+  ``%SRCROOT%`` whose absolute URI is in ``originalUriBaseIds``; a file
+  outside ``base`` gets its absolute ``file:`` URI and no base id; region
   ``startLine`` 1 (code-scanning UIs want a line; a checkpoint has none) and
   ``region.byteOffset`` when the offset counts from the file's first byte
   (the file's own pickles, tar members, stored zip entries: what torch.save
@@ -28,17 +31,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from tensorfile.check.findings import RULES, CheckFinding, Rule
+from tensorfile.check.findings import RULES, CheckFinding, Rule, relative
 
 SCHEMA_URI = "https://json.schemastore.org/sarif-2.1.0.json"
-BASE_ID = "MODELROOT"
+#: The base id GitHub's and Microsoft's SARIF tools use for the source root.
+BASE_ID = "%SRCROOT%"
 _RULE_IDS = sorted(RULES)
 
 
-def _uri(relative: str) -> str:
+def _uri(path: str) -> str:
     # ":" is escaped: in a first segment it would read as a URI scheme. A file name's
     # bytes that are not UTF-8 (surrogate escapes in Python) are percent-encoded as they are.
-    return quote(_raw(relative or "."), safe="/!@")
+    return quote(_raw(path or "."), safe="/!@")
 
 
 def _raw(text: str) -> bytes:
@@ -54,16 +58,27 @@ def _text(text: str) -> str:
 
 
 def to_sarif(findings: Iterable[CheckFinding], root: str | os.PathLike[str], *,
-             version: str, exit_code: int) -> dict[str, Any]:
-    """The SARIF log of ``findings`` (paths relative to the folder ``root``)."""
+             version: str, exit_code: int,
+             base: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """The SARIF log of ``findings`` (whose paths are relative to the folder ``root``),
+    with URIs relative to the folder ``base`` (default: the working folder)."""
+    root_path = Path(os.path.abspath(root))
+    base_path = Path(os.path.abspath(base if base is not None else os.getcwd()))
     artifacts: list[dict[str, Any]] = []
     index: dict[tuple[str, str | None], int] = {}
+
+    def location(file: str) -> dict[str, Any]:
+        full = root_path / file if file else root_path  # an absolute ``file`` stays itself
+        rel = relative(full, base_path)
+        if os.path.isabs(rel):
+            return {"uri": full.as_uri()}
+        return {"uri": _uri(rel), "uriBaseId": BASE_ID}
 
     def artifact(file: str, member: str | None = None) -> int:
         key = (file, member)
         if key not in index:
             if member is None:
-                entry: dict[str, Any] = {"location": {"uri": _uri(file), "uriBaseId": BASE_ID}}
+                entry: dict[str, Any] = {"location": location(file)}
             else:
                 entry = {"location": {"uri": _uri(member)}, "parentIndex": artifact(file)}
             index[key] = len(artifacts)
@@ -73,8 +88,7 @@ def to_sarif(findings: Iterable[CheckFinding], root: str | os.PathLike[str], *,
     results = []
     for f in findings:
         file_at = artifact(f.file)
-        physical: dict[str, Any] = {"artifactLocation": {"uri": _uri(f.file),
-                                                         "uriBaseId": BASE_ID, "index": file_at}}
+        physical: dict[str, Any] = {"artifactLocation": {**location(f.file), "index": file_at}}
         result: dict[str, Any] = {
             "ruleId": f.rule,
             "ruleIndex": _RULE_IDS.index(f.rule),
@@ -99,7 +113,6 @@ def to_sarif(findings: Iterable[CheckFinding], root: str | os.PathLike[str], *,
                 "id": 1, "physicalLocation": nested,
                 "message": {"text": _text(f"{f.member} inside {f.file}")}}]
         results.append(result)
-    base = Path(os.path.abspath(root)).as_uri().rstrip("/") + "/"
     return {
         "$schema": SCHEMA_URI,
         "version": "2.1.0",
@@ -109,7 +122,7 @@ def to_sarif(findings: Iterable[CheckFinding], root: str | os.PathLike[str], *,
                 "version": version,
                 "rules": [_rule(RULES[r]) for r in _RULE_IDS],
             }},
-            "originalUriBaseIds": {BASE_ID: {"uri": base}},
+            "originalUriBaseIds": {BASE_ID: {"uri": base_path.as_uri().rstrip("/") + "/"}},
             "artifacts": artifacts,
             "results": results,
             "invocations": [{"executionSuccessful": exit_code in (0, 1), "exitCode": exit_code}],
