@@ -256,6 +256,12 @@ def test_action_steps_run_on_a_model_folder(repo: Path, tmp_path: Path,
     outputs, code = _run_steps(action, {"path": "models", "policy": str(tmp_path / "release.toml")},
                                github, env, repo, tmp_path, install=False)
     assert code == 0 and outputs["check.exit-code"] == "0"
+    # A policy that cannot be read: exit 2 and no SARIF, and an old log is not uploaded.
+    (tmp_path / "broken.toml").write_text("colour = 1\n")
+    outputs, code = _run_steps(action, {"path": "models", "policy": str(tmp_path / "broken.toml")},
+                               github, env, repo, tmp_path, install=False)
+    assert code == 2 and outputs["check.exit-code"] == "2"
+    assert "check.sarif" not in outputs and not (repo / "tensorfile.sarif").exists()
     # A path that looks like an option is still the path checked (not --help's exit 0).
     (repo / "--help").mkdir()
     (repo / "--help" / "evil.pkl").write_bytes(OS_SYSTEM)
