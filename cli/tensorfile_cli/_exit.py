@@ -177,6 +177,14 @@ _TABLE: tuple[tuple[str, ErrorClass], ...] = (
         ),
     ),
     (
+        "PolicyError",
+        ErrorClass(
+            ExitCode.UNUSABLE,
+            "fix the policy file where the message says (tensorfile.toml, or [tool.tensorfile] "
+            "in pyproject.toml; its keys are in the README), or pass --no-policy",
+        ),
+    ),
+    (
         "TensorfileError",
         ErrorClass(ExitCode.UNUSABLE, "check the arguments; see `tensorfile COMMAND --help`"),
     ),

@@ -21,10 +21,13 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple, NoReturn
+from typing import TYPE_CHECKING, NamedTuple, NoReturn
 
 from tensorfile_cli._exit import ExitCode
 from tensorfile_cli._output import Output, guarded
+
+if TYPE_CHECKING:
+    from tensorfile.pickles import ScanReport
 
 #: The options of ``tensorfile scan`` (besides --help), by the parameter they set.
 FLAGS = {"--json": "json_out", "--quiet": "quiet", "-q": "quiet", "--debug": "debug",
@@ -45,23 +48,46 @@ class ScanArgs(NamedTuple):
     allow_not_assessed: bool = False
 
 
+#: Options only the Typer command reads: the fast path hands such a command line over.
+TYPER_ONLY = {"--format": "output_format", "-f": "output_format"}
+
+
 def run(paths: Sequence[Path], *, json_out: bool, quiet: bool, debug: bool,
-        follow_symlinks: bool = False, allow_not_assessed: bool = False) -> NoReturn:
-    """Scan ``paths``, print the report (text or JSON) and exit 0, 1 or 2.
+        follow_symlinks: bool = False, allow_not_assessed: bool = False,
+        output_format: str = "text") -> NoReturn:
+    """Scan ``paths``, print the report (text, JSON or SARIF) and exit 0, 1 or 2.
 
     ``allow_not_assessed``: files of a format the scanner does not read
     (``not-assessed``) do not fail the scan by themselves."""
-    out = Output("scan", json_out=json_out, quiet=quiet, debug=debug)
+    out = Output("scan", json_out=json_out or output_format == "json", quiet=quiet, debug=debug)
     with guarded(out, *paths):
         from tensorfile.pickles import scan as scan_paths
 
         report = scan_paths(paths, follow_symlinks=follow_symlinks)
+        code = report.exit_code_allowing(not_assessed=allow_not_assessed)
+        if output_format == "sarif" and not json_out:  # --json wins, as in check
+            _sarif(report, quiet, code)
     from tensorfile_cli import _render
 
-    code = report.exit_code_allowing(not_assessed=allow_not_assessed)
     result = report.to_dict()
     result["exit_code"] = code
     out.finish(result, _render.scan, ExitCode(code))
+
+
+def _sarif(report: ScanReport, quiet: bool, code: int) -> NoReturn:
+    """Print the scan as SARIF 2.1.0, paths relative to the current folder."""
+    import json
+
+    from tensorfile import __version__
+    from tensorfile.check.findings import scan_findings
+    from tensorfile.check.policy import DEFAULT_FAIL_ON
+    from tensorfile.check.sarif import to_sarif
+
+    findings = scan_findings(report, Path.cwd(), DEFAULT_FAIL_ON)
+    log = to_sarif(findings, Path.cwd(), version=__version__, exit_code=code)
+    if not quiet:
+        sys.stdout.write(json.dumps(log, indent=2, ensure_ascii=False) + "\n")
+    raise SystemExit(code)
 
 
 def fast_args(argv: Sequence[str]) -> ScanArgs | None:

@@ -24,7 +24,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tensorfile_cli import _args
+from tensorfile_cli import _args, _check
 from tensorfile_cli._args import PASSWORD_ENV
 from tensorfile_cli._exit import ExitCode
 from tensorfile_cli._output import Output, guarded
@@ -322,6 +322,7 @@ def scan(
             "the scanner does not read).",
         ),
     ] = False,
+    output_format: _check.FormatOpt = _check.ReportFormat.text,
 ) -> None:
     """Check pickle checkpoints (.bin .pt .pth .ckpt .pkl .npy, any name) without loading them.
 
@@ -342,6 +343,7 @@ def scan(
     _scan.run(
         paths, json_out=json_out, quiet=quiet, debug=debug, follow_symlinks=follow_symlinks,
         allow_not_assessed=allow_not_assessed,
+        output_format=output_format.value,
     )
 
 
@@ -792,3 +794,5 @@ def verify(
 
     out.finish(report.to_dict(), _render.verify)
 
+
+app.command(epilog=_check.EPILOG)(_check.check)  # tensorfile check (its own module)

@@ -311,3 +311,13 @@ class UnexpectedFileError(NotSignedError):
 class PartitionError(TensorfileError, ValueError):
     """A partition plan cannot be applied: a split dimension a tensor does not
     have, a packed dtype split mid-byte, or no initialised process group."""
+
+
+# --------------------------------------------------------------------------
+# Pipelines: tensorfile check and its policy file
+# --------------------------------------------------------------------------
+
+
+class PolicyError(TensorfileError, ValueError):
+    """A policy file (``tensorfile.toml``, ``[tool.tensorfile]``) is not valid: the
+    message names the file, the line where it can, and the key or value at fault."""

@@ -242,3 +242,24 @@ def st_file(tmp_path: Path) -> Path:
         metadata={"format": "pt", "note": "test"},
     )
     return path
+
+
+# -- tensorfile check (issue 26) ---------------------------------------------------------
+_LIGHTNING_SAVE = """
+import argparse, sys, torch
+torch.save({
+    "epoch": 3, "global_step": 120, "pytorch-lightning_version": "2.5.0",
+    "state_dict": {"layer.weight": torch.ones(2, 2), "layer.bias": torch.zeros(2)},
+    "hparams_name": "args",
+    "hyper_parameters": argparse.Namespace(lr=0.01, batch_size=32, name="run-1"),
+}, sys.argv[1])
+"""
+
+
+@pytest.fixture(scope="session")
+def lightning_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Lightning-style checkpoint whose hyper-parameters are an ``argparse.Namespace``,
+    written by the real ``torch.save`` (in a subprocess: the tests never import torch)."""
+    path = tmp_path_factory.mktemp("lightning") / "last.ckpt"
+    subprocess.run([sys.executable, "-c", _LIGHTNING_SAVE, str(path)], check=True, timeout=300)
+    return path

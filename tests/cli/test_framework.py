@@ -12,7 +12,7 @@ import pytest
 
 from tensorfile_cli._exit import ExitCode, classify
 
-COMMANDS = ["inspect", "scan", "convert", "hash", "sign", "verify", "keygen"]
+COMMANDS = ["inspect", "scan", "convert", "hash", "sign", "verify", "keygen", "check"]
 
 
 def registered() -> list[str]:

@@ -190,7 +190,7 @@ def test_fast_flags_are_the_typer_commands_options() -> None:
         for opt in (*param.opts, *param.secondary_opts)
         if opt not in ("--help", "-h")
     }
-    assert options == _scan.FLAGS
+    assert options == {**_scan.FLAGS, **_scan.TYPER_ONLY}
     assert set(_scan.ScanArgs._fields) == {"paths", *_scan.FLAGS.values()}
 
 

@@ -34,11 +34,13 @@ from __future__ import annotations
 import mmap
 import os
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Final, NamedTuple
 
 from tensorfile._io.files import open_regular
 from tensorfile.errors import ScanError, ScanLimitError, UnsupportedContainerError
+from tensorfile.pickles._allowed import AllowingPolicy
 from tensorfile.pickles._tar import _tar_target, _Window, tar_checksum_ok, tar_listing
 from tensorfile.pickles._zip import (
     _CDH,
@@ -189,8 +191,10 @@ def _part(location: str, what: str) -> str:
 class _Walker:
     """Scans one file, appending a StreamReport per stream found."""
 
-    def __init__(self, limits: ScanLimits) -> None:
+    def __init__(self, limits: ScanLimits, extra_allowed: Mapping[str, str] | None = None
+                 ) -> None:
         self.limits = limits
+        self.extra_allowed = extra_allowed
         self.streams: list[StreamReport] = []
         self.inflated = 0
         # A stream stopped by the scanner's own bound, where the real unpickler
@@ -211,7 +215,8 @@ class _Walker:
         """Run one stream; None when ``tentative`` and it turned out not to be a pickle."""
         if len(self.streams) >= self.limits.max_streams:
             raise ScanLimitError(f"more than {self.limits.max_streams} pickle streams")
-        policy = StreamPolicy(key_pids=key_pids)
+        policy = (AllowingPolicy(self.extra_allowed, key_pids) if self.extra_allowed
+                  else StreamPolicy(key_pids=key_pids))
         result = run_stream(buf, start, policy, end=end, limits=self.limits.machine)
         self.limited = self.limited or isinstance(result.error, ScanLimitError)
         self.claims.append(policy.storage_nbytes)
@@ -626,8 +631,8 @@ def legacy_storage_records(buf: Buffer, pos: int, end: int, keys: list[str],
     return records, pos
 
 
-def scan_file(path: Path, limits: ScanLimits | None = None, *, named: bool = True
-              ) -> FileReport:
+def scan_file(path: Path, limits: ScanLimits | None = None, *, named: bool = True,
+              extra_allowed: Mapping[str, str] | None = None) -> FileReport:
     """Scan one file (memory-mapped) and return its report. Never raises on bad content.
 
     ``named`` is False for files found by walking a folder. Such a file that is
@@ -635,8 +640,9 @@ def scan_file(path: Path, limits: ScanLimits | None = None, *, named: bool = Tru
     calling anything: JSON, safetensors, most text) is reported as format
     ``not-pickle``, verdict ``safe``: nothing in it can run. A file named
     explicitly is expected to be a checkpoint, so the same content is an ``error``.
+    ``extra_allowed``: a project policy's allowed globals (:mod:`._allowed`).
     """
-    walker = _Walker(limits or ScanLimits())
+    walker = _Walker(limits or ScanLimits(), extra_allowed)
     name = str(path)
     try:
         fd, size = open_regular(path)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from tensorfile._io.files import PathLike
@@ -21,7 +21,8 @@ from tensorfile.pickles.report import FileReport, ScanReport, Skipped, Verdict
 
 
 def scan(paths: PathLike | Iterable[PathLike], *, limits: ScanLimits | None = None,
-         follow_symlinks: bool = False) -> ScanReport:
+         follow_symlinks: bool = False, extra_allowed: Mapping[str, str] | None = None
+         ) -> ScanReport:
     """Statically scan files (folders recursively) for pickles that would run code.
 
     Nothing is imported or executed. Each file is classified by its content
@@ -40,6 +41,11 @@ def scan(paths: PathLike | Iterable[PathLike], *, limits: ScanLimits | None = No
     one can block forever) and are listed as skipped. A path that does not
     exist or cannot be read yields a file report with verdict ``error``. The
     function never raises on bad input.
+
+    ``extra_allowed`` maps ``module.name`` to the reason a project policy
+    allows it (:mod:`tensorfile.check`): each use is kept as a finding of
+    verdict ``safe`` whose reason starts with "allowed by policy: ", which
+    ``tensorfile check`` reports as "allowed by policy (reason)", never "safe".
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -49,7 +55,7 @@ def scan(paths: PathLike | Iterable[PathLike], *, limits: ScanLimits | None = No
         for item in _walk(Path(path), follow_symlinks):
             if isinstance(item, Path):
                 named = item == Path(path)
-                report.files.append(_empty(item, named) or scan_one(item, limits))
+                report.files.append(_empty(item, named) or scan_one(item, limits, extra_allowed))
             elif isinstance(item, Skipped):
                 report.skipped.append(item)
             else:
@@ -82,20 +88,22 @@ def _empty(path: Path, named: bool) -> FileReport | None:
                       error="empty file (0 bytes): nothing to scan (an interrupted download?)")
 
 
-def scan_one(path: Path, limits: ScanLimits | None = None) -> FileReport:
+def scan_one(path: Path, limits: ScanLimits | None = None,
+             extra_allowed: Mapping[str, str] | None = None) -> FileReport:
     """Scan one regular file: pickle containers, the safetensors check, then the
     format assessor (GGUF, ONNX, Keras, SavedModel, chat templates) that claims it."""
     # Function-local: tensorfile.scan builds on this package's report types.
     from tensorfile.scan.loaders import judge
 
-    return judge(path, _scan_pickles(path, limits))
+    return judge(path, _scan_pickles(path, limits, extra_allowed))
 
 
-def _scan_pickles(path: Path, limits: ScanLimits | None) -> FileReport:
-    report = scan_file(path, limits, named=False)
+def _scan_pickles(path: Path, limits: ScanLimits | None,
+                  extra_allowed: Mapping[str, str] | None) -> FileReport:
+    report = scan_file(path, limits, named=False, extra_allowed=extra_allowed)
     if report.format == "not-pickle" and _starts_with_proto(path):
         # It declares itself a binary pickle: broken, not "not a pickle".
-        report = scan_file(path, limits, named=True)
+        report = scan_file(path, limits, named=True, extra_allowed=extra_allowed)
     suffix = path.name.lower().endswith(".safetensors")
     if report.format not in _NOT_PICKLE_FORMATS and not suffix:
         return report
