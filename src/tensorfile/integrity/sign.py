@@ -27,7 +27,7 @@ from tensorfile.integrity.keys import (
     key_hint,
     verify_bytes,
 )
-from tensorfile.integrity.manifest import Manifest, hash_model
+from tensorfile.integrity.manifest import Manifest, hash_model_update
 from tensorfile.integrity.signers import Signer, as_signer
 
 
@@ -129,6 +129,7 @@ def sign(
     file_algorithm: str = DEFAULT_FILE_ALGORITHM,
     workers: int | None = None,
     progress: ProgressCallback | None = None,
+    written: Manifest | None = None,
 ) -> Path:
     """Sign the model at ``model`` (file or folder); return the signature path.
 
@@ -142,7 +143,9 @@ def sign(
     CLI cannot sign it). ``ignore_paths`` (relative to the model folder) and,
     unless ``ignore_git_paths`` is false, the git files are left out and
     recorded as left out (:func:`~tensorfile.integrity.hash_model`). The key is loaded (and the password checked) before any
-    hashing starts.
+    hashing starts. ``written`` (:meth:`tensorfile.StreamWriter.manifest`)
+    supplies the digests of files just written, so they are not read again
+    (:func:`~tensorfile.integrity.manifest.hash_model_update`).
     """
     # The key is loaded (and the password or PIN checked) before any hashing.
     signer = as_signer(key, password, certificate_chain)
@@ -152,7 +155,8 @@ def sign(
         allow_symlinks=allow_symlinks, tensors=tensors, tensor_algorithm=tensor_algorithm,
         file_algorithm=file_algorithm, workers=workers,
     )
-    manifest = hash_model(model, options, signature=sig_path, progress=progress)
+    manifest = hash_model_update(model, None, options, signature=sig_path, progress=progress,
+                                 written=written)[0]
     check_no_leftovers(model, manifest)
     bundle = sign_manifest(manifest, signer)
     return write_bundle(sig_path, bundle)
