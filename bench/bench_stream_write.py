@@ -5,7 +5,9 @@
 Times ``tensorfile.save_file`` of a dict of tensors, and
 ``tensorfile.save_streaming`` of the same tensors (a ``produce(name)`` that
 returns them, so only the writer is timed), without and with ``digests``
-(SHA-256 per file, BLAKE3 per tensor, computed while writing). Runs
+(SHA-256 per file, BLAKE3 per tensor, computed while writing), against
+``save_file`` followed by ``hash_model`` (what signing right after a plain
+save hashes: the digests ``digests=True`` hands to ``sign(written=)``). Runs
 alternate and the best of ``--repeat`` is kept; every write is durable
 (fsync), as both writers' are. A ratio above 1.0 means streaming is slower.
 The peak memory of streaming a model bigger than memory is tested in
@@ -24,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 import tensorfile
+from tensorfile.integrity import hash_model
 
 
 def main() -> None:
@@ -43,6 +46,10 @@ def main() -> None:
             "save_streaming": lambda: tensorfile.save_streaming(tensors.__getitem__, dest, entries),
             "save_streaming digests": lambda: tensorfile.save_streaming(
                 tensors.__getitem__, dest, entries, digests=True),
+            # What signing right after a plain save costs: the save, then
+            # hashing the file again (warm: it was just written).
+            "save_file + hash_model": lambda: (tensorfile.save_file(tensors, dest),
+                                               hash_model(dest)),
         }
         times: dict[str, list[float]] = {k: [] for k in cases}
         for i in range(args.repeat):
