@@ -13,12 +13,16 @@ zero-copy mmap "load" defers to first use is counted, as for the others).
 Methods: tensorfile's default (``mmap``), its ``pread`` backend, the
 ``parallel`` strategy (concurrent ``pread`` of the data region in
 ``--block-mib`` blocks into one buffer, ``--readers`` threads:
-``bench/_cold_pread.py``), ``safetensors.torch.load_file``,
+``bench/_cold_pread.py``), ``safetensors.torch.load_file`` (mmap, and its
+``backend="pread"``),
 fastsafetensors on the CPU (``nogds=True``), runai-model-streamer (local
 file), tensorizer (its own file format, local file, CPU); and the raw limits:
 ``dd bs=16M`` and ``cat`` of the same file, cold (the disk), and a warm
 memcpy of the same number of bytes (the memory). An anchor that is not
-installed, or cannot run here, is reported with the reason.
+installed, or cannot run here, is reported with the reason. fastsafetensors
+(``disable_cache``) and runai-model-streamer read around the page cache, so
+their "warm" runs (``--warm``) read the disk again: the ``cached`` column
+shows it.
 
 Prints a table (seconds, GB/s, ratio to ``dd``) and, with ``--json``, the raw
 figures, plus the load average before and after (a shared machine's
@@ -114,6 +118,10 @@ def load_method(method: str, path: Path, tz_path: Path, readers: int, block: int
         import safetensors.torch
 
         return safetensors.torch.load_file(str(path))
+    if method == "safetensors-pread":
+        import safetensors.torch
+
+        return safetensors.torch.load_file(str(path), backend="pread")
     if method == "fastsafetensors":
         from fastsafetensors import fastsafe_open
 
@@ -142,7 +150,7 @@ def load_method(method: str, path: Path, tz_path: Path, readers: int, block: int
 def child(args: argparse.Namespace) -> None:
     method, path, tz_path = args.child, Path(args.path), Path(args.tz_path)
     # Import the loader before the clock starts (a server has it loaded).
-    warm_import = {"safetensors": "safetensors.torch", "fastsafetensors": "fastsafetensors",
+    warm_import = {"safetensors": "safetensors.torch", "safetensors-pread": "safetensors.torch", "fastsafetensors": "fastsafetensors",
                    "runai": "runai_model_streamer", "tensorizer": "tensorizer"}
     import importlib
 
@@ -235,7 +243,7 @@ def _timed(fn: Any) -> float:
 
 
 METHODS = ["dd", "cat", "tensorfile-mmap", "tensorfile-pread", "tensorfile-parallel",
-           "safetensors", "fastsafetensors", "runai", "tensorizer"]
+           "safetensors", "safetensors-pread", "fastsafetensors", "runai", "tensorizer"]
 
 
 def main() -> None:
