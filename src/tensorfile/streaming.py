@@ -14,7 +14,8 @@ Each tensor is written, and released by the writer, before the next is taken:
 peak memory is one tensor plus a constant. Every file goes through the same
 atomic writer as ``save_file`` (temporary file, fsync, rename; a sharded
 folder's index written last): an exception in the producer or in the
-``with`` body, or a kill, leaves no destination file and an old one intact.
+``with`` body, or a kill, never leaves a partial file: the file being
+written is not renamed into place, and an old one stays intact.
 
 With ``digests`` set, the header digest and each tensor's digest (BLAKE3 by
 default) and each file's SHA-256 are computed from the tensors in memory as
