@@ -3,6 +3,7 @@
 The whole public surface of the format core::
 
     from tensorfile import safe_open, load_file, save_file, load, save
+    from tensorfile import StreamWriter, save_streaming  # bigger than memory
 
 ``tensorfile.numpy``, ``tensorfile.torch``, ``tensorfile.flax``,
 ``tensorfile.tensorflow``, ``tensorfile.paddle`` and ``tensorfile.mlx`` mirror
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from tensorfile._io.writer import save, save_file
     from tensorfile._raw import _safe_open_handle as _safe_open_handle
     from tensorfile._raw import deserialize, serialize, serialize_file
+    from tensorfile.streaming import StreamWriter, save_streaming
 
 # The reader and writer (and so numpy) load on first use: the scanner and the
 # CLI import tensorfile.* without paying for numpy (PEP 562).
@@ -53,6 +55,8 @@ _LAZY = {
     "serialize_file": "tensorfile._raw",
     "deserialize": "tensorfile._raw",
     "_safe_open_handle": "tensorfile._raw",
+    "StreamWriter": "tensorfile.streaming",
+    "save_streaming": "tensorfile.streaming",
 }
 
 
@@ -76,6 +80,7 @@ __all__ = [
     "SafeOpen",
     "SafetensorError",
     "SerializationError",
+    "StreamWriter",
     "TensorNotFoundError",
     "TensorSlice",
     "TensorSpec",
@@ -87,6 +92,7 @@ __all__ = [
     "safe_open",
     "save",
     "save_file",
+    "save_streaming",
     "serialize",
     "serialize_file",
 ]

@@ -409,6 +409,7 @@ def hash_model_update(
     *,
     signature: str | os.PathLike[str] | None = None,
     progress: ProgressCallback | None = None,
+    written: Manifest | None = None,
 ) -> tuple[Manifest, tuple[str, ...]]:
     """:func:`hash_model`, reusing ``previous``'s digests (a manifest whose
     signature the caller verified) for every file whose size, times and
@@ -419,7 +420,12 @@ def hash_model_update(
     A hint is not proof: a file changed in place with its size and both times
     kept (which needs the clock set back) keeps its old digest, and the new
     signature then fails to verify on it. A hint can never make a signature
-    cover bytes that were not hashed with this manifest's options."""
+    cover bytes that were not hashed with this manifest's options.
+
+    ``written`` is a manifest of files this process has just written and
+    hashed on the way (:meth:`tensorfile.StreamWriter.manifest`): each of its
+    digests is reused while the file's size, times and inode equal its hint
+    there, even when the file is too recent for a re-signing hint."""
     root = Path(path)
     ignored = (set(DEFAULT_IGNORED) if options.ignore_git_paths else set()) | {
         check_ignore_path(p) for p in options.ignore_paths
@@ -434,7 +440,8 @@ def hash_model_update(
     now = time.time_ns()
     hints = {f.name: _stat_hint(f, now) for f in files}
     reused = {f.name: d for f in files
-              if (d := _reusable(previous, f, hints[f.name], options)) is not None}
+              if (d := _reusable(previous, f, hints[f.name], options)
+                  or _reusable(written, f, stat_hint(f.path), options)) is not None}
     todo = [f for f in files if f.name not in reused]
     hashed = {d.name: d for d in hash_files(todo, options, progress)}
     manifest = Manifest(
@@ -447,18 +454,24 @@ def hash_model_update(
     return manifest, tuple(f.name for f in todo)
 
 
+def stat_hint(path: Path) -> FileHint | None:
+    """The file's size, times and inode now, or None if it cannot be stat'ed."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return FileHint(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
 def _stat_hint(f: ModelFile, now: int) -> FileHint | None:
     """``f``'s hint, or None if it cannot be stat'ed (hashing reports why) or
     was modified too recently to be told apart from a later write."""
-    try:
-        st = os.stat(f.path)
-    except OSError:
-        return None
+    hint = stat_hint(f.path)
     # A later write sets the modification time to its own time: unseen only
     # if that falls in the tick of the recorded one, so only recent ones are racy.
-    if st.st_mtime_ns > now - RACY_NS:
+    if hint is None or hint.mtime_ns > now - RACY_NS:
         return None
-    return FileHint(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    return hint
 
 
 def _reusable(previous: Manifest | None, f: ModelFile, hint: FileHint | None,

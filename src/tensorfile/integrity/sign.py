@@ -29,7 +29,7 @@ from tensorfile.integrity.keys import (
     key_hint,
     verify_bytes,
 )
-from tensorfile.integrity.manifest import Manifest, hash_model
+from tensorfile.integrity.manifest import Manifest, hash_model_update
 from tensorfile.integrity.signers import Signer, as_signer
 
 
@@ -129,6 +129,7 @@ def sign(
     workers: int | None = None,
     progress: ProgressCallback | None = None,
     overwrite: bool = False,
+    written: Manifest | None = None,
 ) -> Path:
     """Sign the model at ``model`` (file or folder); return the signature path.
 
@@ -145,6 +146,9 @@ def sign(
     hashing starts. An existing file at the signature path (another signer's
     ``model.sig``, or a ``config.json`` named by mistake) is refused with
     :class:`~tensorfile.errors.OutputExistsError` unless ``overwrite``.
+    ``written`` (:meth:`tensorfile.StreamWriter.manifest`) supplies the
+    digests of files just written, so they are not read again
+    (:func:`~tensorfile.integrity.manifest.hash_model_update`).
     """
     # The key is loaded (and the password or PIN checked) before any hashing.
     signer = as_signer(key, password, certificate_chain)
@@ -160,7 +164,8 @@ def sign(
     if single and os.path.isfile(model):  # before hashing: a 0-byte .safetensors does not parse
         refuse_empty(model, [os.path.getsize(model)], single=True, doing="sign")
     sweep_leftovers(model)
-    manifest = hash_model(model, options, signature=sig_path, progress=progress)
+    manifest = hash_model_update(model, None, options, signature=sig_path, progress=progress,
+                                 written=written)[0]
     refuse_empty(model, (f.size or 0 for f in manifest.files), single=single, doing="sign")
     bundle = sign_manifest(manifest, signer)
     return write_bundle(sig_path, bundle)
