@@ -392,8 +392,10 @@ def _shape_np_frombuffer(a: tuple[object, ...]) -> str | None:
 
 
 def _shape_np_dtype(a: tuple[object, ...]) -> str | None:
+    # Older numpy wrote align and copy as the ints 0 and 1 (``dtype('O8', 0, 1)``);
+    # numpy reads them as the same flags.
     ok = (len(a) == 3 and isinstance(a[0], str) and len(a[0]) <= 64
-          and isinstance(a[1], bool) and isinstance(a[2], bool))
+          and all(type(x) in (bool, int) and x in (0, 1) for x in a[1:]))
     return None if ok else "expects (type string, align, copy)"
 
 

@@ -1,0 +1,110 @@
+"""One meaning of `safe` under every loader: the pure-Python unpickler's readings.
+
+``joblib.load`` unpickles with ``pickle._Unpickler``, which reads on where the
+C unpickler stops (spec/SCANNING.md, "Which loaders read a file"). Each
+vector here is checked against the real loaders in a subprocess with a
+canary: the pure-Python reader runs the payload, the C reader does not, and
+the scanner reports it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import time
+from pathlib import Path
+
+import pytest
+from loader_kit import runs_payload
+from pickle_kit import STOP, call, command, glob, os_system, proto, string0, text
+
+from tensorfile.pickles import Verdict, scan
+
+
+@pytest.fixture
+def canary(tmp_path: Path) -> Path:
+    return tmp_path / "canary-created"
+
+
+def _frame_past_eof(canary: Path) -> bytes:
+    body = proto(2)[2:] + call(glob("os", "system"), text(command(canary))) + STOP
+    return b"\x80\x04\x95" + struct.pack("<Q", len(body) + 1000) + body
+
+
+def _inst_at_eof(canary: Path) -> bytes:
+    # INST's class name is the last line, without its newline: readline()[:-1]
+    # drops the trailing "X", so pickle._Unpickler calls os.system.
+    return b"(" + string0(command(canary)) + b"ios\nsystemX"
+
+
+def _global_at_eof(canary: Path) -> bytes:
+    return b"cos\nsystemX"
+
+
+VECTORS = {"frame past the end": _frame_past_eof, "INST at the end": _inst_at_eof}
+
+
+@pytest.mark.parametrize("name", sorted(VECTORS))
+def test_pure_python_reading_is_scanned(name: str, tmp_path: Path, canary: Path) -> None:
+    path = tmp_path / "model.bin"
+    path.write_bytes(VECTORS[name](canary))
+    report = scan(path)
+    (f,) = report.files
+    assert f.verdict is Verdict.DANGEROUS, f
+    assert any(fi.global_name == "os.system" for s in f.streams for fi in s.findings)
+    # The oracles: the C unpickler stops before the payload, the pure-Python one runs it.
+    assert not runs_payload("pickle", path, canary)
+    assert runs_payload("pickle-python", path, canary)
+
+
+def test_global_at_the_end_is_an_import(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_bytes(_global_at_eof(tmp_path))
+    (f,) = scan(path).files
+    assert f.verdict is Verdict.DANGEROUS and f.format != "not-pickle"
+
+
+def test_text_without_newline_is_still_not_a_pickle(tmp_path: Path) -> None:
+    path = tmp_path / "README"
+    path.write_bytes(b"hello world")  # 'h' BINGET of a missing memo slot
+    (f,) = scan(path).files
+    assert f.format == "not-pickle" and f.verdict is Verdict.SAFE
+
+
+def test_huge_text_line_is_read_with_a_bound(tmp_path: Path) -> None:
+    # Issue 22: a 3 GiB text argument in a sparse file once took 8 GB to scan.
+    path = tmp_path / "big.pkl"
+    with open(path, "wb") as f:
+        f.write(b"\x80\x02S'")
+        f.truncate(3 << 30)
+    start = time.monotonic()
+    (rep,) = scan(path).files
+    assert time.monotonic() - start < 5
+    assert rep.verdict is Verdict.ERROR
+    assert "no newline within" in str(rep.streams[0].error)
+
+
+def test_safetensors_starting_with_P_is_not_read_whole(tmp_path: Path) -> None:
+    # A valid safetensors file whose length prefix reads as PERSID ('P' = 0x50).
+    header = {"w": {"dtype": "U8", "shape": [2 << 30], "data_offsets": [0, 2 << 30]}}
+    raw = json.dumps(header).encode()
+    raw += b" " * (0x50 - len(raw) % 256) if len(raw) % 256 <= 0x50 else b""
+    raw += b" " * ((0x50 - len(raw)) % 256)
+    assert len(raw) % 256 == 0x50
+    path = tmp_path / "model.safetensors"
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)) + raw)
+        f.truncate(8 + len(raw) + (2 << 30))
+    start = time.monotonic()
+    (rep,) = scan(path).files
+    assert time.monotonic() - start < 5
+    assert rep.format == "safetensors" and rep.verdict is Verdict.SAFE, rep
+
+
+def test_os_system_sample_still_runs_under_both(tmp_path: Path, canary: Path) -> None:
+    path = tmp_path / "x.pkl"
+    path.write_bytes(os_system(canary))
+    assert runs_payload("pickle-python", path, canary)
+    assert scan(path).files[0].verdict is Verdict.DANGEROUS
+    os.sync()
