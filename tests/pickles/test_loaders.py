@@ -108,3 +108,19 @@ def test_os_system_sample_still_runs_under_both(tmp_path: Path, canary: Path) ->
     assert runs_payload("pickle-python", path, canary)
     assert scan(path).files[0].verdict is Verdict.DANGEROUS
     os.sync()
+
+
+def test_old_numpy_object_npy_with_int_dtype_flags_is_safe(tmp_path: Path) -> None:
+    # Older numpy pickled numpy.dtype('O8', 0, 1) with ints where numpy 2 writes bools.
+    import numpy as np
+
+    path = tmp_path / "objects.npy"
+    np.save(path, np.array([np.arange(3), "text", None], dtype=object), allow_pickle=True)
+    data = path.read_bytes()
+    assert data.count(b"\x89\x88\x87") >= 1
+    path.write_bytes(data.replace(b"\x89\x88\x87", b"K\x00K\x01\x87"))
+    from loader_kit import loads_ok
+
+    assert loads_ok("numpy", path)
+    (f,) = scan(path).files
+    assert f.verdict is Verdict.SAFE, f

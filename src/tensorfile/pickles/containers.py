@@ -38,7 +38,13 @@ from pathlib import Path
 from typing import Final, NamedTuple
 
 from tensorfile._io.files import open_regular
-from tensorfile.errors import ScanError, ScanLimitError, UnsupportedContainerError
+from tensorfile.errors import (
+    MalformedPickleError,
+    ScanError,
+    ScanLimitError,
+    UnsupportedContainerError,
+)
+from tensorfile.pickles._joblib import array_skip, decompress, joblib_compression
 from tensorfile.pickles._tar import _tar_target, _Window, tar_checksum_ok, tar_listing
 from tensorfile.pickles._zip import (
     _CDH,
@@ -56,6 +62,7 @@ from tensorfile.pickles.opcodes import (
     BigText,
     Buffer,
     BytesRef,
+    OpcodeReader,
     frame_by_frame,
     looks_like_binary_pickle,
 )
@@ -66,6 +73,8 @@ from tensorfile.pickles.report import FileReport, Finding, StreamReport, Verdict
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
 _SNIFF = 512
+#: Archives torch cannot load; joblib.load reads these compressions.
+_ARCHIVE_NAMES: Final = frozenset({"gzip", "bzip2", "xz"})
 _ARCHIVE_MAGIC = {
     b"7z\xbc\xaf\x27\x1c": "7z",
     b"\x1f\x8b": "gzip",
@@ -87,6 +96,8 @@ class ScanLimits(NamedTuple):
     max_streams: int = 10_000
     max_entries: int = 100_000
     max_inflate: int = 64 << 20
+    #: What a joblib file may decompress to (``joblib.load`` inflates it all).
+    max_decompressed: int = 256 << 20
     machine: Limits = Limits()
 
 
@@ -206,19 +217,39 @@ class _Walker:
 
     # -- one stream --------------------------------------------------------------
     def stream(self, buf: Buffer, start: int, end: int, location: str, depth: int, *,
-               tentative: bool = False, key_pids: bool = False
+               tentative: bool = False, key_pids: bool = False, joblib: bool = False
                ) -> tuple[StreamResult, StreamPolicy] | None:
-        """Run one stream; None when ``tentative`` and it turned out not to be a pickle."""
+        """Run one stream; None when ``tentative`` and it turned out not to be a pickle.
+
+        ``joblib``: read it as ``joblib.load``'s ``NumpyUnpickler`` does, stepping
+        over the array bytes after each array wrapper. Without it, a stream that
+        holds joblib array wrappers is read both ways (pickle.load and torch.load
+        stop at the first array's bytes, joblib.load reads on).
+        """
         if len(self.streams) >= self.limits.max_streams:
             raise ScanLimitError(f"more than {self.limits.max_streams} pickle streams")
         policy = StreamPolicy(key_pids=key_pids)
-        result = run_stream(buf, start, policy, end=end, limits=self.limits.machine)
+        limits = self.limits.machine
+        hook = None
+        if joblib:
+            def hook(obj: object, reader: OpcodeReader) -> None:
+                array_skip(obj, reader, lambda at: run_stream(buf, at, policy, end=end,
+                                                              limits=limits))
+        result = run_stream(buf, start, policy, end=end, limits=limits, after_build=hook)
         self.limited = self.limited or isinstance(result.error, ScanLimitError)
         self.claims.append(policy.storage_nbytes)
         if tentative and result.error is not None and not policy.findings and not policy.globals:
             return None  # raw data that merely starts with an opcode byte
         verdict = policy.verdict
-        if result.error is not None:
+        error = None if result.error is None else str(result.error)
+        joblib_too = bool(policy.joblib_arrays) and not joblib
+        if joblib_too and type(result.error) is MalformedPickleError and (
+                result.error.offset or 0) > policy.joblib_arrays[0]:
+            # The C unpickler stops at the array bytes that joblib reads outside
+            # the pickle: not an error of the file, the joblib reading decides.
+            error = (f"{result.error} (pickle.load and torch.load stop at the joblib array "
+                     "data; joblib.load reads on: next stream)")
+        elif result.error is not None:
             verdict = Verdict.worst([verdict], Verdict.ERROR)
         findings = list(policy.findings)
         resume = None
@@ -233,9 +264,11 @@ class _Walker:
                 other = frame_by_frame(buf, start, end, self.limits.max_inflate)
         if policy.dropped:
             findings.append(Finding(verdict, f"{policy.dropped} further findings not listed"))
-        self.streams.append(StreamReport(
-            location, start, verdict, findings, list(policy.globals),
-            None if result.error is None else str(result.error)))
+        self.streams.append(StreamReport(location, start, verdict, findings,
+                                         list(policy.globals), error))
+        if joblib_too:
+            self.stream(buf, start, end, _part(location, "(as joblib.load reads it)"), depth,
+                        key_pids=key_pids, joblib=True)
         if other is not None:
             self.stream(other, 0, len(other), _part(location, "(read frame by frame)"), depth,
                         tentative=True, key_pids=key_pids)
@@ -300,6 +333,15 @@ class _Walker:
             if head[:1] and head[0] in OPCODE_BYTES:
                 self.pickles(buf, start, end, location, depth)
             kind = "zip"
+        compression = joblib_compression(head) if role == "top" else None
+        if compression is not None and self.joblib(buf, start, end, location, depth,
+                                                   compression):
+            if kind is None and head[0] in OPCODE_BYTES:
+                # pickle.load and torch.load read the compressed bytes as opcodes
+                # (']' of lzma, 'B' of bz2); they count only if they import or call.
+                self.pickles(buf, start, end, location, depth, tentative=True)
+            if kind is None or kind in _ARCHIVE_NAMES:
+                return f"joblib-{compression}"
         try:
             if kind == "zip":
                 return self.zip(buf, start, end, location, depth)
@@ -339,7 +381,7 @@ class _Walker:
 
     # -- raw pickles and the legacy torch format --------------------------------
     def pickles(self, buf: Buffer, start: int, end: int, location: str, depth: int, *,
-                tentative: bool = False, key_pids: bool = False) -> str:
+                tentative: bool = False, key_pids: bool = False, joblib: bool = False) -> str:
         """Scan back-to-back streams; switch to the legacy layout after its magic."""
         pos, index, kind = start, 0, "pickle"
         while pos < end:
@@ -350,7 +392,7 @@ class _Walker:
                 return kind
             name = location if index == 0 else _part(location, f"#{index + 1}")
             ran = self.stream(buf, pos, end, name, depth, tentative=tentative,
-                              key_pids=key_pids)
+                              key_pids=key_pids, joblib=joblib)
             if ran is None or _fatal(ran[0].error):
                 return kind
             result = ran[0]
@@ -508,6 +550,37 @@ class _Walker:
         if self.inflated > 4 * self.limits.max_inflate:
             raise ScanLimitError("archive inflates past the scanner's budget (zip bomb?)")
         return out
+
+    # -- joblib --------------------------------------------------------------------------
+    def joblib(self, buf: Buffer, start: int, end: int, location: str, depth: int,
+               compression: str) -> bool:
+        """Scan what ``joblib.load`` unpickles from a compressed file; False if nothing.
+
+        The decompressed data is read as joblib's ``NumpyUnpickler`` reads it
+        (array bytes after each array wrapper). Corrupt data is an ``error``, and
+        what came out before the fault is scanned (joblib reads it as it comes).
+        """
+        loc = _inside(location, f"({compression})")
+        try:
+            data = decompress(buf, start, end, compression, self.limits.max_decompressed)
+            fault = None
+        except ScanLimitError as exc:
+            self.fail(loc, start, str(exc))
+            return True
+        except UnsupportedContainerError as exc:
+            data = getattr(exc, "partial", b"")
+            fault = str(exc)
+            if not data:
+                return False  # joblib.load fails before unpickling anything
+        before, limited = len(self.streams), self.limited
+        self.pickles(data, 0, len(data), loc, depth + 1, tentative=True, joblib=True)
+        if self.limited and not limited and len(self.streams) == before:
+            self.fail(loc, 0, "stopped by a scanner bound")
+        if len(self.streams) == before and fault is None:
+            return False  # decompresses to data that is no pickle: joblib fails at once
+        if fault is not None:
+            self.fail(loc, len(data), fault)
+        return True
 
     # -- numpy and tar ---------------------------------------------------------------
     def npy(self, buf: Buffer, start: int, end: int, location: str, depth: int) -> str:

@@ -608,6 +608,7 @@ def run_stream(
     *,
     end: int | None = None,
     limits: Limits | None = None,
+    after_build: Callable[[object, OpcodeReader], None] | None = None,
 ) -> StreamResult:
     """Run the pickle stream at ``buf[start:]`` symbolically and return what it did.
 
@@ -616,6 +617,10 @@ def run_stream(
     that point (a payload before the break has already been shown to
     ``observer``). Exceptions raised by ``observer`` itself propagate, which is
     how a converter stops at the first disallowed node.
+
+    ``after_build(obj, reader)`` is called after every BUILD with the object
+    built, and may move ``reader.pos`` over bytes the loader reads outside the
+    pickle (joblib's array data, :func:`tensorfile.pickles._joblib.array_skip`).
     """
     reader = OpcodeReader(buf, start, end)
     machine = _Machine(observer, limits or Limits())
@@ -626,6 +631,8 @@ def run_stream(
             count += 1
             if not machine.step(op):
                 break
+            if after_build is not None and op.code == 0x62:  # BUILD
+                after_build(machine.stack[-1], reader)
     except ScanError as exc:
         error = exc
     if error is None and reader.ambiguity is not None:  # frames with two readings

@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import Final
 
 from tensorfile.errors import UnsafePickleError
+from tensorfile.pickles._joblib import WRAPPER, WRAPPER_FIELDS, is_wrapper
 from tensorfile.pickles.machine import (
     COMPUTED_NAME,
     Call,
@@ -118,6 +119,10 @@ LEGACY_TENSOR_TYPES: Final = frozenset(f"torch{cuda}.{name}Tensor" for cuda in (
 #: Classes referenced as plain values, never called: numpy's ndarray (first
 #: argument of _reconstruct), torch dtypes, legacy tensor types.
 VALUE_GLOBALS: Final = frozenset({"numpy.ndarray"}) | TORCH_DTYPES | LEGACY_TENSOR_TYPES
+#: joblib.dump's array placeholder (made by NEWOBJ without arguments, filled by
+#: BUILD; joblib.load then reads the array bytes after it) and the array
+#: subclasses its state may name; nothing else of joblib.
+JOBLIB_GLOBALS: Final = frozenset({WRAPPER, "numpy.memmap"})
 
 # ---------------------------------------------------------------------------
 # Known gadgets (only sharpen unknown into dangerous; the allowlist decides safe)
@@ -541,10 +546,31 @@ def _effect_problem(eff: Effect) -> str | None:
                     isinstance(k, str) and not k.startswith("__") for k, _ in state.items):
                 return None
             return "BUILD state of an OrderedDict is not a dict of plain attribute names"
+    if eff.opcode == "BUILD" and is_wrapper(target):
+        return _wrapper_state_problem(eff.payload[0])
     if eff.opcode == "BUILD" and call_of(target, _NP_DTYPE, *_NP_RECONSTRUCT):
         return None if _plain_state(eff.payload[0]) else "numpy BUILD state is not plain data"
     what = target.qualname if isinstance(target, GlobalRef) else type(target).__name__
     return f"{eff.opcode} on {what} is not something torch writes"
+
+
+def _wrapper_state_problem(state: object) -> str | None:
+    """Why a ``NumpyArrayWrapper`` BUILD state is not the plain one joblib.dump writes."""
+    if not isinstance(state, PDict):
+        return "joblib array wrapper state is not a dict"
+    fields: dict[object, object] = dict((k, v) for k, v in state.items if isinstance(k, str))
+    if len(fields) != len(state.items) or not set(fields) <= WRAPPER_FIELDS:
+        return "joblib array wrapper state has other fields than joblib writes"
+    sub = fields.get("subclass")
+    ok = (isinstance(sub, GlobalRef) and sub.literal
+          and sub.qualname in ("numpy.ndarray", "numpy.memmap")
+          and _int_tuple(fields.get("shape")) and fields.get("order") in ("C", "F")
+          and call_of(fields.get("dtype"), _NP_DTYPE)
+          and isinstance(fields.get("allow_mmap", False), bool)
+          and (fields.get("numpy_array_alignment_bytes") is None
+               or type(fields.get("numpy_array_alignment_bytes")) is int))
+    return None if ok else ("joblib array wrapper state is not (ndarray or memmap, shape, "
+                            "'C'/'F', numpy dtype, bool[, int])")
 
 
 def _storage_problem(pid: object) -> str | None:
@@ -582,7 +608,8 @@ def classify_global(ref: GlobalRef) -> tuple[Verdict, str]:
     """
     qual = ref.qualname
     computed = COMPUTED_NAME in (ref.module, ref.name)
-    if ref.literal and (qual in ALLOWED_CALLS or qual in STORAGE_TYPES or qual in VALUE_GLOBALS):
+    if ref.literal and (qual in ALLOWED_CALLS or qual in STORAGE_TYPES or qual in VALUE_GLOBALS
+                        or qual in JOBLIB_GLOBALS):
         return Verdict.SAFE, "allowlisted"
     why = UNSUPPORTED_GLOBALS.get(qual)
     if why is not None and ref.literal:  # before the module table: torch.serialization._get_layout
@@ -671,7 +698,7 @@ class StreamPolicy:
     (see :mod:`.machine`).
     """
 
-    __slots__ = ("_pairs_checked", "dropped", "findings", "globals", "key_pids",
+    __slots__ = ("_pairs_checked", "dropped", "findings", "globals", "joblib_arrays", "key_pids",
                  "max_findings", "nested", "storage_nbytes", "storages", "strict")
     strict: bool
     key_pids: bool
@@ -692,6 +719,9 @@ class StreamPolicy:
         self.findings = []
         self.globals = {}
         self.nested = []
+        #: Offsets of the BUILDs that fill a joblib array wrapper (joblib.load
+        #: reads array bytes after each; other loaders read on as opcodes).
+        self.joblib_arrays: list[int] = []
         self.max_findings = max_findings
         self.dropped = 0
         self._pairs_checked: dict[int, tuple[list[object], int]] = {}
@@ -739,6 +769,8 @@ class StreamPolicy:
         elif isinstance(node, PersistentRef):
             self._persistent(node)
         elif isinstance(node, Effect):
+            if node.opcode == "BUILD" and is_wrapper(node.target):
+                self.joblib_arrays.append(node.offset)
             problem = _effect_problem(node)
             if problem is not None:
                 imported = node.target if isinstance(node.target, GlobalRef) else None
@@ -781,6 +813,12 @@ class StreamPolicy:
         if verdict is not Verdict.SAFE:
             self.add(Finding(verdict, f"calls {func.qualname}: {reason}", call.opcode,
                              call.offset, func.qualname))
+            return
+        if func.qualname == WRAPPER:
+            if not (call.opcode == "NEWOBJ" and call.args == () and call.kwargs is None):
+                self.add(Finding(Verdict.UNKNOWN, "joblib array wrapper not made the way "
+                                 "joblib.dump writes it (NEWOBJ, no arguments)",
+                                 call.opcode, call.offset, func.qualname))
             return
         rule = ALLOWED_CALLS.get(func.qualname)
         if rule is None:
