@@ -124,3 +124,23 @@ def test_old_numpy_object_npy_with_int_dtype_flags_is_safe(tmp_path: Path) -> No
     assert loads_ok("numpy", path)
     (f,) = scan(path).files
     assert f.verdict is Verdict.SAFE, f
+
+
+def test_hash_bomb_of_shared_tuples_is_not_safe(tmp_path: Path) -> None:
+    # t = (t, t) forty times through the memo, then used as a dict key: pickle.load
+    # and torch.load(weights_only=True) hash 2**40 tuples and never finish.
+    from pickle_kit import get, put
+
+    data = proto(2) + b"N" + put(0)
+    for i in range(40):
+        data += get(i) + get(i) + b"\x86" + put(i + 1)
+    data += b"0}" + get(40) + b"N" + b"s" + STOP
+    path = tmp_path / "bomb.pkl"
+    path.write_bytes(data)
+    (f,) = scan(path).files
+    assert f.verdict is Verdict.ERROR
+    assert "hashing bound" in str(f.streams[0].error)
+    from loader_kit import run_loader
+
+    with pytest.raises(Exception, match="timed out"):
+        run_loader("pickle", path, timeout=3)

@@ -48,11 +48,8 @@ from tensorfile.pickles.machine import (
     Effect,
     GlobalRef,
     Node,
-    PDict,
     PersistentRef,
-    PSet,
-    children,
-    is_leaf,
+    hashing_problem,
 )
 from tensorfile.pickles.opcodes import BigText, Buffer, BytesRef
 from tensorfile.pickles.policy import (
@@ -515,97 +512,14 @@ class CheckpointBuilder:
         return check_view(storage, dtype, args[1], args[2], args[3], at)
 
 
-#: Items hashed while building one stream's dicts and sets, the items of tuple
-#: keys included: a tuple does not cache its hash, so tuples nested n deep
-#: through the memo (``t = (t, t)``) take 2**n steps to hash. Real checkpoints
-#: hash one str or int per state-dict entry, at most a few million.
-MAX_HASHED_ITEMS: Final = 5_000_000
-#: Unequal keys of one dict (or items of one set) that may share a hash value.
-#: Inserting n such keys compares each with every one before it (n**2/2
-#: steps), and a pickle can choose them: ints that differ by a multiple of
-#: 2**61 - 1 hash alike. Hashes of honest keys practically never coincide.
-MAX_SAME_HASH: Final = 64
-
-
-def _hashed_keys(node: object) -> list[object]:
-    """What building ``node`` hashes: dict keys, set items, OrderedDict SETITEMS keys."""
-    if isinstance(node, PDict):
-        return [k for k, _ in node.items]
-    if isinstance(node, PSet):
-        return list(node.items)
-    if isinstance(node, Call):
-        # Python 2's OrderedDict.__reduce__ passes its items as [key, value] pairs.
-        pairs = node.args[0] if isinstance(node.args, tuple) and len(node.args) == 1 \
-            and isinstance(node.args[0], list) else []
-        return [p[0] for p in pairs if isinstance(p, (list, tuple)) and len(p) == 2] + [
-            k for eff in node.effects if eff.opcode in ("SETITEM", "SETITEMS")
-            for k in eff.payload[::2]]
-    return []
-
-
-def _hash_cost(key: object, costs: dict[int, int]) -> int:
-    """Items hashing ``key`` visits: 1, or a tuple's own plus its tuple items' (memoized,
-    saturating past :data:`MAX_HASHED_ITEMS`)."""
-    if not isinstance(key, tuple):
-        return 1
-    work: list[tuple[tuple[object, ...], bool]] = [(key, False)]
-    while work:
-        node, expanded = work.pop()
-        if id(node) in costs:
-            continue
-        inner = [x for x in node if isinstance(x, tuple)]
-        if not expanded:
-            work.append((node, True))
-            work.extend((x, False) for x in inner if id(x) not in costs)
-            continue
-        costs[id(node)] = min(1 + len(node) + sum(costs[id(x)] for x in inner),
-                              MAX_HASHED_ITEMS + 1)
-    return costs[id(key)]
-
-
-def _check_collisions(keys: list[object], where: str) -> None:
-    buckets: dict[int, list[object]] = {}
-    for key in keys:
-        try:
-            buckets.setdefault(hash(key), []).append(key)
-        except TypeError:  # unhashable: building refuses it
-            continue
-    for same in buckets.values():
-        if len(same) > MAX_SAME_HASH and any(k != same[0] for k in same):
-            raise UnsupportedCheckpointError(
-                f"{where}: {len(same)} keys, not all equal, share one hash value (more than "
-                f"{MAX_SAME_HASH}): building the container would take quadratic time")
-
-
 def check_hashing(root: object) -> None:
     """Refuse a stream whose dicts and sets would be slow to build, before building them.
 
     ``root`` is a checked stream's value graph (before
     :func:`~tensorfile.pickles.machine.materialize`, which hashes every dict
-    key and set item it builds). The total items hashed, tuple keys counted by
-    their nested items, must stay within :data:`MAX_HASHED_ITEMS`, and no more
-    than :data:`MAX_SAME_HASH` unequal keys of one container may share a hash.
-    Linear in the graph: every node and every tuple is visited once.
+    key and set item it builds); the bound is the scanner's own
+    (:func:`~tensorfile.pickles.machine.hashing_problem`).
     """
-    costs: dict[int, int] = {}
-    total = 0
-    seen: set[int] = set()
-    work = [root]
-    while work:
-        node = work.pop()
-        if id(node) in seen or is_leaf(node):
-            continue
-        seen.add(id(node))
-        keys = _hashed_keys(node)
-        if keys:
-            where = (f"{node.opcode} at byte {node.offset}" if isinstance(node, Call)
-                     else f"a {'set' if isinstance(node, PSet) else 'dict'}")
-            total += sum(_hash_cost(k, costs) for k in keys)
-            if total > MAX_HASHED_ITEMS:
-                raise UnsupportedCheckpointError(
-                    f"{where}: building the stream's dicts and sets would hash more than "
-                    f"{MAX_HASHED_ITEMS:,} items (keys that are tuples shared through the "
-                    "memo hash once per path)")
-            if len(keys) > MAX_SAME_HASH:
-                _check_collisions(keys, where)
-        work.extend(children(node))
+    problem = hashing_problem([root])
+    if problem is not None:
+        raise UnsupportedCheckpointError(problem)

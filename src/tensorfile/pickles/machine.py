@@ -273,6 +273,8 @@ class _Machine:
         self.proto = 0
         self.items = 0
         self.root: object = None
+        # Containers whose keys the real unpickler hashes (hashing_problem).
+        self.keyed: list[object] = []
 
     # -- stack discipline (Pdata with a fence at the innermost MARK) -----------
     def fence(self) -> int:
@@ -338,6 +340,7 @@ class _Machine:
         if len(flat) % 2:
             raise MalformedPickleError(f"odd number of items for {op.name}", op.offset)
         self.count(len(flat) // 2, op)
+        self.keyed.append(target)
         if isinstance(target, PDict):
             target.items.extend(zip(flat[::2], flat[1::2], strict=True))
         else:
@@ -352,6 +355,7 @@ class _Machine:
 
     def add_items(self, target: object, items: list[object], op: Op) -> None:
         self.count(len(items), op)
+        self.keyed.append(target)
         if isinstance(target, PSet) and not target.frozen:
             target.items.extend(items)
         else:
@@ -533,6 +537,7 @@ class _Machine:
         items = self.pop_mark(op)
         self.count(len(items), op)
         self.push(PSet(items, frozen=True), op)
+        self.keyed.append(self.stack[-1])
 
     def _tuple_n(self, n: int, op: Op) -> None:
         items = [self.pop(op) for _ in range(n)]
@@ -637,6 +642,11 @@ def run_stream(
         error = exc
     if error is None and reader.ambiguity is not None:  # frames with two readings
         error = reader.ambiguity
+    if error is None or type(error) is MalformedPickleError:
+        # What the real unpickler hashed up to where it stopped (the machine never hashes).
+        problem = hashing_problem([machine.root, *machine.keyed])
+        if problem is not None:
+            error = ScanLimitError(f"hashing bound: {problem}")
     return StreamResult(start, reader.pos,
                         machine.root if error is None or error is reader.ambiguity else None,
                         machine.proto, count, error)
@@ -743,3 +753,100 @@ def _build_one(value: object, built: dict[int, object], builder: Builder) -> obj
             builder.on_effect(eff, obj, tuple(_get(x, built) for x in eff.payload))
         return obj
     raise PickleError(f"cannot build {type(value).__name__}")
+
+
+#: Items hashed while building one stream's dicts and sets, the items of tuple
+#: keys included: a tuple does not cache its hash, so tuples nested n deep
+#: through the memo (``t = (t, t)``) take 2**n steps to hash. Real checkpoints
+#: hash one str or int per state-dict entry, at most a few million.
+MAX_HASHED_ITEMS: Final = 5_000_000
+#: Unequal keys of one dict (or items of one set) that may share a hash value.
+#: Inserting n such keys compares each with every one before it (n**2/2
+#: steps), and a pickle can choose them: ints that differ by a multiple of
+#: 2**61 - 1 hash alike. Hashes of honest keys practically never coincide.
+MAX_SAME_HASH: Final = 64
+
+
+def _hashed_keys(node: object) -> list[object]:
+    """What building ``node`` hashes: dict keys, set items, OrderedDict SETITEMS keys."""
+    if isinstance(node, PDict):
+        return [k for k, _ in node.items]
+    if isinstance(node, PSet):
+        return list(node.items)
+    if isinstance(node, Call):
+        # Python 2's OrderedDict.__reduce__ passes its items as [key, value] pairs.
+        pairs = node.args[0] if isinstance(node.args, tuple) and len(node.args) == 1 \
+            and isinstance(node.args[0], list) else []
+        return [p[0] for p in pairs if isinstance(p, (list, tuple)) and len(p) == 2] + [
+            k for eff in node.effects if eff.opcode in ("SETITEM", "SETITEMS")
+            for k in eff.payload[::2]]
+    return []
+
+
+def _hash_cost(key: object, costs: dict[int, int]) -> int:
+    """Items hashing ``key`` visits: 1, or a tuple's own plus its tuple items' (memoized,
+    saturating past :data:`MAX_HASHED_ITEMS`)."""
+    if not isinstance(key, tuple):
+        return 1
+    work: list[tuple[tuple[object, ...], bool]] = [(key, False)]
+    while work:
+        node, expanded = work.pop()
+        if id(node) in costs:
+            continue
+        inner = [x for x in node if isinstance(x, tuple)]
+        if not expanded:
+            work.append((node, True))
+            work.extend((x, False) for x in inner if id(x) not in costs)
+            continue
+        costs[id(node)] = min(1 + len(node) + sum(costs[id(x)] for x in inner),
+                              MAX_HASHED_ITEMS + 1)
+    return costs[id(key)]
+
+
+def _collisions(keys: list[object], where: str) -> str | None:
+    buckets: dict[int, list[object]] = {}
+    for key in keys:
+        try:
+            buckets.setdefault(hash(key), []).append(key)
+        except TypeError:  # unhashable: building refuses it
+            continue
+    for same in buckets.values():
+        if len(same) > MAX_SAME_HASH and any(k != same[0] for k in same):
+            return (f"{where}: {len(same)} keys, not all equal, share one hash value (more "
+                    f"than {MAX_SAME_HASH}): building the container would take quadratic time")
+    return None
+
+
+def hashing_problem(roots: Iterable[object]) -> str | None:
+    """Why building the dicts and sets under ``roots`` would be slow (None: it would not).
+
+    ``pickle.load`` and ``torch.load`` hash every dict key and set item they
+    build (the machine never does). The total items hashed, tuple keys counted
+    by their nested items, must stay within :data:`MAX_HASHED_ITEMS`, and no
+    more than :data:`MAX_SAME_HASH` unequal keys of one container may share a
+    hash. Linear in the graph: every node and every tuple is visited once.
+    """
+    costs: dict[int, int] = {}
+    total = 0
+    seen: set[int] = set()
+    work = list(roots)
+    while work:
+        node = work.pop()
+        if id(node) in seen or is_leaf(node):
+            continue
+        seen.add(id(node))
+        keys = _hashed_keys(node)
+        if keys:
+            where = (f"{node.opcode} at byte {node.offset}" if isinstance(node, Call)
+                     else f"a {'set' if isinstance(node, PSet) else 'dict'}")
+            total += sum(_hash_cost(k, costs) for k in keys)
+            if total > MAX_HASHED_ITEMS:
+                return (f"{where}: building the stream's dicts and sets would hash more than "
+                        f"{MAX_HASHED_ITEMS:,} items (keys that are tuples shared through the "
+                        "memo hash once per path)")
+            if len(keys) > MAX_SAME_HASH:
+                problem = _collisions(keys, where)
+                if problem is not None:
+                    return problem
+        work.extend(children(node))
+    return None
