@@ -24,7 +24,7 @@ LOADERS: dict[str, str] = {
 }
 
 
-def run_loader(loader: str, path: Path, *, timeout: float = 60,
+def run_loader(loader: str, path: Path, *, timeout: float = 180,
                memory: int = 2 << 30) -> subprocess.CompletedProcess[str]:
     """Load ``path`` with ``loader`` in a fresh interpreter (address space capped)."""
     code = (

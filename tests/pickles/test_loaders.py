@@ -144,3 +144,95 @@ def test_hash_bomb_of_shared_tuples_is_not_safe(tmp_path: Path) -> None:
 
     with pytest.raises(Exception, match="timed out"):
         run_loader("pickle", path, timeout=3)
+
+
+def _npy(header: str, version: tuple[int, int] = (1, 0), data: bytes = b"") -> bytes:
+    raw = header.encode("latin1")
+    size = struct.pack("<H" if version == (1, 0) else "<I", len(raw))
+    return b"\x93NUMPY" + bytes(version) + size + raw + data
+
+
+@pytest.mark.parametrize(("header", "data", "verdict"), [
+    ("{'descr': '<f8', 'fortran_order': False, 'shape': (2,), }\n", bytes(16), Verdict.SAFE),
+    ("{'descr': '<i4', 'fortran_order': True, 'shape': (2L, 1L), }\n", bytes(8), Verdict.SAFE),
+    ("{'descr': [('a', '<i4'), ('b', '|O')], 'fortran_order': False, 'shape': (), }\n",
+     b"\x80\x02N.", Verdict.SAFE),
+    # a shape numpy allocates before it reads: 8 EiB from 8 bytes
+    ("{'descr': '<f8', 'fortran_order': False, 'shape': (1152921504606846976,), }\n",
+     bytes(8), Verdict.ERROR),
+    ("{'descr': '<f8', 'fortran_order': False, 'shape': (0x2,), }\n", bytes(16), Verdict.ERROR),
+])
+def test_npy_headers_read_as_numpy_reads_them(tmp_path: Path, header: str, data: bytes,
+                                              verdict: Verdict) -> None:
+    from loader_kit import loads_ok
+
+    path = tmp_path / "a.npy"
+    path.write_bytes(_npy(header, data=data))
+    (f,) = scan(path).files
+    assert f.verdict is verdict, f
+    if verdict is Verdict.SAFE:
+        assert loads_ok("numpy", path)
+
+
+def test_npy_16_mib_header_is_refused_within_bounds(tmp_path: Path) -> None:
+    # numpy.load(allow_pickle=True) parses it with literal_eval (gigabytes); the
+    # scan must stay under 256 MiB and 2 s as a whole process.
+    import subprocess
+    import sys
+
+    path = tmp_path / "big.npy"
+    header = "{'descr': '<f8', 'fortran_order': False, 'shape': (" + "1, " * (
+        (16 << 20) // 3) + "), }\n"
+    path.write_bytes(_npy(header, (2, 0)))
+    # VmHWM, not ru_maxrss: Linux carries the parent's peak into ru_maxrss
+    # across vfork and exec, and pytest's own peak is not the scan's.
+    code = ("import re, sys, time; from tensorfile.pickles import scan\n"
+            "t = time.monotonic(); r = scan(sys.argv[1]); t = time.monotonic() - t\n"
+            "hwm = re.search(r'VmHWM:\\s*(\\d+)', open('/proc/self/status').read())[1]\n"
+            "print(r.files[0].verdict.value, t, hwm)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out[0] == "error"
+    assert float(out[1]) < 2
+    assert int(out[2]) < 256 * 1024  # KiB
+
+
+def test_numpy_reconstruct_with_a_huge_shape_is_not_safe(tmp_path: Path) -> None:
+    # 67 bytes that ask numpy for 16 GiB through _reconstruct's shape argument.
+    data = (b"\x80\x02cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n"
+            b"\x8a\x05\x00\x00\x00\x00\x04\x85C\x01b\x87R.")
+    assert len(data) == 67
+    path = tmp_path / "bomb.pkl"
+    path.write_bytes(data)
+    (f,) = scan(path).files
+    assert f.verdict is Verdict.ERROR
+    assert "resource bound" in f.streams[0].findings[0].reason
+    from loader_kit import run_loader
+
+    out = run_loader("pickle", path, memory=1 << 30)  # 1 GiB: numpy cannot allocate it
+    assert "MemoryError" in out.stderr or "Unable to allocate" in out.stderr
+
+
+def test_deflated_storage_record_that_inflates_far_past_its_size(tmp_path: Path) -> None:
+    import zipfile
+
+    import torch
+
+    path = tmp_path / "model.pt"
+    torch.save({"w": torch.zeros(4)}, path)
+    out = tmp_path / "bomb.pt"
+    # 256 MiB of zeros deflate to about 1 MiB; torch.load's miniz allocates the
+    # declared size whole (streamed here at level 1 to keep the test fast).
+    with (zipfile.ZipFile(path) as src,
+          zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as dst):
+        for info in src.infolist():
+            if info.filename.endswith("data/0"):
+                with dst.open(info.filename, "w", force_zip64=True) as w:
+                    chunk = bytes(1 << 20)
+                    for _ in range(256):
+                        w.write(chunk)
+            else:
+                dst.writestr(info, src.read(info))
+    (f,) = scan(out).files
+    assert f.verdict is Verdict.ERROR
+    assert any("allocates it whole" in str(s.error) for s in f.streams)

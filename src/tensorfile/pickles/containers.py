@@ -45,7 +45,8 @@ from tensorfile.errors import (
     UnsupportedContainerError,
 )
 from tensorfile.pickles._joblib import array_skip, decompress, joblib_compression
-from tensorfile.pickles._tar import _tar_target, _Window, tar_checksum_ok, tar_listing
+from tensorfile.pickles._npy import read_npy_header
+from tensorfile.pickles._tar import _tar_target, tar_checksum_ok, tar_listing
 from tensorfile.pickles._zip import (
     _CDH,
     _MAX_ALTERNATIVES,
@@ -96,6 +97,9 @@ class ScanLimits(NamedTuple):
     max_streams: int = 10_000
     max_entries: int = 100_000
     max_inflate: int = 64 << 20
+    #: A deflated zip entry may declare at most this many times its compressed
+    #: size (or ``max_inflate``): loaders allocate the declared size at once.
+    max_inflate_ratio: int = 100
     #: What a joblib file may decompress to (``joblib.load`` inflates it all).
     max_decompressed: int = 256 << 20
     machine: Limits = Limits()
@@ -105,35 +109,13 @@ class ScanLimits(NamedTuple):
 def npy_pickle_start(buf: Buffer, start: int, end: int) -> int | None:
     """Where ``numpy.load(allow_pickle=True)`` would start unpickling this ``.npy``, or None.
 
-    The header is read by numpy's own reader (``read_magic``, ``_check_version``,
-    ``_read_array_header``, as ``numpy.lib.format.read_array`` calls them: the
-    version's length field and encoding, ``ast.literal_eval`` with the Python 2
-    ``L`` filter, the key check, ``descr_to_dtype``), so "object array" means
-    what it means to numpy: ``dtype.hasobject`` (``'object'``, ``'b1,O'``,
-    ``[('a', 'O')]``, ...). Reads are bounded (one read of at most 16 MiB).
+    The header is read by :func:`~tensorfile.pickles._npy.read_npy_header` (a
+    bounded parser of numpy's header dict, never ``literal_eval``); "object
+    array" means what it means to numpy: ``dtype.hasobject`` (``'object'``,
+    ``'b1,O'``, ``[('a', 'O')]``, ...).
     """
-    import warnings
-
-    try:
-        from numpy.lib import _format_impl as npformat  # numpy >= 2
-    except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.lib import format as npformat  # type: ignore[no-redef]
-    window = _Window(buf, start, end)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            version = npformat.read_magic(window)
-            npformat._check_version(version)  # type: ignore[attr-defined]
-            _, _, dtype = npformat._read_array_header(  # type: ignore[attr-defined]
-                window, version, max_header_size=2**64)
-    except ScanError:
-        raise
-    except Exception as exc:  # numpy refuses the header: it unpickles nothing
-        # Only the exception type: messages quote object addresses and the
-        # same file must always give the same report.
-        raise UnsupportedContainerError(
-            f"npy header is not a literal dict numpy accepts ({type(exc).__name__})") from None
-    return window.pos if dtype.hasobject else None
+    header = read_npy_header(buf, start, end)
+    return header.data if header.has_objects else None
 
 
 def _zip_at_end(buf: Buffer, start: int, end: int) -> bool:
@@ -511,6 +493,14 @@ class _Walker:
         if entry.method not in (0, 8):
             self.fail(loc, start, f"compression method {entry.method} is not supported")
             return "unsupported"
+        if entry.method and entry.size > max(self.limits.max_inflate,
+                                             self.limits.max_inflate_ratio * entry.comp_size):
+            # torch.load (miniz) and numpy.load allocate the declared size whole.
+            self.fail(loc, start, f"deflated entry declares {entry.size} bytes from "
+                      f"{entry.comp_size} compressed (zip bomb bound: "
+                      f"{self.limits.max_inflate_ratio}x, or {self.limits.max_inflate} bytes): "
+                      "the loader allocates it whole")
+            return "unsupported"
         head = (bytes(self.inflate(buf, start, stop, _SNIFF, partial=True)) if entry.method
                 else bytes(buf[start:min(stop, start + _SNIFF)]))
         encrypted = bool(entry.flags & 1)
@@ -584,9 +574,18 @@ class _Walker:
 
     # -- numpy and tar ---------------------------------------------------------------
     def npy(self, buf: Buffer, start: int, end: int, location: str, depth: int) -> str:
-        data = npy_pickle_start(buf, start, end)
-        if data is not None:
-            self.pickles(buf, data, end, location, depth)
+        header = read_npy_header(buf, start, end)
+        if header.has_objects:
+            self.pickles(buf, header.data, end, location, depth)
+            return "npy"
+        count = 1
+        for n in header.shape:
+            count *= n
+        if count < 0 or count * header.itemsize > end - header.data:
+            # numpy.load allocates the whole array before it reads (fromfile, ndarray).
+            self.fail(location, start, f"npy array of shape {header.shape} needs "
+                      f"{count * header.itemsize} bytes but {end - header.data} follow the "
+                      "header: numpy.load allocates it before reading (resource bound)")
         return "npy"
 
     def tar(self, buf: Buffer, start: int, end: int, location: str, depth: int) -> str | None:

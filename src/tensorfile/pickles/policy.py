@@ -433,7 +433,7 @@ _STATE_MAX_ITEMS: Final = 100_000
 
 #: Allowlisted calls whose results may sit in numpy BUILD state: an object
 #: array holds other arrays, scalars and dtypes (each call checked on its own).
-_NP_VALUES: Final = (_NP_DTYPE, "_codecs.encode", *_NP_RECONSTRUCT,
+_NP_VALUES: Final = (_NP_DTYPE, "_codecs.encode", "builtins.bytes", *_NP_RECONSTRUCT,
                      "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar",
                      "numpy.core.numeric._frombuffer", "numpy._core.numeric._frombuffer")
 
@@ -571,6 +571,49 @@ def _wrapper_state_problem(state: object) -> str | None:
                or type(fields.get("numpy_array_alignment_bytes")) is int))
     return None if ok else ("joblib array wrapper state is not (ndarray or memmap, shape, "
                             "'C'/'F', numpy dtype, bool[, int])")
+
+
+#: Elements numpy may be asked to allocate by ``_reconstruct``'s shape (numpy
+#: writes ``(0,)``: the array's contents arrive by BUILD).
+MAX_RECONSTRUCT_ELEMENTS: Final = 1 << 20
+
+
+def _elements(shape: tuple[object, ...]) -> int:
+    count = 1
+    for n in shape:
+        count *= n  # type: ignore[operator]
+    return count
+
+
+def _alloc_problem(node: Call | Effect) -> str | None:
+    """Why numpy would allocate far more than the pickle holds (None: it would not).
+
+    ``_reconstruct(ndarray, shape, ...)`` allocates ``shape`` at once (a 67-byte
+    pickle can ask for 16 GiB); a BUILD state ``(version, shape, dtype,
+    fortran, data)`` allocates ``shape`` before comparing it with ``data``.
+    """
+    if isinstance(node, Call):
+        if (call_of(node, *_NP_RECONSTRUCT) and isinstance(node.args, tuple)
+                and len(node.args) == 3 and _int_tuple(node.args[1])):
+            n = _elements(node.args[1])  # type: ignore[arg-type]
+            if n > MAX_RECONSTRUCT_ELEMENTS:
+                return (f"numpy _reconstruct allocates {n} elements (bound: "
+                        f"{MAX_RECONSTRUCT_ELEMENTS}; numpy writes (0,))")
+        return None
+    state = node.payload[0] if node.payload else None
+    if (node.opcode == "BUILD" and call_of(node.target, *_NP_RECONSTRUCT)
+            and isinstance(state, tuple) and len(state) == 5 and _int_tuple(state[1])):
+        n = _elements(state[1])
+        data = state[4]
+        if call_of(data, "_codecs.encode") and isinstance(data.args, tuple):  # type: ignore[union-attr]
+            data = data.args[0]  # type: ignore[union-attr]  # protocol 2 bytes: latin-1 text
+        if isinstance(data, BigText):
+            data = data.raw
+        held = len(data) if isinstance(data, (bytes, BytesRef, list, str)) else 0
+        if n > held:
+            return (f"numpy array state of shape {state[1]} allocates {n} elements but holds "
+                    f"{held} (numpy allocates before it compares)")
+    return None
 
 
 def _storage_problem(pid: object) -> str | None:
@@ -766,11 +809,19 @@ class StreamPolicy:
                 self.add(Finding(verdict, reason, node.opcode, node.offset, node.qualname))
         elif isinstance(node, Call):
             self._call(node)
+            alloc = _alloc_problem(node)
+            if alloc is not None:
+                self.add(Finding(Verdict.ERROR, f"resource bound: {alloc}", node.opcode,
+                                 node.offset))
         elif isinstance(node, PersistentRef):
             self._persistent(node)
         elif isinstance(node, Effect):
             if node.opcode == "BUILD" and is_wrapper(node.target):
                 self.joblib_arrays.append(node.offset)
+            alloc = _alloc_problem(node)
+            if alloc is not None:
+                self.add(Finding(Verdict.ERROR, f"resource bound: {alloc}", node.opcode,
+                                 node.offset))
             problem = _effect_problem(node)
             if problem is not None:
                 imported = node.target if isinstance(node.target, GlobalRef) else None
