@@ -236,3 +236,36 @@ def test_deflated_storage_record_that_inflates_far_past_its_size(tmp_path: Path)
     (f,) = scan(out).files
     assert f.verdict is Verdict.ERROR
     assert any("allocates it whole" in str(s.error) for s in f.streams)
+
+
+def _frame_payload(canary: Path) -> bytes:
+    body = proto(2)[2:] + call(glob("os", "system"), text(command(canary))) + STOP
+    return b"\x95" + struct.pack("<Q", len(body) + 1000) + body
+
+
+# payload -> the loaders that run it (joblib.load reads with the pure-Python unpickler)
+POLYGLOTS = {
+    "plain": (os_system, {"pickle", "pickle-python", "numpy", "joblib"}),
+    "INST at the end": (lambda c: b"(" + string0(command(c)) + b"ios\nsystemX",
+                        {"pickle-python", "joblib"}),
+    "frame past the end": (_frame_payload, {"pickle-python", "joblib"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(POLYGLOTS))
+def test_payload_inside_a_valid_safetensors_file_is_not_safe(name: str, tmp_path: Path,
+                                                             canary: Path) -> None:
+    # Issue 27 item 3: a valid safetensors file is still opened by pickle loaders.
+    from pickle_kit import safetensors_polyglot
+
+    import tensorfile
+
+    build, runners = POLYGLOTS[name]
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(safetensors_polyglot(build(canary)))
+    assert set(tensorfile.load_file(path)) == {"w"}  # a valid safetensors file
+    (f,) = scan(path).files
+    assert f.verdict is Verdict.DANGEROUS, f
+    assert any(fi.global_name == "os.system" for s in f.streams for fi in s.findings)
+    for loader in ("pickle", "pickle-python", "joblib"):
+        assert runs_payload(loader, path, canary) is (loader in runners), loader
