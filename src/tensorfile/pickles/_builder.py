@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 import numpy as np
@@ -184,6 +184,20 @@ class Storage:
     dtype: DType | None
     big_endian: bool
 
+    @property
+    def swap_unit(self) -> int:
+        """Bytes per unit torch byte-swaps when it loads this storage (1: none).
+
+        ``torch.load`` swaps a big-endian storage by *its* dtype
+        (``storage.byteswap(dtype)``; a complex number's halves apart), and an
+        ``UntypedStorage`` by ``uint8``, which swaps nothing, whatever dtype its
+        tensors view it as.
+        """
+        if not self.big_endian or self.dtype is None:
+            return 1
+        size = self.dtype.itemsize
+        return size // 2 if self.dtype.name.startswith("C") else size
+
 
 @dataclass(frozen=True, slots=True, eq=False)
 class TensorView:
@@ -200,6 +214,10 @@ class TensorView:
     shape: tuple[int, ...]
     stride: tuple[int, ...]
     offset_in_pickle: int
+    #: torch's negative and conjugate bits (``_rebuild_tensor_v2``'s metadata):
+    #: the values torch.load returns are ``-x`` and ``conj(x)`` of the bytes.
+    negate: bool = False
+    conjugate: bool = False
 
     @property
     def numel(self) -> int:
@@ -223,7 +241,7 @@ class TensorView:
     def identity(self) -> tuple[Any, ...]:
         """Equal for two names that denote the same bytes (tied weights)."""
         return (id(self.storage.buf), self.byte_span()[0], self.dtype.name, self.shape,
-                self.stride)
+                self.stride, self.negate, self.conjugate)
 
     def byte_span(self) -> tuple[int, int]:
         """Absolute (start, stop) in the storage's buffer of every byte the view reads."""
@@ -245,25 +263,29 @@ class TensorView:
 
     @property
     def _unit(self) -> int:
-        """Bytes per byte-swapped unit (a complex number swaps its two halves apart)."""
+        """Bytes per component (a complex number is two)."""
         return self.dtype.itemsize // 2 if self.dtype.name.startswith("C") else self.dtype.itemsize
 
     def raw_span(self) -> tuple[int, int] | None:
         """(start, length) in the storage's buffer when the tensor's bytes are one
-        run there, as safetensors stores them (contiguous, little-endian); else None."""
-        if self.storage.big_endian and self._unit > 1 and self.numel:
+        run there, as safetensors stores them (contiguous, little-endian, no sign
+        bits to apply); else None."""
+        if self.numel and (self.storage.swap_unit > 1 or self.negate or self.conjugate):
             return None
         if not self.is_contiguous():
             return None
         return self.byte_span()[0], self.nbytes
 
     def data(self) -> memoryview:
-        """The tensor's bytes, contiguous and little-endian.
+        """The tensor's bytes, contiguous and little-endian, as torch.load returns them.
 
         A :meth:`raw_span` is a zero-copy window over the record; anything
         else is materialized (one tensor's worth of memory) with a numpy
         strided view on a carrier dtype of the element's width, so every dtype
-        (bf16, fp8, complex) is moved as raw bits.
+        (bf16, fp8, complex) is moved as raw bits. A big-endian storage is
+        swapped by the storage's unit (:attr:`Storage.swap_unit`), as torch
+        swaps it, before the view reads it; the negative and conjugate bits
+        are applied last (:func:`_apply_bits`).
         """
         if not self.numel:
             return memoryview(b"")
@@ -271,28 +293,56 @@ class TensorView:
         span = self.raw_span()
         if span is not None:
             return memoryview(st.buf)[span[0]:span[0] + span[1]]
+        buf: Any = st.buf
         start = self.byte_span()[0]
-        unit = self._unit
-        swap = st.big_endian and unit > 1
+        unit, swap = self._unit, st.swap_unit
+        if swap > 1 and swap != unit:
+            # The tensor views the storage with another width than torch swapped
+            # it by: swap the storage's units under the view first.
+            lo = st.start + (start - st.start) // swap * swap
+            hi = st.start + -(-(self.byte_span()[1] - st.start) // swap) * swap
+            swapped = np.frombuffer(buf, dtype=f"<u{swap}", count=(hi - lo) // swap, offset=lo)
+            buf, start = swapped.byteswap().view(np.uint8).data, start - lo
+            swap = 1
         size = self.dtype.itemsize
         shape, strides = self.shape, tuple(s * size for s in self.stride)
-        if unit != size:  # complex: swap each component separately
+        if unit != size:  # complex: each component separately
             shape, strides = (*shape, size // unit), (*strides, unit)
         carrier = np.dtype(f"<u{unit}")
         try:
             view: np.ndarray[Any, Any] = np.ndarray(
-                shape, dtype=carrier, buffer=st.buf, offset=start, strides=strides)  # type: ignore[call-overload]
+                shape, dtype=carrier, buffer=buf, offset=start, strides=strides)  # type: ignore[call-overload]
             out = np.array(view, order="C", copy=True)
         except (ValueError, TypeError) as exc:  # numpy's own bounds and dimension limits
             raise UnsupportedCheckpointError(
                 f"tensor at byte {self.offset_in_pickle}: cannot materialize the view: {exc}"
             ) from None
         del view
-        if swap:
+        if swap > 1:
             out.byteswap(inplace=True)
+        _apply_bits(out, self.dtype, negate=self.negate, conjugate=self.conjugate)
         return out.reshape(-1).view(np.uint8).data
 
 
+#: dtypes whose negative bit torch.load's values resolve (``neg`` is not
+#: implemented for bool, unsigned 16-64 bit ints and the 8-bit floats).
+NEGATABLE: Final = frozenset({"F16", "BF16", "F32", "F64", "C64", "I8", "I16", "I32", "I64",
+                              "U8"})
+
+
+def _apply_bits(out: np.ndarray[Any, Any], dtype: DType, *, negate: bool,
+                conjugate: bool) -> None:
+    """``-x`` and ``conj(x)`` on carrier words in place (floats: the sign bit)."""
+    if not (negate or conjugate):
+        return
+    if dtype.name.startswith(("F", "BF", "C")):
+        sign = out.dtype.type(1 << (out.dtype.itemsize * 8 - 1))
+        if negate:
+            out ^= sign
+        if conjugate:  # the imaginary halves (the last axis is (real, imaginary))
+            out[..., 1] ^= sign
+    elif negate:  # two's complement, wrapping like torch's integer neg
+        np.negative(out, out=out)
 def _latin1(text: object, at: int) -> bytes:
     """``_codecs.encode(text, 'latin1')``: how protocol-2 pickles spell bytes."""
     if isinstance(text, BigText):
@@ -509,7 +559,40 @@ class CheckpointBuilder:
                 f"{name} at byte {at}: an untyped storage needs an explicit dtype")
         else:
             dtype = storage.dtype
-        return check_view(storage, dtype, args[1], args[2], args[3], at)
+        view = check_view(storage, dtype, args[1], args[2], args[3], at)
+        meta_at = 7 if name.endswith("_v3") else 6
+        if name.endswith(("_v2", "_v3")) and len(args) > meta_at and args[meta_at]:
+            negate, conjugate = _tensor_bits(args[meta_at], dtype, at)
+            view = replace(view, negate=negate, conjugate=conjugate)
+        return view
+
+
+def _tensor_bits(metadata: object, dtype: DType, at: int) -> tuple[bool, bool]:
+    """(negative, conjugate) from a tensor's metadata dict, as torch 2.13 sets them.
+
+    ``torch._C._set_tensor_metadata`` sets a bit for each key present (other
+    keys are ignored); a value other than ``True`` (which torch.save never
+    writes) is refused rather than guessed, as are bits torch cannot resolve.
+    """
+    if not isinstance(metadata, dict):
+        raise MalformedCheckpointError(f"tensor at byte {at}: metadata is not a dict")
+    bits = []
+    for key in ("neg", "conj"):
+        if key in metadata and metadata[key] is not True:
+            raise UnsupportedCheckpointError(
+                f"tensor at byte {at}: metadata {key!r} is {metadata[key]!r} (torch.save "
+                "writes True; torch.load sets the bit for any value): refused")
+        bits.append(key in metadata)
+    negate, conjugate = bits
+    if conjugate and not dtype.name.startswith("C"):
+        raise UnsupportedCheckpointError(
+            f"tensor at byte {at}: the conjugate bit on a {dtype.name} tensor "
+            "(torch.load fails on it)")
+    if negate and dtype.name not in NEGATABLE:
+        raise UnsupportedCheckpointError(
+            f"tensor at byte {at}: the negative bit on a {dtype.name} tensor "
+            "(torch cannot resolve its values)")
+    return negate, conjugate
 
 
 def check_hashing(root: object) -> None:
