@@ -7,7 +7,6 @@ loaded. Every payload targets a canary path so a test can prove nothing ran.
 from __future__ import annotations
 
 import io
-import json
 import struct
 import tarfile
 import zipfile
@@ -188,38 +187,6 @@ def npy_object(pickle_bytes: bytes) -> bytes:
     header = b"{'descr': '|O', 'fortran_order': False, 'shape': (1,), }"
     header += b" " * (63 - (10 + len(header)) % 64) + b"\n"
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + pickle_bytes
-
-
-def safetensors_polyglot(payload: bytes) -> bytes:
-    """A valid safetensors file whose bytes, read as a pickle from byte 0, reach ``payload``.
-
-    The header length's low byte is ``B`` (BINBYTES), whose 4-byte length (the
-    length's next bytes, ``n >> 8``) ends inside a metadata string; from there
-    SHORT_BINBYTES hops (``C~`` plus 126 bytes) walk the string, and a last hop
-    steps over its end and the header's padding onto the tensor bytes, which
-    are ``payload`` (one ``U8`` tensor). Every pickle loader that reads the file
-    from byte 0 (``pickle.load``, ``numpy.load(allow_pickle=True)``, ``joblib.load``,
-    ``torch.load`` when the name does not end in ``.safetensors``) reaches it.
-    """
-    k = 40
-    while True:
-        n = 0x42 + 256 * k  # n >> 8 == k: BINBYTES' data ends at byte 5 + k
-        head = {"w": {"dtype": "U8", "shape": [len(payload)],
-                      "data_offsets": [0, len(payload)]}}
-        pre = json.dumps(head)[:-1] + ', "__metadata__": {"k": "'
-        land = 5 + k - 8  # the header's character where BINBYTES' data ends
-        if land <= len(pre) or k & 0xFF == 0x5A:  # b"BZ" is joblib's bz2 magic
-            k += 1
-            continue
-        body = "x" * (land - len(pre))
-        while n - len(pre) - len(body) - 2 > 0x7E:
-            body += "C~" + "x" * 0x7E
-        hop = n - len(pre) - len(body) - 2  # from after the last "C?" to the data
-        if not 3 <= hop <= 0x7E or hop < 0x20:
-            k += 1
-            continue
-        header = pre + body + "C" + chr(hop) + '"}}' + " " * (hop - 3)
-        return struct.pack("<Q", n) + header.encode() + payload
 
 
 # ---------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import sys
 import time
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from loader_kit import runs_payload
 from pickle_kit import STOP, call, command, glob, os_system, proto, string0, text
 
 from tensorfile.pickles import Verdict, scan
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "fuzz"))  # the loaders harness
 
 
 @pytest.fixture
@@ -256,7 +259,7 @@ POLYGLOTS = {
 def test_payload_inside_a_valid_safetensors_file_is_not_safe(name: str, tmp_path: Path,
                                                              canary: Path) -> None:
     # Issue 27 item 3: a valid safetensors file is still opened by pickle loaders.
-    from pickle_kit import safetensors_polyglot
+    from fuzz_loaders import safetensors_polyglot
 
     import tensorfile
 
@@ -269,3 +272,22 @@ def test_payload_inside_a_valid_safetensors_file_is_not_safe(name: str, tmp_path
     assert any(fi.global_name == "os.system" for s in f.streams for fi in s.findings)
     for loader in ("pickle", "pickle-python", "joblib"):
         assert runs_payload(loader, path, canary) is (loader in runners), loader
+
+
+def test_safetensors_whose_pickle_reading_imports_then_breaks_is_not_safe(tmp_path: Path) -> None:
+    # Found by fuzz/fuzz_loaders.py: every pickle loader imports
+    # collections.OrderedDict from this valid safetensors file before failing on
+    # a name that is not UTF-8; the scan called it safe (safetensors) because
+    # the pickle reading broke with no finding.
+    from fuzz_loaders import safetensors_polyglot
+    from torch_oracle import pickle_reads
+
+    import tensorfile
+
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(safetensors_polyglot(b"\x80\x02ccollections\nOrderedDict\n)Rc\xff\n\xff\n."))
+    assert set(tensorfile.load_file(path)) == {"w"}
+    assert "collections.OrderedDict" in pickle_reads(path).globals
+    (f,) = scan(path).files
+    assert f.verdict is not Verdict.SAFE, f
+    assert "collections.OrderedDict" in f.streams[0].globals
