@@ -366,4 +366,11 @@ def TestOneInput(data: bytes) -> None:
 
 if __name__ == "__main__":
     sys.setrecursionlimit(10_000)
+    # Import the loaders and build the joblib templates before the first input,
+    # whose per-input timeout would otherwise pay for it.
+    import joblib  # noqa: F401
+    import safetensors.torch  # noqa: F401
+    import torch  # noqa: F401
+
+    _joblib_streams()
     fuzzlib.main(TestOneInput, "loaders")

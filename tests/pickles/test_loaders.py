@@ -291,3 +291,17 @@ def test_safetensors_whose_pickle_reading_imports_then_breaks_is_not_safe(tmp_pa
     (f,) = scan(path).files
     assert f.verdict is not Verdict.SAFE, f
     assert "collections.OrderedDict" in f.streams[0].globals
+
+
+def test_memo_index_bomb_is_not_safe(tmp_path: Path) -> None:
+    # Issue 22: LONG_BINPUT 2**30 makes the C unpickler allocate a memo of 2**31
+    # pointers (16 GiB) from 9 bytes; the scan names its memo bound instead.
+    from loader_kit import run_loader
+
+    path = tmp_path / "memo.pkl"
+    path.write_bytes(proto(2) + b"Nr" + struct.pack("<I", 1 << 30) + STOP)
+    (f,) = scan(path).files
+    assert f.verdict is Verdict.ERROR
+    assert "memo" in str(f.streams[0].error)
+    out = run_loader("pickle", path, memory=1 << 30)
+    assert "MemoryError" in out.stderr
