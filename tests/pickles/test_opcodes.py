@@ -21,12 +21,12 @@ from hypothesis import strategies as st
 from pickle_kit import frame, proto
 
 from tensorfile.errors import MalformedPickleError, PickleError
+from tensorfile.pickles._materialize import materialize
 from tensorfile.pickles.machine import (
     Call,
     Effect,
     GlobalRef,
     PersistentRef,
-    materialize,
     run_stream,
 )
 from tensorfile.pickles.opcodes import (

@@ -4,7 +4,7 @@ The converter runs a checkpoint's object stream through the scanner's symbolic
 machine (:func:`~tensorfile.pickles.machine.run_stream`) with
 :class:`ConvertObserver`, the scanner's policy in strict mode, so the first
 import or call outside the allowlist stops the stream before anything is
-built. :func:`~tensorfile.pickles.machine.materialize` then turns the value
+built. :func:`~tensorfile.pickles._materialize.materialize` then turns the value
 graph into Python values through :class:`CheckpointBuilder`:
 
 * ``collections.OrderedDict()`` and its SETITEMS become an ``OrderedDict``
@@ -599,7 +599,7 @@ def check_hashing(root: object) -> None:
     """Refuse a stream whose dicts and sets would be slow to build, before building them.
 
     ``root`` is a checked stream's value graph (before
-    :func:`~tensorfile.pickles.machine.materialize`, which hashes every dict
+    :func:`~tensorfile.pickles._materialize.materialize`, which hashes every dict
     key and set item it builds); the bound is the scanner's own
     (:func:`~tensorfile.pickles.machine.hashing_problem`).
     """

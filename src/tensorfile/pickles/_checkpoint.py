@@ -53,10 +53,11 @@ from tensorfile.pickles._builder import (
     check_view,
 )
 from tensorfile.pickles._extract import KNOWN_KINDS, Flagged, GraphObserver, ObjectGraph
+from tensorfile.pickles._materialize import materialize
 from tensorfile.pickles._tar import tar_members
 from tensorfile.pickles._zip import zip_entries
 from tensorfile.pickles.containers import LEGACY_MAGIC, legacy_storage_records, scan_file, sniff
-from tensorfile.pickles.machine import Observer, StreamResult, materialize, run_stream
+from tensorfile.pickles.machine import Observer, StreamResult, run_stream
 from tensorfile.pickles.opcodes import OPCODE_BYTES, Buffer
 from tensorfile.pickles.policy import STORAGE_TYPES
 from tensorfile.pickles.report import FileReport, Verdict

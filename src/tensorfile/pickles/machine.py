@@ -63,7 +63,7 @@ import _compat_pickle
 from collections.abc import Callable, Iterable
 from typing import Final, NamedTuple, Protocol
 
-from tensorfile.errors import MalformedPickleError, PickleError, ScanError, ScanLimitError
+from tensorfile.errors import MalformedPickleError, ScanError, ScanLimitError
 from tensorfile.pickles.opcodes import Buffer, Op, OpcodeReader
 
 #: torch.load's own module renames (``torch.serialization.load_module_mapping``).
@@ -333,6 +333,8 @@ class _Machine:
     def call(self, func: object, args: object, kwargs: object, op: Op) -> Call:
         node = Call(func, args, kwargs, op.name, op.offset)
         self.emit(node)
+        if isinstance(args, tuple) and len(args) == 1 and isinstance(args[0], list):
+            self.keyed.append(node)  # OrderedDict([[key, value], ...]) hashes its keys
         return node
 
     # -- container operations ----------------------------------------------------
@@ -644,58 +646,12 @@ def run_stream(
         error = reader.ambiguity
     if error is None or type(error) is MalformedPickleError:
         # What the real unpickler hashed up to where it stopped (the machine never hashes).
-        problem = hashing_problem([machine.root, *machine.keyed])
+        problem = hashing_problem(machine.keyed, walk=False)
         if problem is not None:
             error = ScanLimitError(f"hashing bound: {problem}")
     return StreamResult(start, reader.pos,
                         machine.root if error is None or error is reader.ambiguity else None,
                         machine.proto, count, error)
-
-
-class Builder(Protocol):
-    """Turns the nodes of a policy-checked value graph into real objects (see :func:`materialize`)."""
-
-    def on_global(self, ref: GlobalRef) -> object:
-        """The object a GLOBAL stands for (e.g. a marker for ``OrderedDict``)."""
-
-    def on_call(self, call: Call, func: object, args: tuple[object, ...], kwargs: object) -> object:
-        """The object a call returns, given its already built function and arguments."""
-
-    def on_persistent(self, ref: PersistentRef, pid: object) -> object:
-        """The object a persistent id stands for (torch: a storage description)."""
-
-    def on_effect(self, effect: Effect, target: object, payload: tuple[object, ...]) -> None:
-        """Apply SETITEMS / APPENDS / BUILD to an object ``on_call`` returned."""
-
-
-def materialize(root: object, builder: Builder) -> object:
-    """Build real Python values from a stream's value graph, iteratively.
-
-    Literals are returned as they are (``BytesRef`` and ``Opaque`` included:
-    the builder's calls decide what to accept). ``PDict`` becomes ``dict``
-    (later keys win, as in ``pickle``), ``PSet`` ``set``/``frozenset``. Each node
-    is built once however often it is referenced. A cycle (say, a list that
-    contains itself: ``pickle`` can build one, no checkpoint holds one) raises
-    :class:`PickleError`.
-    """
-    built: dict[int, object] = {}
-    in_progress: set[int] = set()
-    work: list[tuple[object, bool]] = [(root, False)]
-    while work:
-        value, expanded = work.pop()
-        key = id(value)
-        if key in built or is_leaf(value):
-            continue
-        if not expanded:
-            if key in in_progress:
-                raise PickleError("the value graph has a cycle materialize cannot build")
-            in_progress.add(key)
-            work.append((value, True))
-            work.extend((child, False) for child in children(value))
-            continue
-        built[key] = _build_one(value, built, builder)
-        in_progress.discard(key)
-    return _get(root, built)
 
 
 def is_leaf(value: object) -> bool:
@@ -719,40 +675,6 @@ def children(value: object) -> Iterable[object]:
         return [value.pid]
     return []
 
-
-def _get(value: object, built: dict[int, object]) -> object:
-    return value if is_leaf(value) else built[id(value)]
-
-
-def _build_one(value: object, built: dict[int, object], builder: Builder) -> object:
-    if isinstance(value, list):
-        return [_get(x, built) for x in value]
-    if isinstance(value, tuple):
-        return tuple(_get(x, built) for x in value)
-    if isinstance(value, PDict):
-        try:
-            return {_get(k, built): _get(v, built) for k, v in value.items}
-        except TypeError as exc:
-            raise PickleError(f"unhashable dict key: {exc}") from None
-    if isinstance(value, PSet):
-        try:
-            items = [_get(x, built) for x in value.items]
-            return frozenset(items) if value.frozen else set(items)
-        except TypeError as exc:
-            raise PickleError(f"unhashable set item: {exc}") from None
-    if isinstance(value, GlobalRef):
-        return builder.on_global(value)
-    if isinstance(value, PersistentRef):
-        return builder.on_persistent(value, _get(value.pid, built))
-    if isinstance(value, Call):
-        args = _get(value.args, built)
-        if not isinstance(args, tuple):
-            raise PickleError(f"{value.opcode} at byte {value.offset}: arguments are not a tuple")
-        obj = builder.on_call(value, _get(value.func, built), args, _get(value.kwargs, built))
-        for eff in value.effects:
-            builder.on_effect(eff, obj, tuple(_get(x, built) for x in eff.payload))
-        return obj
-    raise PickleError(f"cannot build {type(value).__name__}")
 
 
 #: Items hashed while building one stream's dicts and sets, the items of tuple
@@ -817,8 +739,11 @@ def _collisions(keys: list[object], where: str) -> str | None:
     return None
 
 
-def hashing_problem(roots: Iterable[object]) -> str | None:
+def hashing_problem(roots: Iterable[object], *, walk: bool = True) -> str | None:
     """Why building the dicts and sets under ``roots`` would be slow (None: it would not).
+
+    ``walk=False`` checks ``roots`` themselves only (the machine lists every
+    container whose keys get hashed as it fills it), not what lies under them.
 
     ``pickle.load`` and ``torch.load`` hash every dict key and set item they
     build (the machine never does). The total items hashed, tuple keys counted
@@ -848,5 +773,6 @@ def hashing_problem(roots: Iterable[object]) -> str | None:
                 problem = _collisions(keys, where)
                 if problem is not None:
                     return problem
-        work.extend(children(node))
+        if walk:
+            work.extend(children(node))
     return None
