@@ -284,10 +284,42 @@ class RecordingPyUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc
         return _Inert.__new__(_stand_in("persistent", "id"))
 
 
+#: Seconds a pure-Python loader may run (see :func:`_time_cap`).
+ORACLE_SECONDS = 2.0
+
+
+@contextlib.contextmanager
+def _time_cap(seconds: float) -> Iterator[None]:
+    """Interrupt a loader that runs past ``seconds`` (``TimeoutError``, recorded).
+
+    joblib's zlib and gzip readers never finish on bytes after the stream (they
+    feed them back to the finished decompressor, growing memory until it runs
+    out): joblib's behaviour, not a scanner finding (the scan calls such a file
+    an error), so the oracle stops it. Main thread only (signals).
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise TimeoutError(f"loader ran past {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
 def _read_with(reading: Reading, load: Any) -> Reading:
     _State.current = reading
     try:
-        with warnings.catch_warnings(), _memory_cap():
+        with warnings.catch_warnings(), _memory_cap(), _time_cap(ORACLE_SECONDS):
             warnings.simplefilter("ignore")
             load()
     except BaseException as exc:  # recorded, never raised (as torch_reads)
