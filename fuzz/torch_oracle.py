@@ -290,12 +290,14 @@ ORACLE_SECONDS = 2.0
 
 @contextlib.contextmanager
 def _time_cap(seconds: float) -> Iterator[None]:
-    """Interrupt a loader that runs past ``seconds`` (``TimeoutError``, recorded).
+    """Interrupt a loader that spends ``seconds`` of CPU (``TimeoutError``, recorded).
 
     joblib's zlib and gzip readers never finish on bytes after the stream (they
     feed them back to the finished decompressor, growing memory until it runs
     out): joblib's behaviour, not a scanner finding (the scan calls such a file
-    an error), so the oracle stops it. Main thread only (signals).
+    an error), so the oracle stops it. CPU time (``ITIMER_VIRTUAL``), not
+    ``SIGALRM``: libFuzzer's own timeout and time budget run on ``SIGALRM``.
+    Main thread only (signals).
     """
     import signal
     import threading
@@ -305,15 +307,15 @@ def _time_cap(seconds: float) -> Iterator[None]:
         return
 
     def stop(signum: int, frame: Any) -> None:
-        raise TimeoutError(f"loader ran past {seconds} s")
+        raise TimeoutError(f"loader ran past {seconds} s of CPU")
 
-    old = signal.signal(signal.SIGALRM, stop)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    old = signal.signal(signal.SIGVTALRM, stop)
+    signal.setitimer(signal.ITIMER_VIRTUAL, seconds)
     try:
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
+        signal.setitimer(signal.ITIMER_VIRTUAL, 0)
+        signal.signal(signal.SIGVTALRM, old)
 
 
 def _read_with(reading: Reading, load: Any) -> Reading:
