@@ -40,7 +40,24 @@ BENIGN: dict[str, Callable[[], object]] = {
                                       "be": np.arange(5, dtype=">i4"), "n": [1, "x", None],
                                       "s": np.float64(3.5)},
     "big array": lambda: np.arange(200_000, dtype=np.int64),
+    # joblib pickles an object array as a nested pickle after the wrapper, with
+    # a memo of its own; read on by pickle.load with the outer memo, its first
+    # memo reference here is the wrapper: "STACK_GLOBAL requires str", it stops.
+    "object array": lambda: np.array([np.arange(2), "t", None], dtype=object),
 }
+
+
+def test_object_arrays_in_a_container_are_not_safe_for_pickle_load(tmp_path: Path) -> None:
+    # The nested pickle's memo references land on the outer stream's strings:
+    # pickle.load tries to import a module named NumpyArrayWrapper. No such
+    # module exists in practice, but the scanner cannot know that: unknown.
+    path = tmp_path / "model.joblib"
+    joblib.dump({"c": np.array(["a", None], dtype=object)}, path)
+    (f,) = scan(path).files
+    assert f.verdict is not Verdict.SAFE
+    assert any("NumpyArrayWrapper." in g for s in f.streams for g in s.globals)
+    joblib_reading = [s for s in f.streams if "as joblib.load reads it" in s.location]
+    assert joblib_reading and joblib_reading[0].verdict is Verdict.SAFE
 
 
 @pytest.mark.parametrize("compress", COMPRESSIONS)

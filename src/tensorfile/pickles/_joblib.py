@@ -27,11 +27,11 @@ import zlib
 from typing import Final, Protocol
 
 from tensorfile.errors import MalformedPickleError, ScanLimitError, UnsupportedContainerError
-from tensorfile.pickles.machine import Call, GlobalRef, PDict, StreamResult
+from tensorfile.pickles.machine import JOBLIB_WRAPPER, Call, GlobalRef, PDict, StreamResult
 from tensorfile.pickles.opcodes import Buffer, OpcodeReader
 
 #: The class joblib writes in place of every numpy array.
-WRAPPER: Final = "joblib.numpy_pickle.NumpyArrayWrapper"
+WRAPPER: Final = JOBLIB_WRAPPER
 #: The wrapper's attributes (``numpy_array_alignment_bytes`` since joblib 1.2).
 WRAPPER_FIELDS: Final = frozenset({"subclass", "shape", "order", "dtype", "allow_mmap",
                                    "numpy_array_alignment_bytes"})

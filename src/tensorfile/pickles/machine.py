@@ -71,6 +71,9 @@ _TORCH_MODULE_MAPPING = {"torch.tensor": "torch._tensor"}
 #: The name STACK_GLOBAL is given when an operand is not text (the policy
 #: treats a name holding it as unknown).
 COMPUTED_NAME: Final = "<computed>"
+#: The class joblib writes in place of every numpy array (``NEWOBJ``, no
+#: arguments). Its instances are never ``str``, which the next rule needs.
+JOBLIB_WRAPPER: Final = "joblib.numpy_pickle.NumpyArrayWrapper"
 
 
 class GlobalRef:
@@ -482,6 +485,13 @@ class _Machine:
     def op_STACK_GLOBAL(self, op: Op) -> None:
         name = self.pop(op)
         module = self.pop(op)
+        if any(_joblib_wrapper(x) for x in (module, name)):
+            # Both unpicklers require exact str operands ("STACK_GLOBAL requires
+            # str") and stop. pickle.load meets this reading a joblib object
+            # array: the nested pickle after the wrapper names its globals
+            # through a memo of its own, which the outer stream's memo is not.
+            raise MalformedPickleError("STACK_GLOBAL requires str (an operand is a joblib "
+                                       "array wrapper)", op.offset)
         # Only literal text (possibly via the memo) names a fixed import; text
         # from the Python 2 STRING opcodes or any computed value does not.
         literal = type(name) is str and type(module) is str
@@ -583,6 +593,13 @@ _EMPTY = object()  # an unfilled memo slot
 _DISPATCH: dict[str, Callable[[_Machine, Op], None]] = {
     name[3:]: getattr(_Machine, name) for name in dir(_Machine) if name.startswith("op_")
 }
+
+
+def _joblib_wrapper(value: object) -> bool:
+    """A ``NumpyArrayWrapper`` instance (NEWOBJ of the literal class): never a str."""
+    return (isinstance(value, Call) and value.opcode == "NEWOBJ"
+            and isinstance(value.func, GlobalRef) and value.func.literal
+            and value.func.qualname == JOBLIB_WRAPPER)
 
 
 def _name_of(value: object) -> str:
