@@ -285,7 +285,7 @@ class RecordingPyUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc
 
 
 #: Seconds a pure-Python loader may run (see :func:`_time_cap`).
-ORACLE_SECONDS = 2.0
+ORACLE_SECONDS = 1.0
 
 
 @contextlib.contextmanager
@@ -295,8 +295,9 @@ def _time_cap(seconds: float) -> Iterator[None]:
     joblib's zlib and gzip readers never finish on bytes after the stream (they
     feed them back to the finished decompressor, growing memory until it runs
     out): joblib's behaviour, not a scanner finding (the scan calls such a file
-    an error), so the oracle stops it. CPU time (``ITIMER_VIRTUAL``), not
-    ``SIGALRM``: libFuzzer's own timeout and time budget run on ``SIGALRM``.
+    an error), so the oracle stops it. CPU time, user and system
+    (``ITIMER_PROF``: the spin is mostly page faults), not ``SIGALRM``: libFuzzer's
+    own timeout and time budget run on ``SIGALRM``.
     Main thread only (signals).
     """
     import signal
@@ -309,13 +310,13 @@ def _time_cap(seconds: float) -> Iterator[None]:
     def stop(signum: int, frame: Any) -> None:
         raise TimeoutError(f"loader ran past {seconds} s of CPU")
 
-    old = signal.signal(signal.SIGVTALRM, stop)
-    signal.setitimer(signal.ITIMER_VIRTUAL, seconds)
+    old = signal.signal(signal.SIGPROF, stop)
+    signal.setitimer(signal.ITIMER_PROF, seconds)
     try:
         yield
     finally:
-        signal.setitimer(signal.ITIMER_VIRTUAL, 0)
-        signal.signal(signal.SIGVTALRM, old)
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, old)
 
 
 def _read_with(reading: Reading, load: Any) -> Reading:
