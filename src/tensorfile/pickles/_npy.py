@@ -26,6 +26,9 @@ MAX_NPY_HEADER: Final = 10_000
 _MAX_DEPTH: Final = 32
 _VERSIONS: Final = {(1, 0): ("<H", "latin1"), (2, 0): ("<I", "latin1"), (3, 0): ("<I", "utf8")}
 _KEYS: Final = frozenset({"descr", "fortran_order", "shape"})
+#: ASCII digits only: ``str.isdigit`` also accepts "²" and "٣", which ``int`` refuses
+#: (and ``literal_eval`` too).
+_DIGITS: Final = frozenset("0123456789")
 
 
 class NpyHeader(NamedTuple):
@@ -134,7 +137,7 @@ class _Parser:
             return self.seq("]", depth)
         if c in "'\"":
             return self.string(c)
-        if c.isdigit() or c in "+-":
+        if c in _DIGITS or c in "+-":
             return self.int_()
         for word, val in (("True", True), ("False", False), ("None", None)):
             if self.s.startswith(word, self.i):
@@ -206,7 +209,7 @@ class _Parser:
         if s[i] in "+-":
             i += 1
         j = i
-        while j < len(s) and s[j].isdigit():
+        while j < len(s) and s[j] in _DIGITS:
             j += 1
         digits = s[i:j]
         if not digits or (len(digits) > 1 and digits[0] == "0") or len(digits) > 40:
