@@ -164,6 +164,7 @@ def _npy(header: str, version: tuple[int, int] = (1, 0), data: bytes = b"") -> b
     ("{'descr': '<f8', 'fortran_order': False, 'shape': (1152921504606846976,), }\n",
      bytes(8), Verdict.ERROR),
     ("{'descr': '<f8', 'fortran_order': False, 'shape': (0x2,), }\n", bytes(16), Verdict.ERROR),
+    ("{(1, [2]): 3}\n", b"", Verdict.ERROR),  # an unhashable key raised TypeError
     # fuzz_loaders: str.isdigit() takes a latin-1 superscript one, int() raised ValueError
     ("{'descr': '<f8', 'fortran_order': False, 'shape': (\u00b9,), }\n", bytes(8), Verdict.ERROR),
 ])

@@ -163,8 +163,10 @@ class _Parser:
                     raise self.fail("':' expected")
                 self.i += 1
                 item = (item, self.value(depth + 1))
-                if isinstance(item[0], (dict, list)):
-                    raise self.fail("unhashable dict key")
+                try:  # a tuple key may hold a list: literal_eval refuses it too
+                    hash(item[0])
+                except TypeError:
+                    raise self.fail("unhashable dict key") from None
             out.append(item)
             self.ws()
             if self.s.startswith(",", self.i):
