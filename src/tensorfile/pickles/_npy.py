@@ -70,6 +70,8 @@ def read_npy_header(buf: Buffer, start: int, end: int) -> NpyHeader:
         raise UnsupportedContainerError("npy header is not text in its encoding") from None
     if len(text) > MAX_NPY_HEADER:
         raise ScanLimitError(_too_long(len(text)))
+    if "\0" in text:  # literal_eval refuses source with NUL bytes
+        raise UnsupportedContainerError("npy header holds a NUL character")
     value = _Parser(text, py2_longs=version <= (2, 0)).parse()
     if not isinstance(value, dict) or set(value) != _KEYS:
         raise UnsupportedContainerError("npy header is not a dict of descr, fortran_order, shape")
