@@ -348,9 +348,11 @@ def pickle_reads(path: str | os.PathLike[str], *, pure_python: bool = False) -> 
 
 #: Classes joblib's reader needs for real to read array bytes after a wrapper
 #: (plain classes: building them runs no code of the file's choosing).
+#: ``_reconstruct`` stays inert: ``ndarray.__setstate__`` on a mutated state can
+#: crash the process (a fuzz run died on one), so the reading of an object
+#: array's nested pickle stops after it.
 _JOBLIB_REAL = frozenset({"joblib.numpy_pickle.NumpyArrayWrapper", "numpy.dtype",
-                          "numpy.ndarray", "numpy.memmap", "numpy.core.multiarray._reconstruct",
-                          "numpy._core.multiarray._reconstruct"})
+                          "numpy.ndarray", "numpy.memmap"})
 
 
 def joblib_reads(path: str | os.PathLike[str]) -> Reading:
