@@ -15,8 +15,12 @@ Storage classes and dtypes are the one exception: the legacy tar format calls
 ``storage_type._dtype`` on the class its header names, so a ``torch.*Storage``
 (a plain class) is handed out for real. Nothing else the file names is imported.
 
-Used by ``fuzz/fuzz_torchdiff.py`` and the container regression tests; never by
-the library (which must not call ``torch.load`` on untrusted input).
+:func:`pickle_reads` (the C and the pure-Python unpickler), :func:`numpy_reads`
+and :func:`joblib_reads` do the same for the other loaders of a model folder.
+
+Used by ``fuzz/fuzz_torchdiff.py``, ``fuzz/fuzz_loaders.py`` and the container
+regression tests; never by the library (which must not call ``torch.load`` on
+untrusted input).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import contextlib
 import hashlib
 import io
 import os
+import pickle
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -265,6 +270,118 @@ def numpy_reads(path: str | os.PathLike[str]) -> Reading:
     return reading
 
 
+class RecordingPyUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
+    """The pure-Python unpickler (``pickle._Unpickler``, joblib's), with nothing importable.
+
+    It reads on where the C one stops (a FRAME past the end of the data, a
+    last text line without its newline), which is why it is an oracle of its own.
+    """
+
+    find_class = RecordingUnpickler.find_class
+
+    def persistent_load(self, pid: Any) -> Any:
+        _rec().pids += 1
+        return _Inert.__new__(_stand_in("persistent", "id"))
+
+
+#: Seconds a pure-Python loader may run (see :func:`_time_cap`).
+ORACLE_SECONDS = 1.0
+
+
+@contextlib.contextmanager
+def _time_cap(seconds: float) -> Iterator[None]:
+    """Interrupt a loader that spends ``seconds`` of CPU (``TimeoutError``, recorded).
+
+    joblib's zlib and gzip readers never finish on bytes after the stream (they
+    feed them back to the finished decompressor, growing memory until it runs
+    out): joblib's behaviour, not a scanner finding (the scan calls such a file
+    an error), so the oracle stops it. CPU time, user and system
+    (``ITIMER_PROF``: the spin is mostly page faults), not ``SIGALRM``: libFuzzer's
+    own timeout and time budget run on ``SIGALRM``.
+    Main thread only (signals).
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise TimeoutError(f"loader ran past {seconds} s of CPU")
+
+    old = signal.signal(signal.SIGPROF, stop)
+    signal.setitimer(signal.ITIMER_PROF, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, old)
+
+
+def _read_with(reading: Reading, load: Any) -> Reading:
+    _State.current = reading
+    try:
+        with warnings.catch_warnings(), _memory_cap(), _time_cap(ORACLE_SECONDS):
+            warnings.simplefilter("ignore")
+            load()
+    except BaseException as exc:  # recorded, never raised (as torch_reads)
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        reading.error = f"{type(exc).__name__}: {str(exc)[:200]}"
+    finally:
+        _State.current = None
+    return reading
+
+
+def pickle_reads(path: str | os.PathLike[str], *, pure_python: bool = False) -> Reading:
+    """``pickle.load(open(path, 'rb'))`` with the C unpickler, or ``pickle._Unpickler``
+    (``pure_python``), recording every global and running nothing."""
+    reading = Reading()
+    cls = RecordingPyUnpickler if pure_python else RecordingUnpickler
+
+    def load() -> None:
+        with open(path, "rb") as f:
+            cls(f).load()
+    return _read_with(reading, load)
+
+
+#: Classes joblib's reader needs for real to read array bytes after a wrapper
+#: (plain classes: building them runs no code of the file's choosing).
+#: ``_reconstruct`` stays inert: ``ndarray.__setstate__`` on a mutated state can
+#: crash the process (a fuzz run died on one), so the reading of an object
+#: array's nested pickle stops after it.
+_JOBLIB_REAL = frozenset({"joblib.numpy_pickle.NumpyArrayWrapper", "numpy.dtype",
+                          "numpy.ndarray", "numpy.memmap"})
+
+
+def joblib_reads(path: str | os.PathLike[str]) -> Reading:
+    """``joblib.load(path)``: its own decompression and ``NumpyUnpickler`` (the
+    pure-Python unpickler that reads array bytes after each wrapper), with every
+    other global recorded and inert."""
+    import joblib
+    import joblib.numpy_pickle as jnp
+
+    def find_class(self: Any, module: str, name: str) -> Any:
+        qual = f"{module}.{name}"
+        if qual in _JOBLIB_REAL:
+            _rec().globals.append(qual)
+            return pickle._Unpickler.find_class(self, module, name)  # type: ignore[attr-defined]
+        return RecordingUnpickler.find_class(self, module, name)
+
+    class Nested(RecordingPyUnpickler):  # object arrays: a fresh pure-Python unpickler
+        pass
+
+    Nested.find_class = find_class  # type: ignore[method-assign]
+    saved = jnp.NumpyUnpickler.find_class, jnp.Unpickler
+    jnp.NumpyUnpickler.find_class = find_class  # type: ignore[method-assign]
+    jnp.Unpickler = Nested  # type: ignore[misc]
+    try:
+        return _read_with(Reading(), lambda: joblib.load(path))
+    finally:
+        jnp.NumpyUnpickler.find_class, jnp.Unpickler = saved  # type: ignore[method-assign,misc]
+
+
 def torch_reads_bytes(data: bytes, folder: str | os.PathLike[str]) -> Reading:
     """:func:`torch_reads` on ``data`` written to a file in ``folder`` (torch tries
     tar only on a real file, so the bytes must be a file, not a BytesIO)."""
@@ -274,4 +391,5 @@ def torch_reads_bytes(data: bytes, folder: str | os.PathLike[str]) -> Reading:
     return torch_reads(path)
 
 
-__all__ = ["Reading", "RecordingPickleModule", "numpy_reads", "torch_reads", "torch_reads_bytes"]
+__all__ = ["Reading", "RecordingPickleModule", "joblib_reads", "numpy_reads", "pickle_reads",
+           "torch_reads", "torch_reads_bytes"]

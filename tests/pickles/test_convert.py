@@ -52,7 +52,8 @@ def _bits(t: Any) -> Any:
     strides on size-1 dimensions, which .view() refuses)."""
     if t.numel() == 0:
         return torch.empty(0, dtype=torch.uint8)
-    flat = t.detach().contiguous()
+    # The values torch.load returns: its negative and conjugate bits resolved.
+    flat = t.detach().resolve_neg().resolve_conj().contiguous()
     return flat.as_strided((t.numel(),), (1,)).view(torch.uint8)
 
 
@@ -296,6 +297,136 @@ def test_big_endian_byteorder_is_converted(tmp_path: Path) -> None:
         assert torch.equal(_bits(loaded[name]), _bits(t))
     out = tmp_path / "big.safetensors"
     assert_matches_oracle(big, out, convert(big, out))
+
+
+def test_negative_and_conjugate_views_are_resolved(tmp_path: Path) -> None:
+    """Issue 27: torch.save keeps a view's neg and conj bits as metadata; the
+    values torch.load returns are -x and conj(x), not the stored bytes."""
+    x = torch.tensor([1 + 2j, -3.5 - 0.25j, 0j, float("inf") - 1j], dtype=torch.complex64)
+    i = torch.tensor([1, -2, 127, -128], dtype=torch.int8)
+    sd = {"x": x, "conj": x.conj(), "neg": torch._neg_view(x),
+          "both": torch._neg_view(x.conj()), "i": i, "neg_i": torch._neg_view(i),
+          "neg_f": torch._neg_view(torch.tensor([0.0, -0.0, 1.5, float("-inf")]))}
+    # a float view of a complex storage: saved alone (torch refuses two dtypes per storage)
+    imag = {"neg_imag": x.clone().conj().imag}
+    assert imag["neg_imag"].is_neg() and sd["conj"].is_conj()
+    for name, saved in (("views", sd), ("imag", imag)):
+        src = tmp_path / f"{name}.pt"
+        torch.save(saved, src)
+        assert b"neg" in src.read_bytes() or b"conj" in src.read_bytes()
+        out = tmp_path / f"{name}.safetensors"
+        report = convert(src, out)
+        assert not report.aliases  # same bytes, other values: never tied to "x"
+        assert_matches_oracle(src, out, report)
+
+
+def _v3_tensor(pid: bytes, dtype: str, size: tuple[int, ...], metadata: bytes = b"") -> bytes:
+    """``_rebuild_tensor_v3(storage, 0, size, stride, False, hooks, torch.<dtype>[, metadata])``."""
+    hooks = kit.glob("collections", "OrderedDict") + kit.EMPTY_TUPLE + kit.REDUCE
+    stride = tuple(int(np.prod(size[i + 1:])) for i in range(len(size)))
+    return kit.glob("torch._utils", "_rebuild_tensor_v3") + kit.tup(
+        [pid, kit.integer(0), kit.ints(size), kit.ints(stride), kit.NEWFALSE, hooks,
+         kit.glob("torch", dtype), *([metadata] if metadata else [])]) + kit.REDUCE
+
+
+def _metadata(**bits: bytes) -> bytes:
+    return kit.EMPTY_DICT + kit.MARK + b"".join(
+        kit.text(k) + v for k, v in bits.items()) + kit.SETITEMS
+
+
+TRUE, NONE = b"\x88", b"N"
+
+
+@pytest.mark.parametrize(("stype", "dtype", "metadata", "refused"), [
+    ("FloatStorage", "float32", _metadata(conj=TRUE), "conjugate bit on a F32"),
+    ("FloatStorage", "float32", _metadata(neg=kit.NEWFALSE), "'neg' is False"),
+    ("FloatStorage", "float32", _metadata(neg=NONE), "'neg' is None"),
+    ("BoolStorage", "bool", _metadata(neg=TRUE), "negative bit on a BOOL"),
+    ("FloatStorage", "float32", _metadata(other=TRUE), None),  # torch ignores other keys
+    ("IntStorage", "int32", _metadata(neg=TRUE), None),
+    ("ByteStorage", "uint8", _metadata(neg=TRUE), None),  # wraps: 256 - x
+], ids=["conj-float", "neg-false", "neg-none", "neg-bool", "other-key", "neg-int", "neg-uint8"])
+def test_crafted_tensor_metadata_is_applied_or_refused(tmp_path: Path, stype: str, dtype: str,
+                                                       metadata: bytes,
+                                                       refused: str | None) -> None:
+    from tensorfile.errors import UnsupportedCheckpointError
+
+    size = 4 * torch.empty(0, dtype=getattr(torch, dtype)).element_size()
+    body = kit.dict_of([("w", _v3_tensor(kit.storage("0", stype, numel=4), dtype, (4,),
+                                         metadata))])
+    src = tmp_path / "meta.pt"
+    src.write_bytes(kit.Checkpoint(kit.stream(body), {"0": bytes(range(1, size + 1))}).zip_bytes())
+    out = tmp_path / "meta.safetensors"
+    if refused is None:
+        assert_matches_oracle(src, out, convert(src, out))
+        return
+    with pytest.raises(UnsupportedCheckpointError, match=refused):
+        convert(src, out)
+    assert not out.exists()
+
+
+def _big_endian(src: Path, dst: Path, name: str = "byteorder", order: bytes = b"big",
+                width: int = 4) -> None:
+    """``src`` with its byteorder record named ``name`` saying ``order``, records swapped by ``width``."""
+    def edit(entry: str, data: bytes) -> bytes:
+        if "/data/" in entry and width > 1:
+            return np.frombuffer(data, dtype=f"<u{width}").byteswap().tobytes()
+        return data
+
+    import zipfile
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as zout:
+        for info in zin.infolist():
+            if info.filename.endswith("/byteorder"):
+                zout.writestr(info.filename.rsplit("/", 1)[0] + "/" + name, order)
+            else:
+                zout.writestr(info.filename, edit(info.filename, zin.read(info.filename)))
+
+
+def test_byteorder_record_is_found_ignoring_case(tmp_path: Path) -> None:
+    # torch's miniz looks records up ignoring case: ARCHIVE/BYTEORDER is the record.
+    src = tmp_path / "little.pt"
+    torch.save({"w": _sample(torch.float32, (2, 3))}, src)
+    big = tmp_path / "big.pt"
+    _big_endian(src, big, name="BYTEORDER")
+    out = tmp_path / "big.safetensors"
+    assert_matches_oracle(big, out, convert(big, out))
+    assert torch.equal(st_torch.load_file(out)["w"], torch.load(src, weights_only=True)["w"])
+
+
+@pytest.mark.parametrize("order", [b"big\n", b" big", b"BIG", b"little\x00"])
+def test_byteorder_values_torch_refuses_are_refused(tmp_path: Path, order: bytes) -> None:
+    from tensorfile.errors import MalformedCheckpointError
+
+    src = tmp_path / "little.pt"
+    torch.save({"w": torch.ones(2)}, src)
+    bad = tmp_path / "bad.pt"
+    _big_endian(src, bad, order=order, width=1)
+    with pytest.raises(ValueError, match="Unknown endianness"):
+        torch.load(bad, weights_only=True)
+    with pytest.raises(MalformedCheckpointError, match="byteorder"):
+        convert(bad, tmp_path / "bad.safetensors")
+
+
+def test_big_endian_storages_swap_by_the_storage_dtype(tmp_path: Path) -> None:
+    """torch.load swaps a big-endian storage by its own dtype: an UntypedStorage
+    (what torch.save writes for uint16, float8...) not at all, and a typed
+    storage viewed as another dtype by the storage's width."""
+    src = tmp_path / "untyped.pt"
+    torch.save({"u": _sample(torch.uint16, (5,)), "h": _sample(torch.float8_e4m3fn, (3,))}, src)
+    assert b"UntypedStorage" in src.read_bytes()
+    big = tmp_path / "untyped-big.pt"
+    _big_endian(src, big, width=1)  # torch swaps nothing: the records stay as they are
+    out = tmp_path / "untyped.safetensors"
+    assert_matches_oracle(big, out, convert(big, out))
+
+    body = kit.dict_of([("w", _v3_tensor(kit.storage("0", "FloatStorage", numel=4), "int16",
+                                         (2, 4)))])
+    typed = tmp_path / "typed.pt"
+    typed.write_bytes(kit.Checkpoint(kit.stream(body), {"0": bytes(range(16))},
+                                     byteorder="big").zip_bytes())
+    out = tmp_path / "typed.safetensors"
+    assert_matches_oracle(typed, out, convert(typed, out))
 
 
 def test_hand_built_legacy_storage_views(tmp_path: Path) -> None:

@@ -48,7 +48,7 @@ def _memo_fanout(depth: int) -> bytes:
     ("deep tuples", proto(2) + b"(" * 30_000 + b"t" * 30_000 + b".", Verdict.SAFE),
     ("item flood", proto(2) + b"](" + b"N" * 100_000 + b"e.", Verdict.SAFE),
     ("memo fan-out as dict key", _memo_fanout(200) + b"}" + b"j" + struct.pack("<I", 200)
-     + b"Nsj" + struct.pack("<I", 200) + b"\x86.", Verdict.SAFE),
+     + b"Nsj" + struct.pack("<I", 200) + b"\x86.", Verdict.ERROR),  # hashing bound
     ("memo fan-out as numpy state", _memo_fanout(200) + b"0cnumpy\ndtype\n(X\x02\x00\x00\x00f8"
      b"\x89\x88tRj" + struct.pack("<I", 200) + b"b.", Verdict.UNKNOWN),
     ("memo fan-out as call args", _memo_fanout(200) + b"0ccollections\nOrderedDict\nj"

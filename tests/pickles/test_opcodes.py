@@ -21,12 +21,12 @@ from hypothesis import strategies as st
 from pickle_kit import frame, proto
 
 from tensorfile.errors import MalformedPickleError, PickleError
+from tensorfile.pickles._materialize import materialize
 from tensorfile.pickles.machine import (
     Call,
     Effect,
     GlobalRef,
     PersistentRef,
-    materialize,
     run_stream,
 )
 from tensorfile.pickles.opcodes import (
@@ -167,7 +167,7 @@ def test_int_text_follows_c_strtol(text: bytes) -> None:
 
 @pytest.mark.parametrize(("data", "offset"), [
     (b"\x80\x02\xff", 2),                     # invalid opcode
-    (b"cos\nsystem", 0),                      # GLOBAL name without newline
+    (b"cos\nsystem\n(", 12),                 # GLOBAL then MARK, ends before STOP
     (b"\x80\x02T\xff\xff\xff\xff.", 2),       # negative BINSTRING length
     (b"\x80\x02\x8b\xff\xff\xff\xff.", 2),    # negative LONG4 length
     (b"\x80\x02X\xff\xff\xff\x7f", 2),        # BINUNICODE past the end

@@ -9,12 +9,12 @@ import pytest
 from pickle_kit import glob, os_system, proto, state_dict, text, tup
 
 from tensorfile.errors import UnsafePickleError
+from tensorfile.pickles._materialize import materialize
 from tensorfile.pickles.machine import (
     Call,
     Effect,
     GlobalRef,
     PersistentRef,
-    materialize,
     run_stream,
 )
 from tensorfile.pickles.policy import (

@@ -318,9 +318,10 @@ class _Reader:
             value = sizes.get(key)
             return default if value is None else value
 
-        limits = ScanLimits(given("max-depth", d.max_depth), given("max-streams", d.max_streams),
-                            given("max-entries", d.max_entries),
-                            given("max-inflate", d.max_inflate), d.machine)
+        limits = d._replace(max_depth=given("max-depth", d.max_depth),
+                            max_streams=given("max-streams", d.max_streams),
+                            max_entries=given("max-entries", d.max_entries),
+                            max_inflate=given("max-inflate", d.max_inflate))
         return Bounds(sizes.get("max-file-size"), sizes.get("max-total-size"),
                       sizes.get("max-files"), limits)
 

@@ -4,7 +4,7 @@ The converter runs a checkpoint's object stream through the scanner's symbolic
 machine (:func:`~tensorfile.pickles.machine.run_stream`) with
 :class:`ConvertObserver`, the scanner's policy in strict mode, so the first
 import or call outside the allowlist stops the stream before anything is
-built. :func:`~tensorfile.pickles.machine.materialize` then turns the value
+built. :func:`~tensorfile.pickles._materialize.materialize` then turns the value
 graph into Python values through :class:`CheckpointBuilder`:
 
 * ``collections.OrderedDict()`` and its SETITEMS become an ``OrderedDict``
@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 import numpy as np
@@ -48,11 +48,8 @@ from tensorfile.pickles.machine import (
     Effect,
     GlobalRef,
     Node,
-    PDict,
     PersistentRef,
-    PSet,
-    children,
-    is_leaf,
+    hashing_problem,
 )
 from tensorfile.pickles.opcodes import BigText, Buffer, BytesRef
 from tensorfile.pickles.policy import (
@@ -187,6 +184,20 @@ class Storage:
     dtype: DType | None
     big_endian: bool
 
+    @property
+    def swap_unit(self) -> int:
+        """Bytes per unit torch byte-swaps when it loads this storage (1: none).
+
+        ``torch.load`` swaps a big-endian storage by *its* dtype
+        (``storage.byteswap(dtype)``; a complex number's halves apart), and an
+        ``UntypedStorage`` by ``uint8``, which swaps nothing, whatever dtype its
+        tensors view it as.
+        """
+        if not self.big_endian or self.dtype is None:
+            return 1
+        size = self.dtype.itemsize
+        return size // 2 if self.dtype.name.startswith("C") else size
+
 
 @dataclass(frozen=True, slots=True, eq=False)
 class TensorView:
@@ -203,6 +214,10 @@ class TensorView:
     shape: tuple[int, ...]
     stride: tuple[int, ...]
     offset_in_pickle: int
+    #: torch's negative and conjugate bits (``_rebuild_tensor_v2``'s metadata):
+    #: the values torch.load returns are ``-x`` and ``conj(x)`` of the bytes.
+    negate: bool = False
+    conjugate: bool = False
 
     @property
     def numel(self) -> int:
@@ -226,7 +241,7 @@ class TensorView:
     def identity(self) -> tuple[Any, ...]:
         """Equal for two names that denote the same bytes (tied weights)."""
         return (id(self.storage.buf), self.byte_span()[0], self.dtype.name, self.shape,
-                self.stride)
+                self.stride, self.negate, self.conjugate)
 
     def byte_span(self) -> tuple[int, int]:
         """Absolute (start, stop) in the storage's buffer of every byte the view reads."""
@@ -248,25 +263,29 @@ class TensorView:
 
     @property
     def _unit(self) -> int:
-        """Bytes per byte-swapped unit (a complex number swaps its two halves apart)."""
+        """Bytes per component (a complex number is two)."""
         return self.dtype.itemsize // 2 if self.dtype.name.startswith("C") else self.dtype.itemsize
 
     def raw_span(self) -> tuple[int, int] | None:
         """(start, length) in the storage's buffer when the tensor's bytes are one
-        run there, as safetensors stores them (contiguous, little-endian); else None."""
-        if self.storage.big_endian and self._unit > 1 and self.numel:
+        run there, as safetensors stores them (contiguous, little-endian, no sign
+        bits to apply); else None."""
+        if self.numel and (self.storage.swap_unit > 1 or self.negate or self.conjugate):
             return None
         if not self.is_contiguous():
             return None
         return self.byte_span()[0], self.nbytes
 
     def data(self) -> memoryview:
-        """The tensor's bytes, contiguous and little-endian.
+        """The tensor's bytes, contiguous and little-endian, as torch.load returns them.
 
         A :meth:`raw_span` is a zero-copy window over the record; anything
         else is materialized (one tensor's worth of memory) with a numpy
         strided view on a carrier dtype of the element's width, so every dtype
-        (bf16, fp8, complex) is moved as raw bits.
+        (bf16, fp8, complex) is moved as raw bits. A big-endian storage is
+        swapped by the storage's unit (:attr:`Storage.swap_unit`), as torch
+        swaps it, before the view reads it; the negative and conjugate bits
+        are applied last (:func:`_apply_bits`).
         """
         if not self.numel:
             return memoryview(b"")
@@ -274,28 +293,56 @@ class TensorView:
         span = self.raw_span()
         if span is not None:
             return memoryview(st.buf)[span[0]:span[0] + span[1]]
+        buf: Any = st.buf
         start = self.byte_span()[0]
-        unit = self._unit
-        swap = st.big_endian and unit > 1
+        unit, swap = self._unit, st.swap_unit
+        if swap > 1 and swap != unit:
+            # The tensor views the storage with another width than torch swapped
+            # it by: swap the storage's units under the view first.
+            lo = st.start + (start - st.start) // swap * swap
+            hi = st.start + -(-(self.byte_span()[1] - st.start) // swap) * swap
+            swapped = np.frombuffer(buf, dtype=f"<u{swap}", count=(hi - lo) // swap, offset=lo)
+            buf, start = swapped.byteswap().view(np.uint8).data, start - lo
+            swap = 1
         size = self.dtype.itemsize
         shape, strides = self.shape, tuple(s * size for s in self.stride)
-        if unit != size:  # complex: swap each component separately
+        if unit != size:  # complex: each component separately
             shape, strides = (*shape, size // unit), (*strides, unit)
         carrier = np.dtype(f"<u{unit}")
         try:
             view: np.ndarray[Any, Any] = np.ndarray(
-                shape, dtype=carrier, buffer=st.buf, offset=start, strides=strides)  # type: ignore[call-overload]
+                shape, dtype=carrier, buffer=buf, offset=start, strides=strides)  # type: ignore[call-overload]
             out = np.array(view, order="C", copy=True)
         except (ValueError, TypeError) as exc:  # numpy's own bounds and dimension limits
             raise UnsupportedCheckpointError(
                 f"tensor at byte {self.offset_in_pickle}: cannot materialize the view: {exc}"
             ) from None
         del view
-        if swap:
+        if swap > 1:
             out.byteswap(inplace=True)
+        _apply_bits(out, self.dtype, negate=self.negate, conjugate=self.conjugate)
         return out.reshape(-1).view(np.uint8).data
 
 
+#: dtypes whose negative bit torch.load's values resolve (``neg`` is not
+#: implemented for bool, unsigned 16-64 bit ints and the 8-bit floats).
+NEGATABLE: Final = frozenset({"F16", "BF16", "F32", "F64", "C64", "I8", "I16", "I32", "I64",
+                              "U8"})
+
+
+def _apply_bits(out: np.ndarray[Any, Any], dtype: DType, *, negate: bool,
+                conjugate: bool) -> None:
+    """``-x`` and ``conj(x)`` on carrier words in place (floats: the sign bit)."""
+    if not (negate or conjugate):
+        return
+    if dtype.name.startswith(("F", "BF", "C")):
+        sign = out.dtype.type(1 << (out.dtype.itemsize * 8 - 1))
+        if negate:
+            out ^= sign
+        if conjugate:  # the imaginary halves (the last axis is (real, imaginary))
+            out[..., 1] ^= sign
+    elif negate:  # two's complement, wrapping like torch's integer neg
+        np.negative(out, out=out)
 def _latin1(text: object, at: int) -> bytes:
     """``_codecs.encode(text, 'latin1')``: how protocol-2 pickles spell bytes."""
     if isinstance(text, BigText):
@@ -512,100 +559,50 @@ class CheckpointBuilder:
                 f"{name} at byte {at}: an untyped storage needs an explicit dtype")
         else:
             dtype = storage.dtype
-        return check_view(storage, dtype, args[1], args[2], args[3], at)
+        view = check_view(storage, dtype, args[1], args[2], args[3], at)
+        meta_at = 7 if name.endswith("_v3") else 6
+        if name.endswith(("_v2", "_v3")) and len(args) > meta_at and args[meta_at]:
+            negate, conjugate = _tensor_bits(args[meta_at], dtype, at)
+            view = replace(view, negate=negate, conjugate=conjugate)
+        return view
 
 
-#: Items hashed while building one stream's dicts and sets, the items of tuple
-#: keys included: a tuple does not cache its hash, so tuples nested n deep
-#: through the memo (``t = (t, t)``) take 2**n steps to hash. Real checkpoints
-#: hash one str or int per state-dict entry, at most a few million.
-MAX_HASHED_ITEMS: Final = 5_000_000
-#: Unequal keys of one dict (or items of one set) that may share a hash value.
-#: Inserting n such keys compares each with every one before it (n**2/2
-#: steps), and a pickle can choose them: ints that differ by a multiple of
-#: 2**61 - 1 hash alike. Hashes of honest keys practically never coincide.
-MAX_SAME_HASH: Final = 64
+def _tensor_bits(metadata: object, dtype: DType, at: int) -> tuple[bool, bool]:
+    """(negative, conjugate) from a tensor's metadata dict, as torch 2.13 sets them.
 
-
-def _hashed_keys(node: object) -> list[object]:
-    """What building ``node`` hashes: dict keys, set items, OrderedDict SETITEMS keys."""
-    if isinstance(node, PDict):
-        return [k for k, _ in node.items]
-    if isinstance(node, PSet):
-        return list(node.items)
-    if isinstance(node, Call):
-        # Python 2's OrderedDict.__reduce__ passes its items as [key, value] pairs.
-        pairs = node.args[0] if isinstance(node.args, tuple) and len(node.args) == 1 \
-            and isinstance(node.args[0], list) else []
-        return [p[0] for p in pairs if isinstance(p, (list, tuple)) and len(p) == 2] + [
-            k for eff in node.effects if eff.opcode in ("SETITEM", "SETITEMS")
-            for k in eff.payload[::2]]
-    return []
-
-
-def _hash_cost(key: object, costs: dict[int, int]) -> int:
-    """Items hashing ``key`` visits: 1, or a tuple's own plus its tuple items' (memoized,
-    saturating past :data:`MAX_HASHED_ITEMS`)."""
-    if not isinstance(key, tuple):
-        return 1
-    work: list[tuple[tuple[object, ...], bool]] = [(key, False)]
-    while work:
-        node, expanded = work.pop()
-        if id(node) in costs:
-            continue
-        inner = [x for x in node if isinstance(x, tuple)]
-        if not expanded:
-            work.append((node, True))
-            work.extend((x, False) for x in inner if id(x) not in costs)
-            continue
-        costs[id(node)] = min(1 + len(node) + sum(costs[id(x)] for x in inner),
-                              MAX_HASHED_ITEMS + 1)
-    return costs[id(key)]
-
-
-def _check_collisions(keys: list[object], where: str) -> None:
-    buckets: dict[int, list[object]] = {}
-    for key in keys:
-        try:
-            buckets.setdefault(hash(key), []).append(key)
-        except TypeError:  # unhashable: building refuses it
-            continue
-    for same in buckets.values():
-        if len(same) > MAX_SAME_HASH and any(k != same[0] for k in same):
+    ``torch._C._set_tensor_metadata`` sets a bit for each key present (other
+    keys are ignored); a value other than ``True`` (which torch.save never
+    writes) is refused rather than guessed, as are bits torch cannot resolve.
+    """
+    if not isinstance(metadata, dict):
+        raise MalformedCheckpointError(f"tensor at byte {at}: metadata is not a dict")
+    bits = []
+    for key in ("neg", "conj"):
+        if key in metadata and metadata[key] is not True:
             raise UnsupportedCheckpointError(
-                f"{where}: {len(same)} keys, not all equal, share one hash value (more than "
-                f"{MAX_SAME_HASH}): building the container would take quadratic time")
+                f"tensor at byte {at}: metadata {key!r} is {metadata[key]!r} (torch.save "
+                "writes True; torch.load sets the bit for any value): refused")
+        bits.append(key in metadata)
+    negate, conjugate = bits
+    if conjugate and not dtype.name.startswith("C"):
+        raise UnsupportedCheckpointError(
+            f"tensor at byte {at}: the conjugate bit on a {dtype.name} tensor "
+            "(torch.load fails on it)")
+    if negate and dtype.name not in NEGATABLE:
+        raise UnsupportedCheckpointError(
+            f"tensor at byte {at}: the negative bit on a {dtype.name} tensor "
+            "(torch cannot resolve its values)")
+    return negate, conjugate
 
 
 def check_hashing(root: object) -> None:
     """Refuse a stream whose dicts and sets would be slow to build, before building them.
 
     ``root`` is a checked stream's value graph (before
-    :func:`~tensorfile.pickles.machine.materialize`, which hashes every dict
-    key and set item it builds). The total items hashed, tuple keys counted by
-    their nested items, must stay within :data:`MAX_HASHED_ITEMS`, and no more
-    than :data:`MAX_SAME_HASH` unequal keys of one container may share a hash.
-    Linear in the graph: every node and every tuple is visited once.
+    :func:`~tensorfile.pickles._materialize.materialize`, which hashes every dict
+    key and set item it builds); the bound is the scanner's own
+    (:func:`~tensorfile.pickles.machine.hashing_problem`).
     """
-    costs: dict[int, int] = {}
-    total = 0
-    seen: set[int] = set()
-    work = [root]
-    while work:
-        node = work.pop()
-        if id(node) in seen or is_leaf(node):
-            continue
-        seen.add(id(node))
-        keys = _hashed_keys(node)
-        if keys:
-            where = (f"{node.opcode} at byte {node.offset}" if isinstance(node, Call)
-                     else f"a {'set' if isinstance(node, PSet) else 'dict'}")
-            total += sum(_hash_cost(k, costs) for k in keys)
-            if total > MAX_HASHED_ITEMS:
-                raise UnsupportedCheckpointError(
-                    f"{where}: building the stream's dicts and sets would hash more than "
-                    f"{MAX_HASHED_ITEMS:,} items (keys that are tuples shared through the "
-                    "memo hash once per path)")
-            if len(keys) > MAX_SAME_HASH:
-                _check_collisions(keys, where)
-        work.extend(children(node))
+    problem = hashing_problem([root])
+    if problem is not None:
+        raise UnsupportedCheckpointError(problem)

@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from tensorfile._io.files import open_regular
 from tensorfile.errors import (
@@ -52,10 +53,11 @@ from tensorfile.pickles._builder import (
     check_view,
 )
 from tensorfile.pickles._extract import KNOWN_KINDS, Flagged, GraphObserver, ObjectGraph
+from tensorfile.pickles._materialize import materialize
 from tensorfile.pickles._tar import tar_members
 from tensorfile.pickles._zip import zip_entries
 from tensorfile.pickles.containers import LEGACY_MAGIC, legacy_storage_records, scan_file, sniff
-from tensorfile.pickles.machine import Observer, StreamResult, materialize, run_stream
+from tensorfile.pickles.machine import Observer, StreamResult, run_stream
 from tensorfile.pickles.opcodes import OPCODE_BYTES, Buffer
 from tensorfile.pickles.policy import STORAGE_TYPES
 from tensorfile.pickles.report import FileReport, Verdict
@@ -282,17 +284,15 @@ def _zip_checkpoint(src: Source) -> Checkpoint:
     with errors_as(ScanError, MalformedCheckpointError, src.path):
         entries = zip_entries(buf, 0, src.size, _MAX_ZIP_ENTRIES)
     prefix = entries[0].name.split("/", 1)[0] + "/" if entries else ""  # torch: first entry
-    if not any(e.name == prefix + "data.pkl" for e in entries):
+    # miniz looks records up ignoring ASCII case (zip_entries has refused names
+    # that collide so): torch reads ARCHIVE/BYTEORDER as the byteorder record.
+    by_name = {_ascii_lower(entry.name): entry for entry in entries}
+    if _ascii_lower(prefix + "data.pkl") not in by_name:
         raise UnsupportedCheckpointError(
             f"{src.path}: zip archive is not a torch checkpoint (no {prefix or '<folder>/'}data.pkl)")
-    by_name = {}
-    for entry in entries:
-        if entry.name in by_name:
-            raise MalformedCheckpointError(f"{src.path}: zip entry {entry.name!r} appears twice")
-        by_name[entry.name] = entry
 
     def stored(name: str) -> tuple[int, int]:
-        entry = by_name.get(prefix + name)
+        entry = by_name.get(_ascii_lower(prefix + name))
         if entry is None:
             raise MalformedCheckpointError(f"{src.path}: zip entry {prefix + name!r} is missing")
         if entry.method != 0:
@@ -302,11 +302,14 @@ def _zip_checkpoint(src: Source) -> Checkpoint:
         return entry.data_start, entry.comp_size
 
     big = False
-    if prefix + "byteorder" in by_name:
+    if _ascii_lower(prefix + "byteorder") in by_name:
         start, length = stored("byteorder")
-        order = bytes(buf[start:start + min(length, 16)]).strip()
-        if order not in (b"little", b"big"):
-            raise MalformedCheckpointError(f"{src.path}: byteorder record says {order!r}")
+        # torch.load compares the whole record with b"little" and b"big" (no strip).
+        order = bytes(buf[start:start + min(length, 16)])
+        if length > 16 or order not in (b"little", b"big"):
+            raise MalformedCheckpointError(
+                f"{src.path}: byteorder record says {order!r} (torch.load reads only "
+                "b'little' or b'big')")
         big = order == b"big"
 
     def records(key: str) -> tuple[Buffer, int, int]:
@@ -317,6 +320,14 @@ def _zip_checkpoint(src: Source) -> Checkpoint:
     builder = CheckpointBuilder(records, big_endian=big)
     graph, _ = _graph(buf, start, start + length, builder, f"{src.path}: {prefix}data.pkl")
     return Checkpoint(src, "torch-zip", graph)
+
+
+def _ascii_lower(name: str) -> str:
+    """``name`` with ASCII letters lowered only (miniz's ``MZ_TOLOWER``)."""
+    return name.translate(_ASCII_LOWER)
+
+
+_ASCII_LOWER: Final = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 def _pickle_checkpoint(src: Source, salvage: bool) -> Checkpoint:

@@ -39,9 +39,16 @@ from pathlib import Path
 from typing import Final, NamedTuple
 
 from tensorfile._io.files import open_regular
-from tensorfile.errors import ScanError, ScanLimitError, UnsupportedContainerError
+from tensorfile.errors import (
+    MalformedPickleError,
+    ScanError,
+    ScanLimitError,
+    UnsupportedContainerError,
+)
 from tensorfile.pickles._allowed import AllowingPolicy
-from tensorfile.pickles._tar import _tar_target, _Window, tar_checksum_ok, tar_listing
+from tensorfile.pickles._joblib import array_skip, decompress, joblib_compression
+from tensorfile.pickles._npy import read_npy_header
+from tensorfile.pickles._tar import _tar_target, tar_checksum_ok, tar_listing
 from tensorfile.pickles._zip import (
     _CDH,
     _MAX_ALTERNATIVES,
@@ -58,6 +65,7 @@ from tensorfile.pickles.opcodes import (
     BigText,
     Buffer,
     BytesRef,
+    OpcodeReader,
     frame_by_frame,
     looks_like_binary_pickle,
 )
@@ -68,6 +76,8 @@ from tensorfile.pickles.report import FileReport, Finding, StreamReport, Verdict
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
 _SNIFF = 512
+#: Archives torch cannot load; joblib.load reads these compressions.
+_ARCHIVE_NAMES: Final = frozenset({"gzip", "bzip2", "xz"})
 _ARCHIVE_MAGIC = {
     b"7z\xbc\xaf\x27\x1c": "7z",
     b"\x1f\x8b": "gzip",
@@ -89,6 +99,11 @@ class ScanLimits(NamedTuple):
     max_streams: int = 10_000
     max_entries: int = 100_000
     max_inflate: int = 64 << 20
+    #: A deflated zip entry may declare at most this many times its compressed
+    #: size (or ``max_inflate``): loaders allocate the declared size at once.
+    max_inflate_ratio: int = 100
+    #: What a joblib file may decompress to (``joblib.load`` inflates it all).
+    max_decompressed: int = 256 << 20
     machine: Limits = Limits()
 
 
@@ -96,35 +111,13 @@ class ScanLimits(NamedTuple):
 def npy_pickle_start(buf: Buffer, start: int, end: int) -> int | None:
     """Where ``numpy.load(allow_pickle=True)`` would start unpickling this ``.npy``, or None.
 
-    The header is read by numpy's own reader (``read_magic``, ``_check_version``,
-    ``_read_array_header``, as ``numpy.lib.format.read_array`` calls them: the
-    version's length field and encoding, ``ast.literal_eval`` with the Python 2
-    ``L`` filter, the key check, ``descr_to_dtype``), so "object array" means
-    what it means to numpy: ``dtype.hasobject`` (``'object'``, ``'b1,O'``,
-    ``[('a', 'O')]``, ...). Reads are bounded (one read of at most 16 MiB).
+    The header is read by :func:`~tensorfile.pickles._npy.read_npy_header` (a
+    bounded parser of numpy's header dict, never ``literal_eval``); "object
+    array" means what it means to numpy: ``dtype.hasobject`` (``'object'``,
+    ``'b1,O'``, ``[('a', 'O')]``, ...).
     """
-    import warnings
-
-    try:
-        from numpy.lib import _format_impl as npformat  # numpy >= 2
-    except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.lib import format as npformat  # type: ignore[no-redef]
-    window = _Window(buf, start, end)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            version = npformat.read_magic(window)
-            npformat._check_version(version)  # type: ignore[attr-defined]
-            _, _, dtype = npformat._read_array_header(  # type: ignore[attr-defined]
-                window, version, max_header_size=2**64)
-    except ScanError:
-        raise
-    except Exception as exc:  # numpy refuses the header: it unpickles nothing
-        # Only the exception type: messages quote object addresses and the
-        # same file must always give the same report.
-        raise UnsupportedContainerError(
-            f"npy header is not a literal dict numpy accepts ({type(exc).__name__})") from None
-    return window.pos if dtype.hasobject else None
+    header = read_npy_header(buf, start, end)
+    return header.data if header.has_objects else None
 
 
 def _zip_at_end(buf: Buffer, start: int, end: int) -> bool:
@@ -210,20 +203,40 @@ class _Walker:
 
     # -- one stream --------------------------------------------------------------
     def stream(self, buf: Buffer, start: int, end: int, location: str, depth: int, *,
-               tentative: bool = False, key_pids: bool = False
+               tentative: bool = False, key_pids: bool = False, joblib: bool = False
                ) -> tuple[StreamResult, StreamPolicy] | None:
-        """Run one stream; None when ``tentative`` and it turned out not to be a pickle."""
+        """Run one stream; None when ``tentative`` and it turned out not to be a pickle.
+
+        ``joblib``: read it as ``joblib.load``'s ``NumpyUnpickler`` does, stepping
+        over the array bytes after each array wrapper. Without it, a stream that
+        holds joblib array wrappers is read both ways (pickle.load and torch.load
+        stop at the first array's bytes, joblib.load reads on).
+        """
         if len(self.streams) >= self.limits.max_streams:
             raise ScanLimitError(f"more than {self.limits.max_streams} pickle streams")
         policy = (AllowingPolicy(self.extra_allowed, key_pids) if self.extra_allowed
                   else StreamPolicy(key_pids=key_pids))
-        result = run_stream(buf, start, policy, end=end, limits=self.limits.machine)
+        limits = self.limits.machine
+        hook = None
+        if joblib:
+            def hook(obj: object, reader: OpcodeReader) -> None:
+                array_skip(obj, reader, lambda at: run_stream(buf, at, policy, end=end,
+                                                              limits=limits))
+        result = run_stream(buf, start, policy, end=end, limits=limits, after_build=hook)
         self.limited = self.limited or isinstance(result.error, ScanLimitError)
         self.claims.append(policy.storage_nbytes)
         if tentative and result.error is not None and not policy.findings and not policy.globals:
             return None  # raw data that merely starts with an opcode byte
         verdict = policy.verdict
-        if result.error is not None:
+        error = None if result.error is None else str(result.error)
+        joblib_too = bool(policy.joblib_arrays) and not joblib
+        if joblib_too and type(result.error) is MalformedPickleError and (
+                result.error.offset or 0) > policy.joblib_arrays[0]:
+            # The C unpickler stops at the array bytes that joblib reads outside
+            # the pickle: not an error of the file, the joblib reading decides.
+            error = (f"{result.error} (pickle.load and torch.load stop at the joblib array "
+                     "data; joblib.load reads on: next stream)")
+        elif result.error is not None:
             verdict = Verdict.worst([verdict], Verdict.ERROR)
         findings = list(policy.findings)
         resume = None
@@ -238,9 +251,11 @@ class _Walker:
                 other = frame_by_frame(buf, start, end, self.limits.max_inflate)
         if policy.dropped:
             findings.append(Finding(verdict, f"{policy.dropped} further findings not listed"))
-        self.streams.append(StreamReport(
-            location, start, verdict, findings, list(policy.globals),
-            None if result.error is None else str(result.error)))
+        self.streams.append(StreamReport(location, start, verdict, findings,
+                                         list(policy.globals), error))
+        if joblib_too:
+            self.stream(buf, start, end, _part(location, "(as joblib.load reads it)"), depth,
+                        key_pids=key_pids, joblib=True)
         if other is not None:
             self.stream(other, 0, len(other), _part(location, "(read frame by frame)"), depth,
                         tentative=True, key_pids=key_pids)
@@ -305,6 +320,15 @@ class _Walker:
             if head[:1] and head[0] in OPCODE_BYTES:
                 self.pickles(buf, start, end, location, depth)
             kind = "zip"
+        compression = joblib_compression(head) if role == "top" else None
+        if compression is not None and self.joblib(buf, start, end, location, depth,
+                                                   compression):
+            if kind is None and head[0] in OPCODE_BYTES:
+                # pickle.load and torch.load read the compressed bytes as opcodes
+                # (']' of lzma, 'B' of bz2); they count only if they import or call.
+                self.pickles(buf, start, end, location, depth, tentative=True)
+            if kind is None or kind in _ARCHIVE_NAMES:
+                return f"joblib-{compression}"
         try:
             if kind == "zip":
                 return self.zip(buf, start, end, location, depth)
@@ -344,7 +368,7 @@ class _Walker:
 
     # -- raw pickles and the legacy torch format --------------------------------
     def pickles(self, buf: Buffer, start: int, end: int, location: str, depth: int, *,
-                tentative: bool = False, key_pids: bool = False) -> str:
+                tentative: bool = False, key_pids: bool = False, joblib: bool = False) -> str:
         """Scan back-to-back streams; switch to the legacy layout after its magic."""
         pos, index, kind = start, 0, "pickle"
         while pos < end:
@@ -355,7 +379,7 @@ class _Walker:
                 return kind
             name = location if index == 0 else _part(location, f"#{index + 1}")
             ran = self.stream(buf, pos, end, name, depth, tentative=tentative,
-                              key_pids=key_pids)
+                              key_pids=key_pids, joblib=joblib)
             if ran is None or _fatal(ran[0].error):
                 return kind
             result = ran[0]
@@ -474,6 +498,14 @@ class _Walker:
         if entry.method not in (0, 8):
             self.fail(loc, start, f"compression method {entry.method} is not supported")
             return "unsupported"
+        if entry.method and entry.size > max(self.limits.max_inflate,
+                                             self.limits.max_inflate_ratio * entry.comp_size):
+            # torch.load (miniz) and numpy.load allocate the declared size whole.
+            self.fail(loc, start, f"deflated entry declares {entry.size} bytes from "
+                      f"{entry.comp_size} compressed (zip bomb bound: "
+                      f"{self.limits.max_inflate_ratio}x, or {self.limits.max_inflate} bytes): "
+                      "the loader allocates it whole")
+            return "unsupported"
         head = (bytes(self.inflate(buf, start, stop, _SNIFF, partial=True)) if entry.method
                 else bytes(buf[start:min(stop, start + _SNIFF)]))
         encrypted = bool(entry.flags & 1)
@@ -514,11 +546,51 @@ class _Walker:
             raise ScanLimitError("archive inflates past the scanner's budget (zip bomb?)")
         return out
 
+    # -- joblib --------------------------------------------------------------------------
+    def joblib(self, buf: Buffer, start: int, end: int, location: str, depth: int,
+               compression: str) -> bool:
+        """Scan what ``joblib.load`` unpickles from a compressed file; False if nothing.
+
+        The decompressed data is read as joblib's ``NumpyUnpickler`` reads it
+        (array bytes after each array wrapper). Corrupt data is an ``error``, and
+        what came out before the fault is scanned (joblib reads it as it comes).
+        """
+        loc = _inside(location, f"({compression})")
+        try:
+            data = decompress(buf, start, end, compression, self.limits.max_decompressed)
+            fault = None
+        except ScanLimitError as exc:
+            self.fail(loc, start, str(exc))
+            return True
+        except UnsupportedContainerError as exc:
+            data = getattr(exc, "partial", b"")
+            fault = str(exc)
+            if not data:
+                return False  # joblib.load fails before unpickling anything
+        before, limited = len(self.streams), self.limited
+        self.pickles(data, 0, len(data), loc, depth + 1, tentative=True, joblib=True)
+        if self.limited and not limited and len(self.streams) == before:
+            self.fail(loc, 0, "stopped by a scanner bound")
+        if len(self.streams) == before and fault is None:
+            return False  # decompresses to data that is no pickle: joblib fails at once
+        if fault is not None:
+            self.fail(loc, len(data), fault)
+        return True
+
     # -- numpy and tar ---------------------------------------------------------------
     def npy(self, buf: Buffer, start: int, end: int, location: str, depth: int) -> str:
-        data = npy_pickle_start(buf, start, end)
-        if data is not None:
-            self.pickles(buf, data, end, location, depth)
+        header = read_npy_header(buf, start, end)
+        if header.has_objects:
+            self.pickles(buf, header.data, end, location, depth)
+            return "npy"
+        count = 1
+        for n in header.shape:
+            count *= n
+        if count < 0 or count * header.itemsize > end - header.data:
+            # numpy.load allocates the whole array before it reads (fromfile, ndarray).
+            self.fail(location, start, f"npy array of shape {header.shape} needs "
+                      f"{count * header.itemsize} bytes but {end - header.data} follow the "
+                      "header: numpy.load allocates it before reading (resource bound)")
         return "npy"
 
     def tar(self, buf: Buffer, start: int, end: int, location: str, depth: int) -> str | None:

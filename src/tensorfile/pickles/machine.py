@@ -63,7 +63,7 @@ import _compat_pickle
 from collections.abc import Callable, Iterable
 from typing import Final, NamedTuple, Protocol
 
-from tensorfile.errors import MalformedPickleError, PickleError, ScanError, ScanLimitError
+from tensorfile.errors import MalformedPickleError, ScanError, ScanLimitError
 from tensorfile.pickles.opcodes import Buffer, Op, OpcodeReader
 
 #: torch.load's own module renames (``torch.serialization.load_module_mapping``).
@@ -71,6 +71,9 @@ _TORCH_MODULE_MAPPING = {"torch.tensor": "torch._tensor"}
 #: The name STACK_GLOBAL is given when an operand is not text (the policy
 #: treats a name holding it as unknown).
 COMPUTED_NAME: Final = "<computed>"
+#: The class joblib writes in place of every numpy array (``NEWOBJ``, no
+#: arguments). Its instances are never ``str``, which the next rule needs.
+JOBLIB_WRAPPER: Final = "joblib.numpy_pickle.NumpyArrayWrapper"
 
 
 class GlobalRef:
@@ -273,6 +276,8 @@ class _Machine:
         self.proto = 0
         self.items = 0
         self.root: object = None
+        # Containers whose keys the real unpickler hashes (hashing_problem).
+        self.keyed: list[object] = []
 
     # -- stack discipline (Pdata with a fence at the innermost MARK) -----------
     def fence(self) -> int:
@@ -331,6 +336,8 @@ class _Machine:
     def call(self, func: object, args: object, kwargs: object, op: Op) -> Call:
         node = Call(func, args, kwargs, op.name, op.offset)
         self.emit(node)
+        if isinstance(args, tuple) and len(args) == 1 and isinstance(args[0], list):
+            self.keyed.append(node)  # OrderedDict([[key, value], ...]) hashes its keys
         return node
 
     # -- container operations ----------------------------------------------------
@@ -338,6 +345,7 @@ class _Machine:
         if len(flat) % 2:
             raise MalformedPickleError(f"odd number of items for {op.name}", op.offset)
         self.count(len(flat) // 2, op)
+        self.keyed.append(target)
         if isinstance(target, PDict):
             target.items.extend(zip(flat[::2], flat[1::2], strict=True))
         else:
@@ -352,6 +360,7 @@ class _Machine:
 
     def add_items(self, target: object, items: list[object], op: Op) -> None:
         self.count(len(items), op)
+        self.keyed.append(target)
         if isinstance(target, PSet) and not target.frozen:
             target.items.extend(items)
         else:
@@ -476,6 +485,13 @@ class _Machine:
     def op_STACK_GLOBAL(self, op: Op) -> None:
         name = self.pop(op)
         module = self.pop(op)
+        if any(_joblib_wrapper(x) for x in (module, name)):
+            # Both unpicklers require exact str operands ("STACK_GLOBAL requires
+            # str") and stop. pickle.load meets this reading a joblib object
+            # array: the nested pickle after the wrapper names its globals
+            # through a memo of its own, which the outer stream's memo is not.
+            raise MalformedPickleError("STACK_GLOBAL requires str (an operand is a joblib "
+                                       "array wrapper)", op.offset)
         # Only literal text (possibly via the memo) names a fixed import; text
         # from the Python 2 STRING opcodes or any computed value does not.
         literal = type(name) is str and type(module) is str
@@ -533,6 +549,7 @@ class _Machine:
         items = self.pop_mark(op)
         self.count(len(items), op)
         self.push(PSet(items, frozen=True), op)
+        self.keyed.append(self.stack[-1])
 
     def _tuple_n(self, n: int, op: Op) -> None:
         items = [self.pop(op) for _ in range(n)]
@@ -578,6 +595,13 @@ _DISPATCH: dict[str, Callable[[_Machine, Op], None]] = {
 }
 
 
+def _joblib_wrapper(value: object) -> bool:
+    """A ``NumpyArrayWrapper`` instance (NEWOBJ of the literal class): never a str."""
+    return (isinstance(value, Call) and value.opcode == "NEWOBJ"
+            and isinstance(value.func, GlobalRef) and value.func.literal
+            and value.func.qualname == JOBLIB_WRAPPER)
+
+
 def _name_of(value: object) -> str:
     return str(value) if isinstance(value, str) else COMPUTED_NAME
 
@@ -608,6 +632,7 @@ def run_stream(
     *,
     end: int | None = None,
     limits: Limits | None = None,
+    after_build: Callable[[object, OpcodeReader], None] | None = None,
 ) -> StreamResult:
     """Run the pickle stream at ``buf[start:]`` symbolically and return what it did.
 
@@ -616,6 +641,10 @@ def run_stream(
     that point (a payload before the break has already been shown to
     ``observer``). Exceptions raised by ``observer`` itself propagate, which is
     how a converter stops at the first disallowed node.
+
+    ``after_build(obj, reader)`` is called after every BUILD with the object
+    built, and may move ``reader.pos`` over bytes the loader reads outside the
+    pickle (joblib's array data, :func:`tensorfile.pickles._joblib.array_skip`).
     """
     reader = OpcodeReader(buf, start, end)
     machine = _Machine(observer, limits or Limits())
@@ -626,59 +655,20 @@ def run_stream(
             count += 1
             if not machine.step(op):
                 break
+            if after_build is not None and op.code == 0x62:  # BUILD
+                after_build(machine.stack[-1], reader)
     except ScanError as exc:
         error = exc
     if error is None and reader.ambiguity is not None:  # frames with two readings
         error = reader.ambiguity
+    if error is None or type(error) is MalformedPickleError:
+        # What the real unpickler hashed up to where it stopped (the machine never hashes).
+        problem = hashing_problem(machine.keyed, walk=False)
+        if problem is not None:
+            error = ScanLimitError(f"hashing bound: {problem}")
     return StreamResult(start, reader.pos,
                         machine.root if error is None or error is reader.ambiguity else None,
                         machine.proto, count, error)
-
-
-class Builder(Protocol):
-    """Turns the nodes of a policy-checked value graph into real objects (see :func:`materialize`)."""
-
-    def on_global(self, ref: GlobalRef) -> object:
-        """The object a GLOBAL stands for (e.g. a marker for ``OrderedDict``)."""
-
-    def on_call(self, call: Call, func: object, args: tuple[object, ...], kwargs: object) -> object:
-        """The object a call returns, given its already built function and arguments."""
-
-    def on_persistent(self, ref: PersistentRef, pid: object) -> object:
-        """The object a persistent id stands for (torch: a storage description)."""
-
-    def on_effect(self, effect: Effect, target: object, payload: tuple[object, ...]) -> None:
-        """Apply SETITEMS / APPENDS / BUILD to an object ``on_call`` returned."""
-
-
-def materialize(root: object, builder: Builder) -> object:
-    """Build real Python values from a stream's value graph, iteratively.
-
-    Literals are returned as they are (``BytesRef`` and ``Opaque`` included:
-    the builder's calls decide what to accept). ``PDict`` becomes ``dict``
-    (later keys win, as in ``pickle``), ``PSet`` ``set``/``frozenset``. Each node
-    is built once however often it is referenced. A cycle (say, a list that
-    contains itself: ``pickle`` can build one, no checkpoint holds one) raises
-    :class:`PickleError`.
-    """
-    built: dict[int, object] = {}
-    in_progress: set[int] = set()
-    work: list[tuple[object, bool]] = [(root, False)]
-    while work:
-        value, expanded = work.pop()
-        key = id(value)
-        if key in built or is_leaf(value):
-            continue
-        if not expanded:
-            if key in in_progress:
-                raise PickleError("the value graph has a cycle materialize cannot build")
-            in_progress.add(key)
-            work.append((value, True))
-            work.extend((child, False) for child in children(value))
-            continue
-        built[key] = _build_one(value, built, builder)
-        in_progress.discard(key)
-    return _get(root, built)
 
 
 def is_leaf(value: object) -> bool:
@@ -703,36 +693,103 @@ def children(value: object) -> Iterable[object]:
     return []
 
 
-def _get(value: object, built: dict[int, object]) -> object:
-    return value if is_leaf(value) else built[id(value)]
+
+#: Items hashed while building one stream's dicts and sets, the items of tuple
+#: keys included: a tuple does not cache its hash, so tuples nested n deep
+#: through the memo (``t = (t, t)``) take 2**n steps to hash. Real checkpoints
+#: hash one str or int per state-dict entry, at most a few million.
+MAX_HASHED_ITEMS: Final = 5_000_000
+#: Unequal keys of one dict (or items of one set) that may share a hash value.
+#: Inserting n such keys compares each with every one before it (n**2/2
+#: steps), and a pickle can choose them: ints that differ by a multiple of
+#: 2**61 - 1 hash alike. Hashes of honest keys practically never coincide.
+MAX_SAME_HASH: Final = 64
 
 
-def _build_one(value: object, built: dict[int, object], builder: Builder) -> object:
-    if isinstance(value, list):
-        return [_get(x, built) for x in value]
-    if isinstance(value, tuple):
-        return tuple(_get(x, built) for x in value)
-    if isinstance(value, PDict):
+def _hashed_keys(node: object) -> list[object]:
+    """What building ``node`` hashes: dict keys, set items, OrderedDict SETITEMS keys."""
+    if isinstance(node, PDict):
+        return [k for k, _ in node.items]
+    if isinstance(node, PSet):
+        return list(node.items)
+    if isinstance(node, Call):
+        # Python 2's OrderedDict.__reduce__ passes its items as [key, value] pairs.
+        pairs = node.args[0] if isinstance(node.args, tuple) and len(node.args) == 1 \
+            and isinstance(node.args[0], list) else []
+        return [p[0] for p in pairs if isinstance(p, (list, tuple)) and len(p) == 2] + [
+            k for eff in node.effects if eff.opcode in ("SETITEM", "SETITEMS")
+            for k in eff.payload[::2]]
+    return []
+
+
+def _hash_cost(key: object, costs: dict[int, int]) -> int:
+    """Items hashing ``key`` visits: 1, or a tuple's own plus its tuple items' (memoized,
+    saturating past :data:`MAX_HASHED_ITEMS`)."""
+    if not isinstance(key, tuple):
+        return 1
+    work: list[tuple[tuple[object, ...], bool]] = [(key, False)]
+    while work:
+        node, expanded = work.pop()
+        if id(node) in costs:
+            continue
+        inner = [x for x in node if isinstance(x, tuple)]
+        if not expanded:
+            work.append((node, True))
+            work.extend((x, False) for x in inner if id(x) not in costs)
+            continue
+        costs[id(node)] = min(1 + len(node) + sum(costs[id(x)] for x in inner),
+                              MAX_HASHED_ITEMS + 1)
+    return costs[id(key)]
+
+
+def _collisions(keys: list[object], where: str) -> str | None:
+    buckets: dict[int, list[object]] = {}
+    for key in keys:
         try:
-            return {_get(k, built): _get(v, built) for k, v in value.items}
-        except TypeError as exc:
-            raise PickleError(f"unhashable dict key: {exc}") from None
-    if isinstance(value, PSet):
-        try:
-            items = [_get(x, built) for x in value.items]
-            return frozenset(items) if value.frozen else set(items)
-        except TypeError as exc:
-            raise PickleError(f"unhashable set item: {exc}") from None
-    if isinstance(value, GlobalRef):
-        return builder.on_global(value)
-    if isinstance(value, PersistentRef):
-        return builder.on_persistent(value, _get(value.pid, built))
-    if isinstance(value, Call):
-        args = _get(value.args, built)
-        if not isinstance(args, tuple):
-            raise PickleError(f"{value.opcode} at byte {value.offset}: arguments are not a tuple")
-        obj = builder.on_call(value, _get(value.func, built), args, _get(value.kwargs, built))
-        for eff in value.effects:
-            builder.on_effect(eff, obj, tuple(_get(x, built) for x in eff.payload))
-        return obj
-    raise PickleError(f"cannot build {type(value).__name__}")
+            buckets.setdefault(hash(key), []).append(key)
+        except TypeError:  # unhashable: building refuses it
+            continue
+    for same in buckets.values():
+        if len(same) > MAX_SAME_HASH and any(k != same[0] for k in same):
+            return (f"{where}: {len(same)} keys, not all equal, share one hash value (more "
+                    f"than {MAX_SAME_HASH}): building the container would take quadratic time")
+    return None
+
+
+def hashing_problem(roots: Iterable[object], *, walk: bool = True) -> str | None:
+    """Why building the dicts and sets under ``roots`` would be slow (None: it would not).
+
+    ``walk=False`` checks ``roots`` themselves only (the machine lists every
+    container whose keys get hashed as it fills it), not what lies under them.
+
+    ``pickle.load`` and ``torch.load`` hash every dict key and set item they
+    build (the machine never does). The total items hashed, tuple keys counted
+    by their nested items, must stay within :data:`MAX_HASHED_ITEMS`, and no
+    more than :data:`MAX_SAME_HASH` unequal keys of one container may share a
+    hash. Linear in the graph: every node and every tuple is visited once.
+    """
+    costs: dict[int, int] = {}
+    total = 0
+    seen: set[int] = set()
+    work = list(roots)
+    while work:
+        node = work.pop()
+        if id(node) in seen or is_leaf(node):
+            continue
+        seen.add(id(node))
+        keys = _hashed_keys(node)
+        if keys:
+            where = (f"{node.opcode} at byte {node.offset}" if isinstance(node, Call)
+                     else f"a {'set' if isinstance(node, PSet) else 'dict'}")
+            total += sum(_hash_cost(k, costs) for k in keys)
+            if total > MAX_HASHED_ITEMS:
+                return (f"{where}: building the stream's dicts and sets would hash more than "
+                        f"{MAX_HASHED_ITEMS:,} items (keys that are tuples shared through the "
+                        "memo hash once per path)")
+            if len(keys) > MAX_SAME_HASH:
+                problem = _collisions(keys, where)
+                if problem is not None:
+                    return problem
+        if walk:
+            work.extend(children(node))
+    return None

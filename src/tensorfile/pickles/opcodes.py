@@ -29,7 +29,17 @@ the C unpickler's, which ``torch.load`` and ``pickle.load`` use:
   unfinished frame, a frame that runs on past STOP. ``pickle``'s writers never
   produce any of these (a frame ends at an opcode boundary, the last at STOP).
 * Text arguments (protocol 0) end at the next ``\\n``; a missing newline ends
-  the stream. ``GLOBAL``/``INST`` names are UTF-8, ``PERSID`` is ASCII.
+  the stream. ``GLOBAL``/``INST`` names are UTF-8, ``PERSID`` is ASCII. A
+  line is looked for within :data:`MAX_LINE` bytes only (a longer one is a
+  :class:`~tensorfile.errors.ScanLimitError`): a 3 GiB line in a sparse file
+  must not cost 3 GiB.
+* The pure-Python unpickler (``pickle._Unpickler``, which ``joblib.load``
+  uses) reads on where the C one stops, and the reader reads the union: a
+  ``FRAME`` longer than the data left is the rest of the data (``file.read``
+  returns what there is; C stops), and a text line at the very end of the
+  data without its newline is read without its last byte (``readline()[:-1]``;
+  C stops). Either is kept in ``ambiguity`` (the loaders disagree), the
+  stream is read on, and what it imports or calls there is reported.
 * Every declared length is compared with the bytes that remain *before*
   anything is sliced, so a hostile 2**63 length costs nothing.
 * Numbers the C code would reject are kept as :class:`Opaque` rather than
@@ -51,7 +61,7 @@ import struct
 from collections.abc import Iterator
 from typing import Final, NamedTuple, TypeAlias
 
-from tensorfile.errors import MalformedPickleError
+from tensorfile.errors import MalformedPickleError, ScanLimitError
 from tensorfile.pickles._records import FrozenRecord
 
 #: Buffers the reader accepts: anything with ``find`` and slicing (not memoryview).
@@ -64,6 +74,8 @@ DEFAULT_MAX_TEXT: Final = 1 << 20
 #: The highest protocol CPython 3.8+ understands; PROTO above it stops the stream.
 HIGHEST_PROTOCOL: Final = 5
 _SSIZE_MAX: Final = (1 << 63) - 1
+#: Longest text line (protocol 0 argument) the reader looks for a newline in.
+MAX_LINE: Final = 16 << 20
 
 
 class AmbiguousPickleError(MalformedPickleError):
@@ -279,9 +291,20 @@ class OpcodeReader:
         return start
 
     def _line(self, at: int) -> bytes:
-        nl = self.buf.find(b"\n", self.pos, self.end)
+        nl = self.buf.find(b"\n", self.pos, min(self.end, self.pos + MAX_LINE))
         if nl < 0:
-            raise MalformedPickleError("text argument has no terminating newline", at)
+            if self.end - self.pos > MAX_LINE:
+                raise ScanLimitError(
+                    f"text argument at byte {at} has no newline within {MAX_LINE} bytes")
+            if self.pos < self.frame_end:  # pickle._Unpickler refuses it in a frame too
+                raise MalformedPickleError("text argument has no terminating newline", at)
+            # pickle._Unpickler: readline() returns the rest, [:-1] drops its last byte.
+            self._ambiguous(
+                "text argument at the end of the data has no newline: the C unpickler stops, "
+                "the pure-Python one (joblib.load) reads it without its last byte", at)
+            line = bytes(self.buf[self.pos:max(self.pos, self.end - 1)])
+            self.pos = self.end
+            return line
         line = bytes(self.buf[self.pos : nl])
         self.pos = nl + 1
         return line
@@ -362,6 +385,14 @@ class OpcodeReader:
                     self._ambiguous(
                         f"FRAME inside a frame that ends at byte {self.frame_end} (loaders "
                         "that read frames whole skip the rest of the outer frame)", at)
+                if value > self.end - self.pos:
+                    # pickle._Unpickler's load_frame takes what file.read gives: the
+                    # rest of the data is the frame. _pickle.c stops here.
+                    self._ambiguous(
+                        f"FRAME of {value} bytes runs past the end of the data "
+                        f"({self.end - self.pos} remain): the C unpickler stops, the "
+                        "pure-Python one (joblib.load) reads the rest as the frame", at)
+                    value = self.end - self.pos
                 self._need(value, "FRAME", at)  # load_frame reads the frame, then rewinds
                 self.pos -= value
                 self.frame_end = self.pos + value
@@ -534,7 +565,7 @@ def frame_by_frame(buf: Buffer, start: int, end: int, limit: int) -> bytes | Non
         nonlocal pos, have
         nl = buf.find(b"\n", pos, have)
         if nl < 0:
-            nl = buf.find(b"\n", have, end)
+            nl = buf.find(b"\n", have, min(end, have + MAX_LINE))
             if nl < 0:
                 return None
             pos = have

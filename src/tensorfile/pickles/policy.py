@@ -24,6 +24,8 @@ from __future__ import annotations
 from typing import Final
 
 from tensorfile.errors import UnsafePickleError
+from tensorfile.pickles._gadgets import DANGEROUS_GLOBALS, DANGEROUS_MODULES, UNSUPPORTED_GLOBALS
+from tensorfile.pickles._joblib import WRAPPER, WRAPPER_FIELDS, is_wrapper
 from tensorfile.pickles.machine import (
     COMPUTED_NAME,
     Call,
@@ -118,114 +120,10 @@ LEGACY_TENSOR_TYPES: Final = frozenset(f"torch{cuda}.{name}Tensor" for cuda in (
 #: Classes referenced as plain values, never called: numpy's ndarray (first
 #: argument of _reconstruct), torch dtypes, legacy tensor types.
 VALUE_GLOBALS: Final = frozenset({"numpy.ndarray"}) | TORCH_DTYPES | LEGACY_TENSOR_TYPES
-
-# ---------------------------------------------------------------------------
-# Known gadgets (only sharpen unknown into dangerous; the allowlist decides safe)
-# ---------------------------------------------------------------------------
-
-#: Modules whose every attribute (and every submodule's) is treated as dangerous.
-DANGEROUS_MODULES: Final[dict[str, str]] = {
-    "os": "runs commands and touches files", "posix": "runs commands", "nt": "runs commands",
-    "subprocess": "runs commands", "pty": "spawns shells", "commands": "runs commands",
-    "popen2": "runs commands", "platform": "runs commands (popen)",
-    "sys": "reaches every loaded module (sys.modules)", "runpy": "runs Python modules",
-    "code": "runs Python source", "codeop": "compiles Python source",
-    "importlib": "imports arbitrary modules", "pkgutil": "resolves arbitrary names",
-    "imp": "imports arbitrary modules", "zipimport": "imports code from archives",
-    "pip": "installs packages", "ensurepip": "installs packages", "venv": "creates envs, runs pip",
-    "pydoc": "runs pagers (shell commands)", "_pyrepl": "runs pagers (shell commands)",
-    "cProfile": "runs Python source", "profile": "runs Python source",
-    "timeit": "runs Python source", "trace": "runs Python source", "pdb": "runs Python source",
-    "bdb": "runs Python source", "doctest": "runs Python source", "ctypes": "calls native code",
-    "_ctypes": "calls native code", "multiprocessing": "spawns processes",
-    "asyncio": "spawns processes", "concurrent": "runs callables", "threading": "runs callables",
-    "_thread": "runs callables", "signal": "installs handlers", "webbrowser": "runs browsers",
-    "socket": "network access", "_socket": "network access", "ssl": "network access",
-    "urllib": "network access", "urllib2": "network access", "http": "network access",
-    "httplib": "network access", "requests": "network access", "ftplib": "network access",
-    "smtplib": "network access", "imaplib": "network access and commands",
-    "poplib": "network access", "telnetlib": "network access", "nntplib": "network access",
-    "xmlrpc": "network access", "shutil": "copies, moves and deletes files",
-    "tempfile": "creates files", "glob": "lists files",
-    "fileinput": "reads files", "linecache": "reads files", "shelve": "unpickles files",
-    "dbm": "touches files", "logging": "handlers open files and sockets",
-    "pickle": "unpickles nested data", "_pickle": "unpickles nested data",
-    "cloudpickle": "unpickles code", "dill": "unpickles code", "joblib": "unpickles nested data",
-    "marshal": "loads code objects", "types": "builds code and function objects",
-    "operator": "attrgetter/methodcaller reach any attribute",
-    "_operator": "attrgetter/methodcaller reach any attribute",
-    "idlelib": "runs Python source", "lib2to3": "loads pickles",
-    "torch.utils.collect_env": "runs commands", "torch.utils.bottleneck": "runs Python source",
-    "torch.fx": "evaluates expressions",
-    "torch.utils._config_module": "ConfigModule.load_config unpickles its argument",
-    "torch.utils.data.datapipes.utils.decoder": "basichandlers unpickles its data",
-    "aiohttp": "network access",
-    "functools": "partial/reduce call anything", "copyreg": "reconstructs arbitrary objects",
-    "uuid": "runs commands (_popen)", "_osx_support": "runs commands",
-    "_aix_support": "runs commands", "test": "test helpers run code",
-    "distutils": "runs commands and compilers", "setuptools": "runs commands",
-    "torch.hub": "downloads and runs code", "torch.utils.cpp_extension": "compiles and loads code",
-    "torch.jit": "compiles and runs TorchScript", "torch.package": "imports packaged code",
-    "torch.serialization": "loads files and nested checkpoints (torch.load, weights_only=False)",
-    "torch._inductor": "compiles and runs code", "torch._dynamo": "compiles and runs code",
-    "numpy.testing": "runstring runs Python source", "numpy.f2py": "compiles code",
-    "numpy.distutils": "runs compilers", "numpy.lib.npyio": "loads pickles",
-    "io": "FileIO/open touch files", "_io": "FileIO/open touch files",
-    "codecs": "open touches files", "zipfile": "touches files", "tarfile": "touches files",
-}
-
-#: Single names that are gadgets although their module is not wholesale dangerous.
-DANGEROUS_GLOBALS: Final[dict[str, str]] = {
-    **{f"builtins.{n}": "runs code or reaches any attribute/module" for n in (
-        "eval", "exec", "execfile", "compile", "__import__", "getattr", "setattr", "delattr",
-        "globals", "locals", "vars", "open", "input", "breakpoint", "help", "apply",
-        "reload", "file", "memoryview", "type", "object", "super", "classmethod",
-        "staticmethod", "property", "exit", "quit", "copyright", "credits", "license",
-    )},
-    "torch.load": "nested torch.load", "torch._C": "native internals",
-    "torch.storage._load_from_file": "nested load", "numpy.load": "loads pickles",
-    "numpy.fromfile": "reads files", "numpy.memmap": "maps files",
-    "_codecs.open": "opens files", "torch.save": "writes files",
-    # pathlib's classes only hold a path (PosixPath is an ordinary value); these
-    # methods, reached by a dotted name, touch the file system.
-    **{f"pathlib.{cls}.{m}": "touches files" for cls in (
-        "Path", "PosixPath", "WindowsPath") for m in (
-        "write_text", "write_bytes", "read_text", "read_bytes", "open", "unlink", "rmdir",
-        "rename", "replace", "touch", "mkdir", "chmod", "lchmod", "symlink_to",
-        "hardlink_to", "link_to", "iterdir", "glob", "rglob")},
-}
-
-#: torch globals that rebuild tensors the scanner does not approve, or values
-#: only such tensors use: ``unknown`` with what they are (they load no code;
-#: the converter refuses them for the same reason).
-UNSUPPORTED_GLOBALS: Final[dict[str, str]] = {
-    "torch._utils._rebuild_sparse_tensor": "sparse COO/CSR/CSC/BSR tensor: unsupported layout",
-    "torch._utils._rebuild_sparse_csr_tensor": "sparse CSR tensor: unsupported layout",
-    "torch.serialization._get_layout": (
-        "layout lookup by name (torch.sparse_coo, torch.sparse_csr...), written for sparse "
-        "tensors: unsupported layout"),
-    "torch._utils._rebuild_qtensor": "quantized tensor: unsupported",
-    "torch._utils._rebuild_nested_tensor": "nested tensor: unsupported layout",
-    "torch._utils._rebuild_meta_tensor_no_storage": "meta tensor (no data): unsupported",
-    "torch._utils._rebuild_wrapper_subclass": "tensor subclass: unsupported",
-    "torch._utils._rebuild_device_tensor_from_numpy": "device tensor from numpy: unsupported",
-    "torch._utils._rebuild_device_tensor_from_cpu_tensor": "device tensor: unsupported",
-    "torch._utils._rebuild_xla_tensor": "XLA tensor: unsupported",
-    "torch._utils._rebuild_mtia_tensor": "MTIA tensor: unsupported",
-    "torch._utils._rebuild_parameter_with_state": "parameter with extra state: unsupported",
-    "torch._tensor._rebuild_from_type_v2": (
-        "tensor subclass (rebuilt through the class it names): unsupported"),
-    "torch.nn.parameter.Parameter": "nn.Parameter built by NEWOBJ: unsupported",
-    "torch.Tensor": "torch.Tensor class (tensor subclasses, legacy BUILD): unsupported",
-    "collections.Counter": "a Counter: not on the allowlist",
-    **{f"torch.{q}": "quantization scheme (quantized tensors): unsupported" for q in (
-        "per_tensor_affine", "per_channel_affine", "per_tensor_symmetric",
-        "per_channel_symmetric", "per_channel_affine_float_qparams")},
-    **{f"torch.{layout}": "tensor layout (sparse tensors): unsupported layout" for layout in (
-        "sparse_coo", "sparse_csr", "sparse_csc", "sparse_bsr", "sparse_bsc", "strided",
-        "_mkldnn", "jagged")},
-}
-
+#: joblib.dump's array placeholder (made by NEWOBJ without arguments, filled by
+#: BUILD; joblib.load then reads the array bytes after it) and the array
+#: subclasses its state may name; nothing else of joblib.
+JOBLIB_GLOBALS: Final = frozenset({WRAPPER, "numpy.memmap"})
 
 # ---------------------------------------------------------------------------
 # Argument-shape checks: each returns None when the shape is torch's, else why not
@@ -392,8 +290,10 @@ def _shape_np_frombuffer(a: tuple[object, ...]) -> str | None:
 
 
 def _shape_np_dtype(a: tuple[object, ...]) -> str | None:
+    # Older numpy wrote align and copy as the ints 0 and 1 (``dtype('O8', 0, 1)``);
+    # numpy reads them as the same flags.
     ok = (len(a) == 3 and isinstance(a[0], str) and len(a[0]) <= 64
-          and isinstance(a[1], bool) and isinstance(a[2], bool))
+          and all(type(x) in (bool, int) and x in (0, 1) for x in a[1:]))
     return None if ok else "expects (type string, align, copy)"
 
 
@@ -426,7 +326,7 @@ _STATE_MAX_ITEMS: Final = 100_000
 
 #: Allowlisted calls whose results may sit in numpy BUILD state: an object
 #: array holds other arrays, scalars and dtypes (each call checked on its own).
-_NP_VALUES: Final = (_NP_DTYPE, "_codecs.encode", *_NP_RECONSTRUCT,
+_NP_VALUES: Final = (_NP_DTYPE, "_codecs.encode", "builtins.bytes", *_NP_RECONSTRUCT,
                      "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar",
                      "numpy.core.numeric._frombuffer", "numpy._core.numeric._frombuffer")
 
@@ -539,10 +439,74 @@ def _effect_problem(eff: Effect) -> str | None:
                     isinstance(k, str) and not k.startswith("__") for k, _ in state.items):
                 return None
             return "BUILD state of an OrderedDict is not a dict of plain attribute names"
+    if eff.opcode == "BUILD" and is_wrapper(target):
+        return _wrapper_state_problem(eff.payload[0])
     if eff.opcode == "BUILD" and call_of(target, _NP_DTYPE, *_NP_RECONSTRUCT):
         return None if _plain_state(eff.payload[0]) else "numpy BUILD state is not plain data"
     what = target.qualname if isinstance(target, GlobalRef) else type(target).__name__
     return f"{eff.opcode} on {what} is not something torch writes"
+
+
+def _wrapper_state_problem(state: object) -> str | None:
+    """Why a ``NumpyArrayWrapper`` BUILD state is not the plain one joblib.dump writes."""
+    if not isinstance(state, PDict):
+        return "joblib array wrapper state is not a dict"
+    fields: dict[object, object] = dict((k, v) for k, v in state.items if isinstance(k, str))
+    if len(fields) != len(state.items) or not set(fields) <= WRAPPER_FIELDS:
+        return "joblib array wrapper state has other fields than joblib writes"
+    sub = fields.get("subclass")
+    ok = (isinstance(sub, GlobalRef) and sub.literal
+          and sub.qualname in ("numpy.ndarray", "numpy.memmap")
+          and _int_tuple(fields.get("shape")) and fields.get("order") in ("C", "F")
+          and call_of(fields.get("dtype"), _NP_DTYPE)
+          and isinstance(fields.get("allow_mmap", False), bool)
+          and (fields.get("numpy_array_alignment_bytes") is None
+               or type(fields.get("numpy_array_alignment_bytes")) is int))
+    return None if ok else ("joblib array wrapper state is not (ndarray or memmap, shape, "
+                            "'C'/'F', numpy dtype, bool[, int])")
+
+
+#: Elements numpy may be asked to allocate by ``_reconstruct``'s shape (numpy
+#: writes ``(0,)``: the array's contents arrive by BUILD).
+MAX_RECONSTRUCT_ELEMENTS: Final = 1 << 20
+
+
+def _elements(shape: tuple[object, ...]) -> int:
+    count = 1
+    for n in shape:
+        count *= n  # type: ignore[operator]
+    return count
+
+
+def _alloc_problem(node: Call | Effect) -> str | None:
+    """Why numpy would allocate far more than the pickle holds (None: it would not).
+
+    ``_reconstruct(ndarray, shape, ...)`` allocates ``shape`` at once (a 67-byte
+    pickle can ask for 16 GiB); a BUILD state ``(version, shape, dtype,
+    fortran, data)`` allocates ``shape`` before comparing it with ``data``.
+    """
+    if isinstance(node, Call):
+        if (call_of(node, *_NP_RECONSTRUCT) and isinstance(node.args, tuple)
+                and len(node.args) == 3 and _int_tuple(node.args[1])):
+            n = _elements(node.args[1])  # type: ignore[arg-type]
+            if n > MAX_RECONSTRUCT_ELEMENTS:
+                return (f"numpy _reconstruct allocates {n} elements (bound: "
+                        f"{MAX_RECONSTRUCT_ELEMENTS}; numpy writes (0,))")
+        return None
+    state = node.payload[0] if node.payload else None
+    if (node.opcode == "BUILD" and call_of(node.target, *_NP_RECONSTRUCT)
+            and isinstance(state, tuple) and len(state) == 5 and _int_tuple(state[1])):
+        n = _elements(state[1])
+        data = state[4]
+        if call_of(data, "_codecs.encode") and isinstance(data.args, tuple):  # type: ignore[union-attr]
+            data = data.args[0]  # type: ignore[union-attr]  # protocol 2 bytes: latin-1 text
+        if isinstance(data, BigText):
+            data = data.raw
+        held = len(data) if isinstance(data, (bytes, BytesRef, list, str)) else 0
+        if n > held:
+            return (f"numpy array state of shape {state[1]} allocates {n} elements but holds "
+                    f"{held} (numpy allocates before it compares)")
+    return None
 
 
 def _storage_problem(pid: object) -> str | None:
@@ -580,7 +544,8 @@ def classify_global(ref: GlobalRef) -> tuple[Verdict, str]:
     """
     qual = ref.qualname
     computed = COMPUTED_NAME in (ref.module, ref.name)
-    if ref.literal and (qual in ALLOWED_CALLS or qual in STORAGE_TYPES or qual in VALUE_GLOBALS):
+    if ref.literal and (qual in ALLOWED_CALLS or qual in STORAGE_TYPES or qual in VALUE_GLOBALS
+                        or qual in JOBLIB_GLOBALS):
         return Verdict.SAFE, "allowlisted"
     why = UNSUPPORTED_GLOBALS.get(qual)
     if why is not None and ref.literal:  # before the module table: torch.serialization._get_layout
@@ -669,7 +634,7 @@ class StreamPolicy:
     (see :mod:`.machine`).
     """
 
-    __slots__ = ("_pairs_checked", "dropped", "findings", "globals", "key_pids",
+    __slots__ = ("_pairs_checked", "dropped", "findings", "globals", "joblib_arrays", "key_pids",
                  "max_findings", "nested", "storage_nbytes", "storages", "strict")
     strict: bool
     key_pids: bool
@@ -690,6 +655,9 @@ class StreamPolicy:
         self.findings = []
         self.globals = {}
         self.nested = []
+        #: Offsets of the BUILDs that fill a joblib array wrapper (joblib.load
+        #: reads array bytes after each; other loaders read on as opcodes).
+        self.joblib_arrays: list[int] = []
         self.max_findings = max_findings
         self.dropped = 0
         self._pairs_checked: dict[int, tuple[list[object], int]] = {}
@@ -734,9 +702,19 @@ class StreamPolicy:
                 self.add(Finding(verdict, reason, node.opcode, node.offset, node.qualname))
         elif isinstance(node, Call):
             self._call(node)
+            alloc = _alloc_problem(node)
+            if alloc is not None:
+                self.add(Finding(Verdict.ERROR, f"resource bound: {alloc}", node.opcode,
+                                 node.offset))
         elif isinstance(node, PersistentRef):
             self._persistent(node)
         elif isinstance(node, Effect):
+            if node.opcode == "BUILD" and is_wrapper(node.target):
+                self.joblib_arrays.append(node.offset)
+            alloc = _alloc_problem(node)
+            if alloc is not None:
+                self.add(Finding(Verdict.ERROR, f"resource bound: {alloc}", node.opcode,
+                                 node.offset))
             problem = _effect_problem(node)
             if problem is not None:
                 imported = node.target if isinstance(node.target, GlobalRef) else None
@@ -779,6 +757,12 @@ class StreamPolicy:
         if verdict is not Verdict.SAFE:
             self.add(Finding(verdict, f"calls {func.qualname}: {reason}", call.opcode,
                              call.offset, func.qualname))
+            return
+        if func.qualname == WRAPPER:
+            if not (call.opcode == "NEWOBJ" and call.args == () and call.kwargs is None):
+                self.add(Finding(Verdict.UNKNOWN, "joblib array wrapper not made the way "
+                                 "joblib.dump writes it (NEWOBJ, no arguments)",
+                                 call.opcode, call.offset, func.qualname))
             return
         rule = ALLOWED_CALLS.get(func.qualname)
         if rule is None:

@@ -148,6 +148,12 @@ def _stops_before_any_import(report: FileReport) -> bool:
     if len(report.streams) != 1 or report.streams[0].offset != 0:
         return False
     (stream,) = report.streams
+    for name in stream.globals:
+        # An import of a real name, even an allowlisted one, means the loaders
+        # read on into the file as a pickle (a polyglot), whatever breaks later.
+        module = name.rsplit(".", 1)[0]
+        if module and "\0" not in module:
+            return False
     for finding in sorted(stream.findings, key=lambda f: f.offset or 0):
         if finding.opcode in ("PERSID", "BINPERSID"):
             return True
