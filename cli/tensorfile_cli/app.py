@@ -74,6 +74,41 @@ IgnorePathsOpt = Annotated[
         "model folder), as model-signing's --ignore-paths.",
     ),
 ]
+#: Environment variable holding fsspec storage options (JSON) for a URL.
+STORAGE_ENV = "TENSORFILE_STORAGE_OPTIONS"
+StorageOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--storage-options",
+        envvar=STORAGE_ENV,
+        help="For a URL (s3://, https://, any fsspec scheme): fsspec storage options as a JSON "
+        "object: credentials, endpoint, e.g. '{\"client_kwargs\": {\"endpoint_url\": "
+        "\"http://127.0.0.1:9000\"}}'.",
+    ),
+]
+
+
+def _storage(value: str | None) -> dict[str, Any] | None:
+    """``--storage-options`` as a dict (None when not given)."""
+    if value is None:
+        return None
+    import json
+
+    try:
+        options = json.loads(value)
+    except ValueError as e:
+        raise typer.BadParameter(f"not JSON: {e}", param_hint="'--storage-options'") from None
+    if not isinstance(options, dict):
+        raise typer.BadParameter("must be a JSON object", param_hint="'--storage-options'")
+    return options
+
+
+def _is_url(path: str) -> bool:
+    from tensorfile._io.remote import is_url
+
+    return is_url(path)
+
+
 IgnoreGitOpt = Annotated[
     bool,
     typer.Option(
@@ -175,13 +210,16 @@ def _root(
     epilog="Example: tensorfile inspect model.safetensors --json | jq '.result.totals'",
 )
 def inspect(
-    file: Annotated[
-        Path,
+    target: Annotated[
+        str,
         typer.Argument(
+            metavar="FILE",
             help="A .safetensors file, a model folder or its model.safetensors.index.json "
-            "(every shard), or a pickle checkpoint."
+            "(every shard), or a pickle checkpoint; or the URL of a .safetensors file "
+            "(only its header is fetched).",
         ),
     ],
+    storage_options: StorageOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -192,12 +230,17 @@ def inspect(
     checked against every shard's header first.
     """
     out = Output("inspect", json_out=json_out, quiet=quiet, debug=debug)
-    with guarded(out, file):
+    options = _storage(storage_options)
+    with guarded(out, target):
         from tensorfile import safe_open
         from tensorfile.errors import FormatError
         from tensorfile.sharded import is_sharded_path
 
-        if is_sharded_path(file):
+        file = Path(target)
+        if _is_url(target):
+            with safe_open(target, storage_options=options) as f:
+                result, code = _describe_safetensors(target, f), ExitCode.OK
+        elif is_sharded_path(file):
             result, code = _describe_model(file), ExitCode.OK
         else:
             try:
@@ -235,7 +278,7 @@ def _describe_pickle(path: Path, not_safetensors: Exception) -> tuple[dict[str, 
 _NOT_A_CHECKPOINT = frozenset({"not-pickle", "unknown", "empty", "unreadable"})
 
 
-def _describe_safetensors(path: Path, f: Any) -> dict[str, Any]:
+def _describe_safetensors(path: Path | str, f: Any) -> dict[str, Any]:
     """The ``inspect`` result for an open safetensors file (schemas/inspect.json)."""
     header = f.header
     tensors = []
@@ -256,7 +299,7 @@ def _describe_safetensors(path: Path, f: Any) -> dict[str, Any]:
     return {
         "path": str(path),
         "format": "safetensors",
-        "file_size": path.stat().st_size,
+        "file_size": f.file_size,
         "header_size": header.length,
         "data_offset": header.data_offset,
         "metadata": f.metadata(),
@@ -595,7 +638,14 @@ def sign(
     )
 )
 def verify(
-    path: Annotated[Path, typer.Argument(help="The model file or folder to check.")],
+    target: Annotated[
+        str,
+        typer.Argument(
+            metavar="PATH",
+            help="The model file or folder to check; or the URL of a .safetensors file or of a "
+            "sharded model's index (checked as it streams, nothing written to disk).",
+        ),
+    ],
     key: Annotated[
         Path | None,
         typer.Option("--key", "-k", help="The signer's public key (PEM)."),
@@ -654,6 +704,7 @@ def verify(
     allow_symlinks: SymlinksOpt = False,
     ignore_paths: IgnorePathsOpt = None,
     ignore_git_paths: IgnoreGitOpt = True,
+    storage_options: StorageOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -677,6 +728,9 @@ def verify(
     if pins is not None and signature is not None:
         raise typer.BadParameter("--pins checks no signature", param_hint="'--signature'")
     out = Output("verify", json_out=json_out, quiet=quiet, debug=debug)
+    path = Path(target)
+    if _is_url(target):
+        _verify_url(out, target, key, cert_chain, pins, signature, _storage(storage_options))
     with guarded(out, path, key, cert_chain, pins, trusted_root, signature), out.progress(
         "verifying"
     ) as progress:
@@ -701,6 +755,30 @@ def verify(
             )
         else:
             report = verify_model(path, key, cert_chain, signature=signature, **options)
+    from tensorfile_cli import _render
+
+    out.finish(report.to_dict(), _render.verify)
+
+
+def _verify_url(
+    out: Output, url: str, key: Path | None, cert_chain: Path | None, pins: Path | None,
+    signature: Path | None, storage_options: dict[str, Any] | None,
+) -> None:
+    """``tensorfile verify URL``: the signature, header and every tensor
+    checked as the bytes stream in (tensorfile.remote.verify_remote)."""
+    with guarded(out, url, key, cert_chain, pins, signature):
+        from tensorfile.integrity import Pins, TrustPolicy
+        from tensorfile.remote import RemoteOptions, verify_remote
+
+        if key is None and cert_chain is None and pins is None:
+            raise typer.BadParameter(
+                "a URL is verified with --key, --cert-chain or --pins", param_hint="'--key'"
+            )
+        trust: Any = (
+            Pins.from_file(pins) if pins is not None
+            else TrustPolicy(key=key, cert_roots=cert_chain, signature=signature)
+        )
+        report = verify_remote(url, trust, RemoteOptions(storage_options or {}))
     from tensorfile_cli import _render
 
     out.finish(report.to_dict(), _render.verify)

@@ -1,0 +1,188 @@
+"""Remote models: ``safe_open`` and ``load_file`` of a URL, through fsspec.
+
+``tensorfile.safe_open("s3://bucket/model.safetensors", storage_options=...)``
+and ``load_file`` of any fsspec URL come here (the public functions pass
+URLs on). The bytes are read by checked range requests
+(:mod:`tensorfile._io.remote`); ``verify=`` fetches and checks the signature
+first, then each tensor as its bytes arrive. A URL naming a
+``*.safetensors.index.json`` is a sharded model: its shards are read from
+beside it. Install with ``pip install 'tensorfile[remote]'``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tensorfile._format.strict_json import loads_strict
+from tensorfile._io.remote import (
+    RemoteFile,
+    RemoteOptions,
+    is_url,
+    read_remote_small,
+    url_join,
+    url_parent,
+)
+from tensorfile._io.verifier import FileVerifier, Verifier
+from tensorfile.errors import ShardIndexError
+
+if TYPE_CHECKING:
+    from tensorfile._io.reader import SafeOpen
+    from tensorfile.integrity.onload import VerifyWith
+    from tensorfile.integrity.verify import VerificationReport
+
+__all__ = ["RemoteFile", "RemoteOptions", "is_url", "load_remote", "open_remote", "verify_remote"]
+
+#: Bytes of tensors ``verify_remote`` holds at once (plus one tensor bigger than this).
+VERIFY_WINDOW = 256 << 20
+
+#: An index JSON over this size is refused (the largest real ones are a few MB).
+MAX_INDEX_BYTES = 64 << 20
+INDEX_SUFFIX = ".safetensors.index.json"
+
+
+def remote_options(
+    remote: RemoteOptions | None, storage_options: Mapping[str, Any] | None
+) -> RemoteOptions:
+    """``remote`` (or the defaults) with ``storage_options`` put in, if given."""
+    base = remote or RemoteOptions()
+    if storage_options is None:
+        return base
+    return RemoteOptions(dict(storage_options), base.concurrency, base.block_size, base.retries)
+
+
+class _OneFile:
+    """A :class:`Verifier` that hands out one remote file's verifier."""
+
+    def __init__(self, file_verifier: FileVerifier) -> None:
+        self._fv = file_verifier
+
+    def for_file(self, path: Path) -> FileVerifier:
+        return self._fv
+
+
+def _remote_verifier(verify: Verifier, remote: RemoteFile) -> Verifier:
+    for_url = getattr(verify, "for_url", None)
+    if for_url is None:  # the caller's own Verifier: it is given the URL as a path
+        return verify
+    return _OneFile(for_url(remote.url, remote.size, lambda u: remote.read_small(u, 256 << 20)))
+
+
+def open_remote(
+    url: str,
+    framework: str = "np",
+    device: str = "cpu",
+    *,
+    verify: Verifier | None = None,
+    options: RemoteOptions | None = None,
+) -> SafeOpen:
+    """A :class:`~tensorfile.SafeOpen` over the remote file at ``url``: its
+    header read in one or two range requests, tensors fetched on demand
+    (``get_slice`` fetches only the rows it needs)."""
+    from tensorfile._io.reader import SafeOpen
+
+    remote = RemoteFile(url, options)
+    verifier = None if verify is None else _remote_verifier(verify, remote)
+    return SafeOpen(remote, framework, device, backend="pread", verify=verifier)
+
+
+def load_remote(
+    url: str,
+    framework: str = "np",
+    device: str = "cpu",
+    *,
+    verify: Verifier | None = None,
+    options: RemoteOptions | None = None,
+) -> dict[str, Any]:
+    """Every tensor of the remote file (or sharded model: an index URL) at ``url``."""
+    if url.split("?", 1)[0].endswith(INDEX_SUFFIX):
+        out: dict[str, Any] = {}
+        for shard in shard_urls(url, options):
+            out.update(load_remote(shard, framework, device, verify=verify, options=options))
+        return out
+    with open_remote(url, framework, device, verify=verify, options=options) as f:
+        return f.tensors()
+
+
+def shard_urls(index_url: str, options: RemoteOptions | None = None) -> list[str]:
+    """The shard URLs an index names, each checked to be a plain relative
+    name inside the index's folder (no ``..``, no absolute path, no URL)."""
+    raw = read_remote_small(index_url, MAX_INDEX_BYTES, options)
+    if len(raw) > MAX_INDEX_BYTES:
+        raise ShardIndexError(f"{index_url}: index is over the {MAX_INDEX_BYTES:,}-byte limit")
+    doc = loads_strict(raw, index_url, ShardIndexError)
+    weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise ShardIndexError(f"{index_url}: 'weight_map' must be an object of tensor names to files")
+    folder = url_parent(index_url)
+    shards: dict[str, None] = {}
+    for name, rel in weight_map.items():
+        if (not isinstance(rel, str) or not rel or rel.startswith("/") or "://" in rel
+                or "\\" in rel or any(p in ("", ".", "..") for p in rel.split("/"))):
+            raise ShardIndexError(f"{index_url}: tensor {name!r} names shard {rel!r:.80}, not a "
+                                  "relative path inside the index's folder")
+        shards[rel] = None
+    return [url_join(folder, rel) for rel in shards]
+
+
+def verify_remote(
+    url: str, verify: VerifyWith, options: RemoteOptions | None = None
+) -> VerificationReport:
+    """Check the remote file at ``url`` (or every shard an index URL names)
+    against its signature without writing it anywhere: the signature and the
+    header first, then every tensor's digest as its bytes stream in, at most
+    :data:`VERIFY_WINDOW` bytes of them held at once. Raises on the first
+    mismatch (a :class:`~tensorfile.errors.VerificationError`) or on a
+    server answer that cannot be trusted (a :class:`~tensorfile.errors.RemoteError`).
+    """
+    import numpy as np
+
+    from tensorfile._io.reader import SafeOpen
+    from tensorfile.integrity.onload import LoadVerifier, as_verifier
+    from tensorfile.integrity.verify import VerificationReport
+
+    verifier = as_verifier(verify)
+    is_index = url.split("?", 1)[0].endswith(INDEX_SUFFIX)
+    urls = shard_urls(url, options) if is_index else [url]
+    files: list[str] = []
+    tensors = hashed = 0
+    last: LoadVerifier | None = None
+    for u in urls:
+        remote = RemoteFile(u, options)
+        one = _remote_verifier(verifier, remote)
+        fv = one.for_file(Path(u))
+        if not isinstance(fv, LoadVerifier):
+            raise TypeError("verify_remote needs a key, certificates, a trust policy or pins")
+        with SafeOpen(remote, "np", backend="pread", verify=one) as f:  # checks the header
+            base = f.header.data_offset
+            batch: list[Any] = []
+            size = 0
+            infos = [*list(f.header.tensors.values()), None]
+            for info in infos:
+                if info is None or (batch and size + info.nbytes > VERIFY_WINDOW):
+                    buf = np.empty(max(size, 1), dtype=np.uint8)
+                    views, at = [], 0
+                    for i in batch:
+                        views.append(memoryview(buf.data)[at : at + i.nbytes])
+                        at += i.nbytes
+                    remote.read([(base + i.start, v, fv.tensor_check(i.name, i.nbytes))
+                                 for i, v in zip(batch, views, strict=True)])
+                    batch, size = [], 0
+                if info is not None:
+                    batch.append(info)
+                    size += info.nbytes
+            tensors += len(f.header.tensors)
+        files.append(fv.resource or u)
+        hashed += fv.bytes_hashed
+        last = fv
+    assert last is not None and last.manifest is not None and last.signer is not None
+    manifest = last.manifest
+    return VerificationReport(
+        model=url, signature=last.signature_where,
+        model_name=manifest.model_name, root_digest=manifest.root_digest,
+        serialization=manifest.serialization.to_dict(), signer=last.signer,
+        files=tuple(files), bytes_hashed=hashed, tensors=tensors,
+        tensor_digests_checked=True, tensor_algorithm=manifest.tensor_algorithm,
+    )
+
