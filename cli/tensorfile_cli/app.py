@@ -476,7 +476,13 @@ def convert(
 # -- hash -----------------------------------------------------------------------------
 @app.command("hash", epilog="Example: tensorfile hash ./my-model --json > manifest.json")
 def hash_(
-    path: Annotated[Path, typer.Argument(help="A model file or folder.")],
+    target: Annotated[
+        str,
+        typer.Argument(
+            metavar="PATH",
+            help="A model file or folder; or a file's URL (streamed, nothing written).",
+        ),
+    ],
     tensors: Annotated[
         bool,
         typer.Option("--tensors/--no-tensors", help="Also digest each safetensors header and tensor."),
@@ -487,6 +493,7 @@ def hash_(
     allow_symlinks: SymlinksOpt = False,
     ignore_paths: IgnorePathsOpt = None,
     ignore_git_paths: IgnoreGitOpt = True,
+    storage_options: StorageOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -496,6 +503,19 @@ def hash_(
     Nothing is signed or written; the signature file is left out, as `sign` leaves it out.
     """
     out = Output("hash", json_out=json_out, quiet=quiet, debug=debug)
+    path = Path(target)
+    if _is_url(target):
+        with guarded(out, target):
+            from tensorfile.integrity import HashOptions
+            from tensorfile.remote import RemoteOptions, hash_remote
+
+            manifest = hash_remote(target, HashOptions(
+                tensors=tensors, tensor_algorithm=tensor_algorithm.value,
+                file_algorithm=file_algorithm.value,
+            ), RemoteOptions(_storage(storage_options) or {}))
+        from tensorfile_cli import _render
+
+        out.finish(manifest.to_dict(), _render.hash_manifest)
     with guarded(out, path), out.progress("hashing") as progress:
         from tensorfile.integrity import HashOptions, hash_model
         from tensorfile.integrity.sign import default_signature_path

@@ -29,10 +29,12 @@ from tensorfile.errors import ShardIndexError
 
 if TYPE_CHECKING:
     from tensorfile._io.reader import SafeOpen
+    from tensorfile.integrity.hashing import HashOptions
+    from tensorfile.integrity.manifest import Manifest
     from tensorfile.integrity.onload import VerifyWith
     from tensorfile.integrity.verify import VerificationReport
 
-__all__ = ["RemoteFile", "RemoteOptions", "is_url", "load_remote", "open_remote", "verify_remote"]
+__all__ = ["RemoteFile", "RemoteOptions", "hash_remote", "is_url", "load_remote", "open_remote", "verify_remote"]
 
 #: Bytes of tensors ``verify_remote`` holds at once (plus one tensor bigger than this).
 VERIFY_WINDOW = 256 << 20
@@ -186,3 +188,62 @@ def verify_remote(
         tensor_digests_checked=True, tensor_algorithm=manifest.tensor_algorithm,
     )
 
+
+
+#: Bytes of the file ``hash_remote`` holds at once.
+HASH_WINDOW = 64 << 20
+
+
+def hash_remote(
+    url: str, options: HashOptions | None = None, remote: RemoteOptions | None = None
+) -> Manifest:
+    """The manifest of the remote file at ``url`` (what ``sign`` would sign for
+    a copy of it): its file digest and, for a ``.safetensors`` file, header and
+    tensor digests, in one ordered pass over its bytes, fetched ``HASH_WINDOW``
+    at a time (each window by concurrent ranges). Nothing is written."""
+    import numpy as np
+
+    from tensorfile.integrity.hashing import (
+        DEFAULT_HASH_OPTIONS,
+        SAFETENSORS_SUFFIX,
+        SINGLE_FILE_NAME,
+        FileDigest,
+        SafetensorsDigests,
+        digest_hex,
+        new_hasher,
+    )
+    from tensorfile.integrity.manifest import Manifest, Serialization
+
+    opts = options or DEFAULT_HASH_OPTIONS
+    f = RemoteFile(url, remote)
+    name = url.split("?", 1)[0].rsplit("/", 1)[-1]
+    whole = new_hasher(opts.file_algorithm, f.size)
+    parts: SafetensorsDigests | None = None
+    start = 0
+    spans: list[tuple[str, int, int]] = []  # tensor name, absolute [start, end)
+    running: dict[str, Any] = {}
+    header_digest = ""
+    tensors = opts.tensors and name.endswith(SAFETENSORS_SUFFIX)
+    if tensors:
+        header, raw = f.read_header()
+        whole.update(raw)
+        start = len(raw)
+        spans = [(i.name, header.data_offset + i.start, header.data_offset + i.end)
+                 for i in header.tensors.values()]
+        running = {n: new_hasher(opts.tensor_algorithm, b - a) for n, a, b in spans}
+        header_digest = digest_hex(opts.tensor_algorithm, raw)
+    buf = np.empty(min(HASH_WINDOW, max(f.size - start, 1)), dtype=np.uint8)
+    for a in range(start, f.size, HASH_WINDOW):
+        b = min(a + HASH_WINDOW, f.size)
+        view = memoryview(buf.data)[: b - a]
+        f.read([(a, view, None)])
+        whole.update(view)
+        for n, ta, tb in spans:
+            lo, hi = max(a, ta), min(b, tb)
+            if lo < hi:
+                running[n].update(view[lo - a : hi - a])
+    if tensors:
+        parts = SafetensorsDigests(header_digest, {n: running[n].hexdigest() for n, _, _ in spans},
+                                   opts.tensor_algorithm)
+    digest = FileDigest(SINGLE_FILE_NAME, whole.hexdigest(), f.size, parts, opts.file_algorithm)
+    return Manifest(name, (digest,), Serialization(hash_type=opts.file_algorithm))

@@ -140,6 +140,25 @@ def test_cli_inspect_and_verify_url(nginx: Nginx, model: Model) -> None:
     assert code == 2 and "JSON object" in err
 
 
+def test_hash_url_is_the_local_manifest(nginx: Nginx, model: Model,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import tensorfile.remote
+    from tensorfile.integrity import HashOptions, hash_model
+    from tensorfile.remote import hash_remote
+
+    monkeypatch.setattr(tensorfile.remote, "HASH_WINDOW", 30_001)  # tensors span windows
+
+    local = hash_model(model.root / "m.safetensors").to_dict()
+    remote = hash_remote(nginx.url("m.safetensors"), remote=RemoteOptions(block_size=40_000))
+    assert remote.to_dict() == local
+    code, out, err = _cli("hash", nginx.url("m.safetensors"), "--json")
+    assert code == 0, err
+    assert json.loads(out)["result"] == local
+    sha = hash_remote(nginx.url("m.safetensors"), HashOptions(tensor_algorithm="sha256"))
+    assert sha.to_dict() == hash_model(model.root / "m.safetensors",
+                                       HashOptions(tensor_algorithm="sha256")).to_dict()
+
+
 def test_core_imports_without_fsspec(tmp_path: Path) -> None:
     """The numpy-only core never imports fsspec; a URL without it is a typed error."""
     code = (

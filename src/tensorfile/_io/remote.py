@@ -46,7 +46,7 @@ from tensorfile.errors import (
     TruncatedFileError,
 )
 
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]+://")  # two letters at least: never C://
 
 #: Bytes asked for by the first request: the length prefix and, for nearly
 #: every model, the whole header (a 10,000-tensor header is about 1 MB, a
