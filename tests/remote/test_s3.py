@@ -62,3 +62,13 @@ def test_cli_endpoint_from_the_environment(s3: S3Server, model: Model, monkeypat
                                  "--json"], env=env)
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout)["result"]["tensors_checked"] == len(model.tensors)
+
+
+def test_empty_and_missing_objects(s3: S3Server) -> None:
+    from tensorfile.errors import TruncatedFileError
+
+    s3.client().put_object(Bucket="models", Key="empty.safetensors", Body=b"")
+    with pytest.raises(TruncatedFileError):
+        tensorfile.safe_open("s3://models/empty.safetensors", storage_options=s3.storage_options)
+    with pytest.raises(FileNotFoundError):
+        tensorfile.safe_open("s3://models/none.safetensors", storage_options=s3.storage_options)

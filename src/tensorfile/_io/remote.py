@@ -322,17 +322,21 @@ class _S3Fetcher(_Fetcher):
         except (FileNotFoundError, PermissionError):
             raise
         except OSError as e:
-            text = str(e)
-            if "PreconditionFailed" in text or "pre-condition" in text or "412" in text:
+            code = _s3_error_code(e)
+            if code in ("PreconditionFailed", "412"):
                 raise RemoteChangedError(
                     f"{self.label}: the object changed between two requests (IfMatch failed)"
                 ) from None
-            if "InvalidRange" in text or "416" in text:
+            if code in ("InvalidRange", "416") and self.size is None:
+                return b"", 0  # an empty object: nothing to range over
+            if code in ("InvalidRange", "416"):
                 raise RemoteChangedError(
                     f"{self.label}: bytes [{start}, {end}) are past the object's end: it is "
                     "shorter than when it was opened"
                 ) from None
-            raise _Transient(text) from None
+            if code and code not in _S3_RETRY:
+                raise RemoteError(f"{self.label}: S3 refused the range request ({code}): {e}") from None
+            raise _Transient(str(e)) from None
         body = resp["Body"]
         try:
             a, b, total = _parse_content_range(resp.get("ContentRange"), self.label)
@@ -378,6 +382,25 @@ class _S3Fetcher(_Fetcher):
 
     async def fetch(self, start: int, end: int, sink: _Sink) -> None:
         await self._answer(start, end, sink)
+
+
+#: S3 errors worth another try (with none: the connection itself failed).
+_S3_RETRY = frozenset({"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout",
+                       "500", "502", "503", "504"})
+
+
+def _s3_error_code(e: BaseException) -> str:
+    """The S3 error code (or HTTP status) behind an error s3fs translated into
+    an ``OSError``: botocore's ``ClientError`` is its cause."""
+    seen: BaseException | None = e
+    while seen is not None:
+        response = getattr(seen, "response", None)
+        if isinstance(response, dict):
+            error = response.get("Error") or {}
+            meta = response.get("ResponseMetadata") or {}
+            return str(error.get("Code") or meta.get("HTTPStatusCode") or "")
+        seen = seen.__cause__ or seen.__context__
+    return ""
 
 
 class _GenericFetcher(_Fetcher):
