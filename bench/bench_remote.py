@@ -13,6 +13,10 @@ signed, served by nginx (HTTP) and by moto's S3 server, and loaded by:
 - ``tensorizer``: ``TensorDeserializer`` over HTTP, of the same tensors
   serialized in its own format and served by the same nginx.
 
+moto's S3 server copies the whole object out of its store for every range
+request, so its loads cost O(requests x size): run S3 at a few hundred MiB
+(``--transports s3 --size-mib 256``) and HTTP at 2 GiB.
+
 Each load runs in a fresh process (``--child``), which reports its wall time
 and its peak RSS; throughput is model bytes over wall time. Ratios are
 against the anchor of the same transport, in the same run.
@@ -120,6 +124,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size-mib", type=int, default=2048)
     ap.add_argument("--repeat", type=int, default=1, help="best of N loads per contender")
+    ap.add_argument("--transports", default="http,s3", help="http, s3 or both (comma-separated)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--child", nargs=4, metavar=("KIND", "URL", "OPTS", "PUB"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -150,24 +155,27 @@ def main() -> None:
         sign(model, Path(tmp) / "k.pem")
         pub = str(Path(tmp) / "k.pem.pub")
         size = model.stat().st_size
-        have_tensorizer = True
+        have_tensorizer = "http" in args.transports
         try:
             import torch
             from tensorizer import TensorSerializer
 
-            ser = TensorSerializer(str(www / "model.tensors"))
-            ser.write_state_dict({k: torch.from_numpy(v) for k, v in tensors.items()})
-            ser.close()
+            if have_tensorizer:
+                ser = TensorSerializer(str(www / "model.tensors"))
+                ser.write_state_dict({k: torch.from_numpy(v) for k, v in tensors.items()})
+                ser.close()
         except ImportError as e:
             have_tensorizer = False
             results["tensorizer (http)"] = [{"error": [f"not installed: {e}"]}]
         del tensors
 
+        transports = set(args.transports.split(","))
         with Nginx(www, Path(tmp) / "nginx") as ng, S3Server() as s3:
             client = s3.client()
-            client.create_bucket(Bucket="bench")
-            client.upload_file(str(model), "bench", "model.safetensors")
-            client.upload_file(str(www / "model.sig"), "bench", "model.sig")
+            if "s3" in transports:
+                client.create_bucket(Bucket="bench")
+                client.upload_file(str(model), "bench", "model.safetensors")
+                client.upload_file(str(www / "model.sig"), "bench", "model.sig")
             s3_opts = {k: v for k, v in s3.storage_options.items() if k != "skip_instance_cache"}
             s3_env = {**env, "AWS_ENDPOINT_URL": s3.endpoint, "AWS_ACCESS_KEY_ID": "testing",
                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
@@ -185,6 +193,7 @@ def main() -> None:
             ]
             if have_tensorizer:
                 plan.append(("http", "tensorizer", ng.url("model.tensors"), {}, env))
+            plan = [p for p in plan if p[0] in transports]
             for transport, kind, url, opts, e in plan:
                 runs = [_run_child(kind, url, opts, pub, e) for _ in range(args.repeat)]
                 results[f"{kind} ({transport})"] = runs

@@ -100,16 +100,29 @@ def load_remote(
     """Every tensor of the remote file (or sharded model: an index URL) at ``url``."""
     if url.split("?", 1)[0].endswith(INDEX_SUFFIX):
         out: dict[str, Any] = {}
-        for shard in shard_urls(url, options):
-            out.update(load_remote(shard, framework, device, verify=verify, options=options))
+        for shard, names in shard_map(url, options).items():
+            got = load_remote(shard, framework, device, verify=verify, options=options)
+            if set(got) != names:
+                extra, missing = sorted(set(got) - names), sorted(names - set(got))
+                raise ShardIndexError(
+                    f"{url}: {shard} holds other tensors than the index says (not in the index: "
+                    f"{extra[:5]}, missing: {missing[:5]})"
+                )
+            out.update(got)
         return out
     with open_remote(url, framework, device, verify=verify, options=options) as f:
         return f.tensors()
 
 
 def shard_urls(index_url: str, options: RemoteOptions | None = None) -> list[str]:
-    """The shard URLs an index names, each checked to be a plain relative
-    name inside the index's folder (no ``..``, no absolute path, no URL)."""
+    """The shard URLs an index names, in the index's order (see :func:`shard_map`)."""
+    return list(shard_map(index_url, options))
+
+
+def shard_map(index_url: str, options: RemoteOptions | None = None) -> dict[str, set[str]]:
+    """Each shard URL an index names and the tensors it assigns to it; each
+    shard is checked to be a plain relative name inside the index's folder
+    (no ``..``, no absolute path, no URL)."""
     raw = read_remote_small(index_url, MAX_INDEX_BYTES, options)
     if len(raw) > MAX_INDEX_BYTES:
         raise ShardIndexError(f"{index_url}: index is over the {MAX_INDEX_BYTES:,}-byte limit")
@@ -118,14 +131,14 @@ def shard_urls(index_url: str, options: RemoteOptions | None = None) -> list[str
     if not isinstance(weight_map, dict) or not weight_map:
         raise ShardIndexError(f"{index_url}: 'weight_map' must be an object of tensor names to files")
     folder = url_parent(index_url)
-    shards: dict[str, None] = {}
+    shards: dict[str, set[str]] = {}
     for name, rel in weight_map.items():
         if (not isinstance(rel, str) or not rel or rel.startswith("/") or "://" in rel
                 or "\\" in rel or any(p in ("", ".", "..") for p in rel.split("/"))):
             raise ShardIndexError(f"{index_url}: tensor {name!r} names shard {rel!r:.80}, not a "
                                   "relative path inside the index's folder")
-        shards[rel] = None
-    return [url_join(folder, rel) for rel in shards]
+        shards.setdefault(rel, set()).add(name)
+    return {url_join(folder, rel): names for rel, names in shards.items()}
 
 
 def verify_remote(

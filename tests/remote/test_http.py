@@ -96,6 +96,28 @@ def test_sharded_index_url(nginx: Nginx, model: Model) -> None:
     assert report.tensors == len(model.tensors)
 
 
+def test_hostile_indexes_are_refused(nginx: Nginx, model: Model) -> None:
+    from tensorfile.errors import ShardIndexError
+
+    folder = model.root / "sharded"
+    good = json.loads((folder / "model.safetensors.index.json").read_text())
+    cases = {
+        "escape": {"weight_map": {"embed": "../m.safetensors"}},
+        "absolute": {"weight_map": {"embed": "/etc/passwd"}},
+        "url": {"weight_map": {"embed": "http://elsewhere/x.safetensors"}},
+        "empty": {"weight_map": {}},
+        # A shard holding tensors the index does not give it.
+        "lying": {"weight_map": {k: "model-00001-of-00002.safetensors" for k in good["weight_map"]}},
+    }
+    for name, doc in cases.items():
+        (folder / f"{name}.safetensors.index.json").write_text(json.dumps(doc))
+        with pytest.raises(ShardIndexError):
+            tensorfile.load_file(nginx.url(f"sharded/{name}.safetensors.index.json"))
+    (folder / "dup.safetensors.index.json").write_text('{"weight_map": {"a": "x", "a": "y"}}')
+    with pytest.raises(ShardIndexError):
+        tensorfile.load_file(nginx.url("sharded/dup.safetensors.index.json"))
+
+
 def test_tampered_file_on_the_server_is_refused(nginx: Nginx, model: Model, tmp_path: Path) -> None:
     src = model.root / "m.safetensors"
     bad = model.root / "tampered" / "m.safetensors"
