@@ -181,7 +181,9 @@ def main() -> None:
                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
                       "AWS_EC2_METADATA_DISABLED": "true",
                       "RUNAI_STREAMER_S3_USE_VIRTUAL_ADDRESSING": "0",
-                      "RUNAI_STREAMER_CONCURRENCY": str(CONCURRENCY)}
+                      "RUNAI_STREAMER_CONCURRENCY": str(CONCURRENCY),
+                      # Its C++ client says why a download failed only in its log.
+                      "RUNAI_STREAMER_LOG_TO_STDERR": "1", "RUNAI_STREAMER_LOG_LEVEL": "ERROR"}
             plan = [
                 ("http", "cat_ranges", ng.url("model.safetensors"), {}, env),
                 ("http", "tensorfile", ng.url("model.safetensors"), {}, env),
