@@ -60,6 +60,20 @@ def test_header_is_one_request_and_a_slice_reads_only_its_rows(nginx: Nginx, mod
     assert len(lines) == 2 and lines[1].body_bytes == 10 * 256 * 4
 
 
+def test_a_long_header_is_two_requests(nginx: Nginx, model: Model) -> None:
+    big = {f"t{i:05d}": np.full((2,), i, dtype=np.int32) for i in range(6000)}
+    path = model.root / "long_header.safetensors"
+    tensorfile.numpy.save_file(big, path, metadata={"pad": "x" * 100_000})
+    header_len = int.from_bytes(path.read_bytes()[:8], "little")
+    assert header_len > 256 << 10
+    before = len(nginx.log())
+    with tensorfile.safe_open(nginx.url("long_header.safetensors")) as f:
+        assert len(f.keys()) == 6000 and f.metadata() == {"pad": "x" * 100_000}
+        lines = _log_after(nginx, before)
+        assert [line.range for line in lines] == ["bytes=0-262143", f"bytes=262144-{8 + header_len - 1}"]
+        np.testing.assert_array_equal(f.get_tensor("t05999"), [5999, 5999])
+
+
 def test_verified_load_fetches_the_signature_first(nginx: Nginx, model: Model) -> None:
     before = len(nginx.log())
     got = tensorfile.load_file(nginx.url("m.safetensors"), verify=model.pub)
@@ -155,6 +169,11 @@ def test_cli_inspect_and_verify_url(nginx: Nginx, model: Model) -> None:
     result = json.loads(out)["result"]
     assert result["verified"] and result["tensors_checked"] == len(model.tensors)
     assert result["signature"] == nginx.url("model.sig")
+    code, out, err = _cli("inspect", nginx.url("sharded/model.safetensors.index.json"), "--json")
+    assert code == 0, err
+    result = json.loads(out)["result"]
+    assert result["format"] == "sharded" and len(result["shards"]) == 2
+    assert sorted(t["name"] for t in result["tensors"]) == sorted(model.tensors)
     code, out, err = _cli("verify", nginx.url("nothing.safetensors"), "--key", str(model.pub))
     assert code == 2 and "404" in err
     # The endpoint and credentials as fsspec takes them: a bad option is a usage error.
