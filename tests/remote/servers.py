@@ -243,7 +243,10 @@ class FaultProxy:
 
         class Handler(socketserver.StreamRequestHandler):
             def handle(self) -> None:
-                proxy._handle(self)
+                try:
+                    proxy._handle(self)
+                except OSError:
+                    pass  # the reader hung up first (it refused an answer): nothing to serve
 
         socketserver.ThreadingTCPServer.allow_reuse_address = True
         self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)

@@ -175,14 +175,60 @@ class _Fetcher:
                 f"(ETag {self.validator} became {validator})"
             )
 
-    async def fetch(self, start: int, end: int, sink: _Sink) -> None:
-        """Write bytes ``[start, end)`` into ``sink`` or raise; ``end`` past the
-        object's size only when probing (``self.size`` unknown)."""
+    async def _answer(self, start: int, end: int, sink: _Sink | None) -> tuple[bytes, int]:
+        """One checked ranged GET: the bytes (into ``sink``, or returned when
+        it is None) and the object's size."""
         raise NotImplementedError
+
+    async def fetch(self, start: int, end: int, sink: _Sink) -> None:
+        """Write bytes ``[start, end)`` into ``sink`` or raise."""
+        await self._answer(start, end, sink)
 
     async def probe(self, n: int) -> bytes:
         """The first ``n`` bytes (fewer if the object is smaller); sets ``size``."""
-        raise NotImplementedError
+        data, total = await self._answer(0, n, None)
+        self.size = total
+        return data
+
+    async def _body(
+        self, read: Callable[[], Awaitable[bytes]], start: int, end: int, sink: _Sink | None,
+        cut: Callable[[BaseException], bool],
+    ) -> bytes:
+        """Copy a response body (``read()``: its next chunk, empty at the end)
+        into ``sink`` (or into bytes returned when it is None); exactly
+        ``end - start`` bytes, or raise. ``cut(e)``: whether ``e`` means the
+        connection broke (retried), not a bug."""
+        out = bytearray(end - start) if sink is None else None
+        target = _Sink([memoryview(out)]) if out is not None else sink
+        assert target is not None
+        target.reset()
+        try:
+            while chunk := await read():
+                target.write(chunk)
+        except _Overflow:
+            raise RemoteRangeError(
+                f"{self.label}: the body of the answer for bytes [{start}, {end}) is longer than the range"
+            ) from None
+        except Exception as e:
+            if not cut(e):
+                raise
+            raise _Transient(f"body cut off: {type(e).__name__}: {e}") from None
+        if target.written != end - start:
+            raise _Transient(f"body ended after {target.written} of {end - start} bytes")
+        return bytes(out) if out is not None else b""
+
+
+def _aiohttp_cut(e: BaseException) -> bool:
+    import aiohttp
+
+    return isinstance(e, (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError,
+                          asyncio.TimeoutError))
+
+
+def _stream_cut(e: BaseException) -> bool:
+    """A broken S3 body stream: an OSError, a timeout, or an aiohttp or botocore stream error."""
+    return isinstance(e, (OSError, asyncio.TimeoutError)) or type(e).__module__.split(".")[0] in (
+        "aiohttp", "botocore", "aiobotocore", "urllib3")
 
 
 class _HTTPFetcher(_Fetcher):
@@ -225,7 +271,6 @@ class _HTTPFetcher(_Fetcher):
         raise RemoteRedirectError(f"{self.label}: more than {MAX_REDIRECTS} redirects")
 
     async def _answer(self, start: int, end: int, sink: _Sink | None) -> tuple[bytes, int]:
-        import aiohttp
 
         r = await self._get(start, end)
         try:
@@ -269,36 +314,10 @@ class _HTTPFetcher(_Fetcher):
                 raise RemoteRangeError(
                     f"{self.label}: Content-Length {length} for a range of {end - start} bytes"
                 )
-            out = bytearray(end - start) if sink is None else None
-            target = _Sink([memoryview(out)]) if out is not None else sink
-            assert target is not None
-            target.reset()
-            try:
-                while True:
-                    chunk = await r.content.readany()
-                    if not chunk:
-                        break
-                    target.write(chunk)
-            except _Overflow:
-                raise RemoteRangeError(
-                    f"{self.label}: the body of the answer for bytes [{start}, {end}) is longer than the range"
-                ) from None
-            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError,
-                    asyncio.TimeoutError) as e:
-                raise _Transient(f"body cut off: {type(e).__name__}: {e}") from None
-            if target.written != end - start:
-                raise _Transient(f"body ended after {target.written} of {end - start} bytes")
-            return (bytes(out) if out is not None else b""), (total if total is not None else end)
+            data = await self._body(r.content.readany, start, end, sink, _aiohttp_cut)
+            return data, (total if total is not None else end)
         finally:
             r.release()
-
-    async def probe(self, n: int) -> bytes:
-        data, total = await self._answer(0, n, None)
-        self.size = total
-        return data
-
-    async def fetch(self, start: int, end: int, sink: _Sink) -> None:
-        await self._answer(start, end, sink)
 
 
 class _S3Fetcher(_Fetcher):
@@ -349,39 +368,10 @@ class _S3Fetcher(_Fetcher):
             else:
                 self._expect(start, end, (a, b, total))
             self._same_object(resp.get("VersionId") if self._version else resp.get("ETag"))
-            out = bytearray(end - start) if sink is None else None
-            target = _Sink([memoryview(out)]) if out is not None else sink
-            assert target is not None
-            target.reset()
-            try:
-                while True:
-                    chunk = await body.read(1 << 20)
-                    if not chunk:
-                        break
-                    target.write(chunk)
-            except _Overflow:
-                raise RemoteRangeError(
-                    f"{self.label}: the body for bytes [{start}, {end}) is longer than the range"
-                ) from None
-            except (OSError, asyncio.TimeoutError) as e:
-                raise _Transient(f"body cut off: {type(e).__name__}: {e}") from None
-            except Exception as e:  # aiohttp / botocore stream errors
-                if type(e).__module__.split(".")[0] in ("aiohttp", "botocore", "aiobotocore", "urllib3"):
-                    raise _Transient(f"body cut off: {type(e).__name__}: {e}") from None
-                raise
-            if target.written != end - start:
-                raise _Transient(f"body ended after {target.written} of {end - start} bytes")
-            return (bytes(out) if out is not None else b""), (total if total is not None else end)
+            data = await self._body(lambda: body.read(1 << 20), start, end, sink, _stream_cut)
+            return data, (total if total is not None else end)
         finally:
             body.close()
-
-    async def probe(self, n: int) -> bytes:
-        data, total = await self._answer(0, n, None)
-        self.size = total
-        return data
-
-    async def fetch(self, start: int, end: int, sink: _Sink) -> None:
-        await self._answer(start, end, sink)
 
 
 #: S3 errors worth another try (with none: the connection itself failed).
