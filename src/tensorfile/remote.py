@@ -11,6 +11,7 @@ beside it. Install with ``pip install 'tensorfile[remote]'``.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,7 +52,7 @@ def remote_options(
     base = remote or RemoteOptions()
     if storage_options is None:
         return base
-    return RemoteOptions(dict(storage_options), base.concurrency, base.block_size, base.retries)
+    return dataclasses.replace(base, storage_options=dict(storage_options))
 
 
 class _OneFile:

@@ -162,6 +162,20 @@ def test_dropped_connection_is_retried_then_refused(proxy: FaultProxy, model: Mo
         tensorfile.load_file(proxy.url("m.safetensors"), remote=OPTS)
 
 
+def test_a_stalled_server_times_out(proxy: FaultProxy, model: Model) -> None:
+    def stall(n: int, req: Request, resp: Response) -> bytes:
+        if _data(req):
+            time.sleep(2)  # headers and body withheld
+        return resp.encode()
+
+    proxy.fault = stall
+    quick = RemoteOptions(block_size=1 << 20, retries=1, read_timeout=0.3)
+    t = time.monotonic()
+    with pytest.raises(RemoteReadError, match="Timeout"):
+        tensorfile.load_file(proxy.url("m.safetensors"), remote=quick)
+    assert time.monotonic() - t < 2
+
+
 def test_server_errors_are_retried(proxy: FaultProxy, model: Model) -> None:
     failed: set[str] = set()
 

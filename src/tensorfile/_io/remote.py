@@ -75,10 +75,17 @@ class RemoteOptions:
     concurrency: int = DEFAULT_CONCURRENCY
     block_size: int = DEFAULT_BLOCK_SIZE
     retries: int = DEFAULT_RETRIES
+    #: Seconds an HTTP answer may go silent (connecting, or between two reads
+    #: of its body) before the attempt counts as failed: a stalled server
+    #: never hangs a load.
+    read_timeout: float = 60.0
 
     def __post_init__(self) -> None:
-        if self.concurrency < 1 or self.block_size < 1 or self.retries < 0:
-            raise ValueError("concurrency and block_size must be at least 1, retries at least 0")
+        if self.concurrency < 1 or self.block_size < 1 or self.retries < 0 or self.read_timeout <= 0:
+            raise ValueError(
+                "concurrency and block_size must be at least 1, retries at least 0, "
+                "read_timeout above 0"
+            )
 
 
 class _Transient(Exception):
@@ -235,16 +242,19 @@ class _HTTPFetcher(_Fetcher):
     """HTTP(S) through fsspec's aiohttp session (its ``client_kwargs``,
     ``headers`` and other request options apply), with each answer checked."""
 
-    def __init__(self, fs: Any, url: str) -> None:
+    def __init__(self, fs: Any, url: str, read_timeout: float) -> None:
         super().__init__(url, url)
         self._fs = fs
         self._origin = urlsplit(url)[:2]
+        self._read_timeout = read_timeout
 
     async def _get(self, start: int, end: int) -> Any:
         import aiohttp
 
         session = await self._fs.set_session()
         kw = dict(self._fs.kwargs)
+        kw.setdefault("timeout", aiohttp.ClientTimeout(
+            total=None, sock_connect=self._read_timeout, sock_read=self._read_timeout))
         headers = dict(kw.pop("headers", None) or {})
         headers["Range"] = f"bytes={start}-{end - 1}"
         if self.validator is not None and not self.validator.startswith("W/"):
@@ -453,7 +463,7 @@ class RemoteFile:
         protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
         fetcher: _Fetcher
         if "http" in protocols or "https" in protocols:
-            fetcher = _HTTPFetcher(fs, url)
+            fetcher = _HTTPFetcher(fs, url, self.options.read_timeout)
         elif "s3" in protocols or "s3a" in protocols:
             fetcher = _S3Fetcher(fs, path, url)
         else:
