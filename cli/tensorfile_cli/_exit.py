@@ -162,6 +162,14 @@ _TABLE: tuple[tuple[str, ErrorClass], ...] = (
         ),
     ),
     (
+        "RemoteError",
+        ErrorClass(
+            ExitCode.UNUSABLE,
+            "nothing read from the server was used: check the URL, the endpoint and credentials "
+            "(--storage-options), and retry if the object was being replaced",
+        ),
+    ),
+    (
         "ShardIndexError",
         ErrorClass(
             ExitCode.UNUSABLE,

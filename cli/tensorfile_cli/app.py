@@ -77,6 +77,41 @@ IgnorePathsOpt = Annotated[
         readable=False,
     ),
 ]
+#: Environment variable holding fsspec storage options (JSON) for a URL.
+STORAGE_ENV = "TENSORFILE_STORAGE_OPTIONS"
+StorageOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--storage-options",
+        envvar=STORAGE_ENV,
+        help="For a URL (s3://, https://, any fsspec scheme): fsspec storage options as a JSON "
+        "object: credentials, endpoint, e.g. '{\"client_kwargs\": {\"endpoint_url\": "
+        "\"http://127.0.0.1:9000\"}}'.",
+    ),
+]
+
+
+def _storage(value: str | None) -> dict[str, Any] | None:
+    """``--storage-options`` as a dict (None when not given)."""
+    if value is None:
+        return None
+    import json
+
+    try:
+        options = json.loads(value)
+    except ValueError as e:
+        raise typer.BadParameter(f"not JSON: {e}", param_hint="'--storage-options'") from None
+    if not isinstance(options, dict):
+        raise typer.BadParameter("must be a JSON object", param_hint="'--storage-options'")
+    return options
+
+
+def _is_url(path: str) -> bool:
+    from tensorfile._io.remote import is_url
+
+    return is_url(path)
+
+
 IgnoreGitOpt = Annotated[
     bool,
     typer.Option(
@@ -159,14 +194,16 @@ def _root(
     epilog="Example: tensorfile inspect model.safetensors --json | jq '.result.totals'",
 )
 def inspect(
-    file: Annotated[
-        Path,
+    target: Annotated[
+        str,
         typer.Argument(
+            metavar="FILE",
             help="A .safetensors file, a model folder or its model.safetensors.index.json "
-            "(every shard), or a pickle checkpoint.",
-            readable=False,
+            "(every shard), or a pickle checkpoint; or the URL of a .safetensors file "
+            "(only its header is fetched).",
         ),
     ],
+    storage_options: StorageOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -177,13 +214,21 @@ def inspect(
     checked against every shard's header first.
     """
     out = Output("inspect", json_out=json_out, quiet=quiet, debug=debug)
-    with guarded(out, file):
-        _args.exists(file)
+    options = _storage(storage_options)
+    with guarded(out, target):
+        if not _is_url(target):
+            _args.exists(target)
         from tensorfile import safe_open
         from tensorfile.errors import FormatError
         from tensorfile.sharded import is_sharded_path
 
-        if is_sharded_path(file):
+        file = Path(target)
+        if _is_url(target) and target.split("?", 1)[0].endswith(".safetensors.index.json"):
+            result, code = _describe_remote_model(target, options), ExitCode.OK
+        elif _is_url(target):
+            with safe_open(target, storage_options=options) as f:
+                result, code = _describe_safetensors(target, f), ExitCode.OK
+        elif is_sharded_path(file):
             result, code = _describe_model(file), ExitCode.OK
         else:
             try:
@@ -221,7 +266,7 @@ def _describe_pickle(path: Path, not_safetensors: Exception) -> tuple[dict[str, 
 _NOT_A_CHECKPOINT = frozenset({"not-pickle", "unknown", "empty", "unreadable"})
 
 
-def _describe_safetensors(path: Path, f: Any) -> dict[str, Any]:
+def _describe_safetensors(path: Path | str, f: Any) -> dict[str, Any]:
     """The ``inspect`` result for an open safetensors file (schemas/inspect.json)."""
     header = f.header
     base = header.data_offset  # (f.byte_range, without a second look-up per tensor)
@@ -242,7 +287,7 @@ def _describe_safetensors(path: Path, f: Any) -> dict[str, Any]:
     return {
         "path": str(path),
         "format": "safetensors",
-        "file_size": path.stat().st_size,
+        "file_size": f.file_size,
         "header_size": header.length,
         "data_offset": header.data_offset,
         "metadata": f.metadata(),
@@ -280,6 +325,37 @@ def _describe_model(path: Path) -> dict[str, Any]:
             "tensors": tensors,
             "totals": {**_totals(tensors), "shards": len(shards)},
         }
+
+
+def _describe_remote_model(url: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``inspect`` result for a sharded model's index URL: every shard's
+    header (one or two range requests each), checked against the index."""
+    from tensorfile import safe_open
+    from tensorfile.errors import ShardIndexError
+    from tensorfile.remote import RemoteOptions, shard_map
+
+    index = shard_map(url, RemoteOptions(storage_options or {}))
+    tensors: list[dict[str, Any]] = []
+    shards: list[dict[str, Any]] = []
+    metadata: dict[str, str] | None = None
+    for shard_url, names in index.items():
+        with safe_open(shard_url, storage_options=storage_options) as f:
+            if set(f.keys()) != names:
+                raise ShardIndexError(f"{url}: {shard_url} holds other tensors than the index says")
+            shard = shard_url.rsplit("/", 1)[-1]
+            rows = [{"name": n, "dtype": f.info(n).dtype.name, "shape": list(f.info(n).shape),
+                     "numel": f.info(n).numel, "nbytes": f.info(n).nbytes, "shard": shard}
+                    for n in f.offset_keys()]
+            tensors += rows
+            metadata = f.metadata() if not shards else metadata
+            shards.append({"file": shard, "file_size": f.file_size, "tensors": len(rows),
+                           "bytes": sum(r["nbytes"] for r in rows)})
+    return {
+        # total_size is not read from a remote index (shard_map keeps the weight map only).
+        "path": url, "format": "sharded", "index": url, "declared_total_size": None,
+        "metadata": metadata, "shards": shards, "tensors": tensors,
+        "totals": {**_totals(tensors), "shards": len(shards)},
+    }
 
 
 def _totals(tensors: list[dict[str, Any]]) -> dict[str, Any]:
@@ -446,7 +522,13 @@ def convert(
     epilog="Example: tensorfile hash ./my-model --json > manifest.json",
 )
 def hash_(
-    path: Annotated[Path, typer.Argument(help="A model file or folder.", readable=False)],
+    target: Annotated[
+        str,
+        typer.Argument(
+            metavar="PATH",
+            help="A model file or folder; or a file's URL (streamed, nothing written).",
+        ),
+    ],
     tensors: Annotated[
         bool,
         typer.Option("--tensors/--no-tensors", help="Also digest each safetensors header and tensor."),
@@ -457,6 +539,7 @@ def hash_(
     allow_symlinks: SymlinksOpt = False,
     ignore_paths: IgnorePathsOpt = None,
     ignore_git_paths: IgnoreGitOpt = True,
+    storage_options: StorageOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -465,8 +548,21 @@ def hash_(
 
     Nothing is signed or written; the signature file is left out, as `sign` leaves it out.
     """
-    ignored = _args.ignored(path, ignore_paths)  # a usage error, before any work
     out = Output("hash", json_out=json_out, quiet=quiet, debug=debug)
+    path = Path(target)
+    if _is_url(target):
+        with guarded(out, target):
+            from tensorfile.integrity import HashOptions
+            from tensorfile.remote import RemoteOptions, hash_remote
+
+            manifest = hash_remote(target, HashOptions(
+                tensors=tensors, tensor_algorithm=tensor_algorithm.value,
+                file_algorithm=file_algorithm.value,
+            ), RemoteOptions(_storage(storage_options) or {}))
+        from tensorfile_cli import _render
+
+        out.finish(manifest.to_dict(), _render.hash_manifest)
+    ignored = _args.ignored(path, ignore_paths)  # a usage error, before any work
     with guarded(out, path), out.progress("hashing") as progress:
         _args.exists(path)
         from tensorfile.integrity import HashOptions, hash_model
@@ -665,7 +761,14 @@ def sign(
     )
 )
 def verify(
-    path: Annotated[Path, typer.Argument(help="The model file or folder to check.", readable=False)],
+    target: Annotated[
+        str,
+        typer.Argument(
+            metavar="PATH",
+            help="The model file or folder to check; or the URL of a .safetensors file or of a "
+            "sharded model's index (checked as it streams, nothing written to disk).",
+        ),
+    ],
     keys: Annotated[
         list[Path] | None,
         typer.Option("--key", "-k", help="The signer's public key (PEM).", readable=False),
@@ -735,6 +838,7 @@ def verify(
     allow_symlinks: SymlinksOpt = False,
     ignore_paths: IgnorePathsOpt = None,
     ignore_git_paths: IgnoreGitOpt = True,
+    storage_options: StorageOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -758,8 +862,11 @@ def verify(
         )
     if pins is not None and signature is not None:
         raise typer.BadParameter("--pins checks no signature", param_hint="'--signature'")
-    ignored = _args.ignored(path, ignore_paths)  # a usage error, before any work
     out = Output("verify", json_out=json_out, quiet=quiet, debug=debug)
+    path = Path(target)
+    if _is_url(target):
+        _verify_url(out, target, key, cert_chain, pins, signature, _storage(storage_options))
+    ignored = _args.ignored(path, ignore_paths)  # a usage error, before any work
     with guarded(out, path, key, cert_chain, pins, trusted_root, signature), out.progress(
         "verifying"
     ) as progress:
@@ -790,6 +897,30 @@ def verify(
 
                 roots = CertificateTrust.from_pem(cert_chain, allow_ca_signer=True)
             report = verify_model(path, key, roots, signature=signature, **options)
+    from tensorfile_cli import _render
+
+    out.finish(report.to_dict(), _render.verify)
+
+
+def _verify_url(
+    out: Output, url: str, key: Path | None, cert_chain: Path | None, pins: Path | None,
+    signature: Path | None, storage_options: dict[str, Any] | None,
+) -> None:
+    """``tensorfile verify URL``: the signature, header and every tensor
+    checked as the bytes stream in (tensorfile.remote.verify_remote)."""
+    with guarded(out, url, key, cert_chain, pins, signature):
+        from tensorfile.integrity import Pins, TrustPolicy
+        from tensorfile.remote import RemoteOptions, verify_remote
+
+        if key is None and cert_chain is None and pins is None:
+            raise typer.BadParameter(
+                "a URL is verified with --key, --cert-chain or --pins", param_hint="'--key'"
+            )
+        trust: Any = (
+            Pins.from_file(pins) if pins is not None
+            else TrustPolicy(key=key, cert_roots=cert_chain, signature=signature)
+        )
+        report = verify_remote(url, trust, RemoteOptions(storage_options or {}))
     from tensorfile_cli import _render
 
     out.finish(report.to_dict(), _render.verify)

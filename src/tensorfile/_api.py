@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Mapping
 from typing import IO, TYPE_CHECKING, Any
 
 from tensorfile._frameworks import device_name
 from tensorfile._io.reader import SafeOpen, _norm_framework, load_bytes
+from tensorfile._io.remote import RemoteOptions, is_url
 from tensorfile._verifying import verifier_of
 from tensorfile.errors import NotSignedError
 from tensorfile.sharded._reader import is_sharded_path, load_sharded
@@ -31,6 +33,8 @@ def safe_open(
     *,
     backend: str = "mmap",
     verify: VerifyWith | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    remote: RemoteOptions | None = None,
 ) -> SafeOpen:
     """Open a safetensors file for lazy, zero-copy reading.
 
@@ -46,7 +50,19 @@ def safe_open(
     ``verify`` (a public key, or a trust policy from :mod:`tensorfile.integrity`)
     checks the file's signature and header digest at open, and each tensor's
     digest the first time it is read; a tampered tensor is never returned.
+
+    ``filename`` may be a URL (``s3://``, ``https://``, any fsspec scheme):
+    the header is read in one or two range requests and tensors on demand,
+    with fsspec's ``storage_options`` (credentials, endpoint) and ``remote``
+    (a :class:`~tensorfile.remote.RemoteOptions`: concurrency, block size,
+    retries). See :mod:`tensorfile.remote`.
     """
+    if is_url(filename):
+        from tensorfile.remote import open_remote, remote_options
+
+        assert isinstance(filename, str)
+        return open_remote(filename, framework, device_name(device), verify=verifier_of(verify),
+                           options=remote_options(remote, storage_options))
     return SafeOpen(filename, framework, device, backend=backend, verify=verifier_of(verify))
 
 
@@ -57,14 +73,24 @@ def load_file(
     *,
     backend: str = "mmap",
     verify: VerifyWith | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    remote: RemoteOptions | None = None,
 ) -> dict[str, Any]:
     """Every tensor of a file, keyed by name.
 
     A folder (or a ``*.safetensors.index.json``) is read as a sharded model:
-    see :func:`tensorfile.sharded.load_sharded`.
+    see :func:`tensorfile.sharded.load_sharded`. A URL is fetched by
+    concurrent range requests straight into the tensors' memory (see
+    :func:`safe_open`); with ``verify`` each tensor is checked as it arrives.
     """
     verifier = verifier_of(verify)
     device = device_name(device)
+    if is_url(filename):
+        from tensorfile.remote import load_remote, remote_options
+
+        assert isinstance(filename, str)
+        return load_remote(filename, framework, device, verify=verifier,
+                           options=remote_options(remote, storage_options))
     if is_sharded_path(filename):
         return load_sharded(filename, framework, device, backend=backend, verify=verifier)
     with SafeOpen(filename, framework, device, backend=backend, verify=verifier) as f:

@@ -321,3 +321,36 @@ class PartitionError(TensorfileError, ValueError):
 class PolicyError(TensorfileError, ValueError):
     """A policy file (``tensorfile.toml``, ``[tool.tensorfile]``) is not valid: the
     message names the file, the line where it can, and the key or value at fault."""
+# Remote: models read through fsspec (object storage, HTTP)
+# --------------------------------------------------------------------------
+
+
+class RemoteError(TensorfileError, OSError):
+    """Reading a remote model failed: what the server answered could not be
+    trusted to be the bytes asked for, so none of it was handed over."""
+
+
+class RemoteSupportError(RemoteError):
+    """A URL was given but fsspec (or the backend for its scheme) is not
+    installed: ``pip install 'tensorfile[remote]'``."""
+
+
+class RemoteRangeError(RemoteError):
+    """The server did not answer a range request with exactly that range: it
+    ignored ``Range`` (200 with the whole object), sent a ``Content-Range``
+    other than the one asked for, or a body of another length."""
+
+
+class RemoteChangedError(RemoteError):
+    """The object changed between two requests (its ETag, version or size
+    differs from the first answer's): its header no longer describes it."""
+
+
+class RemoteRedirectError(RemoteError):
+    """The server redirected to another host (or too many times); tensorfile
+    follows redirects within one host only."""
+
+
+class RemoteReadError(RemoteError):
+    """A range could not be read after the retries: the connection dropped or
+    the body ended early every time, or the server kept failing (5xx)."""

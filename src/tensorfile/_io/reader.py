@@ -53,6 +53,7 @@ from tensorfile._frameworks import (
 )
 from tensorfile._io.files import open_file_object, open_regular, pread_exact
 from tensorfile._io.headers import read_header
+from tensorfile._io.remote import RemoteFile
 from tensorfile._io.verifier import FileVerifier, TensorCheck, Verifier
 from tensorfile.errors import (
     ClosedFileError,
@@ -141,7 +142,7 @@ class SafeOpen:
 
     def __init__(
         self,
-        filename: str | os.PathLike[str] | IO[Any],
+        filename: str | os.PathLike[str] | IO[Any] | RemoteFile,
         framework: str = "np",
         device: str | int | None = "cpu",
         *,
@@ -173,7 +174,15 @@ class SafeOpen:
         #: Bytes copied out of the file by this handle: ``pread`` reads and
         #: :meth:`read_into` copies (zero-copy views of the map are not counted).
         self.bytes_read = 0
-        if isinstance(filename, (str, os.PathLike)):
+        #: A URL's object (see tensorfile._io.remote): read by checked ranges, never mapped.
+        self._remote: RemoteFile | None = None
+        if isinstance(filename, RemoteFile):
+            self._remote = filename
+            self._path = Path(filename.label)
+            self._label = filename.label
+            self._fd, self._size = -1, filename.size
+            self._mode = "pread"
+        elif isinstance(filename, (str, os.PathLike)):
             self._path = Path(filename)
             self._fd, self._size = open_regular(
                 self._path,
@@ -183,9 +192,14 @@ class SafeOpen:
         else:  # a file object (safetensors' _safe_open_handle)
             label, self._fd, self._size = open_file_object(filename)
             self._path = Path(label)
+        if self._remote is None:
+            self._label = str(self._path)
         self._closed = False
         try:
-            self._header, raw_header = read_header(self._fd, self._size)
+            if self._remote is not None:
+                self._header, raw_header = self._remote.read_header()
+            else:
+                self._header, raw_header = read_header(self._fd, self._size)
             self._verifier: FileVerifier | None = None
             #: The data section of a file signed only whole, copied and checked at open.
             self._whole: np.ndarray[Any, Any] | None = None
@@ -211,7 +225,8 @@ class SafeOpen:
                         self._tensor_bytes(info)
         except BaseException:
             self._closed = True
-            os.close(self._fd)
+            if self._fd >= 0:
+                os.close(self._fd)
             raise
 
     # -- context manager -------------------------------------------------
@@ -235,7 +250,7 @@ class SafeOpen:
             # A read in flight on another thread closes the descriptor when it
             # finishes: closing it now could let a new file reuse the number
             # under that read.
-            if self._inflight == 0:
+            if self._inflight == 0 and self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
 
@@ -245,12 +260,22 @@ class SafeOpen:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise ClosedFileError(f"{self._path}: the file was closed; open it again to read")
+            raise ClosedFileError(f"{self._label}: the file was closed; open it again to read")
 
     # -- header ---------------------------------------------------------------
     @property
     def header(self) -> Header:
         return self._header
+
+    @property
+    def file_size(self) -> int:
+        """The file's size in bytes (a remote object's, from the server's answer)."""
+        return self._size
+
+    @property
+    def remote(self) -> RemoteFile | None:
+        """The remote object this handle reads (a URL was opened), or None."""
+        return self._remote
 
     def keys(self) -> list[str]:
         """Tensor names, sorted (as the reference returns them)."""
@@ -285,7 +310,7 @@ class SafeOpen:
                 raise TensorNameTypeError(
                     f"tensor names are str, got {type(name).__name__} {name!r}"
                 ) from None
-            raise TensorNotFoundError(f"no tensor named {name!r} in {self._path}") from None
+            raise TensorNotFoundError(f"no tensor named {name!r} in {self._label}") from None
 
     def byte_range(self, name: str) -> tuple[int, int]:
         """Absolute ``[start, end)`` file offsets of the tensor's bytes."""
@@ -335,18 +360,25 @@ class SafeOpen:
                 f"byte {end:,}: it was cut short after it was opened"
             )
 
-    def _pread(self, size: int, offset: int, into: Any = None) -> Any:
-        with self._lock:
-            self._check_open()
-            self._inflight += 1
+    def _pread_local(self, size: int, offset: int, into: Any) -> Any:
         try:
-            buf = pread_exact(self._fd, size, offset, into)
+            return pread_exact(self._fd, size, offset, into)
         except TruncatedFileError as e:
             raise TruncatedFileError(f"{self._path}: {e} (it was cut short after it was opened)") from None
         except OSError as e:
             raise FileReadError(
                 f"{self._path}: cannot read bytes [{offset:,}, {offset + size:,}): {e.strerror or e}"
             ) from None
+
+    def _pread(self, size: int, offset: int, into: Any = None) -> Any:
+        with self._lock:
+            self._check_open()
+            self._inflight += 1
+        try:
+            if self._remote is not None:
+                buf = self._remote.pread(size, offset, into)
+            else:
+                buf = self._pread_local(size, offset, into)
         finally:
             with self._lock:
                 self._inflight -= 1
@@ -387,6 +419,10 @@ class SafeOpen:
         buf = np.empty(info.nbytes, dtype=np.uint8) if into is None else into
         assert self._verifier is not None
         check = self._verifier.tensor_check(info.name, info.nbytes)
+        if self._remote is not None:
+            # Fetched concurrently by blocks; the check is fed in order as they land.
+            self._remote_read([(info, buf, check)])
+            return buf
         step = max(1, check.chunk_size)
         base = self._header.data_offset + info.start
         with memoryview(buf.data) as view:
@@ -442,6 +478,10 @@ class SafeOpen:
         """:meth:`get_tensor`, verified bytes read into ``into`` if given."""
         info = self.info(name)
         buf, off = self._tensor_bytes(info, into, sized)
+        return self._wrap(info, buf, off)
+
+    def _wrap(self, info: TensorInfo, buf: Any, off: int) -> Any:
+        """The tensor (of the handle's framework and device) over ``buf[off:]``."""
         if self._framework == "np":
             return self._out(numpy_view(buf, off, info.dtype, info.shape))
         t = torch_view(buf, off, info.dtype, info.shape, info.nbytes)
@@ -498,6 +538,8 @@ class SafeOpen:
         """
         # Each name once: two reads of one tensor must not share an arena slot.
         wanted = list(self._header.tensors) if names is None else list(dict.fromkeys(names))
+        if self._remote is not None and len(wanted) > 1:
+            return self._remote_tensors(wanted)
         if self._mode == "pread" and len(wanted) > 1:
             slots = self._arena(wanted) if self._verifier is not None and self._whole is None else {}
             workers = threads or min(8, os.cpu_count() or 1)
@@ -511,7 +553,37 @@ class SafeOpen:
                 return {n: self._get(n, sized=True) for n in wanted}
         return {n: self.get_tensor(n) for n in wanted}
 
-    def _arena(self, names: list[str]) -> dict[str, Any]:
+    def _remote_read(self, jobs: list[tuple[TensorInfo, Any, Any]]) -> None:
+        """Fetch each ``(info, buffer, check or None)`` tensor of a remote file
+        into its buffer, all at once (see :meth:`RemoteFile.read`)."""
+        assert self._remote is not None
+        with self._lock:
+            self._check_open()
+        base = self._header.data_offset
+        self._remote.read(
+            [(base + info.start, memoryview(buf).cast("B")[: info.nbytes], check)
+             for info, buf, check in jobs]
+        )
+        with self._lock:
+            self.bytes_read += sum(info.nbytes for info, _, _ in jobs)
+
+    def _remote_tensors(self, wanted: list[str]) -> dict[str, Any]:
+        """Every tensor of ``wanted`` from a remote file: one allocation, one
+        concurrent fetch straight into it; with ``verify`` each tensor is
+        checked as its bytes land, and none is returned unless all passed."""
+        slots = self._arena(wanted, always=True)
+        todo = [self.info(n) for n in slots]
+        checks = [self._verifier.tensor_check(i.name, i.nbytes) if self._verifier else None
+                  for i in todo]
+        self._remote_read([(i, slots[i.name], c) for i, c in zip(todo, checks, strict=True)])
+        if self._verifier is None:
+            return {n: self._wrap(self.info(n), slots[n], 0) for n in wanted}
+        with self._lock:
+            for info in todo:
+                self._verified.setdefault(info.name, slots[info.name])
+        return {n: self._get(n) for n in wanted}
+
+    def _arena(self, names: list[str], *, always: bool = False) -> dict[str, Any]:
         """One allocation for the verified tensors about to be read, a slice
         (64-byte aligned) for each. One big array gets transparent huge pages
         throughout, so first-touch page faults (and the kernel's page zeroing
@@ -523,7 +595,7 @@ class SafeOpen:
         for info in todo:
             offsets[info.name] = total
             total += -(-info.nbytes // 64) * 64
-        if len(todo) < 2:
+        if len(todo) < 2 and not always:
             return {}
         arena = np.empty(total, dtype=np.uint8)
         return {info.name: arena[offsets[info.name] : offsets[info.name] + info.nbytes]

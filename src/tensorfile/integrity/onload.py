@@ -24,6 +24,7 @@ import hashlib
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeAlias
@@ -35,12 +36,13 @@ from tensorfile._format.header import parse_json
 from tensorfile._io.files import open_regular
 from tensorfile._io.verifier import Verifier
 from tensorfile.errors import (
+    BundleError,
     DigestMismatchError,
     KeyLoadError,
     NotSignedError,
     VerificationError,
 )
-from tensorfile.integrity.bundle import DEFAULT_SIGNATURE_NAME, read_bundle_bytes
+from tensorfile.integrity.bundle import DEFAULT_SIGNATURE_NAME, MAX_BUNDLE_SIZE, read_bundle_bytes
 from tensorfile.integrity.certs import CertificateTrust
 from tensorfile.integrity.hashing import (
     CHUNK_SIZE,
@@ -79,6 +81,11 @@ class _TrustVerifier:
 
     def for_file(self, path: Path) -> LoadVerifier:
         return load_verifier(self.trust, path)
+
+    def for_url(self, url: str, size: int, fetch: Callable[[str], bytes]) -> LoadVerifier:
+        """The verifier of the remote file at ``url`` (``size`` bytes); ``fetch``
+        reads a small object beside it (the signature), see :func:`url_verifier`."""
+        return url_verifier(self.trust, url, size, fetch)
 
 
 def as_verifier(verify: VerifyWith) -> Verifier:
@@ -139,7 +146,13 @@ _VERIFIED_LOCK = threading.Lock()
 def verified_bundle(signature: Path, trust: Trust) -> tuple[Manifest, SignerIdentity]:
     """:func:`verify_bundle` of the signature file at ``signature``, remembered
     for key trust (see ``_VERIFIED``)."""
-    data = read_bundle_bytes(signature)
+    return verified_bundle_bytes(read_bundle_bytes(signature), signature, trust)
+
+
+def verified_bundle_bytes(
+    data: bytes, signature: str | os.PathLike[str], trust: Trust
+) -> tuple[Manifest, SignerIdentity]:
+    """:func:`verified_bundle` of a signature file's bytes (read from ``signature``)."""
     if isinstance(trust, CertificateTrust | SigstoreTrust):
         return verify_signature_file(data, signature, trust)
     cache_key = (hashlib.sha256(data).hexdigest(), key_hint(check_supported(trust)))
@@ -179,16 +192,75 @@ def load_verifier(verify: VerifyWith, path: Path) -> LoadVerifier:
     return LoadVerifier(trust, sig, root, Path(path), eager=policy.eager)
 
 
+def url_verifier(
+    verify: VerifyWith, url: str, size: int, fetch: Callable[[str], bytes]
+) -> LoadVerifier:
+    """The verifier of the remote file at ``url`` (``size`` bytes).
+
+    The signature is ``TrustPolicy(signature=...)`` (a URL or a local path) or
+    ``model.sig`` in the URL's own folder, read with ``fetch`` (which raises
+    ``FileNotFoundError`` where there is none); the model root is
+    ``TrustPolicy(model_root=...)`` (a URL) or the signature's folder. Pins
+    name the file by its bare name (or ``"."``). Only files signed with
+    tensorfile's per-tensor digests can be checked as they stream.
+    """
+    name = url.split("?", 1)[0].rsplit("/", 1)[-1]
+    if isinstance(verify, Pins):
+        resource = SINGLE_FILE_NAME if SINGLE_FILE_NAME in verify.files else name
+        entry = verify.files.get(resource)
+        if entry is None:
+            raise NotSignedError(f"{url}: no pin for {resource!r} in {verify.source}")
+        manifest = Manifest(verify.source, (entry,), Serialization(hash_type=entry.algorithm))
+        return LoadVerifier(None, Path(verify.source), Path("."), Path(name), eager=verify.eager,
+                            trusted=(manifest, verify.signer(), resource), size=size, where=url,
+                            signature_where=str(verify.source))
+    policy = _policy(verify)
+    trust = policy.trust()
+    sig = os.fspath(policy.signature) if policy.signature is not None else (
+        url.split("?", 1)[0].rsplit("/", 1)[0] + "/" + DEFAULT_SIGNATURE_NAME)
+    if "://" in sig:
+        try:
+            data = fetch(sig)
+        except FileNotFoundError:
+            raise NotSignedError(f"{url}: no signature at {sig} (the model is not signed)") from None
+        if len(data) > MAX_BUNDLE_SIZE:
+            raise BundleError(f"{sig}: signature is over the {MAX_BUNDLE_SIZE:,}-byte limit")
+    else:
+        data = read_bundle_bytes(sig)
+    manifest, signer = verified_bundle_bytes(data, sig, trust)
+    if manifest.is_single_file:
+        resource = SINGLE_FILE_NAME
+    else:
+        root = os.fspath(policy.model_root) if policy.model_root is not None else sig.rsplit("/", 1)[0]
+        base = url.split("?", 1)[0]
+        if not base.startswith(root.rstrip("/") + "/"):
+            raise NotSignedError(f"{url}: outside {root}, the folder {sig} signs")
+        resource = base[len(root.rstrip("/")) + 1 :]
+    return LoadVerifier(None, Path(name), Path("."), Path(name), eager=policy.eager,
+                        trusted=(manifest, signer, resource), size=size, where=url, pinned=False,
+                        signature_where=sig)
+
+
 class LoadVerifier:
     """Checks one safetensors file's header and tensors against a signature."""
 
     def __init__(
         self, trust: Trust | None, signature: Path, model_root: Path, path: Path, *,
         eager: bool = False, trusted: tuple[Manifest, SignerIdentity, str] | None = None,
+        size: int | None = None, where: str | None = None, pinned: bool = True,
+        signature_where: str | None = None,
     ) -> None:
         """``trust`` checks the bundle at ``signature``; or ``trusted`` gives the
-        manifest, who vouches for it, and this file's resource name (pins)."""
+        manifest, who vouches for it, and this file's resource name (pins, or a
+        remote file's verified signature: ``pinned=False``). ``size`` is the
+        file's size where it is not a local file (then ``where`` is its URL)."""
         self.eager = eager
+        #: The file as messages name it (its path, or its URL).
+        self.where = where if where is not None else str(path)
+        #: The signature (or pins) as reports name it: its path, or its URL.
+        self.signature_where = signature_where if signature_where is not None else str(signature)
+        self._size = size
+        self._pinned = trusted is not None and pinned
         self.signature = signature
         self.model_root = model_root
         self.path = path
@@ -244,18 +316,23 @@ class LoadVerifier:
         if self._trusted is not None:
             manifest, signer, resource = self._trusted
         elif self._trust is None:
-            raise VerificationError(f"{self.path}: nothing to verify against")
+            raise VerificationError(f"{self.where}: nothing to verify against")
         else:
             manifest, signer = verified_bundle(self.signature, self._trust)
             resource = self._resource(manifest)
         entry = manifest.by_name.get(resource)
         if entry is None:
-            raise NotSignedError(f"{self.path}: {resource!r} is not a file the signature covers")
+            raise NotSignedError(f"{self.where}: {resource!r} is not a file the signature covers")
         self.manifest, self.signer, self.resource = manifest, signer, resource
-        what = "pinned" if self._trusted is not None else "signed"
+        what = "pinned" if self._pinned else "signed"
         if entry.size is not None and size != entry.size:
             # Only pins give sizes: a cheap early answer; the digests decide.
-            raise DigestMismatchError(f"{self.path}: size {size:,} bytes, {what} {entry.size:,}")
+            raise DigestMismatchError(f"{self.where}: size {size:,} bytes, {what} {entry.size:,}")
+        if entry.safetensors is None and self._size is not None:
+            raise VerificationError(
+                f"{self.where}: signed without tensorfile's per-tensor digests (e.g. by "
+                "model-signing), so it can only be checked whole: download it and verify the copy"
+            )
         if entry.safetensors is None:
             return FileCheck(self, entry, size, what)
         self._count(len(raw_header))
@@ -289,26 +366,26 @@ class LoadVerifier:
         rel = relative_inside(self.path, self.model_root)
         if rel is None:
             raise NotSignedError(
-                f"{self.path}: outside {self.model_root}, the folder {self.signature} signs"
+                f"{self.where}: outside {self.model_root}, the folder {self.signature} signs"
             )
         return rel
 
     def _use_parts(self, parts: SafetensorsDigests, raw_header: bytes, mismatch: str) -> None:
         """Check the header the reader parsed against ``parts``; then check reads against them."""
         if digest_hex(parts.algorithm, raw_header) != parts.header:
-            raise DigestMismatchError(f"{self.path}: header {mismatch}")
+            raise DigestMismatchError(f"{self.where}: header {mismatch}")
         self._parts = parts
 
     def _expected(self, name: str) -> tuple[str, str]:
         """The signed (or derived) digest of tensor ``name``, and its algorithm."""
         if self._parts is None:
             raise VerificationError(
-                f"{self.path}: check_header must pass before tensors are read (a file "
+                f"{self.where}: check_header must pass before tensors are read (a file "
                 "signed only whole is read through the FileCheck check_open returns)"
             )
         expected = self._parts.tensors.get(name)
         if expected is None:
-            raise NotSignedError(f"{self.path}: tensor {name!r} is not in the signed manifest")
+            raise NotSignedError(f"{self.where}: tensor {name!r} is not in the signed manifest")
         return expected, self._parts.algorithm
 
     def check_tensor(self, name: str, data: memoryview) -> None:
@@ -349,7 +426,7 @@ class TensorCheck:
         """Raise :class:`DigestMismatchError` unless the bytes fed match the signed digest."""
         self._owner._count(self._fed)
         if self._fed != self._nbytes or self._hasher.hexdigest() != self.expected:
-            raise DigestMismatchError(f"{self._owner.path}: {self._what} {self._differs}")
+            raise DigestMismatchError(f"{self._owner.where}: {self._what} {self._differs}")
 
 
 class FileCheck(TensorCheck):
