@@ -41,8 +41,8 @@ from types import TracebackType
 from typing import Any
 
 from tensorfile._format.header import Entry, canonical_order, encode
-from tensorfile._frameworks import tensor_entry
 from tensorfile._io.files import PathLike
+from tensorfile._io.writer import announced_view
 from tensorfile.errors import SerializationError
 from tensorfile.integrity.hashing import (
     DEFAULT_FILE_ALGORITHM,
@@ -341,19 +341,8 @@ class StreamWriter:
 
     def _view(self, name: str, value: Any) -> memoryview:
         info = self._by_name[name]
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            view = memoryview(value)
-        else:
-            entry, view = tensor_entry(name, value)
-            if entry.dtype != info.dtype or entry.shape != info.shape:
-                raise SerializationError(
-                    f"tensor {name!r}: got {entry.dtype.name}{list(entry.shape)}, "
-                    f"announced {info.dtype.name}{list(info.shape)}"
-                )
-        expected = info.dtype.nbytes(_prod(info.shape))
-        if view.nbytes != expected:
-            raise SerializationError(f"tensor {name!r}: got {view.nbytes} bytes, expected {expected}")
-        return view
+        return announced_view(name, value, info.dtype, info.shape,
+                              info.dtype.nbytes(_prod(info.shape)))
 
     def close(self) -> None:
         """Finish: every announced tensor must have been written. Files are in place after."""

@@ -204,6 +204,25 @@ def save_stream(
         return write_stream(f, entries, produce, metadata)
 
 
+def announced_view(name: str, value: Any, dtype: Any, shape: tuple[int, ...],
+                   nbytes: int) -> memoryview:
+    """The bytes of tensor ``name`` produced for a file whose header already
+    announced its ``dtype``, ``shape`` and size: raw bytes are taken as they
+    are, a tensor must match what was announced."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        view = memoryview(value)
+    else:
+        entry, view = tensor_entry(name, value)
+        if entry.dtype != dtype or entry.shape != shape:
+            raise SerializationError(
+                f"tensor {name!r}: produced {entry.dtype.name}{list(entry.shape)}, "
+                f"announced {dtype.name}{list(shape)}"
+            )
+    if view.nbytes != nbytes:
+        raise SerializationError(f"tensor {name!r}: produced {view.nbytes} bytes, expected {nbytes}")
+    return view
+
+
 def write_stream(
     f: BinaryIO,
     entries: Iterable[Entry],
@@ -230,19 +249,7 @@ def write_stream(
                 )
             copy_span(f, value)
             continue
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            view = memoryview(value)
-        else:
-            entry, view = tensor_entry(name, value)
-            if entry.dtype != info.dtype or entry.shape != info.shape:
-                raise SerializationError(
-                    f"tensor {name!r}: produced {entry.dtype.name}{list(entry.shape)}, "
-                    f"announced {info.dtype.name}{list(info.shape)}"
-                )
-        if view.nbytes != info.nbytes:
-            raise SerializationError(
-                f"tensor {name!r}: produced {view.nbytes} bytes, expected {info.nbytes}"
-            )
+        view = announced_view(name, value, info.dtype, info.shape, info.nbytes)
         write_all(f, view)
         # Release this tensor before the producer makes the next one:
         # otherwise two tensors are alive at once and peak memory doubles.
