@@ -926,4 +926,6 @@ def _verify_url(
     out.finish(report.to_dict(), _render.verify)
 
 
-app.command(epilog=_check.EPILOG)(_check.check)  # tensorfile check (its own module)
+app.command(
+    short_help="Scan, validate and verify a model as its policy says.", epilog=_check.EPILOG,
+)(_check.check)  # tensorfile check (its own module)
