@@ -282,7 +282,7 @@ def test_eku_checked_when_present(model: Path, tmp_path: Path) -> None:
         d = tmp_path / f"ok{len(ok or [])}"
         d.mkdir()
         root, leaf, key = _chain(d, ca_leaf=False, key_cert_sign=False, eku=ok)
-        sign(model, key, certificate_chain=leaf)
+        sign(model, key, certificate_chain=leaf, overwrite=True)
         verify(model, cert_root=root)
 
 

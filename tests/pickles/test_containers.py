@@ -104,10 +104,10 @@ def test_empty_missing_and_folders(tmp_path: Path) -> None:
     report = scan([tmp_path / "empty.pt", tmp_path / "missing.pt", tmp_path / "sub",
                    tmp_path / "hollow"])
     verdicts = {Path(f.path).name: f.verdict for f in report.files}
-    # An empty file holds nothing that could run: not a pickle (torch.load fails on it).
-    assert verdicts == {"empty.pt": Verdict.SAFE, "missing.pt": Verdict.ERROR,
+    # A 0-byte file named like weights is an interrupted download, not a safe model.
+    assert verdicts == {"empty.pt": Verdict.ERROR, "missing.pt": Verdict.ERROR,
                         "ok.pkl": Verdict.SAFE, "hollow": Verdict.ERROR}
-    assert report.files[0].format == "not-pickle"
+    assert report.files[0].format == "empty"
     assert report.exit_code == 2
 
 

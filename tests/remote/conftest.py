@@ -9,11 +9,8 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pytest
 
 pytest.importorskip("fsspec", reason="the remote extra (fsspec) is not installed")
@@ -21,32 +18,11 @@ pytest.importorskip("aiohttp", reason="the remote extra (aiohttp) is not install
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from remote_kit import Model, tensors
 from servers import NGINX, Nginx, S3Server
 
 from tensorfile.integrity import generate_key, sign
 from tensorfile.numpy import save_file
-
-
-def tensors(seed: int = 0) -> dict[str, np.ndarray[Any, Any]]:
-    rng = np.random.default_rng(seed)
-    out: dict[str, np.ndarray[Any, Any]] = {
-        f"layer.{i}.weight": rng.standard_normal((64, 256)).astype(np.float32) for i in range(6)
-    }
-    out["embed"] = rng.integers(0, 1000, size=(512, 64), dtype=np.int64)
-    out["empty"] = np.zeros((0, 4), dtype=np.float16)
-    out["scalar"] = np.array(3.5, dtype=np.float64)
-    return out
-
-
-@dataclass
-class Model:
-    """A served folder: ``m.safetensors`` (signed with ``key``), a sharded copy
-    (``sharded/``, with its index and its own signature), and the tensors."""
-
-    root: Path
-    key: Path
-    pub: Path
-    tensors: dict[str, np.ndarray[Any, Any]]
 
 
 @pytest.fixture(scope="session")
@@ -91,10 +67,3 @@ def s3(model: Model) -> Iterator[S3Server]:
             if path.is_file():
                 client.upload_file(str(path), "models", path.relative_to(model.root).as_posix())
         yield server
-
-
-def same(got: dict[str, Any], want: dict[str, np.ndarray[Any, Any]]) -> None:
-    assert sorted(got) == sorted(want)
-    for k, v in want.items():
-        assert got[k].dtype == v.dtype and got[k].shape == v.shape, k
-        np.testing.assert_array_equal(got[k], v)

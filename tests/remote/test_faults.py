@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from remote_kit import Model, same
 from servers import FaultProxy, Nginx, Request, Response
 
 import tensorfile
-from conftest import Model, same
 from tensorfile.errors import (
     DigestMismatchError,
     RemoteChangedError,

@@ -6,9 +6,9 @@ from __future__ import annotations
 import fsspec
 import numpy as np
 import pytest
+from remote_kit import same, tensors
 
 import tensorfile
-from conftest import same, tensors
 from tensorfile.errors import FormatError, TruncatedFileError
 from tensorfile.numpy import save
 from tensorfile.remote import RemoteOptions, is_url

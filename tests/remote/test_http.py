@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from remote_kit import Model, same
 from servers import Nginx
 
 import tensorfile
-from conftest import Model, same
 from tensorfile.errors import DigestMismatchError, NotSignedError
 from tensorfile.remote import RemoteOptions, verify_remote
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from remote_kit import Model, same
 from servers import S3Server
 
 import tensorfile
-from conftest import Model, same
 from tensorfile.errors import DigestMismatchError, RemoteChangedError
 from tensorfile.remote import RemoteOptions, verify_remote
 

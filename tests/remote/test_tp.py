@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from remote_kit import Model
 from servers import Nginx, free_port
 
-from conftest import Model
 from tensorfile.numpy import save_file
 
 HERE = Path(__file__).parent

@@ -54,8 +54,7 @@ def scan(paths: PathLike | Iterable[PathLike], *, limits: ScanLimits | None = No
         first = len(report.files)
         for item in _walk(Path(path), follow_symlinks):
             if isinstance(item, Path):
-                named = item == Path(path)
-                report.files.append(_empty(item, named) or scan_one(item, limits, extra_allowed))
+                report.files.append(_empty(item) or scan_one(item, limits, extra_allowed))
             elif isinstance(item, Skipped):
                 report.skipped.append(item)
             else:
@@ -73,16 +72,18 @@ def scan(paths: PathLike | Iterable[PathLike], *, limits: ScanLimits | None = No
     return report
 
 
-def _empty(path: Path, named: bool) -> FileReport | None:
-    """The report of a 0-byte file named on the command line or named like
-    weights (an interrupted download passes for nothing), else None.
-    Other empty files in a folder (``__init__.py``) are ``not-pickle``."""
+def _empty(path: Path) -> FileReport | None:
+    """The report of a 0-byte file named like weights (an interrupted
+    download passes for nothing), else None. Other empty files
+    (``__init__.py``) are ``not-pickle``, in a folder or named on the command
+    line, so that ``tensorfile scan MODEL_DIR/*`` reads a folder as
+    ``tensorfile scan MODEL_DIR`` does."""
     try:
         if os.stat(path).st_size != 0:
             return None
     except OSError:
         return None  # scan_one reports it
-    if not named and not is_weights_name(path.name):
+    if not is_weights_name(path.name):
         return None
     return FileReport(str(path), "empty", Verdict.ERROR,
                       error="empty file (0 bytes): nothing to scan (an interrupted download?)")
