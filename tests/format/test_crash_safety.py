@@ -126,6 +126,9 @@ for line in sys.stdin:
         # shell starts background jobs with SIGINT ignored).
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        # Only the zygote speaks on its stdout (pids and statuses): a
+        # writer's own output there would put the protocol out of step.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
         os.close(r)
         os.write(w, b"1")
         os.close(w)
@@ -168,13 +171,19 @@ class Zygote:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.write(json.dumps({"code": code, "namespace": namespace}) + "\n")
         self.proc.stdin.flush()
-        return int(self.proc.stdout.readline())
+        line = self.proc.stdout.readline()
+        # A pid, never 0 or negative: os.kill(-1, SIGKILL) as root would kill
+        # every process on the machine (the test runner, the shell) if a
+        # writer's own output or a reap status ever came out of step.
+        assert line.strip().isdigit() and int(line) > 0, f"zygote answered {line!r}, not a pid"
+        return int(line)
 
     def kill(self, pid: int, sig: int = signal.SIGKILL) -> None:
         """Send ``sig`` to the writer and reap it; fail if it had already ended
         (it raised: see stderr). SIGINT (and SIGTERM where the writer turned it
         into an exception) unwinds the writer: it then ends with status 3."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
+        assert pid > 0, pid
         os.kill(pid, sig)
         self.proc.stdin.write("reap\n")
         self.proc.stdin.flush()
@@ -307,7 +316,7 @@ _CONVERT_LOOP = """
 from tensorfile.pickles.convert import convert
 i = START
 while True:
-    convert(SOURCES[i % 2], DEST)
+    convert(SOURCES[i % 2], DEST, overwrite=True)  # replacing is the point
     i += 1
 """
 
@@ -353,7 +362,7 @@ _SIGN_LOOP = """
 from pathlib import Path
 from tensorfile.integrity import sign
 while True:
-    sign(MODEL, Path(KEY))
+    sign(MODEL, Path(KEY), overwrite=True)
 """
 
 
@@ -485,7 +494,7 @@ _CONVERT_FOLDER_LOOP = """
 from tensorfile.pickles.convert import convert
 i = START
 while True:
-    convert(SOURCES[i % 2], DEST)
+    convert(SOURCES[i % 2], DEST, overwrite=True)  # replacing is the point
     i += 1
 """
 
