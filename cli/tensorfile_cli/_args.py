@@ -96,7 +96,8 @@ def exists(*paths: Path | str | None) -> None:
             with os.scandir(p):
                 pass
         elif os.path.isfile(p):
-            # O_NONBLOCK: never wait on a FIFO swapped in; only the open is tried.
-            os.close(os.open(p, os.O_RDONLY | os.O_NONBLOCK))
+            # O_NONBLOCK: never wait on a FIFO swapped in; only the open is
+            # tried (Windows has no FIFOs and no O_NONBLOCK).
+            os.close(os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)))
 
 

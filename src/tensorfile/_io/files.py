@@ -42,11 +42,12 @@ def open_regular(
     ``follow_symlinks=False``, a symlink is refused with ``ELOOP``).
     """
     flags = _FLAGS if follow_symlinks else _FLAGS | getattr(os, "O_NOFOLLOW", 0)
-    if not hasattr(os, "O_NONBLOCK"):
-        # Without a non-blocking open, a FIFO would block open() itself: look
-        # first (a race with a swap is still caught by the fstat below).
-        _refuse_special(path, os.stat(path, follow_symlinks=follow_symlinks).st_mode, folder_hint)
     try:
+        if not hasattr(os, "O_NONBLOCK"):
+            # Without a non-blocking open, a FIFO would block open() itself: look
+            # first (a race with a swap is still caught by the fstat below).
+            st_mode = os.stat(path, follow_symlinks=follow_symlinks).st_mode
+            _refuse_special(path, st_mode, folder_hint)
         fd = os.open(path, flags)
     except FileNotFoundError:
         # A TensorfileError too, as every bad-input error (and still a FileNotFoundError).
