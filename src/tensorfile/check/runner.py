@@ -29,6 +29,7 @@ from typing import Any
 
 from tensorfile._io.files import PathLike
 from tensorfile._progress import ProgressCallback
+from tensorfile._report import FileReport, Skipped, Verdict
 from tensorfile.check.findings import (
     CheckFinding,
     allowed_uses,
@@ -39,8 +40,7 @@ from tensorfile.check.findings import (
 from tensorfile.check.policy import Policy, Trust
 from tensorfile.errors import TensorfileError
 from tensorfile.integrity.hashing import DEFAULT_IGNORED
-from tensorfile.pickles.report import FileReport, Skipped, Verdict
-from tensorfile.pickles.scanner import _walk, scan_one
+from tensorfile.scan.scanner import _walk, scan_one
 
 #: Kinds whose failing findings make exit code 1 (a finding) rather than 2.
 _FINDING_KINDS = frozenset({"dangerous", "unknown", "verification", "bound"})

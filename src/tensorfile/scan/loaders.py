@@ -15,8 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
+from tensorfile._report import FileReport, StreamReport, Verdict
 from tensorfile.errors import ScanError
-from tensorfile.pickles.report import FileReport, StreamReport, Verdict
 from tensorfile.scan._base import HEAD_SIZE, Assessor, FormatLimits
 from tensorfile.scan.chat_template import ChatTemplateAssessor
 from tensorfile.scan.gguf import GgufAssessor

@@ -14,10 +14,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from tensorfile._io.files import PathLike
+from tensorfile._report import FileReport, ScanReport, Skipped, Verdict
 from tensorfile._weights import is_weights_name
-from tensorfile.pickles._safetensors import check_safetensors
-from tensorfile.pickles.containers import ScanLimits, scan_file
-from tensorfile.pickles.report import FileReport, ScanReport, Skipped, Verdict
+from tensorfile.scan.pickle.containers import ScanLimits, scan_file
+from tensorfile.scan.safetensors import check_safetensors
 
 
 def scan(paths: PathLike | Iterable[PathLike], *, limits: ScanLimits | None = None,

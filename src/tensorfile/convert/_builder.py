@@ -41,8 +41,7 @@ from typing import Any, Final
 import numpy as np
 
 from tensorfile._format.dtypes import DTYPES, DType
-from tensorfile.errors import MalformedCheckpointError, UnsupportedCheckpointError
-from tensorfile.pickles.machine import (
+from tensorfile._picklevm.machine import (
     COMPUTED_NAME,
     Call,
     Effect,
@@ -51,8 +50,8 @@ from tensorfile.pickles.machine import (
     PersistentRef,
     hashing_problem,
 )
-from tensorfile.pickles.opcodes import BigText, Buffer, BytesRef
-from tensorfile.pickles.policy import (
+from tensorfile._picklevm.opcodes import BigText, Buffer, BytesRef
+from tensorfile._picklevm.policy import (
     ORDERED_DICT,
     PARAMETER_REBUILD,
     STORAGE_DTYPES,
@@ -61,7 +60,8 @@ from tensorfile.pickles.policy import (
     StreamPolicy,
     view_reach,
 )
-from tensorfile.pickles.policy import TORCH_DTYPES as TORCH_DTYPE_NAMES
+from tensorfile._picklevm.policy import TORCH_DTYPES as TORCH_DTYPE_NAMES
+from tensorfile.errors import MalformedCheckpointError, UnsupportedCheckpointError
 
 #: Where a storage's bytes are: ``records(key) -> (buffer, start, length)``.
 #: Raises :class:`MalformedCheckpointError` for a key with no record.

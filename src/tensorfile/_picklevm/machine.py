@@ -63,8 +63,8 @@ import _compat_pickle
 from collections.abc import Callable, Iterable
 from typing import Final, NamedTuple, Protocol
 
+from tensorfile._picklevm.opcodes import Buffer, Op, OpcodeReader
 from tensorfile.errors import MalformedPickleError, ScanError, ScanLimitError
-from tensorfile.pickles.opcodes import Buffer, Op, OpcodeReader
 
 #: torch.load's own module renames (``torch.serialization.load_module_mapping``).
 _TORCH_MODULE_MAPPING = {"torch.tensor": "torch._tensor"}

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from tensorfile.errors import PickleError
-from tensorfile.pickles.machine import (
+from tensorfile._picklevm.machine import (
     Call,
     Effect,
     GlobalRef,
@@ -21,6 +20,7 @@ from tensorfile.pickles.machine import (
     children,
     is_leaf,
 )
+from tensorfile.errors import PickleError
 
 
 class Builder(Protocol):

@@ -26,9 +26,9 @@ import lzma
 import zlib
 from typing import Final, Protocol
 
+from tensorfile._picklevm.machine import JOBLIB_WRAPPER, Call, GlobalRef, PDict, StreamResult
+from tensorfile._picklevm.opcodes import Buffer, OpcodeReader
 from tensorfile.errors import MalformedPickleError, ScanLimitError, UnsupportedContainerError
-from tensorfile.pickles.machine import JOBLIB_WRAPPER, Call, GlobalRef, PDict, StreamResult
-from tensorfile.pickles.opcodes import Buffer, OpcodeReader
 
 #: The class joblib writes in place of every numpy array.
 WRAPPER: Final = JOBLIB_WRAPPER
