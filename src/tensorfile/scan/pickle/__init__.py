@@ -4,7 +4,7 @@
 and tar layouts, a raw pickle, ``.npy``/``.npz``, joblib's compressions) and
 runs each pickle stream through the pickle machine
 (:mod:`tensorfile._picklevm`); :mod:`._zip` and :mod:`._tar` read archives as
-torch's miniz and :mod:`tarfile` do. The ``.npy`` header has its own module
-beside this package (:mod:`tensorfile.scan.npy`); joblib's compressions are
-read by :mod:`tensorfile._picklevm._joblib`.
+torch's miniz and :mod:`tarfile` do. The ``.npy`` header and joblib's
+compressions have their own modules beside this package
+(:mod:`tensorfile.scan.npy`, :mod:`tensorfile.scan.joblib`).
 """

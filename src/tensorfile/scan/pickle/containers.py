@@ -40,7 +40,7 @@ from typing import Final, NamedTuple
 
 from tensorfile._io.files import open_regular
 from tensorfile._picklevm._allowed import AllowingPolicy
-from tensorfile._picklevm._joblib import array_skip, decompress, joblib_compression
+from tensorfile._picklevm._joblib import array_skip
 from tensorfile._picklevm.machine import Call, Limits, StreamResult, run_stream
 from tensorfile._picklevm.opcodes import (
     OPCODE_BYTES,
@@ -60,6 +60,7 @@ from tensorfile.errors import (
     ScanLimitError,
     UnsupportedContainerError,
 )
+from tensorfile.scan.joblib import decompress, joblib_compression
 from tensorfile.scan.npy import read_npy_header
 from tensorfile.scan.pickle._tar import _tar_target, tar_checksum_ok, tar_listing
 from tensorfile.scan.pickle._zip import (
