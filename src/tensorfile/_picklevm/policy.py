@@ -618,7 +618,7 @@ def _gadget(module: str, name: str) -> str | None:
 # ---------------------------------------------------------------------------
 
 class StreamPolicy:
-    """Observer for :func:`~tensorfile.pickles.machine.run_stream` that records findings.
+    """Observer for :func:`~tensorfile._picklevm.machine.run_stream` that records findings.
 
     With ``strict=True`` (the converter's mode) the first non-safe node raises
     :class:`~tensorfile.errors.UnsafePickleError` instead, before anything is built.

@@ -4,7 +4,7 @@ One call runs what a pipeline would otherwise wire up from three commands:
 
 1. every file in scope (the policy's ignore globs and size bounds applied; the
    git files at the top of a folder left out, as verification leaves them) is
-   scanned by :func:`tensorfile.pickles.scanner.scan_one`, with the policy's
+   scanned by :func:`tensorfile.scan.scanner.scan_one`, with the policy's
    allowed globals; ``.safetensors`` files are validated by the format core
    on the way, and each ``*.safetensors.index.json`` against its shards;
 2. when the policy requires trust, the model is verified against it

@@ -130,7 +130,7 @@ def _count_names(root: object, holders: set[int]) -> tuple[int, int]:
     """(names, characters) flattening ``root`` gives, without making any name.
 
     Dynamic programming over the distinct containers (by identity; the graph is
-    acyclic, :func:`~tensorfile.pickles._materialize.materialize` refuses cycles):
+    acyclic, :func:`~tensorfile._picklevm._materialize.materialize` refuses cycles):
     a container's count is the sum of its children's, a leaf counts one name.
     Time is linear in the containers and their items however often the memo
     shares them; counts saturate at 2**64 so that numbers stay small.

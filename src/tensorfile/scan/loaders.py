@@ -1,6 +1,6 @@
 """Which format assessor reads a file, and how its verdict joins the pickle scanner's.
 
-The pickle scanner (:mod:`tensorfile.pickles`) reads every file the way
+The pickle reading (:mod:`tensorfile.scan.pickle`) reads every file the way
 ``torch.load``, ``pickle.load`` and ``numpy.load`` would. A file that one of
 the assessors in :data:`ASSESSORS` also claims (by its first bytes, or by a
 name its own loader goes by) is read by that assessor too, because another
