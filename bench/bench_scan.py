@@ -156,7 +156,7 @@ def run_cases(cmds: dict[str, list[str]], cases: dict[str, Path], repeat: int
 
 def in_process(path: Path, repeat: int) -> float:
     """Best wall time of scanning ``path`` inside this process (no start-up)."""
-    from tensorfile.pickles.containers import scan_file
+    from tensorfile.scan.pickle.containers import scan_file
 
     return best_of(repeat, lambda: scan_file(path))
 

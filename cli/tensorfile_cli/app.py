@@ -249,7 +249,7 @@ def _describe_pickle(path: Path, not_safetensors: Exception) -> tuple[dict[str, 
     either, since then the safetensors error is the useful one.
     """
     from tensorfile.pickles import ScanReport
-    from tensorfile.pickles.containers import scan_file
+    from tensorfile.scan.pickle.containers import scan_file
 
     # named=False: content that no unpickler could start on (text, JSON, a
     # damaged safetensors file) comes back as "not-pickle" instead of an error.

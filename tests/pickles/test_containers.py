@@ -29,8 +29,8 @@ from pickle_kit import (
 )
 
 from tensorfile.pickles import Verdict, scan
-from tensorfile.pickles._tar import tar_checksum_ok
-from tensorfile.pickles._zip import zip_entries
+from tensorfile.scan.pickle._tar import tar_checksum_ok
+from tensorfile.scan.pickle._zip import zip_entries
 
 
 def _scan_bytes(tmp_path: Path, data: bytes, name: str = "f.bin") -> tuple[Verdict, str, list]:

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from pickle_kit import glob, proto, state_dict, text
 
+from tensorfile._report import FileReport
 from tensorfile.pickles import Verdict, scan
-from tensorfile.pickles.report import FileReport
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "fuzz"))
 from torch_oracle import Reading, numpy_reads, torch_reads

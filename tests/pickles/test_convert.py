@@ -605,7 +605,7 @@ def test_quantized_tensors_are_left_and_the_rest_converted(tmp_path: Path) -> No
     import warnings
 
     from tensorfile.errors import UnsafePickleError
-    from tensorfile.pickles.containers import scan_file
+    from tensorfile.scan.pickle.containers import scan_file
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # quantize_* is deprecated in torch

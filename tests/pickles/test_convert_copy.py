@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch_pickle_kit as kit  # on sys.path through conftest.py
 
-import tensorfile.pickles.convert as convert_module
+import tensorfile.convert._convert as convert_module
 from tensorfile._io import writer
 from tensorfile.pickles.convert import convert
 

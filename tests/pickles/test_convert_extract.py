@@ -24,10 +24,10 @@ from typing import Any
 import pytest
 import torch_pickle_kit as kit  # on sys.path through conftest.py
 
+from tensorfile._report import Verdict
 from tensorfile.errors import ConversionError, UnsafePickleError
-from tensorfile.pickles.containers import scan_file
 from tensorfile.pickles.convert import convert
-from tensorfile.pickles.report import Verdict
+from tensorfile.scan.pickle.containers import scan_file
 
 torch = pytest.importorskip("torch")
 st_torch = pytest.importorskip("safetensors.torch")

@@ -15,8 +15,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tensorfile.pickles._builder import Unbuilt
-from tensorfile.pickles._metadata import JsonValues
+from tensorfile.convert._builder import Unbuilt
+from tensorfile.convert._metadata import JsonValues
 
 NOT_PLAIN = st.sampled_from([Unbuilt("torch.device", 7), b"\x00", frozenset({1}), 1j,
                              Unbuilt("numpy.ndarray", 9)])

@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 
 from tensorfile._format.dtypes import DTYPES
 from tensorfile._format.header import MAX_HEADER_SIZE
+from tensorfile.convert._builder import Storage, TensorView, Unbuilt, check_view
+from tensorfile.convert._flatten import _KEY_REPR, Plan, _count_names, _flatten, _holders
+from tensorfile.convert._metadata import MAX_VALUE_JSON, JsonValues
 from tensorfile.errors import MalformedCheckpointError, UnsupportedCheckpointError
-from tensorfile.pickles._builder import Storage, TensorView, Unbuilt, check_view
-from tensorfile.pickles._flatten import _KEY_REPR, Plan, _count_names, _flatten, _holders
-from tensorfile.pickles._metadata import MAX_VALUE_JSON, JsonValues
 from tensorfile.pickles.convert import convert
 
 STORAGE = Storage("0", bytes(64), 0, 64, DTYPES["F32"], False)

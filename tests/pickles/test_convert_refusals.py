@@ -179,8 +179,8 @@ out, mode = Path(sys.argv[1]), sys.argv[2]
 
 def keys(src):
     # Every top-level key of the object stream (read, never built), for --key.
-    from tensorfile.pickles._checkpoint import Mode, load_checkpoint
-    from tensorfile.pickles._extract import top_keys
+    from tensorfile.convert._checkpoint import Mode, load_checkpoint
+    from tensorfile.convert._extract import top_keys
     # Names Lightning and Trainer checkpoints use are tried too, present or not.
     common = ["state_dict", "model", "model_state_dict"]
     try:
@@ -390,7 +390,7 @@ def test_empty_file(tmp_path: Path) -> None:
 
 def test_expanded_views_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Zero strides can repeat a 4-byte storage without bound: the output size is capped."""
-    import tensorfile.pickles._flatten as flatten_module
+    import tensorfile.convert._flatten as flatten_module
 
     monkeypatch.setattr(flatten_module, "_EXPANSION_SLACK", 1 << 10)
     body = kit.stream(kit.dict_of([("w", kit.tensor_v2(kit.storage("0", numel=1), 0,
@@ -502,7 +502,7 @@ def _v3(dtype: str, nbytes: int) -> bytes:
 
 def test_every_allowlisted_storage_type_and_dtype_maps_or_is_refused_by_name(
         tmp_path: Path) -> None:
-    from tensorfile.pickles.policy import STORAGE_TYPES, TORCH_DTYPES
+    from tensorfile._picklevm.policy import STORAGE_TYPES, TORCH_DTYPES
 
     outcomes: dict[str, str] = {}
     cases = [(s, kit.tensor_v2(kit.storage("0", s.rsplit(".", 1)[1], numel=1,
@@ -537,8 +537,8 @@ def test_scanner_hostile_samples_are_refused(tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
     assert len(scanner_kit.HOSTILE) > 20
-    from tensorfile.pickles._checkpoint import Mode, load_checkpoint
-    from tensorfile.pickles._extract import top_keys
+    from tensorfile.convert._checkpoint import Mode, load_checkpoint
+    from tensorfile.convert._extract import top_keys
 
     tried = 0
     for name, (build, _expected) in sorted(scanner_kit.HOSTILE.items()):

@@ -171,7 +171,7 @@ def test_salvage_survives_cycles_and_deep_ids(tmp_path: Path) -> None:
 def test_flagged_nodes_past_the_bound_are_counted_and_key_refuses(tmp_path: Path) -> None:
     """A stream that flags more nodes than the converter keeps: salvage counts the rest,
     --key refuses rather than reason about nodes it did not keep."""
-    from tensorfile.pickles import _extract as extract
+    from tensorfile.convert import _extract as extract
 
     many = (kit.glob("mylib", "f") + b"0") * (extract.MAX_FLAGGED + 5)  # GLOBAL, POP
     body = many + kit.dict_of([("w", kit.tensor_v2(kit.storage("0"), 0, (4,), (1,)))])

@@ -24,3 +24,19 @@ def test_scanner_imports_neither_torch_nor_numpy() -> None:
     out = subprocess.run([sys.executable, "-c", code, __file__], capture_output=True,
                          text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_the_public_names_outlive_the_move() -> None:
+    """tensorfile.pickles and tensorfile.pickles.convert are facades over the
+    new homes (issue 27 item 6): the same objects, not copies."""
+    import tensorfile.convert
+    import tensorfile.pickles
+    import tensorfile.pickles.convert
+    from tensorfile._report import ScanReport, Verdict
+    from tensorfile.scan.scanner import scan
+
+    assert tensorfile.pickles.scan is scan
+    assert tensorfile.pickles.ScanReport is ScanReport and tensorfile.pickles.Verdict is Verdict
+    assert tensorfile.pickles.convert.convert is tensorfile.convert.convert
+    assert tensorfile.pickles.convert.ConversionReport is tensorfile.convert.ConversionReport
+    assert set(tensorfile.pickles.convert.__all__) == set(tensorfile.convert.__all__)

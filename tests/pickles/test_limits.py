@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from pickle_kit import make_zip, proto, records, state_dict
 
+from tensorfile._picklevm.machine import Limits
 from tensorfile.pickles import Verdict, scan
-from tensorfile.pickles.containers import ScanLimits
-from tensorfile.pickles.machine import Limits
+from tensorfile.scan.pickle.containers import ScanLimits
 
 MAX_SECONDS = 10.0  # generous: the machine may be shared; real runs take a fraction
 MAX_PEAK = 64 << 20

@@ -37,8 +37,8 @@ from torch_pickle_kit import (
     text,
 )
 
+from tensorfile.convert._flatten import MAX_NAMES
 from tensorfile.pickles import Verdict, scan
-from tensorfile.pickles._flatten import MAX_NAMES
 
 MB = 1 << 20
 

@@ -20,16 +20,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pickle_kit import frame, proto
 
-from tensorfile.errors import MalformedPickleError, PickleError
-from tensorfile.pickles._materialize import materialize
-from tensorfile.pickles.machine import (
+from tensorfile._picklevm._materialize import materialize
+from tensorfile._picklevm.machine import (
     Call,
     Effect,
     GlobalRef,
     PersistentRef,
     run_stream,
 )
-from tensorfile.pickles.opcodes import (
+from tensorfile._picklevm.opcodes import (
     AmbiguousPickleError,
     BigText,
     BytesRef,
@@ -37,7 +36,8 @@ from tensorfile.pickles.opcodes import (
     frame_by_frame,
     looks_like_binary_pickle,
 )
-from tensorfile.pickles.policy import StreamPolicy
+from tensorfile._picklevm.policy import StreamPolicy
+from tensorfile.errors import MalformedPickleError, PickleError
 
 
 class PlainBuilder:

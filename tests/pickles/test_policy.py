@@ -8,22 +8,22 @@ from pathlib import Path
 import pytest
 from pickle_kit import glob, os_system, proto, state_dict, text, tup
 
-from tensorfile.errors import UnsafePickleError
-from tensorfile.pickles._materialize import materialize
-from tensorfile.pickles.machine import (
+from tensorfile._picklevm._materialize import materialize
+from tensorfile._picklevm.machine import (
     Call,
     Effect,
     GlobalRef,
     PersistentRef,
     run_stream,
 )
-from tensorfile.pickles.policy import (
+from tensorfile._picklevm.policy import (
     ALLOWED_CALLS,
     STORAGE_TYPES,
     StreamPolicy,
     classify_global,
 )
-from tensorfile.pickles.report import Verdict
+from tensorfile._report import Verdict
+from tensorfile.errors import UnsafePickleError
 
 SPEC = Path(__file__).resolve().parents[2] / "spec" / "SCANNING.md"
 

@@ -208,7 +208,7 @@ def test_safetensors_whose_length_prefix_reads_as_opcodes_is_safe(tmp_path: Path
     import json
     import struct
 
-    from tensorfile.pickles.scanner import scan_one
+    from tensorfile.scan.scanner import scan_one
 
     entry = json.dumps({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
     wrong = []

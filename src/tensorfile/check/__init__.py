@@ -7,7 +7,7 @@
   or ``[tool.tensorfile]`` in ``pyproject.toml``, parsed strictly.
 - :func:`to_sarif` (:mod:`.sarif`): findings as a SARIF 2.1.0 log.
 
-This package sits above :mod:`tensorfile.pickles` and
+This package sits above :mod:`tensorfile.scan` and
 :mod:`tensorfile.integrity`; nothing below imports it.
 """
 

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from tensorfile._io.files import open_regular
+from tensorfile._picklevm._allowed import ALLOWED_PREFIX
+from tensorfile._report import FileReport, ScanReport, Skipped
 from tensorfile.errors import TensorfileError
-from tensorfile.pickles._allowed import ALLOWED_PREFIX
-from tensorfile.pickles._zip import zip_layout
-from tensorfile.pickles.containers import ScanLimits
-from tensorfile.pickles.report import FileReport, ScanReport, Skipped
+from tensorfile.scan.pickle._zip import zip_layout
+from tensorfile.scan.pickle.containers import ScanLimits
 
 
 class Rule(NamedTuple):

@@ -48,10 +48,10 @@ from pathlib import Path
 from typing import Any
 
 from tensorfile._io.files import PathLike, read_bounded
+from tensorfile._picklevm._allowed import allow_problem
+from tensorfile._report import Verdict
 from tensorfile.errors import PolicyError
-from tensorfile.pickles._allowed import allow_problem
-from tensorfile.pickles.containers import ScanLimits
-from tensorfile.pickles.report import Verdict
+from tensorfile.scan.pickle.containers import ScanLimits
 
 if sys.version_info >= (3, 11):
     import tomllib

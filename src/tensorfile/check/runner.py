@@ -4,7 +4,7 @@ One call runs what a pipeline would otherwise wire up from three commands:
 
 1. every file in scope (the policy's ignore globs and size bounds applied; the
    git files at the top of a folder left out, as verification leaves them) is
-   scanned by :func:`tensorfile.pickles.scanner.scan_one`, with the policy's
+   scanned by :func:`tensorfile.scan.scanner.scan_one`, with the policy's
    allowed globals; ``.safetensors`` files are validated by the format core
    on the way, and each ``*.safetensors.index.json`` against its shards;
 2. when the policy requires trust, the model is verified against it
@@ -29,6 +29,7 @@ from typing import Any
 
 from tensorfile._io.files import PathLike
 from tensorfile._progress import ProgressCallback
+from tensorfile._report import FileReport, Skipped, Verdict
 from tensorfile.check.findings import (
     CheckFinding,
     allowed_uses,
@@ -39,8 +40,7 @@ from tensorfile.check.findings import (
 from tensorfile.check.policy import Policy, Trust
 from tensorfile.errors import TensorfileError
 from tensorfile.integrity.hashing import DEFAULT_IGNORED
-from tensorfile.pickles.report import FileReport, Skipped, Verdict
-from tensorfile.pickles.scanner import _walk, scan_one
+from tensorfile.scan.scanner import _walk, scan_one
 
 #: Kinds whose failing findings make exit code 1 (a finding) rather than 2.
 _FINDING_KINDS = frozenset({"dangerous", "unknown", "verification", "bound"})

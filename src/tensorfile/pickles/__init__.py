@@ -1,30 +1,26 @@
-"""Static pickle scanning and, built on the same interpreter, conversion.
+"""Static pickle scanning and conversion: the public names, kept where users know them.
 
-Nothing in this package imports, looks up or calls a name found in a pickle,
-and importing it loads neither torch nor numpy.
+Nothing behind these names imports, looks up or calls a name found in a
+pickle, and importing this package loads neither torch nor numpy.
 
 What a user calls:
 
-- :func:`scan` (this package): files or folders in, a :class:`ScanReport`
-  out (per file a :class:`FileReport`, per stream a :class:`StreamReport`,
-  each :class:`Finding` with its :class:`Verdict`; :class:`Skipped` paths),
+- :func:`scan`: files or folders in, a :class:`ScanReport` out (per file a
+  :class:`FileReport`, per stream a :class:`StreamReport`, each
+  :class:`Finding` with its :class:`Verdict`; :class:`Skipped` paths),
   bounded by :class:`ScanLimits` (per file) and :class:`Limits` (per stream).
 - :func:`tensorfile.pickles.convert.convert`: a checkpoint file or Hugging
   Face folder to safetensors, returning a ``ConversionReport`` (that module,
   which numpy-backed conversion needs, is not imported here).
 
-The floors below, bottom up (spec/SCANNING.md): :mod:`.opcodes` (bytes ->
-opcodes, as ``_pickle.c`` reads them), :mod:`.machine` (opcodes -> the
-imports and calls they would make), :mod:`.policy` (the allowlist and
-verdicts), :mod:`.containers` (zip, legacy, tar, numpy and raw files ->
-pickle streams), :mod:`.scanner`; the converter's private floors
-``_builder``, ``_extract``, ``_metadata``, ``_checkpoint``, ``_flatten`` and
-``_folders`` under :mod:`.convert`.
+Where the code lives (spec/SCANNING.md, "Where each format lives"): the
+pickle machine shared by both in :mod:`tensorfile._picklevm`, the scanner in
+:mod:`tensorfile.scan` (one module or package per format), the converter in
+:mod:`tensorfile.convert`, the report types in :mod:`tensorfile._report`.
 """
 
-from tensorfile.pickles.containers import ScanLimits
-from tensorfile.pickles.machine import Limits
-from tensorfile.pickles.report import (
+from tensorfile._picklevm.machine import Limits
+from tensorfile._report import (
     FileReport,
     Finding,
     ScanReport,
@@ -32,7 +28,8 @@ from tensorfile.pickles.report import (
     StreamReport,
     Verdict,
 )
-from tensorfile.pickles.scanner import scan
+from tensorfile.scan.pickle.containers import ScanLimits
+from tensorfile.scan.scanner import scan
 
 __all__ = [
     "FileReport",

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import NamedTuple, Protocol
 
 from tensorfile._io.files import open_regular
+from tensorfile._report import Finding, StreamReport, Verdict
 from tensorfile.errors import ScanLimitError
-from tensorfile.pickles.report import Finding, StreamReport, Verdict
 
 #: A file's bytes as the parsers take them: slicing gives ``bytes``.
 Buf = bytes | mmap.mmap

@@ -33,7 +33,7 @@ import re
 from collections.abc import Callable
 from typing import Final
 
-from tensorfile.pickles.report import Finding, Verdict
+from tensorfile._report import Finding, Verdict
 
 #: Attributes that are a known way to code (as bare names they could only be
 #: the template's own variables: Jinja defines none). Words that are also

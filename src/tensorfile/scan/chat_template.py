@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from tensorfile._format.strict_json import loads_strict
+from tensorfile._report import StreamReport
 from tensorfile.errors import MalformedModelError, ScanLimitError
-from tensorfile.pickles.report import StreamReport
 from tensorfile.scan._base import FormatLimits, part, read_capped
 from tensorfile.scan._jinja import check_template
 

@@ -21,8 +21,8 @@ import struct
 from pathlib import Path
 from typing import Final
 
+from tensorfile._report import StreamReport, Verdict
 from tensorfile.errors import MalformedModelError, ScanLimitError
-from tensorfile.pickles.report import StreamReport, Verdict
 from tensorfile.scan._base import Buf, FormatLimits, mapped, part
 from tensorfile.scan._jinja import check_template
 

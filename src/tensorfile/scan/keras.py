@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any, Final
 
 from tensorfile._format.strict_json import loads_strict
+from tensorfile._picklevm.machine import GlobalRef
+from tensorfile._picklevm.policy import classify_global
+from tensorfile._report import Finding, StreamReport, Verdict
 from tensorfile.errors import MalformedModelError, ScanLimitError, TensorfileError
-from tensorfile.pickles.machine import GlobalRef
-from tensorfile.pickles.policy import classify_global
-from tensorfile.pickles.report import Finding, StreamReport, Verdict
 from tensorfile.scan._base import FormatLimits, not_assessed, part
 
 HDF5_MAGIC: Final = b"\x89HDF\r\n\x1a\n"

@@ -1,6 +1,6 @@
 """Which format assessor reads a file, and how its verdict joins the pickle scanner's.
 
-The pickle scanner (:mod:`tensorfile.pickles`) reads every file the way
+The pickle reading (:mod:`tensorfile.scan.pickle`) reads every file the way
 ``torch.load``, ``pickle.load`` and ``numpy.load`` would. A file that one of
 the assessors in :data:`ASSESSORS` also claims (by its first bytes, or by a
 name its own loader goes by) is read by that assessor too, because another
@@ -15,8 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
+from tensorfile._report import FileReport, StreamReport, Verdict
 from tensorfile.errors import ScanError
-from tensorfile.pickles.report import FileReport, StreamReport, Verdict
 from tensorfile.scan._base import HEAD_SIZE, Assessor, FormatLimits
 from tensorfile.scan.chat_template import ChatTemplateAssessor
 from tensorfile.scan.gguf import GgufAssessor

@@ -33,8 +33,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
+from tensorfile._report import Finding, StreamReport, Verdict
 from tensorfile.errors import MalformedModelError, ScanLimitError
-from tensorfile.pickles.report import Finding, StreamReport, Verdict
 from tensorfile.scan._base import Buf, FormatLimits, mapped, part
 from tensorfile.scan._protobuf import (
     LEN,

@@ -25,8 +25,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
+from tensorfile._report import Finding, StreamReport, Verdict
 from tensorfile.errors import MalformedModelError
-from tensorfile.pickles.report import Finding, StreamReport, Verdict
 from tensorfile.scan._base import Buf, FormatLimits, mapped, not_assessed, part
 from tensorfile.scan._protobuf import (
     LEN,

@@ -1,10 +1,10 @@
 """What an allowlisted torch pickle builds: state-dict containers and tensor views.
 
 The converter runs a checkpoint's object stream through the scanner's symbolic
-machine (:func:`~tensorfile.pickles.machine.run_stream`) with
+machine (:func:`~tensorfile._picklevm.machine.run_stream`) with
 :class:`ConvertObserver`, the scanner's policy in strict mode, so the first
 import or call outside the allowlist stops the stream before anything is
-built. :func:`~tensorfile.pickles._materialize.materialize` then turns the value
+built. :func:`~tensorfile._picklevm._materialize.materialize` then turns the value
 graph into Python values through :class:`CheckpointBuilder`:
 
 * ``collections.OrderedDict()`` and its SETITEMS become an ``OrderedDict``
@@ -41,8 +41,7 @@ from typing import Any, Final
 import numpy as np
 
 from tensorfile._format.dtypes import DTYPES, DType
-from tensorfile.errors import MalformedCheckpointError, UnsupportedCheckpointError
-from tensorfile.pickles.machine import (
+from tensorfile._picklevm.machine import (
     COMPUTED_NAME,
     Call,
     Effect,
@@ -51,8 +50,8 @@ from tensorfile.pickles.machine import (
     PersistentRef,
     hashing_problem,
 )
-from tensorfile.pickles.opcodes import BigText, Buffer, BytesRef
-from tensorfile.pickles.policy import (
+from tensorfile._picklevm.opcodes import BigText, Buffer, BytesRef
+from tensorfile._picklevm.policy import (
     ORDERED_DICT,
     PARAMETER_REBUILD,
     STORAGE_DTYPES,
@@ -61,7 +60,8 @@ from tensorfile.pickles.policy import (
     StreamPolicy,
     view_reach,
 )
-from tensorfile.pickles.policy import TORCH_DTYPES as TORCH_DTYPE_NAMES
+from tensorfile._picklevm.policy import TORCH_DTYPES as TORCH_DTYPE_NAMES
+from tensorfile.errors import MalformedCheckpointError, UnsupportedCheckpointError
 
 #: Where a storage's bytes are: ``records(key) -> (buffer, start, length)``.
 #: Raises :class:`MalformedCheckpointError` for a key with no record.
@@ -409,7 +409,7 @@ def check_view(storage: Storage, dtype: DType, offset: object, shape: object, st
 
 
 class CheckpointBuilder:
-    """The :class:`~tensorfile.pickles.machine.Builder` of the converter (see module docstring).
+    """The :class:`~tensorfile._picklevm.machine.Builder` of the converter (see module docstring).
 
     ``objects`` resolves plain-string persistent ids (torch < 0.4's tar format,
     where the pickle names already rebuilt tensors by key).
@@ -599,9 +599,9 @@ def check_hashing(root: object) -> None:
     """Refuse a stream whose dicts and sets would be slow to build, before building them.
 
     ``root`` is a checked stream's value graph (before
-    :func:`~tensorfile.pickles._materialize.materialize`, which hashes every dict
+    :func:`~tensorfile._picklevm._materialize.materialize`, which hashes every dict
     key and set item it builds); the bound is the scanner's own
-    (:func:`~tensorfile.pickles.machine.hashing_problem`).
+    (:func:`~tensorfile._picklevm.machine.hashing_problem`).
     """
     problem = hashing_problem([root])
     if problem is not None:

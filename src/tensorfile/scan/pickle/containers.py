@@ -39,27 +39,10 @@ from pathlib import Path
 from typing import Final, NamedTuple
 
 from tensorfile._io.files import open_regular
-from tensorfile.errors import (
-    MalformedPickleError,
-    ScanError,
-    ScanLimitError,
-    UnsupportedContainerError,
-)
-from tensorfile.pickles._allowed import AllowingPolicy
-from tensorfile.pickles._joblib import array_skip, decompress, joblib_compression
-from tensorfile.pickles._npy import read_npy_header
-from tensorfile.pickles._tar import _tar_target, tar_checksum_ok, tar_listing
-from tensorfile.pickles._zip import (
-    _CDH,
-    _MAX_ALTERNATIVES,
-    _MAX_PROBLEMS,
-    ZipEntry,
-    _u,
-    _zipfile_eocd,
-    zip_layout,
-)
-from tensorfile.pickles.machine import Call, Limits, StreamResult, run_stream
-from tensorfile.pickles.opcodes import (
+from tensorfile._picklevm._allowed import AllowingPolicy
+from tensorfile._picklevm._joblib import array_skip
+from tensorfile._picklevm.machine import Call, Limits, StreamResult, run_stream
+from tensorfile._picklevm.opcodes import (
     OPCODE_BYTES,
     AmbiguousPickleError,
     BigText,
@@ -69,8 +52,26 @@ from tensorfile.pickles.opcodes import (
     frame_by_frame,
     looks_like_binary_pickle,
 )
-from tensorfile.pickles.policy import STORAGE_TYPES, StreamPolicy, call_of
-from tensorfile.pickles.report import FileReport, Finding, StreamReport, Verdict
+from tensorfile._picklevm.policy import STORAGE_TYPES, StreamPolicy, call_of
+from tensorfile._report import FileReport, Finding, StreamReport, Verdict
+from tensorfile.errors import (
+    MalformedPickleError,
+    ScanError,
+    ScanLimitError,
+    UnsupportedContainerError,
+)
+from tensorfile.scan.joblib import decompress, joblib_compression
+from tensorfile.scan.npy import read_npy_header
+from tensorfile.scan.pickle._tar import _tar_target, tar_checksum_ok, tar_listing
+from tensorfile.scan.pickle._zip import (
+    _CDH,
+    _MAX_ALTERNATIVES,
+    _MAX_PROBLEMS,
+    ZipEntry,
+    _u,
+    _zipfile_eocd,
+    zip_layout,
+)
 
 #: First pickle of the legacy torch format (``torch.serialization.MAGIC_NUMBER``).
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C

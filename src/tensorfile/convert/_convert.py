@@ -81,6 +81,23 @@ from tensorfile._format.header import Entry, canonical_order
 from tensorfile._io.files import PathLike
 from tensorfile._io.writer import KERNEL_COPY, FileSpan, save_stream
 from tensorfile._progress import Progress, ProgressCallback
+from tensorfile.convert._builder import TensorView
+from tensorfile.convert._checkpoint import (
+    Checkpoint,
+    Mode,
+    Source,
+    errors_as,
+    hash_in_background,
+    load_checkpoint,
+)
+from tensorfile.convert._flatten import DroppedValue, Plan, check_budget, make_plan
+from tensorfile.convert._folders import (
+    PT_WEIGHTS,
+    ST_WEIGHTS,
+    FileAction,
+    folder_inputs,
+    other_files,
+)
 from tensorfile.errors import (
     ConversionError,
     FileReadError,
@@ -90,23 +107,6 @@ from tensorfile.errors import (
     OutputExistsError,
     SerializationError,
     UnsupportedCheckpointError,
-)
-from tensorfile.pickles._builder import TensorView
-from tensorfile.pickles._checkpoint import (
-    Checkpoint,
-    Mode,
-    Source,
-    errors_as,
-    hash_in_background,
-    load_checkpoint,
-)
-from tensorfile.pickles._flatten import DroppedValue, Plan, check_budget, make_plan
-from tensorfile.pickles._folders import (
-    PT_WEIGHTS,
-    ST_WEIGHTS,
-    FileAction,
-    folder_inputs,
-    other_files,
 )
 from tensorfile.sharded import save_sharded_iter, write_order
 
@@ -398,7 +398,7 @@ def _check_sources(source: Path) -> None:
         raise InputNotFoundError(errno.ENOENT, "no such file or folder", str(source))
     if source.is_dir() or not source.exists():
         return
-    from tensorfile.pickles._safetensors import check_safetensors
+    from tensorfile.scan.safetensors import check_safetensors
 
     if check_safetensors(source, named=False) == "":
         raise NotAPickleError(

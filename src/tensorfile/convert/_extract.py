@@ -43,20 +43,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from tensorfile._format.header import METADATA_KEY
-from tensorfile.errors import (
-    ConversionError,
-    MalformedCheckpointError,
-    UnsafePickleError,
-    UnsupportedCheckpointError,
-)
-from tensorfile.pickles._builder import (
-    UNSUPPORTED_REBUILDS,
-    CheckpointBuilder,
-    LeftTensor,
-    TensorView,
-)
-from tensorfile.pickles._metadata import key_part
-from tensorfile.pickles.machine import (
+from tensorfile._picklevm.machine import (
     Call,
     Effect,
     ExtensionRef,
@@ -68,14 +55,27 @@ from tensorfile.pickles.machine import (
     children,
     is_leaf,
 )
-from tensorfile.pickles.policy import (
+from tensorfile._picklevm.policy import (
     ORDERED_DICT,
     PARAMETER_REBUILD,
     TENSOR_REBUILDS,
     StreamPolicy,
     call_of,
 )
-from tensorfile.pickles.report import Finding, Verdict
+from tensorfile._report import Finding, Verdict
+from tensorfile.convert._builder import (
+    UNSUPPORTED_REBUILDS,
+    CheckpointBuilder,
+    LeftTensor,
+    TensorView,
+)
+from tensorfile.convert._metadata import key_part
+from tensorfile.errors import (
+    ConversionError,
+    MalformedCheckpointError,
+    UnsafePickleError,
+    UnsupportedCheckpointError,
+)
 
 #: Int keys give tensor names up to this many bits (a 64-bit index at most).
 _NAME_KEY_BITS: Final = 64

@@ -34,15 +34,12 @@ from pathlib import Path
 from typing import Final
 
 from tensorfile._io.files import open_regular
-from tensorfile.errors import (
-    ConversionError,
-    MalformedCheckpointError,
-    PickleError,
-    ScanError,
-    UnsafePickleError,
-    UnsupportedCheckpointError,
-)
-from tensorfile.pickles._builder import (
+from tensorfile._picklevm._materialize import materialize
+from tensorfile._picklevm.machine import Observer, StreamResult, run_stream
+from tensorfile._picklevm.opcodes import OPCODE_BYTES, Buffer
+from tensorfile._picklevm.policy import STORAGE_TYPES
+from tensorfile._report import FileReport, Verdict
+from tensorfile.convert._builder import (
     UNSUPPORTED_REBUILDS,
     CheckpointBuilder,
     ConvertObserver,
@@ -52,15 +49,18 @@ from tensorfile.pickles._builder import (
     check_hashing,
     check_view,
 )
-from tensorfile.pickles._extract import KNOWN_KINDS, Flagged, GraphObserver, ObjectGraph
-from tensorfile.pickles._materialize import materialize
-from tensorfile.pickles._tar import tar_members
-from tensorfile.pickles._zip import zip_entries
-from tensorfile.pickles.containers import LEGACY_MAGIC, legacy_storage_records, scan_file, sniff
-from tensorfile.pickles.machine import Observer, StreamResult, run_stream
-from tensorfile.pickles.opcodes import OPCODE_BYTES, Buffer
-from tensorfile.pickles.policy import STORAGE_TYPES
-from tensorfile.pickles.report import FileReport, Verdict
+from tensorfile.convert._extract import KNOWN_KINDS, Flagged, GraphObserver, ObjectGraph
+from tensorfile.errors import (
+    ConversionError,
+    MalformedCheckpointError,
+    PickleError,
+    ScanError,
+    UnsafePickleError,
+    UnsupportedCheckpointError,
+)
+from tensorfile.scan.pickle._tar import tar_members
+from tensorfile.scan.pickle._zip import zip_entries
+from tensorfile.scan.pickle.containers import LEGACY_MAGIC, legacy_storage_records, scan_file, sniff
 
 _MAX_ZIP_ENTRIES = 1_000_000
 #: pickle.dumps(tensor) nests one stream; the scanner gives up deeper than 8.

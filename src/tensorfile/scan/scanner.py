@@ -14,10 +14,11 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from tensorfile._io.files import PathLike
+from tensorfile._report import FileReport, ScanReport, Skipped, Verdict
 from tensorfile._weights import is_weights_name
-from tensorfile.pickles._safetensors import check_safetensors
-from tensorfile.pickles.containers import ScanLimits, scan_file
-from tensorfile.pickles.report import FileReport, ScanReport, Skipped, Verdict
+from tensorfile.scan.loaders import judge
+from tensorfile.scan.pickle.containers import ScanLimits, scan_file
+from tensorfile.scan.safetensors import check_safetensors
 
 
 def scan(paths: PathLike | Iterable[PathLike], *, limits: ScanLimits | None = None,
@@ -93,9 +94,6 @@ def scan_one(path: Path, limits: ScanLimits | None = None,
              extra_allowed: Mapping[str, str] | None = None) -> FileReport:
     """Scan one regular file: pickle containers, the safetensors check, then the
     format assessor (GGUF, ONNX, Keras, SavedModel, chat templates) that claims it."""
-    # Function-local: tensorfile.scan builds on this package's report types.
-    from tensorfile.scan.loaders import judge
-
     return judge(path, _scan_pickles(path, limits, extra_allowed))
 
 

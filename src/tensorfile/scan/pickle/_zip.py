@@ -14,10 +14,10 @@ import itertools
 import struct
 from typing import Final, NamedTuple
 
-from tensorfile.errors import ScanError, ScanLimitError, UnsupportedContainerError
-from tensorfile.pickles.opcodes import (
+from tensorfile._picklevm.opcodes import (
     Buffer,
 )
+from tensorfile.errors import ScanError, ScanLimitError, UnsupportedContainerError
 
 #: First pickle of the legacy torch format (``torch.serialization.MAGIC_NUMBER``).
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 import struct
 from typing import Final, NamedTuple
 
+from tensorfile._picklevm.opcodes import Buffer
 from tensorfile.errors import ScanLimitError, UnsupportedContainerError
-from tensorfile.pickles.opcodes import Buffer
 
 #: numpy's ``_MAX_HEADER_SIZE`` (characters of the decoded header).
 MAX_NPY_HEADER: Final = 10_000

@@ -20,7 +20,7 @@ import enum
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-from tensorfile.pickles._records import Record
+from tensorfile._records import Record
 
 
 class Verdict(str, enum.Enum):

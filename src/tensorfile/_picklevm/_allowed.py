@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from tensorfile.pickles.machine import Call, Effect, GlobalRef, Node
-from tensorfile.pickles.policy import StreamPolicy, classify_global
-from tensorfile.pickles.report import Finding, Verdict
+from tensorfile._picklevm.machine import Call, Effect, GlobalRef, Node
+from tensorfile._picklevm.policy import StreamPolicy, classify_global
+from tensorfile._report import Finding, Verdict
 
 #: Start of the reason of a finding that records a use of a policy-allowed global.
 ALLOWED_PREFIX = "allowed by policy: "

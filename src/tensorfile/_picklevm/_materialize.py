@@ -1,6 +1,6 @@
 """Real Python values from a policy-checked value graph (``materialize``).
 
-:func:`~tensorfile.pickles.machine.run_stream` leaves a graph of nodes and
+:func:`~tensorfile._picklevm.machine.run_stream` leaves a graph of nodes and
 literals; the converter builds real values from it through a :class:`Builder`
 (``pickles/_builder.py``) once the policy has approved every node. Nothing
 is imported or called here: the builder decides what each node becomes.
@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from tensorfile.errors import PickleError
-from tensorfile.pickles.machine import (
+from tensorfile._picklevm.machine import (
     Call,
     Effect,
     GlobalRef,
@@ -21,6 +20,7 @@ from tensorfile.pickles.machine import (
     children,
     is_leaf,
 )
+from tensorfile.errors import PickleError
 
 
 class Builder(Protocol):

@@ -61,8 +61,8 @@ import struct
 from collections.abc import Iterator
 from typing import Final, NamedTuple, TypeAlias
 
+from tensorfile._records import FrozenRecord
 from tensorfile.errors import MalformedPickleError, ScanLimitError
-from tensorfile.pickles._records import FrozenRecord
 
 #: Buffers the reader accepts: anything with ``find`` and slicing (not memoryview).
 Buffer: TypeAlias = bytes | bytearray | mmap.mmap

@@ -31,7 +31,7 @@ fan-out costs nothing, and nothing here recurses on a value.
 Reuse: one interpreter, a policy and a builder attached
 --------------------------------------------------------
 :func:`run_stream` takes an :class:`Observer`. The scanner's observer
-(:class:`tensorfile.pickles.policy.StreamPolicy`) records a finding per node that
+(:class:`tensorfile._picklevm.policy.StreamPolicy`) records a finding per node that
 is not on the allowlist and keeps going; a converter passes an observer that
 raises on the first such node, so a stream is refused before anything is built.
 The stream's result (``StreamResult.root``) is then the value graph described
@@ -63,8 +63,8 @@ import _compat_pickle
 from collections.abc import Callable, Iterable
 from typing import Final, NamedTuple, Protocol
 
+from tensorfile._picklevm.opcodes import Buffer, Op, OpcodeReader
 from tensorfile.errors import MalformedPickleError, ScanError, ScanLimitError
-from tensorfile.pickles.opcodes import Buffer, Op, OpcodeReader
 
 #: torch.load's own module renames (``torch.serialization.load_module_mapping``).
 _TORCH_MODULE_MAPPING = {"torch.tensor": "torch._tensor"}
@@ -644,7 +644,7 @@ def run_stream(
 
     ``after_build(obj, reader)`` is called after every BUILD with the object
     built, and may move ``reader.pos`` over bytes the loader reads outside the
-    pickle (joblib's array data, :func:`tensorfile.pickles._joblib.array_skip`).
+    pickle (joblib's array data, :func:`tensorfile._picklevm._joblib.array_skip`).
     """
     reader = OpcodeReader(buf, start, end)
     machine = _Machine(observer, limits or Limits())

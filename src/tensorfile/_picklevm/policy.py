@@ -23,10 +23,9 @@ from __future__ import annotations
 
 from typing import Final
 
-from tensorfile.errors import UnsafePickleError
-from tensorfile.pickles._gadgets import DANGEROUS_GLOBALS, DANGEROUS_MODULES, UNSUPPORTED_GLOBALS
-from tensorfile.pickles._joblib import WRAPPER, WRAPPER_FIELDS, is_wrapper
-from tensorfile.pickles.machine import (
+from tensorfile._picklevm._gadgets import DANGEROUS_GLOBALS, DANGEROUS_MODULES, UNSUPPORTED_GLOBALS
+from tensorfile._picklevm._joblib import WRAPPER, WRAPPER_FIELDS, is_wrapper
+from tensorfile._picklevm.machine import (
     COMPUTED_NAME,
     Call,
     Effect,
@@ -36,8 +35,9 @@ from tensorfile.pickles.machine import (
     PDict,
     PersistentRef,
 )
-from tensorfile.pickles.opcodes import BigText, BytesRef
-from tensorfile.pickles.report import Finding, Verdict
+from tensorfile._picklevm.opcodes import BigText, BytesRef
+from tensorfile._report import Finding, Verdict
+from tensorfile.errors import UnsafePickleError
 
 # ---------------------------------------------------------------------------
 # The allowlist
@@ -618,7 +618,7 @@ def _gadget(module: str, name: str) -> str | None:
 # ---------------------------------------------------------------------------
 
 class StreamPolicy:
-    """Observer for :func:`~tensorfile.pickles.machine.run_stream` that records findings.
+    """Observer for :func:`~tensorfile._picklevm.machine.run_stream` that records findings.
 
     With ``strict=True`` (the converter's mode) the first non-safe node raises
     :class:`~tensorfile.errors.UnsafePickleError` instead, before anything is built.

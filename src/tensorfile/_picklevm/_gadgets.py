@@ -1,7 +1,7 @@
 """Known gadgets and unsupported torch kinds: the tables that name what a finding is.
 
 These only sharpen a verdict: a name outside the allowlist
-(:mod:`tensorfile.pickles.policy`) is ``unknown``; one found here is
+(:mod:`tensorfile._picklevm.policy`) is ``unknown``; one found here is
 ``dangerous`` (a code-execution, file or network function or module) or
 ``unknown`` with what it is (a torch tensor kind the scanner does not
 approve). Pure data, kept apart from the policy's logic; reasons in

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tensorfile._format.header import MAX_HEADER_SIZE, METADATA_KEY
-from tensorfile.errors import UnsafePickleError, UnsupportedCheckpointError
-from tensorfile.pickles._builder import LeftTensor, TensorView, Unbuilt
-from tensorfile.pickles._checkpoint import Checkpoint, Mode, build, refuse_unless_safe
-from tensorfile.pickles._extract import (
+from tensorfile._report import Verdict
+from tensorfile.convert._builder import LeftTensor, TensorView, Unbuilt
+from tensorfile.convert._checkpoint import Checkpoint, Mode, build, refuse_unless_safe
+from tensorfile.convert._extract import (
     ObjectGraph,
     check_subtree,
     known_kind,
@@ -35,8 +35,8 @@ from tensorfile.pickles._extract import (
     select,
     whole,
 )
-from tensorfile.pickles._metadata import JsonValues
-from tensorfile.pickles.report import Verdict
+from tensorfile.convert._metadata import JsonValues
+from tensorfile.errors import UnsafePickleError, UnsupportedCheckpointError
 
 #: Names one checkpoint may flatten to: tensors, aliases, plain and dropped values.
 #: The memo lets a 1 KB pickle share one container under itself 40 times over,
@@ -130,7 +130,7 @@ def _count_names(root: object, holders: set[int]) -> tuple[int, int]:
     """(names, characters) flattening ``root`` gives, without making any name.
 
     Dynamic programming over the distinct containers (by identity; the graph is
-    acyclic, :func:`~tensorfile.pickles._materialize.materialize` refuses cycles):
+    acyclic, :func:`~tensorfile._picklevm._materialize.materialize` refuses cycles):
     a container's count is the sum of its children's, a leaf counts one name.
     Time is linear in the containers and their items however often the memo
     shares them; counts saturate at 2**64 so that numbers stay small.

@@ -21,7 +21,7 @@ from tensorfile._format.strict_json import loads_strict
 from tensorfile._io.atomic import atomic_write
 from tensorfile._io.files import read_bounded
 from tensorfile.errors import ConversionError, MalformedCheckpointError
-from tensorfile.pickles.containers import scan_file, sniff
+from tensorfile.scan.pickle.containers import scan_file, sniff
 
 #: The Hugging Face names the converter reads and writes.
 PT_WEIGHTS = "pytorch_model.bin"
