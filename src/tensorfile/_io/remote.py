@@ -35,7 +35,7 @@ from urllib.parse import urljoin, urlsplit
 
 from tensorfile._format import header as hdr
 from tensorfile._format.header import Header
-from tensorfile._io.verifier import TensorCheck
+from tensorfile._io.verifier import FileVerifier, TensorCheck, Verifier
 from tensorfile.errors import (
     RemoteChangedError,
     RemoteError,
@@ -660,6 +660,36 @@ def read_remote_small(url: str, limit: int, options: RemoteOptions | None = None
         return f._prefix[: limit + 1]
     n = min(f.size, limit + 1)
     return bytes(f.pread(n, 0))
+
+
+class _OneFile:
+    """A :class:`Verifier` that hands out one remote file's verifier."""
+
+    def __init__(self, file_verifier: FileVerifier) -> None:
+        self._fv = file_verifier
+
+    def for_file(self, path: object) -> FileVerifier:
+        return self._fv
+
+
+def remote_verifier(
+    verify: Verifier, remote: RemoteFile, fetch: Callable[[str], bytes] | None = None
+) -> Verifier:
+    """``verify`` for the remote file ``remote``: a verifier that knows URLs
+    (``for_url``, as :mod:`tensorfile.integrity.onload`'s) is given the URL,
+    its size and ``fetch`` (reads a small object beside it, the signature; by
+    default :meth:`RemoteFile.read_small`); any other is given the URL as a path."""
+    for_url = getattr(verify, "for_url", None)
+    if for_url is None:
+        return verify
+    if fetch is None:
+        fetch = lambda u: remote.read_small(u, MAX_SMALL)  # noqa: E731
+    return _OneFile(for_url(remote.url, remote.size, fetch))
+
+
+#: Bytes of a small object beside a model (a signature) read at most; the
+#: caller refuses what is over its own, lower limit.
+MAX_SMALL = 256 << 20
 
 
 def url_parent(url: str) -> str:

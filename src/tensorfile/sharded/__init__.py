@@ -13,7 +13,7 @@ The index format is in :mod:`tensorfile.sharded._index`, the reader in
 
 from __future__ import annotations
 
-from tensorfile.sharded._index import ShardIndex, read_index
+from tensorfile.sharded._index import RemoteIndex, ShardIndex, read_index
 from tensorfile.sharded._reader import (
     LazyTensor,
     ShardedOpen,
@@ -31,6 +31,7 @@ from tensorfile.sharded._writer import (
 
 __all__ = [
     "LazyTensor",
+    "RemoteIndex",
     "ShardIndex",
     "ShardedOpen",
     "is_sharded_path",
