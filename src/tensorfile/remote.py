@@ -170,7 +170,7 @@ def hash_remote(
     files = dict(shards.files)
     index = shards.index.path
     if index is not None:
-        files[index.split("?", 1)[0].rsplit("/", 1)[-1]] = RemoteFile(index, remote)
+        files[index.split("?", 1)[0].rsplit("/", 1)[-1]] = RemoteFile(index, remote, shards.fs)
     digests = [_file_digest(f, name, name, opts)
                for name, f in sorted(files.items(), key=lambda kv: resource_sort_key(kv[0]))]
     git = DEFAULT_IGNORED if opts.ignore_git_paths else ()

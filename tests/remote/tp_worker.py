@@ -8,9 +8,10 @@ remote model, for tests/remote/test_tp.py: one process group, several jobs.
   tensor with ``get_slice``; the halves are gathered over the process group
   and rank 0 checks that they put the tensors back together.
 - ``{"kind": "partition", "url": U, "options": [o0, o1], "plan": {...},
-  "local": FOLDER, "verify": PUB or null}``: rank r loads its part of the
-  model at ``U`` (an index URL) with ``load_partition_distributed`` and
-  checks every block against the local copy ``FOLDER``.
+  "local": FOLDER, "verify": PUB or null, "merge_gap": N (optional)}``: rank
+  r loads its part of the model at ``U`` (an index URL) with
+  ``load_partition_distributed`` and checks every block against the local
+  copy ``FOLDER``.
 
 ``options[r]`` are rank r's fsspec ``storage_options``: an ``X-Rank`` header
 for nginx, or an endpoint of its own for S3, so the server's byte counts
@@ -37,6 +38,7 @@ from tensorfile.parallel import (
     partition_bounds,
     plan_from_patterns,
 )
+from tensorfile.remote import RemoteOptions
 from tensorfile.sharded import open_sharded
 
 
@@ -59,8 +61,9 @@ def _slice(rank: int, world: int, job: dict[str, Any]) -> list[str]:
 
 def _partition(rank: int, world: int, job: dict[str, Any]) -> list[str]:
     plan = plan_from_patterns(job["plan"])
+    remote = RemoteOptions(merge_gap=job["merge_gap"]) if "merge_gap" in job else None
     got = load_partition_distributed(job["url"], plan, framework="pt", verify=job["verify"],
-                                     storage_options=job["options"][rank])
+                                     storage_options=job["options"][rank], remote=remote)
     bad = []
     with open_sharded(job["local"], "pt") as local:
         if sorted(got) != local.keys():

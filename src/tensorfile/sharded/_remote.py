@@ -18,6 +18,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from tensorfile._format.header import MAX_HEADER_SIZE, Header
 from tensorfile._io.reader import SafeOpen
@@ -25,6 +26,7 @@ from tensorfile._io.remote import (
     MAX_SMALL,
     RemoteFile,
     RemoteOptions,
+    file_system,
     read_remote_small,
     remote_verifier,
     url_join,
@@ -56,28 +58,25 @@ def names_one_file(url: str) -> bool:
     return _path_part(url).endswith(SAFETENSORS_SUFFIX)
 
 
-def _exists(url: str, options: RemoteOptions) -> bool:
+def _exists(url: str, options: RemoteOptions, fs: Any) -> bool:
     try:
-        read_remote_small(url, 0, options)
+        read_remote_small(url, 0, options, fs)
     except FileNotFoundError:
         return False
     return True
 
 
-def _listed(folder: str, options: RemoteOptions) -> list[str] | None:
+def _listed(folder: str, fs: Any) -> list[str] | None:
     """The file names in a remote folder, or None where the backend cannot
     list it (plain HTTP without an index page)."""
-    import fsspec
-
     try:
-        fs, path = fsspec.core.url_to_fs(folder, **dict(options.storage_options))
-        entries = fs.ls(path, detail=False)
+        entries = fs.ls(fs._strip_protocol(folder), detail=False)
     except Exception:  # whatever the backend raises, it cannot list this folder
         return None
     return sorted({str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries})
 
 
-def find_remote_model(url: str, options: RemoteOptions) -> tuple[str | None, str | None]:
+def find_remote_model(url: str, options: RemoteOptions, fs: Any) -> tuple[str | None, str | None]:
     """``(index URL, None)`` or ``(None, single-file URL)`` for a model URL.
 
     An index or ``.safetensors`` URL is itself; a folder URL has, as a local
@@ -92,9 +91,9 @@ def find_remote_model(url: str, options: RemoteOptions) -> tuple[str | None, str
         return None, url
     folder = base.rstrip("/")
     for name, is_index in ((DEFAULT_PREFIX + INDEX_SUFFIX, True), (DEFAULT_PREFIX + SAFETENSORS_SUFFIX, False)):
-        if _exists(url_join(folder, name), options):
+        if _exists(url_join(folder, name), options, fs):
             return (url_join(folder, name), None) if is_index else (None, url_join(folder, name))
-    names = _listed(folder, options)
+    names = _listed(folder, fs)
     if names is None:
         raise ShardIndexError(
             f"{folder}: no {DEFAULT_PREFIX}{INDEX_SUFFIX} or {DEFAULT_PREFIX}{SAFETENSORS_SUFFIX} "
@@ -122,9 +121,11 @@ class RemoteShards:
 
     def __init__(self, url: str, options: RemoteOptions) -> None:
         self.options = options
-        index_url, single = find_remote_model(url, options)
+        #: One file system (one client, one connection pool) for every object of the model.
+        self.fs = fs = file_system(url, options)
+        index_url, single = find_remote_model(url, options, fs)
         if index_url is not None:
-            raw = read_remote_small(index_url, MAX_HEADER_SIZE, options)
+            raw = read_remote_small(index_url, MAX_HEADER_SIZE, options, fs)
             weight_map, metadata = parse_index_doc(raw, index_url)
             folder = url_parent(index_url)
             urls = {s: url_join(folder, s) for s in sorted(set(weight_map.values()))}
@@ -133,7 +134,7 @@ class RemoteShards:
             folder = url_parent(single)
             urls = {_path_part(single).rsplit("/", 1)[-1]: single}  # its query kept: presigned URLs
         with ThreadPoolExecutor(max(1, min(OPEN_CONCURRENCY, len(urls)))) as pool:
-            opened = dict(zip(urls, pool.map(lambda u: _open_shard(u, options), urls.values()),
+            opened = dict(zip(urls, pool.map(lambda u: _open_shard(u, options, fs), urls.values()),
                               strict=True))
         self.files: dict[str, RemoteFile] = {s: f for s, (f, _, _) in opened.items()}
         self.headers: dict[str, Header] = {s: h for s, (_, h, _) in opened.items()}
@@ -171,7 +172,7 @@ class RemoteShards:
         with self._small_lock:
             data = self._small.get(url)
         if data is None:
-            data = read_remote_small(url, MAX_SMALL, self.options)
+            data = read_remote_small(url, MAX_SMALL, self.options, self.fs)
             with self._small_lock:
                 data = self._small.setdefault(url, data)
         return data
@@ -195,8 +196,8 @@ class RemoteShards:
         return v
 
 
-def _open_shard(url: str, options: RemoteOptions) -> tuple[RemoteFile, Header, bytes]:
-    f = RemoteFile(url, options)
+def _open_shard(url: str, options: RemoteOptions, fs: Any) -> tuple[RemoteFile, Header, bytes]:
+    f = RemoteFile(url, options, fs)
     header, raw = f.read_header()
     return f, header, raw
 
