@@ -199,8 +199,8 @@ def inspect(
         typer.Argument(
             metavar="FILE",
             help="A .safetensors file, a model folder or its model.safetensors.index.json "
-            "(every shard), or a pickle checkpoint; or the URL of a .safetensors file "
-            "(only its header is fetched).",
+            "(every shard), or a pickle checkpoint; or the URL of a .safetensors file, an "
+            "index or a model folder (only the headers are fetched).",
         ),
     ],
     storage_options: StorageOpt = None,
@@ -496,7 +496,8 @@ def hash_(
         str,
         typer.Argument(
             metavar="PATH",
-            help="A model file or folder; or a file's URL (streamed, nothing written).",
+            help="A model file or folder; or the URL of a file, or of a sharded model's index "
+            "or folder (its index and shards; streamed, nothing written).",
         ),
     ],
     tensors: Annotated[
@@ -735,8 +736,9 @@ def verify(
         str,
         typer.Argument(
             metavar="PATH",
-            help="The model file or folder to check; or the URL of a .safetensors file or of a "
-            "sharded model's index (checked as it streams, nothing written to disk).",
+            help="The model file or folder to check; or the URL of a .safetensors file, a "
+            "sharded model's index or its folder (checked as it streams, nothing written "
+            "to disk).",
         ),
     ],
     keys: Annotated[
