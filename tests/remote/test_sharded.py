@@ -226,3 +226,26 @@ def test_merge_gap_joins_near_runs_and_drops_the_gap(nginx: Nginx, model: Model)
         assert len(_log_after(nginx, before)) == requests, gap
     with pytest.raises(ValueError):
         RemoteOptions(merge_gap=-1)
+
+
+def test_device_staging_path_reads_remote_blocks_in_chunks(nginx: Nginx, model: Model) -> None:
+    """The pinned-buffer pipeline of device loads (run on the cpu with tiny
+    buffers) over remote shards, unverified and verified."""
+    torch = pytest.importorskip("torch")
+    from tensorfile._verifying import verifier_of
+    from tensorfile.parallel import block_for, load_partition, plan_from_patterns
+    from tensorfile.sharded._blocks import BlockSource, Staging, to_device
+
+    plan = plan_from_patterns({"embed": 1, "layer.*": 0})
+    stage = Staging(torch.device("cpu"), 50_000)  # tensors of 64-128 KiB: a few chunks each
+    with open_sharded(nginx.url(f"sharded/{INDEX}"), "pt") as m:
+        for rank in (0, 1):
+            want = load_partition(m, plan, rank, 2)
+            for name in m.keys():
+                block = block_for(m[name].info, plan, rank, 2)
+                full = torch.from_numpy(model.tensors[name])
+                assert torch.equal(want[name], full[block.index()] if block.dim is not None else full)
+                shard = m[name].shard
+                for v in (None, m.shard_verifier(shard, verifier_of(model.pub))):  # type: ignore[arg-type]
+                    got = to_device(stage, BlockSource(m.shard(shard), v), block)
+                    assert torch.equal(got, want[name]), name
