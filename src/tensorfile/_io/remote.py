@@ -9,7 +9,8 @@ it only for byte ranges and checks every answer before a byte is used.
   two when it is longer; that first answer also gives the object's size and
   its ETag.
 - Tensor bytes are fetched in blocks of ``block_size``, ``concurrency`` at a
-  time, straight into the caller's final buffers (no staging copy); a tensor
+  time, straight into the caller's final buffers (no staging copy); ranges
+  at most ``merge_gap`` apart share a request (the gap is dropped); a tensor
   that is verified is hashed in order as its blocks land, and the read
   returns only after every check passed.
 - Each answer must be exactly the range asked for (``206`` and the right

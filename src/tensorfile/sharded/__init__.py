@@ -8,7 +8,9 @@ shards plus the index; :func:`save_file_iter` and :func:`save_sharded_iter`
 write tensors produced one at a time (a model bigger than memory).
 
 The index format is in :mod:`tensorfile.sharded._index`, the reader in
-:mod:`tensorfile.sharded._reader`, the writers in :mod:`tensorfile.sharded._writer`.
+:mod:`tensorfile.sharded._reader` (a remote model's shards, opened from a URL,
+in :mod:`tensorfile.sharded._remote`), the writers in
+:mod:`tensorfile.sharded._writer`.
 """
 
 from __future__ import annotations

@@ -116,8 +116,6 @@ class LocalShards:
     cross-checked at open, with each shard file's identity (device, inode,
     size, modification time) taken with its header."""
 
-    backend: str | None = None  # the caller's choice
-
     def __init__(self, path: PathLike, allow_external_symlinks: bool = False) -> None:
         p = Path(path)
         index_path = p if p.name.endswith(INDEX_SUFFIX) else (find_index(p) if p.is_dir() else None)
