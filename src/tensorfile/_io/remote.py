@@ -539,7 +539,10 @@ class RemoteFile:
             self.read([(len(prefix), memoryview(rest), None)])
             prefix = prefix + bytes(rest)
         raw = prefix[: 8 + n]
-        return hdr.parse_json(raw[8:], self.size - 8 - n, n), raw
+        header = hdr.parse_json(raw[8:], self.size - 8 - n, n)
+        # Keep the header only: a sharded model holds one of these per shard.
+        self._prefix = raw
+        return header, raw
 
     def pread(self, size: int, offset: int, into: Any = None) -> Any:
         """Bytes ``[offset, offset + size)`` into a new or the given buffer."""

@@ -172,7 +172,10 @@ class RemoteShards:
         with self._small_lock:
             data = self._small.get(url)
         if data is None:
-            data = read_remote_small(url, MAX_SMALL, self.options, self.fs)
+            # The model's file system where the signature sits on the same kind
+            # of store; its own for one elsewhere (TrustPolicy(signature=URL)).
+            same = url.split("://", 1)[0] == self.index.folder.split("://", 1)[0]
+            data = read_remote_small(url, MAX_SMALL, self.options, self.fs if same else None)
             with self._small_lock:
                 data = self._small.setdefault(url, data)
         return data
