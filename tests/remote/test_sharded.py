@@ -52,6 +52,10 @@ def test_open_sharded_reads_headers_only_then_what_is_touched(nginx: Nginx, mode
         assert m.shard_size(SHARDS[1]) == (model.root / "sharded" / SHARDS[1]).stat().st_size
         with pytest.raises(ValueError, match="remote"):
             m.path_of(SHARDS[0])
+        # Each shard holds its header bytes only, not the 256 KiB probe's answer.
+        for s, f in m._store.files.items():  # type: ignore[union-attr]
+            raw = (model.root / "sharded" / s).read_bytes()
+            assert len(f._prefix) == 8 + int.from_bytes(raw[:8], "little")
         # The index, then one header request per shard: no tensor bytes yet.
         uris = sorted(line.uri for line in _log_after(nginx, before))
         assert uris == sorted([f"/sharded/{INDEX}", *(f"/sharded/{s}" for s in SHARDS)])
