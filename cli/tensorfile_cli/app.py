@@ -199,8 +199,8 @@ def inspect(
         typer.Argument(
             metavar="FILE",
             help="A .safetensors file, a model folder or its model.safetensors.index.json "
-            "(every shard), or a pickle checkpoint; or the URL of a .safetensors file "
-            "(only its header is fetched).",
+            "(every shard), or a pickle checkpoint; or the URL of a .safetensors file, an "
+            "index or a model folder (only the headers are fetched).",
         ),
     ],
     storage_options: StorageOpt = None,
@@ -223,8 +223,8 @@ def inspect(
         from tensorfile.sharded import is_sharded_path
 
         file = Path(target)
-        if _is_url(target) and target.split("?", 1)[0].endswith(".safetensors.index.json"):
-            result, code = _describe_remote_model(target, options), ExitCode.OK
+        if _is_url(target) and is_sharded_path(target):
+            result, code = _describe_model(target, options), ExitCode.OK
         elif _is_url(target):
             with safe_open(target, storage_options=options) as f:
                 result, code = _describe_safetensors(target, f), ExitCode.OK
@@ -296,12 +296,13 @@ def _describe_safetensors(path: Path | str, f: Any) -> dict[str, Any]:
     }
 
 
-def _describe_model(path: Path) -> dict[str, Any]:
-    """The ``inspect`` result for a model folder or index (schemas/inspect.json):
-    every shard's tensors in file order, read from the headers alone."""
+def _describe_model(path: Path | str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``inspect`` result for a model folder or index, local or a URL
+    (schemas/inspect.json): every shard's tensors in file order, read from
+    the headers alone."""
     from tensorfile.sharded import open_sharded
 
-    with open_sharded(path) as model:
+    with open_sharded(path, storage_options=storage_options) as model:
         handles = sorted((model[n] for n in model.keys()), key=lambda h: (h.shard, h.info.start))
         tensors: list[dict[str, Any]] = [
             {"name": h.name, "dtype": h.dtype.name, "shape": list(h.shape), "numel": h.info.numel,
@@ -309,7 +310,7 @@ def _describe_model(path: Path) -> dict[str, Any]:
             for h in handles
         ]
         shards: dict[str, dict[str, Any]] = {
-            s: {"file": s, "file_size": model.path_of(s).stat().st_size, "tensors": 0, "bytes": 0}
+            s: {"file": s, "file_size": model.shard_size(s), "tensors": 0, "bytes": 0}
             for s in model.index.shard_files
         }
         for t in tensors:
@@ -325,37 +326,6 @@ def _describe_model(path: Path) -> dict[str, Any]:
             "tensors": tensors,
             "totals": {**_totals(tensors), "shards": len(shards)},
         }
-
-
-def _describe_remote_model(url: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
-    """The ``inspect`` result for a sharded model's index URL: every shard's
-    header (one or two range requests each), checked against the index."""
-    from tensorfile import safe_open
-    from tensorfile.errors import ShardIndexError
-    from tensorfile.remote import RemoteOptions, shard_map
-
-    index = shard_map(url, RemoteOptions(storage_options or {}))
-    tensors: list[dict[str, Any]] = []
-    shards: list[dict[str, Any]] = []
-    metadata: dict[str, str] | None = None
-    for shard_url, names in index.items():
-        with safe_open(shard_url, storage_options=storage_options) as f:
-            if set(f.keys()) != names:
-                raise ShardIndexError(f"{url}: {shard_url} holds other tensors than the index says")
-            shard = shard_url.rsplit("/", 1)[-1]
-            rows = [{"name": n, "dtype": f.info(n).dtype.name, "shape": list(f.info(n).shape),
-                     "numel": f.info(n).numel, "nbytes": f.info(n).nbytes, "shard": shard}
-                    for n in f.offset_keys()]
-            tensors += rows
-            metadata = f.metadata() if not shards else metadata
-            shards.append({"file": shard, "file_size": f.file_size, "tensors": len(rows),
-                           "bytes": sum(r["nbytes"] for r in rows)})
-    return {
-        # total_size is not read from a remote index (shard_map keeps the weight map only).
-        "path": url, "format": "sharded", "index": url, "declared_total_size": None,
-        "metadata": metadata, "shards": shards, "tensors": tensors,
-        "totals": {**_totals(tensors), "shards": len(shards)},
-    }
 
 
 def _totals(tensors: list[dict[str, Any]]) -> dict[str, Any]:
@@ -526,7 +496,8 @@ def hash_(
         str,
         typer.Argument(
             metavar="PATH",
-            help="A model file or folder; or a file's URL (streamed, nothing written).",
+            help="A model file or folder; or the URL of a file, or of a sharded model's index "
+            "or folder (its index and shards; streamed, nothing written).",
         ),
     ],
     tensors: Annotated[
@@ -765,8 +736,9 @@ def verify(
         str,
         typer.Argument(
             metavar="PATH",
-            help="The model file or folder to check; or the URL of a .safetensors file or of a "
-            "sharded model's index (checked as it streams, nothing written to disk).",
+            help="The model file or folder to check; or the URL of a .safetensors file, a "
+            "sharded model's index or its folder (checked as it streams, nothing written "
+            "to disk).",
         ),
     ],
     keys: Annotated[

@@ -67,9 +67,10 @@ def load_file(
     backend: str,
     verify: VerifyWith | None,
     device: str = "cpu",
+    *,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     import_framework(framework)
-    return {
-        k: from_numpy(framework, v, device)
-        for k, v in _api.load_file(filename, "np", backend=backend, verify=verify).items()
-    }
+    loaded = _api.load_file(filename, "np", backend=backend, verify=verify,
+                            storage_options=storage_options)
+    return {k: from_numpy(framework, v, device) for k, v in loaded.items()}

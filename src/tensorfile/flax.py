@@ -14,6 +14,7 @@ Saving reads each array's host buffer (``numpy.asarray``, no copy on the cpu).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from tensorfile import _via_numpy
@@ -48,10 +49,17 @@ def load(data: bytes, *, verify: VerifyWith | None = None) -> dict[str, Any]:
 
 
 def load_file(
-    filename: str | os.PathLike[str], *, backend: str = "mmap", verify: VerifyWith | None = None
+    filename: str | os.PathLike[str],
+    *,
+    backend: str = "mmap",
+    verify: VerifyWith | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """jax arrays from a file (sharing its map where jax can, see above)."""
-    return _via_numpy.load_file(_FW, filename, backend, verify)
+    """jax arrays from a file (sharing its map where jax can, see above).
+
+    ``filename`` may be a URL, read with fsspec's ``storage_options`` (see
+    :func:`tensorfile.safe_open`)."""
+    return _via_numpy.load_file(_FW, filename, backend, verify, storage_options=storage_options)
 
 
 __all__ = ["load", "load_file", "save", "save_file"]

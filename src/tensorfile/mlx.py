@@ -10,6 +10,7 @@ through the buffer protocol (``numpy.asarray``).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from tensorfile import _via_numpy
@@ -44,10 +45,17 @@ def load(data: bytes, *, verify: VerifyWith | None = None) -> dict[str, Any]:
 
 
 def load_file(
-    filename: str | os.PathLike[str], *, backend: str = "mmap", verify: VerifyWith | None = None
+    filename: str | os.PathLike[str],
+    *,
+    backend: str = "mmap",
+    verify: VerifyWith | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """mlx arrays from a file (copies, see above)."""
-    return _via_numpy.load_file(_FW, filename, backend, verify)
+    """mlx arrays from a file (copies, see above).
+
+    ``filename`` may be a URL, read with fsspec's ``storage_options`` (see
+    :func:`tensorfile.safe_open`)."""
+    return _via_numpy.load_file(_FW, filename, backend, verify, storage_options=storage_options)
 
 
 __all__ = ["load", "load_file", "save", "save_file"]

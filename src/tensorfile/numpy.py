@@ -14,6 +14,7 @@ signature before it is returned.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -53,14 +54,21 @@ def load(data: bytes, *, verify: VerifyWith | None = None) -> dict[str, np.ndarr
 
 
 def load_file(
-    filename: str | os.PathLike[str], *, backend: str = "mmap", verify: VerifyWith | None = None
+    filename: str | os.PathLike[str],
+    *,
+    backend: str = "mmap",
+    verify: VerifyWith | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> dict[str, np.ndarray[Any, Any]]:
     """Arrays from a file: read-only views of its map (``backend="pread"``: private copies).
 
     With ``verify`` each array is read into private memory and checked against
-    the signature first.
+    the signature first. ``filename`` may be a URL (``s3://``, ``https://``,
+    any fsspec scheme; an index or folder URL is a sharded model), read with
+    fsspec's ``storage_options`` (see :func:`tensorfile.safe_open`).
     """
-    return _api.load_file(filename, "np", backend=backend, verify=verify)
+    return _api.load_file(filename, "np", backend=backend, verify=verify,
+                          storage_options=storage_options)
 
 
 __all__ = ["load", "load_file", "save", "save_file"]

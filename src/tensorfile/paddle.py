@@ -10,6 +10,7 @@ reads each tensor on the cpu (``.numpy()``; bf16 keeps its type).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from tensorfile import _via_numpy
@@ -49,9 +50,14 @@ def load_file(
     *,
     backend: str = "mmap",
     verify: VerifyWith | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """paddle tensors from a file, on ``device`` (copies, see above)."""
-    return _via_numpy.load_file(_FW, filename, backend, verify, device)
+    """paddle tensors from a file, on ``device`` (copies, see above).
+
+    ``filename`` may be a URL, read with fsspec's ``storage_options`` (see
+    :func:`tensorfile.safe_open`)."""
+    return _via_numpy.load_file(_FW, filename, backend, verify, device,
+                                storage_options=storage_options)
 
 
 __all__ = ["load", "load_file", "save", "save_file"]

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from tensorfile._format.header import TensorInfo
 from tensorfile._io.files import PathLike
+from tensorfile._io.remote import RemoteOptions
 from tensorfile._verifying import verifier_of
 from tensorfile.errors import DigestMismatchError, NotSignedError, PartitionError
 from tensorfile.integrity.hashing import (
@@ -138,6 +139,8 @@ def load_partition(
     names: Iterable[str] | None = None,
     verify: VerifyWith | None = None,
     staging_bytes: int = DEFAULT_STAGING_BYTES,
+    storage_options: Mapping[str, Any] | None = None,
+    remote: RemoteOptions | None = None,
 ) -> dict[str, Any]:
     """This rank's part of every tensor (or of ``names``) of a model.
 
@@ -147,6 +150,12 @@ def load_partition(
     tensors come back with the split dimension narrowed to this rank's block;
     replicated ones whole. Only the bytes of this rank's blocks are read.
 
+    ``source`` may be a URL (an index, a folder or a file; see
+    :func:`tensorfile.sharded.open_sharded`, which takes ``storage_options``
+    and ``remote`` as here): each rank then fetches only its blocks' byte
+    ranges, the runs of a block split along a later dimension together in
+    one batch of concurrent requests.
+
     ``verify``: what ``safe_open(verify=...)`` takes (a key or trust policy
     of :mod:`tensorfile.integrity`). Each shard's header is checked, then each
     tensor this rank needs a part of, whole; bytes are read with ``pread``.
@@ -154,7 +163,8 @@ def load_partition(
     verifier = verifier_of(verify)
     owned = not isinstance(source, ShardedOpen)
     model = (
-        ShardedOpen(source, framework, "cpu", backend="pread" if verifier is not None else backend)
+        ShardedOpen(source, framework, "cpu", backend="pread" if verifier is not None else backend,
+                    storage_options=storage_options, remote=remote)
         if not isinstance(source, ShardedOpen)
         else source
     )
@@ -178,8 +188,8 @@ def load_partition_distributed(
     """:func:`load_partition` with rank and world size from an initialised ``torch.distributed`` group.
 
     Keyword arguments are those of :func:`load_partition`. Each process reads
-    its own bytes from the shared file system; no tensor data goes over the
-    process group.
+    its own bytes from the shared file system or the remote store (a URL);
+    no tensor data goes over the process group.
     """
     import torch.distributed as dist
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -222,14 +223,19 @@ def load_file(
     *,
     backend: str = "mmap",
     verify: VerifyWith | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Tensors from a file, views of a private copy-on-write map (no copy on cpu).
 
     ``device``: an int is that cuda index and ``None`` the cpu, as the
     reference. With ``verify`` each tensor is read into private memory and
     checked against the signature first (see :func:`tensorfile.safe_open`).
+    ``filename`` may be a URL (``s3://``, ``https://``, any fsspec scheme; an
+    index or folder URL is a sharded model), read with fsspec's
+    ``storage_options``.
     """
-    return _api.load_file(filename, "pt", device, backend=backend, verify=verify)
+    return _api.load_file(filename, "pt", device, backend=backend, verify=verify,
+                          storage_options=storage_options)
 
 
 def save_model(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import socket
 import socketserver
@@ -56,6 +57,12 @@ class LogLine:
     status: int
     body_bytes: int
     range: str
+    #: The request's ``X-Rank`` header ("-" without one): which rank of a
+    #: tensor-parallel test asked (fsspec's ``headers`` storage option sends it).
+    rank: str = "-"
+
+
+_LOG = re.compile(r'^(\S+) (\d+) (\d+) "([^"]*)" "([^"]*)"$')
 
 
 class Nginx:
@@ -93,7 +100,7 @@ pid {w}/nginx.pid;
 error_log {w}/error.log warn;
 events {{ worker_connections 512; }}
 http {{
-    log_format tf '$request_uri $status $body_bytes_sent "$http_range"';
+    log_format tf '$request_uri $status $body_bytes_sent "$http_range" "$http_x_rank"';
     access_log {self.access_log} tf;
     client_body_temp_path {w}/body;
     proxy_temp_path {w}/proxy;
@@ -132,8 +139,10 @@ http {{
         if not self.access_log.exists():
             return out
         for line in self.access_log.read_text().splitlines():
-            uri, status, sent, rng = line.split(" ", 3)
-            out.append(LogLine(uri, int(status), int(sent), rng.strip('"')))
+            m = _LOG.match(line)
+            assert m is not None, line
+            uri, status, sent, rng, rank = m.groups()
+            out.append(LogLine(uri, int(status), int(sent), rng, rank))
         return out
 
     def clear_log(self) -> None:
@@ -238,6 +247,9 @@ class FaultProxy:
         self.fault: Fault | None = None
         self.rewrite: Callable[[int, Request], Request] | None = None
         self.requests = 0
+        #: Each answer passed on unchanged (no ``fault``), as nginx logs it:
+        #: the byte counts of a server that keeps none (moto).
+        self.log: list[LogLine] = []
         self._lock = threading.Lock()
         proxy = self
 
@@ -288,6 +300,10 @@ class FaultProxy:
         resp.headers.pop("Connection", None)
         resp.headers.pop("Keep-Alive", None)
         out = resp.encode() if self.fault is None else self.fault(n, req, resp)
+        if self.fault is None:
+            with self._lock:
+                self.log.append(LogLine(req.path, resp.status, len(resp.body),
+                                        req.headers.get("Range", ""), "-"))
         if out:
             try:
                 h.wfile.write(out)

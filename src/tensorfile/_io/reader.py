@@ -30,7 +30,7 @@ from __future__ import annotations
 import mmap
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
@@ -418,20 +418,26 @@ class SafeOpen:
         # far fewer page faults on first touch than a bytearray.
         buf = np.empty(info.nbytes, dtype=np.uint8) if into is None else into
         assert self._verifier is not None
-        check = self._verifier.tensor_check(info.name, info.nbytes)
+        self.read_checked(info.name, buf, self._verifier.tensor_check(info.name, info.nbytes))
+        return buf
+
+    def read_checked(self, name: str, out: Any, check: TensorCheck) -> None:
+        """Read the whole tensor ``name`` into ``out``, feeding ``check`` its
+        bytes in order as they arrive; raises unless ``check`` passes (then
+        ``out`` must not be used)."""
+        info = self.info(name)
         if self._remote is not None:
             # Fetched concurrently by blocks; the check is fed in order as they land.
-            self._remote_read([(info, buf, check)])
-            return buf
+            self._remote_read([(info, out, check)])
+            return
         step = max(1, check.chunk_size)
         base = self._header.data_offset + info.start
-        with memoryview(buf.data) as view:
+        with memoryview(out).cast("B") as view:
             for a in range(0, info.nbytes, step):
                 chunk = view[a : a + step]
                 self._pread(len(chunk), base + a, chunk)
                 check.update(chunk)
         check.finish()
-        return buf
 
     def _read_whole(self, check: TensorCheck, raw_header: bytes) -> np.ndarray[Any, Any]:
         """The data section, copied into private memory through this
@@ -469,6 +475,29 @@ class SafeOpen:
             # A copy either way: pread makes it without touching the map, so
             # a file cut short meanwhile is an error here, never a SIGBUS.
             self._pread(n, self._header.data_offset + info.start + start, view)
+
+    def read_pieces(self, name: str, pieces: Sequence[tuple[int, memoryview]]) -> None:
+        """:meth:`read_into` of several ``(start, out)`` pieces of one tensor.
+        Unverified pieces of a remote file are fetched together (concurrent
+        range requests, neighbours merged), not one round trip each: a
+        tensor-parallel rank's strided runs."""
+        if self._remote is None or self._verifier is not None:
+            for start, out in pieces:
+                self.read_into(name, start, out)
+            return
+        info = self.info(name)
+        jobs = []
+        for start, out in pieces:
+            if start < 0 or start + len(out) > info.nbytes:
+                raise ValueError(
+                    f"tensor {name!r}: bytes [{start}, {start + len(out)}) outside its {info.nbytes}"
+                )
+            jobs.append((self._header.data_offset + info.start + start, out, None))
+        with self._lock:
+            self._check_open()
+        self._remote.read(jobs)
+        with self._lock:
+            self.bytes_read += sum(len(out) for _, out in pieces)
 
     def get_tensor(self, name: str) -> Any:
         """The whole tensor: a numpy array or a torch tensor, without copying in mmap mode."""

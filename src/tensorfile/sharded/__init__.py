@@ -8,12 +8,14 @@ shards plus the index; :func:`save_file_iter` and :func:`save_sharded_iter`
 write tensors produced one at a time (a model bigger than memory).
 
 The index format is in :mod:`tensorfile.sharded._index`, the reader in
-:mod:`tensorfile.sharded._reader`, the writers in :mod:`tensorfile.sharded._writer`.
+:mod:`tensorfile.sharded._reader` (a remote model's shards, opened from a URL,
+in :mod:`tensorfile.sharded._remote`), the writers in
+:mod:`tensorfile.sharded._writer`.
 """
 
 from __future__ import annotations
 
-from tensorfile.sharded._index import ShardIndex, read_index
+from tensorfile.sharded._index import RemoteIndex, ShardIndex, read_index
 from tensorfile.sharded._reader import (
     LazyTensor,
     ShardedOpen,
@@ -31,6 +33,7 @@ from tensorfile.sharded._writer import (
 
 __all__ = [
     "LazyTensor",
+    "RemoteIndex",
     "ShardIndex",
     "ShardedOpen",
     "is_sharded_path",

@@ -113,24 +113,24 @@ class BlockSource:
         finally:
             os.close(fd)
 
-    def read_into(self, name: str, start: int, out: memoryview) -> None:
+    def read_pieces(self, name: str, pieces: list[tuple[int, memoryview]]) -> None:
+        """Fill each ``(start, out)`` with the tensor's bytes from ``start``."""
         if self.verifier is None:
-            self.f.read_into(name, start, out)
+            self.f.read_pieces(name, pieces)
             return
         data = self._verified(self.f.info(name))
-        out[:] = data[start : start + len(out)]
+        for start, out in pieces:
+            out[:] = data[start : start + len(out)]
 
     def _verified(self, info: TensorInfo) -> bytearray:
-        """The whole tensor, read and checked (a digest covers the whole tensor)."""
+        """The whole tensor, read and checked (a digest covers the whole tensor)
+        as its bytes arrive."""
         last = self._last
         if last is not None and last[0] == info.name:
             return last[1]
         assert self.verifier is not None
         buf = bytearray(info.nbytes)
-        self.f.read_into(info.name, 0, buf)
-        check = self.verifier.tensor_check(info.name, info.nbytes)
-        check.update(memoryview(buf))
-        check.finish()
+        self.f.read_checked(info.name, buf, self.verifier.tensor_check(info.name, info.nbytes))
         self._last = (info.name, buf)
         return buf
 
@@ -139,14 +139,17 @@ def fill_block(source: BlockSource | SafeOpen, block: Block, start: int, out: me
     """Write bytes ``[start, start + len(out))`` of ``block`` (C order) into ``out``.
 
     Reads exactly those bytes from ``source`` (anything with
-    ``read_into(name, start, out)``, e.g. a :class:`tensorfile.SafeOpen`).
+    ``read_pieces(name, [(start, out), ...])``, e.g. a :class:`tensorfile.SafeOpen`),
+    all of its runs in one call (a remote file fetches them concurrently).
     """
     pos, n = 0, len(out)
+    pieces = []
     while pos < n:
         i, off = divmod(start + pos, block.run)
         take = min(block.run - off, n - pos)
-        source.read_into(block.info.name, block.first + i * block.stride + off, out[pos : pos + take])
+        pieces.append((block.first + i * block.stride + off, out[pos : pos + take]))
         pos += take
+    source.read_pieces(block.info.name, pieces)
 
 
 class Staging:

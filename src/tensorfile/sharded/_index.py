@@ -35,21 +35,13 @@ DEFAULT_MAX_SHARD_SIZE = "5GB"
 
 
 
-@dataclass(frozen=True)
-class ShardIndex:
-    """Which file holds each tensor of a model, validated.
+class IndexFields:
+    """What every index says, local or remote: which shard holds each tensor."""
 
-    A single-file model is an index with one shard and no ``path``.
-    """
-
-    #: The folder every shard path is relative to.
-    folder: Path
-    #: Tensor name to shard file (relative to ``folder``, ``/``-separated).
+    #: Tensor name to shard file (relative to the folder, ``/``-separated).
     weight_map: Mapping[str, str]
     #: The index's ``"metadata"`` object (``{"total_size": N}`` by convention).
     metadata: Mapping[str, Any]
-    #: The index file; ``None`` for a single-file model.
-    path: Path | None = None
 
     @property
     def shard_files(self) -> list[str]:
@@ -61,6 +53,33 @@ class ShardIndex:
         """Declared bytes of tensor data over all shards, if the index says."""
         size = self.metadata.get("total_size")
         return size if isinstance(size, int) else None
+
+
+@dataclass(frozen=True)
+class ShardIndex(IndexFields):
+    """Which file holds each tensor of a model, validated.
+
+    A single-file model is an index with one shard and no ``path``.
+    """
+
+    #: The folder every shard path is relative to.
+    folder: Path
+    weight_map: Mapping[str, str]
+    metadata: Mapping[str, Any]
+    #: The index file; ``None`` for a single-file model.
+    path: Path | None = None
+
+
+@dataclass(frozen=True)
+class RemoteIndex(IndexFields):
+    """A remote model's :class:`ShardIndex`: its folder and index are URLs."""
+
+    #: The folder's URL: every shard is ``folder + "/" + shard``.
+    folder: str
+    weight_map: Mapping[str, str]
+    metadata: Mapping[str, Any]
+    #: The index's URL; ``None`` for a single-file model.
+    path: str | None = None
 
 
 def find_index(path: PathLike) -> Path | None:
@@ -83,22 +102,31 @@ def find_index(path: PathLike) -> Path | None:
     return found[0] if found else None
 
 
+def check_relative(rel: object, name: str) -> PurePosixPath:
+    """A ``weight_map`` value as a relative, ``/``-separated path that cannot
+    leave the index's folder (no absolute path, drive, backslash, NUL or
+    ``..``): the rule for local and remote models alike."""
+    if not isinstance(rel, str) or not rel:
+        raise ShardIndexError(f"tensor {name!r}: shard must be a non-empty string, got {rel!r:.80}")
+    pure = PurePosixPath(rel)
+    if ("\0" in rel or "\\" in rel or pure.is_absolute() or re.match(r"^[A-Za-z]:", rel)
+            or "://" in rel):
+        raise ShardIndexError(f"tensor {name!r}: shard path {rel!r} must be relative to the folder")
+    if ".." in pure.parts:
+        raise ShardIndexError(f"tensor {name!r}: shard path {rel!r} leaves the model folder")
+    return pure
+
+
 def _shard_path(folder: Path, rel: object, name: str, allow_external_symlinks: bool) -> Path:
     """Check one ``weight_map`` value and return the shard's path.
 
-    A shard must be a relative path with no ``..`` component that, symlinks
+    A shard must be a relative path with no ``..`` component (see
+    :func:`check_relative`) that, symlinks
     resolved, stays inside the folder or, in a Hugging Face cache snapshot,
     is a blob of the same cache repository (unless ``allow_external_symlinks``,
     which follows symlinks anywhere), and must be an existing regular file.
     """
-    if not isinstance(rel, str) or not rel:
-        raise ShardIndexError(f"tensor {name!r}: shard must be a non-empty string, got {rel!r:.80}")
-    pure = PurePosixPath(rel)
-    if "\0" in rel or "\\" in rel or pure.is_absolute() or re.match(r"^[A-Za-z]:", rel):
-        raise ShardIndexError(f"tensor {name!r}: shard path {rel!r} must be relative to the folder")
-    if ".." in pure.parts:
-        raise ShardIndexError(f"tensor {name!r}: shard path {rel!r} leaves the model folder")
-    full = folder.joinpath(*pure.parts)
+    full = folder.joinpath(*check_relative(rel, name).parts)
     if not allow_external_symlinks:
         real_folder = os.path.realpath(folder)
         real = os.path.realpath(full)
@@ -121,15 +149,12 @@ def _shard_path(folder: Path, rel: object, name: str, allow_external_symlinks: b
     return full
 
 
-def parse_index(
-    raw: bytes, folder: Path, *, allow_external_symlinks: bool = False, where: str = "index"
-) -> ShardIndex:
-    """Validate index JSON bytes against the files in ``folder``.
-
-    Checks the JSON (strict: UTF-8, no duplicate keys, no NaN), the shape of
-    the document, and every shard path (see :func:`_shard_path`). Whether each
-    shard really holds its tensors is checked by :func:`check_shard`.
-    """
+def parse_index_doc(raw: bytes, where: str = "index") -> tuple[dict[str, str], dict[str, Any]]:
+    """The ``weight_map`` and ``metadata`` of index JSON bytes, checked
+    (strict JSON: UTF-8, no duplicate keys, no NaN; the document's shape;
+    every shard a relative path, :func:`check_relative`)."""
+    if len(raw) > MAX_HEADER_SIZE:
+        raise ShardIndexError(f"{where}: index is over the {MAX_HEADER_SIZE:,}-byte limit")
     doc = loads_strict(raw, where, ShardIndexError)
     if not isinstance(doc, dict):
         raise ShardIndexError(f"{where}: must be a JSON object, not {type(doc).__name__}")
@@ -146,10 +171,26 @@ def parse_index(
     total = metadata.get("total_size")
     if total is not None and (type(total) is not int or total < 0):
         raise ShardIndexError(f"{where}: total_size must be a non-negative integer, got {total!r:.80}")
-    checked: dict[str, Path] = {}
+    for name, rel in weight_map.items():
+        check_relative(rel, name)
+    return weight_map, metadata
+
+
+def parse_index(
+    raw: bytes, folder: Path, *, allow_external_symlinks: bool = False, where: str = "index"
+) -> ShardIndex:
+    """Validate index JSON bytes against the files in ``folder``.
+
+    Checks the document (:func:`parse_index_doc`) and that every shard is a
+    file inside the folder (see :func:`_shard_path`). Whether each
+    shard really holds its tensors is checked by :func:`check_shard`.
+    """
+    weight_map, metadata = parse_index_doc(raw, where)
+    checked: set[str] = set()
     for name, rel in weight_map.items():
         if rel not in checked:
-            checked[rel] = _shard_path(folder, rel, name, allow_external_symlinks)
+            _shard_path(folder, rel, name, allow_external_symlinks)
+            checked.add(rel)
     return ShardIndex(folder, weight_map, metadata)
 
 
@@ -189,7 +230,7 @@ def read_shard_header(path: Path) -> tuple[Header, FileIdentity]:
         os.close(fd)
 
 
-def check_shard(index: ShardIndex, shard: str, header: Header) -> None:
+def check_shard(index: IndexFields, shard: str, header: Header) -> None:
     """Raise :class:`ShardIndexError` unless ``shard`` holds exactly the tensors the index puts there."""
     expected = {n for n, s in index.weight_map.items() if s == shard}
     present = set(header.tensors)
@@ -204,7 +245,7 @@ def check_shard(index: ShardIndex, shard: str, header: Header) -> None:
         )
 
 
-def check_total_size(index: ShardIndex, headers: Mapping[str, Header]) -> None:
+def check_total_size(index: IndexFields, headers: Mapping[str, Header]) -> None:
     """The index's ``total_size`` must equal the tensor bytes the shards hold."""
     declared = index.total_size
     if declared is None:

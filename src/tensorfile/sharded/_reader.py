@@ -11,6 +11,7 @@ safe while other threads read.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -26,6 +27,7 @@ from tensorfile._frameworks import import_torch, numpy_view, torch_view
 from tensorfile._io.files import PathLike
 from tensorfile._io.headers import read_path_header
 from tensorfile._io.reader import SafeOpen, TensorSlice
+from tensorfile._io.remote import RemoteOptions, is_url
 from tensorfile._io.verifier import FileVerifier, Verifier
 from tensorfile._verifying import verifier_of
 from tensorfile.errors import (
@@ -48,6 +50,7 @@ from tensorfile.sharded._index import (
     DEFAULT_PREFIX,
     INDEX_SUFFIX,
     SAFETENSORS_SUFFIX,
+    RemoteIndex,
     ShardIndex,
     check_shard,
     check_total_size,
@@ -56,6 +59,7 @@ from tensorfile.sharded._index import (
     read_index,
     read_shard_header,
 )
+from tensorfile.sharded._remote import RemoteShards, names_one_file
 
 if TYPE_CHECKING:
     from tensorfile.integrity.onload import VerifyWith
@@ -107,33 +111,13 @@ class LazyTensor:
         return f"LazyTensor({self.name!r}, {self.dtype.name}{list(self.shape)}, shard={self.shard!r})"
 
 
-class ShardedOpen(Mapping[str, LazyTensor]):
-    """A sharded model (or a single file) as one mapping of names to :class:`LazyTensor`.
+class LocalShards:
+    """A model on the local disk: its index and every shard's header, read and
+    cross-checked at open, with each shard file's identity (device, inode,
+    size, modification time) taken with its header."""
 
-    Use :func:`open_sharded` to create one. ``get_tensor``, ``get_slice``,
-    ``keys`` and ``metadata`` behave as on :class:`tensorfile.SafeOpen`.
-    """
-
-    def __init__(
-        self,
-        path: PathLike,
-        framework: str = "np",
-        device: str = "cpu",
-        *,
-        backend: str = "mmap",
-        verify: Verifier | None = None,
-        allow_external_symlinks: bool = False,
-    ) -> None:
+    def __init__(self, path: PathLike, allow_external_symlinks: bool = False) -> None:
         p = Path(path)
-        self._framework = framework
-        self._device = device
-        self._backend = backend
-        self._verify = verify
-        self._open: dict[str, SafeOpen] = {}
-        self._closed = False
-        # Opening a shard and close() take it: close() never meets a dict being
-        # filled, and no shard opens after close() returned.
-        self._lock = threading.Lock()
         index_path = p if p.name.endswith(INDEX_SUFFIX) else (find_index(p) if p.is_dir() else None)
         if index_path is not None:
             self.index = read_index(index_path, allow_external_symlinks=allow_external_symlinks)
@@ -159,19 +143,135 @@ class ShardedOpen(Mapping[str, LazyTensor]):
             )
             headers = {single.name: header}
             identities = {single.name: ident}
-        self._headers = headers
+        self.headers = headers
         #: Each shard's file as it was when its header was read: a shard
         #: replaced or changed since is refused at read time (spec/FORMAT.md 6).
         self._identities = identities
+
+    @property
+    def label(self) -> str:
+        return str(self.index.folder)
+
+    def path_of(self, shard: str) -> Path:
+        return self.index.folder.joinpath(*PurePosixPath(shard).parts)
+
+    def location(self, shard: str) -> str:
+        return str(self.path_of(shard))
+
+    def local_path(self, shard: str) -> Path | None:
+        return self.path_of(shard)
+
+    def size(self, shard: str) -> int:
+        return self._identities[shard][2]
+
+    def open(self, shard: str, framework: str, device: str, backend: str,
+             verify: Verifier | None) -> SafeOpen:
+        f = SafeOpen(self.path_of(shard), framework, device, backend=backend, verify=verify)
+        try:
+            if f.header.tensors != self.headers[shard].tensors:
+                raise ShardIndexError(f"shard {shard} changed since the model was opened")
+        except BaseException:
+            f.close()
+            raise
+        return f
+
+    def check_unchanged(self, shard: str) -> None:
+        try:
+            now = file_identity(os.stat(self.path_of(shard)))
+        except OSError as e:
+            raise ShardIndexError(
+                f"shard {shard} of {self.index.folder} is gone since the model was opened "
+                f"({e.strerror})"
+            ) from None
+        if now != self._identities[shard]:
+            raise ShardIndexError(
+                f"shard {shard} of {self.index.folder} was replaced or changed since the model "
+                "was opened (another save?); open the model again"
+            )
+
+    def file_verifier(self, shard: str, verify: Verifier) -> FileVerifier:
+        """The shard's verifier, checked against its raw header as it is on disk now."""
+        path = self.path_of(shard)
+        v = verify.for_file(path)
+        header, raw = read_path_header(path)
+        v.check_header(raw)
+        if header.tensors != self.headers[shard].tensors:
+            raise DigestMismatchError(f"{shard}: changed while it was being verified")
+        return v
+
+
+class ShardedOpen(Mapping[str, LazyTensor]):
+    """A sharded model (or a single file) as one mapping of names to :class:`LazyTensor`.
+
+    Use :func:`open_sharded` to create one. ``get_tensor``, ``get_slice``,
+    ``keys`` and ``metadata`` behave as on :class:`tensorfile.SafeOpen`.
+    ``path`` may be a URL (an index, a folder or a ``.safetensors`` file, see
+    :mod:`tensorfile.sharded._remote`), read with fsspec's ``storage_options``
+    and ``remote`` (a :class:`~tensorfile.remote.RemoteOptions`).
+    """
+
+    def __init__(
+        self,
+        path: PathLike,
+        framework: str = "np",
+        device: str = "cpu",
+        *,
+        backend: str = "mmap",
+        verify: Verifier | None = None,
+        allow_external_symlinks: bool = False,
+        storage_options: Mapping[str, Any] | None = None,
+        remote: RemoteOptions | None = None,
+    ) -> None:
+        self._store: LocalShards | RemoteShards
+        if is_url(path):
+            options = remote or RemoteOptions()
+            if storage_options is not None:
+                options = dataclasses.replace(options, storage_options=dict(storage_options))
+            self._store = RemoteShards(str(path), options)
+            backend = RemoteShards.backend
+        else:
+            self._store = LocalShards(path, allow_external_symlinks)
+        #: The model's index (a remote model's: a :class:`RemoteIndex`, URLs in place of paths).
+        self.index: ShardIndex | RemoteIndex = self._store.index
+        self._framework = framework
+        self._device = device
+        self._backend = backend
+        self._verify = verify
+        self._open: dict[str, SafeOpen] = {}
+        self._closed = False
+        # Opening a shard and close() take it: close() never meets a dict being
+        # filled, and no shard opens after close() returned.
+        self._lock = threading.Lock()
+        self._headers = self._store.headers
         self._handles = {
             name: LazyTensor(self, shard, info)
-            for shard, h in headers.items()
+            for shard, h in self._headers.items()
             for name, info in h.tensors.items()
         }
 
+    @property
+    def is_remote(self) -> bool:
+        """Whether the model was opened from a URL."""
+        return isinstance(self._store, RemoteShards)
+
     def path_of(self, shard: str) -> Path:
-        """Where a shard (a name from the index) is on disk."""
-        return self.index.folder.joinpath(*PurePosixPath(shard).parts)
+        """Where a shard (a name from the index) is on disk (a remote model's
+        shards have URLs: see :meth:`location`)."""
+        if not isinstance(self._store, LocalShards):  # the store of a URL
+            raise ValueError(f"{self._store.label} is remote: its shards have URLs (location())")
+        return self._store.path_of(shard)
+
+    def location(self, shard: str) -> str:
+        """A shard's path, or its URL for a remote model."""
+        return self._store.location(shard)
+
+    def shard_size(self, shard: str) -> int:
+        """A shard file's size in bytes, as it was when the model opened."""
+        return self._store.size(shard)
+
+    def shard_verifier(self, shard: str, verify: Verifier) -> FileVerifier:
+        """``verify``'s checker of one shard, checked against the shard's raw header."""
+        return self._store.file_verifier(shard, verify)
 
     @property
     def framework(self) -> str:
@@ -191,7 +291,7 @@ class ShardedOpen(Mapping[str, LazyTensor]):
         try:
             return self._handles[name]
         except KeyError:
-            raise TensorNotFoundError(f"no tensor named {name!r} in {self.index.folder}") from None
+            raise TensorNotFoundError(f"no tensor named {name!r} in {self._store.label}") from None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.keys())
@@ -217,45 +317,29 @@ class ShardedOpen(Mapping[str, LazyTensor]):
 
         Raises :class:`ShardIndexError` if the shard's file was replaced or
         changed since the model was opened (its identity: device, inode,
-        size, modification time), checked on every call.
+        size, modification time), checked on every call; a remote shard's
+        identity (ETag, size) is checked by every request instead (a
+        :class:`~tensorfile.errors.RemoteChangedError`).
         """
         with self._lock:
             if self._closed:
                 raise ClosedFileError(
-                    f"{self.index.folder}: the model was closed; open it again to read"
+                    f"{self._store.label}: the model was closed; open it again to read"
                 )
             f = self._open.get(shard)
             if f is None:
-                self._check_unchanged(shard)
-                f = SafeOpen(
-                    self.path_of(shard), self._framework, self._device,
-                    backend=self._backend, verify=self._verify,
-                )
+                self._store.check_unchanged(shard)
+                f = self._store.open(shard, self._framework, self._device, self._backend,
+                                     self._verify)
                 try:
-                    if f.header.tensors != self._headers[shard].tensors:
-                        raise ShardIndexError(f"shard {shard} changed since the model was opened")
-                    self._check_unchanged(shard)
+                    self._store.check_unchanged(shard)
                 except BaseException:
                     f.close()
                     raise
                 self._open[shard] = f
                 return f
-        self._check_unchanged(shard)
+        self._store.check_unchanged(shard)
         return f
-
-    def _check_unchanged(self, shard: str) -> None:
-        try:
-            now = file_identity(os.stat(self.path_of(shard)))
-        except OSError as e:
-            raise ShardIndexError(
-                f"shard {shard} of {self.index.folder} is gone since the model was opened "
-                f"({e.strerror})"
-            ) from None
-        if now != self._identities[shard]:
-            raise ShardIndexError(
-                f"shard {shard} of {self.index.folder} was replaced or changed since the model "
-                "was opened (another save?); open the model again"
-            )
 
     def _opened(self) -> list[SafeOpen]:
         with self._lock:
@@ -316,6 +400,8 @@ def open_sharded(
     backend: str = "mmap",
     verify: VerifyWith | None = None,
     allow_external_symlinks: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
+    remote: RemoteOptions | None = None,
 ) -> ShardedOpen:
     """Open a sharded model folder, its index file, or a single file, lazily.
 
@@ -323,15 +409,24 @@ def open_sharded(
     :func:`tensorfile.safe_open` for each shard when it is first touched.
     Raises :class:`ShardIndexError` if the index is malformed or disagrees
     with the shards.
+
+    ``path`` may be a URL: an index, a ``.safetensors`` file, or a folder
+    (any other URL), with fsspec's ``storage_options`` and ``remote``
+    (concurrency, block size, retries); shards are read by checked range
+    requests (``backend`` is then ``"pread"``).
     """
     return ShardedOpen(
         path, framework, device, backend=backend, verify=verifier_of(verify),
-        allow_external_symlinks=allow_external_symlinks,
+        allow_external_symlinks=allow_external_symlinks, storage_options=storage_options,
+        remote=remote,
     )
 
 
 def is_sharded_path(path: PathLike) -> bool:
-    """Whether ``path`` names a model folder or an index rather than one file."""
+    """Whether ``path`` names a model folder or an index rather than one file
+    (a URL: whether it does not end in ``.safetensors``)."""
+    if is_url(path):
+        return not names_one_file(str(path))
     return os.path.isdir(path) or os.fspath(path).endswith(INDEX_SUFFIX)
 
 
@@ -342,31 +437,25 @@ def load_sharded(
     *,
     backend: str = "mmap",
     verify: VerifyWith | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    remote: RemoteOptions | None = None,
 ) -> dict[str, Any]:
     """Every tensor of a sharded model (what ``load_file`` returns for a folder).
 
     On a device other than the cpu, tensors are read through pinned host
     buffers with reads overlapping the copies (as
     :func:`tensorfile.parallel.load_partition` does with an empty plan).
+    ``path`` may be a URL (see :func:`open_sharded`).
     """
     verifier = verifier_of(verify)
     if str(device) != "cpu":
         backend = "pread" if verifier is not None else backend
-        with ShardedOpen(path, framework, "cpu", backend=backend) as model:
+        with ShardedOpen(path, framework, "cpu", backend=backend, storage_options=storage_options,
+                         remote=remote) as model:
             return load_blocks(model, whole_block, device=device, verify=verifier)
-    with ShardedOpen(path, framework, device, backend=backend, verify=verifier) as model:
+    with ShardedOpen(path, framework, device, backend=backend, verify=verifier,
+                     storage_options=storage_options, remote=remote) as model:
         return model.tensors()
-
-
-def _shard_verifier(verify: Verifier, model: ShardedOpen, shard: str) -> FileVerifier:
-    """The verifier of ``shard``, checked against its raw header."""
-    path = model.path_of(shard)
-    v = verify.for_file(path)
-    header, raw = read_path_header(path)
-    v.check_header(raw)
-    if header.tensors != model.shard(shard).header.tensors:
-        raise DigestMismatchError(f"{shard}: changed while it was being verified")
-    return v
 
 
 def load_blocks(
@@ -400,8 +489,8 @@ def load_blocks(
         block = block_of(handle.info)
         src = sources.get(handle.shard)
         if src is None:
-            v = _shard_verifier(verify, model, handle.shard) if verify is not None else None
-            src = sources[handle.shard] = BlockSource(f, v, model.path_of(handle.shard))
+            v = model.shard_verifier(handle.shard, verify) if verify is not None else None
+            src = sources[handle.shard] = BlockSource(f, v, model._store.local_path(handle.shard))
         if staging is not None and not handle.dtype.sub_byte:
             src.prefetch(block)
             out[name] = to_device(staging, src, block)
