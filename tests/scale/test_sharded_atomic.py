@@ -27,6 +27,18 @@ from tensorfile.sharded import load_sharded, open_sharded, save_sharded, save_sh
 ROWS = 64
 
 
+@pytest.fixture(autouse=True)
+def python_ctrl_c() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt, whatever this process inherited: a
+    shell starts background jobs with SIGINT ignored, and Python keeps that."""
+    import signal
+
+    old = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
 def _version(v: int, shards: int = 5) -> dict[str, np.ndarray]:
     """``shards`` tensors of 1 KiB each (max_shard_size=1024: one a shard), every value ``v``."""
     return {f"t{i}": np.full(ROWS * 4, v, dtype=np.float32) for i in range(shards)}
