@@ -21,7 +21,7 @@ import struct
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import chain, repeat
 from math import prod
-from operator import attrgetter, mul, sub
+from operator import attrgetter, itemgetter, mul, sub
 from typing import Annotated, Any, Literal, NamedTuple
 
 import numpy as np
@@ -73,6 +73,14 @@ class TensorInfo(NamedTuple):
         return math.prod(self.shape)
 
 
+_get_dtype = attrgetter("dtype")
+_get_shape = attrgetter("shape")
+_get_offsets = attrgetter("data_offsets")
+_get_start_end = attrgetter("start", "end")
+_first = itemgetter(0)
+_second = itemgetter(1)
+
+
 class TensorTable(Mapping[str, TensorInfo]):
     """A validated header's tensors by name, in data-offset order.
 
@@ -110,6 +118,37 @@ class TensorTable(Mapping[str, TensorInfo]):
 
     def __repr__(self) -> str:
         return f"TensorTable({dict(self)!r})"
+
+    def columns(self) -> TensorColumns:
+        """Every tensor's fields as parallel lists, in data-offset order.
+
+        Built with ``map`` over the rows, without a :class:`TensorInfo` per
+        tensor: listing 1.4 million tensors (``tensorfile inspect``) costs
+        a few passes in C instead of a Python call each.
+        """
+        rows = list(self._rows.values())
+        if TensorInfo in set(map(type, rows)):
+            # Some rows were looked up already (or came from the strict path).
+            rows = [self[name] for name in self._rows]
+            offsets = list(map(_get_start_end, rows))
+            dtypes = list(map(_get_dtype, rows))
+        else:
+            offsets = list(map(_get_offsets, rows))
+            dtypes = list(map(DTYPES.__getitem__, map(_get_dtype, rows)))
+        return TensorColumns(
+            list(self._rows), dtypes, list(map(_get_shape, rows)),
+            list(map(_first, offsets)), list(map(_second, offsets)),
+        )
+
+
+class TensorColumns(NamedTuple):
+    """A header's tensors as parallel lists (see :meth:`TensorTable.columns`)."""
+
+    names: list[str]
+    dtypes: list[DType]
+    shapes: list[tuple[int, ...]]
+    starts: list[int]
+    ends: list[int]
 
 
 class Header(NamedTuple):
@@ -385,9 +424,6 @@ _BRACKET_STEP[list(b"[{")] = 1
 _BRACKET_STEP[list(b"]}")] = -1
 _CHUNK = 1 << 22
 
-_get_dtype = attrgetter("dtype")
-_get_shape = attrgetter("shape")
-_get_offsets = attrgetter("data_offsets")
 _BITS = {name: dt.bits for name, dt in DTYPES.items()}
 
 
