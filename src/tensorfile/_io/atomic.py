@@ -247,10 +247,14 @@ class TempFile:
                     os.unlink(name)
                 raise
             os.close(fd)
-        self.path = Path(name)
         self._name = name
         self.file: BinaryIO = (WriteBehindFile(fd) if durable  # type: ignore[assignment]
                                else io.FileIO(fd, "wb", closefd=True))
+
+    @property
+    def path(self) -> Path:
+        """The temporary file's path (made when asked: most saves never do)."""
+        return Path(self._name)
 
     def sync(self) -> None:
         """Flush the data to the disk (the size included: fdatasync is enough)."""
@@ -313,7 +317,7 @@ class TempFile:
         """Remove the file and close it (what every failure does)."""
         if not self.renamed:
             with contextlib.suppress(OSError):
-                self.path.unlink()
+                os.unlink(self._name)
         with contextlib.suppress(OSError):
             self.file.close()
 
