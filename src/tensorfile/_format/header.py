@@ -649,8 +649,8 @@ def encode(
     # The JSON text is assembled here rather than by json.dumps of a dict (a
     # third of a small file's save went to the encoder's set-up): strings
     # are escaped by the function json.dumps(ensure_ascii=False) uses, so the
-    # bytes are the same (tests/format/test_roundtrip.py checks them against
-    # the reference's).
+    # bytes are the same (tests/format/test_interop.py checks them against
+    # the reference's, test_writer.py against json.dumps).
     parts: list[str] = []
     if metadata is not None:
         if not isinstance(metadata, Mapping):
