@@ -17,7 +17,24 @@ is close to the 100,000,000-byte limit:
 Each open runs in a fresh subprocess (``safe_open`` and ``keys()``), for
 tensorfile and for the reference ``safetensors`` package, interleaved; the
 figures are wall seconds and peak RSS above the interpreter's after imports
-(best of ``--repeat``; Linux only: the peak is read from /proc). Target: tensorfile within 2x of the reference on both.
+(Linux only: the peak is read from /proc). Target: tensorfile within 2x of the
+reference on both.
+
+Entry points (``--entries``, all by default): ``open`` (``safe_open`` and
+``keys()``, above), ``metadata`` (``safe_open`` and ``metadata()``), and the
+command line, ``inspect`` (the text table, to /dev/null) and
+``inspect-json`` (``inspect --json``), each a whole ``tensorfile`` process
+timed against a whole process of the reference's ``safe_open`` and
+``keys()`` (the reference has no inspect command; its figures are then the
+process's wall time and peak RSS, interpreter included, as for tensorfile's).
+
+``--before DIR`` adds an older checkout as a third side of every round
+(the "before" figures of a change, measured in the same run).
+
+Rounds (``--repeat``) alternate reference and tensorfile; each row prints
+the median ratio and its range over the rounds, with the load average
+before and after (the machine is shared: ratios of the same round, not
+absolute seconds, are what compares).
 ``--scale 0.1`` makes every header a tenth the size (the bounded test in
 tests/format/test_limits.py runs that size). Files go to
 ``bench/out/header_bounds`` (ignored by git) and are reused.
@@ -27,9 +44,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 OUT = Path(__file__).parent / "out" / "header_bounds"
@@ -37,7 +57,7 @@ LIMIT = 99_000_000
 
 CHILD = r"""
 import json, sys, time
-which, path = sys.argv[1], sys.argv[2]
+which, path, entry = sys.argv[1], sys.argv[2], sys.argv[3]
 if which == "tensorfile":
     # (safe_open is imported lazily: resolve it before the clock starts.)
     from tensorfile import safe_open
@@ -47,6 +67,8 @@ else:
     Refused = Exception
 def run():
     with safe_open(path, "np") as f:
+        if entry == "metadata":
+            return len(f.metadata() or {})
         return len(f.keys())
 import numpy
 def status(field):
@@ -105,10 +127,36 @@ def make_files(scale: float) -> dict[str, Path]:
     return files
 
 
-def open_once(which: str, path: Path) -> dict[str, object]:
+ENTRIES = ("open", "metadata", "inspect", "inspect-json")
+#: The reference's child for each entry point (it has no inspect command).
+_REF_ENTRY = {"open": "open", "metadata": "metadata", "inspect": "process",
+              "inspect-json": "process"}
+#: A whole process's own peak RSS (VmHWM: this exec's, not the parent's),
+#: written to stderr's last line at exit.
+_PEAK = ("import atexit, sys\n"
+         "def _peak():\n"
+         "    for line in open('/proc/self/status'):\n"
+         "        if line.startswith('VmHWM:'):\n"
+         "            sys.stderr.write('\\npeak_kib ' + line.split()[1] + '\\n')\n"
+         "atexit.register(_peak)\n")
+_KEYS_SCRIPT = _PEAK + ("from safetensors import safe_open\n"
+                        "with safe_open(sys.argv[1], 'np') as f:\n    print(len(f.keys()))\n")
+_INSPECT_SCRIPT = _PEAK + ("sys.argv = ['tensorfile', 'inspect', *sys.argv[1:]]\n"
+                           "from tensorfile_cli.main import main\nmain()\n")
+
+
+#: ``--before DIR``: an older checkout of tensorfile, run as a third side.
+BEFORE: Path | None = None
+
+
+def open_once(which: str, path: Path, entry: str = "open") -> dict[str, object]:
     """Open ``path`` in a fresh interpreter; its figures."""
-    res = subprocess.run([sys.executable, "-c", CHILD, which, str(path)],
-                         capture_output=True, text=True, timeout=600, check=False)
+    if which == "safetensors":
+        entry = _REF_ENTRY[entry]
+    if entry in ("process", "inspect", "inspect-json"):
+        return _process(which, path, entry)
+    res = subprocess.run([sys.executable, "-c", CHILD, _side(which), str(path), entry],
+                         capture_output=True, text=True, timeout=900, check=False, env=_env(which))
     if res.returncode != 0:
         return {"wall_s": float("nan"), "rss_mib": float("nan"), "tensors": None,
                 "error": f"exit {res.returncode}: {res.stderr.strip()[-200:]}"}
@@ -116,39 +164,107 @@ def open_once(which: str, path: Path) -> dict[str, object]:
     return out
 
 
-def measure(scale: float, repeat: int) -> dict[str, dict[str, dict[str, object]]]:
+def _process(which: str, path: Path, entry: str) -> dict[str, object]:
+    """A whole process: ``tensorfile inspect`` or the reference's open and
+    keys(); wall seconds and the process's peak RSS (interpreter included)."""
+    if which == "safetensors":
+        argv = [sys.executable, "-c", _KEYS_SCRIPT, str(path)]
+    else:
+        argv = [sys.executable, "-c", _INSPECT_SCRIPT, str(path)]
+        argv += ["--json"] if entry == "inspect-json" else []
+    t = time.perf_counter()
+    with open(os.devnull, "wb") as sink:
+        res = subprocess.run(argv, stdout=sink, stderr=subprocess.PIPE, timeout=900, check=False,
+                             env=_env(which))
+    wall = time.perf_counter() - t
+    err = res.stderr.decode(errors="replace").strip()
+    *rest, last = err.splitlines() or [""]
+    peak = float(last.split()[1]) / 1024 if last.startswith("peak_kib ") else float("nan")
+    return {"wall_s": wall, "rss_mib": peak, "tensors": None,
+            "error": f"exit {res.returncode}: {' '.join(rest)[-100:]}" if res.returncode else None}
+
+
+def _side(which: str) -> str:
+    return "tensorfile" if which == "before" else which
+
+
+def _env(which: str) -> dict[str, str]:
+    """The child's environment: ``before`` runs the ``--before`` checkout."""
+    env = dict(os.environ)
+    if which == "before" and BEFORE is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(BEFORE / "src"), str(BEFORE / "cli")])
+    return env
+
+
+def _sides() -> tuple[str, ...]:
+    return ("safetensors", "tensorfile") + (("before",) if BEFORE is not None else ())
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def measure(scale: float, repeat: int, entries: list[str], cases: list[str] | None
+            ) -> dict[str, dict[str, list[dict[str, object]]]]:
+    """Per ``case/entry`` row, each side's figures of every round."""
     files = make_files(scale)
-    results: dict[str, dict[str, dict[str, object]]] = {}
-    for case, path in files.items():
-        best: dict[str, dict[str, object]] = {}
-        for _ in range(repeat):
-            for which in ("safetensors", "tensorfile"):
-                got = open_once(which, path)
-                old = best.get(which)
-                if old is None or float(got["wall_s"]) < float(old["wall_s"]):  # type: ignore[arg-type]
-                    if old is not None:
-                        got["rss_mib"] = min(float(got["rss_mib"]), float(old["rss_mib"]))  # type: ignore[arg-type]
-                    best[which] = got
-        results[case] = best
+    results: dict[str, dict[str, list[dict[str, object]]]] = {}
+    for _ in range(repeat):
+        for case, path in files.items():
+            if cases and case not in cases:
+                continue
+            for entry in entries:
+                row = results.setdefault(f"{case} {entry}", {w: [] for w in _sides()})
+                for which in _sides():
+                    row[which].append(open_once(which, path, entry))
     return results
+
+
+def _ratios(row: dict[str, list[dict[str, object]]], field: str,
+            side: str = "tensorfile") -> list[float]:
+    return [float(t[field]) / max(float(r[field]), 1e-9)  # type: ignore[arg-type]
+            for r, t in zip(row["safetensors"], row[side], strict=True)]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scale", type=float, default=1.0)
-    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--entries", default=",".join(ENTRIES),
+                    help=f"comma-separated, of {', '.join(ENTRIES)}")
+    ap.add_argument("--cases", default="", help="comma-separated case names (default: all)")
+    ap.add_argument("--before", type=Path, default=None,
+                    help="a checkout of an older tensorfile (its src/ and cli/), measured "
+                         "in the same rounds as a third side, 'before'")
     args = ap.parse_args()
-    results = measure(args.scale, args.repeat)
-    print(f"{'case':<16} {'reference s':>12} {'tensorfile s':>13} {'ratio':>6}"
-          f" {'ref MiB':>8} {'tf MiB':>8} {'ratio':>6}  outcome")
-    for case, r in results.items():
-        ref, tf = r["safetensors"], r["tensorfile"]
-        tw, rw = float(tf["wall_s"]), float(ref["wall_s"])  # type: ignore[arg-type]
-        tm, rm = float(tf["rss_mib"]), float(ref["rss_mib"])  # type: ignore[arg-type]
-        outcome = tf["error"] or f"{tf['tensors']} tensors"
-        print(f"{case:<16} {rw:>12.2f} {tw:>13.2f} {tw / rw:>6.2f} {rm:>8.0f} {tm:>8.0f}"
-              f" {tm / max(rm, 1):>6.2f}  {outcome} (reference: {ref['error'] or ref['tensors']})")
-    (OUT / f"results-{args.scale}.json").write_text(json.dumps(results, indent=1))
+    global BEFORE
+    BEFORE = args.before
+    entries = [e for e in args.entries.split(",") if e]
+    before = _load()
+    results = measure(args.scale, args.repeat, entries,
+                      [c for c in args.cases.split(",") if c] or None)
+    print(f"load average before: {before}, after: {_load()}; {args.repeat} rounds, "
+          "medians (range) of per-round ratios tensorfile / reference")
+    print(f"{'case entry':<30} {'ref s':>6} {'tf s':>6} {'time ratio':>18}"
+          f" {'ref MiB':>7} {'tf MiB':>7} {'memory ratio':>18}  outcome")
+    for name, row in results.items():
+        for side in _sides()[1:]:
+            ref, tf = row["safetensors"], row[side]
+            line = f"{name if side == 'tensorfile' else '  (before)':<30}"
+            for field in ("wall_s", "rss_mib"):
+                r = statistics.median(float(x[field]) for x in ref)  # type: ignore[arg-type]
+                t = statistics.median(float(x[field]) for x in tf)  # type: ignore[arg-type]
+                q = _ratios(row, field, side)
+                spread = f"{statistics.median(q):.2f} ({min(q):.2f}-{max(q):.2f})"
+                line += (f" {r:6.2f} {t:6.2f} {spread:>18}" if field == "wall_s"
+                         else f" {r:7.0f} {t:7.0f} {spread:>18}")
+            last_tf, last_ref = tf[-1], ref[-1]
+            outcome = last_tf["error"] or (f"{last_tf['tensors']} tensors"
+                                           if last_tf["tensors"] is not None else "ok")
+            print(f"{line}  {str(outcome)[:60]} (reference: "
+                  f"{str(last_ref['error'] or last_ref['tensors'] or 'ok')[:60]})")
+    (OUT / f"results-{args.scale}.json").write_text(json.dumps(
+        {"load_before": before, "load_after": _load(), "rows": results}, indent=1))
 
 
 if __name__ == "__main__":

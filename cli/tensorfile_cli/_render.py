@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from itertools import repeat
 from typing import Any
 
 from tensorfile_cli._output import VERDICT_STYLES, Output, terminal_width
@@ -49,29 +50,31 @@ _RICH_ROWS = 2_000
 
 
 def _plain_table(
-    out: Output, head: tuple[str, ...], rows: Sequence[tuple[str, ...]], right: tuple[bool, ...]
+    out: Output, head: tuple[str, ...], columns: Sequence[list[str]], right: tuple[bool, ...]
 ) -> None:
-    """``rows`` under ``head`` in aligned columns, written in one go; text that
-    is not printable is escaped (a name cannot start a line of its own)."""
+    """``columns`` under ``head`` in aligned columns, written in one go; text
+    that is not printable is escaped (a name cannot start a line of its own).
+    Padded and joined a column at a time, in C: 1.4 million rows, row by row,
+    took 20 s."""
     def clean(cell: str) -> str:
         return cell if cell.isprintable() else cell.encode("unicode_escape").decode("ascii")
 
-    rows = [r if "".join(r).isprintable() else tuple(map(clean, r)) for r in rows]
-    widths = [max(len(head[i]), *(len(r[i]) for r in rows)) for i in range(len(head))]
-
-    def line(r: tuple[str, ...]) -> str:
-        return "  ".join(
-            c.rjust(w) if rj else c.ljust(w) for c, w, rj in zip(r, widths, right, strict=True)
-        ).rstrip()
-
+    cols = [col if "".join(col).isprintable() else list(map(clean, col)) for col in columns]
+    padded = []
+    for h, col, rj in zip(head, cols, right, strict=True):
+        width = max(len(h), max(map(len, col), default=0))
+        pad = str.rjust if rj else str.ljust
+        padded.append([pad(h, width), *map(pad, col, repeat(width))])
     if out.human:
-        sys.stdout.write("\n".join(map(line, [head, *rows])) + "\n")
+        sys.stdout.write("\n".join(map(str.rstrip, map("  ".join, zip(*padded, strict=True)))) + "\n")
 
 
 def inspect(out: Output, result: dict[str, Any]) -> None:
     if result["format"] == "pickle":
         _inspect_pickle(out, result["scan"])
         return
+    from operator import itemgetter
+
     from rich.table import Table
 
     console = out.console
@@ -82,12 +85,19 @@ def inspect(out: Output, result: dict[str, Any]) -> None:
             f"safetensors, {plural(totals['tensors'], 'tensor')}")
     out.line(f"{result['path']}: {what}")
     heads = ("name", "dtype", "shape", "bytes", "shard" if sharded else "offset")
-    cells = [(t["name"], t["dtype"], "[" + ", ".join(str(d) for d in t["shape"]) + "]",
-             f"{t['nbytes']:,}", t["shard"] if sharded else f"{t['offset']:,}")
-            for t in result["tensors"]]
+    tensors = result["tensors"]
+
+    def column(key: str) -> list[Any]:
+        return list(map(itemgetter(key), tensors))
+
+    # A shape list of ints prints as "[2, 3]" (a column at a time, in C).
+    columns = [column("name"), column("dtype"), list(map(str, column("shape"))),
+               list(map("{:,}".format, column("nbytes"))),
+               column("shard") if sharded else list(map("{:,}".format, column("offset")))]
+    cells = list(zip(*columns, strict=True)) if len(tensors) <= _RICH_ROWS else []
     longest = [max([len(r[i]) for r in cells] + [len(h)]) for i, h in enumerate(heads)]
-    if len(cells) > _RICH_ROWS:  # rich measures every cell: plain rows past a few thousand
-        _plain_table(out, heads, cells, right=(False, False, False, True, not sharded))
+    if not cells and tensors:  # rich measures every cell: plain rows past a few thousand
+        _plain_table(out, heads, columns, right=(False, False, False, True, not sharded))
     # A name is never split: the table only when each row fits on one line
     # (borders and padding take 16 columns), else a name per line.
     elif sum(longest) + 16 <= console.width:

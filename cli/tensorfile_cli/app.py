@@ -19,6 +19,7 @@ import contextlib
 import os
 import sys
 from enum import Enum
+from itertools import repeat
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,7 +28,7 @@ import typer
 from tensorfile_cli import _args, _check
 from tensorfile_cli._args import PASSWORD_ENV
 from tensorfile_cli._exit import ExitCode
-from tensorfile_cli._output import Output, guarded
+from tensorfile_cli._output import Output, gc_paused, guarded
 
 app = typer.Typer(
     name="tensorfile",
@@ -215,6 +216,8 @@ def inspect(
     """
     out = Output("inspect", json_out=json_out, quiet=quiet, debug=debug)
     options = _storage(storage_options)
+    # Without the collector while millions of rows are built (see gc_paused),
+    # but not while a pickle is scanned.
     with guarded(out, target):
         if not _is_url(target):
             _args.exists(target)
@@ -224,21 +227,24 @@ def inspect(
 
         file = Path(target)
         if _is_url(target) and is_sharded_path(target):
-            result, code = _describe_model(target, options), ExitCode.OK
+            with gc_paused():
+                result, code = _describe_model(target, options), ExitCode.OK
         elif _is_url(target):
-            with safe_open(target, storage_options=options) as f:
+            with safe_open(target, storage_options=options) as f, gc_paused():
                 result, code = _describe_safetensors(target, f), ExitCode.OK
         elif is_sharded_path(file):
-            result, code = _describe_model(file), ExitCode.OK
+            with gc_paused():
+                result, code = _describe_model(file), ExitCode.OK
         else:
             try:
-                with safe_open(file) as f:
+                with safe_open(file) as f, gc_paused():
                     result, code = _describe_safetensors(file, f), ExitCode.OK
             except FormatError as not_safetensors:
                 result, code = _describe_pickle(file, not_safetensors)
     from tensorfile_cli import _render
 
-    out.finish(result, _render.inspect, code)
+    with gc_paused():
+        out.finish(result, _render.inspect, code)
 
 
 def _describe_pickle(path: Path, not_safetensors: Exception) -> tuple[dict[str, Any], ExitCode]:
@@ -268,22 +274,25 @@ _NOT_A_CHECKPOINT = frozenset({"not-pickle", "unknown", "empty", "unreadable"})
 
 def _describe_safetensors(path: Path | str, f: Any) -> dict[str, Any]:
     """The ``inspect`` result for an open safetensors file (schemas/inspect.json)."""
+    from math import prod
+    from operator import add, attrgetter, sub
+
     header = f.header
-    base = header.data_offset  # (f.byte_range, without a second look-up per tensor)
-    tensors = []
-    for name in f.offset_keys():
-        info = f.info(name)
-        tensors.append(
-            {
-                "name": name,
-                "dtype": info.dtype.name,
-                "shape": list(info.shape),
-                "numel": info.numel,
-                "nbytes": info.nbytes,
-                "offset": base + info.start,
-                "end": base + info.end,
-            }
+    base = header.data_offset
+    # Column by column (map in C), without a TensorInfo per tensor: 1.4
+    # million tiny tensors took 18 s built row by row, 3x the reference's open.
+    cols = header.tensors.columns()
+    numels = list(map(prod, cols.shapes))
+    nbytes = list(map(sub, cols.ends, cols.starts))
+    dtypes = list(map(attrgetter("name"), cols.dtypes))
+    tensors = [
+        {"name": name, "dtype": dtype, "shape": list(shape), "numel": numel, "nbytes": size,
+         "offset": start, "end": end}
+        for name, dtype, shape, numel, size, start, end in zip(
+            cols.names, dtypes, cols.shapes, numels, nbytes,
+            map(add, cols.starts, repeat(base)), map(add, cols.ends, repeat(base)), strict=True,
         )
+    ]
     return {
         "path": str(path),
         "format": "safetensors",
@@ -292,7 +301,7 @@ def _describe_safetensors(path: Path | str, f: Any) -> dict[str, Any]:
         "data_offset": header.data_offset,
         "metadata": f.metadata(),
         "tensors": tensors,
-        "totals": _totals(tensors),
+        "totals": _totals(dtypes, numels, nbytes),
     }
 
 
@@ -324,20 +333,28 @@ def _describe_model(path: Path | str, storage_options: dict[str, Any] | None = N
             "metadata": model.metadata(),
             "shards": list(shards.values()),
             "tensors": tensors,
-            "totals": {**_totals(tensors), "shards": len(shards)},
+            "totals": {**_row_totals(tensors), "shards": len(shards)},
         }
 
 
-def _totals(tensors: list[dict[str, Any]]) -> dict[str, Any]:
-    """Counts, parameters and bytes (also by dtype) of ``inspect``'s tensor rows."""
-    dtypes: dict[str, int] = {}
-    for t in tensors:
-        dtypes[t["dtype"]] = dtypes.get(t["dtype"], 0) + t["nbytes"]
+def _row_totals(tensors: list[dict[str, Any]]) -> dict[str, Any]:
+    """:func:`_totals` of ``inspect``'s tensor rows."""
+    from operator import itemgetter
+
+    return _totals(*(list(map(itemgetter(k), tensors)) for k in ("dtype", "numel", "nbytes")))
+
+
+def _totals(dtypes: list[str], numels: list[int], nbytes: list[int]) -> dict[str, Any]:
+    """Counts, parameters and bytes (also by dtype) of ``inspect``'s tensor
+    rows, given as columns."""
+    by_dtype: dict[str, int] = {}
+    for dtype, size in zip(dtypes, nbytes, strict=True):
+        by_dtype[dtype] = by_dtype.get(dtype, 0) + size
     return {
-        "tensors": len(tensors),
-        "parameters": sum(t["numel"] for t in tensors),
-        "bytes": sum(t["nbytes"] for t in tensors),
-        "bytes_by_dtype": dtypes,
+        "tensors": len(nbytes),
+        "parameters": sum(numels),
+        "bytes": sum(nbytes),
+        "bytes_by_dtype": by_dtype,
     }
 
 

@@ -217,6 +217,32 @@ def test_names_cannot_forge_lines(cli: Any, tmp_path: Path, json_of: Any,
     assert r.code == 0 and "\nverified: all good" not in r.stdout and "x\\nverified" in r.stdout
 
 
+@pytest.mark.parametrize("where", ["name", "shape-row", "metadata"])
+def test_names_escaped_in_long_tables(cli: Any, tmp_path: Path, json_of: Any, where: str) -> None:
+    """Past 2,000 tensors the table is plain text and the result is checked
+    for unprintable text a column at a time: one bad name among many is
+    still escaped, the rest printed as they are."""
+    from tensorfile_cli._output import printable_tree
+
+    evil = "z\nverified: all good\u2028"
+    tensors = {f"t{i:04d}": np.ones(1, dtype=np.uint8) for i in range(2_100)}
+    if where == "name":
+        tensors[evil] = np.ones(3, dtype=np.uint8)
+    st = tmp_path / "many.safetensors"
+    save_file(tensors, st, metadata={"k": evil} if where == "metadata" else None)
+    text = cli(["inspect", str(st)]).stdout
+    assert "\u2028" not in text and "\nverified" not in text
+    assert "t2099" in text and text.count("\n") > 2_100
+    if where == "name":
+        assert "z\\nverified: all good\\u2028" in text
+    rows = [{"name": f"t{i}", "shape": [1, 2], "n": i, "f": 0.5, "x": None} for i in range(100)]
+    assert printable_tree(rows) is rows  # nothing to escape: not copied
+    rows[70]["shape"] = ["ok", evil]  # a list cell that holds text
+    assert printable_tree(rows)[70]["shape"] == ["ok", "z\\nverified: all good\\u2028"]
+    rows[70] = {**rows[0], evil: 1}  # a key, in one row only
+    assert "z\\nverified: all good\\u2028" in printable_tree(rows)[70]
+
+
 def _without_read_override(args: list[str]) -> subprocess.CompletedProcess[str]:
     """``tensorfile ARGS`` unable to read other users' files, even as root."""
     from tensorfile_cli import __file__ as cli_init

@@ -71,6 +71,20 @@ def test_fast_path_agrees_with_strict_path(case: tuple[bytes, int]) -> None:
         assert fast == strict
         # Both in data order, as the file lays the tensors out.
         assert list(fast.tensors.items()) == list(strict.tensors.items())
+    # columns() lists what the rows hold, whichever path built them.
+    for header in (fast, strict):
+        if header is not None:
+            _assert_columns_match(header.tensors)
+
+
+def _assert_columns_match(table: hdr.TensorTable) -> None:
+    cols = table.columns()
+    rows = list(table.values())
+    assert cols.names == [t.name for t in rows]
+    assert cols.dtypes == [t.dtype for t in rows]
+    assert cols.shapes == [t.shape for t in rows]
+    assert cols.starts == [t.start for t in rows]
+    assert cols.ends == [t.end for t in rows]
 
 
 def test_fast_path_builds_tensor_infos_only_when_looked_up() -> None:
@@ -85,6 +99,24 @@ def test_fast_path_builds_tensor_infos_only_when_looked_up() -> None:
     assert table["t3"] == hdr.TensorInfo("t3", hdr.DTYPES["F32"], (2,), 48, 56)
     assert [isinstance(row, hdr.TensorInfo) for row in table._rows.values()].count(True) == 1
     assert [t.start for t in table.values()] == list(range(0, 80, 8))
+
+
+def test_columns_build_no_tensor_infos() -> None:
+    entries = {
+        f"t{i}": {"dtype": "F32" if i % 2 else "BF16", "shape": [2, 2 - i % 2],
+                  "data_offsets": [8 * i, 8 * i + 8]}
+        for i in range(10)
+    }
+    raw = json.dumps(entries).encode()
+    table = hdr.parse_json(raw, 80, len(raw)).tensors
+    cols = table.columns()
+    assert not any(isinstance(row, hdr.TensorInfo) for row in table._rows.values())
+    assert cols.names == [f"t{i}" for i in range(10)]
+    assert cols.dtypes[:2] == [hdr.DTYPES["BF16"], hdr.DTYPES["F32"]]
+    assert cols.shapes[:2] == [(2, 2), (2, 1)]
+    assert (cols.starts[3], cols.ends[3]) == (24, 32)
+    table["t3"]  # one row looked up: the rest are still read right
+    _assert_columns_match(table)
 
 
 @pytest.mark.parametrize(

@@ -249,3 +249,42 @@ def test_kernel_copied_spans_get_writeback_too(tmp_path: Path, monkeypatch: pyte
     assert calls and calls[0][0] == 0
     assert all(a + n == b for (a, n), (b, _) in itertools.pairwise(calls))
     assert 0 <= len(out) - (calls[-1][0] + calls[-1][1]) < 1000 + 512
+
+
+_ODD_TEXT = ['q"uote', "back\\slash", "new\nline", "nul\x00", "del\x7f", "sep\u2028", "é", "🙂", "/", ""]
+
+
+@pytest.mark.parametrize("text", _ODD_TEXT)
+def test_header_text_is_json_dumps_text(text: str) -> None:
+    """The header is assembled by hand (not json.dumps of a dict): names and
+    metadata are escaped exactly as json.dumps(ensure_ascii=False) escapes
+    them, which is also how the reference writes them (test_interop)."""
+    import json
+
+    from tensorfile._format.header import DTYPES, Entry, encode
+
+    name = text or "n"
+    entries = [Entry(name, DTYPES["F32"], (2, 3)), Entry("b" + text, DTYPES["U8"], ()),
+               Entry("c", DTYPES["BF16"], (0,))]
+    head, _ = encode(entries, {text: text, "k": "v"})
+    doc = {"__metadata__": {text: text, "k": "v"} if text < "k" else {"k": "v", text: text},
+           name: {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]},
+           "c": {"dtype": "BF16", "shape": [0], "data_offsets": [24, 24]},
+           "b" + text: {"dtype": "U8", "shape": [], "data_offsets": [24, 25]}}
+    want = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+    assert head[8:].rstrip(b" ") == want
+    assert len(head) % 8 == 0 and int.from_bytes(head[:8], "little") == len(head) - 8
+
+
+def test_header_refuses_lone_surrogates_and_odd_dimensions() -> None:
+    from tensorfile._format.header import DTYPES, Entry, encode
+
+    with pytest.raises(SerializationError, match="not valid text"):
+        encode([Entry("a\ud800", DTYPES["F32"], (1,))])
+    with pytest.raises(SerializationError, match="not valid text"):
+        encode([Entry("a", DTYPES["F32"], (1,))], {"k": "\udc00"})
+    # A dimension that is not a plain int is spelled (or refused) as json does.
+    head, _ = encode([Entry("a", DTYPES["U8"], (True, 2))])
+    assert b'"shape":[true,2]' in head
+    with pytest.raises(TypeError):
+        encode([Entry("a", DTYPES["U8"], (np.int64(2),))])

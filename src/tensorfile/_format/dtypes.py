@@ -106,6 +106,18 @@ _ML_DTYPES = frozenset(
 
 def numpy_dtype(dt: DType) -> np.dtype[Any]:
     """The little-endian numpy dtype that views this dtype's bytes."""
+    # Made once per dtype (by name: hashing the dataclass costs more than the
+    # look-up): every saved and every read tensor asks.
+    found = _NUMPY_DTYPES.get(dt.name)
+    if found is None:
+        found = _NUMPY_DTYPES[dt.name] = _make_numpy_dtype(dt)
+    return found
+
+
+_NUMPY_DTYPES: dict[str, np.dtype[Any]] = {}
+
+
+def _make_numpy_dtype(dt: DType) -> np.dtype[Any]:
     import numpy as np
 
     assert dt.numpy_name is not None
@@ -139,6 +151,14 @@ def _fill(ml: bool) -> None:
             continue
         _FROM_NUMPY[npd] = d
         _FROM_NUMPY[npd.newbyteorder(">")] = d
+
+
+def known_numpy_dtype(npdt: np.dtype[Any]) -> DType | None:
+    """:func:`dtype_from_numpy` for dtypes already in the table, else None
+    (a sub-byte dtype, or one of ml_dtypes' not seen yet)."""
+    if not _FROM_NUMPY:
+        _fill(ml=False)
+    return _FROM_NUMPY.get(npdt)
 
 
 def dtype_from_numpy(npdt: np.dtype[Any]) -> DType:

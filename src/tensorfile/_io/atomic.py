@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 
-def _existing_mode(dest: Path) -> int | None:
+def _existing_mode(dest: str | os.PathLike[str]) -> int | None:
     """The permissions of ``dest`` if it exists, which its replacement keeps.
 
     A new file needs nothing: its temporary file is created as ``open()``
@@ -221,12 +221,15 @@ class TempFile:
     cannot fall between the two.
     """
 
-    def __init__(self, dest: Path, *, durable: bool) -> None:
+    def __init__(self, dest: Path, *, durable: bool, folder: str | None = None) -> None:
         self.dest = dest
-        self.mode = _existing_mode(dest)
+        # (Plain strings for the system calls: a path object converts on each.)
+        target = os.fspath(dest)
+        self.mode = _existing_mode(target)
         self.durable = durable
         self.renamed = False
-        head = os.path.join(os.path.dirname(dest), f".{dest.name}.")
+        folder = os.path.dirname(target) if folder is None else folder
+        head = os.path.join(folder, f".{dest.name}.")
         while True:
             name = f"{head}{_random_part()}{TEMP_SUFFIX}"
             try:
@@ -244,9 +247,14 @@ class TempFile:
                     os.unlink(name)
                 raise
             os.close(fd)
-        self.path = Path(name)
+        self._name = name
         self.file: BinaryIO = (WriteBehindFile(fd) if durable  # type: ignore[assignment]
                                else io.FileIO(fd, "wb", closefd=True))
+
+    @property
+    def path(self) -> Path:
+        """The temporary file's path (made when asked: most saves never do)."""
+        return Path(self._name)
 
     def sync(self) -> None:
         """Flush the data to the disk (the size included: fdatasync is enough)."""
@@ -259,7 +267,7 @@ class TempFile:
             os.fchmod(self.file.fileno(), self.mode)
         if sys.platform == "win32":  # pragma: no cover - an open file cannot be renamed there
             self.file.close()
-        os.replace(self.path, dest if dest is not None else self.dest)
+        os.replace(self._name, dest if dest is not None else self.dest)
         self.renamed = True
         self.file.close()  # after the rename: unlocked, it could be swept
 
@@ -309,7 +317,7 @@ class TempFile:
         """Remove the file and close it (what every failure does)."""
         if not self.renamed:
             with contextlib.suppress(OSError):
-                self.path.unlink()
+                os.unlink(self._name)
         with contextlib.suppress(OSError):
             self.file.close()
 
@@ -412,6 +420,8 @@ def sweep_once(folder: str | os.PathLike[str]) -> None:
     Leftovers come from earlier, killed processes, so once per process is
     enough, and a loop of saves into a big folder lists it only once.
     """
+    if folder in _swept_names:  # an absolute name seen before: not even abspath
+        return
     name = os.path.abspath(folder)
     if name in _swept_names:  # no system call for a folder written into before
         return
@@ -422,6 +432,8 @@ def sweep_once(folder: str | os.PathLike[str]) -> None:
     key = (st.st_dev, st.st_ino)
     with _swept_lock:
         _swept_names.add(name)
+        if isinstance(folder, str) and os.path.isabs(folder):
+            _swept_names.add(folder)
         if key in _swept:
             return
         _swept.add(key)
@@ -441,14 +453,15 @@ def atomic_write(dest: str | os.PathLike[str], *, durable: bool = True) -> Itera
     for scratch files and for callers that sync once themselves.
     """
     dest = Path(dest)
-    folder = os.path.dirname(dest) or "."
+    parent = os.path.dirname(os.fspath(dest))
+    folder = parent or "."
     sweep_once(folder)
     tmp: TempFile | None = None
     try:
         # Held signals are raised as each block ends: inside this try, with
         # ``tmp`` known, so the temporary file is removed.
         with signals_deferred():
-            tmp = TempFile(dest, durable=durable)
+            tmp = TempFile(dest, durable=durable, folder=parent)
         yield tmp.file
         if durable:
             tmp.sync()
