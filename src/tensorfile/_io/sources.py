@@ -178,18 +178,22 @@ class Image:
         return out
 
     def __getitem__(self, key: int | slice) -> Any:
+        # The parsers make thousands of small reads: those within pages already
+        # copied in skip fill() (a page or two checked here is all they touch).
+        have = self._have
         if isinstance(key, slice):
             lo, hi, step = key.indices(self.size)
-            if step == 1:
-                self.fill(lo, hi)
-            else:
+            if step != 1:
                 self.fill(min(lo, hi), max(lo, hi) + 1)
+            elif hi - lo > PAGE or (hi > lo and not (have[lo // PAGE]
+                                                     and have[(hi - 1) // PAGE])):
+                self.fill(lo, hi)
             return self._map[key]
         if key < 0:
             key += self.size
         if not 0 <= key < self.size:
             raise IndexError("index out of range")
-        if not self._have[key // PAGE]:
+        if not have[key // PAGE]:
             self.fill(key, key + 1)
         return self._map[key]
 
@@ -227,10 +231,13 @@ class Image:
         size = struct.calcsize(fmt)
         if offset < 0:
             offset += self.size
-        if offset < 0 or offset + size > self.size:
-            raise struct.error(f"unpack_from requires a buffer of at least {size + offset} "
+        end = offset + size
+        if offset < 0 or end > self.size:
+            raise struct.error(f"unpack_from requires a buffer of at least {end} "
                                f"bytes for unpacking {size} bytes at offset {offset}")
-        self.fill(offset, offset + size)
+        have = self._have
+        if size > PAGE or (size and not (have[offset // PAGE] and have[(end - 1) // PAGE])):
+            self.fill(offset, end)
         return struct.unpack_from(fmt, self._map, offset)
 
     def close(self) -> None:
