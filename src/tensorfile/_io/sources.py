@@ -17,8 +17,8 @@ nothing to catch. So those readers get a :class:`Image` instead:
   ``bytes`` (indexing, slicing, ``find``, ``rfind``, :func:`unpack_from`), so
   the parsers keep their file offsets, and costs memory only for what was
   read (the pickle streams and container headers, never the tensor data).
-  The copy lives in an anonymous in-memory file that nothing else can
-  truncate, so reading it can never fault.
+  The copy lives in private anonymous memory (or an in-memory file) that
+  nothing else can truncate, so reading it can never fault.
 - :meth:`Image.buffer_for` hands the pickle machine a real buffer (the
   image's map, the region copied in) for a region of up to
   :data:`STREAM_WINDOW` bytes, so the opcode loop runs at full speed; a
@@ -103,7 +103,17 @@ class FileSource:
 
 
 def _backing(size: int) -> tuple[int, mmap.mmap]:
-    """An anonymous file of ``size`` bytes (holes cost nothing) and a map of it."""
+    """Private memory for ``size`` bytes, of which only the pages written cost
+    anything, and the descriptor behind it (-1 for none).
+
+    Anonymous memory first (its page faults cost a third of a shared file's);
+    where the kernel refuses a private map that big (overcommit), an in-memory
+    file (``memfd``), whose holes cost nothing either."""
+    n = max(size, 1)
+    try:
+        return -1, mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    except (OSError, AttributeError, TypeError):  # ENOMEM; no such flags (Windows)
+        pass
     if hasattr(os, "memfd_create"):
         fd = os.memfd_create("tensorfile-image", getattr(os, "MFD_CLOEXEC", 0))
     else:  # pragma: no cover - not Linux: a temporary file on disk, unlinked at once
@@ -112,8 +122,8 @@ def _backing(size: int) -> tuple[int, mmap.mmap]:
         with tempfile.TemporaryFile() as tmp:
             fd = os.dup(tmp.fileno())
     try:
-        os.ftruncate(fd, max(size, 1))
-        return fd, mmap.mmap(fd, max(size, 1))
+        os.ftruncate(fd, n)
+        return fd, mmap.mmap(fd, n)
     except BaseException:
         os.close(fd)
         raise
@@ -133,6 +143,7 @@ class Image:
         self.label = source.label
         self.size = source.size
         self._fd, self._map = _backing(self.size)
+        self._closed = False
         #: One byte per page: 1 once the page holds the source's bytes.
         self._have = bytearray(-(-self.size // PAGE))
 
@@ -242,13 +253,14 @@ class Image:
 
     def close(self) -> None:
         """Drop the copy and close the source (safe to call twice)."""
-        if self._fd >= 0:
+        if not self._closed:
+            self._closed = True
             try:
                 self._map.close()
             except BufferError:  # a caller still holds a view of it: it goes with that
                 pass
-            os.close(self._fd)
-            self._fd = -1
+            if self._fd >= 0:
+                os.close(self._fd)
         self.source.close()
 
     def __enter__(self) -> Image:
