@@ -31,31 +31,26 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # Each child cuts the file when the reader first runs a pickle stream or
 # assesses the GGUF: after the container was read, before the entry is.
-_SCAN = r"""
+_CUT_AT_FIRST_STREAM = r"""
 import json, os, sys
 from pathlib import Path
-from tensorfile.pickles import containers, scan
+from tensorfile.pickles import containers
 path = Path(sys.argv[1])
 real = containers.run_stream
 def cut(*args, **kw):
     os.truncate(path, 0)
     return real(*args, **kw)
 containers.run_stream = cut
+"""
+
+_SCAN = _CUT_AT_FIRST_STREAM + r"""
+from tensorfile.pickles import scan
 (report,) = scan(path).files
 print(json.dumps(report.to_dict()))
 """
 
-_CLI_SCAN = r"""
-import os, sys
-from pathlib import Path
-from tensorfile.pickles import containers
+_CLI_SCAN = _CUT_AT_FIRST_STREAM + r"""
 from tensorfile_cli.main import main
-path = Path(sys.argv[1])
-real = containers.run_stream
-def cut(*args, **kw):
-    os.truncate(path, 0)
-    return real(*args, **kw)
-containers.run_stream = cut
 sys.argv = ["tensorfile", "scan", "--json", str(path)]
 main()
 """

@@ -38,7 +38,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final, NamedTuple
 
-from tensorfile._io.sources import ByteSource, Image, open_image
+from tensorfile._io.sources import Image, open_image
 from tensorfile.errors import (
     MalformedPickleError,
     ScanError,
@@ -721,14 +721,6 @@ def scan_file(path: Path, limits: ScanLimits | None = None, *, named: bool = Tru
         return FileReport(str(path), "unreadable", Verdict.ERROR, error=f"cannot read: {exc}")
     with image:
         return scan_image(image, str(path), limits, named=named, extra_allowed=extra_allowed)
-
-
-def scan_source(source: ByteSource, limits: ScanLimits | None = None, *,
-                extra_allowed: Mapping[str, str] | None = None) -> FileReport:
-    """:func:`scan_file` for any :class:`~tensorfile._io.sources.ByteSource` (a
-    remote object: only the bytes the scanner looks at are fetched)."""
-    with Image(source) as image:
-        return scan_image(image, source.label, limits, extra_allowed=extra_allowed)
 
 
 def scan_image(image: Image, name: str, limits: ScanLimits | None = None, *,
