@@ -21,7 +21,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple, NoReturn
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from tensorfile_cli._exit import ExitCode
 from tensorfile_cli._output import Output, guarded
@@ -49,21 +49,25 @@ class ScanArgs(NamedTuple):
 
 
 #: Options only the Typer command reads: the fast path hands such a command line over.
-TYPER_ONLY = {"--format": "output_format", "-f": "output_format"}
+TYPER_ONLY = {"--format": "output_format", "-f": "output_format",
+              "--storage-options": "storage_options"}
 
 
-def run(paths: Sequence[Path], *, json_out: bool, quiet: bool, debug: bool,
+def run(paths: Sequence[Path | str], *, json_out: bool, quiet: bool, debug: bool,
         follow_symlinks: bool = False, allow_not_assessed: bool = False,
-        output_format: str = "text") -> NoReturn:
+        output_format: str = "text", storage_options: dict[str, Any] | None = None
+        ) -> NoReturn:
     """Scan ``paths``, print the report (text, JSON or SARIF) and exit 0, 1 or 2.
 
     ``allow_not_assessed``: files of a format the scanner does not read
-    (``not-assessed``) do not fail the scan by themselves."""
+    (``not-assessed``) do not fail the scan by themselves. A ``str`` path is a
+    URL, read with ``storage_options``."""
     out = Output("scan", json_out=json_out or output_format == "json", quiet=quiet, debug=debug)
     with guarded(out, *paths):
         from tensorfile.pickles import scan as scan_paths
 
-        report = scan_paths(paths, follow_symlinks=follow_symlinks)
+        report = scan_paths(paths, follow_symlinks=follow_symlinks,
+                            storage_options=storage_options)
         code = report.exit_code_allowing(not_assessed=allow_not_assessed)
         if output_format == "sarif" and not json_out:  # --json wins, as in check
             _sarif(report, quiet, code)
@@ -105,6 +109,8 @@ def fast_args(argv: Sequence[str]) -> ScanArgs | None:
             if name is None:
                 return None
             flags[name] = True
+        elif "://" in arg:  # a URL (Path would fold its "//"), and its storage options: Typer
+            return None
         else:
             paths.append(Path(arg))
     if not paths:  # Typer's "Missing argument" usage error

@@ -365,7 +365,9 @@ def _totals(dtypes: list[str], numels: list[int], nbytes: list[int]) -> dict[str
 )
 def scan(
     paths: Annotated[
-        list[Path], typer.Argument(help="Files or folders (scanned recursively) to check.", readable=False)
+        list[str],
+        typer.Argument(help="Files or folders (scanned recursively) to check, or URLs of "
+                       "files (https://, s3://...: read by range requests).", show_default=False),
     ],
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -386,6 +388,7 @@ def scan(
         ),
     ] = False,
     output_format: _check.FormatOpt = _check.ReportFormat.text,
+    storage_options: StorageOpt = None,
 ) -> None:
     """Check pickle checkpoints (.bin .pt .pth .ckpt .pkl .npy, any name) without loading them.
 
@@ -404,9 +407,9 @@ def scan(
     from tensorfile_cli import _scan
 
     _scan.run(
-        paths, json_out=json_out, quiet=quiet, debug=debug, follow_symlinks=follow_symlinks,
-        allow_not_assessed=allow_not_assessed,
-        output_format=output_format.value,
+        [p if _is_url(p) else Path(p) for p in paths], json_out=json_out, quiet=quiet,
+        debug=debug, follow_symlinks=follow_symlinks, allow_not_assessed=allow_not_assessed,
+        output_format=output_format.value, storage_options=_storage(storage_options),
     )
 
 
@@ -420,7 +423,10 @@ def scan(
 )
 def convert(
     src: Annotated[
-        Path, typer.Argument(help="A .bin/.pt/.pth checkpoint, or a Hugging Face model folder.", readable=False)
+        str,
+        typer.Argument(help="A .bin/.pt/.pth checkpoint, a Hugging Face model folder, or the "
+                       "URL of a checkpoint file (https://, s3://...; DST needed).",
+                       show_default=False),
     ],
     dst: Annotated[
         str | None,
@@ -462,6 +468,7 @@ def convert(
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
+    storage_options: StorageOpt = None,
 ) -> None:
     """Convert a pickle checkpoint to safetensors without running it (torch not needed).
 
@@ -477,15 +484,17 @@ def convert(
     """
     signing = _args.one(sign_key, "--sign")
     out = Output("convert", json_out=json_out, quiet=quiet, debug=debug)
-    with guarded(out, src, dst, signing):
-        _args.exists(src, signing, password_file)
+    source: Path | str = src if _is_url(src) else Path(src)
+    with guarded(out, source, dst, signing):
+        _args.exists(None if isinstance(source, str) else source, signing, password_file)
         private = None if signing is None else _args.private_key(signing, password_file)
         from tensorfile.pickles.convert import convert as convert_checkpoint
 
         with out.progress("converting") as progress:
             report = convert_checkpoint(
-                src,
+                source,
                 dst,
+                storage_options=_storage(storage_options),
                 key=key,
                 salvage_tensors=salvage_tensors,
                 sign=private,

@@ -550,6 +550,17 @@ class RemoteFile:
         self.read([(offset, memoryview(buf).cast("B")[:size], None)])
         return buf
 
+    def read_into(self, offset: int, view: memoryview) -> None:
+        """Fill ``view`` with the bytes at ``offset`` (a
+        :class:`~tensorfile._io.sources.ByteSource`, as the scanner and the
+        converter read a checkpoint): from the first answer where it has them,
+        otherwise by checked range requests."""
+        end = offset + len(view)
+        if 0 <= offset and end <= len(self._prefix):
+            view[:] = self._prefix[offset:end]
+        else:
+            self.read([(offset, view, None)])
+
     def read(self, jobs: Sequence[tuple[int, memoryview, TensorCheck | None]]) -> None:
         """Fill each ``view`` with the object's bytes from ``offset`` on.
 

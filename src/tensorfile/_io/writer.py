@@ -18,7 +18,7 @@ from tensorfile._format.header import Entry, TensorInfo, encode
 from tensorfile._frameworks import tensor_entry
 from tensorfile._io.atomic import WriteBehindFile, atomic_write
 from tensorfile._io.files import pread_into
-from tensorfile.errors import SerializationError
+from tensorfile.errors import FileReadError, SerializationError
 
 _CHUNK = 64 << 20  # bound single write() calls (Linux caps one write at ~2 GiB)
 
@@ -120,9 +120,16 @@ def copy_span(f: BinaryIO, span: FileSpan) -> None:
         buf = bytearray(min(_SPAN_BUFFER, span.length - done))
         view = memoryview(buf)
         while done < span.length:
-            n = pread_into(span.fd, view[: span.length - done], span.offset + done)
+            at = span.offset + done
+            try:
+                n = pread_into(span.fd, view[: span.length - done], at)
+            except OSError as exc:
+                raise FileReadError(exc.errno or errno.EIO, f"cannot read the source at byte "
+                                    f"{at}: {exc.strerror or exc}") from None
             if n <= 0:
-                raise OSError(f"source file ends {span.length - done} bytes before the span does")
+                raise FileReadError(errno.EIO, f"source file ends {span.length - done} bytes "
+                                    f"before the span does (at byte {at}: changed or cut "
+                                    "short while it was copied)")
             write_all(f, view[:n])
             done += n
 

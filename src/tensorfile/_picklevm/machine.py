@@ -63,6 +63,7 @@ import _compat_pickle
 from collections.abc import Callable, Iterable
 from typing import Final, NamedTuple, Protocol
 
+from tensorfile._io.sources import Image
 from tensorfile._picklevm.opcodes import Buffer, Op, OpcodeReader
 from tensorfile.errors import MalformedPickleError, ScanError, ScanLimitError
 
@@ -646,6 +647,8 @@ def run_stream(
     built, and may move ``reader.pos`` over bytes the loader reads outside the
     pickle (joblib's array data, :func:`tensorfile._picklevm._joblib.array_skip`).
     """
+    if type(buf) is Image:  # a file copied in as read: a real buffer for short streams
+        buf = buf.buffer_for(start, len(buf) if end is None else min(end, len(buf)))
     reader = OpcodeReader(buf, start, end)
     machine = _Machine(observer, limits or Limits())
     count = 0

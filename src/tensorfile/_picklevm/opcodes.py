@@ -1,7 +1,7 @@
 """Read pickle opcodes the way CPython's C unpickler (``_pickle.c``) reads them.
 
 This module only decodes bytes into :class:`Op` records; it never imports, looks
-up or calls anything named in the pickle. :mod:`tensorfile.pickles.machine`
+up or calls anything named in the pickle. :mod:`tensorfile._picklevm.machine`
 gives the opcodes their meaning.
 
 Why not :func:`pickletools.genops`: scanners built on it have been bypassed
@@ -61,11 +61,13 @@ import struct
 from collections.abc import Iterator
 from typing import Final, NamedTuple, TypeAlias
 
+from tensorfile._io.sources import Image, unpack_from
 from tensorfile._records import FrozenRecord
 from tensorfile.errors import MalformedPickleError, ScanLimitError
 
-#: Buffers the reader accepts: anything with ``find`` and slicing (not memoryview).
-Buffer: TypeAlias = bytes | bytearray | mmap.mmap
+#: Buffers the reader accepts: anything with ``find`` and slicing (not memoryview);
+#: an :class:`~tensorfile._io.sources.Image` is a file copied in as it is read.
+Buffer: TypeAlias = bytes | bytearray | mmap.mmap | Image
 
 #: Byte strings up to this length are materialised as ``bytes``; longer ones are windows.
 SMALL_BYTES: Final = 4096
@@ -377,7 +379,7 @@ class OpcodeReader:
         if fixed is not None:
             fmt, size = fixed
             start = self._need(size, name, at)
-            value = struct.unpack_from(fmt, self.buf, start)[0]
+            value = unpack_from(fmt, self.buf, start)[0]
             if name == "FRAME":
                 if value > _SSIZE_MAX:
                     raise MalformedPickleError("FRAME length exceeds PY_SSIZE_T_MAX", at)
@@ -418,7 +420,9 @@ class OpcodeReader:
     def _count(self, width: str, name: str, at: int, *, signed: bool) -> int:
         fmt = _COUNT_FORMATS[width, signed]
         start = self._need(fmt.size, name, at)
-        n: int = fmt.unpack_from(self.buf, start)[0]
+        buf = self.buf
+        n: int = (buf.unpack_from(fmt.format, start) if isinstance(buf, Image)
+                  else fmt.unpack_from(buf, start))[0]
         if n < 0:
             raise MalformedPickleError(f"{name} has negative length {n}", at)
         return n
@@ -589,7 +593,7 @@ def frame_by_frame(buf: Buffer, start: int, end: int, limit: int) -> bytes | Non
             if arg is None:
                 break
             if name == "FRAME":
-                (length,) = struct.unpack_from("<Q", buf, arg)
+                (length,) = unpack_from("<Q", buf, arg)
                 if length > _SSIZE_MAX:
                     break
                 if length > have - pos:  # read the frame whole, then rewind to its start

@@ -14,13 +14,12 @@ rule ids below are stable; new rules get new ids.
 
 from __future__ import annotations
 
-import mmap
 import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from tensorfile._io.files import open_regular
+from tensorfile._io.sources import open_image
 from tensorfile._picklevm._allowed import ALLOWED_PREFIX
 from tensorfile._report import FileReport, ScanReport, Skipped
 from tensorfile.errors import TensorfileError
@@ -135,10 +134,8 @@ class _Offsets:
         if self._methods is None:
             self._methods = {}
             try:
-                fd, size = open_regular(self.path)
-                with os.fdopen(fd, "rb") as f, mmap.mmap(f.fileno(), 0,
-                                                         access=mmap.ACCESS_READ) as buf:
-                    layout = zip_layout(buf, 0, size, ScanLimits().max_entries)
+                with open_image(self.path) as buf:  # never a map: the file may change
+                    layout = zip_layout(buf, 0, len(buf), ScanLimits().max_entries)
             except (TensorfileError, OSError, ValueError):
                 return self._methods
             for e in layout.entries:

@@ -41,6 +41,7 @@ from typing import Any, Final
 import numpy as np
 
 from tensorfile._format.dtypes import DTYPES, DType
+from tensorfile._io.sources import Image
 from tensorfile._picklevm.machine import (
     COMPUTED_NAME,
     Call,
@@ -286,21 +287,34 @@ class TensorView:
         swapped by the storage's unit (:attr:`Storage.swap_unit`), as torch
         swaps it, before the view reads it; the negative and conjugate bits
         are applied last (:func:`_apply_bits`).
+
+        A storage of the checkpoint file itself (an
+        :class:`~tensorfile._io.sources.Image`) is read with ``pread`` into a
+        private buffer of the bytes the view reaches: one tensor's worth,
+        never a map of a file that could be cut short under it.
         """
         if not self.numel:
             return memoryview(b"")
         st = self.storage
         span = self.raw_span()
-        if span is not None:
-            return memoryview(st.buf)[span[0]:span[0] + span[1]]
         buf: Any = st.buf
-        start = self.byte_span()[0]
+        start, stop = self.byte_span()
         unit, swap = self._unit, st.swap_unit
+        base = 0  # where ``buf`` starts in the storage's buffer
+        if type(buf) is Image:
+            lo, hi = start, stop
+            if swap > 1:  # whole swap units, as swapped below
+                lo = st.start + (lo - st.start) // swap * swap
+                hi = st.start + -(-(hi - st.start) // swap) * swap
+            buf, base = buf.copy(lo, hi), lo
+        if span is not None:
+            return memoryview(buf)[span[0] - base:span[0] - base + span[1]]
+        start -= base
         if swap > 1 and swap != unit:
             # The tensor views the storage with another width than torch swapped
             # it by: swap the storage's units under the view first.
-            lo = st.start + (start - st.start) // swap * swap
-            hi = st.start + -(-(self.byte_span()[1] - st.start) // swap) * swap
+            lo = st.start - base + (start + base - st.start) // swap * swap
+            hi = st.start - base + -(-(stop - st.start) // swap) * swap
             swapped = np.frombuffer(buf, dtype=f"<u{swap}", count=(hi - lo) // swap, offset=lo)
             buf, start = swapped.byteswap().view(np.uint8).data, start - lo
             swap = 1

@@ -2,13 +2,14 @@
 
 The first floor of :func:`tensorfile.pickles.convert.convert`. :func:`load_checkpoint`
 scans the file (anything but ``safe`` is refused, within what ``key`` and
-salvage allow), memory-maps it (:class:`Source`, whose SHA-256 is computed on
+salvage allow), opens it as an :class:`~tensorfile._io.sources.Image` (read
+where looked at, never mapped: :class:`Source`, whose SHA-256 is computed on
 a background thread while the tensors are written) and turns its container
 into the object stream's value graph (:class:`~._extract.ObjectGraph`) with a
 :class:`~._builder.CheckpointBuilder` that finds each storage's record:
 
 - torch's zip format: ``<prefix>/data.pkl``, records ``<prefix>/data/<key>``
-  mapped in place (stored, never compressed);
+  read in place (stored, never compressed);
 - the legacy format (magic, protocol, sys_info, objects, storage keys, then
   the records, found by walking the storage section) and a raw pickle;
   ``pickle.dumps(tensor)`` nests a legacy stream, built strictly;
@@ -23,9 +24,6 @@ are the scanner's, in :mod:`.containers`.
 from __future__ import annotations
 
 import hashlib
-import mmap
-import os
-import struct
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from tensorfile._io.files import open_regular
+from tensorfile._io.sources import ByteSource, FileSource, Image, unpack_from
 from tensorfile._picklevm._materialize import materialize
 from tensorfile._picklevm.machine import Observer, StreamResult, run_stream
 from tensorfile._picklevm.opcodes import OPCODE_BYTES, Buffer
@@ -53,14 +51,21 @@ from tensorfile.convert._extract import KNOWN_KINDS, Flagged, GraphObserver, Obj
 from tensorfile.errors import (
     ConversionError,
     MalformedCheckpointError,
+    NotAPickleError,
     PickleError,
     ScanError,
+    TensorfileError,
     UnsafePickleError,
     UnsupportedCheckpointError,
 )
 from tensorfile.scan.pickle._tar import tar_members
 from tensorfile.scan.pickle._zip import zip_entries
-from tensorfile.scan.pickle.containers import LEGACY_MAGIC, legacy_storage_records, scan_file, sniff
+from tensorfile.scan.pickle.containers import (
+    LEGACY_MAGIC,
+    legacy_storage_records,
+    scan_image,
+    sniff,
+)
 
 _MAX_ZIP_ENTRIES = 1_000_000
 #: pickle.dumps(tensor) nests one stream; the scanner gives up deeper than 8.
@@ -79,32 +84,39 @@ class Mode:
 
 
 class Source:
-    """One checkpoint file, memory-mapped read-only, and its digest.
+    """One checkpoint (a local file or any :class:`~tensorfile._io.sources.ByteSource`),
+    read through an :class:`~tensorfile._io.sources.Image`, and its digest.
 
-    The digest is computed on a background thread (:func:`hash_in_background`)
-    once every input is accepted, so a refusal never waits for it, while the
-    tensors are written. It reads the same open file rather than through the
-    map, so hashing does not add the whole file to this process's resident
-    memory.
+    Never a memory map: a file cut short or failing while it is converted is a
+    :class:`~tensorfile.errors.TruncatedFileError` or
+    :class:`~tensorfile.errors.FileReadError`, not a ``SIGBUS``. The digest is
+    computed on a background thread (:func:`hash_in_background`) once every
+    input is accepted, so a refusal never waits for it, while the tensors are
+    written; it reads the source in chunks, never through the image.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | str, source: ByteSource | None = None) -> None:
         self.path = path
-        fd, self.size = open_regular(path)
-        self._file = os.fdopen(fd, "rb")
+        self._source = source if source is not None else FileSource(path)
+        self.size = self._source.size
         if self.size == 0:
-            self._file.close()
+            self._source.close()
             raise MalformedCheckpointError(f"{path}: empty file")
-        self.buf = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            self.buf = Image(self._source)
+        except BaseException:
+            self._source.close()
+            raise
         self._digest: str | None = None
-        self._error: OSError | None = None
+        self._error: Exception | None = None
         self._stop = threading.Event()
         self._done = threading.Event()
         self._queued = False
 
-    def fileno(self) -> int:
-        """The open file's descriptor (read with explicit offsets only)."""
-        return self._file.fileno()
+    def fileno(self) -> int | None:
+        """The open local file's descriptor (read with explicit offsets only), or
+        None for a source that is not a local file."""
+        return self._source.fileno() if isinstance(self._source, FileSource) else None
 
     def compute_digest(self) -> None:
         """Hash the file (on the hashing thread); stops early once :meth:`close` is called."""
@@ -112,20 +124,16 @@ class Source:
         chunk = memoryview(bytearray(_HASH_CHUNK))
         done = 0
         try:
-            # The same open file (nothing else uses its position: the map does not).
-            with os.fdopen(os.dup(self._file.fileno()), "rb", buffering=0) as f:
-                f.seek(0)
-                while done < self.size:
-                    if self._stop.is_set():
-                        raise OSError(f"{self.path}: conversion stopped before the digest")
-                    n = f.readinto(chunk)
-                    if not n:
-                        raise OSError(f"{self.path}: file shrank while being converted")
-                    h.update(chunk[:n])
-                    done += n
+            while done < self.size:
+                if self._stop.is_set():
+                    raise ConversionError(f"{self.path}: conversion stopped before the digest")
+                n = min(_HASH_CHUNK, self.size - done)
+                self._source.read_into(done, chunk[:n])
+                h.update(chunk[:n])
+                done += n
             self._digest = h.hexdigest()
-        except (OSError, ValueError) as exc:
-            self._error = OSError(str(exc))
+        except (TensorfileError, OSError) as exc:  # typed: cut short, I/O error, remote
+            self._error = exc
         finally:
             self._done.set()
 
@@ -136,20 +144,16 @@ class Source:
             self.compute_digest()
         self._done.wait()
         if self._error is not None:
-            raise self._error
+            raise self._error.with_traceback(None)
         assert self._digest is not None
         return self._digest
 
     def close(self) -> None:
-        """Stop hashing, unmap and close."""
+        """Stop hashing, drop the image and close the source."""
         self._stop.set()
         if self._queued:
             self._done.wait()
-        try:
-            self.buf.close()
-        except BufferError:  # a caller still holds a view; the map goes with it
-            pass
-        self._file.close()
+        self.buf.close()
 
 
 def hash_in_background(sources: list[Source]) -> None:
@@ -479,11 +483,11 @@ class _TarObjects:
             storage = self._storages.get(storage_id)
             if storage is None or storage.dtype is None or pos + 8 > end:
                 raise MalformedCheckpointError(f"{self.src.path}: tar tensor {key!r} is malformed")
-            (ndim,) = struct.unpack_from("<i", buf, pos)
+            (ndim,) = unpack_from("<i", buf, pos)
             need = 8 + 16 * max(ndim, 0) + 8
             if ndim < 0 or pos + need > end:
                 raise MalformedCheckpointError(f"{self.src.path}: tar tensor {key!r} is truncated")
-            nums = struct.unpack_from(f"<{2 * ndim + 1}q", buf, pos + 8)
+            nums = unpack_from(f"<{2 * ndim + 1}q", buf, pos + 8)
             shape, stride, offset = nums[:ndim], nums[ndim:2 * ndim], nums[-1]
             self.by_key[key] = check_view(storage, storage.dtype, offset, shape, stride, pos)
             pos += need
@@ -502,27 +506,47 @@ def _open_checkpoint(src: Source, salvage: bool) -> Checkpoint:
         f"{src.path}: not a torch checkpoint ({kind or 'unknown content'})")
 
 
-def load_checkpoint(path: Path, mode: Mode) -> Checkpoint:
+def load_checkpoint(path: Path | str, mode: Mode, source: ByteSource | None = None
+                    ) -> Checkpoint:
     """Scan, then read: raises before anything is written.
 
     The whole file must scan ``safe``; with ``--key``, ``unknown`` findings in the
     object stream alone are let through to :func:`~._flatten.make_plan`, which builds the selected
     value only if they cannot reach it. Salvage reads any file.
+
+    ``source`` reads the checkpoint when it is not the local file ``path`` (a
+    remote object). The scan and the reading go through one
+    :class:`~tensorfile._io.sources.Image`: the pickles converted are the
+    bytes that were scanned, even if the file is replaced meanwhile.
     """
-    scan = None
-    if not mode.salvage:
-        scan = scan_file(path)
-        if not (_only_object_stream_unknown(scan)
-                and (mode.key is not None or _only_known_kinds(scan))):
-            refuse_unless_safe(scan)
-    src = Source(path)
+    src = Source(path, source)
     try:
+        if source is not None:  # a local file was checked before its outputs were
+            refuse_safetensors(src.buf, path)
+        scan = None
+        if not mode.salvage:
+            scan = scan_image(src.buf, str(path), raise_read_errors=True)
+            if not (_only_object_stream_unknown(scan)
+                    and (mode.key is not None or _only_known_kinds(scan))):
+                refuse_unless_safe(scan)
         ck = _open_checkpoint(src, mode.salvage)
     except BaseException:
         src.close()
         raise
     ck.scan = scan
     return ck
+
+
+def refuse_safetensors(image: Image, where: object) -> None:
+    """Raise :class:`~tensorfile.errors.NotAPickleError` for a file that is already
+    safetensors (saying so, rather than what the unpickler trips on)."""
+    from tensorfile.scan.safetensors import check_safetensors
+
+    if check_safetensors(image, named=False) == "":
+        raise NotAPickleError(
+            f"{where}: already a safetensors file (whatever its name says), not a pickle: "
+            "there is nothing to convert; load it as it is, or rename it to .safetensors"
+        )
 
 
 def _only_known_kinds(scan: FileReport) -> bool:

@@ -8,7 +8,7 @@ torch nor :mod:`pickle`.
 For each input file:
 
 1. **Refuse before writing.** The whole file is scanned first
-   (:func:`~tensorfile.pickles.containers.scan_file`: every stream, every zip
+   (:func:`~tensorfile.scan.pickle.containers.scan_file`: every stream, every zip
    entry, payloads after STOP, nested archives). Anything but ``safe`` stops
    the conversion with :class:`~tensorfile.errors.UnsafePickleError` naming the
    global, the stream and the byte offset; an unreadable file raises
@@ -70,15 +70,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import mmap
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tensorfile._format.header import Entry, canonical_order
 from tensorfile._io.files import PathLike
+from tensorfile._io.sources import ByteSource, open_image
 from tensorfile._io.writer import KERNEL_COPY, FileSpan, save_stream
 from tensorfile._progress import Progress, ProgressCallback
 from tensorfile.convert._builder import TensorView
@@ -89,6 +90,7 @@ from tensorfile.convert._checkpoint import (
     errors_as,
     hash_in_background,
     load_checkpoint,
+    refuse_safetensors,
 )
 from tensorfile.convert._flatten import DroppedValue, Plan, check_budget, make_plan
 from tensorfile.convert._folders import (
@@ -100,10 +102,8 @@ from tensorfile.convert._folders import (
 )
 from tensorfile.errors import (
     ConversionError,
-    FileReadError,
     InputNotFoundError,
     MalformedCheckpointError,
-    NotAPickleError,
     OutputExistsError,
     SerializationError,
     UnsupportedCheckpointError,
@@ -172,20 +172,11 @@ class ConversionReport:
             "signature": self.signature,
             "replaced": list(self.replaced),
         }
+
+
 # ---------------------------------------------------------------------------
 # Writing
 # ---------------------------------------------------------------------------
-
-def _release(buf: mmap.mmap, start: int, stop: int) -> None:
-    """Drop the mapped pages of ``[start, stop)`` from this process (they stay cached)."""
-    if stop <= start or not hasattr(mmap, "MADV_DONTNEED"):
-        return
-    page = start - start % mmap.PAGESIZE
-    try:
-        buf.madvise(mmap.MADV_DONTNEED, page, stop - page)
-    except (OSError, ValueError):
-        pass
-
 
 class _Copier:
     """Hands the writer one tensor's bytes at a time, straight from the records.
@@ -195,18 +186,20 @@ class _Copier:
     little-endian; almost every tensor ``torch.save`` writes) goes as a
     :class:`~tensorfile._io.writer.FileSpan`, which the writer copies file to
     file in the kernel; any other (a view, a big-endian record, a nested
-    stream's bytes) is read through the map and materialized alone. Before
-    handing out the next tensor it accounts for the previous one (progress)
-    and drops that tensor's mapped pages from this process, so resident
-    memory stays near one tensor; :meth:`finish` does the same for the last
-    one once the writer returns.
+    stream's bytes, a remote source's) is read with ``pread`` and materialized
+    alone (:meth:`~._builder.TensorView.data`), so resident memory stays near
+    one tensor and a file cut short under the copy is a typed error, never a
+    ``SIGBUS``. Before handing out the next tensor it accounts for the
+    previous one (progress); :meth:`finish` does the same for the last one
+    once the writer returns.
     """
 
     def __init__(self, tensors: dict[str, TensorView], sources: list[Source],
                  progress: Progress) -> None:
         self._tensors = tensors
-        # Which open file each map shows (the map starts at the file's byte 0).
-        self._files = {id(src.buf): src.fileno() for src in sources} if KERNEL_COPY else {}
+        # Which open local file each image shows (the image starts at the file's byte 0).
+        self._files = {id(src.buf): fd for src in sources
+                       if (fd := src.fileno()) is not None} if KERNEL_COPY else {}
         self._progress = progress
         self._pending: TensorView | None = None
 
@@ -217,12 +210,6 @@ class _Copier:
         span = view.raw_span() if fd is not None else None
         if fd is not None and span is not None and span[1]:
             return FileSpan(fd, *span)
-        buf = view.storage.buf
-        # Read through the map: a page past the end of a file cut short since
-        # it was opened raises SIGBUS, which kills the process. mmap.size() is
-        # the file's size now (a cut racing this check can still fault).
-        if isinstance(buf, mmap.mmap) and buf.size() < view.byte_span()[1]:
-            raise FileReadError(f"{name!r}: the checkpoint was cut short while it was converted")
         return view.data()
 
     def finish(self) -> None:
@@ -230,8 +217,6 @@ class _Copier:
         view, self._pending = self._pending, None
         if view is None:
             return
-        if isinstance(view.storage.buf, mmap.mmap):
-            _release(view.storage.buf, *view.byte_span())
         self._progress.add(view.nbytes)
 
 
@@ -277,11 +262,12 @@ def _report(report: ConversionReport, plans: list[Plan], outputs: list[Path],
         report.source_sha256[str(src.path)] = src.sha256()
 
 
-def _convert_file(src: Path, out: Path, mode: Mode,
-                  progress: ProgressCallback | None) -> ConversionReport:
-    if out.resolve() == src.resolve():
+def _convert_file(src: Path | str, out: Path, mode: Mode,
+                  progress: ProgressCallback | None, remote: ByteSource | None = None
+                  ) -> ConversionReport:
+    if remote is None and out.resolve() == Path(src).resolve():
         raise ConversionError(f"{src}: the output would overwrite the source")
-    ck = load_checkpoint(src, mode)
+    ck = load_checkpoint(src, mode, remote)
     try:
         plan = make_plan(ck, mode)
         check_budget([plan])
@@ -398,13 +384,11 @@ def _check_sources(source: Path) -> None:
         raise InputNotFoundError(errno.ENOENT, "no such file or folder", str(source))
     if source.is_dir() or not source.exists():
         return
-    from tensorfile.scan.safetensors import check_safetensors
-
-    if check_safetensors(source, named=False) == "":
-        raise NotAPickleError(
-            f"{source}: already a safetensors file (whatever its name says), not a pickle: "
-            "there is nothing to convert; load it as it is, or rename it to .safetensors"
-        )
+    try:
+        with open_image(source) as image:
+            refuse_safetensors(image, source)
+    except OSError:
+        return  # the conversion's own reading says why
 
 
 def _new_folders(out: Path) -> list[Path]:
@@ -427,6 +411,7 @@ def convert(
     password: str | bytes | None = None,
     progress: ProgressCallback | None = None,
     overwrite: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> ConversionReport:
     """Convert a torch checkpoint file or Hugging Face folder to safetensors, never running it.
 
@@ -460,28 +445,34 @@ def convert(
     or :class:`~tensorfile.errors.UnsupportedCheckpointError` when it cannot be
     converted, :class:`~tensorfile.errors.InputNotFoundError` when ``src`` does
     not exist; in every such case nothing is written.
+
+    ``src`` may be a URL (``https://``, ``s3://``, any fsspec scheme; with
+    ``storage_options`` as fsspec takes them) of one checkpoint file, converted
+    into the local ``dst`` (required) without downloading it first: the scan
+    fetches the container's directory and the pickles by range requests, the
+    tensors are fetched as they are written, and an object that changes
+    meanwhile (ETag, size) raises :class:`~tensorfile.errors.RemoteChangedError`
+    with nothing written. The source's SHA-256 in the report reads the object
+    once more. Remote folders are not converted.
     """
+    if isinstance(src, str) and "://" in src:
+        from tensorfile._io.remote import is_url
+
+        if is_url(src):
+            return _convert_url(src, dst, Mode(key, salvage_tensors), sign, password, progress,
+                                overwrite, storage_options)
     source = Path(src)
     target = Path(dst) if dst is not None else None
     mode = Mode(key, salvage_tensors)
     _check_sources(source)
     signing_key, signature = None, None
     if sign is not None:
-        # Loaded (password checked) first: a bad key must not cost a conversion.
-        # Lazy for cost: cryptography and the integrity package load only here.
-        from tensorfile.integrity.bundle import DEFAULT_SIGNATURE_NAME
-        from tensorfile.integrity.keys import load_private_key
-
-        signing_key = load_private_key(sign, password)
         # Where sign's default puts it: in the output folder, or beside the file.
         folder = (target if target is not None else source) if source.is_dir() \
             else _file_output(source, dst).parent
-        signature = folder / DEFAULT_SIGNATURE_NAME
+        signing_key, signature = _signing(sign, password, folder)
     existing = _existing_outputs(source, dst, signature)
-    if existing and not overwrite:
-        also = f" (as do {', '.join(str(p) for p in existing[1:])})" if existing[1:] else ""
-        raise OutputExistsError(errno.EEXIST, f"already exists{also}; nothing was written",
-                                str(existing[0]))
+    _refuse_existing(existing, overwrite)
     if source.is_dir():
         report, converted = _convert_folder(source, target, mode, progress)
         model = target if target is not None else source
@@ -491,12 +482,59 @@ def convert(
         model, ignore = Path(report.outputs[0]), []
     else:
         raise MalformedCheckpointError(f"{source}: not a regular file or folder (FIFO, socket or device)")
+    _finish(report, model, signing_key, ignore, overwrite, existing)
+    return report
+
+
+def _signing(sign: Any, password: str | bytes | None, folder: Path) -> tuple[Any, Path]:
+    """The signing key and where the signature goes (``folder``, as sign's default)."""
+    # Loaded (password checked) first: a bad key must not cost a conversion.
+    # Lazy for cost: cryptography and the integrity package load only here.
+    from tensorfile.integrity.bundle import DEFAULT_SIGNATURE_NAME
+    from tensorfile.integrity.keys import load_private_key
+
+    return load_private_key(sign, password), folder / DEFAULT_SIGNATURE_NAME
+
+
+def _refuse_existing(existing: list[Path], overwrite: bool) -> None:
+    if existing and not overwrite:
+        also = f" (as do {', '.join(str(p) for p in existing[1:])})" if existing[1:] else ""
+        raise OutputExistsError(errno.EEXIST, f"already exists{also}; nothing was written",
+                                str(existing[0]))
+
+
+def _finish(report: ConversionReport, model: Path, signing_key: Any, ignore: list[str],
+            overwrite: bool, existing: list[Path]) -> None:
+    """Sign the written model if asked, and list what was replaced."""
     if signing_key is not None:
         from tensorfile.integrity import sign as sign_model
 
         report.signature = str(sign_model(model, signing_key, ignore_paths=ignore,
                                           overwrite=overwrite))
     report.replaced = [str(p) for p in existing]
+
+
+def _convert_url(url: str, dst: PathLike | None, mode: Mode, sign: Any,
+                 password: str | bytes | None, progress: ProgressCallback | None,
+                 overwrite: bool, storage_options: Mapping[str, Any] | None
+                 ) -> ConversionReport:
+    """:func:`convert` of one remote checkpoint file into a local file."""
+    from tensorfile._io.remote import RemoteFile, RemoteOptions, is_url
+
+    path = url.split("?", 1)[0].split("#", 1)[0]
+    if path.endswith("/"):
+        raise ConversionError(f"{url}: a remote folder (prefix) is not converted: give the URL "
+                              "of the checkpoint file")
+    if dst is None or is_url(os.fspath(dst)):
+        raise ConversionError(f"{url}: give a local output path (DST): a remote checkpoint "
+                              "converts into a local file")
+    out = _file_output(Path(path.rsplit("/", 1)[-1] or "model.bin"), dst)
+    signing_key, signature = (None, None) if sign is None else _signing(sign, password, out.parent)
+    existing = [p for p in (out, signature) if p is not None and os.path.lexists(p)]
+    _refuse_existing(existing, overwrite)
+    remote = RemoteFile(url, RemoteOptions(dict(storage_options or {})))
+    report = _convert_file(url, out, mode, progress, remote)
+    _finish(report, out, signing_key, [], overwrite, existing)
     return report
 
 

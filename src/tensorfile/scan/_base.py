@@ -4,7 +4,7 @@ An assessor answers for one model format: :meth:`Assessor.detect` says from
 a file's first bytes (and its name, for formats whose loader goes by name)
 whether the file is one of its own; :meth:`Assessor.assess` reads it within
 :class:`FormatLimits` and returns its parts as the pickle scanner's
-:class:`~tensorfile.pickles.report.StreamReport` (a part: a template, a
+:class:`~tensorfile._report.StreamReport` (a part: a template, a
 config, the graph, a tensor's external data), each with its verdict and
 findings. Structural breakage raises a :class:`~tensorfile.errors.ScanError`
 (``MalformedModelError``, ``ScanLimitError``); :mod:`.loaders` turns that
@@ -13,7 +13,6 @@ into an ``error`` verdict.
 
 from __future__ import annotations
 
-import mmap
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,11 +20,12 @@ from pathlib import Path
 from typing import NamedTuple, Protocol
 
 from tensorfile._io.files import open_regular
+from tensorfile._io.sources import Image, open_image
 from tensorfile._report import Finding, StreamReport, Verdict
 from tensorfile.errors import ScanLimitError
 
 #: A file's bytes as the parsers take them: slicing gives ``bytes``.
-Buf = bytes | mmap.mmap
+Buf = bytes | Image
 
 #: How many bytes :meth:`Assessor.detect` sees.
 HEAD_SIZE = 4096
@@ -91,18 +91,11 @@ def not_assessed(location: str, why: str) -> StreamReport:
 
 @contextmanager
 def mapped(path: Path) -> Iterator[Buf]:
-    """The file's bytes, memory-mapped read-only (an empty file: empty bytes).
-
-    Slices of either are ``bytes`` copies, so nothing holds the map open."""
-    fd, size = open_regular(path)
-    try:
-        if size == 0:
-            yield b""
-            return
-        with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as m:
-            yield m
-    finally:
-        os.close(fd)
+    """The file's bytes, copied in as they are read (never a map of the file,
+    which would fault if it changed: :mod:`tensorfile._io.sources`); an empty
+    file is empty bytes. Slices of either are ``bytes`` copies."""
+    with open_image(path) as image:
+        yield image if image.size else b""
 
 
 def read_capped(path: Path, cap: int, what: str) -> bytes:

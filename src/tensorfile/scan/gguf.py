@@ -17,10 +17,10 @@ decoded: other strings and arrays are stepped over.
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 from typing import Final
 
+from tensorfile._io.sources import unpack_from
 from tensorfile._report import StreamReport, Verdict
 from tensorfile.errors import MalformedModelError, ScanLimitError
 from tensorfile.scan._base import Buf, FormatLimits, mapped, part
@@ -75,13 +75,13 @@ class _Reader:
         buf = self.buf
         if self.end < 24 or buf[:4] != MAGIC:
             raise MalformedModelError("GGUF: shorter than its 24-byte header or no GGUF magic")
-        (version,) = struct.unpack_from("<I", buf, 4)
+        (version,) = unpack_from("<I", buf, 4)
         if version not in _VERSIONS:
-            if struct.unpack_from(">I", buf, 4)[0] in _VERSIONS:
+            if unpack_from(">I", buf, 4)[0] in _VERSIONS:
                 self.order = ">"
             else:
                 raise MalformedModelError(f"GGUF: version {version} (llama.cpp reads 2 and 3)")
-        n_tensors, n_kv = struct.unpack_from(self.order + "QQ", buf, 8)
+        n_tensors, n_kv = unpack_from(self.order + "QQ", buf, 8)
         self.pos = 24
         if n_kv > self.limits.max_kv:
             raise ScanLimitError(f"GGUF: {n_kv:,} metadata entries (the limit is "
@@ -111,7 +111,7 @@ class _Reader:
 
     def unpack(self, fmt: str, size: int, what: str) -> tuple[int, ...]:
         self.need(size, what)
-        values = struct.unpack_from(self.order + fmt, self.buf, self.pos)
+        values = unpack_from(self.order + fmt, self.buf, self.pos)
         self.pos += size
         return values
 

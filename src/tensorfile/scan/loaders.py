@@ -17,7 +17,7 @@ from typing import Final
 
 from tensorfile._report import FileReport, StreamReport, Verdict
 from tensorfile.errors import ScanError
-from tensorfile.scan._base import HEAD_SIZE, Assessor, FormatLimits
+from tensorfile.scan._base import HEAD_SIZE, Assessor, FormatLimits, not_assessed
 from tensorfile.scan.chat_template import ChatTemplateAssessor
 from tensorfile.scan.gguf import GgufAssessor
 from tensorfile.scan.keras import KerasAssessor
@@ -61,6 +61,22 @@ def judge(path: Path, pickle_report: FileReport,
         parts = [*parts, *pickle_report.streams]
     verdict = Verdict.worst((p.verdict for p in parts), Verdict.SAFE)
     return FileReport(str(path), assessor.format, verdict, parts)
+
+
+def judge_remote(name: str, basename: str, head: bytes,
+                 pickle_report: FileReport) -> FileReport:
+    """:func:`judge` for a remote object: the assessors read local files only,
+    so a file one of them claims is ``not-assessed`` (never ``safe``), with the
+    pickle streams when the pickle scanner found a pickle in it."""
+    assessor = assessor_for(head, basename)
+    if assessor is None:
+        return pickle_report
+    parts = [not_assessed(assessor.format, f"{assessor.format} files are read only on a local "
+                          "disk: download it and scan the file")]
+    if _unpickles_something(pickle_report):
+        parts = [*parts, *pickle_report.streams]
+    verdict = Verdict.worst((p.verdict for p in parts), Verdict.SAFE)
+    return FileReport(name, assessor.format, verdict, parts)
 
 
 def _unpickles_something(report: FileReport) -> bool:

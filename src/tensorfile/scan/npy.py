@@ -18,6 +18,7 @@ from __future__ import annotations
 import struct
 from typing import Final, NamedTuple
 
+from tensorfile._io.sources import unpack_from
 from tensorfile._picklevm.opcodes import Buffer
 from tensorfile.errors import ScanLimitError, UnsupportedContainerError
 
@@ -58,7 +59,7 @@ def read_npy_header(buf: Buffer, start: int, end: int) -> NpyHeader:
     size = struct.calcsize(fmt)
     if start + 8 + size > end:
         raise UnsupportedContainerError("npy header length is truncated")
-    (length,) = struct.unpack_from(fmt, buf, start + 8)
+    (length,) = unpack_from(fmt, buf, start + 8)
     pos = start + 8 + size
     if length > 4 * MAX_NPY_HEADER:  # more characters than numpy's limit, however encoded
         raise ScanLimitError(_too_long(length))

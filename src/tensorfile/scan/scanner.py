@@ -12,18 +12,21 @@ import os
 import stat
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from tensorfile._io.files import PathLike
+from tensorfile._io.sources import Image, open_image
 from tensorfile._report import FileReport, ScanReport, Skipped, Verdict
 from tensorfile._weights import is_weights_name
+from tensorfile.errors import TensorfileError
 from tensorfile.scan.loaders import judge
-from tensorfile.scan.pickle.containers import ScanLimits, scan_file
+from tensorfile.scan.pickle.containers import ScanLimits, scan_image
 from tensorfile.scan.safetensors import check_safetensors
 
 
 def scan(paths: PathLike | Iterable[PathLike], *, limits: ScanLimits | None = None,
-         follow_symlinks: bool = False, extra_allowed: Mapping[str, str] | None = None
-         ) -> ScanReport:
+         follow_symlinks: bool = False, extra_allowed: Mapping[str, str] | None = None,
+         storage_options: Mapping[str, Any] | None = None) -> ScanReport:
     """Statically scan files (folders recursively) for pickles that would run code.
 
     Nothing is imported or executed. Each file is classified by its content
@@ -47,11 +50,19 @@ def scan(paths: PathLike | Iterable[PathLike], *, limits: ScanLimits | None = No
     allows it (:mod:`tensorfile.check`): each use is kept as a finding of
     verdict ``safe`` whose reason starts with "allowed by policy: ", which
     ``tensorfile check`` reports as "allowed by policy (reason)", never "safe".
+
+    A path that is a URL (``https://``, ``s3://``, any fsspec scheme, with
+    ``storage_options`` as fsspec takes them) names one remote file, read by
+    range requests (:func:`scan_url`).
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     report = ScanReport()
     for path in paths:
+        if _names_url(path):
+            assert isinstance(path, str)
+            report.files.append(scan_url(path, limits, extra_allowed, storage_options))
+            continue
         first = len(report.files)
         for item in _walk(Path(path), follow_symlinks):
             if isinstance(item, Path):
@@ -71,6 +82,54 @@ def scan(paths: PathLike | Iterable[PathLike], *, limits: ScanLimits | None = No
                 "safetensors file or named like weights (a partial download, or the wrong "
                 "folder?)"))
     return report
+
+
+def _names_url(path: object) -> bool:
+    # "://" first: the remote layer (and numpy, which it imports) loads only for a URL.
+    if not (isinstance(path, str) and "://" in path):
+        return False
+    from tensorfile._io.remote import is_url
+
+    return is_url(path)
+
+
+def scan_url(url: str, limits: ScanLimits | None = None,
+             extra_allowed: Mapping[str, str] | None = None,
+             storage_options: Mapping[str, Any] | None = None) -> FileReport:
+    """Scan one remote file without downloading it: only the bytes the scanner
+    looks at are fetched, by checked range requests (:mod:`tensorfile._io.remote`),
+    so a torch zip checkpoint costs its directory, its pickles and the first
+    bytes of each record, never the tensor data. An object replaced while it is
+    read (ETag, size) ends the scan as an ``error``, never a mixed verdict.
+
+    Model formats read by an assessor (GGUF, ONNX, Keras...) are
+    ``not-assessed`` remotely; a URL naming a folder (a prefix) is an ``error``.
+    """
+    from tensorfile._io.remote import RemoteFile, RemoteOptions
+    from tensorfile.scan._base import HEAD_SIZE
+    from tensorfile.scan.loaders import judge_remote
+
+    path = url.split("?", 1)[0].split("#", 1)[0]
+    if path.endswith("/"):
+        return FileReport(url, "folder", Verdict.ERROR, error=_REMOTE_FOLDER)
+    try:
+        remote = RemoteFile(url, RemoteOptions(dict(storage_options or {})))
+    except FileNotFoundError as exc:
+        return FileReport(url, "missing", Verdict.ERROR,
+                          error=f"no such object ({exc}); {_REMOTE_FOLDER}")
+    except (TensorfileError, OSError) as exc:
+        return FileReport(url, "unreadable", Verdict.ERROR, error=f"cannot read: {exc}")
+    basename = path.rsplit("/", 1)[-1]
+    with Image(remote) as image:
+        report = scan_pickles(image, url, basename, limits, extra_allowed)
+        try:
+            head = image[:HEAD_SIZE]
+        except OSError:  # the scan's report already says why it could not be read
+            return report
+    return judge_remote(url, basename, head, report)
+
+
+_REMOTE_FOLDER = ("remote folders (prefixes) are not scanned: give the URL of each file")
 
 
 def _empty(path: Path) -> FileReport | None:
@@ -94,19 +153,30 @@ def scan_one(path: Path, limits: ScanLimits | None = None,
              extra_allowed: Mapping[str, str] | None = None) -> FileReport:
     """Scan one regular file: pickle containers, the safetensors check, then the
     format assessor (GGUF, ONNX, Keras, SavedModel, chat templates) that claims it."""
-    return judge(path, _scan_pickles(path, limits, extra_allowed))
+    try:
+        image = open_image(path)
+    except OSError as exc:
+        return FileReport(str(path), "unreadable", Verdict.ERROR, error=f"cannot read: {exc}")
+    with image:  # one reading of the file for the pickle scan and the safetensors check
+        report = scan_pickles(image, str(path), path.name, limits, extra_allowed)
+    return judge(path, report)
 
 
-def _scan_pickles(path: Path, limits: ScanLimits | None,
-                  extra_allowed: Mapping[str, str] | None) -> FileReport:
-    report = scan_file(path, limits, named=False, extra_allowed=extra_allowed)
-    if report.format == "not-pickle" and _starts_with_proto(path):
+def scan_pickles(image: Image, name: str, basename: str, limits: ScanLimits | None,
+                 extra_allowed: Mapping[str, str] | None) -> FileReport:
+    """The pickle scan of a file or remote object (``image``, called ``name``,
+    whose last path component is ``basename``), and the safetensors check."""
+    report = scan_image(image, name, limits, named=False, extra_allowed=extra_allowed)
+    if report.format == "not-pickle" and _starts_with_proto(image):
         # It declares itself a binary pickle: broken, not "not a pickle".
-        report = scan_file(path, limits, named=True, extra_allowed=extra_allowed)
-    suffix = path.name.lower().endswith(".safetensors")
+        report = scan_image(image, name, limits, named=True, extra_allowed=extra_allowed)
+    suffix = basename.lower().endswith(".safetensors")
     if report.format not in _NOT_PICKLE_FORMATS and not suffix:
         return report
-    found = check_safetensors(path, suffix)
+    try:
+        found = check_safetensors(image, suffix)
+    except OSError as exc:  # the source failed or changed since the pickle scan
+        return FileReport(name, "unreadable", Verdict.ERROR, error=f"cannot read: {exc}")
     if found is None:  # neither named nor shaped like safetensors
         return report
     nothing_runs = report.format == "not-pickle" or _stops_before_any_import(report)
@@ -116,15 +186,14 @@ def _scan_pickles(path: Path, limits: ScanLimits | None,
             report.error = f"named .safetensors, but not a valid safetensors file: {found}"
         return report
     if found:
-        return FileReport(str(path), "safetensors", Verdict.ERROR,
+        return FileReport(name, "safetensors", Verdict.ERROR,
                           error=f"not a valid safetensors file: {found}")
-    return FileReport(str(path), "safetensors", Verdict.SAFE)
+    return FileReport(name, "safetensors", Verdict.SAFE)
 
 
-def _starts_with_proto(path: Path) -> bool:
+def _starts_with_proto(image: Image) -> bool:
     try:
-        with open(path, "rb", buffering=0) as f:
-            return f.read(1) == b"\x80"
+        return len(image) > 0 and image[0] == 0x80
     except OSError:
         return False
 

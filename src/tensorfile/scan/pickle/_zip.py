@@ -14,6 +14,7 @@ import itertools
 import struct
 from typing import Final, NamedTuple
 
+from tensorfile._io.sources import unpack_from
 from tensorfile._picklevm.opcodes import (
     Buffer,
 )
@@ -56,7 +57,7 @@ _U32: Final = 0xFFFFFFFF
 
 
 def _u(fmt: str, buf: Buffer, at: int) -> tuple[int, ...]:
-    return struct.unpack_from(fmt, buf, at)
+    return unpack_from(fmt, buf, at)
 
 
 def find_eocd(buf: Buffer, start: int, end: int) -> int:

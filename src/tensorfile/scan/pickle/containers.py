@@ -11,12 +11,12 @@ file is an ``error`` naming the ambiguity and every reading is scanned
   pickles, then one record per storage: an 8-byte element count and raw bytes,
   stepped over by length, never read), with ``_pickle.c``'s framing;
 * zip archives (torch's format, ``.npz``, a zip inside a zip), read by
-  :mod:`tensorfile.pickles._zip` as torch's miniz reads them (the central directory where the
+  :mod:`tensorfile.scan.pickle._zip` as torch's miniz reads them (the central directory where the
   end record says, names matched ignoring case, data after the local header)
   and compared with :mod:`zipfile`'s reading;
 * tar (torch < 0.4: ``storages``, ``tensors``, ``pickle``) whenever
   :mod:`tarfile` accepts the first header (a valid checksum, no ``ustar``
-  magic needed), with tarfile's own member list (:mod:`tensorfile.pickles._tar`);
+  magic needed), with tarfile's own member list (:mod:`tensorfile.scan.pickle._tar`);
 * numpy ``.npy`` (object arrays are pickles: numpy's own header reader decides);
 * nested ``torch.storage._load_from_bytes`` payloads found by the policy, read
   as ``torch.load(io.BytesIO(b))`` reads them (zip or pickles, never tar).
@@ -25,20 +25,20 @@ file is an ``error`` naming the ambiguity and every reading is scanned
 does anything that cannot be read to the end. Storage records and other
 non-pickle entries are only *sniffed* (their first bytes): if they look like
 a pickle or an archive they are scanned, otherwise they are skipped, so the
-scan time does not depend on the size of the weights. Files are memory-mapped;
-only compressed zip entries are decompressed, within a budget (zip bombs).
+scan time does not depend on the size of the weights. Files are read through
+an :class:`~tensorfile._io.sources.Image` (copied in where read, never mapped:
+a file cut short or failing mid-scan is an ``error``, not a ``SIGBUS``); only
+compressed zip entries are decompressed, within a budget (zip bombs).
 """
 
 from __future__ import annotations
 
-import mmap
-import os
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Final, NamedTuple
 
-from tensorfile._io.files import open_regular
+from tensorfile._io.sources import Image, open_image
 from tensorfile._picklevm._allowed import AllowingPolicy
 from tensorfile._picklevm._joblib import array_skip
 from tensorfile._picklevm.machine import Call, Limits, StreamResult, run_stream
@@ -58,6 +58,7 @@ from tensorfile.errors import (
     MalformedPickleError,
     ScanError,
     ScanLimitError,
+    TruncatedFileError,
     UnsupportedContainerError,
 )
 from tensorfile.scan.joblib import decompress, joblib_compression
@@ -112,7 +113,7 @@ class ScanLimits(NamedTuple):
 def npy_pickle_start(buf: Buffer, start: int, end: int) -> int | None:
     """Where ``numpy.load(allow_pickle=True)`` would start unpickling this ``.npy``, or None.
 
-    The header is read by :func:`~tensorfile.pickles._npy.read_npy_header` (a
+    The header is read by :func:`~tensorfile.scan.npy.read_npy_header` (a
     bounded parser of numpy's header dict, never ``literal_eval``); "object
     array" means what it means to numpy: ``dtype.hasobject`` (``'object'``,
     ``'b1,O'``, ``[('a', 'O')]``, ...).
@@ -706,7 +707,7 @@ def legacy_storage_records(buf: Buffer, pos: int, end: int, keys: list[str],
 
 def scan_file(path: Path, limits: ScanLimits | None = None, *, named: bool = True,
               extra_allowed: Mapping[str, str] | None = None) -> FileReport:
-    """Scan one file (memory-mapped) and return its report. Never raises on bad content.
+    """Scan one file and return its report. Never raises on bad content.
 
     ``named`` is False for files found by walking a folder. Such a file that is
     not a pickle at all (empty, or an unpickler would fail before importing or
@@ -715,22 +716,40 @@ def scan_file(path: Path, limits: ScanLimits | None = None, *, named: bool = Tru
     explicitly is expected to be a checkpoint, so the same content is an ``error``.
     ``extra_allowed``: a project policy's allowed globals (:mod:`._allowed`).
     """
-    walker = _Walker(limits or ScanLimits(), extra_allowed)
-    name = str(path)
     try:
-        fd, size = open_regular(path)
-        with os.fdopen(fd, "rb") as f:
-            if size == 0:
-                if not named:
-                    return FileReport(name, "not-pickle", Verdict.SAFE)
-                return FileReport(name, "empty", Verdict.ERROR, error="empty file")
-            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-                fmt = walker.blob(buf, 0, size, "", 0, "top")
+        image = open_image(path)
+    except OSError as exc:
+        return FileReport(str(path), "unreadable", Verdict.ERROR, error=f"cannot read: {exc}")
+    with image:
+        return scan_image(image, str(path), limits, named=named, extra_allowed=extra_allowed)
+
+
+def scan_image(image: Image, name: str, limits: ScanLimits | None = None, *,
+               named: bool = True, extra_allowed: Mapping[str, str] | None = None,
+               raise_read_errors: bool = False) -> FileReport:
+    """Scan the bytes of ``image`` (a file, a remote object) called ``name``.
+
+    A source that fails or changes while it is read (a file cut short, an I/O
+    error, a remote object replaced) ends the scan as an ``error`` naming it:
+    what was scanned before stands in the report, never as ``safe``. With
+    ``raise_read_errors`` (the converter) that error is raised as it is."""
+    walker = _Walker(limits or ScanLimits(), extra_allowed)
+    size = len(image)
+    if size == 0:
+        if not named:
+            return FileReport(name, "not-pickle", Verdict.SAFE)
+        return FileReport(name, "empty", Verdict.ERROR, error="empty file")
+    try:
+        fmt = walker.blob(image, 0, size, "", 0, "top")
     except ScanError as exc:
         walker.fail("", 0, str(exc))
         fmt = "unreadable"
-    except OSError as exc:
-        return FileReport(name, "unreadable", Verdict.ERROR, error=f"cannot read: {exc}")
+    except (TruncatedFileError, OSError) as exc:  # FileReadError, RemoteError: OSErrors
+        if raise_read_errors:
+            raise
+        walker.fail("", 0, f"cannot read: {exc}")
+        fmt = "unreadable"
+        walker.limited = True  # never "not-pickle": the rest was not seen
     for stream in walker.streams:
         stream.location = stream.location or "(file)"
     if not named and not walker.limited and _runs_nothing(fmt, walker.streams):
