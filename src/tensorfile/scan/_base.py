@@ -1,6 +1,11 @@
 """The one interface every format assessor implements, its limits, and small shared helpers.
 
-An assessor answers for one model format: :meth:`Assessor.detect` says from
+An assessor answers for one model format. Two kinds share the registry of
+:mod:`.loaders`: a :class:`ByteAssessor` reads a file's bytes (local or
+remote) into a whole report (the pickle family, which claims every file,
+and safetensors); an :class:`Assessor` reads a local model file, with the
+files beside it, into parts (GGUF, ONNX, Keras, SavedModel, chat templates).
+For an :class:`Assessor`, :meth:`Assessor.detect` says from
 a file's first bytes (and its name, for formats whose loader goes by name)
 whether the file is one of its own; :meth:`Assessor.assess` reads it within
 :class:`FormatLimits` and returns its parts as the pickle scanner's
@@ -21,7 +26,7 @@ from typing import NamedTuple, Protocol
 
 from tensorfile._io.files import open_regular
 from tensorfile._io.sources import Image, open_image
-from tensorfile._report import Finding, StreamReport, Verdict
+from tensorfile._report import FileReport, Finding, StreamReport, Verdict
 from tensorfile.errors import ScanLimitError
 
 #: A file's bytes as the parsers take them: slicing gives ``bytes``.
@@ -70,6 +75,28 @@ class Assessor(Protocol):
     def assess(self, path: Path, limits: FormatLimits) -> list[StreamReport]:
         """The file's parts with their verdicts. An empty list: nothing of
         this format to judge after all (the pickle scanner's report stands)."""
+        ...
+
+
+class ByteAssessor(Protocol):
+    """A format read from its bytes alone (the pickle family, safetensors), so
+    alike from a local file and from a remote object (:mod:`tensorfile._io.sources`).
+
+    Its reading is a whole :class:`~tensorfile._report.FileReport` (the
+    format it found, its streams, the verdict), which :mod:`.loaders` joins
+    with the other readings of the file. Settings (bounds, a project's
+    allowed globals) are given when it is built, for one scan."""
+
+    format: str
+
+    def detect(self, head: bytes, name: str) -> bool:
+        """As :meth:`Assessor.detect`."""
+        ...
+
+    def read(self, image: Image, name: str, basename: str) -> FileReport | None:
+        """The report of ``image`` (reported as ``name``; ``basename`` is its
+        last path component, for a loader that goes by it); None when it is
+        not of this format after all. Never raises on bad content."""
         ...
 
 

@@ -1,30 +1,102 @@
-"""Which format assessor reads a file, and how its verdict joins the pickle scanner's.
+"""The registry of assessors: which read a file, and how their verdicts join.
 
-The pickle reading (:mod:`tensorfile.scan.pickle`) reads every file the way
-``torch.load``, ``pickle.load`` and ``numpy.load`` would. A file that one of
-the assessors in :data:`ASSESSORS` also claims (by its first bytes, or by a
-name its own loader goes by) is read by that assessor too, because another
-loader (llama.cpp, onnxruntime, Keras, TensorFlow, transformers) would open
-it: the file's report is the assessor's parts, plus the pickle streams when
-the pickle scanner found a pickle in it (an import or call: a polyglot that
-``torch.load`` would also run), with the worst verdict of all.
+Every file is read by the assessors that claim it, in two steps:
+
+1. The readings from the bytes alone (:class:`~tensorfile.scan._base.ByteAssessor`,
+   local files and remote objects alike, :func:`read_bytes`): the pickle
+   family (:class:`~tensorfile.scan.pickle.reading.PickleAssessor`) claims
+   every file, because ``torch.load``, ``pickle.load``, ``numpy.load`` and
+   ``joblib.load`` unpickle whatever they are given; then safetensors
+   (:class:`~tensorfile.scan.safetensors.SafetensorsAssessor`), for a file
+   named or shaped like one, which replaces the pickle report only where
+   unpickling the file stops before any import (a valid safetensors file is
+   no polyglot).
+2. The model formats read from a local file and the files beside it
+   (:data:`ASSESSORS`, :func:`judge`): the first whose ``detect`` claims the
+   file (by its first bytes, or by a name its own loader goes by) reads it,
+   because another loader (llama.cpp, onnxruntime, Keras, TensorFlow,
+   transformers) would open it: the file's report is that assessor's
+   parts, plus the pickle streams when the pickle reading found a pickle in
+   it (an import or call: a polyglot that ``torch.load`` would also run),
+   with the worst verdict of all.
+
+:func:`judge_file` and :func:`judge_url` run both steps for the walk
+(:mod:`.scanner`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
+from tensorfile._io.sources import Image, open_image
 from tensorfile._report import FileReport, StreamReport, Verdict
-from tensorfile.errors import ScanError
-from tensorfile.scan._base import HEAD_SIZE, Assessor, FormatLimits, not_assessed
+from tensorfile.errors import FormatError, ScanError
+from tensorfile.scan._base import HEAD_SIZE, Assessor, ByteAssessor, FormatLimits, not_assessed
 from tensorfile.scan.chat_template import ChatTemplateAssessor
 from tensorfile.scan.gguf import GgufAssessor
 from tensorfile.scan.keras import KerasAssessor
 from tensorfile.scan.onnx import OnnxAssessor
+from tensorfile.scan.pickle.containers import ScanLimits
+from tensorfile.scan.pickle.reading import (
+    NO_CONTAINER,
+    PickleAssessor,
+    stops_before_any_import,
+    unpickles_something,
+)
+from tensorfile.scan.safetensors import SafetensorsAssessor
 from tensorfile.scan.savedmodel import SavedModelAssessor
 
-#: In order: the first whose ``detect`` says yes reads the file.
+SAFETENSORS: Final = SafetensorsAssessor()
+
+def byte_assessors(limits: ScanLimits | None = None,
+                   extra_allowed: Mapping[str, str] | None = None) -> tuple[ByteAssessor, ...]:
+    """The readings from the bytes alone, for one scan's settings, in order:
+    the pickle reading (it claims every file) first."""
+    return (PickleAssessor(limits, extra_allowed), SAFETENSORS)
+
+
+def read_bytes(image: Image, name: str, basename: str, limits: ScanLimits | None = None,
+               extra_allowed: Mapping[str, str] | None = None) -> FileReport:
+    """Step 1: the report of ``image`` (reported as ``name``, its last path
+    component ``basename``) from every :func:`byte_assessors` reading that claims it."""
+    first, *others = byte_assessors(limits, extra_allowed)
+    report = first.read(image, name, basename)
+    assert report is not None  # the pickle reading claims every file
+    try:
+        head = bytes(image[:HEAD_SIZE])
+    except (OSError, FormatError):  # the pickle report says why; a name still claims
+        head = b""
+    for assessor in others:
+        if assessor.detect(head, basename):
+            report = _join_bytes(report, assessor, image, name, basename)
+    return report
+
+
+def _join_bytes(report: FileReport, assessor: ByteAssessor, image: Image, name: str,
+                basename: str) -> FileReport:
+    """The pickle report joined with another byte reading (safetensors): a
+    container the pickle reading found (zip, tar, ...) is what the loaders
+    read unless the file is named for the other format; a file whose
+    unpickling reaches an import keeps its pickle report (``torch.load``
+    would run it whatever its name), with the other reading's complaint."""
+    named = basename.lower().endswith("." + assessor.format)
+    if report.format not in NO_CONTAINER and not named:
+        return report
+    other = assessor.read(image, name, basename)
+    if other is None:  # neither named nor shaped like it
+        return report
+    if other.format == "unreadable":  # the source failed or changed since the pickle scan
+        return other
+    if not stops_before_any_import(report):
+        if other.error:
+            report.error = f"named .{assessor.format}, but {other.error}"
+        return report
+    return other
+
+
+#: Step 2, in order: the first whose ``detect`` says yes reads the file.
 ASSESSORS: Final[tuple[Assessor, ...]] = (
     GgufAssessor(), KerasAssessor(), OnnxAssessor(), SavedModelAssessor(),
     ChatTemplateAssessor(),
@@ -34,6 +106,30 @@ ASSESSORS: Final[tuple[Assessor, ...]] = (
 def assessor_for(head: bytes, name: str) -> Assessor | None:
     """The assessor that claims a file starting with ``head`` called ``name``."""
     return next((a for a in ASSESSORS if a.detect(head, name)), None)
+
+
+def judge_file(path: Path, limits: ScanLimits | None = None,
+               extra_allowed: Mapping[str, str] | None = None) -> FileReport:
+    """Both steps for one local regular file."""
+    try:
+        image = open_image(path)
+    except OSError as exc:
+        return FileReport(str(path), "unreadable", Verdict.ERROR, error=f"cannot read: {exc}")
+    with image:  # one reading of the file for the pickle scan and the safetensors check
+        report = read_bytes(image, str(path), path.name, limits, extra_allowed)
+    return judge(path, report)
+
+
+def judge_url(image: Image, url: str, basename: str, limits: ScanLimits | None = None,
+              extra_allowed: Mapping[str, str] | None = None) -> FileReport:
+    """Both steps for a remote object (``image``, open): step 2's formats are
+    ``not-assessed`` remotely (:func:`judge_remote`)."""
+    report = read_bytes(image, url, basename, limits, extra_allowed)
+    try:
+        head = image[:HEAD_SIZE]
+    except OSError:  # the scan's report already says why it could not be read
+        return report
+    return judge_remote(url, basename, head, report)
 
 
 def judge(path: Path, pickle_report: FileReport,
@@ -57,7 +153,7 @@ def judge(path: Path, pickle_report: FileReport,
                               error=f"cannot read: {exc.strerror or exc}")]
     if not parts:
         return pickle_report
-    if _unpickles_something(pickle_report):
+    if unpickles_something(pickle_report):
         parts = [*parts, *pickle_report.streams]
     verdict = Verdict.worst((p.verdict for p in parts), Verdict.SAFE)
     return FileReport(str(path), assessor.format, verdict, parts)
@@ -73,15 +169,7 @@ def judge_remote(name: str, basename: str, head: bytes,
         return pickle_report
     parts = [not_assessed(assessor.format, f"{assessor.format} files are read only on a local "
                           "disk: download it and scan the file")]
-    if _unpickles_something(pickle_report):
+    if unpickles_something(pickle_report):
         parts = [*parts, *pickle_report.streams]
     verdict = Verdict.worst((p.verdict for p in parts), Verdict.SAFE)
     return FileReport(name, assessor.format, verdict, parts)
-
-
-def _unpickles_something(report: FileReport) -> bool:
-    """Whether the pickle scanner found a pickle that imports or calls anything.
-
-    Other readings of a file that is not a pickle (``not-pickle``, a zip
-    without a ``.pkl``) end before any import, so they add nothing."""
-    return any(s.globals or s.findings for s in report.streams)

@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from tensorfile._io.files import PathLike
-from tensorfile._io.sources import Image, open_image
+from tensorfile._io.sources import Image
 from tensorfile._report import FileReport, ScanReport, Skipped, Verdict
 from tensorfile._weights import is_weights_name
 from tensorfile.errors import TensorfileError
-from tensorfile.scan.loaders import judge
-from tensorfile.scan.pickle.containers import ScanLimits, scan_image
-from tensorfile.scan.safetensors import check_safetensors
+from tensorfile.scan.loaders import judge_file, judge_url
+from tensorfile.scan.pickle.containers import ScanLimits
 
 
 def scan(paths: PathLike | Iterable[PathLike], *, limits: ScanLimits | None = None,
@@ -106,8 +105,6 @@ def scan_url(url: str, limits: ScanLimits | None = None,
     ``not-assessed`` remotely; a URL naming a folder (a prefix) is an ``error``.
     """
     from tensorfile._io.remote import RemoteFile, RemoteOptions
-    from tensorfile.scan._base import HEAD_SIZE
-    from tensorfile.scan.loaders import judge_remote
 
     path = url.split("?", 1)[0].split("#", 1)[0]
     if path.endswith("/"):
@@ -121,12 +118,7 @@ def scan_url(url: str, limits: ScanLimits | None = None,
         return FileReport(url, "unreadable", Verdict.ERROR, error=f"cannot read: {exc}")
     basename = path.rsplit("/", 1)[-1]
     with Image(remote) as image:
-        report = scan_pickles(image, url, basename, limits, extra_allowed)
-        try:
-            head = image[:HEAD_SIZE]
-        except OSError:  # the scan's report already says why it could not be read
-            return report
-    return judge_remote(url, basename, head, report)
+        return judge_url(image, url, basename, limits, extra_allowed)
 
 
 _REMOTE_FOLDER = ("remote folders (prefixes) are not scanned: give the URL of each file")
@@ -151,86 +143,10 @@ def _empty(path: Path) -> FileReport | None:
 
 def scan_one(path: Path, limits: ScanLimits | None = None,
              extra_allowed: Mapping[str, str] | None = None) -> FileReport:
-    """Scan one regular file: pickle containers, the safetensors check, then the
-    format assessor (GGUF, ONNX, Keras, SavedModel, chat templates) that claims it."""
-    try:
-        image = open_image(path)
-    except OSError as exc:
-        return FileReport(str(path), "unreadable", Verdict.ERROR, error=f"cannot read: {exc}")
-    with image:  # one reading of the file for the pickle scan and the safetensors check
-        report = scan_pickles(image, str(path), path.name, limits, extra_allowed)
-    return judge(path, report)
-
-
-def scan_pickles(image: Image, name: str, basename: str, limits: ScanLimits | None,
-                 extra_allowed: Mapping[str, str] | None) -> FileReport:
-    """The pickle scan of a file or remote object (``image``, called ``name``,
-    whose last path component is ``basename``), and the safetensors check."""
-    report = scan_image(image, name, limits, named=False, extra_allowed=extra_allowed)
-    if report.format == "not-pickle" and _starts_with_proto(image):
-        # It declares itself a binary pickle: broken, not "not a pickle".
-        report = scan_image(image, name, limits, named=True, extra_allowed=extra_allowed)
-    suffix = basename.lower().endswith(".safetensors")
-    if report.format not in _NOT_PICKLE_FORMATS and not suffix:
-        return report
-    try:
-        found = check_safetensors(image, suffix)
-    except OSError as exc:  # the source failed or changed since the pickle scan
-        return FileReport(name, "unreadable", Verdict.ERROR, error=f"cannot read: {exc}")
-    if found is None:  # neither named nor shaped like safetensors
-        return report
-    nothing_runs = report.format == "not-pickle" or _stops_before_any_import(report)
-    if not nothing_runs:
-        # torch.load would unpickle it whatever its name: the pickle report stands.
-        if found:
-            report.error = f"named .safetensors, but not a valid safetensors file: {found}"
-        return report
-    if found:
-        return FileReport(name, "safetensors", Verdict.ERROR,
-                          error=f"not a valid safetensors file: {found}")
-    return FileReport(name, "safetensors", Verdict.SAFE)
-
-
-def _starts_with_proto(image: Image) -> bool:
-    try:
-        return len(image) > 0 and image[0] == 0x80
-    except OSError:
-        return False
-
-
-#: Formats of files the pickle scan found no pickle in at all.
-_NOT_PICKLE_FORMATS = frozenset({"not-pickle", "pickle", "unknown"})
-
-
-def _stops_before_any_import(report: FileReport) -> bool:
-    """True when unpickling the file fails before it could import or call anything.
-
-    A valid safetensors header can start with bytes that are opcodes: ``c``
-    (GLOBAL) then reads a module name that holds the NUL bytes of the length
-    prefix, ``P`` (PERSID) needs a ``persistent_load`` that torch's first
-    pickle (the legacy magic number) does not have; either ends the unpickler
-    there. ``\x82``-``\x84`` (EXT1/2/4) look up copyreg's extension registry
-    (empty in stock Python and torch) and the stream breaks a few bytes later
-    at the NUL bytes of the prefix, before any call.
-    """
-    if len(report.streams) != 1 or report.streams[0].offset != 0:
-        return False
-    (stream,) = report.streams
-    for name in stream.globals:
-        # An import of a real name, even an allowlisted one, means the loaders
-        # read on into the file as a pickle (a polyglot), whatever breaks later.
-        module = name.rsplit(".", 1)[0]
-        if module and "\0" not in module:
-            return False
-    for finding in sorted(stream.findings, key=lambda f: f.offset or 0):
-        if finding.opcode in ("PERSID", "BINPERSID"):
-            return True
-        module = (finding.global_name or "").rsplit(".", 1)[0]
-        if finding.opcode in ("GLOBAL", "INST") and ("\0" in module or not module):
-            return True
-        if not (finding.opcode or "").startswith("EXT"):
-            return False
-    return stream.error is not None
+    """Scan one regular file: every assessor that claims it (:mod:`.loaders`:
+    the pickle reading and the safetensors check, then the model format
+    assessor, GGUF, ONNX, Keras, SavedModel or chat templates, that claims it)."""
+    return judge_file(path, limits, extra_allowed)
 
 
 def _walk(path: Path, follow: bool) -> Iterator[Path | FileReport | Skipped]:
