@@ -14,16 +14,19 @@ with one set of types (:mod:`tensorfile._report`: ``StreamReport``,
 floors: :mod:`._base` (the interface, :class:`FormatLimits`, file access),
 :mod:`._protobuf` (a bounded wire reader, for ONNX and SavedModel) and
 :mod:`._jinja` (the chat template check, for GGUF and tokenizer configs).
-:mod:`.loaders` routes a file to its assessor and joins the result with the
-pickle reading's; :mod:`.scanner` walks files and folders
-(:func:`tensorfile.pickles.scan` is its public name).
+:mod:`.loaders` is the one registry: the readings from the bytes alone
+(:class:`ByteAssessor`: the pickle family in :mod:`.pickle.reading`, which
+claims every file, and safetensors), then the model format that claims the
+file, joined into one report; :mod:`.scanner` walks files and folders and
+asks the registry about each (:func:`tensorfile.pickles.scan` is its public name).
 
 A format whose loader can run code or read other files and which is not
 read is ``not-assessed`` (never ``safe``). spec/SCANNING.md, "Where each
 format lives" and "Other model formats", has the rules of each.
 """
 
-from tensorfile.scan._base import Assessor, FormatLimits
-from tensorfile.scan.loaders import ASSESSORS, assessor_for, judge
+from tensorfile.scan._base import Assessor, ByteAssessor, FormatLimits
+from tensorfile.scan.loaders import ASSESSORS, assessor_for, byte_assessors, judge
 
-__all__ = ["ASSESSORS", "Assessor", "FormatLimits", "assessor_for", "judge"]
+__all__ = ["ASSESSORS", "Assessor", "ByteAssessor", "FormatLimits", "assessor_for",
+           "byte_assessors", "judge"]

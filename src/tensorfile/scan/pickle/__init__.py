@@ -1,5 +1,7 @@
 """Pickle files and their containers: every stream a loader would unpickle from a file.
 
+:mod:`.reading` is the family's assessor (it claims every file) in the
+registry of :mod:`tensorfile.scan.loaders`;
 :mod:`.containers` recognises a file by its bytes (a torch zip, the legacy
 and tar layouts, a raw pickle, ``.npy``/``.npz``, joblib's compressions) and
 runs each pickle stream through the pickle machine
