@@ -34,6 +34,20 @@ def test_a_pickle_named_like_another_format_is_judged_as_a_pickle(tmp_path: Path
                    for f in s.findings), name
 
 
+def test_every_assessor_that_claims_a_file_reads_it(tmp_path: Path) -> None:
+    """A tokenizer config with a hostile template, named like an ONNX model:
+    onnxruntime would open it by name and a chat-template reader by content,
+    so both readings are in the report (the first claimant names the format)."""
+    hostile = "{{ ''.__class__.__mro__[1].__subclasses__() }}"
+    path = tmp_path / "model.onnx"
+    path.write_text(json.dumps({"bos_token": "<s>", "chat_template": hostile}))
+    report = scan_file(path)
+    assert report.format == "onnx"
+    assert report.verdict is Verdict.DANGEROUS, report.to_dict()
+    assert any(s.verdict is Verdict.ERROR for s in report.streams)  # not an ONNX model
+    assert any("__class__" in f.reason for _, f in report.findings)
+
+
 def test_not_assessed_ranks_below_incomplete_and_exits_2() -> None:
     na = FileReport("m.h5", "keras", Verdict.NOT_ASSESSED)
     ok = FileReport("a.json", "not-pickle", Verdict.SAFE)

@@ -12,11 +12,11 @@ Every file is read by the assessors that claim it, in two steps:
    unpickling the file stops before any import (a valid safetensors file is
    no polyglot).
 2. The model formats read from a local file and the files beside it
-   (:data:`ASSESSORS`, :func:`judge`): the first whose ``detect`` claims the
+   (:data:`ASSESSORS`, :func:`judge`): every one whose ``detect`` claims the
    file (by its first bytes, or by a name its own loader goes by) reads it,
    because another loader (llama.cpp, onnxruntime, Keras, TensorFlow,
-   transformers) would open it: the file's report is that assessor's
-   parts, plus the pickle streams when the pickle reading found a pickle in
+   transformers) would open it: the file's report is their parts (the
+   first that found something names the format), plus the pickle streams when the pickle reading found a pickle in
    it (an import or call: a polyglot that ``torch.load`` would also run),
    with the worst verdict of all.
 
@@ -96,16 +96,24 @@ def _join_bytes(report: FileReport, assessor: ByteAssessor, image: Image, name: 
     return other
 
 
-#: Step 2, in order: the first whose ``detect`` says yes reads the file.
+#: Step 2, in order: every one whose ``detect`` says yes reads the file; the
+#: first with parts names its format.
 ASSESSORS: Final[tuple[Assessor, ...]] = (
     GgufAssessor(), KerasAssessor(), OnnxAssessor(), SavedModelAssessor(),
     ChatTemplateAssessor(),
 )
 
 
+def claimants(head: bytes, name: str) -> list[Assessor]:
+    """Every model-format assessor that claims a file starting with ``head``
+    called ``name``, in :data:`ASSESSORS` order (each names a loader that would open it)."""
+    return [a for a in ASSESSORS if a.detect(head, name)]
+
+
 def assessor_for(head: bytes, name: str) -> Assessor | None:
-    """The assessor that claims a file starting with ``head`` called ``name``."""
-    return next((a for a in ASSESSORS if a.detect(head, name)), None)
+    """The first assessor that claims a file starting with ``head`` called ``name``."""
+    found = claimants(head, name)
+    return found[0] if found else None
 
 
 def judge_file(path: Path, limits: ScanLimits | None = None,
@@ -134,42 +142,51 @@ def judge_url(image: Image, url: str, basename: str, limits: ScanLimits | None =
 
 def judge(path: Path, pickle_report: FileReport,
           limits: FormatLimits | None = None) -> FileReport:
-    """``pickle_report`` (the pickle scanner's reading of ``path``) joined with the
-    reading of the format assessor that claims the file, if one does."""
+    """``pickle_report`` (step 1's reading of ``path``) joined with the parts
+    of every model-format assessor that claims the file; the first that
+    found something names the file's format."""
     try:
         with open(path, "rb") as f:
             head = f.read(HEAD_SIZE)
     except OSError:  # the pickle scanner already reported why it cannot be read
         return pickle_report
-    assessor = assessor_for(head, path.name)
-    if assessor is None:
-        return pickle_report
-    try:
-        parts = assessor.assess(path, limits or FormatLimits())
-    except ScanError as exc:
-        parts = [StreamReport(assessor.format, 0, Verdict.ERROR, error=str(exc))]
-    except OSError as exc:
-        parts = [StreamReport(assessor.format, 0, Verdict.ERROR,
-                              error=f"cannot read: {exc.strerror or exc}")]
-    if not parts:
+    fmt: str | None = None
+    parts: list[StreamReport] = []
+    for assessor in claimants(head, path.name):
+        found = _assess(assessor, path, limits or FormatLimits())
+        if found:
+            fmt = fmt or assessor.format
+            parts += found
+    if fmt is None:  # nothing of these formats after all: the pickle report stands
         return pickle_report
     if unpickles_something(pickle_report):
         parts = [*parts, *pickle_report.streams]
     verdict = Verdict.worst((p.verdict for p in parts), Verdict.SAFE)
-    return FileReport(str(path), assessor.format, verdict, parts)
+    return FileReport(str(path), fmt, verdict, parts)
+
+
+def _assess(assessor: Assessor, path: Path, limits: FormatLimits) -> list[StreamReport]:
+    """One assessor's parts; its structural error is one ``error`` part."""
+    try:
+        return assessor.assess(path, limits)
+    except ScanError as exc:
+        return [StreamReport(assessor.format, 0, Verdict.ERROR, error=str(exc))]
+    except OSError as exc:
+        return [StreamReport(assessor.format, 0, Verdict.ERROR,
+                             error=f"cannot read: {exc.strerror or exc}")]
 
 
 def judge_remote(name: str, basename: str, head: bytes,
                  pickle_report: FileReport) -> FileReport:
-    """:func:`judge` for a remote object: the assessors read local files only,
-    so a file one of them claims is ``not-assessed`` (never ``safe``), with the
-    pickle streams when the pickle scanner found a pickle in it."""
-    assessor = assessor_for(head, basename)
-    if assessor is None:
+    """:func:`judge` for a remote object: the model-format assessors read local
+    files only, so a file one of them claims is ``not-assessed`` (never
+    ``safe``), with the pickle streams when the pickle reading found a pickle in it."""
+    found = claimants(head, basename)
+    if not found:
         return pickle_report
-    parts = [not_assessed(assessor.format, f"{assessor.format} files are read only on a local "
-                          "disk: download it and scan the file")]
+    parts = [not_assessed(a.format, f"{a.format} files are read only on a local "
+                          "disk: download it and scan the file") for a in found]
     if unpickles_something(pickle_report):
         parts = [*parts, *pickle_report.streams]
     verdict = Verdict.worst((p.verdict for p in parts), Verdict.SAFE)
-    return FileReport(name, assessor.format, verdict, parts)
+    return FileReport(name, found[0].format, verdict, parts)

@@ -144,7 +144,7 @@ def _empty(path: Path) -> FileReport | None:
 def scan_one(path: Path, limits: ScanLimits | None = None,
              extra_allowed: Mapping[str, str] | None = None) -> FileReport:
     """Scan one regular file: every assessor that claims it (:mod:`.loaders`:
-    the pickle reading and the safetensors check, then the model format
+    the pickle reading and the safetensors check, then each model format
     assessor, GGUF, ONNX, Keras, SavedModel or chat templates, that claims it)."""
     return judge_file(path, limits, extra_allowed)
 
