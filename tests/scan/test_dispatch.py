@@ -48,6 +48,16 @@ def test_every_assessor_that_claims_a_file_reads_it(tmp_path: Path) -> None:
     assert any("__class__" in f.reason for _, f in report.findings)
 
 
+def test_remotely_each_claimant_is_not_assessed() -> None:
+    from tensorfile.scan.loaders import judge_remote
+
+    head = json.dumps({"chat_template": "{{ x }}"}).encode()
+    report = judge_remote("s3://b/model.onnx", "model.onnx", head,
+                          FileReport("s3://b/model.onnx", "not-pickle", Verdict.SAFE))
+    assert report.format == "onnx" and report.verdict is Verdict.NOT_ASSESSED
+    assert [s.location for s in report.streams] == ["onnx", "chat-template"]
+
+
 def test_not_assessed_ranks_below_incomplete_and_exits_2() -> None:
     na = FileReport("m.h5", "keras", Verdict.NOT_ASSESSED)
     ok = FileReport("a.json", "not-pickle", Verdict.SAFE)
