@@ -332,3 +332,24 @@ def test_scratch_save_temp_is_locked_swept_pattern_and_removed_on_ctrl_c(
     assert _listing(tmp_path) == ["m.safetensors"]
     tensorfile.save_file({"b": np.ones(5)}, path, durable=False)
     assert path.read_bytes() == tensorfile.save({"b": np.ones(5)})
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX's")
+def test_forked_children_draw_other_temp_names() -> None:
+    """Temporary names come from a seeded generator, not a system call per
+    name: a forked child must not replay its parent's sequence (two writers
+    would then collide on every name into one folder)."""
+    from tensorfile._io.atomic import _random_part, looks_like_temp_file
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, "".join(_random_part() for _ in range(4)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    mine = "".join(_random_part() for _ in range(4))
+    assert len(child) == 32 and child != mine
+    assert looks_like_temp_file(f".m.safetensors.{mine[:8]}.tmp")

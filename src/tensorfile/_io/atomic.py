@@ -17,6 +17,7 @@ import contextlib
 import io
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -138,8 +139,17 @@ def looks_like_temp_file(name: str) -> bool:
     return bool(_TEMP_NAME.match(name))
 
 
+#: Temporary names come from a private generator seeded from ``os.urandom``
+#: (reseeded in a forked child), as the ``tempfile`` module's do: a system
+#: call per name cost a small save more than its name is worth. A guessed
+#: name is harmless: O_EXCL|O_NOFOLLOW refuse it and the next name is tried.
+_names = random.Random()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_names.seed)
+
+
 def _random_part() -> str:
-    return os.urandom(4).hex()  # 8 characters of [0-9a-f], inside the pattern
+    return f"{_names.getrandbits(32):08x}"  # 8 characters of [0-9a-f], inside the pattern
 
 
 if sys.platform != "win32":
