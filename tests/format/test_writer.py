@@ -20,13 +20,15 @@ def _listing(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
 
+@pytest.mark.parametrize("durable", [True, False])
 @pytest.mark.parametrize("size", [100, 600_000])
 def test_failed_write_leaves_old_file_and_no_temp(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int, durable: bool
 ) -> None:
     """A full disk mid-write: small files go out in one gathered write
-    (``os.writev``), big ones a tensor at a time (``write_all``); either way
-    the old file stays and no temporary file is left."""
+    (``os.writev``; without ``durable`` straight through the descriptor),
+    big ones a tensor at a time (``write_all``); either way the old file
+    stays and no temporary file is left."""
     path = tmp_path / "m.safetensors"
     tensorfile.save_file({"a": np.arange(10, dtype=np.float32)}, path)
     before = path.read_bytes()
@@ -46,12 +48,16 @@ def test_failed_write_leaves_old_file_and_no_temp(
     monkeypatch.setattr(writer, "write_all", failing)
     monkeypatch.setattr(os, "writev", full)
     with pytest.raises(OSError, match="No space"):
-        tensorfile.save_file({"x": np.ones(size), "y": np.ones(size, dtype=np.float32)}, path)
+        tensorfile.save_file({"x": np.ones(size), "y": np.ones(size, dtype=np.float32)}, path,
+                             durable=durable)
     assert path.read_bytes() == before
     assert _listing(tmp_path) == ["m.safetensors"]
 
 
-def test_gathered_write_survives_partial_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("durable", [True, False])
+def test_gathered_write_survives_partial_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, durable: bool
+) -> None:
     """``writev`` may write fewer bytes than asked (a signal, a pipe, a
     nearly full quota): the rest follows, in order, and the file is the same."""
     tensors = {f"t{i}": np.arange(i * 7 + 1, dtype=np.float32) for i in range(40)}
@@ -62,7 +68,7 @@ def test_gathered_write_survives_partial_writes(tmp_path: Path, monkeypatch: pyt
         return real(fd, [first[: max(1, len(first) // 3)]])
 
     monkeypatch.setattr(os, "writev", stingy)
-    tensorfile.save_file(tensors, tmp_path / "a.safetensors")
+    tensorfile.save_file(tensors, tmp_path / "a.safetensors", durable=durable)
     monkeypatch.undo()
     assert (tmp_path / "a.safetensors").read_bytes() == tensorfile.save(tensors)
 
@@ -78,18 +84,19 @@ def test_refused_input_writes_nothing(tmp_path: Path) -> None:
     assert _listing(tmp_path) == []
 
 
-def test_new_file_gets_umask_mode_existing_keeps_its_own(tmp_path: Path) -> None:
+@pytest.mark.parametrize("durable", [True, False])
+def test_new_file_gets_umask_mode_existing_keeps_its_own(tmp_path: Path, durable: bool) -> None:
     old = os.umask(0o027)
     try:
         fresh = tmp_path / "fresh.safetensors"
-        tensorfile.save_file({"a": np.ones(2)}, fresh)
+        tensorfile.save_file({"a": np.ones(2)}, fresh, durable=durable)
         assert stat.S_IMODE(fresh.stat().st_mode) == 0o640
     finally:
         os.umask(old)
     kept = tmp_path / "kept.safetensors"
     kept.write_bytes(b"old")
     kept.chmod(0o604)
-    tensorfile.save_file({"a": np.ones(2)}, kept)
+    tensorfile.save_file({"a": np.ones(2)}, kept, durable=durable)
     assert stat.S_IMODE(kept.stat().st_mode) == 0o604
     assert tensorfile.load_file(kept)["a"].tolist() == [1.0, 1.0]
 
@@ -288,3 +295,61 @@ def test_header_refuses_lone_surrogates_and_odd_dimensions() -> None:
     assert b'"shape":[true,2]' in head
     with pytest.raises(TypeError):
         encode([Entry("a", DTYPES["U8"], (np.int64(2),))])
+
+
+def test_scratch_save_temp_is_locked_swept_pattern_and_removed_on_ctrl_c(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``durable=False`` writes through the descriptor, not atomic_write: its
+    temporary file still has the one pattern, is locked against another
+    process's sweep while written, and a Ctrl-C before the rename removes it
+    and keeps the old file."""
+    from tensorfile._io.atomic import looks_like_temp_file, sweep_temp_files
+
+    path = tmp_path / "m.safetensors"
+    tensorfile.save_file({"a": np.arange(3)}, path, durable=False)
+    before = path.read_bytes()
+    seen: list[str] = []
+    real = os.writev
+
+    def watch(fd: int, buffers: list[memoryview]) -> int:
+        temps = [n for n in os.listdir(tmp_path) if n != "m.safetensors"]
+        seen.extend(temps)
+        assert [looks_like_temp_file(n) for n in temps] == [True]
+        assert sweep_temp_files(tmp_path) == []  # locked: a live writer's
+        return real(fd, buffers)
+
+    def interrupted(src: str, dst: str) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "writev", watch)
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        tensorfile.save_file({"b": np.ones(5)}, path, durable=False)
+    monkeypatch.undo()
+    assert seen and seen[0].startswith(".m.safetensors.")
+    assert path.read_bytes() == before
+    assert _listing(tmp_path) == ["m.safetensors"]
+    tensorfile.save_file({"b": np.ones(5)}, path, durable=False)
+    assert path.read_bytes() == tensorfile.save({"b": np.ones(5)})
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX's")
+def test_forked_children_draw_other_temp_names() -> None:
+    """Temporary names come from a seeded generator, not a system call per
+    name: a forked child must not replay its parent's sequence (two writers
+    would then collide on every name into one folder)."""
+    from tensorfile._io.atomic import _random_part, looks_like_temp_file
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, "".join(_random_part() for _ in range(4)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    mine = "".join(_random_part() for _ in range(4))
+    assert len(child) == 32 and child != mine
+    assert looks_like_temp_file(f".m.safetensors.{mine[:8]}.tmp")

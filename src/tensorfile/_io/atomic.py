@@ -17,6 +17,7 @@ import contextlib
 import io
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -138,8 +139,17 @@ def looks_like_temp_file(name: str) -> bool:
     return bool(_TEMP_NAME.match(name))
 
 
+#: Temporary names come from a private generator seeded from ``os.urandom``
+#: (reseeded in a forked child), as the ``tempfile`` module's do: a system
+#: call per name cost a small save more than its name is worth. A guessed
+#: name is harmless: O_EXCL|O_NOFOLLOW refuse it and the next name is tried.
+_names = random.Random()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_names.seed)
+
+
 def _random_part() -> str:
-    return os.urandom(4).hex()  # 8 characters of [0-9a-f], inside the pattern
+    return f"{_names.getrandbits(32):08x}"  # 8 characters of [0-9a-f], inside the pattern
 
 
 if sys.platform != "win32":
@@ -173,8 +183,7 @@ _DEFERRED = tuple(int(getattr(signal, n)) for n in ("SIGINT", "SIGTERM", "SIGHUP
 _handlers: Any = sys.modules.get("_signal", signal)
 
 
-@contextlib.contextmanager
-def signals_deferred() -> Iterator[None]:
+class signals_deferred:  # (lower case: used as a function, ``with signals_deferred():``)
     """Hold SIGINT, SIGTERM and SIGHUP until the block ends, then run their
     handlers (a Ctrl-C inside the block raises as it ends).
 
@@ -186,28 +195,57 @@ def signals_deferred() -> Iterator[None]:
     (a signal mask would not do: another thread could take the signal).
     Signals left at their default action kill the process with no cleanup
     anyway, as SIGKILL does, and are not touched.
+
+    (A class, not a generator context manager: every save enters one, and
+    contextlib's machinery cost more than the swap itself.)
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield  # handlers only ever run in the main thread
-        return
-    held: list[tuple[int, Any]] = []
 
-    def hold(signum: int, frame: Any) -> None:
-        held.append((signum, frame))
+    __slots__ = ("_held", "_saved")
 
-    saved: dict[int, Any] = {}
-    for sig in _DEFERRED:
-        handler = _handlers.getsignal(sig)
-        if callable(handler):
-            saved[sig] = handler
-            _handlers.signal(sig, hold)
-    try:
-        yield
-    finally:
+    def __enter__(self) -> None:
+        self._held: list[tuple[int, Any]] = []
+        self._saved: dict[int, Any] = {}
+        if threading.current_thread() is not threading.main_thread():
+            return  # handlers only ever run in the main thread
+        hold = self._held.append
+        for sig in _DEFERRED:
+            handler = _handlers.getsignal(sig)
+            if callable(handler):
+                self._saved[sig] = handler
+                _handlers.signal(sig, lambda signum, frame: hold((signum, frame)))
+
+    def __exit__(self, *exc: object) -> None:
+        saved = self._saved
         for sig, handler in saved.items():
             _handlers.signal(sig, handler)
-        for signum, frame in held:
+        for signum, frame in self._held:
             saved[signum](signum, frame)
+
+
+def _create_temp(dest_name: str, folder: str) -> tuple[int, str]:
+    """Create and lock a new temporary file for ``dest_name`` (a file name) in
+    ``folder`` (``""``: the current one); its descriptor and path.
+
+    Call inside :func:`signals_deferred`, together with the code that takes
+    charge of the file."""
+    head = os.path.join(folder, f".{dest_name}.")
+    while True:
+        name = f"{head}{_random_part()}{TEMP_SUFFIX}"
+        try:
+            fd = os.open(name, _CREATE, 0o666)
+        except FileExistsError:
+            continue
+        try:
+            # A sweep may have locked and removed the file between its
+            # creation and this lock (it was not locked yet): another.
+            if _flock(fd, wait=True) is not True or os.fstat(fd).st_nlink > 0:
+                return fd, name
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(name)
+            raise
+        os.close(fd)
 
 
 class TempFile:
@@ -229,24 +267,7 @@ class TempFile:
         self.durable = durable
         self.renamed = False
         folder = os.path.dirname(target) if folder is None else folder
-        head = os.path.join(folder, f".{dest.name}.")
-        while True:
-            name = f"{head}{_random_part()}{TEMP_SUFFIX}"
-            try:
-                fd = os.open(name, _CREATE, 0o666)
-            except FileExistsError:
-                continue
-            try:
-                # A sweep may have locked and removed the file between its
-                # creation and this lock (it was not locked yet): another.
-                if _flock(fd, wait=True) is not True or os.fstat(fd).st_nlink > 0:
-                    break
-            except BaseException:
-                os.close(fd)
-                with contextlib.suppress(OSError):
-                    os.unlink(name)
-                raise
-            os.close(fd)
+        fd, name = _create_temp(dest.name, folder)
         self._name = name
         self.file: BinaryIO = (WriteBehindFile(fd) if durable  # type: ignore[assignment]
                                else io.FileIO(fd, "wb", closefd=True))
@@ -472,3 +493,68 @@ def atomic_write(dest: str | os.PathLike[str], *, durable: bool = True) -> Itera
         raise
     if durable:
         _fsync_dir(folder)
+
+
+#: Buffers per ``writev`` call (POSIX guarantees at least 16; Linux takes 1024).
+_IOV_MAX = 1024
+
+
+def write_views(fd: int, views: list[memoryview], arrived: Callable[[int], None] | None = None) -> None:
+    """Write the byte views ``views`` (format ``B``, flat) one after another at
+    ``fd``'s position, several per system call (``writev``) where the platform
+    has it; ``arrived`` is told each count written."""
+    flat = [v for v in views if len(v)]
+    while flat:
+        if _HAS_WRITEV:
+            n = os.writev(fd, flat[:_IOV_MAX])
+        else:  # pragma: no cover - Windows
+            n = os.write(fd, flat[0][: 1 << 30])
+        if n <= 0:
+            raise OSError("short write")
+        if arrived is not None:
+            arrived(n)
+        while n and n >= len(flat[0]):
+            n -= len(flat.pop(0))
+        if n:
+            flat[0] = flat[0][n:]
+
+
+_HAS_WRITEV = hasattr(os, "writev")
+
+
+def write_scratch_file(dest: str | os.PathLike[str], views: list[memoryview]) -> None:
+    """Replace ``dest`` with the bytes of ``views`` (format ``B``, flat) as
+    ``atomic_write(dest, durable=False)`` would, for a whole file in hand.
+
+    The same temporary file, lock and rename (all or nothing against a crash
+    or a kill; no syncs), written straight through the descriptor: no file
+    object, no generator context manager, no path object (many small saves
+    spent more time in those than in their system calls).
+    """
+    target = os.fspath(dest)
+    folder = os.path.dirname(target)
+    sweep_once(folder or ".")
+    mode = _existing_mode(target)
+    fd = -1
+    name: str | None = None
+    try:
+        # Held signals are raised as this block ends: inside the try, with
+        # ``name`` known, so the temporary file is removed.
+        with signals_deferred():
+            fd, name = _create_temp(os.path.basename(target), folder)
+        write_views(fd, views)
+        if mode is not None:
+            os.fchmod(fd, mode)
+        if sys.platform == "win32":  # pragma: no cover - an open file cannot be renamed there
+            os.close(fd)
+            fd = -1
+        os.replace(name, target)
+        name = None
+    except BaseException:
+        if name is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(name)
+        raise
+    finally:
+        if fd >= 0:
+            os.close(fd)  # after the rename: unlocked, the file could be swept

@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 
 from tensorfile._format.header import Entry, TensorInfo, encode
 from tensorfile._frameworks import tensor_entry
-from tensorfile._io.atomic import WriteBehindFile, atomic_write
+from tensorfile._io.atomic import WriteBehindFile, atomic_write, write_scratch_file, write_views
 from tensorfile._io.files import pread_into
 from tensorfile.errors import FileReadError, SerializationError
 
@@ -34,34 +34,12 @@ def write_all(f: BinaryIO, data: memoryview) -> None:
         pos += n
 
 
-#: Buffers per ``writev`` call (POSIX guarantees at least 16; Linux takes 1024).
-_IOV_MAX = 1024
-#: Below this many bytes a file's header and tensors go out in one ``writev``
-#: call: many small files then cost one system call each, not one a tensor.
+#: Below this many bytes a file's header and tensors are written together.
 _GATHER_BYTES = 4 << 20
 
 
-def write_gathered(f: BinaryIO, views: list[memoryview]) -> None:
-    """Write ``views`` one after another at ``f``'s position, several per
-    system call (``writev``) where the platform has it."""
-    flat = [v.cast("B") if v.format != "B" or v.ndim != 1 else v for v in views]
-    flat = [v for v in flat if len(v)]
-    if not hasattr(os, "writev"):  # pragma: no cover - Windows
-        for v in flat:
-            write_all(f, v)
-        return
-    fd = f.fileno()
-    arrived = f.written_elsewhere if isinstance(f, WriteBehindFile) else None
-    while flat:
-        n = os.writev(fd, flat[:_IOV_MAX])
-        if n <= 0:
-            raise OSError("short write")
-        if arrived is not None:
-            arrived(n)
-        while n and n >= len(flat[0]):
-            n -= len(flat.pop(0))
-        if n:
-            flat[0] = flat[0][n:]
+def _flat(views: list[memoryview]) -> list[memoryview]:
+    return [v if v.format == "B" and v.ndim == 1 else v.cast("B") for v in views]
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,10 +159,18 @@ def save_file(
     small scratch files) and stays all-or-nothing against a crash or a kill.
     """
     head, parts = _prepare(tensors, metadata)
-    with atomic_write(filename, durable=durable) as f:
-        if sum(info.nbytes for info, _view in parts) < _GATHER_BYTES:
-            write_gathered(f, [memoryview(head), *(view for _info, view in parts)])
+    if sum(info.nbytes for info, _view in parts) < _GATHER_BYTES:
+        # Header and tensors in one writev call: many small files then cost
+        # one system call each for their bytes, not one a tensor.
+        views = _flat([memoryview(head), *(view for _info, view in parts)])
+        if not durable:
+            write_scratch_file(filename, views)
             return
+        with atomic_write(filename, durable=True) as f:
+            write_views(f.fileno(), views, f.written_elsewhere
+                        if isinstance(f, WriteBehindFile) else None)
+        return
+    with atomic_write(filename, durable=durable) as f:
         write_all(f, memoryview(head))
         for _info, view in parts:
             write_all(f, view)
