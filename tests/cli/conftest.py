@@ -256,10 +256,52 @@ torch.save({
 """
 
 
-@pytest.fixture(scope="session")
-def lightning_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A Lightning-style checkpoint whose hyper-parameters are an ``argparse.Namespace``,
-    written by the real ``torch.save`` (in a subprocess: the tests never import torch)."""
-    path = tmp_path_factory.mktemp("lightning") / "last.ckpt"
+def torch_saved_lightning(path: Path) -> Path:
+    """The checkpoint written by the real ``torch.save`` (in a subprocess: the
+    tests never import torch)."""
     subprocess.run([sys.executable, "-c", _LIGHTNING_SAVE, str(path)], check=True, timeout=300)
     return path
+
+
+def hand_built_lightning(path: Path) -> Path:
+    """The same checkpoint assembled opcode by opcode with the pickle tests' kit
+    (what ``torch.save`` writes, protocol 2, in a zip), for the numpy-only core
+    run where torch is not installed. ``test_hand_built_lightning_scans_as_torch_saved``
+    holds the two to the same scan where torch is there."""
+    import struct
+
+    kits = str(REPO / "tests" / "pickles")
+    if kits not in sys.path:
+        sys.path.insert(0, kits)
+    import torch_pickle_kit as kit
+
+    namespace = kit.glob("argparse", "Namespace") + kit.EMPTY_TUPLE + b"\x81" + kit.dict_of([
+        ("lr", b"G" + struct.pack(">d", 0.01)), ("batch_size", kit.integer(32)),
+        ("name", kit.text("run-1"))]) + b"b"  # NEWOBJ, then BUILD with its __dict__
+    state = kit.dict_of([
+        ("layer.weight", kit.tensor_v2(kit.storage("0", numel=4), 0, [2, 2], [2, 1])),
+        ("layer.bias", kit.tensor_v2(kit.storage("1", numel=2), 0, [2], [1]))])
+    top = kit.dict_of([("epoch", kit.integer(3)), ("global_step", kit.integer(120)),
+                       ("pytorch-lightning_version", kit.text("2.5.0")), ("state_dict", state),
+                       ("hparams_name", kit.text("args")), ("hyper_parameters", namespace)])
+    records = {"0": struct.pack("<4f", 1, 1, 1, 1), "1": struct.pack("<2f", 0, 0)}
+    path.write_bytes(kit.Checkpoint(kit.stream(top), records).zip_bytes(prefix=path.stem))
+    return path
+
+
+@pytest.fixture
+def lightning_builders() -> tuple[Callable[[Path], Path], Callable[[Path], Path]]:
+    """(torch_saved_lightning, hand_built_lightning), to compare the two."""
+    return torch_saved_lightning, hand_built_lightning
+
+
+@pytest.fixture(scope="session")
+def lightning_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Lightning-style checkpoint whose hyper-parameters are an ``argparse.Namespace``:
+    torch's own where torch is installed, else the same assembled by hand."""
+    import importlib.util
+
+    path = tmp_path_factory.mktemp("lightning") / "last.ckpt"
+    if importlib.util.find_spec("torch") is None:
+        return hand_built_lightning(path)
+    return torch_saved_lightning(path)

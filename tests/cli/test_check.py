@@ -265,3 +265,24 @@ def test_git_files_at_the_top_are_left_out_as_verify_leaves_them(
     result = json_of(cli(["check", str(model), "--json"]), "check", 1)
     assert [f["path"] for f in result["files"] if f["status"] == "dangerous"] == [
         "sub/.git/evil.pkl"]
+
+
+@RUNNER_ONLY
+def test_hand_built_lightning_scans_as_torch_saved(
+        cli: Any, tmp_path: Path, json_of: Callable[..., Any],
+        lightning_builders: tuple[Callable[[Path], Path], Callable[[Path], Path]]) -> None:
+    """The checkpoint the numpy-only core run assembles by hand (no torch there)
+    gets the same findings, globals and verdict as the one torch.save writes."""
+    pytest.importorskip("torch", reason="compares with what the real torch.save writes")
+    torch_saved_lightning, hand_built_lightning = lightning_builders
+
+    def findings(name: str, build: Callable[[Path], Path]) -> Any:
+        folder = tmp_path / name
+        folder.mkdir()
+        build(folder / "last.ckpt")
+        result = json_of(cli(["check", str(folder), "--json"]), "check", 1)
+        return sorted((f["rule"], f["global"] or "", f["fails"]) for f in result["findings"])
+
+    torch_saved = findings("torch", torch_saved_lightning)
+    assert torch_saved == findings("hand", hand_built_lightning)
+    assert ("TF002", "argparse.Namespace", True) in torch_saved

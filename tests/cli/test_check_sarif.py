@@ -47,12 +47,19 @@ def _check_uris(node: Any, in_bases: bool = False) -> None:
 
 
 def validate(log: dict[str, Any]) -> None:
+    """The SARIF schema where jsonschema and the schema file are there (the test
+    extra, ../shared), then the cross-references the schema cannot express. The
+    numpy-only core run has no jsonschema: the rest of each test still runs."""
     _check_uris(log)
-    jsonschema = pytest.importorskip("jsonschema")
-    if not SCHEMA.is_file():
+    try:
+        import jsonschema
+    except ImportError:
+        jsonschema = None
+    if jsonschema is not None and SCHEMA.is_file():
+        schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
+        jsonschema.Draft4Validator(schema, format_checker=jsonschema.FormatChecker()).validate(log)
+    elif jsonschema is not None:
         pytest.skip(f"no SARIF schema at {SCHEMA}")
-    schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
-    jsonschema.Draft4Validator(schema, format_checker=jsonschema.FormatChecker()).validate(log)
     run = log["runs"][0]
     rules = run["tool"]["driver"]["rules"]
     for result in run["results"]:

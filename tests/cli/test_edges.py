@@ -193,6 +193,23 @@ def test_trusted_root_that_is_a_key(cli: Any, tmp_path: Path, json_of: Any,
     assert err["type"] == "TrustedRootError" and "trusted_root.json" in err["hint"]
 
 
+def test_trusted_root_that_is_a_key_without_sigstore(
+        tmp_path: Path, keys: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the optional sigstore package a key given as the trusted root is
+    still a TrustedRootError (the file is wrong), not "install sigstore"."""
+
+    from tensorfile.errors import TrustedRootError
+    from tensorfile.integrity import SigstoreTrust
+    from tensorfile.integrity.keyless import verify_keyless
+
+    st = _weights(tmp_path / "w.safetensors")
+    _sign_anyway(st, tmp_path / "model.sig", keys[0])
+    monkeypatch.setitem(sys.modules, "sigstore", None)  # `import sigstore` raises ImportError
+    with pytest.raises(TrustedRootError, match=r"not a Sigstore trusted root|JSON"):
+        verify_keyless((tmp_path / "model.sig").read_bytes(), tmp_path / "model.sig",
+                       SigstoreTrust(keys[1], "a@b", "https://x"))
+
+
 # -- issue 22 items 9 and 10 --------------------------------------------------------------
 def test_names_cannot_forge_lines(cli: Any, tmp_path: Path, json_of: Any,
                                   keys: tuple[Path, Path]) -> None:

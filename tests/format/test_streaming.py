@@ -33,8 +33,13 @@ from tensorfile.sharded import save_sharded
 
 DTYPES = ["float32", "float64", "int8", "uint8", "int16", "int64", "float16", "bool"]
 
+# Any encodable name but NUL: no surrogates (not UTF-8). Spelt with arguments
+# hypothesis 6.0 (the lower bound, CI's 3.10 run) already has: codec= and
+# exclude_characters= came later, and blacklist_* are deprecated since.
+_name_chars = st.characters(min_codepoint=1).filter(lambda c: not 0xD800 <= ord(c) <= 0xDFFF)
+
 tensor_dicts = st.dictionaries(
-    st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=8),
+    st.text(_name_chars, min_size=1, max_size=8),
     st.tuples(st.sampled_from(DTYPES), st.lists(st.integers(0, 5), max_size=3)),
     max_size=6,
 )
@@ -84,6 +89,7 @@ def test_sharded_same_files_as_save_sharded(tmp_path: Path, spec: dict[str, tupl
 
 
 def test_reference_safetensors_reads_it(tmp_path: Path) -> None:
+    pytest.importorskip("safetensors", reason="the reference reader is in the test extra only")
     import safetensors.numpy as snp
 
     tensors = {"w": np.arange(12, dtype=np.float32).reshape(3, 4), "b": np.arange(3, dtype=np.int64)}

@@ -193,8 +193,12 @@ def _toml(path: Path) -> tuple[dict[str, Any], str]:
         raise PolicyError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except tomllib.TOMLDecodeError as e:
         raise PolicyError(f"{path}: not valid TOML: {e}") from None
-    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
-        raise PolicyError(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
+    except RecursionError as e:
+        # tomllib parses nested arrays and inline tables recursively; tomli 2.5
+        # (the backport on 3.10) also refuses a dotted key of over 1000 parts
+        # with this exception, and its message says so.
+        raise PolicyError(f"{path}: not valid TOML: arrays, tables or keys nested too deeply "
+                          f"({str(e)[:200]})") from None
 
 
 # -- reading it ----------------------------------------------------------------------------

@@ -122,9 +122,21 @@ def verify_keyless(data: bytes, where: str | os.PathLike[str], trust: SigstoreTr
     """Verify the Sigstore bundle ``data`` (read from ``where``) against ``trust``, offline.
 
     Raises :class:`CertificateError` (chain, SCT or identity), :class:`SignatureError`
-    (log entry or DSSE signature), :class:`BundleError` (malformed bundle) or
-    :class:`UnsupportedAlgorithmError`; never returns unless everything verified.
+    (log entry or DSSE signature), :class:`BundleError` (malformed bundle),
+    :class:`TrustedRootError` (not a trusted root, checked before the optional
+    sigstore package is needed) or :class:`UnsupportedAlgorithmError`; never
+    returns unless everything verified.
     """
+    # The same strict reading as every other bundle (duplicate keys refused),
+    # before sigstore's own parser, which would keep the last of two; and the
+    # trusted root read before sigstore is imported: a wrong file given as the
+    # root (a key, a certificate) is reported as such whether or not the
+    # optional package is installed (installing it would not help).
+    try:
+        load_bundle_document(data)
+    except BundleError as e:
+        raise type(e)(f"{where}: {e}") from None
+    raw_root = _trusted_root_json(trust.trusted_root)
     try:
         # Imported here: an optional dependency, and heavy (pydantic models).
         from sigstore.errors import CertValidationError
@@ -138,15 +150,8 @@ def verify_keyless(data: bytes, where: str | os.PathLike[str], trust: SigstoreTr
             f"{where}: verifying Sigstore keyless bundles needs the sigstore package "
             "(pip install 'tensorfile[sigstore]')"
         ) from None
-    # The same strict reading as every other bundle (duplicate keys refused),
-    # before sigstore's own parser, which would keep the last of two.
-    try:
-        load_bundle_document(data)
-    except BundleError as e:
-        raise type(e)(f"{where}: {e}") from None
     from cryptography import x509  # here: only keyless bundles need X.509 (start-up time)
 
-    raw_root = _trusted_root_json(trust.trusted_root)
     try:
         root = TrustedRoot(TrustedRootMessage.from_json(raw_root))
         verifier = Verifier(trusted_root=root)
