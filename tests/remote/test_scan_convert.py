@@ -190,6 +190,15 @@ def test_cli_scan_and_convert_of_a_url(server: Nginx, tmp_path: Path) -> None:
     conv = _cli("convert", "--json", server.url("model.pt"), str(out))
     assert conv.returncode == 0, conv.stderr
     assert json.loads(conv.stdout)["result"]["outputs"] == [str(out)]
+    # Run again over its own output: refused before anything is fetched, the file kept.
+    before = out.read_bytes()
+    again = _cli("convert", "--json", server.url("model.pt"), str(out))
+    assert again.returncode == 2 and "--overwrite" in again.stdout + again.stderr
+    assert out.read_bytes() == before
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    assert _cli("convert", server.url("model.pt"), str(notes)).returncode == 2
+    assert notes.read_text() == "mine"
 
 
 @pytest.fixture(scope="module")
