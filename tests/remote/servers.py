@@ -134,8 +134,24 @@ http {{
                 self._proc.wait()
 
     def log(self) -> list[LogLine]:
-        """The access log so far (nginx writes each line as the request ends)."""
-        out = []
+        """The access log once no line has come for 0.2 s (at most 10 s).
+
+        nginx writes a line as its request ends, which on a loaded machine can
+        be well after the client has its bytes: a fixed short sleep miscounted
+        requests under CI's load (and a late line of one test landed in the
+        next one's count)."""
+        lines = self._read_log()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            again = self._read_log()
+            if len(again) == len(lines):
+                break
+            lines = again
+        return lines
+
+    def _read_log(self) -> list[LogLine]:
+        out: list[LogLine] = []
         if not self.access_log.exists():
             return out
         for line in self.access_log.read_text().splitlines():

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _log_after(server: Nginx, n: int) -> list:  # type: ignore[type-arg]
-    time.sleep(0.05)  # nginx writes the line as the request ends
-    return server.log()[n:]
+    return server.log()[n:]  # log() waits for nginx's late lines
 
 
 def test_load_file_matches_and_uses_block_sized_concurrent_ranges(nginx: Nginx, model: Model) -> None:

@@ -38,8 +38,7 @@ def _copy(model: Model, name: str, files: tuple[str, ...] = (*SHARDS, INDEX, "mo
 
 
 def _log_after(server: Nginx, n: int) -> list:  # type: ignore[type-arg]
-    time.sleep(0.05)  # nginx writes the line as the request ends
-    return server.log()[n:]
+    return server.log()[n:]  # log() waits for nginx's late lines
 
 
 def test_open_sharded_reads_headers_only_then_what_is_touched(nginx: Nginx, model: Model) -> None:
