@@ -10,7 +10,11 @@ of it is resident, and times loading every tensor into this process's memory
 as torch CPU tensors and touching one byte per 4 KiB page of each (what a
 zero-copy mmap "load" defers to first use is counted, as for the others).
 
-Methods: tensorfile's default (``mmap``), its ``pread`` backend, the
+Methods: tensorfile's default (``mmap``), its ``pread`` backend, a verified
+load (``load_file(..., verify=TrustPolicy(key, signature))``: the signature
+checked, then every tensor hashed as its bytes are copied into private
+memory; the file is signed once, beside it, with tensorfile's per-tensor
+digests), the
 ``parallel`` strategy (concurrent ``pread`` of the data region in
 ``--block-mib`` blocks into one buffer, ``--readers`` threads:
 ``bench/_cold_pread.py``), ``safetensors.torch.load_file`` (mmap, and its
@@ -18,7 +22,11 @@ Methods: tensorfile's default (``mmap``), its ``pread`` backend, the
 fastsafetensors on the CPU (``nogds=True``), runai-model-streamer (local
 file), tensorizer (its own file format, local file, CPU); and the raw limits:
 ``dd bs=16M`` and ``cat`` of the same file, cold (the disk), and a warm
-memcpy of the same number of bytes (the memory). An anchor that is not
+memcpy of the same number of bytes (the memory), and the first touch of as
+much new memory in a fresh process (what any load into private memory pays
+before its first byte is copied; a mapped load never does: on a virtual
+machine whose host hands memory back lazily this alone can cost more than
+the disk). An anchor that is not
 installed, or cannot run here, is reported with the reason. fastsafetensors
 (``disable_cache``) and runai-model-streamer read around the page cache, so
 their "warm" runs (``--warm``) read the disk again: the ``cached`` column
@@ -110,6 +118,13 @@ def load_method(method: str, path: Path, tz_path: Path, readers: int, block: int
 
         with safe_open(path, "pt", backend="pread") as f:
             return f.tensors(threads=readers)
+    if method == "tensorfile-verified":
+        import tensorfile
+        from tensorfile.integrity import TrustPolicy
+
+        key, sig = signature_files(path)
+        return tensorfile.load_file(path, "pt", verify=TrustPolicy(key=key.with_suffix(".pub"),
+                                                                  signature=sig))
     if method.startswith("tensorfile-parallel"):
         from _cold_pread import load_whole
 
@@ -176,6 +191,22 @@ def child(args: argparse.Namespace) -> None:
 # ------------------------------------------------------------------ parent side
 
 
+def signature_files(path: Path) -> tuple[Path, Path]:
+    """The bench's signing key (its public half beside it, ``.pub``) and the
+    signature of ``path``."""
+    return path.parent / "bench-key.pem", path.with_suffix(".sig")
+
+
+def sign_once(path: Path) -> None:
+    from tensorfile.integrity import generate_key, sign
+
+    key, sig = signature_files(path)
+    if not key.exists():
+        generate_key(key, key.with_suffix(".pub"))
+    if not sig.exists():
+        sign(path, key, sig)
+
+
 def make_files(folder: Path, size_mib: int) -> tuple[Path, Path]:
     import numpy as np
     import torch
@@ -236,13 +267,25 @@ def memcpy_warm(nbytes: int, repeat: int = 3) -> dict[str, Any]:
     return {"seconds": best, "bytes": nbytes}
 
 
+def fresh_memory(nbytes: int) -> dict[str, Any]:
+    """Seconds a fresh process takes to touch ``nbytes`` of new memory, one
+    write per 4 KiB page (numpy's allocation: transparent huge pages where
+    the kernel gives them), best of three processes."""
+    code = ("import time, numpy as np\n"
+            f"t = time.perf_counter(); a = np.empty({nbytes}, np.uint8); a[::4096] = 1\n"
+            "print(time.perf_counter() - t)")
+    runs = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                 check=True).stdout) for _ in range(3)]
+    return {"seconds": min(runs), "bytes": nbytes}
+
+
 def _timed(fn: Any) -> float:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
 
 
-METHODS = ["dd", "cat", "tensorfile-mmap", "tensorfile-pread", "tensorfile-parallel",
+METHODS = ["dd", "cat", "tensorfile-mmap", "tensorfile-pread", "tensorfile-verified", "tensorfile-parallel",
            "safetensors", "safetensors-pread", "fastsafetensors", "runai", "tensorizer"]
 
 
@@ -267,6 +310,7 @@ def main() -> None:
     folder = Path(args.dir)
     folder.mkdir(parents=True, exist_ok=True)
     path, tz = make_files(folder, args.size_mib)
+    sign_once(path)
     methods = args.only.split(",") if args.only else METHODS
     readers = [int(x) for x in args.readers.split(",")]
     blocks = [int(x) for x in args.block_mib.split(",")]
@@ -300,6 +344,7 @@ def main() -> None:
                 rows.append((label + " (warm)", run_child(method, path, tz, r, b, warm=True)))
             print(f"  {label}: {best}", file=sys.stderr, flush=True)
     rows.append(("memcpy (warm)", memcpy_warm(path.stat().st_size)))
+    rows.append(("first touch of new memory", fresh_memory(path.stat().st_size)))
     load1 = os.getloadavg()
     dd = next((g["seconds"] for n, g in rows if n == "dd" and "seconds" in g), None)
     print(f"cold whole-model load, {args.size_mib} MiB, 64 tensors; load average "
@@ -313,6 +358,10 @@ def main() -> None:
         ratio = f"{dd / got['seconds']:.2f}" if dd else "-"
         cached = f"{got['resident_before']:.1%}" if "resident_before" in got else "-"
         print(f"{name:38} {got['seconds']:8.3f} {gbs:6.2f} {ratio:>6} {cached:>7}")
+    secs = {n: g["seconds"] for n, g in rows if "seconds" in g}
+    if "tensorfile-verified" in secs and "tensorfile-mmap" in secs:
+        print(f"verified load / plain load (mmap), cold: "
+              f"{secs['tensorfile-verified'] / secs['tensorfile-mmap']:.2f}x (target <= 1.1x)")
     if args.json:
         print(json.dumps({"size_mib": args.size_mib, "loadavg": [load0, load1],
                           "rows": dict(rows)}, indent=1))

@@ -15,7 +15,12 @@ signed, served by nginx (HTTP) and by moto's S3 server, and loaded by:
 
 moto's S3 server copies the whole object out of its store for every range
 request, so its loads cost O(requests x size): run S3 at a few hundred MiB
-(``--transports s3 --size-mib 256``) and HTTP at 2 GiB.
+(``--transports s3 --size-mib 256``) and HTTP at 2 GiB. Transport ``s3n``
+measures the S3 clients' byte path at full size: the same nginx answers
+their path-style S3 requests (``GET /bench/model.safetensors`` with
+``Range``; nginx ignores the request signature and has no S3 logic), and
+``cat_ranges`` (s3fs), tensorfile (s3fs) and runai-model-streamer (its AWS
+client) each load ``s3://bench/model.safetensors`` through it.
 
 Each load runs in a fresh process (``--child``), which reports its wall time
 and its peak RSS; throughput is model bytes over wall time. Ratios are
@@ -124,7 +129,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size-mib", type=int, default=2048)
     ap.add_argument("--repeat", type=int, default=1, help="best of N loads per contender")
-    ap.add_argument("--transports", default="http,s3", help="http, s3 or both (comma-separated)")
+    ap.add_argument("--transports", default="http,s3",
+                    help="http, s3 (moto), s3n (S3 requests answered by nginx); comma-separated")
+    ap.add_argument("--limit-rate", default=None, metavar="RATE",
+                    help="cap nginx's sending rate per connection (nginx syntax, e.g. 64m = "
+                         "64 MiB/s): a link slower than loopback, as object stores are")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--child", nargs=4, metavar=("KIND", "URL", "OPTS", "PUB"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -153,6 +162,10 @@ def main() -> None:
         save_file(tensors, model)
         generate_key(Path(tmp) / "k.pem")
         sign(model, Path(tmp) / "k.pem")
+        # The bucket of transport s3n: path-style s3://bench/... is /bench/... to nginx.
+        (www / "bench").mkdir()
+        for name in ("model.safetensors", "model.sig"):
+            os.link(www / name, www / "bench" / name)
         pub = str(Path(tmp) / "k.pem.pub")
         size = model.stat().st_size
         have_tensorizer = "http" in args.transports
@@ -170,13 +183,15 @@ def main() -> None:
         del tensors
 
         transports = set(args.transports.split(","))
-        with Nginx(www, Path(tmp) / "nginx") as ng, S3Server() as s3:
+        with Nginx(www, Path(tmp) / "nginx", limit_rate=args.limit_rate) as ng, S3Server() as s3:
             client = s3.client()
             if "s3" in transports:
                 client.create_bucket(Bucket="bench")
                 client.upload_file(str(model), "bench", "model.safetensors")
                 client.upload_file(str(www / "model.sig"), "bench", "model.sig")
             s3_opts = {k: v for k, v in s3.storage_options.items() if k != "skip_instance_cache"}
+            s3n_opts = {**s3_opts, "client_kwargs": {**s3_opts["client_kwargs"],
+                                                      "endpoint_url": ng.base}}
             s3_env = {**env, "AWS_ENDPOINT_URL": s3.endpoint, "AWS_ACCESS_KEY_ID": "testing",
                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
                       "AWS_EC2_METADATA_DISABLED": "true",
@@ -192,6 +207,11 @@ def main() -> None:
                 ("s3", "tensorfile", "s3://bench/model.safetensors", s3_opts, env),
                 ("s3", "tensorfile-verified", "s3://bench/model.safetensors", s3_opts, env),
                 ("s3", "runai", "s3://bench/model.safetensors", {}, s3_env),
+                ("s3n", "cat_ranges", "s3://bench/model.safetensors", s3n_opts, env),
+                ("s3n", "tensorfile", "s3://bench/model.safetensors", s3n_opts, env),
+                ("s3n", "tensorfile-verified", "s3://bench/model.safetensors", s3n_opts, env),
+                ("s3n", "runai", "s3://bench/model.safetensors", {},
+                 {**s3_env, "AWS_ENDPOINT_URL": ng.base}),
             ]
             if have_tensorizer:
                 plan.append(("http", "tensorizer", ng.url("model.tensors"), {}, env))
@@ -206,7 +226,8 @@ def main() -> None:
     if args.json:
         print(json.dumps({"size": size, "results": results, "summary": table}, indent=2))
     else:
-        print(f"\nmodel: {size / 2**30:.2f} GiB, loopback, block {BLOCK >> 20} MiB x {CONCURRENCY}")
+        link = f", nginx limit_rate {args.limit_rate} per connection" if args.limit_rate else ""
+        print(f"\nmodel: {size / 2**30:.2f} GiB, loopback{link}, block {BLOCK >> 20} MiB x {CONCURRENCY}")
         for name, row in table.items():
             print(f"  {name:32s} {row}")
 

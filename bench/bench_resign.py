@@ -88,7 +88,7 @@ def main() -> None:
 
     full_bytes = Counter()
     runs: dict[str, Callable[[], object]] = {
-        "tensorfile sign (full)": lambda: sign(model, key, progress=full_bytes),
+        "tensorfile sign (full)": lambda: sign(model, key, progress=full_bytes, overwrite=True),
         "model-signing sign key (full)": ms_sign,
     }
     times: dict[str, list[float]] = {k: [] for k in [*runs, "tensorfile sign --update"]}

@@ -114,8 +114,8 @@ def prepare(out: Path, size_mib: int, shards: int) -> tuple[Path, Path, Path, Pa
     import model_signing as ms
 
     for m in (model, single):
-        sign(m, key)
-        sign(m, key, sha256_signature(m), tensor_algorithm="sha256")
+        sign(m, key, overwrite=True)
+        sign(m, key, sha256_signature(m), tensor_algorithm="sha256", overwrite=True)
         ms.signing.Config().use_elliptic_key_signer(private_key=key).set_hashing_config(
             ms.hashing.Config().use_file_serialization(hashing_algorithm="blake3")
         ).sign(m, blake3_ms_signature(m))
@@ -250,7 +250,7 @@ def main() -> None:
     t_full_single, t_ms_single = best["tf_single"][0], best["ms_single"][0]
     t_sha_single, t_ms_b3_single = best["tf_sha_single"][0], best["ms_b3_single"][0]
     # Signing hashes every byte twice (SHA-256 file digest + tensor digests), on two threads.
-    t_sign_single = best_of(1, lambda: sign(single, key))
+    t_sign_single = best_of(1, lambda: sign(single, key, overwrite=True))
     name = f"layers.{max(1, args.size_mib // TENSOR_MIB) // 2}.weight"  # one in the middle
 
     def on_load() -> None:

@@ -29,18 +29,19 @@ from tensorfile.errors import FileReadError
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Each child cuts the file when the reader first runs a pickle stream or
-# assesses the GGUF: after the container was read, before the entry is.
+# Each child cuts the file when the reader first sniffs an entry or assesses
+# the GGUF: after the container was read (and the first bytes of every entry,
+# asked for at once), before the entry's pickle stream is.
 _CUT_AT_FIRST_STREAM = r"""
 import json, os, sys
 from pathlib import Path
 from tensorfile.scan.pickle import containers
 path = Path(sys.argv[1])
-real = containers.run_stream
+real = containers.sniff
 def cut(*args, **kw):
     os.truncate(path, 0)
     return real(*args, **kw)
-containers.run_stream = cut
+containers.sniff = cut
 """
 
 _SCAN = _CUT_AT_FIRST_STREAM + r"""

@@ -68,13 +68,18 @@ _LOG = re.compile(r'^(\S+) (\d+) (\d+) "([^"]*)" "([^"]*)"$')
 class Nginx:
     """nginx serving ``root`` on a free loopback port (``with Nginx(root) as n:``)."""
 
-    def __init__(self, root: Path, workdir: Path) -> None:
+    def __init__(self, root: Path, workdir: Path, *, limit_rate: str | None = None) -> None:
+        """``limit_rate`` (nginx's syntax: ``"64m"`` is 64 MiB/s) caps each
+        connection's sending rate, as an object store's per-connection
+        bandwidth does: loads are then paced by the link, not by loopback's
+        CPU-bound copy."""
         if NGINX is None:
             raise RuntimeError("nginx is not installed (apt-get install nginx-light)")
         self.root = root
         self.workdir = workdir
         self.port = free_port()
         self.access_log = workdir / "access.log"
+        self.limit_rate = limit_rate
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -110,6 +115,7 @@ http {{
     default_type application/octet-stream;
     sendfile on;
     keepalive_requests 100000;
+    {f"limit_rate {self.limit_rate};" if self.limit_rate else ""}
     server {{
         listen 127.0.0.1:{self.port};
         root {self.root};

@@ -561,14 +561,30 @@ class RemoteFile:
         else:
             self.read([(offset, view, None)])
 
-    def read(self, jobs: Sequence[tuple[int, memoryview, TensorCheck | None]]) -> None:
+    def read_many(self, jobs: Sequence[tuple[int, memoryview]]) -> None:
+        """:meth:`read_into` of each ``(offset, view)``, fetched concurrently
+        (a :class:`~tensorfile._io.sources.ByteSource`): exactly those
+        ranges, never a gap between them, so a scan fetches only the pages it
+        looks at."""
+        rest = []
+        for offset, view in jobs:
+            end = offset + len(view)
+            if 0 <= offset and end <= len(self._prefix):
+                view[:] = self._prefix[offset:end]
+            else:
+                rest.append((offset, view, None))
+        if rest:
+            self.read(rest, merge_gap=0)
+
+    def read(self, jobs: Sequence[tuple[int, memoryview, TensorCheck | None]],
+             *, merge_gap: int | None = None) -> None:
         """Fill each ``view`` with the object's bytes from ``offset`` on.
 
         Neighbouring ranges are fetched together, in requests of at most
         ``block_size`` bytes, ``concurrency`` at a time. A job's ``check`` is
         fed its bytes in order as they land and finished before this returns;
         any failure (a digest, a range, a changed object) raises and nothing
-        is returned."""
+        is returned. ``merge_gap`` overrides the options' for this call."""
         for offset, view, _ in jobs:
             if offset < 0 or offset + len(view) > self.size:
                 raise TruncatedFileError(
@@ -576,17 +592,17 @@ class RemoteFile:
                     f"the {self.size:,}-byte object"
                 )
         if jobs:
-            self._run(self._read_all(jobs))
+            self._run(self._read_all(jobs, self.options.merge_gap if merge_gap is None else merge_gap))
 
     def _plan(
-        self, jobs: Sequence[tuple[int, memoryview, TensorCheck | None]]
+        self, jobs: Sequence[tuple[int, memoryview, TensorCheck | None]], merge_gap: int
     ) -> list[tuple[int, int, list[tuple[int, int, memoryview]]]]:
         """Requests ``(start, end, pieces)``: each piece ``(job, index in the
         job, view)``; runs of adjacent jobs share requests up to block_size,
         and so do runs at most ``merge_gap`` apart, each gap a piece of job
         ``-1`` (a scratch view, dropped)."""
         block = self.options.block_size
-        gap = min(self.options.merge_gap, block)
+        gap = min(merge_gap, block)
         scratch = memoryview(bytearray(gap)) if gap else None
         order = sorted(range(len(jobs)), key=lambda j: jobs[j][0])
         requests: list[tuple[int, int, list[tuple[int, int, memoryview]]]] = []
@@ -613,8 +629,9 @@ class RemoteFile:
             requests.append((cur_start, cur_end, pieces))
         return requests
 
-    async def _read_all(self, jobs: Sequence[tuple[int, memoryview, TensorCheck | None]]) -> None:
-        requests = self._plan(jobs)
+    async def _read_all(self, jobs: Sequence[tuple[int, memoryview, TensorCheck | None]],
+                        merge_gap: int) -> None:
+        requests = self._plan(jobs, merge_gap)
         n_pieces = [0] * len(jobs)
         for _, _, pieces in requests:
             for j, k, _ in pieces:

@@ -33,6 +33,7 @@ import errno
 import mmap
 import os
 import struct
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from tensorfile._io.files import open_regular, pread_into
@@ -61,6 +62,10 @@ class ByteSource(Protocol):
 
     def read_into(self, offset: int, view: memoryview) -> None:
         """Fill ``view`` with the bytes at ``offset``: all of them, or a typed error."""
+        ...
+
+    def read_many(self, jobs: Sequence[tuple[int, memoryview]]) -> None:
+        """:meth:`read_into` for each ``(offset, view)``, in any order or at once."""
         ...
 
     def close(self) -> None:
@@ -95,6 +100,10 @@ class FileSource:
                     errno.EIO, f"file ended at byte {offset + got} while it was read (it "
                     f"was {self.size} bytes when opened: changed or cut short)", self.label)
             got += n
+
+    def read_many(self, jobs: Sequence[tuple[int, memoryview]]) -> None:
+        for offset, view in jobs:  # a local read costs no round trip: one by one
+            self.read_into(offset, view)
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -167,6 +176,31 @@ class Image:
                 self.source.read_into(a, view[a:b])
             have[i:j] = b"\x01" * (j - i)
             first = j
+
+    def prefetch(self, spans: Iterable[tuple[int, int]]) -> None:
+        """Copy in every ``[lo, hi)`` of ``spans`` (clamped) where it is not yet,
+        in one :meth:`ByteSource.read_many`: a parser that knows it will look
+        at many scattered places (a zip's local headers) asks for them at
+        once, which a remote source fetches concurrently instead of one round
+        trip each."""
+        have, last = self._have, -1
+        runs: list[list[int]] = []
+        for lo, hi in sorted(spans):
+            first, stop = max(lo, 0) // PAGE, (min(hi, self.size) - 1) // PAGE + 1
+            for i in range(max(first, last), stop):
+                if not have[i]:
+                    if runs and runs[-1][1] == i:
+                        runs[-1][1] = i + 1
+                    else:
+                        runs.append([i, i + 1])
+            last = max(last, stop)
+        if not runs:
+            return
+        with memoryview(self._map) as view:
+            self.source.read_many(
+                [(i * PAGE, view[i * PAGE : min(j * PAGE, self.size)]) for i, j in runs])
+        for i, j in runs:
+            have[i:j] = b"\x01" * (j - i)
 
     def buffer_for(self, start: int, end: int) -> Image | mmap.mmap:
         """What the pickle reader should read ``[start, end)`` from: the image's
@@ -268,6 +302,13 @@ class Image:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def prefetch(buf: Any, spans: Iterable[tuple[int, int]]) -> None:
+    """:meth:`Image.prefetch` where ``buf`` is an :class:`Image`; other buffers
+    (bytes, a map) already hold every byte."""
+    if type(buf) is Image:
+        buf.prefetch(spans)
 
 
 def unpack_from(fmt: str, buf: Any, offset: int = 0) -> tuple[Any, ...]:

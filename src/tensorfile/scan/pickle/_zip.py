@@ -14,7 +14,7 @@ import itertools
 import struct
 from typing import Final, NamedTuple
 
-from tensorfile._io.sources import unpack_from
+from tensorfile._io.sources import prefetch, unpack_from
 from tensorfile._picklevm.opcodes import (
     Buffer,
 )
@@ -200,7 +200,7 @@ def _directory(buf: Buffer, base: int, end: int, cd: int, cd_size: int, total: i
                disk: int, problems: list[str], *, by_size: bool = False
                ) -> tuple[list[ZipEntry], int]:
     """``total`` central entries from ``cd`` (miniz) or all within ``cd_size`` (zipfile)."""
-    entries = []
+    central: list[tuple[int, bytes, int, int, int, int, int]] = []
     pos, cd_end = cd, cd + cd_size
     seen: dict[bytes, bytes] = {}
     for _ in range(total):
@@ -230,7 +230,12 @@ def _directory(buf: Buffer, base: int, end: int, cd: int, cd_size: int, total: i
             what = "appears twice" if seen[key] == raw else f"collides with {seen[key]!r} when case is ignored"
             problems.append(f"zip entry {raw!r} {what} (readers pick different ones)")
         seen[key] = raw
-        entries.append(_local(buf, base, end, loff, raw, flags, method, csize, usize, problems))
+        central.append((loff, raw, flags, method, csize, usize, xlen))
+    # Every local header is read next: asked for at once, which a remote
+    # checkpoint fetches concurrently rather than one round trip per entry.
+    prefetch(buf, [(base + c[0], base + c[0] + 30 + len(c[1]) + c[6]) for c in central])
+    entries = [_local(buf, base, end, loff, raw, flags, method, csize, usize, problems)
+               for loff, raw, flags, method, csize, usize, _ in central]
     return entries, pos - cd
 
 

@@ -38,7 +38,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final, NamedTuple
 
-from tensorfile._io.sources import Image, open_image
+from tensorfile._io.sources import Image, open_image, prefetch
 from tensorfile._picklevm._allowed import AllowingPolicy
 from tensorfile._picklevm._joblib import array_skip
 from tensorfile._picklevm.machine import Call, Limits, StreamResult, run_stream
@@ -429,6 +429,10 @@ class _Walker:
             more = len(layout.problems) - _MAX_PROBLEMS
             self.fail(location, start, f"ambiguous zip archive: {more} more disagreements")
         entries = layout.entries
+        # Each entry's first bytes are sniffed below: asked for at once, which a
+        # remote checkpoint fetches concurrently (as _zip does for local headers).
+        prefetch(buf, [(e.data_start, e.data_start + min(_SNIFF, e.comp_size))
+                       for e in entries if e.data_start >= 0])
         kind = "zip"
         before = len(self.streams)
         readable = 0
