@@ -85,6 +85,27 @@ def test_remote_zip_scan_reads_directory_and_pickle_not_storages(server: Nginx, 
     assert fetched < 400_000 < size // 20, (fetched, size)
 
 
+def test_remote_scan_of_many_records_asks_in_batches_for_exactly_their_pages(
+        server: Nginx, www: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 300 records of 40 KiB: a local header and a sniff page each, fetched by
+    # read_many in batches (made small here so that several run), never the
+    # records' data between them.
+    path = www / "many.pt"
+    torch.save({f"t{i}": torch.full((10240,), float(i)) for i in range(300)}, path)
+    from tensorfile._io import remote as remote_module
+
+    monkeypatch.setattr(remote_module, "_MANY_BATCH", 7)
+    before = len(server.log())
+    (report,) = scan(server.url("many.pt")).files
+    lines = server.log()[before:]
+    (local,) = scan(path).files
+    _same_streams(report, local)
+    assert report.verdict is Verdict.SAFE
+    pages = sum(1 for line in lines if line.body_bytes == 4096)
+    assert pages >= 300, len(lines)  # one or two pages a record
+    assert sum(line.body_bytes for line in lines) < path.stat().st_size // 4
+
+
 def test_remote_legacy_and_raw_pickles_keep_their_verdicts(server: Nginx, www: Path) -> None:
     for name in ("legacy.pt", "evil.pkl"):
         (report,) = scan(server.url(name)).files

@@ -61,6 +61,8 @@ DEFAULT_RETRIES = 3
 #: trip to an object store (10-30 ms). A tensor-parallel rank's strided runs
 #: (a block split along a later dimension) are otherwise one request each.
 DEFAULT_MERGE_GAP = 1 << 20
+#: Ranges of one :meth:`RemoteFile.read_many` fetched per concurrent batch.
+_MANY_BATCH = 1024
 #: Redirects followed for one request (within one host).
 MAX_REDIRECTS = 5
 
@@ -573,8 +575,10 @@ class RemoteFile:
                 view[:] = self._prefix[offset:end]
             else:
                 rest.append((offset, view, None))
-        if rest:
-            self.read(rest, merge_gap=0)
+        # In batches: a hostile zip may name 100,000 entries (the scanner's
+        # limit), and one batch is one asyncio task per request.
+        for at in range(0, len(rest), _MANY_BATCH):
+            self.read(rest[at : at + _MANY_BATCH], merge_gap=0)
 
     def read(self, jobs: Sequence[tuple[int, memoryview, TensorCheck | None]],
              *, merge_gap: int | None = None) -> None:
