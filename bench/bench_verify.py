@@ -27,7 +27,7 @@ each figure is the best of ``--repeat`` runs, taken in interleaved rounds:
 4. Whole-model verified load: ``load_file(path, fw, verify=key)`` of one
    ``--size-mib`` file in ``--load-tensor-mib`` tensors (default 16 MiB: 64
    tensors for 1 GiB), numpy and torch, against ``verify(path, key)`` plus a
-   plain ``load_file(path, fw)`` of the same file (target: ratio <= 1.3x).
+   plain ``load_file(path, fw)`` of the same file (target: ratio <= 1.2x, issue 28; issue 16 asked for 1.3x).
    Wall and CPU seconds are both reported: on a shared machine the CPU ratio
    is the steadier one. ``--load-only`` runs just this part.
 5. ``--limit-only``: just the hashing limit of section 3, as ``--repeat``
@@ -144,16 +144,24 @@ def warm(paths: list[Path]) -> None:
                 pass
 
 
-def verified_load(out: Path, size_mib: int, tensor_mib: int, repeat: int) -> dict[str, float]:
-    """Section 4: whole-model verified loads against verify + plain load, numpy and torch."""
+def signed_file(out: Path, folder: str, size_mib: int, seed: int,
+                tensor_mib: int = TENSOR_MIB) -> tuple[Path, Path]:
+    """``out/folder/model.safetensors`` (written and signed once, then reused)
+    and the public key that verifies it."""
     key, pub = out / "key.pem", out / "key.pem.pub"
     if not key.exists():
         generate_key(key, pub)
-    path = out / f"load-{size_mib}m-{tensor_mib}" / "model.safetensors"
+    path = out / folder / "model.safetensors"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_shard(path, size_mib, seed=7, tensor_mib=tensor_mib)
-        sign(path, key)
+        write_shard(path, size_mib, seed=seed, tensor_mib=tensor_mib)
+        sign(path, key, overwrite=True)
+    return path, pub
+
+
+def verified_load(out: Path, size_mib: int, tensor_mib: int, repeat: int) -> dict[str, float]:
+    """Section 4: whole-model verified loads against verify + plain load, numpy and torch."""
+    path, pub = signed_file(out, f"load-{size_mib}m-{tensor_mib}", size_mib, 7, tensor_mib)
     warm([path])
     rounds: dict[str, Callable[[], object]] = {"verify": lambda: verify(path, pub)}
     frameworks = ["np"]
@@ -192,7 +200,7 @@ def verified_load(out: Path, size_mib: int, tensor_mib: int, repeat: int) -> dic
         print(f"  {fw}: plain load {res[f'load_plain_{fw}_s']:.3f} s, verified load "
               f"{res[f'load_verified_{fw}_s']:.3f} s ({res[f'load_verified_{fw}_cpu_s']:.3f} s CPU) "
               f"= {res[f'load_verified_{fw}_ratio']:.2f}x of verify + plain load "
-              f"({res[f'load_verified_{fw}_cpu_ratio']:.2f}x in CPU time; target <= 1.3x)")
+              f"({res[f'load_verified_{fw}_cpu_ratio']:.2f}x in CPU time; target <= 1.2x)")
         print(f"      plain load into private memory (backend='pread'): "
               f"{res[f'load_pread_{fw}_s']:.3f} s ({res[f'load_pread_{fw}_cpu_s']:.3f} s CPU); "
               f"verified load = {res[f'load_verified_{fw}_ratio_vs_pread']:.2f}x of verify + that")
@@ -201,14 +209,7 @@ def verified_load(out: Path, size_mib: int, tensor_mib: int, repeat: int) -> dic
 
 def hashing_limit(out: Path, size_mib: int, repeat: int) -> dict[str, float]:
     """Section 5: ``verify`` of one file against BLAKE3 of its bytes on every core."""
-    key, pub = out / "key.pem", out / "key.pem.pub"
-    if not key.exists():
-        generate_key(key, pub)
-    single = out / f"single-{size_mib}m" / "model.safetensors"
-    if not single.exists():
-        single.parent.mkdir(parents=True, exist_ok=True)
-        write_shard(single, size_mib, seed=99)
-        sign(single, key, overwrite=True)
+    single, pub = signed_file(out, f"single-{size_mib}m", size_mib, 99)
     warm([single])
     pairs: list[tuple[float, float]] = []
     for i in range(repeat):
