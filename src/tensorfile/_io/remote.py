@@ -557,11 +557,7 @@ class RemoteFile:
         :class:`~tensorfile._io.sources.ByteSource`, as the scanner and the
         converter read a checkpoint): from the first answer where it has them,
         otherwise by checked range requests."""
-        end = offset + len(view)
-        if 0 <= offset and end <= len(self._prefix):
-            view[:] = self._prefix[offset:end]
-        else:
-            self.read([(offset, view, None)])
+        self.read_many([(offset, view)])
 
     def read_many(self, jobs: Sequence[tuple[int, memoryview]]) -> None:
         """:meth:`read_into` of each ``(offset, view)``, fetched concurrently

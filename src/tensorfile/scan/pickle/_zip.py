@@ -233,7 +233,8 @@ def _directory(buf: Buffer, base: int, end: int, cd: int, cd_size: int, total: i
         central.append((loff, raw, flags, method, csize, usize, xlen))
     # Every local header is read next: asked for at once, which a remote
     # checkpoint fetches concurrently rather than one round trip per entry.
-    prefetch(buf, [(base + c[0], base + c[0] + 30 + len(c[1]) + c[6]) for c in central])
+    prefetch(buf, [(base + loff, base + loff + 30 + len(raw) + xlen)
+                   for loff, raw, *_, xlen in central])
     entries = [_local(buf, base, end, loff, raw, flags, method, csize, usize, problems)
                for loff, raw, flags, method, csize, usize, _ in central]
     return entries, pos - cd
