@@ -8,11 +8,13 @@ pages, and a second copy of the model held in the cache. An ``O_DIRECT``
 read has the device write into the private buffer itself.
 
 A direct read of bytes that are cached goes back to the disk, so each range
-is looked up in the page cache first (``mincore`` of a short-lived map of
-just that range, which faults no page in) and read buffered where most of it
-is there already.
+is looked up in the page cache first (``mincore`` of a map of the file that
+is never touched, so it faults nothing in and cannot raise SIGBUS) and read
+buffered where most of it is there already. The map is made once per open
+file: mapping and unmapping per range would take the address space's lock
+for writing against the page faults of the threads filling new memory.
 
-The direct reads go through a second descriptor of the *same open file*
+:class:`DirectReads` holds both for one open file. The direct reads go through a second descriptor of the *same open file*
 (``/proc/self/fd``, checked by device and inode), never a second open of
 the path, which another process could have replaced. ``O_DIRECT`` wants the
 file offset, the length and the memory address aligned to the device's
@@ -48,36 +50,6 @@ MIN_DIRECT = 1 << 20
 DIRECT_BLOCK = 16 << 20
 
 
-def open_twin(fd: int) -> int | None:
-    """An ``O_DIRECT`` descriptor of the file open as ``fd``, or None where
-    there is none (not Linux, no ``/proc``, a file system that refuses it,
-    or no ``preadv`` to read into the caller's aligned buffer)."""
-    flag = getattr(os, "O_DIRECT", 0)
-    if not flag or not sys.platform.startswith("linux") or not hasattr(os, "preadv"):
-        return None
-    try:
-        twin = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | flag | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        a, b = os.fstat(fd), os.fstat(twin)
-        if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino):
-            return twin
-    except OSError:
-        pass
-    os.close(twin)
-    return None
-
-
-def empty_like_file(size: int, offset: int) -> np.ndarray[Any, Any]:
-    """A new ``uint8`` array of ``size`` bytes whose address is ``offset``
-    modulo :data:`ALIGN`: bytes read into it from file offset ``offset`` on
-    can be read directly (at most :data:`ALIGN` bytes more are allocated)."""
-    raw = np.empty(size + ALIGN, dtype=np.uint8)
-    skip = (offset - raw.ctypes.data) % ALIGN
-    return raw[skip : skip + size]
-
-
 class _Libc:
     """``mmap``, ``munmap`` and ``mincore`` through ctypes (the standard
     library's :mod:`mmap` neither exposes an address nor asks ``mincore``)."""
@@ -97,60 +69,98 @@ class _Libc:
 _libc: _Libc | None = None
 
 
-def mostly_cached(fd: int, offset: int, size: int) -> bool:
-    """Whether at least half of the pages of ``[offset, offset + size)`` are
-    in the page cache (True where it cannot be told: then read buffered)."""
-    global _libc
-    try:
-        if _libc is None:
-            _libc = _Libc()
-        lo = offset - offset % mmap.PAGESIZE
-        length = offset + size - lo
-        addr = _libc.mmap(None, length, mmap.PROT_READ, mmap.MAP_SHARED, fd, lo)
-        if addr is None or addr == ctypes.c_void_p(-1).value:
-            return True
+class DirectReads:
+    """Direct reads of one open file: its ``O_DIRECT`` twin and a map of it
+    for ``mincore``. :meth:`open` returns None where there are none (not
+    Linux, no ``/proc``, a file system that refuses ``O_DIRECT``, no
+    ``preadv`` to read into the caller's aligned buffer). Thread-safe;
+    :meth:`close` once no read is in flight."""
+
+    def __init__(self, fd: int, twin: int, addr: int, length: int) -> None:
+        self._fd, self._twin, self._addr, self._length = fd, twin, addr, length
+
+    @classmethod
+    def open(cls, fd: int, size: int) -> DirectReads | None:
+        global _libc
+        flag = getattr(os, "O_DIRECT", 0)
+        if not flag or not sys.platform.startswith("linux") or not hasattr(os, "preadv") or size <= 0:
+            return None
         try:
-            pages = -(-length // mmap.PAGESIZE)
-            vec = np.empty(pages, dtype=np.uint8)
-            if _libc.mincore(addr, length, vec.ctypes.data) != 0:
-                return True
-        finally:
-            _libc.munmap(addr, length)
-    except (OSError, AttributeError):
-        return True
-    return int(np.count_nonzero(vec & 1)) * 2 >= pages
-
-
-def worth_reading_directly(fd: int, view: memoryview, offset: int) -> bool:
-    """Whether filling ``view`` from file offset ``offset`` on should go
-    through :func:`read_directly`: the buffer is placed for it
-    (:func:`empty_like_file`), the aligned part is long enough, and most of
-    it is not in the page cache."""
-    lo = offset + (-offset % ALIGN)
-    hi = (offset + len(view)) // ALIGN * ALIGN
-    return (
-        hi - lo >= MIN_DIRECT
-        and (np.frombuffer(view, dtype=np.uint8).ctypes.data - offset) % ALIGN == 0
-        and not mostly_cached(fd, lo, hi - lo)
-    )
-
-
-def read_directly(fd: int, twin: int, view: memoryview, offset: int) -> None:
-    """Fill ``view`` (bytes, placed by :func:`empty_like_file`) with the
-    file's bytes from ``offset`` on: the aligned middle through ``twin``,
-    the unaligned head and tail, and anything ``twin`` refuses, buffered
-    through ``fd``. Raises as :func:`pread_exact` does."""
-    size = len(view)
-    lo = min(offset + size, offset + (-offset % ALIGN))
-    hi = max(lo, (offset + size) // ALIGN * ALIGN)
-    pread_exact(fd, lo - offset, offset, view[: lo - offset])
-    got = lo
-    while got < hi:
-        try:
-            n = pread_into(twin, view[got - offset : hi - offset], got)
+            twin = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | flag | os.O_CLOEXEC)
         except OSError:
-            break  # refused after all (EINVAL): the rest buffered
-        got += n
-        if n == 0 or n % ALIGN:
-            break  # the end of the file: the buffered read below says how short
-    pread_exact(fd, offset + size - got, got, view[got - offset :])
+            return None
+        try:
+            a, b = os.fstat(fd), os.fstat(twin)
+            if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino):
+                if _libc is None:
+                    _libc = _Libc()
+                addr = _libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+                if addr is not None and addr != ctypes.c_void_p(-1).value:
+                    return cls(fd, twin, addr, size)
+        except (OSError, AttributeError):
+            pass
+        os.close(twin)
+        return None
+
+    def close(self) -> None:
+        if self._twin >= 0:
+            assert _libc is not None
+            _libc.munmap(self._addr, self._length)
+            os.close(self._twin)
+            self._twin = -1
+
+    def mostly_cached(self, offset: int, size: int) -> bool:
+        """Whether at least half of the pages of ``[offset, offset + size)``
+        are in the page cache (True where it cannot be told: read buffered)."""
+        lo = offset - offset % mmap.PAGESIZE
+        hi = min(offset + size, self._length)
+        if hi <= lo:
+            return True
+        pages = -(-(hi - lo) // mmap.PAGESIZE)
+        vec = np.empty(pages, dtype=np.uint8)
+        assert _libc is not None
+        if _libc.mincore(self._addr + lo, hi - lo, vec.ctypes.data) != 0:
+            return True
+        return int(np.count_nonzero(vec & 1)) * 2 >= pages
+
+    def worth_it(self, view: memoryview, offset: int) -> bool:
+        """Whether filling ``view`` from file offset ``offset`` on should go
+        through :meth:`read`: the buffer is placed for it
+        (:func:`empty_like_file`), the aligned part is long enough, and most
+        of it is not in the page cache."""
+        lo = offset + (-offset % ALIGN)
+        hi = (offset + len(view)) // ALIGN * ALIGN
+        return (
+            hi - lo >= MIN_DIRECT
+            and (np.frombuffer(view, dtype=np.uint8).ctypes.data - offset) % ALIGN == 0
+            and not self.mostly_cached(lo, hi - lo)
+        )
+
+    def read(self, view: memoryview, offset: int) -> None:
+        """Fill ``view`` (bytes, placed by :func:`empty_like_file`) with the
+        file's bytes from ``offset`` on: the aligned middle through the twin;
+        the unaligned head and tail, and anything the twin refuses, buffered.
+        Raises as :func:`pread_exact` does."""
+        size = len(view)
+        lo = min(offset + size, offset + (-offset % ALIGN))
+        hi = max(lo, (offset + size) // ALIGN * ALIGN)
+        pread_exact(self._fd, lo - offset, offset, view[: lo - offset])
+        got = lo
+        while got < hi:
+            try:
+                n = pread_into(self._twin, view[got - offset : hi - offset], got)
+            except OSError:
+                break  # refused after all (EINVAL): the rest buffered
+            got += n
+            if n == 0 or n % ALIGN:
+                break  # the end of the file: the buffered read below says how short
+        pread_exact(self._fd, offset + size - got, got, view[got - offset :])
+
+
+def empty_like_file(size: int, offset: int) -> np.ndarray[Any, Any]:
+    """A new ``uint8`` array of ``size`` bytes whose address is ``offset``
+    modulo :data:`ALIGN`: bytes read into it from file offset ``offset`` on
+    can be read directly (at most :data:`ALIGN` bytes more are allocated)."""
+    raw = np.empty(size + ALIGN, dtype=np.uint8)
+    skip = (offset - raw.ctypes.data) % ALIGN
+    return raw[skip : skip + size]

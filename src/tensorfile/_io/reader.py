@@ -56,15 +56,7 @@ from tensorfile._frameworks import (
     torch_from_carrier,
     torch_view,
 )
-from tensorfile._io.direct import (
-    ALIGN,
-    DIRECT_BLOCK,
-    MIN_DIRECT,
-    empty_like_file,
-    open_twin,
-    read_directly,
-    worth_reading_directly,
-)
+from tensorfile._io.direct import ALIGN, DIRECT_BLOCK, MIN_DIRECT, DirectReads, empty_like_file
 from tensorfile._io.files import open_file_object, open_regular, pread_exact
 from tensorfile._io.headers import read_header
 from tensorfile._io.remote import RemoteFile
@@ -185,9 +177,8 @@ class SafeOpen:
         self._closed = True
         self._inflight = 0
         self._map: mmap.mmap | None = None
-        #: An ``O_DIRECT`` descriptor of the same file, for verified reads of
-        #: cold bytes straight into private memory (tensorfile._io.direct).
-        self._twin: int | None = None
+        #: pread mode: cold bytes read straight into private memory (tensorfile._io.direct).
+        self._direct_reads: DirectReads | None = None
         #: Bytes copied out of the file by this handle: ``pread`` reads and
         #: :meth:`read_into` copies (zero-copy views of the map are not counted).
         self.bytes_read = 0
@@ -234,8 +225,9 @@ class SafeOpen:
                 # a map (or a second open of the path) that another process
                 # could change between the check and the use.
                 self._mode = "pread"
-                if self._fd >= 0:
-                    self._twin = open_twin(self._fd)
+            if self._mode == "pread" and self._fd >= 0:
+                self._direct_reads = DirectReads.open(self._fd, self._size)
+            if self._verifier is not None:
                 whole = self._verifier.check_open(raw_header, self._size)
                 if whole is not None:
                     self._whole = self._read_whole(whole, raw_header)
@@ -273,10 +265,11 @@ class SafeOpen:
 
     def _release(self) -> None:
         """Close the descriptors (the caller holds the lock, or is the only user)."""
-        for fd in (self._fd, self._twin):
-            if fd is not None and fd >= 0:
-                os.close(fd)
-        self._fd, self._twin = -1, None
+        if self._direct_reads is not None:
+            self._direct_reads.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd, self._direct_reads = -1, None
 
     def __del__(self) -> None:
         if not getattr(self, "_closed", True):
@@ -386,8 +379,8 @@ class SafeOpen:
 
     def _pread_local(self, size: int, offset: int, into: Any, direct: bool) -> Any:
         try:
-            if direct and self._twin is not None:
-                read_directly(self._fd, self._twin, into, offset)
+            if direct and self._direct_reads is not None:
+                self._direct_reads.read(into, offset)
                 return into
             return pread_exact(self._fd, size, offset, into)
         except TruncatedFileError as e:
@@ -399,7 +392,7 @@ class SafeOpen:
 
     def _pread(self, size: int, offset: int, into: Any = None, *, direct: bool = False) -> Any:
         """``size`` bytes at ``offset``, into ``into`` or a new buffer (``direct``:
-        ``into`` is a view placed for :func:`read_directly`, and it is used)."""
+        ``into`` is a view placed for :meth:`DirectReads.read`, and it is used)."""
         with self._lock:
             self._check_open()
             self._inflight += 1
@@ -424,7 +417,10 @@ class SafeOpen:
             if mapped is not None:
                 return mapped, self._header.data_offset + info.start
         if self._verifier is None:
-            return self._pread(info.nbytes, self._header.data_offset + info.start), 0
+            buf: Any = self._empty(info.nbytes, self._header.data_offset + info.start) if into is None else into
+            with memoryview(buf).cast("B") as view:
+                self._fill(view[: info.nbytes], self._header.data_offset + info.start, None)
+            return buf, 0
         if self._whole is not None:
             return self._whole, info.start
         # Verified bytes are kept and handed out again: reading the file a
@@ -461,7 +457,7 @@ class SafeOpen:
         at ``offset`` modulo ALIGN, to be read straight from the disk where
         they are not cached (tensorfile._io.direct): with direct reads, for
         big ranges whose offset keeps 8-byte alignment in memory."""
-        return self._twin is not None and size >= MIN_DIRECT and offset % 8 == 0
+        return self._direct_reads is not None and size >= MIN_DIRECT and offset % 8 == 0
 
     def read_checked(self, name: str, out: Any, check: TensorCheck) -> None:
         """Read the whole tensor ``name`` into ``out``, feeding ``check`` its
@@ -473,7 +469,7 @@ class SafeOpen:
             self._remote_read([(info, out, check)])
             return
         with memoryview(out).cast("B") as view:
-            self._read_hashed(view[: info.nbytes], self._header.data_offset + info.start, check)
+            self._fill(view[: info.nbytes], self._header.data_offset + info.start, check)
         check.finish()
 
     def _read_whole(self, check: TensorCheck, raw_header: bytes) -> np.ndarray[Any, Any]:
@@ -483,30 +479,33 @@ class SafeOpen:
         check.update(memoryview(raw_header))
         buf = self._empty(self._size - len(raw_header), len(raw_header))
         with memoryview(buf.data) as view:
-            self._read_hashed(view, len(raw_header), check)
+            self._fill(view, len(raw_header), check)
         check.finish()
         return buf
 
-    def _read_hashed(self, view: memoryview, offset: int, check: TensorCheck) -> None:
-        """Fill ``view`` from file offset ``offset`` on, feeding ``check`` the
-        bytes in order. Blocks after the first start on an aligned file
-        offset; a cold block is read straight from the disk whole (long reads
-        keep the device busy), a cached one by ``check``'s chunks, each
+    def _fill(self, view: memoryview, offset: int, check: TensorCheck | None) -> None:
+        """Fill ``view`` from file offset ``offset`` on, feeding ``check`` (if
+        any) the bytes in order. Blocks after the first start on an aligned
+        file offset; a cold block is read straight from the disk whole (long
+        reads keep the device busy), a cached one by ``check``'s chunks, each
         hashed right after its copy while still in the CPU's cache."""
-        step = max(1, check.chunk_size)
-        block = max(step, DIRECT_BLOCK) if self._twin is not None else step
+        step = max(1, check.chunk_size) if check is not None else DIRECT_BLOCK
+        direct = self._direct_reads
+        block = max(step, DIRECT_BLOCK) if direct is not None else step
         a = 0
         while a < len(view):
             b = min(len(view), a + block + (-(offset + a) % ALIGN if a == 0 else 0))
             part = view[a:b]
-            if self._twin is not None and worth_reading_directly(self._fd, part, offset + a):
+            if direct is not None and direct.worth_it(part, offset + a):
                 self._pread(len(part), offset + a, part, direct=True)
-                check.update(part)
+                if check is not None:
+                    check.update(part)
             else:
                 for c in range(0, len(part), step):
                     chunk = part[c : c + step]
                     self._pread(len(chunk), offset + a + c, chunk)
-                    check.update(chunk)
+                    if check is not None:
+                        check.update(chunk)
             a = b
 
     def read_into(self, name: str, start: int, out: Any) -> None:
@@ -617,8 +616,8 @@ class SafeOpen:
         """Every tensor (or ``names``), keyed by name, in file order.
 
         In pread mode reads run ``threads`` at a time (default: CPU count, at
-        most 8, twice that for verified reads that may go straight to the
-        disk), which keeps a network file system busy.
+        most 8, or twice that from a cold page cache), which keeps a network
+        file system or a disk busy.
         """
         # Each name once: two reads of one tensor must not share an arena slot.
         wanted = list(self._header.tensors) if names is None else list(dict.fromkeys(names))
@@ -626,11 +625,7 @@ class SafeOpen:
             return self._remote_tensors(wanted)
         if self._mode == "pread" and len(wanted) > 1:
             slots = self._arena(wanted) if self._verifier is not None and self._whole is None else {}
-            # Reads straight from the disk leave a core idle while they wait:
-            # twice as many jobs as cores keep the disk and the hashing busy
-            # at once (2 GiB cold on 2 cores: 1.6-1.8 s with 4, 1.8-2.4 s with 2).
-            cores = os.cpu_count() or 1
-            workers = threads or min(8, cores * 2 if self._twin is not None else cores)
+            workers = threads or self._workers(wanted)
             with ThreadPoolExecutor(workers) as pool:
                 values = list(pool.map(lambda n: self._get(n, slots.get(n)), wanted))
             return dict(zip(wanted, values, strict=True))
@@ -640,6 +635,22 @@ class SafeOpen:
             if self._mapping(end=self._header.data_offset + last) is not None:
                 return {n: self._get(n, sized=True) for n in wanted}
         return {n: self.get_tensor(n) for n in wanted}
+
+    def _workers(self, names: list[str]) -> int:
+        """How many reads of a whole load run at once: one per core (at most
+        8), twice that where most of the bytes are not cached and will be
+        read straight from the disk, as each such read leaves its core idle
+        while it waits (2 GiB on 2 cores, verified, cold: 1.6-1.8 s with 4,
+        1.8-2.4 s with 2). Out of the cache, more jobs than cores only fight
+        over page faults (unverified, warm: 2.7-2.9 s with 4, 1.3-1.6 s with 2)."""
+        cores = min(8, os.cpu_count() or 1)
+        probe = self._direct_reads  # once: a close on another thread drops it
+        if probe is None:
+            return cores
+        infos = [self.info(n) for n in names]
+        lo = self._header.data_offset + min(i.start for i in infos)
+        hi = self._header.data_offset + max(i.end for i in infos)
+        return cores if hi <= lo or probe.mostly_cached(lo, hi - lo) else min(8, 2 * cores)
 
     def _remote_read(self, jobs: list[tuple[TensorInfo, Any, Any]]) -> None:
         """Fetch each ``(info, buffer, check or None)`` tensor of a remote file
