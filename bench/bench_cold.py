@@ -10,8 +10,9 @@ of it is resident, and times loading every tensor into this process's memory
 as torch CPU tensors and touching one byte per 4 KiB page of each (what a
 zero-copy mmap "load" defers to first use is counted, as for the others).
 
-Methods: tensorfile's default (``mmap``), its ``pread`` backend, a verified
-load (``load_file(..., verify=TrustPolicy(key, signature))``: the signature
+Methods: tensorfile's default (``mmap``), its ``pread`` backend (which,
+as a verified load, reads cold tensors straight from the disk with
+``O_DIRECT``: ``tensorfile._io.direct``), a verified load (``load_file(..., verify=TrustPolicy(key, signature))``: the signature
 checked, then every tensor hashed as its bytes are copied into private
 memory; the file is signed once, beside it, with tensorfile's per-tensor
 digests), the
