@@ -1,6 +1,7 @@
 """Reading around the page cache: cold bytes from the disk straight into their final buffer.
 
-A verified load copies every byte into private memory. Out of a warm page
+A verified load, or a load with the ``pread`` backend, copies every byte
+into private memory. Out of a warm page
 cache that copy is one ``memcpy``. Out of a cold one, a buffered ``pread``
 has the kernel allocate and fill page-cache pages first and then copy out
 of them: a second pass over memory, on top of the zeroing of the private
@@ -14,15 +15,17 @@ buffered where most of it is there already. The map is made once per open
 file: mapping and unmapping per range would take the address space's lock
 for writing against the page faults of the threads filling new memory.
 
-:class:`DirectReads` holds both for one open file. The direct reads go through a second descriptor of the *same open file*
-(``/proc/self/fd``, checked by device and inode), never a second open of
-the path, which another process could have replaced. ``O_DIRECT`` wants the
+:class:`DirectReads` holds both for one open file. The direct reads go
+through a second descriptor of the *same open file* (``/proc/self/fd``,
+checked by device and inode), never a second open of the path, which
+another process could have replaced. ``O_DIRECT`` wants the
 file offset, the length and the memory address aligned to the device's
 logical block; :data:`ALIGN` covers every common device. A buffer to be
 read so comes from :func:`empty_like_file`, whose address matches its file
 offset modulo :data:`ALIGN`; a range's unaligned head and tail are read
 buffered. Whatever the platform or file system refuses (no ``O_DIRECT``,
-``EINVAL``) is read buffered instead: the same bytes, only slower.
+``EINVAL``, ``EIO``) is read buffered instead: the same bytes, only slower,
+and an error that persists is the buffered read's error.
 """
 
 from __future__ import annotations

@@ -21,10 +21,11 @@ Backends
     ``load_file`` issues the reads from a thread pool so several are in
     flight at once.
 
-Verified reads (``verify=``) copy into private memory by ``pread``, each
-byte hashed as it lands; where the page cache does not hold the bytes, big
-tensors are read straight from the disk into that memory (``O_DIRECT``,
-see tensorfile._io.direct) rather than through the cache.
+Verified reads (``verify=``) copy into private memory by ``pread`` too, each
+byte hashed as it lands. In ``pread`` mode, where the page cache does not
+hold the bytes, big tensors are read straight from the disk into their
+memory (``O_DIRECT``, see tensorfile._io.direct) rather than through the
+cache.
 
 The header is always read with ``pread`` and validated against the file's
 real size before anything is mapped or allocated.
@@ -690,8 +691,8 @@ class SafeOpen:
 
     def _arena(self, names: list[str], *, always: bool = False) -> dict[str, Any]:
         """One allocation for the verified tensors about to be read, a slice
-        for each (64-byte aligned, or placed for direct reads: :meth:`_direct`). One big array gets transparent huge pages
-        throughout, so first-touch page faults (and the kernel's page zeroing
+        for each (64-byte aligned, or placed for direct reads: :meth:`_direct`).
+        One big array gets transparent huge pages throughout, so first-touch page faults (and the kernel's page zeroing
         around them) drop from one per 4 KiB to one per 2 MiB: for a whole
         model they cost more than the hashing otherwise. The memory is freed
         when the last of these tensors is."""
