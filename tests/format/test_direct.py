@@ -47,7 +47,9 @@ def data_file(tmp_path: Path) -> Iterator[Data]:
 
 def test_reads_the_open_file_not_the_path(data_file: Data, evict: Evict) -> None:
     """Direct reads read the file the caller opened, even after another
-    file took its name (the twin is reopened through the descriptor)."""
+    file took its name (the twin is reopened through the descriptor).
+    ``evict`` only skips where there is no posix_fadvise: the file is
+    evicted through the descriptor, as its path now names another."""
     path, data, fd, _ = data_file
     other = path.with_name("other")
     other.write_bytes(bytes(SIZE))

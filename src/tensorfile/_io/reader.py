@@ -493,9 +493,8 @@ class SafeOpen:
         step = max(1, check.chunk_size) if check is not None else DIRECT_BLOCK
         direct = self._direct_reads
         block = max(step, DIRECT_BLOCK) if direct is not None else step
-        a = 0
+        a, b = 0, min(len(view), block + -offset % ALIGN)  # the first block ends aligned
         while a < len(view):
-            b = min(len(view), a + block + (-(offset + a) % ALIGN if a == 0 else 0))
             part = view[a:b]
             if direct is not None and direct.worth_it(part, offset + a):
                 self._pread(len(part), offset + a, part, direct=True)
@@ -507,7 +506,7 @@ class SafeOpen:
                     self._pread(len(chunk), offset + a + c, chunk)
                     if check is not None:
                         check.update(chunk)
-            a = b
+            a, b = b, min(len(view), b + block)
 
     def read_into(self, name: str, start: int, out: Any) -> None:
         """Copy bytes ``[start, start + len(out))`` of a tensor's data into ``out``.
