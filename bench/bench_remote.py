@@ -23,8 +23,9 @@ their path-style S3 requests (``GET /bench/model.safetensors`` with
 client) each load ``s3://bench/model.safetensors`` through it.
 
 Each load runs in a fresh process (``--child``), which reports its wall time
-and its peak RSS; throughput is model bytes over wall time. Ratios are
-against the anchor of the same transport, in the same run.
+and its peak RSS; throughput is model bytes over wall time. With
+``--repeat N`` the contenders take turns, N rounds, and each one's best is
+reported. Ratios are against the anchor of the same transport, in the same run.
 
     python bench/bench_remote.py [--size-mib 2048] [--repeat 1] [--json]
 """
@@ -128,7 +129,7 @@ def _run_child(kind: str, url: str, opts: dict[str, Any], pub: str, env: dict[st
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size-mib", type=int, default=2048)
-    ap.add_argument("--repeat", type=int, default=1, help="best of N loads per contender")
+    ap.add_argument("--repeat", type=int, default=1, help="rounds of loads, each contender once per round (best of N)")
     ap.add_argument("--transports", default="http,s3",
                     help="http, s3 (moto), s3n (S3 requests answered by nginx); comma-separated")
     ap.add_argument("--limit-rate", default=None, metavar="RATE",
@@ -216,11 +217,16 @@ def main() -> None:
             if have_tensorizer:
                 plan.append(("http", "tensorizer", ng.url("model.tensors"), {}, env))
             plan = [p for p in plan if p[0] in transports]
-            for transport, kind, url, opts, e in plan:
-                runs = [_run_child(kind, url, opts, pub, e) for _ in range(args.repeat)]
-                results[f"{kind} ({transport})"] = runs
-                if not args.json:
-                    print(f"  {kind} ({transport}): {_describe(runs, size)}", flush=True)
+            # In rounds, each contender once per round: a load right after
+            # another of its own kind reuses the memory that one just freed,
+            # and on a VM a first touch of other memory can cost seconds.
+            for r in range(args.repeat):
+                for transport, kind, url, opts, e in plan:
+                    runs = results.setdefault(f"{kind} ({transport})", [])
+                    runs.append(_run_child(kind, url, opts, pub, e))
+                    if not args.json:
+                        print(f"  round {r + 1}, {kind} ({transport}): {_describe(runs[-1:], size)}",
+                              flush=True)
 
     table = _summary(results, size)
     if args.json:

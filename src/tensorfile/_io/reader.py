@@ -60,7 +60,7 @@ from tensorfile._frameworks import (
 from tensorfile._io.direct import ALIGN, DIRECT_BLOCK, MIN_DIRECT, DirectReads, empty_like_file
 from tensorfile._io.files import open_file_object, open_regular, pread_exact
 from tensorfile._io.headers import read_header
-from tensorfile._io.remote import RemoteFile
+from tensorfile._io.remote import RemoteFile, fresh_buffer
 from tensorfile._io.verifier import FileVerifier, TensorCheck, Verifier
 from tensorfile.errors import (
     ClosedFileError,
@@ -652,7 +652,7 @@ class SafeOpen:
         hi = self._header.data_offset + max(i.end for i in infos)
         return cores if hi <= lo or probe.mostly_cached(lo, hi - lo) else min(8, 2 * cores)
 
-    def _remote_read(self, jobs: list[tuple[TensorInfo, Any, Any]]) -> None:
+    def _remote_read(self, jobs: list[tuple[TensorInfo, Any, Any]], *, fresh: bool = False) -> None:
         """Fetch each ``(info, buffer, check or None)`` tensor of a remote file
         into its buffer, all at once (see :meth:`RemoteFile.read`)."""
         assert self._remote is not None
@@ -661,7 +661,8 @@ class SafeOpen:
         base = self._header.data_offset
         self._remote.read(
             [(base + info.start, memoryview(buf).cast("B")[: info.nbytes], check)
-             for info, buf, check in jobs]
+             for info, buf, check in jobs],
+            fresh=fresh,
         )
         with self._lock:
             self.bytes_read += sum(info.nbytes for info, _, _ in jobs)
@@ -671,16 +672,12 @@ class SafeOpen:
         concurrent fetch straight into it; with ``verify`` each tensor is
         checked as its bytes land, and none is returned unless all passed."""
         slots = self._arena(wanted, always=True)
-        if slots:
-            # The arena's pages faulted in first, by one strided write, before
-            # any answer lands: copies on the event loop that fault them in
-            # one by one cost more (1 GiB over loopback, quiet machine, four
-            # fresh processes each: 2.6-3.0 s without, 1.8-2.0 s with).
-            next(iter(slots.values())).base[:: mmap.PAGESIZE] = 0
         todo = [self.info(n) for n in slots]
         checks = [self._verifier.tensor_check(i.name, i.nbytes) if self._verifier else None
                   for i in todo]
-        self._remote_read([(i, slots[i.name], c) for i, c in zip(todo, checks, strict=True)])
+        # The arena is fresh: its pages are faulted in beside the transfers.
+        self._remote_read([(i, slots[i.name], c) for i, c in zip(todo, checks, strict=True)],
+                          fresh=True)
         if self._verifier is None:
             return {n: self._wrap(self.info(n), slots[n], 0) for n in wanted}
         with self._lock:
@@ -700,7 +697,8 @@ class SafeOpen:
             return {}
         placed = {info.name for info in todo
                   if self._direct(info.nbytes, self._header.data_offset + info.start)}
-        arena = empty_like_file(sum(info.nbytes + 64 for info in todo) + ALIGN * len(placed), 0)
+        size = sum(info.nbytes + 64 for info in todo) + ALIGN * len(placed)
+        arena = fresh_buffer(size) if self._remote is not None else empty_like_file(size, 0)
         offsets, total = {}, 0
         for info in todo:
             total += -total % 64
