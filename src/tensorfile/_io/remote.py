@@ -665,18 +665,11 @@ class RemoteFile:
                     n_pieces[j] = -1  # finished once
                     await loop.run_in_executor(hasher, check.finish)
 
-        ready = [asyncio.Event() for _ in requests] if fresh else []
-        stop = threading.Event()
-        faulted: asyncio.Future[None] | None = None
-        if fresh:
-            faulted = loop.create_future()
-            batches = [[v for j, _, v in pieces if j >= 0] for _, _, pieces in requests]
-            threading.Thread(target=_fault_in, args=(loop, batches, ready, stop, faulted),
-                             name="tensorfile-fault-in", daemon=True).start()
+        faults = _FaultIn(loop, [[v for j, _, v in p if j >= 0] for _, _, p in requests]) if fresh else None
 
         async def one(i: int, start: int, end: int, pieces: list[tuple[int, int, memoryview]]) -> None:
-            if ready:
-                await ready[i].wait()
+            if faults is not None:
+                await faults.ready(i)
             async with sem:
                 sink = _Sink([v for _, _, v in pieces])
                 await self._retrying(lambda: self._fetcher.fetch(start, end, sink))
@@ -700,10 +693,8 @@ class RemoteFile:
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
         finally:
-            # Nothing may write into the caller's memory after this returns.
-            stop.set()
-            if faulted is not None:
-                await faulted
+            if faults is not None:
+                await faults.close()  # nothing writes into the caller's memory after this returns
 
     def read_small(self, url: str, limit: int) -> bytes:
         """The whole of a small object beside this one (a signature, an index):
@@ -723,6 +714,27 @@ def fresh_buffer(size: int) -> np.ndarray[Any, Any]:
     if not hasattr(mmap, "MAP_PRIVATE"):  # Windows: no huge-page advice to avoid
         return np.empty(size, dtype=np.uint8)
     return np.frombuffer(mmap.mmap(-1, max(size, 1), flags=mmap.MAP_PRIVATE), np.uint8)[:size]
+
+
+class _FaultIn:
+    """Fresh memory faulted in on a helper thread (:func:`_fault_in`), one
+    batch of views per request, in the order the requests are planned."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, batches: list[list[memoryview]]) -> None:
+        self._ready = [asyncio.Event() for _ in batches]
+        self._stop = threading.Event()
+        self._done: asyncio.Future[None] = loop.create_future()
+        threading.Thread(target=_fault_in, args=(loop, batches, self._ready, self._stop, self._done),
+                         name="tensorfile-fault-in", daemon=True).start()
+
+    async def ready(self, i: int) -> None:
+        """Return once request ``i``'s memory is resident."""
+        await self._ready[i].wait()
+
+    async def close(self) -> None:
+        """Stop the helper and return once it has."""
+        self._stop.set()
+        await self._done
 
 
 def _fault_in(loop: asyncio.AbstractEventLoop, batches: list[list[memoryview]],
