@@ -20,8 +20,9 @@ from hypothesis import strategies as st
 from remote_kit import Model
 from servers import Nginx
 
-from tensorfile._io import remote
-from tensorfile._io.remote import RemoteFile, RemoteOptions, fresh_buffer
+from tensorfile._io import fresh as fresh_memory
+from tensorfile._io.fresh import fresh_buffer
+from tensorfile._io.remote import RemoteFile, RemoteOptions
 from tensorfile.errors import RemoteRangeError
 
 SIZE = 600_000
@@ -84,8 +85,8 @@ def test_a_request_is_sent_once_its_memory_is_resident(
 ) -> None:
     url, data = blob
     f = RemoteFile(url, RemoteOptions(block_size=64 << 10, concurrency=2))
-    real = remote._fault_in  # slowed down: the requests would overtake it
-    monkeypatch.setattr(remote, "_fault_in", lambda loop, batches, *a: real(loop, _slow(batches, []), *a))
+    real = fresh_memory.fault_in  # slowed down: the requests would overtake it
+    monkeypatch.setattr(fresh_memory, "fault_in", lambda loop, batches, *a: real(loop, _slow(batches, []), *a))
     seen: list[bool] = []
     fetch = f._fetcher.fetch
 
@@ -124,8 +125,8 @@ def test_a_failed_read_returns_only_after_the_helper_stopped(
     url, _ = blob
     f = RemoteFile(url, RemoteOptions(block_size=4096, concurrency=2))
     touched: list[int] = []
-    real = remote._fault_in
-    monkeypatch.setattr(remote, "_fault_in", lambda loop, batches, *a: real(loop, _slow(batches, touched), *a))
+    real = fresh_memory.fault_in
+    monkeypatch.setattr(fresh_memory, "fault_in", lambda loop, batches, *a: real(loop, _slow(batches, touched), *a))
 
     async def refused(start: int, end: int, sink: Any) -> None:
         raise RemoteRangeError("refused on purpose")
@@ -145,12 +146,12 @@ def test_a_helper_that_fails_leaves_the_faults_to_the_loop(
     f = RemoteFile(url, RemoteOptions(block_size=16 << 10, concurrency=2))
     errors: list[Any] = []
     monkeypatch.setattr(threading, "excepthook", errors.append)
-    real = remote._fault_in
+    real = fresh_memory.fault_in
 
     def broken(loop: Any, batches: list[list[memoryview]], *a: Any) -> None:
         real(loop, [batches[0], None, *batches[2:]], *a)  # type: ignore[list-item]
 
-    monkeypatch.setattr(remote, "_fault_in", broken)
+    monkeypatch.setattr(fresh_memory, "fault_in", broken)
     buf = fresh_buffer(SIZE)
     f.read(_jobs(buf, [(0, SIZE)]), fresh=True)
     assert bytes(buf) == data

@@ -59,8 +59,9 @@ from tensorfile._frameworks import (
 )
 from tensorfile._io.direct import ALIGN, DIRECT_BLOCK, MIN_DIRECT, DirectReads, empty_like_file
 from tensorfile._io.files import open_file_object, open_regular, pread_exact
+from tensorfile._io.fresh import fresh_buffer
 from tensorfile._io.headers import read_header
-from tensorfile._io.remote import RemoteFile, fresh_buffer
+from tensorfile._io.remote import RemoteFile
 from tensorfile._io.verifier import FileVerifier, TensorCheck, Verifier
 from tensorfile.errors import (
     ClosedFileError,

@@ -26,7 +26,6 @@ fsspec is imported when the first URL is opened, never by the numpy-only core.
 from __future__ import annotations
 
 import asyncio
-import mmap
 import re
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
@@ -35,10 +34,9 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urljoin, urlsplit
 
-import numpy as np
-
 from tensorfile._format import header as hdr
 from tensorfile._format.header import Header
+from tensorfile._io.fresh import FaultIn
 from tensorfile._io.verifier import FileVerifier, TensorCheck, Verifier
 from tensorfile.errors import (
     RemoteChangedError,
@@ -590,7 +588,7 @@ class RemoteFile:
         is returned. ``merge_gap`` overrides the options' for this call.
         ``fresh``: the views are new memory, never touched; a helper thread
         faults their pages in, request by request, and each request is sent
-        only once its memory is ready (see :func:`_fault_in`)."""
+        only once its memory is ready (tensorfile._io.fresh)."""
         for offset, view, _ in jobs:
             if offset < 0 or offset + len(view) > self.size:
                 raise TruncatedFileError(
@@ -665,7 +663,7 @@ class RemoteFile:
                     n_pieces[j] = -1  # finished once
                     await loop.run_in_executor(hasher, check.finish)
 
-        faults = _FaultIn(loop, [[v for j, _, v in p if j >= 0] for _, _, p in requests]) if fresh else None
+        faults = FaultIn(loop, [[v for j, _, v in p if j >= 0] for _, _, p in requests]) if fresh else None
 
         async def one(i: int, start: int, end: int, pieces: list[tuple[int, int, memoryview]]) -> None:
             if faults is not None:
@@ -703,67 +701,6 @@ class RemoteFile:
 
     def close(self) -> None:
         """Nothing to release: the session belongs to fsspec's cached file system."""
-
-
-def fresh_buffer(size: int) -> np.ndarray[Any, Any]:
-    """``size`` bytes of new private memory for a read with ``fresh=True``,
-    in ordinary pages. numpy would ask for transparent huge pages for an
-    array this big; faulted in beside the transfers, they cost more here
-    (2 GiB over loopback, alternating with tensorizer: 2.8-3.2 s in ordinary
-    pages, 4.5-4.6 s in huge pages)."""
-    if not hasattr(mmap, "MAP_PRIVATE"):  # Windows: no huge-page advice to avoid
-        return np.empty(size, dtype=np.uint8)
-    return np.frombuffer(mmap.mmap(-1, max(size, 1), flags=mmap.MAP_PRIVATE), np.uint8)[:size]
-
-
-class _FaultIn:
-    """Fresh memory faulted in on a helper thread (:func:`_fault_in`), one
-    batch of views per request, in the order the requests are planned."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, batches: list[list[memoryview]]) -> None:
-        self._ready = [asyncio.Event() for _ in batches]
-        self._stop = threading.Event()
-        self._done: asyncio.Future[None] = loop.create_future()
-        threading.Thread(target=_fault_in, args=(loop, batches, self._ready, self._stop, self._done),
-                         name="tensorfile-fault-in", daemon=True).start()
-
-    async def ready(self, i: int) -> None:
-        """Return once request ``i``'s memory is resident."""
-        await self._ready[i].wait()
-
-    async def close(self) -> None:
-        """Stop the helper and return once it has."""
-        self._stop.set()
-        await self._done
-
-
-def _fault_in(loop: asyncio.AbstractEventLoop, batches: list[list[memoryview]],
-              ready: list[asyncio.Event], stop: threading.Event,
-              done: asyncio.Future[None]) -> None:
-    """Fault in the pages of each batch of views (a request's memory) in
-    turn, then set its event. A first touch of fresh memory is a page fault
-    and the kernel's zeroing of the page; on the event loop, holding the GIL,
-    it held up every transfer behind it. Here numpy writes one byte per page
-    without the GIL while the loop receives, and a request is sent only once
-    its memory is ready, so a byte written here is never one that has landed
-    (2 GiB over loopback, fresh processes alternating with tensorizer's:
-    2.4-3.0 s with this thread, 4.3-7.7 s faulting them all in first)."""
-    try:
-        for views, event in zip(batches, ready, strict=True):
-            if stop.is_set():
-                break
-            for v in views:
-                if len(v):
-                    pages = np.frombuffer(v, np.uint8)
-                    pages[:: mmap.PAGESIZE] = 0
-                    pages[-1] = 0
-            loop.call_soon_threadsafe(event.set)
-    finally:
-        # However it ended, no request waits on it any longer (the rest of
-        # the pages fault on the loop), and the read may return.
-        for event in ready:
-            loop.call_soon_threadsafe(event.set)
-        loop.call_soon_threadsafe(done.set_result, None)
 
 
 _POOL: ThreadPoolExecutor | None = None
