@@ -57,7 +57,8 @@ def fault_in(loop: asyncio.AbstractEventLoop, batches: list[list[memoryview]],
     """Fault in the pages of each batch of views in turn (numpy writes one
     byte per page, without the GIL, while the loop receives), then set the
     batch's event (2 GiB over loopback, fresh processes alternating with
-    tensorizer's: 2.4-3.0 s so, 4.3-7.7 s faulting them all in first)."""
+    tensorizer's: 2.4-3.0 s with this helper, 4.3-7.7 s faulting them all
+    in first)."""
     try:
         for views, event in zip(batches, ready, strict=True):
             if stop.is_set():

@@ -689,10 +689,12 @@ class SafeOpen:
     def _arena(self, names: list[str], *, always: bool = False) -> dict[str, Any]:
         """One allocation for the verified tensors about to be read, a slice
         for each (64-byte aligned, or placed for direct reads: :meth:`_direct`).
-        One big array gets transparent huge pages throughout, so first-touch page faults (and the kernel's page zeroing
-        around them) drop from one per 4 KiB to one per 2 MiB: for a whole
-        model they cost more than the hashing otherwise. The memory is freed
-        when the last of these tensors is."""
+        Read locally, one big array gets transparent huge pages throughout, so
+        first-touch page faults (and the kernel's page zeroing around them)
+        drop from one per 4 KiB to one per 2 MiB: for a whole model they cost
+        more than the hashing otherwise. Read remotely, its pages are faulted
+        in beside the transfers, in ordinary pages (tensorfile._io.fresh).
+        The memory is freed when the last of these tensors is."""
         todo = [self.info(n) for n in dict.fromkeys(names) if n not in self._verified]
         if len(todo) < 2 and not always:
             return {}
